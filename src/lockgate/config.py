@@ -1,0 +1,253 @@
+"""lockgate.yaml: pydantic models, loading with line-numbered errors, env overrides.
+
+``load_config(path)`` returns a validated :class:`Config` or raises
+:class:`~lockgate.errors.ConfigError` whose message is one line naming the file,
+the line and the field, e.g.::
+
+    lockgate.yaml:7: models[1].provider: Input should be 'openai', 'anthropic', ...
+
+Secrets are given by reference (``env:NAME``) and resolved when a provider is
+built, never written back.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lockgate.errors import ConfigError
+
+DEFAULT_HOME = Path(".lockgate")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Pricing(_Strict):
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+
+
+class Timeouts(_Strict):
+    """Seconds. ``first_token`` and ``idle`` apply to streams and to the wait for headers."""
+
+    connect: float = Field(5.0, gt=0)
+    first_token: float = Field(60.0, gt=0)
+    idle: float = Field(30.0, gt=0)
+    total: float = Field(600.0, gt=0)
+
+
+class ModelDeployment(_Strict):
+    """One upstream deployment behind a public model name.
+
+    Several entries may share a ``name``: they are the deployments of one
+    public model (weights, fallbacks).
+    """
+
+    name: str = Field(min_length=1)
+    provider: Literal["openai", "anthropic", "llamacpp"]
+    model: str | None = None
+    base_url: str | None = None
+    api_key: str | None = None
+    path: str | None = None
+    mode: Literal["chat", "embeddings"] = "chat"
+    pricing: Pricing = Pricing()
+    timeouts: Timeouts = Timeouts()
+    max_retries: int = Field(1, ge=0, le=10)
+    weight: float = Field(1.0, ge=0)
+    id: str | None = None
+    """Deployment id shown in ``x-lockgate-deployment``; defaults to ``name/provider:model``."""
+    n_ctx: int = Field(2048, ge=256)
+    n_threads: int | None = Field(None, ge=1)
+    max_concurrency: int = Field(64, ge=1)
+
+    @model_validator(mode="after")
+    def _check_provider_fields(self) -> ModelDeployment:
+        if self.provider in ("openai", "anthropic") and not self.model:
+            raise ValueError(f"provider '{self.provider}' needs 'model' (the upstream model id)")
+        if self.provider == "openai" and not self.base_url:
+            raise ValueError("provider 'openai' needs 'base_url' (any OpenAI-compatible server)")
+        if self.provider == "llamacpp" and not self.path:
+            raise ValueError("provider 'llamacpp' needs 'path' (bundled:gemma-3-270m or a .gguf file)")
+        if self.api_key is not None and self.api_key.startswith("env:") and len(self.api_key) <= 4:
+            raise ValueError("api_key 'env:' needs a variable name, e.g. env:OPENAI_API_KEY")
+        return self
+
+    @property
+    def deployment_id(self) -> str:
+        if self.id:
+            return self.id
+        return f"{self.name}/{self.provider}:{self.model or self.path}"
+
+    def resolved_api_key(self) -> str | None:
+        """The API key with ``env:NAME`` resolved; ConfigError if the variable is unset."""
+        return resolve_secret(self.api_key, f"models[{self.name}].api_key")
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(4000, ge=1, le=65535)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    workers: int = Field(1, ge=1, le=64)
+
+
+class AuditSettings(_Strict):
+    flush_interval_ms: int = Field(200, ge=10)
+    batch_size: int = Field(500, ge=1)
+    max_queue: int = Field(100_000, ge=100)
+
+
+class Config(_Strict):
+    server: ServerSettings = ServerSettings()
+    database_url: str | None = None
+    """SQLAlchemy URL; default ``sqlite:///<home>/lockgate.db``. ``postgresql://`` works too."""
+    master_key: str | None = None
+    home: str = str(DEFAULT_HOME)
+    log_bodies: bool = False
+    key_cache_ttl: float = Field(5.0, ge=0)
+    audit: AuditSettings = AuditSettings()
+    models: list[ModelDeployment] = Field(default_factory=list)
+
+    @field_validator("master_key")
+    @classmethod
+    def _master_key_len(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("env:") and len(v) < 16:
+            raise ValueError("master_key must be at least 16 characters")
+        return v
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home)
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home_path / 'lockgate.db'}"
+
+    def resolved_master_key(self) -> str | None:
+        return resolve_secret(self.master_key, "master_key")
+
+    def model_names(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for m in self.models:
+            seen.setdefault(m.name, None)
+        return list(seen)
+
+    def deployments_for(self, name: str) -> list[ModelDeployment]:
+        return [m for m in self.models if m.name == name]
+
+
+def resolve_secret(value: str | None, field: str) -> str | None:
+    if value is None or not value.startswith("env:"):
+        return value
+    var = value[4:]
+    resolved = os.environ.get(var)
+    if resolved is None:
+        raise ConfigError(f"{field}: environment variable {var} is not set")
+    return resolved
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _line_index(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            out[(*path, key)] = key_node.start_mark.line + 1
+            _line_index(value_node, (*path, key), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, (*path, i), out)
+
+
+def _fmt_loc(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """Validate YAML text into a Config; ConfigError names the line and field."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}{where}: not valid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}:1: the top level must be a mapping (key: value)")
+    lines: dict[tuple[Any, ...], int] = {}
+    if node is not None:
+        _line_index(node, (), lines)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        line = None
+        probe = loc
+        while probe and line is None:
+            line = lines.get(probe)
+            probe = probe[:-1]
+        where = f":{line}" if line else ""
+        msg = err["msg"].removeprefix("Value error, ")
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise ConfigError(f"{source}{where}: {_fmt_loc(loc)}: {msg}{more}") from None
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read a config file (or the embedded default when ``path`` is None), then env overrides."""
+    if path is None:
+        config = default_config()
+    else:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{p}: cannot read: {exc}") from None
+        config = parse_config(text, str(p))
+    return apply_env(config)
+
+
+def default_config() -> Config:
+    """The embedded default: SQLite under .lockgate/, the bundled local model as ``local``."""
+    return Config(
+        models=[ModelDeployment(name="local", provider="llamacpp", path="bundled:gemma-3-270m")]
+    )
+
+
+def apply_env(config: Config) -> Config:
+    """``LOCKGATE_*`` environment variables override the file."""
+    updates: dict[str, Any] = {}
+    if v := os.environ.get("LOCKGATE_MASTER_KEY"):
+        updates["master_key"] = v
+    if v := os.environ.get("LOCKGATE_DATABASE_URL"):
+        updates["database_url"] = v
+    if v := os.environ.get("LOCKGATE_HOME"):
+        updates["home"] = v
+    if not updates:
+        return config
+    try:
+        return Config.model_validate({**config.model_dump(), **updates})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"environment: {_fmt_loc(tuple(err['loc']))}: {err['msg']}") from None
