@@ -1,0 +1,154 @@
+"""The job queue contract (:class:`JobQueue`) and :func:`open_queue` (backend by URL).
+
+Semantics every backend implements (and ``tests/jobs`` checks on each one):
+
+* ``enqueue``: a repeated ``idempotency_key`` returns the existing job
+  (``created=False``) and queues nothing; ``QueueFull`` (HTTP 429 with
+  Retry-After) once the number of waiting jobs reaches ``max_depth``.
+* ``claim``: hands out jobs under a lease (visibility timeout) and counts an
+  attempt. A job whose lease expired is handed out again (to any worker); if it
+  already used all its attempts it goes to the dead-letter queue instead.
+  Jobs sharing a ``partition_key`` are handed out in submission order, one at
+  a time (the next waits until the previous one finished, died or was
+  cancelled); different keys run in parallel. ``priority`` (higher first) is
+  honoured by the SQL backends; the Redis Streams backend is FIFO.
+* ``complete``: stores the result once. A delivery whose job already has a
+  result (a redelivery after a lease expiry, a duplicate stream entry) stores
+  nothing and returns False: the effect is exactly-once.
+* ``fail``: retry after exponential backoff with jitter (at least the given
+  ``retry_in``), or dead-letter with the last error once attempts are used up
+  (or at once when ``permanent``).
+* results expire ``result_ttl`` seconds after the job finished; ``get`` then
+  raises :class:`~lockgate.jobs.model.JobGone` (HTTP 410).
+
+Leases use wall-clock Unix time: keep worker clocks in sync (NTP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from lockgate.jobs.model import (
+    Delivery,
+    EnqueueResult,
+    Job,
+    JobState,
+    NewJob,
+    QueueStats,
+)
+
+__all__ = ["JobQueue", "QueueOptions", "open_queue", "split_url_options"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueOptions:
+    max_depth: int = 100_000
+    """Waiting jobs at which enqueue raises QueueFull."""
+    result_ttl: float = 7 * 24 * 3600.0
+    """Seconds a finished job's result is kept; after that ``get`` raises JobGone."""
+    backoff_base: float = 1.0
+    backoff_cap: float = 300.0
+    full_retry_after: float = 5.0
+    """Retry-After (seconds) suggested when the queue is full."""
+
+
+@runtime_checkable
+class JobQueue(Protocol):
+    """A durable job queue. All methods are safe to call from many workers/machines."""
+
+    options: QueueOptions
+
+    async def open(self) -> None:
+        """Connect and create the tables/streams if missing (idempotent)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+    async def enqueue(self, new: NewJob) -> EnqueueResult: ...
+
+    async def get(self, job_id: str) -> Job:
+        """The job; JobNotFound if unknown, JobGone once its result expired."""
+        ...
+
+    async def claim(self, worker_id: str, *, limit: int = 1, lease: float = 30.0) -> list[Delivery]:
+        """Up to ``limit`` jobs leased to ``worker_id`` for ``lease`` seconds."""
+        ...
+
+    async def heartbeat(self, delivery: Delivery, lease: float) -> bool:
+        """Extend the lease; False when the worker no longer holds it."""
+        ...
+
+    async def complete(self, delivery: Delivery, result: Any) -> bool:
+        """Store the result; False (and nothing stored) if the job was already finished."""
+        ...
+
+    async def fail(
+        self, delivery: Delivery, error: str, *, retry_in: float = 0.0, permanent: bool = False
+    ) -> JobState:
+        """Record a failed attempt; returns the new state (``queued`` or ``dead``)."""
+        ...
+
+    async def release(self, delivery: Delivery) -> None:
+        """Give a leased job back unrun (graceful shutdown); the attempt is not counted."""
+        ...
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a waiting or running job (a running job's result is then discarded)."""
+        ...
+
+    async def dlq_list(self, limit: int = 100) -> list[Job]: ...
+
+    async def dlq_retry(self, job_id: str) -> Job:
+        """Put a dead job back in the queue with its attempts reset."""
+        ...
+
+    async def dlq_purge(self, job_id: str | None = None) -> int:
+        """Delete one dead job, or all of them; returns how many."""
+        ...
+
+    async def expire_results(self) -> int:
+        """Drop results past their TTL (the job stays as a tombstone -> JobGone)."""
+        ...
+
+    async def set_webhook_status(self, job_id: str, status: str) -> None: ...
+
+    async def stats(self) -> QueueStats: ...
+
+    async def drop(self) -> None:
+        """Delete every table/key this queue owns (tests and ``--reset``)."""
+        ...
+
+
+def split_url_options(url: str) -> tuple[str, dict[str, str]]:
+    """``scheme://...?a=1&b=2`` -> (url without the query, {a: 1, b: 2})."""
+    parts = urlsplit(url)
+    params = dict(parse_qsl(parts.query))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", parts.fragment)), params
+
+
+def open_queue(url: str, options: QueueOptions | None = None) -> JobQueue:
+    """Build (not yet connect) the backend for ``url``; call ``await q.open()``.
+
+    * ``sqlite:///path/jobs.db`` (``sqlite+aiosqlite://`` accepted) — embedded default;
+    * ``postgresql://user@host:5432/db?schema=name`` — ``FOR UPDATE SKIP LOCKED``;
+    * ``redis://host:6379/0?prefix=name`` — Redis Streams + consumer group.
+    """
+    opts = options or QueueOptions()
+    scheme = url.split(":", 1)[0].lower()
+    if scheme.startswith("sqlite"):
+        from lockgate.jobs.sqlite_queue import SqliteQueue
+
+        return SqliteQueue(url, opts)
+    if scheme.startswith(("postgresql", "postgres")):
+        from lockgate.jobs.postgres_queue import PostgresQueue
+
+        return PostgresQueue(url, opts)
+    if scheme in ("redis", "rediss"):
+        from lockgate.jobs.redis_queue import RedisQueue
+
+        return RedisQueue(url, opts)
+    raise ValueError(
+        f"unsupported job queue URL {url!r}: use sqlite:///..., postgresql://... or redis://..."
+    )
