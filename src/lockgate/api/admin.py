@@ -1,0 +1,165 @@
+"""Admin HTTP API under /admin/ (master key only): teams, keys, usage.
+
+Mirrors the CLI: ``lockgate teams ...``, ``lockgate keys ...``, ``lockgate usage``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from lockgate.api.request_io import api_key_of, error_response, json_response, read_json
+from lockgate.errors import BadRequest, Forbidden, GatewayError, NotFound
+from lockgate.runtime import Runtime
+from lockgate.store import AlreadyExists, NotFoundError
+
+router = APIRouter(prefix="/admin")
+
+
+class TeamIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    business_unit: str | None = None
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    team: str = Field(min_length=1)
+    name: str = ""
+    models: list[str] | None = None
+
+
+async def _admin(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    principal = await rt.pipeline.authenticate(api_key_of(request))
+    if not principal.is_master:
+        raise Forbidden("The admin API needs the master key.", code="admin_only")
+    return rt
+
+
+def _parse(model: type[BaseModel], body: dict[str, Any]) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        raise BadRequest(f"{loc}: {err['msg']}", param=loc, code="invalid_value") from None
+
+
+def _jsonable(obj: Any) -> Any:
+    data = asdict(obj)
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in data.items()}
+
+
+@router.post("/teams")
+async def create_team(request: Request) -> Response:
+    try:
+        rt = await _admin(request)
+        data: TeamIn = _parse(TeamIn, await read_json(request, 64 * 1024))
+        try:
+            team = await rt.store.create_team(data.name, business_unit=data.business_unit)
+        except AlreadyExists as exc:
+            raise GatewayError(str(exc), status=409, type="invalid_request_error",
+                               code="already_exists") from None
+        return json_response(_jsonable(team), status=201)
+    except GatewayError as exc:
+        return error_response(exc)
+
+
+@router.get("/teams")
+async def list_teams(request: Request) -> Response:
+    try:
+        rt = await _admin(request)
+        teams = await rt.store.list_teams()
+        return json_response({"data": [_jsonable(t) for t in teams]})
+    except GatewayError as exc:
+        return error_response(exc)
+
+
+@router.post("/keys")
+async def create_key(request: Request) -> Response:
+    try:
+        rt = await _admin(request)
+        data: KeyIn = _parse(KeyIn, await read_json(request, 64 * 1024))
+        unknown = [m for m in data.models or [] if m not in rt.config.model_names()]
+        if unknown:
+            raise BadRequest(f"Unknown model(s): {', '.join(unknown)}", param="models",
+                             code="model_not_found")
+        try:
+            plaintext, key = await rt.store.create_key(
+                data.team, name=data.name, allowed_models=data.models
+            )
+        except NotFoundError as exc:
+            raise NotFound(str(exc), param="team", code="team_not_found") from None
+        return json_response({**_jsonable(key), "key": plaintext}, status=201)
+    except GatewayError as exc:
+        return error_response(exc)
+
+
+@router.get("/keys")
+async def list_keys(request: Request) -> Response:
+    try:
+        rt = await _admin(request)
+        keys = await rt.store.list_keys(request.query_params.get("team"))
+        return json_response({"data": [_jsonable(k) for k in keys]})
+    except GatewayError as exc:
+        return error_response(exc)
+
+
+@router.post("/keys/{key_id}/revoke")
+async def revoke_key(request: Request, key_id: str) -> Response:
+    try:
+        rt = await _admin(request)
+        if not await rt.store.revoke_key(key_id):
+            raise NotFound(f"No active key with id '{key_id}'.", code="key_not_found")
+        rt.pipeline.auth.invalidate(key_id)
+        return json_response({"id": key_id, "revoked": True})
+    except GatewayError as exc:
+        return error_response(exc)
+
+
+@router.post("/cache/invalidate")
+async def invalidate(request: Request) -> Response:
+    """Drop cached key lookups (the CLI calls this after revoking a key)."""
+    try:
+        rt = await _admin(request)
+        rt.pipeline.auth.invalidate()
+        return json_response({"invalidated": True})
+    except GatewayError as exc:
+        return error_response(exc)
+
+
+@router.get("/usage")
+async def usage(request: Request) -> Response:
+    try:
+        rt = await _admin(request)
+        since_raw = request.query_params.get("since")
+        since = parse_since(since_raw) if since_raw else None
+        rows = await rt.store.usage_summary(team=request.query_params.get("team"), since=since)
+        return json_response({"data": rows})
+    except GatewayError as exc:
+        return error_response(exc)
+
+
+def parse_since(value: str) -> datetime:
+    """ISO date/datetime, or a relative '24h' / '7d' / '30m'."""
+    from datetime import timedelta
+
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    if value[-1:] in units and value[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(**{units[value[-1]]: int(value[:-1])})
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadRequest(
+            f"'since' must be an ISO date/time or like 24h, 7d: got '{value}'",
+            param="since", code="invalid_value",
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

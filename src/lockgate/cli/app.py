@@ -1,0 +1,54 @@
+"""The root ``lockgate`` typer app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lockgate import __version__
+from lockgate.cli.admin_commands import keys_app, teams_app, usage
+from lockgate.cli.common import console, fail
+from lockgate.cli.serve_commands import serve, up
+from lockgate.config import load_config
+from lockgate.errors import ConfigError
+
+app = typer.Typer(
+    name="lockgate",
+    help="lockgate: one governed pipeline for every model call.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Configuration files.", no_args_is_help=True)
+
+app.command()(up)
+app.command()(serve)
+app.command()(usage)
+app.add_typer(teams_app, name="teams")
+app.add_typer(keys_app, name="keys")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("check")
+def config_check(path: Path) -> None:
+    """Validate a config file; one line naming field and line if it is wrong."""
+    try:
+        cfg = load_config(path)
+        for m in cfg.models:
+            m.resolved_api_key()
+        cfg.resolved_master_key()
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    console.print(f"{path}: ok ({len(cfg.models)} deployments, models: "
+                  f"{', '.join(cfg.model_names()) or 'none'})", highlight=False)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(__version__)
+
+
+def main() -> None:
+    app()

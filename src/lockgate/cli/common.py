@@ -1,0 +1,45 @@
+"""Shared CLI helpers: one-line errors, config loading, running async work."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from lockgate.config import Config, load_config
+from lockgate.errors import ConfigError
+
+T = TypeVar("T")
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = typer.Option(
+    None, "--config", "-c", help="Path to lockgate.yaml (default: embedded defaults).",
+    envvar="LOCKGATE_CONFIG",
+)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one line to stderr and exit non-zero."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def get_config(path: Path | None) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+
+
+def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    async def wrapper() -> T:
+        return await coro_fn()
+
+    coro: Coroutine[Any, Any, T] = wrapper()
+    return asyncio.run(coro)

@@ -1,0 +1,125 @@
+"""``lockgate up`` (embedded defaults, first-run keys) and ``lockgate serve``."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+import typer
+
+from lockgate.cli.common import ConfigOption, console, fail, get_config, run
+from lockgate.config import Config
+from lockgate.runtime import MASTER_HASH_FILE, master_key_hash, save_master_key_hash
+from lockgate.server import CONFIG_ENV
+from lockgate.store import Store
+
+DEFAULT_TEAM = "default"
+
+
+def _serve(cfg: Config, config_path: Path | None, host: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    if config_path is not None:
+        os.environ[CONFIG_ENV] = str(config_path.resolve())
+    else:
+        os.environ.pop(CONFIG_ENV, None)
+    os.environ.setdefault("LOCKGATE_HOME", str(cfg.home_path.resolve()))
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lockgate-metrics-")
+    try:
+        uvicorn.run(
+            "lockgate.server:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=30,
+        )
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc}")
+
+
+def serve(
+    config: Path | None = ConfigOption,
+    host: str | None = typer.Option(None, "--host"),
+    port: int | None = typer.Option(None, "--port", "-p"),
+    workers: int | None = typer.Option(None, "--workers", "-w"),
+) -> None:
+    """Serve the gateway with a config file."""
+    cfg = get_config(config)
+    if master_key_hash(cfg) is None:
+        fail("no master key: set LOCKGATE_MASTER_KEY or master_key in the config "
+             "(or run 'lockgate up' once to generate one)")
+    _serve(cfg, config, host or cfg.server.host, port or cfg.server.port,
+           workers or cfg.server.workers)
+
+
+def _first_run(cfg: Config) -> tuple[str | None, str | None]:
+    """Generate the master key and a default team key on the very first start."""
+    master: str | None = None
+    if master_key_hash(cfg) is None:
+        master = "lg-master-" + secrets.token_urlsafe(32)
+        save_master_key_hash(cfg.home_path, master)
+
+    async def ensure_default_key() -> str | None:
+        store = await Store.open(cfg.effective_database_url)
+        try:
+            if await store.get_team(DEFAULT_TEAM) is not None:
+                return None
+            await store.create_team(DEFAULT_TEAM)
+            plaintext, _ = await store.create_key(DEFAULT_TEAM, name="default")
+            return plaintext
+        finally:
+            await store.close()
+
+    return master, run(ensure_default_key)
+
+
+def up(
+    config: Path | None = ConfigOption,
+    host: str | None = typer.Option(None, "--host"),
+    port: int | None = typer.Option(None, "--port", "-p"),
+) -> None:
+    """Start with embedded defaults: SQLite under .lockgate/, the bundled local model."""
+    cfg = get_config(config)
+    cfg.home_path.mkdir(parents=True, exist_ok=True)
+    master, key = _first_run(cfg)
+    host = host or cfg.server.host
+    port = port or cfg.server.port
+    base = f"http://{host}:{port}"
+    console.rule("[bold]lockgate")
+    if master:
+        console.print(f"admin (master) key, shown once:  [bold]{master}[/]", highlight=False)
+    else:
+        console.print(f"admin key: set earlier (hash in {cfg.home_path / MASTER_HASH_FILE})")
+    if key:
+        console.print(f"virtual key for team 'default', shown once:  [bold]{key}[/]",
+                      highlight=False)
+    shown = key or "<virtual key>  (create one: lockgate keys create --team default)"
+    model = cfg.model_names()[0] if cfg.model_names() else "local"
+    console.print(f"\nmodels: {', '.join(cfg.model_names())}   store: "
+                  f"{cfg.effective_database_url}\n", highlight=False)
+    console.print("[bold]curl[/]", highlight=False)
+    console.print(
+        f"  curl {base}/v1/chat/completions -H 'Authorization: Bearer {shown}' \\\n"
+        f"    -H 'Content-Type: application/json' \\\n"
+        f"    -d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", "
+        f"\"content\": \"The capital of France is\"}}]}}'",
+        highlight=False, soft_wrap=True,
+    )
+    console.print("[bold]python (openai SDK)[/]", highlight=False)
+    console.print(
+        f"  from openai import OpenAI\n"
+        f"  client = OpenAI(base_url=\"{base}/v1\", api_key=\"{shown}\")\n"
+        f"  client.chat.completions.create(model=\"{model}\", "
+        f"messages=[{{\"role\": \"user\", \"content\": \"Hello\"}}])",
+        highlight=False, soft_wrap=True,
+    )
+    console.print(f"\nserving on {base}  (Ctrl-C to stop)\n", highlight=False)
+    _serve(cfg, config, host, port, 1)

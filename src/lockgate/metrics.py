@@ -1,0 +1,73 @@
+"""Prometheus metrics: cheap counters and histograms, one registry per process.
+
+With several worker processes set ``PROMETHEUS_MULTIPROC_DIR`` (``lockgate serve
+--workers N`` does) so ``/metrics`` aggregates all workers.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "lockgate_requests", "Model calls by public model, kind and status",
+            ["model", "kind", "status"], registry=r,
+        )
+        self.latency = Histogram(
+            "lockgate_request_latency_seconds", "Total latency of model calls",
+            ["model"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.overhead = Histogram(
+            "lockgate_overhead_seconds", "Time spent in lockgate, excluding the upstream",
+            ["model"], buckets=_OVERHEAD_BUCKETS, registry=r,
+        )
+        self.tokens = Counter(
+            "lockgate_tokens", "Tokens by public model and direction",
+            ["model", "direction"], registry=r,
+        )
+        self.cost = Counter("lockgate_cost", "Cost in pricing currency", ["model"], registry=r)
+        self.upstream_errors = Counter(
+            "lockgate_upstream_errors", "Provider failures by deployment and kind",
+            ["deployment", "kind"], registry=r,
+        )
+        self.audit_pending = Gauge(
+            "lockgate_audit_pending", "Audit records waiting to be written",
+            registry=r, multiprocess_mode="livesum",
+        )
+
+    def observe_call(
+        self, model: str, kind: str, status: int, latency_s: float, overhead_s: float,
+        prompt_tokens: int, completion_tokens: int, cost: float,
+    ) -> None:
+        self.requests.labels(model, kind, str(status)).inc()
+        self.latency.labels(model).observe(latency_s)
+        self.overhead.labels(model).observe(overhead_s)
+        if prompt_tokens:
+            self.tokens.labels(model, "prompt").inc(prompt_tokens)
+        if completion_tokens:
+            self.tokens.labels(model, "completion").inc(completion_tokens)
+        if cost:
+            self.cost.labels(model).inc(cost)
+
+    def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return bytes(generate_latest(registry))
+        return bytes(generate_latest(self.registry))

@@ -1,0 +1,90 @@
+"""Authenticate: turn a bearer key into a Principal.
+
+Virtual keys are looked up by hash in the store and cached in memory for
+``key_cache_ttl`` seconds. Revoking through this process (admin API, or the CLI
+notifying the running gateway) invalidates the cache immediately; other
+processes see a revocation within ``key_cache_ttl`` (or at once when a shared
+state backend broadcasts invalidations).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from typing import Protocol
+
+from lockgate.errors import Unauthorized
+from lockgate.pipeline.call import Principal
+
+MASTER_KEY_ID = "master"
+
+
+class KeyRecord(Protocol):
+    id: str
+    team_id: str
+    team_name: str | None
+    allowed_models: list[str] | None
+    revoked_at: object | None
+
+
+class KeyLookup(Protocol):
+    async def find_key(self, plaintext: str) -> KeyRecord | None: ...
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Authenticator:
+    def __init__(
+        self,
+        keys: KeyLookup,
+        *,
+        master_key_hash: str | None,
+        cache_ttl: float = 5.0,
+    ) -> None:
+        self._keys = keys
+        self._master_hash = master_key_hash
+        self._ttl = cache_ttl
+        self._cache: dict[str, tuple[Principal, float]] = {}
+
+    async def authenticate(self, api_key: str | None) -> Principal:
+        if not api_key:
+            raise Unauthorized(
+                "Missing API key. Send 'Authorization: Bearer <key>'.", code="missing_api_key"
+            )
+        digest = sha256_hex(api_key)
+        if self._master_hash is not None and hmac.compare_digest(digest, self._master_hash):
+            return Principal(key_id=MASTER_KEY_ID, team_id=None, is_master=True)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        record = await self._keys.find_key(api_key)
+        if record is None:
+            raise Unauthorized("Invalid API key.")
+        if record.revoked_at is not None:
+            self._cache.pop(digest, None)
+            raise Unauthorized("This API key has been revoked.", code="revoked_api_key")
+        principal = Principal(
+            key_id=record.id,
+            team_id=record.team_id,
+            team_name=record.team_name,
+            allowed_models=frozenset(record.allowed_models)
+            if record.allowed_models is not None
+            else None,
+        )
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[digest] = (principal, now + self._ttl)
+        return principal
+
+    def invalidate(self, key_id: str | None = None) -> None:
+        """Forget cached keys (one key id, or all)."""
+        if key_id is None:
+            self._cache.clear()
+            return
+        for digest, (principal, _) in list(self._cache.items()):
+            if principal.key_id == key_id:
+                del self._cache[digest]

@@ -1,0 +1,155 @@
+"""Resilient call: retries with backoff (honouring Retry-After), fallback across
+deployments, and the mapping of provider failures to client errors.
+
+Streams fall back only before their first chunk: :func:`open_stream` primes the
+upstream stream (waits for its first chunk) inside the retry/fallback loop, so
+once a byte has gone to the client the deployment is fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from lockgate.errors import (
+    BadRequest,
+    GatewayError,
+    RateLimited,
+    UpstreamFailed,
+    UpstreamTimeout,
+)
+from lockgate.pipeline.routing import Target
+from lockgate.providers.base import ProviderError, StreamChunk
+
+T = TypeVar("T")
+
+RETRYABLE = frozenset(
+    {"rate_limited", "server_error", "connection", "timeout_connect", "timeout_first_token",
+     "bad_response"}
+)
+"""Failures worth another attempt (same or next deployment)."""
+
+FALLBACK_ONLY = frozenset({"auth", "payment", "not_found", "timeout_total", "timeout_idle"})
+"""Failures that will not heal on retry at the same deployment but may at another."""
+
+MAX_BACKOFF_S = 8.0
+BASE_BACKOFF_S = 0.1
+
+
+def to_gateway_error(exc: ProviderError, deployment: str) -> GatewayError:
+    """Map a provider failure to what the client sees."""
+    kind = exc.kind
+    if kind == "rate_limited":
+        retry_after = exc.retry_after if exc.retry_after is not None else 1.0
+        return RateLimited(
+            f"Upstream {deployment} is rate limiting: {exc.message}",
+            code="upstream_rate_limited",
+            headers={"retry-after": str(max(1, math.ceil(retry_after)))},
+        )
+    if exc.is_timeout:
+        return UpstreamTimeout(f"Upstream {deployment} timed out ({kind}): {exc.message}")
+    if kind == "bad_request":
+        return BadRequest(f"Upstream {deployment} rejected the request: {exc.message}",
+                          code="upstream_bad_request")
+    if kind in ("auth", "payment", "not_found"):
+        return UpstreamFailed(
+            f"Upstream {deployment} refused lockgate's call ({kind}, HTTP "
+            f"{exc.upstream_status}): {exc.message}",
+            code=f"upstream_{kind}",
+        )
+    if kind == "stream_cut":
+        return UpstreamFailed(f"Upstream {deployment} cut the stream: {exc.message}",
+                              code="upstream_stream_cut")
+    return UpstreamFailed(f"Upstream {deployment} failed ({kind}): {exc.message}")
+
+
+def backoff_delay(attempt: int, retry_after: float | None) -> float:
+    """Exponential backoff with full jitter; Retry-After wins when larger (capped)."""
+    delay = random.uniform(0, min(MAX_BACKOFF_S, BASE_BACKOFF_S * (2**attempt)))
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return min(delay, MAX_BACKOFF_S)
+
+
+@dataclass(slots=True)
+class Attempts:
+    """What happened while calling; read by accounting."""
+
+    deployment: Target | None = None
+    upstream_seconds: float = 0.0
+    tries: int = 0
+
+
+async def call_with_fallback(
+    plan: list[Target],
+    run: Callable[[Target], Awaitable[T]],
+    attempts: Attempts,
+    *,
+    deadline: float | None = None,
+) -> T:
+    """Run ``run(target)`` over the plan with retries; raise the mapped last error."""
+    last: tuple[ProviderError, Target] | None = None
+    for target in plan:
+        retries = target.deployment.max_retries
+        for attempt in range(retries + 1):
+            attempts.tries += 1
+            attempts.deployment = target
+            t0 = time.perf_counter()
+            try:
+                return await run(target)
+            except ProviderError as exc:
+                last = (exc, target)
+                if exc.kind not in RETRYABLE or attempt == retries:
+                    if exc.kind == "bad_request":
+                        raise to_gateway_error(exc, target.id) from None
+                    break
+                delay = backoff_delay(attempt, exc.retry_after)
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    break
+                await asyncio.sleep(delay)
+            finally:
+                attempts.upstream_seconds += time.perf_counter() - t0
+    assert last is not None, "empty routing plan"
+    raise to_gateway_error(*last)
+
+
+class PrimedStream:
+    """An upstream stream whose first chunk has already arrived."""
+
+    def __init__(self, first: StreamChunk, rest: AsyncIterator[StreamChunk]) -> None:
+        self._first: StreamChunk | None = first
+        self._rest = rest
+
+    def __aiter__(self) -> PrimedStream:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        return await self._rest.__anext__()
+
+    async def aclose(self) -> None:
+        close = getattr(self._rest, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def prime_stream(target: Target, body: dict[str, object]) -> PrimedStream:
+    """Open the upstream stream and wait for its first chunk (fallback point)."""
+    stream = target.provider.chat_stream(body)
+    try:
+        first = await stream.__anext__()
+    except StopAsyncIteration:
+        raise ProviderError("stream_cut", "upstream stream ended before any chunk") from None
+    except BaseException:
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
+        raise
+    return PrimedStream(first, stream)

@@ -1,0 +1,78 @@
+"""Builds the ASGI app and its lifespan (the one place that does)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from lockgate import __version__
+from lockgate.api import admin, anthropic, health, openai
+from lockgate.api.middleware import RequestIdMiddleware
+from lockgate.api.request_io import error_response
+from lockgate.config import Config, load_config
+from lockgate.errors import BadRequest, GatewayError
+from lockgate.runtime import Runtime
+
+log = structlog.get_logger("lockgate.server")
+
+CONFIG_ENV = "LOCKGATE_CONFIG"
+
+
+def create_app(config: Config | None = None) -> FastAPI:
+    """The gateway app. Without ``config`` it loads ``$LOCKGATE_CONFIG`` (or the default)."""
+    if config is None:
+        config = load_config(os.environ.get(CONFIG_ENV) or None)
+    cfg = config
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await Runtime.start(cfg)
+        app.state.runtime = runtime
+        log.info("lockgate.started", models=runtime.pipeline.router.models(), pid=os.getpid())
+        try:
+            yield
+        finally:
+            await runtime.aclose()
+            log.info("lockgate.stopped", pid=os.getpid())
+
+    app = FastAPI(
+        title="lockgate", version=__version__, lifespan=lifespan,
+        docs_url="/docs", redoc_url=None,
+    )
+    app.include_router(openai.router)
+    app.include_router(anthropic.router)
+    app.include_router(admin.router)
+    app.include_router(health.router)
+    app.add_middleware(RequestIdMiddleware)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        err = GatewayError(str(exc.detail), status=exc.status_code,
+                           type="invalid_request_error", code=code)
+        return error_response(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = ".".join(str(p) for p in first["loc"])
+        return error_response(BadRequest(f"{loc}: {first['msg']}", param=loc))
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("lockgate.unhandled", path=request.url.path)
+        return error_response(GatewayError("Internal error in lockgate; see the server log.",
+                                           status=500, code="internal_error"))
+
+    return app
