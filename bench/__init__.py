@@ -1,0 +1,1 @@
+"""lockgate benchmarks: the overhead bench (overhead.py) and its stand-in upstream."""
