@@ -1,0 +1,1 @@
+"""Input and output guards: PII, prompt-injection heuristics, JSON output contracts."""

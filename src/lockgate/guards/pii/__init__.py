@@ -1,0 +1,1 @@
+"""PII detection, redaction, placeholder vaults and streaming redaction."""

@@ -1,0 +1,252 @@
+"""The built-in PII detectors: one pre-compiled regex plus a validator per entity type.
+
+A :class:`Detector` is data, not code paths: ``pattern`` finds raw candidates,
+``validate`` turns a raw match into zero or more entity spans (checksums,
+validity rules, trimming of over-long matches), and ``tail`` describes which
+text at the end of a buffer could still be the start of a match, so the
+streaming redactor knows how much to hold back (see :mod:`.scanner`).
+
+Rules every pattern here keeps (the streaming proof relies on them):
+
+* bounded length (no ``*``/``+``), so a match is at most ``max_len`` characters;
+* look-behinds of one character, look-aheads whose every character but the
+  last is in the pattern's own character set (``.`` before a digit, say);
+* ``tail`` is a regex run on the *reversed* end of the buffer whose longest
+  match covers every suffix at which an attempt could still change with more
+  text.
+
+Entity types: EMAIL, PHONE, CREDIT_CARD, IBAN, IPV4, IPV6, US_SSN, UK_NINO,
+ES_NIF, IT_FISCAL_CODE, FR_NIR. Person names are not detected: no offline
+detector gives honest results here (presidio with a blank spaCy pipeline finds
+no PERSON entities; its NER needs a downloaded model).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lockgate.guards.pii.checksums import (
+    IBAN_LENGTHS,
+    es_nif_valid,
+    fr_nir_valid,
+    iban_valid,
+    it_fiscal_code_valid,
+    luhn_valid,
+    us_ssn_valid,
+)
+
+__all__ = [
+    "ALL_ENTITIES",
+    "BUILTIN_DETECTORS",
+    "Detector",
+    "Validator",
+    "detectors_for",
+]
+
+Validator = Callable[[str], list[tuple[int, int]]]
+"""Raw match text -> entity spans relative to the match (empty: not PII)."""
+
+Gate = str
+"""Cheap pre-check: "digit" (text has a digit), "@", ":" or "" (always scan)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Detector:
+    """One entity type: candidates by regex, then validation."""
+
+    entity: str
+    pattern: re.Pattern[str]
+    tail: re.Pattern[str]
+    """Matched against the reversed buffer end; its length is the holdback this detector needs."""
+    validate: Validator
+    gate: Gate = "digit"
+
+
+def _whole(check: Callable[[str], bool]) -> Validator:
+    def validate(raw: str) -> list[tuple[int, int]]:
+        return [(0, len(raw))] if check(raw) else []
+
+    return validate
+
+
+# ------------------------------------------------------------------ e-mail
+
+_EMAIL = re.compile(
+    r"(?<![\w.%+-])[\w.%+-]{1,64}@(?:[\w-]{1,63}\.){1,6}[^\W\d_]{2,24}(?![\w-])"
+)
+_EMAIL_TAIL = re.compile(r"[\w.%+@-]{1,480}")
+
+
+def _email_ok(raw: str) -> list[tuple[int, int]]:
+    local = raw.split("@", 1)[0]
+    if local.startswith(".") or local.endswith(".") or ".." in raw:
+        return []
+    return [(0, len(raw))]
+
+
+# ------------------------------------------------------------------ phone
+
+_PHONE = re.compile(
+    r"(?<![\w+])(?:"
+    r"\+[1-9]\d{6,14}"  # E.164 compact
+    r"|\+[1-9]\d{0,2}(?:[ .-]?\(\d{1,4}\))?[ .-]?\d{1,5}(?:[ .-]\d{1,5}){1,6}"  # international
+    r"|(?:1[ .-])?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}"  # NANP
+    r"|\(0\d{1,4}\) ?\d{3,8}(?:[ -]\d{3,4})?"  # (020) 7946 0958
+    r"|0\d{1,4}(?:[ .-]\d{2,8}){1,4}"  # national trunk-0 formats with separators
+    r")(?!\w)"
+)
+_PHONE_TAIL = re.compile(r"[\d+() .-]{1,64}")
+_NON_DIGIT = re.compile(r"\D")
+
+
+def _phone_ok(raw: str) -> list[tuple[int, int]]:
+    digits = _NON_DIGIT.sub("", raw)
+    n = len(digits)
+    if raw.startswith("+"):
+        ok = 8 <= n <= 15
+    elif raw.startswith("0") or raw.startswith("(0"):
+        ok = 9 <= n <= 12
+    else:  # NANP, optionally with a leading country code 1
+        if n == 11 and digits[0] == "1":
+            digits = digits[1:]
+        ok = len(digits) == 10 and digits[0] in "23456789" and digits[3] in "23456789"
+    return [(0, len(raw))] if ok else []
+
+
+# ------------------------------------------------------------------ payment cards
+
+_CARD = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,59}(?!\d)")
+_CARD_TAIL = re.compile(r"[\d -]{1,121}")
+_DIGIT_RUN = re.compile(r"\d+")
+
+
+def _card_ok(raw: str) -> list[tuple[int, int]]:
+    """Longest Luhn-valid runs of whole digit groups, 13-19 digits, major-network first digit."""
+    groups = [(m.start(), m.end()) for m in _DIGIT_RUN.finditer(raw)]
+    spans: list[tuple[int, int]] = []
+    i = 0
+    while i < len(groups):
+        best = -1
+        digits = ""
+        for j in range(i, len(groups)):
+            digits += raw[groups[j][0] : groups[j][1]]
+            if len(digits) > 19:
+                break
+            if len(digits) >= 13 and digits[0] in "23456" and luhn_valid(digits):
+                best = j
+        if best >= 0:
+            spans.append((groups[i][0], groups[best][1]))
+            i = best + 1
+        else:
+            i += 1
+    return spans
+
+
+# ------------------------------------------------------------------ IBAN
+
+_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])")
+_IBAN_TAIL = re.compile(r"[ A-Za-z0-9]{0,61}\d{2}[A-Za-z]{2}|\d{1,2}[A-Za-z]{2}|[A-Za-z]{1,2}")
+
+
+def _iban_ok(raw: str) -> list[tuple[int, int]]:
+    want = IBAN_LENGTHS.get(raw[:2].upper())
+    if want is None:
+        return []
+    count = 0
+    end = -1
+    for i, ch in enumerate(raw):
+        if ch != " ":
+            count += 1
+            if count == want:
+                end = i + 1
+                break
+    if end < 0 or (end < len(raw) and raw[end] != " "):
+        return []
+    compact = raw[:end].replace(" ", "").upper()
+    return [(0, end)] if iban_valid(compact) else []
+
+
+# ------------------------------------------------------------------ IP addresses
+
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\d)")
+_IPV4_TAIL = re.compile(r"[\d.]{1,17}")
+
+_IPV6 = re.compile(
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?(?![\w:])"
+)
+_IPV6_TAIL = re.compile(r"[0-9A-Fa-f:.]{1,56}")
+_HEX = re.compile(r"[0-9A-Fa-f]")
+
+
+def _ipv6_ok(raw: str) -> list[tuple[int, int]]:
+    try:
+        ipaddress.IPv6Address(raw)
+    except ValueError:
+        return []
+    head = raw.rsplit(":", 1)[0] if "." in raw.rsplit(":", 1)[-1] else raw
+    groups = [g for g in head.split(":") if g]
+    if len(groups) < 2 or len(_HEX.findall(head)) < 4:
+        return []
+    return [(0, len(raw))]
+
+
+# ------------------------------------------------------------------ national ids
+
+_SSN = re.compile(r"(?<![\w-])\d{3}([- ])\d{2}\1\d{4}(?![\w-])")
+_SSN_TAIL = re.compile(r"[\d -]{1,12}")
+
+_NINO = re.compile(
+    r"(?<![A-Za-z0-9])[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
+    r" ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![A-Za-z0-9])"
+)
+_NINO_TAIL = re.compile(r"[A-Z0-9 ]{1,14}")
+_NINO_BAD_PREFIX = {"BG", "GB", "NK", "KN", "TN", "NT", "ZZ"}
+
+_ES_NIF = re.compile(r"(?<![A-Za-z0-9])(?:\d{8}|[XYZ]-?\d{7})-?[A-Z](?![A-Za-z0-9])")
+_ES_NIF_TAIL = re.compile(r"[A-Z0-9-]{1,12}")
+
+_CF_D = "[0-9LMNPQRSTUV]"
+_IT_CF = re.compile(
+    rf"(?<![A-Za-z0-9])[A-Z]{{6}}{_CF_D}{{2}}[A-EHLMPRST]{_CF_D}{{2}}[A-Z]{_CF_D}{{3}}[A-Z](?![A-Za-z0-9])"
+)
+_IT_CF_TAIL = re.compile(r"[A-Z0-9]{1,17}")
+
+_FR_NIR = re.compile(
+    r"(?<!\w)[1-478] ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}(?!\w)"
+)
+_FR_NIR_TAIL = re.compile(r"[0-9AB ]{1,23}")
+
+
+BUILTIN_DETECTORS: tuple[Detector, ...] = (
+    # order = priority when spans overlap (the merged span takes the first one's label)
+    Detector("EMAIL", _EMAIL, _EMAIL_TAIL, _email_ok, gate="@"),
+    Detector("CREDIT_CARD", _CARD, _CARD_TAIL, _card_ok),
+    Detector("IBAN", _IBAN, _IBAN_TAIL, _iban_ok),
+    Detector("US_SSN", _SSN, _SSN_TAIL, _whole(lambda s: us_ssn_valid(s[:3] + s[4:6] + s[7:]))),
+    Detector("UK_NINO", _NINO, _NINO_TAIL, _whole(lambda s: s[:2] not in _NINO_BAD_PREFIX)),
+    Detector("ES_NIF", _ES_NIF, _ES_NIF_TAIL, _whole(es_nif_valid)),
+    Detector("IT_FISCAL_CODE", _IT_CF, _IT_CF_TAIL, _whole(it_fiscal_code_valid), gate=""),
+    Detector("FR_NIR", _FR_NIR, _FR_NIR_TAIL, _whole(fr_nir_valid)),
+    Detector("IPV6", _IPV6, _IPV6_TAIL, _ipv6_ok, gate=":"),
+    Detector("IPV4", _IPV4, _IPV4_TAIL, _whole(lambda s: True)),
+    Detector("PHONE", _PHONE, _PHONE_TAIL, _phone_ok),
+)
+
+ALL_ENTITIES: tuple[str, ...] = tuple(d.entity for d in BUILTIN_DETECTORS)
+
+
+def detectors_for(entities: list[str] | tuple[str, ...] | None) -> tuple[Detector, ...]:
+    """Built-in detectors for the given entity names (None: all), in priority order."""
+    if entities is None:
+        return BUILTIN_DETECTORS
+    unknown = set(entities) - set(ALL_ENTITIES)
+    if unknown:
+        raise ValueError(
+            f"unknown PII entity types: {sorted(unknown)}; known: {list(ALL_ENTITIES)}"
+        )
+    wanted = set(entities)
+    return tuple(d for d in BUILTIN_DETECTORS if d.entity in wanted)
