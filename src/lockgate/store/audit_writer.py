@@ -1,0 +1,411 @@
+"""AuditWriter: the only way usage rows are written on the request path.
+
+Guarantees
+- ``submit(record)`` is synchronous, O(1) and never touches the database: it
+  appends to an in-memory deque (call it from the event loop's thread).
+- A background task writes pending records every ``flush_interval_ms``, or as
+  soon as ``batch_size`` are pending, ``batch_size`` rows per transaction
+  (one multi-row ``INSERT ... ON CONFLICT (request_id) DO NOTHING``): a
+  duplicate request id is skipped, the rest of the batch is kept.
+- On a database error the batch goes back to the front of the queue and is
+  retried with exponential backoff (``retry_initial`` .. ``retry_max`` seconds);
+  every failure is logged and counted (``failed_flushes``). Nothing is dropped.
+- A batch the database refuses as *invalid data* (DataError/IntegrityError,
+  i.e. retrying cannot help) is split in halves until the bad rows are alone;
+  those are dead-lettered to ``<spill_dir>/rejected-*.jsonl`` with the error
+  (or logged in full at ERROR when there is no spill dir) and counted
+  (``rejected``). Malformed record objects are handled the same way.
+- When more than ``max_queue`` records are pending (database down for long),
+  the whole queue is written to a JSONL spill file under ``spill_dir`` (see
+  :mod:`lockgate.store.spill`) and memory is freed. Spill files are replayed
+  when the writer starts and after the database is back; duplicates are skipped.
+  With ``spill_dir=None`` an over-full queue makes ``submit`` raise
+  :class:`AuditOverflow` (fail closed, loudly) instead.
+- ``await close()`` drains everything. If the database is still failing when
+  ``close_timeout`` runs out, the rest is spilled (or, without a spill dir,
+  logged at ERROR as JSON lines and counted in ``lost``: the one case where rows
+  leave lockgate's hands, always loudly).
+
+Counters for metrics: ``pending``, ``written``, ``duplicates``, ``batches``
+(transactions committed), ``failed_flushes``, ``spilled``, ``replayed``,
+``rejected``, ``lost``; ``stats()`` returns them all at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+from sqlalchemy import exc as sa_exc
+
+from lockgate.store.errors import StoreError
+from lockgate.store.records import UsageRecordLike, usage_row
+from lockgate.store.spill import SpillDir
+from lockgate.store.store import Store
+
+__all__ = ["DEFAULT_SPILL_DIR", "AuditOverflow", "AuditStats", "AuditWriter"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPILL_DIR: Final = Path(".lockgate") / "audit-spill"
+
+Row = dict[str, Any]
+
+
+class AuditOverflow(StoreError):
+    """The audit queue is full and there is no spill directory: the record was not accepted."""
+
+    http_status = 503
+
+
+@dataclass(frozen=True, slots=True)
+class AuditStats:
+    pending: int
+    written: int
+    duplicates: int
+    batches: int
+    failed_flushes: int
+    spilled: int
+    replayed: int
+    rejected: int
+    lost: int
+
+
+class _Invalid(Exception):
+    """Internal: rows the database refuses as data (not worth retrying)."""
+
+
+class AuditWriter:
+    """Buffers usage records and writes them in batches from one background task."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        flush_interval_ms: int = 200,
+        batch_size: int = 500,
+        max_queue: int = 100_000,
+        spill_dir: str | Path | None = DEFAULT_SPILL_DIR,
+        retry_initial: float = 0.2,
+        retry_max: float = 10.0,
+        write_timeout: float = 30.0,
+        close_timeout: float = 30.0,
+    ) -> None:
+        if batch_size < 1 or max_queue < 1 or flush_interval_ms < 1:
+            raise ValueError("batch_size, max_queue and flush_interval_ms must be positive")
+        self._store = store
+        self._interval = flush_interval_ms / 1000.0
+        self._batch_size = batch_size
+        self._max_queue = max_queue
+        self._spill = SpillDir(spill_dir) if spill_dir is not None else None
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._write_timeout = write_timeout
+        self._close_timeout = close_timeout
+
+        self._buf: deque[UsageRecordLike | Row] = deque()
+        self._inflight = 0
+        self._wake = asyncio.Event()  # a batch is ready / time to look
+        self._urgent = asyncio.Event()  # closing or over max_queue: cut a backoff short
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._closed = False
+        self._deadline = float("inf")
+        self._replay_wanted = True
+
+        self.written = 0
+        self.duplicates = 0
+        self.batches = 0
+        self.failed_flushes = 0
+        self.spilled = 0
+        self.replayed = 0
+        self.rejected = 0
+        self.lost = 0
+
+    # ------------------------------------------------------------------ API
+
+    @property
+    def pending(self) -> int:
+        """Records accepted but not yet committed (queued plus the batch being written)."""
+        return len(self._buf) + self._inflight
+
+    def stats(self) -> AuditStats:
+        return AuditStats(
+            pending=self.pending,
+            written=self.written,
+            duplicates=self.duplicates,
+            batches=self.batches,
+            failed_flushes=self.failed_flushes,
+            spilled=self.spilled,
+            replayed=self.replayed,
+            rejected=self.rejected,
+            lost=self.lost,
+        )
+
+    def start(self) -> None:
+        """Start the background task (needs a running loop). Replays spill files first."""
+        if self._task is None and not self._closed:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="lockgate-audit-writer"
+            )
+
+    def submit(self, record: UsageRecordLike) -> None:
+        """Queue one record. O(1); never blocks, never does I/O (except after close)."""
+        if self._closed:
+            self._submit_after_close(record)
+            return
+        buf = self._buf
+        if len(buf) >= self._max_queue and self._spill is None:
+            raise AuditOverflow(
+                f"audit queue is full ({self._max_queue} records pending, database not keeping "
+                "up) and no spill directory is configured; refusing the record"
+            )
+        buf.append(record)
+        n = len(buf)
+        if n >= self._batch_size:
+            self._wake.set()
+            if n > self._max_queue:
+                self._urgent.set()
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until nothing is pending; False if ``timeout`` (seconds) ran out first."""
+        if self._task is None:
+            self.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.pending and not self._closed:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self._wake.set()
+            await asyncio.sleep(0.005)
+        return not self.pending
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Drain everything, then stop. See the module docstring for a failing database."""
+        if self._closed:
+            return
+        self._closing = True
+        self._deadline = time.monotonic() + (self._close_timeout if timeout is None else timeout)
+        if self._task is None:
+            self.start()
+        self._wake.set()
+        self._urgent.set()
+        assert self._task is not None
+        try:
+            await self._task
+        except Exception:
+            log.exception("audit writer task failed; saving what is still pending")
+        finally:
+            if self._buf:
+                await self._spill_all("writer stopped")
+            self._closed = True
+
+    # ------------------------------------------------------------ the task
+
+    async def _run(self) -> None:
+        backoff = self._retry_initial
+        while True:
+            if not self._closing and len(self._buf) < self._batch_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+            try:
+                ok = await self._step()
+            except Exception:  # a bug, not a database error: keep the writer alive
+                log.exception("audit writer step failed unexpectedly; will retry")
+                self.failed_flushes += 1
+                ok = False
+            if ok:
+                backoff = self._retry_initial
+                if self._closing and not self._buf:
+                    return
+                continue
+            if self._closing and time.monotonic() >= self._deadline:
+                await self._spill_all("database still failing at close")
+                return
+            await self._backoff(backoff)
+            backoff = min(backoff * 2, self._retry_max)
+
+    async def _step(self) -> bool:
+        if len(self._buf) > self._max_queue and self._spill is not None:
+            await self._spill_all(f"more than {self._max_queue} records pending")
+        ok = await self._drain()
+        if ok and self._replay_wanted:
+            ok = await self._replay()
+        return ok
+
+    async def _backoff(self, delay: float) -> None:
+        if self._closing:
+            delay = max(0.0, min(delay, self._deadline - time.monotonic()))
+        self._urgent.clear()
+        if self._closing or len(self._buf) > self._max_queue:
+            # still sleep a little so a dead database is not hammered while closing
+            delay = min(delay, self._retry_initial)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._urgent.wait(), delay)
+
+    async def _drain(self) -> bool:
+        """Write queued records batch by batch; False (batch re-queued) on a database error."""
+        buf = self._buf
+        while buf:
+            count = min(self._batch_size, len(buf))
+            batch = [buf.popleft() for _ in range(count)]
+            self._inflight = count
+            try:
+                await self._write_batch(batch)
+            except Exception as exc:
+                buf.extendleft(reversed(batch))
+                self.failed_flushes += 1
+                log.warning(
+                    "audit flush of %d records failed (%s); %d pending, will retry",
+                    count,
+                    _one_line(exc),
+                    len(buf),
+                )
+                return False
+            finally:
+                self._inflight = 0
+            if len(buf) > self._max_queue and self._spill is not None:
+                await self._spill_all(f"more than {self._max_queue} records pending")
+        return True
+
+    async def _write_batch(self, batch: Sequence[UsageRecordLike | Row]) -> None:
+        rows: list[Row] = []
+        bad: list[Row] = []
+        for record in batch:
+            try:
+                rows.append(usage_row(record))
+            except (TypeError, ValueError, AttributeError) as exc:
+                bad.append({"record": repr(record), "error": str(exc)})
+        if bad:
+            await self._reject(bad, "malformed usage record")
+        await self._write_rows(rows)
+
+    async def _write_rows(self, rows: Sequence[Row]) -> int:
+        """Insert rows in one transaction; bisect to isolate rows refused as invalid."""
+        if not rows:
+            return 0
+        try:
+            inserted = await asyncio.wait_for(
+                self._store.write_usage_rows(rows), self._write_timeout
+            )
+        except (sa_exc.DataError, sa_exc.IntegrityError) as exc:
+            if len(rows) == 1:
+                await self._reject(list(rows), _one_line(exc))
+                return 0
+            mid = len(rows) // 2
+            return await self._write_rows(rows[:mid]) + await self._write_rows(rows[mid:])
+        self.batches += 1
+        self.written += inserted
+        self.duplicates += len(rows) - inserted
+        return inserted
+
+    # ------------------------------------------------------- spill / replay
+
+    async def _spill_all(self, reason: str) -> None:
+        """Move every queued record to a spill file (or, without one, log them)."""
+        if not self._buf:
+            return
+        records = list(self._buf)
+        self._buf.clear()
+        rows: list[Row] = []
+        bad: list[Row] = []
+        for record in records:
+            try:
+                rows.append(usage_row(record))
+            except (TypeError, ValueError, AttributeError) as exc:
+                bad.append({"record": repr(record), "error": str(exc)})
+        if bad:
+            await self._reject(bad, "malformed usage record")
+        if self._spill is None:
+            self.lost += len(rows)
+            log.error(
+                "audit: %d usage rows could not be written (%s) and there is no spill dir; "
+                "they follow as JSON lines",
+                len(rows),
+                reason,
+            )
+            for row in rows:
+                log.error("audit-lost %s", orjson.dumps(row).decode())
+            return
+        try:
+            path = await asyncio.to_thread(self._spill.write, rows)
+        except OSError as exc:
+            # Cannot spill either: keep them in memory (over max_queue) and say so.
+            log.error("audit: cannot write spill file (%s); keeping %d rows", exc, len(rows))
+            self._buf.extendleft(reversed(rows))
+            return
+        self.spilled += len(rows)
+        self._replay_wanted = True
+        log.warning("audit: spilled %d usage rows to %s (%s)", len(rows), path, reason)
+
+    async def _replay(self) -> bool:
+        """Write back every spill file; False if the database failed (files kept)."""
+        spill = self._spill
+        self._replay_wanted = False
+        if spill is None:
+            return True
+        try:
+            claimed = await asyncio.to_thread(spill.claim)
+        except OSError as exc:
+            log.error("audit: cannot read spill dir %s: %s", spill.path, exc)
+            return True
+        for index, path in enumerate(claimed):
+            try:
+                rows = await asyncio.to_thread(spill.read, path)
+                for start in range(0, len(rows), self._batch_size):
+                    await self._write_rows(rows[start : start + self._batch_size])
+            except Exception as exc:
+                self.failed_flushes += 1
+                log.warning("audit: replay of %s failed (%s)", path.name, _one_line(exc))
+                for left in claimed[index:]:
+                    await asyncio.to_thread(spill.unclaim, left)
+                self._replay_wanted = True
+                return False
+            await asyncio.to_thread(spill.remove, path)
+            self.replayed += len(rows)
+            log.info("audit: replayed %d rows from %s", len(rows), path.name)
+        return True
+
+    async def _reject(self, rows: list[Row], reason: str) -> None:
+        self.rejected += len(rows)
+        if self._spill is not None:
+            try:
+                path = await asyncio.to_thread(self._spill.reject, rows, reason)
+                log.error("audit: %d rows refused (%s); saved to %s", len(rows), reason, path)
+                return
+            except OSError as exc:
+                log.error("audit: cannot write dead-letter file: %s", exc)
+        for row in rows:
+            log.error("audit-rejected (%s) %s", reason, orjson.dumps(row, default=repr).decode())
+
+    def _submit_after_close(self, record: UsageRecordLike) -> None:
+        """A record arriving after close: written straight to a spill file (or logged)."""
+        try:
+            row = usage_row(record)
+        except (TypeError, ValueError, AttributeError) as exc:
+            log.error("audit-rejected (after close: %s) %r", exc, record)
+            self.rejected += 1
+            return
+        if self._spill is not None:
+            try:
+                self._spill.write([row])
+                self.spilled += 1
+                log.warning("audit: record submitted after close spilled to %s", self._spill.path)
+                return
+            except OSError as exc:
+                log.error("audit: cannot write spill file: %s", exc)
+        self.lost += 1
+        log.error("audit-lost (submitted after close) %s", orjson.dumps(row).decode())
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -1,0 +1,170 @@
+"""Schema migrations: Alembic, run programmatically, exactly once under a lock.
+
+``await run_migrations(url)`` brings the database to the newest revision
+shipped in ``lockgate/store/migrations/versions`` and returns True if this call
+applied anything (False when the schema was already current). Several gateway
+processes may call it at the same moment:
+
+- PostgreSQL: the upgrade runs on a connection holding
+  ``pg_advisory_lock(MIGRATION_LOCK_KEY)`` (per database); the others wait,
+  then find the schema current and do nothing. DDL is transactional.
+- SQLite: an exclusive ``fcntl.flock`` on ``<db file>.migrate.lock`` next to
+  the database file serialises processes and tasks alike; the DDL runs in one
+  transaction. An in-memory database has a single connection and an
+  ``asyncio.Lock`` is enough.
+
+No ``alembic.ini`` is read; the script location is the package directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.script.revision import ResolutionError
+from alembic.util import CommandError
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from lockgate.store.engine import create_engine
+from lockgate.store.errors import StoreError
+from lockgate.store.urls import sqlite_path
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "MIGRATION_LOCK_KEY",
+    "alembic_config",
+    "current_revision",
+    "head_revision",
+    "migrate_engine",
+    "run_migrations",
+]
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK_KEY = 0x6C6F636B67617465  # b"lockgate" as a signed 64-bit int
+LOCK_WAIT_SECONDS = 300.0
+_memory_lock = asyncio.Lock()
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic Config pointing at the packaged scripts; no ini file involved."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def _known(script: ScriptDirectory, revision: str) -> bool:
+    try:
+        return script.get_revision(revision) is not None
+    except (ResolutionError, CommandError):
+        return False
+
+
+def _upgrade(connection: Connection) -> bool:
+    script = ScriptDirectory.from_config(alembic_config())
+    heads = set(script.get_heads())
+    current = set(MigrationContext.configure(connection).get_current_heads())
+    if current == heads:
+        return False
+    unknown = [rev for rev in current if not _known(script, rev)]
+    if unknown:
+        raise StoreError(
+            f"the database schema is at revision {', '.join(sorted(unknown))}, newer than this "
+            f"lockgate knows (head {', '.join(sorted(heads))}); upgrade lockgate"
+        )
+    log.info("migrating database schema from %s to %s", sorted(current) or "empty", sorted(heads))
+    command.upgrade(alembic_config(connection), "heads")
+    return True
+
+
+@contextlib.asynccontextmanager
+async def _file_lock(path: Path) -> AsyncIterator[None]:
+    """Exclusive flock on ``path``, polled so a waiting task stays cancellable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        delay = 0.01
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+            if time.monotonic() > deadline:
+                raise StoreError(f"timed out waiting for the migration lock {path}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+async def _upgrade_on(conn: AsyncConnection) -> bool:
+    try:
+        changed = await conn.run_sync(_upgrade)
+        await conn.commit()
+    except BaseException:
+        await conn.rollback()
+        raise
+    return changed
+
+
+async def migrate_engine(engine: AsyncEngine) -> bool:
+    """Upgrade the database behind ``engine`` to head, under the right lock."""
+    backend = engine.dialect.name
+    if backend == "postgresql":
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            await conn.commit()
+            try:
+                return await _upgrade_on(conn)
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+                await conn.commit()
+    if backend == "sqlite":
+        path = sqlite_path(engine.url)
+        lock: contextlib.AbstractAsyncContextManager[object]
+        lock = _memory_lock if path is None else _file_lock(Path(f"{path}.migrate.lock"))
+        async with lock, engine.connect() as conn:
+            return await _upgrade_on(conn)
+    raise StoreError(f"no migration support for database backend '{backend}'")
+
+
+async def run_migrations(url: str) -> bool:
+    """Upgrade the database at ``url`` to head; True if this call applied revisions."""
+    engine = create_engine(url)
+    try:
+        return await migrate_engine(engine)
+    finally:
+        await engine.dispose()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The schema revision the database is at (None when never migrated)."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_revision()
+        )

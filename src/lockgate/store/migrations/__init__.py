@@ -1,0 +1,1 @@
+"""Alembic scripts for the store schema (run via ``lockgate.store.run_migrations``)."""

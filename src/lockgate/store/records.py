@@ -1,0 +1,210 @@
+"""Plain values the store hands out (never ORM objects) and the usage-record shape it accepts.
+
+``Team`` and ``ApiKey`` are frozen dataclasses. ``UsageRecordLike`` is the read
+side of :class:`lockgate.pipeline.call.UsageRecord`, declared here so the store
+does not import the pipeline (the pipeline depends on the store, not back).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+__all__ = [
+    "USAGE_FIELDS",
+    "ApiKey",
+    "Team",
+    "UsageRecordLike",
+    "UsageRow",
+    "hash_key",
+    "usage_row",
+]
+
+
+def hash_key(plaintext: str) -> str:
+    """sha256 hex of a key's plaintext: what ``api_keys.key_hash`` holds."""
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Team:
+    id: str
+    name: str
+    business_unit: str | None
+    settings: Mapping[str, Any] = field(hash=False)
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A virtual key. The plaintext is never stored; ``key_prefix`` is for display."""
+
+    id: str
+    team_id: str
+    team_name: str | None
+    name: str
+    key_prefix: str
+    allowed_models: tuple[str, ...] | None
+    """None means every model."""
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class UsageRecordLike(Protocol):
+    """What :meth:`Store.write_usage` and :class:`AuditWriter` read from a record."""
+
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def created_at(self) -> float: ...
+    @property
+    def key_id(self) -> str | None: ...
+    @property
+    def team_id(self) -> str | None: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def deployment(self) -> str | None: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def error_class(self) -> str | None: ...
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def completion_tokens(self) -> int: ...
+    @property
+    def cost(self) -> float: ...
+    @property
+    def latency_ms(self) -> float: ...
+    @property
+    def overhead_ms(self) -> float: ...
+    @property
+    def stream(self) -> bool: ...
+    @property
+    def cached(self) -> bool: ...
+    @property
+    def request_body(self) -> str | None: ...
+    @property
+    def response_body(self) -> str | None: ...
+
+
+USAGE_FIELDS: tuple[str, ...] = (
+    "request_id",
+    "created_at",
+    "key_id",
+    "team_id",
+    "model",
+    "deployment",
+    "kind",
+    "source",
+    "status",
+    "error_class",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+    "latency_ms",
+    "overhead_ms",
+    "stream",
+    "cached",
+    "request_body",
+    "response_body",
+)
+
+
+def _opt_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    # PostgreSQL text cannot hold NUL; dropping it keeps the row writable everywhere.
+    return text.replace("\x00", "") if "\x00" in text else text
+
+
+def _finite(value: Any) -> float:
+    number = float(value)
+    return number if math.isfinite(number) else 0.0
+
+
+def usage_row(record: UsageRecordLike | Mapping[str, Any]) -> dict[str, Any]:
+    """A record (object or JSON-decoded dict) as a plain, JSON-safe row dict.
+
+    ``created_at`` stays epoch seconds (float) so the row can be spilled to JSONL
+    as is. Raises TypeError/ValueError for a malformed record.
+    """
+    if isinstance(record, Mapping):
+        mapping: Mapping[str, Any] = record
+
+        def get(name: str) -> Any:
+            return mapping.get(name)
+
+    else:
+        obj: object = record
+
+        def get(name: str) -> Any:
+            return getattr(obj, name)
+
+    return {
+        "request_id": str(get("request_id")),
+        "created_at": float(get("created_at")),
+        "key_id": _opt_str(get("key_id")),
+        "team_id": _opt_str(get("team_id")),
+        "model": str(get("model")),
+        "deployment": _opt_str(get("deployment")),
+        "kind": str(get("kind")),
+        "source": str(get("source")),
+        "status": int(get("status")),
+        "error_class": _opt_str(get("error_class")),
+        "prompt_tokens": int(get("prompt_tokens") or 0),
+        "completion_tokens": int(get("completion_tokens") or 0),
+        "cost": _finite(get("cost") or 0.0),
+        "latency_ms": _finite(get("latency_ms") or 0.0),
+        "overhead_ms": _finite(get("overhead_ms") or 0.0),
+        "stream": bool(get("stream")),
+        "cached": bool(get("cached")),
+        "request_body": _opt_str(get("request_body")),
+        "response_body": _opt_str(get("response_body")),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """One stored usage row as read back (``created_at`` as aware UTC datetime)."""
+
+    request_id: str
+    created_at: datetime
+    key_id: str | None
+    team_id: str | None
+    model: str
+    deployment: str | None
+    kind: str
+    source: str
+    status: int
+    error_class: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+    latency_ms: float
+    overhead_ms: float
+    stream: bool
+    cached: bool
+    request_body: str | None
+    response_body: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``created_at`` as ISO 8601 text."""
+        out = {name: getattr(self, name) for name in USAGE_FIELDS}
+        out["created_at"] = self.created_at.astimezone(UTC).isoformat()
+        return out

@@ -1,0 +1,206 @@
+"""SQL for usage rows: batched insert, aggregation and recent rows.
+
+Functions here take an open ``AsyncConnection``; :class:`~lockgate.store.Store`
+owns transactions. The insert is ``INSERT ... VALUES (...), (...), ...
+ON CONFLICT (request_id) DO NOTHING RETURNING request_id`` (SQLAlchemy's
+"insertmanyvalues" renders the rows as multi-row statements, pages of up to
+1,000 rows), so a duplicate ``request_id`` is skipped without failing the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from lockgate.store.errors import InvalidInput
+from lockgate.store.records import USAGE_FIELDS, UsageRow
+from lockgate.store.tables import api_keys, teams, usage_records
+
+__all__ = [
+    "GROUP_BY_CHOICES",
+    "insert_usage_rows",
+    "recent_usage_rows",
+    "summarise_usage",
+    "to_datetime",
+]
+
+u = usage_records
+
+GROUP_BY_CHOICES: dict[str, sa.ColumnElement[Any]] = {
+    "team": u.c.team_id,
+    "key": u.c.key_id,
+    "model": u.c.model,
+    "deployment": u.c.deployment,
+    "kind": u.c.kind,
+    "source": u.c.source,
+    "status": u.c.status,
+}
+_GROUP_OUTPUT = {"team": "team_id", "key": "key_id"}
+
+
+def to_datetime(value: datetime | float | int | None) -> datetime | None:
+    """Epoch seconds or a datetime (naive = UTC) as an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return datetime.fromtimestamp(float(value), UTC)
+
+
+def _insert_statement(dialect: str) -> Any:
+    if dialect == "postgresql":
+        pg_stmt = postgresql.insert(u).on_conflict_do_nothing(index_elements=["request_id"])
+        return pg_stmt.returning(u.c.request_id)
+    if dialect == "sqlite":
+        lite_stmt = sqlite.insert(u).on_conflict_do_nothing(index_elements=["request_id"])
+        return lite_stmt.returning(u.c.request_id)
+    raise InvalidInput(f"unsupported database backend '{dialect}'")
+
+
+async def insert_usage_rows(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Insert row dicts (from :func:`records.usage_row`); returns how many were new."""
+    if not rows:
+        return 0
+    params = [{**row, "created_at": to_datetime(row["created_at"])} for row in rows]
+    result = await conn.execute(_insert_statement(conn.dialect.name), params)
+    return len(result.all())
+
+
+def _filters(
+    *,
+    team_id: str | None,
+    key_id: str | None,
+    model: str | None,
+    since: datetime | float | None,
+    until: datetime | float | None,
+    errors_only: bool = False,
+) -> list[sa.ColumnElement[bool]]:
+    where: list[sa.ColumnElement[bool]] = []
+    if team_id is not None:
+        where.append(u.c.team_id == team_id)
+    if key_id is not None:
+        where.append(u.c.key_id == key_id)
+    if model is not None:
+        where.append(u.c.model == model)
+    if since is not None:
+        where.append(u.c.created_at >= to_datetime(since))
+    if until is not None:
+        where.append(u.c.created_at < to_datetime(until))
+    if errors_only:
+        where.append(_is_error())
+    return where
+
+
+def _is_error() -> sa.ColumnElement[bool]:
+    return sa.or_(u.c.status >= 400, u.c.error_class.is_not(None))
+
+
+def _sort_key(row: Mapping[str, Any], names: Iterable[str]) -> tuple[tuple[bool, str], ...]:
+    return tuple((row[n] is not None, str(row[n]) if row[n] is not None else "") for n in names)
+
+
+async def summarise_usage(
+    conn: AsyncConnection,
+    *,
+    group_by: Sequence[str],
+    team_id: str | None = None,
+    key_id: str | None = None,
+    model: str | None = None,
+    since: datetime | float | None = None,
+    until: datetime | float | None = None,
+) -> list[dict[str, Any]]:
+    """One dict per group: the group columns, names, and the totals."""
+    unknown = [g for g in group_by if g not in GROUP_BY_CHOICES]
+    if unknown:
+        raise InvalidInput(
+            f"cannot group usage by {', '.join(unknown)}; choose from "
+            + ", ".join(GROUP_BY_CHOICES)
+        )
+    groups = list(dict.fromkeys(group_by))
+    columns: list[sa.ColumnElement[Any]] = [
+        GROUP_BY_CHOICES[g].label(_GROUP_OUTPUT.get(g, g)) for g in groups
+    ]
+    source: sa.FromClause = u
+    if "team" in groups:
+        columns.append(teams.c.name.label("team_name"))
+        source = source.outerjoin(teams, teams.c.id == u.c.team_id)
+    if "key" in groups:
+        columns.append(api_keys.c.name.label("key_name"))
+        source = source.outerjoin(api_keys, api_keys.c.id == u.c.key_id)
+    totals = [
+        sa.func.count().label("requests"),
+        sa.func.coalesce(sa.func.sum(u.c.prompt_tokens), 0).label("prompt_tokens"),
+        sa.func.coalesce(sa.func.sum(u.c.completion_tokens), 0).label("completion_tokens"),
+        sa.func.coalesce(sa.func.sum(u.c.cost), 0.0).label("cost"),
+        sa.func.coalesce(sa.func.sum(sa.case((_is_error(), 1), else_=0)), 0).label("errors"),
+        sa.func.avg(u.c.latency_ms).label("avg_latency_ms"),
+    ]
+    stmt = sa.select(*columns, *totals).select_from(source)
+    stmt = stmt.where(
+        *_filters(team_id=team_id, key_id=key_id, model=model, since=since, until=until)
+    )
+    if columns:
+        stmt = stmt.group_by(*columns)
+    out: list[dict[str, Any]] = []
+    for row in (await conn.execute(stmt)).mappings():
+        item = dict(row)
+        for name in ("requests", "prompt_tokens", "completion_tokens", "errors"):
+            item[name] = int(item[name])
+        item["cost"] = float(item["cost"])
+        avg = item["avg_latency_ms"]
+        item["avg_latency_ms"] = float(avg) if avg is not None else None
+        if not groups and item["requests"] == 0:
+            continue
+        out.append(item)
+    names = [_GROUP_OUTPUT.get(g, g) for g in groups]
+    out.sort(key=lambda r: _sort_key(r, names))
+    return out
+
+
+async def recent_usage_rows(
+    conn: AsyncConnection,
+    *,
+    limit: int,
+    team_id: str | None = None,
+    key_id: str | None = None,
+    model: str | None = None,
+    since: datetime | float | None = None,
+    until: datetime | float | None = None,
+    errors_only: bool = False,
+) -> list[UsageRow]:
+    """The newest rows first."""
+    if limit < 1:
+        raise InvalidInput("limit must be at least 1")
+    stmt = (
+        sa.select(*(u.c[name] for name in USAGE_FIELDS))
+        .where(
+            *_filters(
+                team_id=team_id,
+                key_id=key_id,
+                model=model,
+                since=since,
+                until=until,
+                errors_only=errors_only,
+            )
+        )
+        .order_by(u.c.created_at.desc(), u.c.id.desc())
+        .limit(limit)
+    )
+    rows = (await conn.execute(stmt)).mappings()
+    return [
+        UsageRow(
+            **{
+                **row,
+                "prompt_tokens": int(row["prompt_tokens"]),
+                "completion_tokens": int(row["completion_tokens"]),
+                "stream": bool(row["stream"]),
+                "cached": bool(row["cached"]),
+            }
+        )
+        for row in rows
+    ]
