@@ -181,4 +181,4 @@ def backoff_delay(
     """
     r = rng or random
     ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
-    return ceiling / 2 + r.random() * ceiling / 2
+    return float(ceiling / 2 + r.random() * ceiling / 2)

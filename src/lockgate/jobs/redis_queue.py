@@ -498,7 +498,7 @@ class RedisQueue:
         h = await self.r.hgetall(f"{self.prefix}:job:{job_id}")
         if not h:
             raise JobNotFound(job_id)
-        return _hash_to_job(h)
+        return _hash_to_job({str(k): str(v) for k, v in h.items()})
 
     async def get(self, job_id: str) -> Job:
         job = await self._load(job_id)
@@ -508,9 +508,7 @@ class RedisQueue:
 
     # ------------------------------------------------------------ claim / lease
 
-    async def _start(
-        self, msg: str, job_id: str, worker_id: str, until: float
-    ) -> Delivery | None:
+    async def _start(self, msg: str, job_id: str, worker_id: str, until: float) -> Delivery | None:
         flat = await self._run("start", job_id, msg, worker_id, until)
         if not flat:
             return None
@@ -540,10 +538,10 @@ class RedisQueue:
                         out.append(d)
         # 3. new entries
         if len(out) < limit:
-            res = await self.r.xreadgroup(
+            fresh: Any = await self.r.xreadgroup(
                 GROUP, worker_id, {self._stream: ">"}, count=limit - len(out)
             )
-            for _stream, entries in res or []:
+            for _stream, entries in fresh or []:
                 for msg, fields in entries:
                     d = await self._start(msg, fields.get("id", ""), worker_id, until)
                     if d is not None:
@@ -607,7 +605,7 @@ class RedisQueue:
 
     async def dlq_list(self, limit: int = 100) -> list[Job]:
         ids = await self.r.zrevrange(f"{self.prefix}:dead", 0, max(0, limit - 1))
-        return [await self._load(i) for i in ids]
+        return [await self._load(str(i)) for i in ids]
 
     async def dlq_retry(self, job_id: str) -> Job:
         code = await self._run("dlq_retry", job_id)

@@ -315,7 +315,9 @@ class SqlQueue(abc.ABC):
                 return "dead"
             delay = max(
                 retry_in,
-                backoff_delay(attempts, base=self.options.backoff_base, cap=self.options.backoff_cap),
+                backoff_delay(
+                    attempts, base=self.options.backoff_base, cap=self.options.backoff_cap
+                ),
             )
             await tx.execute(
                 self._q(
@@ -422,7 +424,9 @@ class SqlQueue(abc.ABC):
 
     async def set_webhook_status(self, job_id: str, status: str) -> None:
         async with self._tx() as tx:
-            await tx.execute(self._q("UPDATE {t} SET webhook_status = ? WHERE id = ?"), status, job_id)
+            await tx.execute(
+                self._q("UPDATE {t} SET webhook_status = ? WHERE id = ?"), status, job_id
+            )
 
     async def stats(self) -> QueueStats:
         now = time.time()
@@ -441,4 +445,3 @@ class SqlQueue(abc.ABC):
             in_flight=int(by["running"]["n"]) if "running" in by else 0,
             dlq=int(by["dead"]["n"]) if "dead" in by else 0,
         )
-

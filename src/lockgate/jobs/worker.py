@@ -1,0 +1,263 @@
+"""The job worker: N concurrent jobs per process, leases kept alive, graceful stop.
+
+``Worker(queue, handler).run(stop_event)`` claims up to ``concurrency`` jobs
+(bounded in-flight work), runs ``handler(job)`` for each, heartbeats its lease
+every ``lease / 3`` seconds, then completes or fails the job. Failures are
+classified by :func:`classify_error`: permanent ones (bad input, unknown task,
+4xx from the gateway) go straight to the dead-letter queue, the rest retry with
+backoff (at least the gateway's Retry-After). On stop it claims nothing new,
+lets in-flight jobs finish for ``grace`` seconds, then cancels the rest and
+gives them back to the queue (``release``: the attempt is not counted).
+
+A job's completion webhook (``webhook_url``) is sent in the background after
+the result is stored, signed and retried by :class:`WebhookSender`; the outcome
+is recorded on the job (``webhook_status``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lockgate.errors import GatewayError, RateLimited
+from lockgate.jobs.model import Delivery, Job
+from lockgate.jobs.queue import JobQueue
+from lockgate.jobs.tasks import TaskError, TaskRunner
+from lockgate.jobs.webhooks import WebhookSender
+from lockgate.pipeline.call import Principal
+
+__all__ = [
+    "Handler",
+    "Worker",
+    "WorkerStats",
+    "classify_error",
+    "new_worker_id",
+    "principal_from_meta",
+    "principal_to_meta",
+    "task_handler",
+]
+
+log = logging.getLogger("lockgate.jobs.worker")
+
+Handler = Callable[[Job], Awaitable[Any]]
+
+SYSTEM_PRINCIPAL = Principal(key_id="system:jobs", team_id=None, is_master=True)
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def classify_error(exc: BaseException) -> tuple[str, bool, float]:
+    """(message, permanent, retry_in seconds) for a failed job run."""
+    if isinstance(exc, TaskError):
+        return f"{type(exc).__name__}: {exc}", exc.permanent, 0.0
+    if isinstance(exc, RateLimited):
+        try:
+            retry_in = float(exc.headers.get("Retry-After", "0"))
+        except ValueError:
+            retry_in = 0.0
+        return f"{exc.error_class}: {exc.message}", False, retry_in
+    if isinstance(exc, GatewayError):
+        # 4xx (bad request, not allowed, unknown model): the same call fails again
+        permanent = 400 <= exc.status < 500 and exc.status not in (408, 409, 425, 429)
+        return f"{exc.status} {exc.error_class}: {exc.message}", permanent, 0.0
+    return f"{type(exc).__name__}: {exc}"[:2000], False, 0.0
+
+
+def principal_to_meta(p: Principal) -> dict[str, Any]:
+    return {
+        "principal": {
+            "key_id": p.key_id,
+            "team_id": p.team_id,
+            "team_name": p.team_name,
+            "allowed_models": None if p.allowed_models is None else sorted(p.allowed_models),
+            "is_master": p.is_master,
+        }
+    }
+
+
+def principal_from_meta(meta: dict[str, Any]) -> Principal:
+    """The submitter's principal (governance applies as if they called), else the system one."""
+    raw = meta.get("principal")
+    if not isinstance(raw, dict) or not raw.get("key_id"):
+        return SYSTEM_PRINCIPAL
+    allowed = raw.get("allowed_models")
+    return Principal(
+        key_id=str(raw["key_id"]),
+        team_id=raw.get("team_id"),
+        team_name=raw.get("team_name"),
+        allowed_models=None if allowed is None else frozenset(allowed),
+        is_master=bool(raw.get("is_master")),
+    )
+
+
+def task_handler(runner: TaskRunner) -> Handler:
+    """A handler running ``job.task`` on ``job.input`` through the pipeline."""
+
+    async def handle(job: Job) -> Any:
+        result = await runner.run(
+            job.task,
+            job.input,
+            principal=principal_from_meta(job.meta),
+            request_id=f"{job.id}-a{job.attempts}",
+        )
+        return result.as_json()
+
+    return handle
+
+
+@dataclass
+class WorkerStats:
+    completed: int = 0
+    duplicates: int = 0
+    """Completions refused because the job was already finished (exactly-once)."""
+    retried: int = 0
+    dead: int = 0
+    released: int = 0
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: JobQueue,
+        handler: Handler,
+        *,
+        worker_id: str | None = None,
+        concurrency: int = 8,
+        lease: float = 30.0,
+        poll_interval: float = 0.2,
+        grace: float = 30.0,
+        webhooks: WebhookSender | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.queue = queue
+        self.handler = handler
+        self.worker_id = worker_id or new_worker_id()
+        self.concurrency = concurrency
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.grace = grace
+        self.webhooks = webhooks
+        self.stats = WorkerStats()
+        self._inflight: dict[asyncio.Task[None], Delivery] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    async def run(self, stop: asyncio.Event) -> WorkerStats:
+        """Work until ``stop`` is set, then shut down gracefully."""
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                free = self.concurrency - len(self._inflight)
+                got: list[Delivery] = []
+                if free > 0:
+                    try:
+                        got = await self.queue.claim(self.worker_id, limit=free, lease=self.lease)
+                    except Exception:  # the queue is down: back off, keep going
+                        log.exception("claim failed")
+                        got = []
+                for d in got:
+                    task = asyncio.create_task(self._process(d))
+                    self._inflight[task] = d
+                    task.add_done_callback(self._done)
+                if got and len(got) == free:
+                    continue
+                # idle or full: wait for a slot, a poll tick, or stop
+                self._wake.clear()
+                waker = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait(
+                    {stopper, waker},
+                    timeout=self.poll_interval if free > len(got) else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                waker.cancel()
+        finally:
+            stopper.cancel()
+            await self._shutdown()
+        return self.stats
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+        self._wake.set()
+
+    async def _shutdown(self) -> None:
+        if self._inflight:
+            _, pending = await asyncio.wait(set(self._inflight), timeout=self.grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=self.grace)
+        if self.webhooks is not None:
+            await self.webhooks.aclose()
+
+    async def _heartbeat(self, d: Delivery) -> None:
+        every = max(0.05, self.lease / 3)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                if not await self.queue.heartbeat(d, self.lease):
+                    log.warning("lost the lease on %s", d.job.id)
+                    return
+            except Exception:
+                log.exception("heartbeat failed for %s", d.job.id)
+
+    async def _process(self, d: Delivery) -> None:
+        beat = asyncio.create_task(self._heartbeat(d))
+        try:
+            try:
+                result = await self.handler(d.job)
+            except asyncio.CancelledError:
+                beat.cancel()
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.queue.release(d))
+                self.stats.released += 1
+                raise
+            except Exception as exc:
+                beat.cancel()
+                message, permanent, retry_in = classify_error(exc)
+                state = await self.queue.fail(d, message, retry_in=retry_in, permanent=permanent)
+                if state == "dead":
+                    self.stats.dead += 1
+                    self._notify(d.job, "job.failed", {"status": "dead", "last_error": message})
+                else:
+                    self.stats.retried += 1
+                return
+            beat.cancel()
+            if await self.queue.complete(d, result):
+                self.stats.completed += 1
+                self._notify(d.job, "job.completed", {"status": "succeeded", "result": result})
+            else:
+                self.stats.duplicates += 1
+        finally:
+            beat.cancel()
+
+    def _notify(self, job: Job, event: str, extra: dict[str, Any]) -> None:
+        if not job.webhook_url or self.webhooks is None:
+            return
+        payload = {"id": job.id, "object": "job", "task": job.task, **extra}
+        task = asyncio.create_task(self._send(job, event, payload))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _send(self, job: Job, event: str, payload: dict[str, Any]) -> None:
+        assert self.webhooks is not None and job.webhook_url
+        status = await self.webhooks.send(job.webhook_url, event, payload)
+        try:
+            await self.queue.set_webhook_status(job.id, status)
+        except Exception:
+            log.exception("could not record webhook status for %s", job.id)
