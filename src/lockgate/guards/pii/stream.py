@@ -14,7 +14,7 @@ tool call (arguments) to OpenAI ``chat.completion.chunk`` dicts.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from lockgate.guards.pii.scanner import CONTEXT_CHARS, Matcher, PiiScanner, step
 from lockgate.guards.pii.transform import (
@@ -28,11 +28,21 @@ from lockgate.guards.pii.transform import (
 )
 
 __all__ = [
+    "ChainedStream",
     "ChatStreamGuard",
     "StreamTransformer",
+    "TextStream",
     "stream_redactor",
     "stream_restorer",
 ]
+
+
+class TextStream(Protocol):
+    """Anything that turns streamed deltas into final text."""
+
+    def feed(self, delta: str) -> str: ...
+
+    def flush(self) -> str: ...
 
 
 class StreamTransformer:
@@ -78,6 +88,22 @@ class StreamTransformer:
         return out
 
 
+class ChainedStream:
+    """``second`` applied to the output of ``first`` (e.g. redact model PII, then restore)."""
+
+    __slots__ = ("first", "second")
+
+    def __init__(self, first: TextStream, second: TextStream) -> None:
+        self.first = first
+        self.second = second
+
+    def feed(self, delta: str) -> str:
+        return self.second.feed(self.first.feed(delta))
+
+    def flush(self) -> str:
+        return self.second.feed(self.first.flush()) + self.second.flush()
+
+
 def stream_redactor(scanner: PiiScanner, vault: Vault | None = None) -> StreamTransformer:
     """Redacts PII in streamed text: labels, or vault placeholders when a vault is given."""
     replace = label_replacer if vault is None else placeholder_replacer(vault)
@@ -104,12 +130,12 @@ class ChatStreamGuard:
 
     __slots__ = ("_last", "_make", "_open")
 
-    def __init__(self, make: Callable[[], StreamTransformer]) -> None:
+    def __init__(self, make: Callable[[], TextStream]) -> None:
         self._make = make
-        self._open: dict[_Key, StreamTransformer] = {}
+        self._open: dict[_Key, TextStream] = {}
         self._last: dict[str, Any] = {}
 
-    def _get(self, key: _Key) -> StreamTransformer:
+    def _get(self, key: _Key) -> TextStream:
         t = self._open.get(key)
         if t is None:
             t = self._open[key] = self._make()

@@ -1,0 +1,219 @@
+"""Prompt-injection heuristics: score a chat request against known attack patterns.
+
+This is a **heuristic** filter, not a defence: it catches common, well-known
+phrasings (English only) and obvious smuggling tricks, and it will miss
+paraphrases, other languages and novel attacks, and sometimes flag benign text
+that discusses these attacks. Treat a hit as a signal (``flag``: record it and
+send a header) and use ``block`` only where false positives are acceptable.
+
+Rules (ids are stable; each has a weight, the score is the capped sum):
+
+==========================  ======================================================
+``ignore_previous``         "ignore/disregard/forget (all) previous instructions"
+``system_prompt_exfil``     "reveal/print/repeat your system prompt", "words above"
+``roleplay_jailbreak``      "pretend/act as ... without restrictions", developer mode
+``dan_you_are_now``         "you are now DAN / unrestricted", "do anything now"
+``hidden_characters``       zero-width, bidi-override or Unicode tag characters
+``base64_instructions``     a base64 blob that decodes to text hitting another rule
+``chat_template_tokens``    ``<|im_start|>``, ``[INST]``, ``<<SYS>>`` and the like
+``tool_output_injection``   instructions addressed to the model inside a tool result
+==========================  ======================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lockgate.guards.errors import InjectionBlocked
+
+__all__ = [
+    "RULES",
+    "InjectionReport",
+    "Rule",
+    "check_injection",
+    "scan_chat_request",
+    "scan_text",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    weight: float
+    pattern: re.Pattern[str]
+
+
+_I = re.IGNORECASE
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "ignore_previous",
+        0.8,
+        re.compile(
+            r"\b(?:ignore|disregard|forget|override|skip|bypass)\s+(?:all\s+|any\s+|the\s+|your\s+"
+            r"|of\s+)*(?:previous|prior|above|earlier|preceding|former|original|system)\s+"
+            r"(?:instructions?|prompts?|rules|directions|messages|context|guidelines)",
+            _I,
+        ),
+    ),
+    Rule(
+        "system_prompt_exfil",
+        0.7,
+        re.compile(
+            r"\b(?:reveal|show|print|repeat|output|display|leak|dump|tell\s+me|what\s+(?:is|are|was))"
+            r"\s+(?:me\s+)?(?:your|the)\s+(?:full\s+|exact\s+|entire\s+)?(?:system|initial|hidden|"
+            r"original|secret)\s+(?:prompt|instructions?|message)"
+            r"|\brepeat\s+(?:the\s+|all\s+)?(?:words|text)\s+above\b",
+            _I,
+        ),
+    ),
+    Rule(
+        "roleplay_jailbreak",
+        0.5,
+        re.compile(
+            r"\b(?:pretend|act|behave|roleplay|role-play)\s+(?:to\s+be\s+|as\s+|like\s+|that\s+)"
+            r"[^.\n]{0,80}\b(?:no|without|free\s+of|ignor\w*)\s+(?:any\s+)?(?:restrictions|"
+            r"filters?|rules|limits|guidelines|censorship|ethics)"
+            r"|\bdeveloper\s+mode\b|\bjailbr(?:eak|oken)\b|\b(?:unfiltered|uncensored)\s+"
+            r"(?:ai|assistant|mode|model|response)",
+            _I,
+        ),
+    ),
+    Rule(
+        "dan_you_are_now",
+        0.7,
+        re.compile(
+            r"\byou\s+are\s+now\s+(?:DAN\b|an?\s+(?:unrestricted|unfiltered|uncensored|evil|"
+            r"jailbroken)|free\s+from)|\bdo\s+anything\s+now\b|\bDAN\s+mode\b",
+            _I,
+        ),
+    ),
+    Rule(
+        "hidden_characters",
+        0.4,
+        re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\U000e0000-\U000e007f]"),
+    ),
+    Rule(
+        "chat_template_tokens",
+        0.6,
+        re.compile(
+            r"<\|(?:im_start|im_end|system|endoftext|start_header_id|eot_id)\|>|\[/?INST\]|<</?SYS>>",
+            _I,
+        ),
+    ),
+)
+
+_TOOL_RULE = Rule(
+    "tool_output_injection",
+    0.6,
+    re.compile(
+        r"\b(?:ignore|disregard)\b[^.\n]{0,40}\binstructions\b"
+        r"|\b(?:assistant|ai|model|llm|chatgpt)\s*[,:]\s*(?:you\s+must|now|please)\b"
+        r"|\bnew\s+instructions?\s*:"
+        r"|\b(?:important|system)\s*(?:note|message|override)?\s*:\s*(?:you|the\s+assistant)\s+"
+        r"(?:must|should|will)\b"
+        r"|</?(?:tool_output|tool_result|function_results?|system)>",
+        _I,
+    ),
+)
+
+_BASE64 = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{24,}={0,2}")
+_BASE64_WORDS = re.compile(r"\b(?:instructions?|system\s+prompt|ignore|jailbreak)\b", _I)
+_MAX_BASE64_BLOBS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionReport:
+    score: float
+    rules: tuple[str, ...]
+
+    @property
+    def hit(self) -> bool:
+        return bool(self.rules)
+
+    def header_value(self) -> str:
+        """For ``x-lockgate-injection``: ``score;rule1,rule2``."""
+        return f"{self.score:.2f};{','.join(self.rules)}"
+
+
+_WEIGHTS = {r.id: r.weight for r in (*RULES, _TOOL_RULE)}
+_WEIGHTS["base64_instructions"] = 0.7
+
+
+def _rule_hits(text: str, into: set[str]) -> None:
+    for rule in RULES:
+        if rule.id not in into and rule.pattern.search(text):
+            into.add(rule.id)
+
+
+def scan_text(text: str, *, tool_output: bool = False) -> set[str]:
+    """Rule ids that ``text`` hits. ``tool_output`` adds the tool-result rule."""
+    hits: set[str] = set()
+    _rule_hits(text, hits)
+    if tool_output and _TOOL_RULE.pattern.search(text):
+        hits.add(_TOOL_RULE.id)
+    if "base64_instructions" not in hits:
+        for n, m in enumerate(_BASE64.finditer(text)):
+            if n >= _MAX_BASE64_BLOBS:
+                break
+            blob = m.group()
+            try:
+                decoded = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            plain = decoded.decode("utf-8", errors="ignore")
+            inner: set[str] = set()
+            _rule_hits(plain, inner)
+            if inner or _BASE64_WORDS.search(plain):
+                hits.add("base64_instructions")
+                break
+    return hits
+
+
+def _texts(message: dict[str, Any]) -> Iterable[str]:
+    content = message.get("content")
+    if isinstance(content, str):
+        yield content
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                yield part["text"]
+
+
+def scan_chat_request(
+    body: dict[str, Any], roles: Sequence[str] = ("user", "tool", "function")
+) -> InjectionReport:
+    """Score the messages whose role is in ``roles`` (default: user input and tool results)."""
+    hits: set[str] = set()
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for msg in messages:
+            if not isinstance(msg, dict) or msg.get("role") not in roles:
+                continue
+            is_tool = msg.get("role") in ("tool", "function")
+            for text in _texts(msg):
+                hits |= scan_text(text, tool_output=is_tool)
+    ordered = tuple(sorted(hits))
+    score = min(1.0, sum(_WEIGHTS[r] for r in ordered))
+    return InjectionReport(round(score, 2), ordered)
+
+
+def check_injection(
+    body: dict[str, Any],
+    *,
+    action: str,
+    threshold: float,
+    roles: Sequence[str] = ("user", "tool", "function"),
+) -> InjectionReport | None:
+    """Apply a policy: ``off`` -> None; ``flag`` -> report; ``block`` -> raise at/over threshold."""
+    if action == "off":
+        return None
+    report = scan_chat_request(body, roles)
+    if action == "block" and report.hit and report.score >= threshold:
+        raise InjectionBlocked(report.rules, report.score)
+    return report
