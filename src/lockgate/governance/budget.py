@@ -1,0 +1,163 @@
+"""Budgets: which calendar-window counters a call reserves against, and how a denial reads.
+
+Each scope with a :class:`~lockgate.governance.config.BudgetConfig` adds one
+line per configured ceiling: money (micro-units) or tokens, per UTC day
+(``...:d:YYYY-MM-DD``) or month (``...:m:YYYY-MM``). A reservation is
+all-or-nothing over every line; :class:`~lockgate.governance.admission.Ticket`
+settles it with the true amounts or releases it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from lockgate.governance.config import MICROS, GovernanceConfig, to_micros
+from lockgate.governance.errors import BudgetExceeded
+from lockgate.governance.scope import Scope
+from lockgate.governance.windows import Window, WindowKind, window_at
+from lockgate.state.base import BudgetLine, BudgetUsage, StateBackend
+
+if TYPE_CHECKING:
+    from lockgate.governance.admission import Core, Ticket
+
+__all__ = [
+    "BudgetGuard",
+    "BudgetStatus",
+    "PlannedLine",
+    "budget_denial",
+    "plan_lines",
+]
+
+BudgetMetric = Literal["cost", "tokens"]
+
+_CEILINGS: tuple[tuple[str, BudgetMetric, WindowKind], ...] = (
+    ("daily", "cost", "daily"),
+    ("monthly", "cost", "monthly"),
+    ("daily_tokens", "tokens", "daily"),
+    ("monthly_tokens", "tokens", "monthly"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedLine:
+    line: BudgetLine
+    metric: BudgetMetric
+    scope: Scope
+    window: Window
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """One ceiling of a scope now: for admin views and reports."""
+
+    scope: str
+    window: WindowKind
+    period: str
+    metric: BudgetMetric
+    limit: float
+    spent: float
+    reserved: float
+    resets_at: str
+
+
+def _show(metric: BudgetMetric, amount: int) -> str:
+    if metric == "tokens":
+        return f"{amount} tokens"
+    return f"{amount / MICROS:.6f}".rstrip("0").rstrip(".")
+
+
+def plan_lines(
+    scopes: Sequence[Scope], tokens: int, cost_micros: int, now: float
+) -> list[PlannedLine]:
+    """Lines a call reserves. Amounts are at least 1 so a spent budget blocks every call."""
+    out: list[PlannedLine] = []
+    for scope in scopes:
+        budget = scope.budget
+        if budget is None:
+            continue
+        for name, metric, kind in _CEILINGS:
+            ceiling: float | int | None = getattr(budget, name)
+            if ceiling is None:
+                continue
+            window = window_at(kind, now)
+            limit = to_micros(ceiling) if metric == "cost" else int(ceiling)
+            amount = max(1, cost_micros if metric == "cost" else tokens)
+            unit = "cost" if metric == "cost" else "tok"
+            key = f"bg:{scope.kind}:{scope.id}:{unit}:{kind[0]}:{window.suffix}"
+            out.append(PlannedLine(BudgetLine(key, limit, amount, window.expire_at), metric,
+                                   scope, window))
+    return out
+
+
+def budget_denial(
+    planned: Sequence[PlannedLine], usage: Sequence[BudgetUsage], index: int, now: float
+) -> BudgetExceeded:
+    """The 429 ``budget_exceeded`` for line ``index``; Retry-After is the window's end."""
+    p = planned[index]
+    u = usage[index]
+    wait = max(1, math.ceil(p.window.end - now))
+    what = "spend" if p.metric == "cost" else "token"
+    return BudgetExceeded(
+        f"Budget exceeded for {p.scope.label}: {p.window.kind} {what} limit "
+        f"{_show(p.metric, p.line.limit)} reached (spent {_show(p.metric, u.spent)}, "
+        f"reserved by calls in flight {_show(p.metric, u.reserved)}, this call needs up to "
+        f"{_show(p.metric, p.line.amount)}). It resets at {p.window.end_iso()}.",
+        headers={"retry-after": str(wait)},
+    )
+
+
+class BudgetGuard:
+    """Budgets alone: :meth:`reserve` in one trip, :meth:`status` for admin views.
+
+    :class:`~lockgate.governance.governor.Governor` reserves budgets together
+    with rate limits; use it on the request path.
+    """
+
+    def __init__(
+        self,
+        state: StateBackend,
+        config: GovernanceConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        core: Core | None = None,
+    ) -> None:
+        from lockgate.governance.admission import Core
+
+        self.core = core or Core(state, config or GovernanceConfig(), clock)
+
+    @property
+    def denials(self) -> int:
+        """Calls denied by a budget (a Prometheus counter's value)."""
+        return self.core.stats.budget_denials
+
+    plan = staticmethod(plan_lines)
+
+    async def reserve(self, scopes: Sequence[Scope], tokens: int, cost: float) -> Ticket:
+        """Reserve against the budgets of ``scopes``; raises :class:`BudgetExceeded`.
+
+        ``cost`` in currency units. End the ticket with settle/release (or ``async with``).
+        """
+        from lockgate.governance.admission import admit, cost_to_micros_ceil
+
+        micros = cost_to_micros_ceil(cost)
+        now = self.core.clock()
+        lines = plan_lines(scopes, tokens, micros, now)
+        return await admit(self.core, [], lines, tokens, micros, now=now)
+
+    async def status(self, scope: Scope) -> list[BudgetStatus]:
+        """Limit, spent and reserved of every ceiling of ``scope`` in the current windows."""
+        now = self.core.clock()
+        out: list[BudgetStatus] = []
+        for p in plan_lines([scope], 1, 1, now):
+            u = await self.core.state.budget_usage(p.line.key, now=now)
+            div = MICROS if p.metric == "cost" else 1
+            out.append(BudgetStatus(
+                scope=scope.name, window=p.window.kind, period=p.window.suffix, metric=p.metric,
+                limit=p.line.limit / div, spent=u.spent / div, reserved=u.reserved / div,
+                resets_at=p.window.end_iso(),
+            ))
+        return out
