@@ -84,10 +84,30 @@ from lockgate.providers.llamacpp_prompt import (
     parse_options,
 )
 
-__all__ = ["LlamaCppProvider"]
+__all__ = ["LlamaCppProvider", "LlamaCppStats"]
 
 _TOP_K = 40
 _MIN_P = 0.05
+
+
+@dataclass(slots=True)
+class LlamaCppStats:
+    """Counters kept by the worker thread (read them from anywhere; ints only grow)."""
+
+    generations: int = 0
+    cancelled: int = 0
+    """Generations stopped because their consumer went away or timed out."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    generation_seconds: float = 0.0
+    """Worker time spent in prompt evaluation and sampling."""
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Completion tokens per second of worker time (prompt evaluation included)."""
+        if not self.generation_seconds:
+            return 0.0
+        return self.completion_tokens / self.generation_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +178,7 @@ class LlamaCppProvider:
         )
         self._jobs: set[_Job] = set()
         self._closed = False
+        self.stats = LlamaCppStats()
 
     # ------------------------------------------------------------ public API
 
@@ -393,6 +414,7 @@ class LlamaCppProvider:
                 f"context window of {n_ctx} tokens",
             )
         limit = min(opts.max_tokens, room)
+        t0 = time.perf_counter()
         seed = opts.seed if opts.seed is not None else random.randrange(0xFFFFFFFF)
         llm.set_seed(seed)
         out = OutputFilter(opts.stop)
@@ -430,6 +452,12 @@ class LlamaCppProvider:
                     break
         finally:
             tokens.close()
+            stats = self.stats
+            stats.generations += 1
+            stats.cancelled += finish == "cancelled"
+            stats.prompt_tokens += len(prompt)
+            stats.completion_tokens += sampled
+            stats.generation_seconds += time.perf_counter() - t0
         if finish != "cancelled":
             tail = out.feed(utf8.decode(b"", final=True)) + out.finish()
             if tail:
