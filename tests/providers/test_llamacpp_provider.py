@@ -6,10 +6,10 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from lockgate.config import ModelDeployment  # noqa: E402
-from lockgate.providers.base import ProviderError  # noqa: E402
-from lockgate.providers.llamacpp import LlamaCppProvider  # noqa: E402
-from lockgate.providers.registry import build_provider  # noqa: E402
+from lockgate.config import ModelDeployment
+from lockgate.providers.base import ProviderError
+from lockgate.providers.llamacpp import LlamaCppProvider
+from lockgate.providers.registry import build_provider
 
 DEPLOYMENT = ModelDeployment(name="local", provider="llamacpp", path="bundled:gemma-3-270m")
 
