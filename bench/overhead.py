@@ -343,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _log("interrupted; servers stopped")
         exit_code = 130
+    except RuntimeError as exc:  # the upstream or the soak target failed: nothing to compare
+        _log(f"FAILED: {exc}")
+        exit_code = 1
     finally:
         run.load_after = _loadavg()
         if not args.keep_workdir:

@@ -98,7 +98,10 @@ def start_upstream(group: ProcessGroup, workdir: Path, kind: str = "bench") -> T
         argv = [sys.executable, "-m", "lockgate.testing.stub_upstream", "--port", str(port)]
     else:
         raise ValueError(f"unknown upstream kind {kind!r}")
-    server = group.start("upstream", argv, workdir / "upstream.log", env=_clean_env({}))
+    env = _clean_env({})
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p)
+    server = group.start("upstream", argv, workdir / "upstream.log", env=env)
     headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
     url = f"http://127.0.0.1:{port}{CHAT_PATH}"
     wait_until(lambda: _answers_chat(url, headers), 30, server, "upstream")
