@@ -68,7 +68,7 @@ def estimate_call(
     n = body.get("n")
     if isinstance(n, int) and n > 1:
         completion *= n
-    if isinstance(body.get("messages"), list) is False and "input" in body:
+    if "messages" not in body and "input" in body:
         completion = 0  # embeddings produce no completion tokens
     pin = pout = 0.0
     for i, o in prices:
