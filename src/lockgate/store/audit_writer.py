@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import deque
@@ -205,6 +206,8 @@ class AuditWriter:
         finally:
             if self._buf:
                 await self._spill_all("writer stopped")
+            if self._buf:  # could not even spill: the log is the last place left
+                self._log_lost("writer stopped and spilling failed")
             self._closed = True
 
     # ------------------------------------------------------------ the task
@@ -296,7 +299,9 @@ class AuditWriter:
             inserted = await asyncio.wait_for(
                 self._store.write_usage_rows(rows), self._write_timeout
             )
-        except (sa_exc.DataError, sa_exc.IntegrityError) as exc:
+        except Exception as exc:
+            if not _is_invalid(exc):
+                raise
             if len(rows) == 1:
                 await self._reject(list(rows), _one_line(exc))
                 return 0
@@ -325,19 +330,12 @@ class AuditWriter:
         if bad:
             await self._reject(bad, "malformed usage record")
         if self._spill is None:
-            self.lost += len(rows)
-            log.error(
-                "audit: %d usage rows could not be written (%s) and there is no spill dir; "
-                "they follow as JSON lines",
-                len(rows),
-                reason,
-            )
-            for row in rows:
-                log.error("audit-lost %s", orjson.dumps(row).decode())
+            self._buf.extend(rows)
+            self._log_lost(f"{reason}; no spill dir")
             return
         try:
             path = await asyncio.to_thread(self._spill.write, rows)
-        except OSError as exc:
+        except Exception as exc:
             # Cannot spill either: keep them in memory (over max_queue) and say so.
             log.error("audit: cannot write spill file (%s); keeping %d rows", exc, len(rows))
             self._buf.extendleft(reversed(rows))
@@ -381,10 +379,23 @@ class AuditWriter:
                 path = await asyncio.to_thread(self._spill.reject, rows, reason)
                 log.error("audit: %d rows refused (%s); saved to %s", len(rows), reason, path)
                 return
-            except OSError as exc:
+            except Exception as exc:
                 log.error("audit: cannot write dead-letter file: %s", exc)
         for row in rows:
-            log.error("audit-rejected (%s) %s", reason, orjson.dumps(row, default=repr).decode())
+            log.error("audit-rejected (%s) %s", reason, json.dumps(row, default=repr))
+
+    def _log_lost(self, reason: str) -> None:
+        """Last resort: every queued record at ERROR as one JSON line each, then forget them."""
+        records = list(self._buf)
+        self._buf.clear()
+        self.lost += len(records)
+        log.error("audit: %d usage rows not written (%s); they follow", len(records), reason)
+        for record in records:
+            try:
+                text = json.dumps(usage_row(record), default=repr)
+            except (TypeError, ValueError, AttributeError):
+                text = repr(record)
+            log.error("audit-lost %s", text)
 
     def _submit_after_close(self, record: UsageRecordLike) -> None:
         """A record arriving after close: written straight to a spill file (or logged)."""
@@ -400,10 +411,28 @@ class AuditWriter:
                 self.spilled += 1
                 log.warning("audit: record submitted after close spilled to %s", self._spill.path)
                 return
-            except OSError as exc:
+            except Exception as exc:
                 log.error("audit: cannot write spill file: %s", exc)
         self.lost += 1
         log.error("audit-lost (submitted after close) %s", orjson.dumps(row).decode())
+
+
+_INVALID_DATA = (
+    sa_exc.DataError,
+    sa_exc.IntegrityError,
+    UnicodeError,
+    OverflowError,
+    ValueError,
+    TypeError,
+)
+
+
+def _is_invalid(exc: BaseException) -> bool:
+    """True when the rows themselves are the problem (retrying the same rows cannot help)."""
+    if isinstance(exc, _INVALID_DATA):
+        return True
+    # raised while binding parameters, before the database saw the statement
+    return isinstance(exc, sa_exc.StatementError) and not isinstance(exc, sa_exc.DBAPIError)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -9,9 +9,10 @@ processes may call it at the same moment:
   ``pg_advisory_lock(MIGRATION_LOCK_KEY)`` (per database); the others wait,
   then find the schema current and do nothing. DDL is transactional.
 - SQLite: an exclusive ``fcntl.flock`` on ``<db file>.migrate.lock`` next to
-  the database file serialises processes and tasks alike; the DDL runs in one
-  transaction. An in-memory database has a single connection and an
-  ``asyncio.Lock`` is enough.
+  the database file serialises processes; the DDL runs in one transaction.
+- Within one process an ``asyncio.Lock`` (per event loop) also serialises
+  upgrades, because Alembic's ``context`` is global state; it is all an
+  in-memory SQLite database needs.
 
 No ``alembic.ini`` is read; the script location is the package directory.
 """
@@ -25,6 +26,7 @@ import fcntl
 import logging
 import os
 import time
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -57,7 +59,18 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 MIGRATION_LOCK_KEY = 0x6C6F636B67617465  # b"lockgate" as a signed 64-bit int
 LOCK_WAIT_SECONDS = 300.0
-_memory_lock = asyncio.Lock()
+_loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _process_lock() -> asyncio.Lock:
+    """One lock per event loop: Alembic keeps global state, so one upgrade at a time here."""
+    loop = asyncio.get_running_loop()
+    lock = _loop_locks.get(loop)
+    if lock is None:
+        lock = _loop_locks[loop] = asyncio.Lock()
+    return lock
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -134,6 +147,11 @@ async def _upgrade_on(conn: AsyncConnection) -> bool:
 
 async def migrate_engine(engine: AsyncEngine) -> bool:
     """Upgrade the database behind ``engine`` to head, under the right lock."""
+    async with _process_lock():
+        return await _migrate_locked(engine)
+
+
+async def _migrate_locked(engine: AsyncEngine) -> bool:
     backend = engine.dialect.name
     if backend == "postgresql":
         async with engine.connect() as conn:
@@ -146,9 +164,10 @@ async def migrate_engine(engine: AsyncEngine) -> bool:
                 await conn.commit()
     if backend == "sqlite":
         path = sqlite_path(engine.url)
-        lock: contextlib.AbstractAsyncContextManager[object]
-        lock = _memory_lock if path is None else _file_lock(Path(f"{path}.migrate.lock"))
-        async with lock, engine.connect() as conn:
+        if path is None:  # in memory: one process, already under the process lock
+            async with engine.connect() as conn:
+                return await _upgrade_on(conn)
+        async with _file_lock(Path(f"{path}.migrate.lock")), engine.connect() as conn:
             return await _upgrade_on(conn)
     raise StoreError(f"no migration support for database backend '{backend}'")
 

@@ -125,17 +125,49 @@ USAGE_FIELDS: tuple[str, ...] = (
 )
 
 
+_INT64 = 2**63
+_INT32 = 2**31
+_MAX_EPOCH = 253_402_300_799.0  # 9999-12-31T23:59:59Z
+
+
 def _opt_str(value: Any) -> str | None:
     if value is None:
         return None
-    text = str(value)
-    # PostgreSQL text cannot hold NUL; dropping it keeps the row writable everywhere.
+    text = value if isinstance(value, str) else str(value)
+    if text.isascii():
+        # PostgreSQL text cannot hold NUL; dropping it keeps the row writable everywhere.
+        return text.replace("\x00", "") if "\x00" in text else text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: not storable, not JSON-encodable
+        text = text.encode("utf-8", "replace").decode("utf-8")
     return text.replace("\x00", "") if "\x00" in text else text
 
 
+def _req_str(value: Any, name: str) -> str:
+    text = _opt_str(value)
+    if not text:
+        raise ValueError(f"usage record field {name} is empty")
+    return text
+
+
+def _int(value: Any, name: str, bound: int = _INT64) -> int:
+    number = int(value or 0)
+    if not -bound <= number < bound:
+        raise ValueError(f"usage record field {name} is out of range: {number}")
+    return number
+
+
 def _finite(value: Any) -> float:
-    number = float(value)
+    number = float(value or 0.0)
     return number if math.isfinite(number) else 0.0
+
+
+def _epoch(value: Any) -> float:
+    number = float(value)
+    if not 0.0 <= number <= _MAX_EPOCH:
+        raise ValueError(f"usage record created_at is out of range: {number}")
+    return number
 
 
 def usage_row(record: UsageRecordLike | Mapping[str, Any]) -> dict[str, Any]:
@@ -157,21 +189,21 @@ def usage_row(record: UsageRecordLike | Mapping[str, Any]) -> dict[str, Any]:
             return getattr(obj, name)
 
     return {
-        "request_id": str(get("request_id")),
-        "created_at": float(get("created_at")),
+        "request_id": _req_str(get("request_id"), "request_id"),
+        "created_at": _epoch(get("created_at")),
         "key_id": _opt_str(get("key_id")),
         "team_id": _opt_str(get("team_id")),
-        "model": str(get("model")),
+        "model": _req_str(get("model"), "model"),
         "deployment": _opt_str(get("deployment")),
-        "kind": str(get("kind")),
-        "source": str(get("source")),
-        "status": int(get("status")),
+        "kind": _req_str(get("kind"), "kind"),
+        "source": _req_str(get("source"), "source"),
+        "status": _int(get("status"), "status", _INT32),
         "error_class": _opt_str(get("error_class")),
-        "prompt_tokens": int(get("prompt_tokens") or 0),
-        "completion_tokens": int(get("completion_tokens") or 0),
-        "cost": _finite(get("cost") or 0.0),
-        "latency_ms": _finite(get("latency_ms") or 0.0),
-        "overhead_ms": _finite(get("overhead_ms") or 0.0),
+        "prompt_tokens": _int(get("prompt_tokens"), "prompt_tokens"),
+        "completion_tokens": _int(get("completion_tokens"), "completion_tokens"),
+        "cost": _finite(get("cost")),
+        "latency_ms": _finite(get("latency_ms")),
+        "overhead_ms": _finite(get("overhead_ms")),
         "stream": bool(get("stream")),
         "cached": bool(get("cached")),
         "request_body": _opt_str(get("request_body")),

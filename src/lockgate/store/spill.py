@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import os
 import time
@@ -42,6 +43,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _line(value: Mapping[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(value, default=repr) + b"\n"
+    except TypeError:  # e.g. lone surrogates: the stdlib escapes them
+        return json.dumps(value, default=repr).encode() + b"\n"
+
+
 class SpillDir:
     """One directory of spill files (blocking file I/O: call from a thread)."""
 
@@ -65,11 +73,11 @@ class SpillDir:
 
     def write(self, rows: Sequence[Mapping[str, Any]]) -> Path:
         """Write rows to a new spill file; returns its path."""
-        return self._write(self._new_name("audit"), [orjson.dumps(row) + b"\n" for row in rows])
+        return self._write(self._new_name("audit"), [_line(row) for row in rows])
 
     def reject(self, rows: Sequence[Mapping[str, Any]], reason: str) -> Path:
         """Dead-letter rows the database refuses (never replayed automatically)."""
-        lines = [orjson.dumps({"error": reason, "row": row}, default=repr) + b"\n" for row in rows]
+        lines = [_line({"error": reason, "row": row}) for row in rows]
         return self._write(self._new_name("rejected"), lines)
 
     def pending_files(self) -> list[Path]:
