@@ -1,1 +1,65 @@
-"""Input and output guards: PII, prompt-injection heuristics, JSON output contracts."""
+"""Input and output guards: PII, prompt-injection heuristics, JSON output contracts.
+
+The pipeline uses :class:`Guards` (built once from :class:`GuardsConfig`) and
+the per-request :class:`RequestGuards` it returns; see :mod:`.runtime` for the
+call sequence. The pieces are importable on their own for features and tests.
+"""
+
+from lockgate.guards.config import GuardsConfig, InjectionPolicy, PiiPolicy, TeamGuards
+from lockgate.guards.contracts import (
+    Contract,
+    ContractCheck,
+    ContractRegistry,
+    build_repair_messages,
+)
+from lockgate.guards.errors import (
+    ContractNotFound,
+    ContractViolation,
+    GuardError,
+    InjectionBlocked,
+    PiiBlocked,
+)
+from lockgate.guards.injection import InjectionReport, check_injection, scan_chat_request
+from lockgate.guards.pii.body import (
+    PiiOutcome,
+    guard_chat_request,
+    redact_chat_response,
+    restore_chat_response,
+)
+from lockgate.guards.pii.scanner import Finding, PiiScanner
+from lockgate.guards.pii.stream import ChatStreamGuard, stream_redactor, stream_restorer
+from lockgate.guards.pii.transform import Vault, redact_text, restore_text
+from lockgate.guards.runtime import Guards, RequestGuards
+
+__all__ = [
+    "ChatStreamGuard",
+    "Contract",
+    "ContractCheck",
+    "ContractNotFound",
+    "ContractRegistry",
+    "ContractViolation",
+    "Finding",
+    "GuardError",
+    "Guards",
+    "GuardsConfig",
+    "InjectionBlocked",
+    "InjectionPolicy",
+    "InjectionReport",
+    "PiiBlocked",
+    "PiiOutcome",
+    "PiiPolicy",
+    "PiiScanner",
+    "RequestGuards",
+    "TeamGuards",
+    "Vault",
+    "build_repair_messages",
+    "check_injection",
+    "guard_chat_request",
+    "redact_chat_response",
+    "redact_text",
+    "restore_chat_response",
+    "restore_text",
+    "scan_chat_request",
+    "stream_redactor",
+    "stream_restorer",
+]

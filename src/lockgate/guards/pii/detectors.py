@@ -92,13 +92,13 @@ def _email_ok(raw: str) -> list[tuple[int, int]]:
 _PHONE = re.compile(
     r"(?<![\w+])(?:"
     r"\+[1-9]\d{6,14}"  # E.164 compact
-    r"|\+[1-9]\d{0,2}(?:[ .-]?\(\d{1,4}\))?[ .-]?\d{1,5}(?:[ .-]\d{1,5}){1,6}"  # international
+    r"|\+[1-9]\d{0,2}(?:[ .-]?\(\d{1,4}\))?[ .-]?\d{1,5}(?:[ .-]\d{1,8}){1,6}"  # international
     r"|(?:1[ .-])?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}"  # NANP
     r"|\(0\d{1,4}\) ?\d{3,8}(?:[ -]\d{3,4})?"  # (020) 7946 0958
     r"|0\d{1,4}(?:[ .-]\d{2,8}){1,4}"  # national trunk-0 formats with separators
     r")(?!\w)"
 )
-_PHONE_TAIL = re.compile(r"[\d+() .-]{1,64}")
+_PHONE_TAIL = re.compile(r"[\d+() .-]{1,80}")
 _NON_DIGIT = re.compile(r"\D")
 
 
@@ -108,7 +108,7 @@ def _phone_ok(raw: str) -> list[tuple[int, int]]:
     if raw.startswith("+"):
         ok = 8 <= n <= 15
     elif raw.startswith("0") or raw.startswith("(0"):
-        ok = 9 <= n <= 12
+        ok = 10 <= n <= 12
     else:  # NANP, optionally with a leading country code 1
         if n == 11 and digits[0] == "1":
             digits = digits[1:]
@@ -123,50 +123,70 @@ _CARD_TAIL = re.compile(r"[\d -]{1,121}")
 _DIGIT_RUN = re.compile(r"\d+")
 
 
+def _card_layout_ok(sizes: list[int]) -> bool:
+    """Printed card layouts: one block; groups of 4 with a shorter last group; 4-6-4/4-6-5."""
+    if len(sizes) == 1:
+        return True
+    if all(s == 4 for s in sizes[:-1]) and 1 <= sizes[-1] <= 4:
+        return True
+    return len(sizes) == 3 and sizes[0] == 4 and sizes[1] == 6 and sizes[2] in (4, 5)
+
+
 def _card_ok(raw: str) -> list[tuple[int, int]]:
-    """Longest Luhn-valid runs of whole digit groups, 13-19 digits, major-network first digit."""
+    """Every run of whole digit groups that is a card: 13-19 digits in a printed card
+    layout, major-network first digit (2-6), Luhn-valid. Overlapping runs are merged
+    later, so a card next to other digits is still covered completely."""
     groups = [(m.start(), m.end()) for m in _DIGIT_RUN.finditer(raw)]
     spans: list[tuple[int, int]] = []
-    i = 0
-    while i < len(groups):
-        best = -1
+    for i in range(len(groups)):
+        if raw[groups[i][0]] not in "23456":
+            continue
         digits = ""
+        sizes: list[int] = []
         for j in range(i, len(groups)):
-            digits += raw[groups[j][0] : groups[j][1]]
+            part = raw[groups[j][0] : groups[j][1]]
+            digits += part
+            sizes.append(len(part))
             if len(digits) > 19:
                 break
-            if len(digits) >= 13 and digits[0] in "23456" and luhn_valid(digits):
-                best = j
-        if best >= 0:
-            spans.append((groups[i][0], groups[best][1]))
-            i = best + 1
-        else:
-            i += 1
+            if len(digits) >= 13 and _card_layout_ok(sizes) and luhn_valid(digits):
+                spans.append((groups[i][0], groups[j][1]))
     return spans
 
 
 # ------------------------------------------------------------------ IBAN
 
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])")
+_IBAN_START = re.compile(r"(?<![^ ])[A-Za-z]{2}\d{2}")
 _IBAN_TAIL = re.compile(r"[ A-Za-z0-9]{0,61}\d{2}[A-Za-z]{2}|\d{1,2}[A-Za-z]{2}|[A-Za-z]{1,2}")
 
 
-def _iban_ok(raw: str) -> list[tuple[int, int]]:
-    want = IBAN_LENGTHS.get(raw[:2].upper())
+def _iban_at(raw: str, k: int) -> tuple[int, int] | None:
+    want = IBAN_LENGTHS.get(raw[k : k + 2].upper())
     if want is None:
-        return []
+        return None
     count = 0
     end = -1
-    for i, ch in enumerate(raw):
-        if ch != " ":
+    for i in range(k, len(raw)):
+        if raw[i] != " ":
             count += 1
             if count == want:
                 end = i + 1
                 break
     if end < 0 or (end < len(raw) and raw[end] != " "):
-        return []
-    compact = raw[:end].replace(" ", "").upper()
-    return [(0, end)] if iban_valid(compact) else []
+        return None
+    return (k, end) if iban_valid(raw[k:end].replace(" ", "").upper()) else None
+
+
+def _iban_ok(raw: str) -> list[tuple[int, int]]:
+    """IBANs starting at any word start inside the raw match (the regex is greedy and may
+    start at a preceding word such as ``AB12``)."""
+    spans: list[tuple[int, int]] = []
+    for m in _IBAN_START.finditer(raw):
+        span = _iban_at(raw, m.start())
+        if span is not None:
+            spans.append(span)
+    return spans
 
 
 # ------------------------------------------------------------------ IP addresses
@@ -184,13 +204,12 @@ _HEX = re.compile(r"[0-9A-Fa-f]")
 
 def _ipv6_ok(raw: str) -> list[tuple[int, int]]:
     try:
-        ipaddress.IPv6Address(raw)
+        addr = ipaddress.IPv6Address(raw)
     except ValueError:
         return []
-    head = raw.rsplit(":", 1)[0] if "." in raw.rsplit(":", 1)[-1] else raw
-    groups = [g for g in head.split(":") if g]
-    if len(groups) < 2 or len(_HEX.findall(head)) < 4:
-        return []
+    nonzero = [g for g in addr.exploded.split(":") if g != "0000"]
+    if len(nonzero) < 2 or len(_HEX.findall(raw)) < 4:
+        return []  # "::1", "a::b" and the like: too weak to call an address
     return [(0, len(raw))]
 
 
@@ -224,8 +243,8 @@ _FR_NIR_TAIL = re.compile(r"[0-9AB ]{1,23}")
 BUILTIN_DETECTORS: tuple[Detector, ...] = (
     # order = priority when spans overlap (the merged span takes the first one's label)
     Detector("EMAIL", _EMAIL, _EMAIL_TAIL, _email_ok, gate="@"),
-    Detector("CREDIT_CARD", _CARD, _CARD_TAIL, _card_ok),
     Detector("IBAN", _IBAN, _IBAN_TAIL, _iban_ok),
+    Detector("CREDIT_CARD", _CARD, _CARD_TAIL, _card_ok),
     Detector("US_SSN", _SSN, _SSN_TAIL, _whole(lambda s: us_ssn_valid(s[:3] + s[4:6] + s[7:]))),
     Detector("UK_NINO", _NINO, _NINO_TAIL, _whole(lambda s: s[:2] not in _NINO_BAD_PREFIX)),
     Detector("ES_NIF", _ES_NIF, _ES_NIF_TAIL, _whole(es_nif_valid)),
