@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import socket
 from collections.abc import AsyncIterator
@@ -326,3 +328,46 @@ async def test_registry_dispatch(stub: StubUpstream) -> None:
         with pytest.raises(ConfigError) as err:
             build_provider(ModelDeployment(name="r", provider="rules"))
         assert "rules" in str(err.value) and "\n" not in str(err.value)
+
+
+async def test_slow_consumer_is_not_an_idle_timeout(stub: StubUpstream) -> None:
+    t = Timeouts(first_token=5, idle=0.1, total=30)
+    p = OpenAICompatProvider(deployment(stub, timeouts=t))
+    got: list[StreamChunk] = []
+    async for c in p.chat_stream(BODY):
+        got.append(c)
+        await asyncio.sleep(0.15)  # the client side is slow; the upstream is not silent
+    assert text_of(got) == "stub reply: hello big world"
+    await p.aclose()
+
+
+async def test_timeout_connect() -> None:
+    # a listener that never accepts, with its accept queue filled: new SYNs go unanswered
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = srv.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        c = socket.socket()
+        c.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            c.connect(("127.0.0.1", port))
+        fillers.append(c)
+    d = ModelDeployment(
+        name="m",
+        provider="openai",
+        model="x",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        timeouts=Timeouts(connect=0.3, first_token=10),
+    )
+    p = OpenAICompatProvider(d)
+    try:
+        with pytest.raises(ProviderError) as err:
+            await p.chat(BODY)
+        assert err.value.kind == "timeout_connect"
+    finally:
+        await p.aclose()
+        for c in fillers:
+            c.close()
+        srv.close()

@@ -264,7 +264,12 @@ class UpstreamHTTP:
                 )
             decoder = SSEDecoder()
             content = resp.content
+            idle = False
             while True:
+                if idle:
+                    # measured from when we start waiting, so a slow consumer never
+                    # turns into a spurious idle timeout
+                    phase_dl = loop.time() + t.idle
                 try:
                     async with asyncio.timeout_at(min(phase_dl, total_dl)):
                         data = await content.readany()
@@ -279,8 +284,8 @@ class UpstreamHTTP:
                     return
                 events = decoder.feed(data)
                 if events:
-                    phase_dl = loop.time() + t.idle
-                    phase = "timeout_idle"
+                    if not idle:
+                        idle, phase = True, "timeout_idle"
                     for event in events:
                         yield event
         finally:
