@@ -39,6 +39,7 @@ from lockgate.providers.base import Completion
 
 __all__ = [
     "BUILTIN_KINDS",
+    "SYSTEM_PRINCIPAL",
     "ChatPipeline",
     "TaskError",
     "TaskInputInvalid",
@@ -54,6 +55,9 @@ __all__ = [
 ]
 
 BUILTIN_KINDS = ("classify", "extract", "summarize", "triage")
+
+SYSTEM_PRINCIPAL = Principal(key_id="system:jobs", team_id=None, is_master=True)
+"""Whose calls these are when a job/batch/event has no submitter (operator-run work)."""
 
 
 class ChatPipeline(Protocol):
@@ -378,7 +382,9 @@ class TaskRunner:
         *,
         default_model: str = "local",
         source: str = "jobs",
+        default_principal: Principal = SYSTEM_PRINCIPAL,
     ) -> None:
+        self.default_principal = default_principal
         self.pipeline = pipeline
         self.tasks = dict(tasks)
         self.default_model = default_model
@@ -437,7 +443,7 @@ class TaskRunner:
                 kind="chat",
                 model=model,
                 body=body,
-                principal=principal,
+                principal=principal or self.default_principal,
                 source=self.source,
                 task=spec.name,
             )

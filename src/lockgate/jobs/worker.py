@@ -29,7 +29,7 @@ from typing import Any
 from lockgate.errors import GatewayError, RateLimited
 from lockgate.jobs.model import Delivery, Job
 from lockgate.jobs.queue import JobQueue
-from lockgate.jobs.tasks import TaskError, TaskRunner
+from lockgate.jobs.tasks import SYSTEM_PRINCIPAL, TaskError, TaskRunner
 from lockgate.jobs.webhooks import WebhookSender
 from lockgate.pipeline.call import Principal
 
@@ -47,8 +47,6 @@ __all__ = [
 log = logging.getLogger("lockgate.jobs.worker")
 
 Handler = Callable[[Job], Awaitable[Any]]
-
-SYSTEM_PRINCIPAL = Principal(key_id="system:jobs", team_id=None, is_master=True)
 
 
 def new_worker_id() -> str:
