@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from bench.procs import (  # noqa: E402
     machine_busy_seconds,
     rss_bytes,
 )
+from bench.profile import profile_under_load  # noqa: E402
 from bench.report import (  # noqa: E402
     LevelResult,
     RunResult,
@@ -66,7 +68,7 @@ from bench.targets import (  # noqa: E402
     start_upstream,
 )
 
-__all__ = ["main", "measure_target", "soak"]
+__all__ = ["Options", "main", "measure_target", "soak"]
 
 DEFAULT_LITELLM_VENV = Path.home() / ".cache" / "lockgate-bench" / "litellm-venv"
 
@@ -84,17 +86,25 @@ def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in name)
 
 
-def measure_target(
-    target: Target,
-    upstream: Started,
-    levels: list[int],
-    duration: float,
-    warmup: float,
-    workdir: Path,
-    probe_requests: int,
-    threads: int,
-) -> TargetResult:
-    """Warm up, then one measured wrk run per concurrency level; then the header probe."""
+@dataclass(frozen=True)
+class Options:
+    """How each target is measured."""
+
+    levels: list[int]
+    duration: float
+    warmup: float
+    workdir: Path
+    probe_requests: int
+    threads: int
+    profile_dir: Path | None = None
+    profile_concurrency: int = 8
+    profile_seconds: float = 10.0
+
+
+def measure_target(target: Target, upstream: Started, opts: Options) -> TargetResult:
+    """Warm up, one measured wrk run per concurrency level, the header probe, the profile."""
+    levels, duration, warmup, threads = opts.levels, opts.duration, opts.warmup, opts.threads
+    workdir, probe_requests = opts.workdir, opts.probe_requests
     result = TargetResult(target.name, target.kind, target.workers, notes=list(target.notes))
     script = write_wrk_script(workdir / f"{_slug(target.name)}.lua", BENCH_BODY, target.headers)
     own = target.server if target.server is not None else upstream
@@ -125,6 +135,12 @@ def measure_target(
         if not result.probe.values_ms:
             result.notes.append(f"no {target.overhead_header} header in the responses")
     result.rss_mb = rss_bytes(own.pids()) / 2**20
+    if opts.profile_dir is not None and target.server is not None:
+        summary = profile_under_load(target.server.pids(), target.url, script,
+                                     opts.profile_concurrency, opts.profile_seconds,
+                                     opts.profile_dir, _slug(target.name), threads)
+        result.notes.append(f"py-spy profile at c={opts.profile_concurrency}: {summary}"
+                            if summary else "profile skipped: py-spy not found")
     return result
 
 
@@ -225,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soak-workers", type=int, default=1)
     p.add_argument("--soak-concurrency", type=int, default=8)
     p.add_argument("--soak-interval", type=float, default=5.0)
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="after measuring each gateway, profile it with py-spy under load "
+                        "(separate, unmeasured run); collapsed stacks and a summary go to DIR")
+    p.add_argument("--profile-concurrency", type=int, default=8)
+    p.add_argument("--profile-seconds", type=float, default=10.0)
     p.add_argument("--results", type=Path, default=REPO / "bench" / "RESULTS.md")
     rec = p.add_mutually_exclusive_group()
     rec.add_argument("--record", dest="record", action="store_true", default=None,
@@ -301,17 +322,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"LiteLLM {args.litellm_version} proxy: `litellm --num_workers N`, no database, "
                 "debug off, LITELLM_LOCAL_MODEL_COST_MAP=True, master-key auth, own venv.",
             ]
+            opts = Options(args.concurrency, duration, warmup, workdir, probe_n,
+                           args.wrk_threads, args.profile, args.profile_concurrency,
+                           args.profile_seconds)
             if not args.soak_only:
                 _log("direct upstream")
-                run.targets.append(measure_target(upstream, upstream.server, args.concurrency,
-                                                  duration, warmup, workdir, 0, args.wrk_threads))
+                run.targets.append(measure_target(
+                    upstream, upstream.server,
+                    Options(args.concurrency, duration, warmup, workdir, 0, args.wrk_threads)))
                 for w in lockgate_workers:
                     run.targets.append(_run_one(
                         f"lockgate w={w}", "lockgate", w,
                         lambda w=w: start_lockgate(group, workdir, up_url, w,  # type: ignore[misc]
                                                    lockgate_cmd, extra_env),
-                        group, upstream.server, args.concurrency, duration, warmup, workdir,
-                        probe_n, args.wrk_threads))
+                        group, upstream.server, opts))
                 if litellm_workers:
                     try:
                         exe = ensure_litellm_venv(args.litellm_venv, args.litellm_version)
@@ -326,8 +350,7 @@ def main(argv: list[str] | None = None) -> int:
                                 f"litellm w={w}", "litellm", w,
                                 lambda w=w: start_litellm(  # type: ignore[misc]
                                     group, workdir, up_url, w, exe),
-                                group, upstream.server, args.concurrency, duration, warmup,
-                                workdir, probe_n, args.wrk_threads))
+                                group, upstream.server, opts))
             if args.soak > 0:
                 if args.soak_target == "lockgate":
                     def start_soak() -> Target:
@@ -371,12 +394,7 @@ def _run_one(
     start: Callable[[], Target],
     group: ProcessGroup,
     upstream: Started,
-    levels: list[int],
-    duration: float,
-    warmup: float,
-    workdir: Path,
-    probe_n: int,
-    threads: int,
+    opts: Options,
 ) -> TargetResult:
     """Start one gateway, measure it, stop it; a failure becomes a 'not run' row."""
     _log(f"{name}: starting")
@@ -384,8 +402,7 @@ def _run_one(
     try:
         target = start()
         _log(f"{name}: ready")
-        return measure_target(target, upstream, levels, duration, warmup, workdir, probe_n,
-                              threads)
+        return measure_target(target, upstream, opts)
     except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as exc:
         _log(f"{name}: FAILED: {exc}")
         return TargetResult(name, kind, workers, error=str(exc).splitlines()[0][:300])
