@@ -649,6 +649,8 @@ class OpenAIToAnthropicStream:
     ``content_block_delta`` events (``text_delta`` or ``input_json_delta``),
     ``content_block_stop``; finally ``message_delta`` (stop_reason, usage) and
     ``message_stop``. :meth:`error` renders an ``error`` event for a stream cut midway.
+    Tool calls are expected one after another (as OpenAI-compatible servers send them);
+    argument fragments for a tool call whose block was already closed are dropped.
     Render each pair with :func:`encode_anthropic_event`.
     """
 
