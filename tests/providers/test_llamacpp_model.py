@@ -180,8 +180,10 @@ async def test_timeouts_raise_their_kinds_and_free_the_worker(
             await provider.chat(QUESTION)
         assert exc.value.kind == "timeout_first_token"
 
-        provider.deployment = original.model_copy(update={"timeouts": Timeouts(total=0.5)})
+        provider.deployment = original
+        await provider.chat({**LONG, "max_tokens": 1})  # queued behind: the worker has settled
         cancelled_before = provider.stats.cancelled
+        provider.deployment = original.model_copy(update={"timeouts": Timeouts(total=0.5)})
         received: list[StreamChunk] = []
         with pytest.raises(ProviderError) as exc:
             async for chunk in provider.chat_stream({**LONG, "max_tokens": 400}):
@@ -192,3 +194,21 @@ async def test_timeouts_raise_their_kinds_and_free_the_worker(
     done = await provider.chat(QUESTION)  # the worker is free again
     assert "Paris" in done.body["choices"][0]["message"]["content"]
     assert provider.stats.cancelled == cancelled_before + 1
+
+
+async def test_empty_answers_and_oversized_prompts_are_errors(provider: LlamaCppProvider) -> None:
+    answer = (await provider.chat(QUESTION)).body["choices"][0]["message"]["content"]
+    silenced = {**QUESTION, "stop": [answer[:2]]}  # greedy: the answer now stops at once
+    with pytest.raises(ProviderError) as exc:
+        await provider.chat(silenced)
+    assert exc.value.kind == "bad_response"
+    stream = provider.chat_stream(silenced)
+    with pytest.raises(ProviderError) as exc:  # raised before any chunk: fallback still possible
+        await stream.__anext__()
+    assert exc.value.kind == "bad_response"
+
+    huge = {"messages": [{"role": "user", "content": "word " * 3000}]}
+    with pytest.raises(ProviderError) as exc:
+        await provider.chat(huge)
+    assert exc.value.kind == "bad_request"
+    assert "context window of 2048 tokens" in exc.value.message
