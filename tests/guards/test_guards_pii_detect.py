@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -185,7 +187,7 @@ def test_corrupted_ibans_are_not_detected(iban: str, pos: int, bump: int) -> Non
 @given(text=surrounding)
 def test_findings_are_sorted_and_disjoint(text: str) -> None:
     found = SCANNER.find(text)
-    for a, b in zip(found, found[1:], strict=False):
+    for a, b in itertools.pairwise(found):
         assert a.end <= b.start
     for f in found:
         assert 0 <= f.start < f.end <= len(text)

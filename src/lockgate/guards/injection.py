@@ -76,7 +76,8 @@ RULES: tuple[Rule, ...] = (
         "roleplay_jailbreak",
         0.5,
         re.compile(
-            r"\b(?:pretend|act|behave|roleplay|role-play)\s+(?:to\s+be\s+|as\s+|like\s+|that\s+)"
+            r"\b(?:pretend|act|behave|roleplay|role-play|imagine)\s+(?:to\s+be\s+|as\s+|like\s+|that\s+"
+            r"|you\s+are\s+|you're\s+)"
             r"[^.\n]{0,80}\b(?:no|without|free\s+of|ignor\w*)\s+(?:any\s+)?(?:restrictions|"
             r"filters?|rules|limits|guidelines|censorship|ethics)"
             r"|\bdeveloper\s+mode\b|\bjailbr(?:eak|oken)\b|\b(?:unfiltered|uncensored)\s+"
