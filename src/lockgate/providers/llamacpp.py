@@ -51,6 +51,12 @@ llama-cpp-python, in this process, without blocking the event loop:
   ``ProviderError('bad_request')`` pointing at an embeddings deployment
   (``provider: embedded``).
 
+Measured on the shared 2-core build machine (other jobs running): loading the
+bundled model takes 0.4-0.6 s; generation runs at ~40-50 completion tokens/s
+with llama.cpp's default thread count (half the cores, here 1) and ~20 tokens/s
+with ``n_threads: 2`` while other processes compete for the cores, so leave
+``n_threads`` unset on small shared machines.
+
 What the bundled model can and cannot do is written in
 :mod:`lockgate.providers.llamacpp_prompt`.
 """
