@@ -850,14 +850,14 @@ def main(argv: list[str] | None = None) -> None:
         "--reuse-port", action="store_true", help="SO_REUSEPORT, to run several processes"
     )
     args = parser.parse_args(argv)
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
+    coro = _serve(args.host, args.port, args.reuse_port)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.host, args.port, args.reuse_port))
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(coro)
+        else:
+            uvloop.run(coro)
 
 
 if __name__ == "__main__":
