@@ -70,7 +70,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,7 +240,7 @@ class LlamaCppProvider:
             usage=usage,
         )
 
-    async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
+    async def chat_stream(self, body: dict[str, Any]) -> AsyncGenerator[StreamChunk, None]:
         chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
 
