@@ -1,0 +1,1 @@
+"""Shared wire formats (OpenAI <-> Anthropic translation)."""
