@@ -38,8 +38,13 @@ def card_numbers(draw: st.DrawFn) -> str:
     prefixes, lengths = CARD_NETWORKS[network]
     prefix = draw(st.sampled_from(prefixes))
     length = draw(st.sampled_from(lengths))
-    body = draw(st.text(alphabet=string.digits, min_size=length - len(prefix) - 1,
-                        max_size=length - len(prefix) - 1))
+    body = draw(
+        st.text(
+            alphabet=string.digits,
+            min_size=length - len(prefix) - 1,
+            max_size=length - len(prefix) - 1,
+        )
+    )
     partial = prefix + body
     return partial + luhn_check_digit(partial)
 
@@ -81,8 +86,11 @@ def iban_check_digits(country: str, bban: str) -> str:
 def ibans(draw: st.DrawFn) -> str:
     """A valid IBAN (compact, upper case)."""
     country = draw(st.sampled_from(sorted(IBAN_LAYOUTS)))
-    alphabets = {"n": string.digits, "a": string.ascii_uppercase,
-                 "c": string.digits + string.ascii_uppercase}
+    alphabets = {
+        "n": string.digits,
+        "a": string.ascii_uppercase,
+        "c": string.digits + string.ascii_uppercase,
+    }
     bban = "".join(draw(st.sampled_from(alphabets[k])) for k in IBAN_LAYOUTS[country])
     return country + iban_check_digits(country, bban) + bban
 
@@ -99,11 +107,9 @@ def formatted_ibans(draw: st.DrawFn) -> str:
 
 SEPARATORS = st.sampled_from([" ", "\n", "\t", ", ", ": ", " (", ") ", "; ", " - "])
 
-surrounding = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40
-)
+surrounding = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
 """Arbitrary text (any script, digits, punctuation)."""
 
 no_digit_text = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Nd")), max_size=40
+    alphabet=st.characters(codec="utf-8", exclude_categories=["Cs", "Nd"]), max_size=40
 )

@@ -28,14 +28,27 @@ def request() -> dict[str, Any]:
         "messages": [
             {"role": "system", "content": "You are helpful."},
             {"role": "user", "content": "I am ann@example.com, card 4111 1111 1111 1111."},
-            {"role": "user", "content": [
-                {"type": "text", "text": "Also ann@example.com and +44 20 7946 0958"},
-                {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
-            ]},
-            {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "t1", "type": "function",
-                 "function": {"name": "lookup", "arguments": '{"iban": "DE89370400440532013000"}'}},
-            ]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Also ann@example.com and +44 20 7946 0958"},
+                    {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "t1",
+                        "type": "function",
+                        "function": {
+                            "name": "lookup",
+                            "arguments": '{"iban": "DE89370400440532013000"}',
+                        },
+                    },
+                ],
+            },
             {"role": "tool", "tool_call_id": "t1", "content": "found 536-22-1234"},
         ],
     }
@@ -64,10 +77,24 @@ def test_redact_restore_uses_stable_placeholders_and_restores_answer() -> None:
     assert msgs[1]["content"] == "I am <EMAIL_1>, card <CREDIT_CARD_1>."
     assert msgs[2]["content"][0]["text"] == "Also <EMAIL_1> and <PHONE_1>"
     assert out.vault is not None and len(out.vault) == 5
-    answer = {"choices": [{"index": 0, "message": {
-        "role": "assistant", "content": "Mailed <EMAIL_1> about <IBAN_1>.",
-        "tool_calls": [{"id": "x", "type": "function",
-                        "function": {"name": "f", "arguments": '{"to": "<EMAIL_1>"}'}}]}}]}
+    answer: dict[str, Any] = {
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "Mailed <EMAIL_1> about <IBAN_1>.",
+                    "tool_calls": [
+                        {
+                            "id": "x",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": '{"to": "<EMAIL_1>"}'},
+                        }
+                    ],
+                },
+            }
+        ]
+    }
     restored = restore_chat_response(answer, out.vault)
     msg = restored["choices"][0]["message"]
     assert msg["content"] == "Mailed ann@example.com about DE89370400440532013000."
@@ -98,8 +125,11 @@ def test_log_only_reports_and_changes_nothing() -> None:
 
 
 def test_response_redaction() -> None:
-    answer = {"choices": [{"index": 0, "message": {"role": "assistant",
-                                                   "content": "Reach bob@corp.example now"}}]}
+    answer = {
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Reach bob@corp.example now"}}
+        ]
+    }
     new, found = redact_chat_response(answer, SCANNER)
     assert new["choices"][0]["message"]["content"] == "Reach [EMAIL] now"
     assert found == ["EMAIL"]
@@ -119,8 +149,10 @@ def _boom(raw: str) -> list[tuple[int, int]]:
 
 
 FAILING = PiiScanner(
-    (*BUILTIN_DETECTORS, Detector("BROKEN", re.compile(r"\w{1,5}"), re.compile(r"\w{1,6}"),
-                                  _boom, gate=""))
+    (
+        *BUILTIN_DETECTORS,
+        Detector("BROKEN", re.compile(r"\w{1,5}"), re.compile(r"\w{1,6}"), _boom, gate=""),
+    )
 )
 
 

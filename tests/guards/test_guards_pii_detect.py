@@ -131,8 +131,13 @@ def test_checksum_functions() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(card=formatted(card_numbers()), before=surrounding, after=surrounding,
-       sep1=SEPARATORS, sep2=SEPARATORS)
+@given(
+    card=formatted(card_numbers()),
+    before=surrounding,
+    after=surrounding,
+    sep1=SEPARATORS,
+    sep2=SEPARATORS,
+)
 def test_valid_cards_in_any_text_are_detected(
     card: str, before: str, after: str, sep1: str, sep2: str
 ) -> None:
@@ -146,8 +151,15 @@ def test_valid_cards_in_any_text_are_detected(
 
 
 @settings(max_examples=300, deadline=None)
-@given(digits=card_numbers(), bump=st.integers(1, 9), before=no_digit_text,
-       after=no_digit_text, sep1=SEPARATORS, sep2=SEPARATORS, grouped=st.booleans())
+@given(
+    digits=card_numbers(),
+    bump=st.integers(1, 9),
+    before=no_digit_text,
+    after=no_digit_text,
+    sep1=SEPARATORS,
+    sep2=SEPARATORS,
+    grouped=st.booleans(),
+)
 def test_luhn_invalid_numbers_are_not_cards(
     digits: str, bump: int, before: str, after: str, sep1: str, sep2: str, grouped: bool
 ) -> None:
@@ -160,8 +172,9 @@ def test_luhn_invalid_numbers_are_not_cards(
 
 
 @settings(max_examples=300, deadline=None)
-@given(iban=formatted_ibans(), before=surrounding, after=surrounding,
-       sep1=SEPARATORS, sep2=SEPARATORS)
+@given(
+    iban=formatted_ibans(), before=surrounding, after=surrounding, sep1=SEPARATORS, sep2=SEPARATORS
+)
 def test_valid_ibans_in_any_text_are_detected(
     iban: str, before: str, after: str, sep1: str, sep2: str
 ) -> None:

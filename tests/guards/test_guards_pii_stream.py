@@ -24,12 +24,26 @@ SCANNER = PiiScanner()
 PII_PIECES = st.one_of(
     formatted(card_numbers()),
     formatted_ibans(),
-    st.sampled_from([
-        "john.smith@example.com", "a.b-c@sub.example.org", "+1 (415) 555-2671",
-        "+44 20 7946 0958", "020 7946 0958", "192.168.0.1", "2001:db8::8a2e:370:7334",
-        "536-22-1234", "AB 12 34 56 C", "12345678Z", "RSSMRA85T10A562S",
-        "1 84 12 76 451 089 46", "<EMAIL_1>", "<PHONE_", "DE89", "4111 1111",
-    ]),
+    st.sampled_from(
+        [
+            "john.smith@example.com",
+            "a.b-c@sub.example.org",
+            "+1 (415) 555-2671",
+            "+44 20 7946 0958",
+            "020 7946 0958",
+            "192.168.0.1",
+            "2001:db8::8a2e:370:7334",
+            "536-22-1234",
+            "AB 12 34 56 C",
+            "12345678Z",
+            "RSSMRA85T10A562S",
+            "1 84 12 76 451 089 46",
+            "<EMAIL_1>",
+            "<PHONE_",
+            "DE89",
+            "4111 1111",
+        ]
+    ),
 )
 FILLER = st.one_of(
     st.sampled_from([" ", ", ", ". ", "\n", "-", "@", ":", "(", "<", " and ", "x", "7", "  "]),
@@ -90,7 +104,7 @@ def test_holdback_is_short_for_plain_text() -> None:
     out = t.feed("The weather is nice today and ")
     assert out == "The weather is nice today and "[: len(out)]
     assert t.held <= 2  # only what could still start an entity
-    assert t.feed("tomorrow.") + t.flush() == "The weather is nice today and tomorrow."[len(out):]
+    assert t.feed("tomorrow.") + t.flush() == "The weather is nice today and tomorrow."[len(out) :]
 
 
 def test_split_placeholder_is_restored() -> None:
@@ -112,8 +126,13 @@ def _chunk(content: str | None = None, finish: str | None = None, **delta: Any) 
     d: dict[str, Any] = dict(delta)
     if content is not None:
         d["content"] = content
-    return {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
-            "choices": [{"index": 0, "delta": d, "finish_reason": finish}]}
+    return {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": d, "finish_reason": finish}],
+    }
 
 
 def test_chat_stream_guard_restores_content_and_tool_arguments() -> None:

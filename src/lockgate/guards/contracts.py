@@ -187,9 +187,7 @@ class ContractRegistry:
     def get(self, contract_id: str) -> Contract:
         c = self._contracts.get(contract_id)
         if c is None:
-            raise ContractNotFound(
-                f"Unknown output contract '{contract_id}'", param="contract"
-            )
+            raise ContractNotFound(f"Unknown output contract '{contract_id}'", param="contract")
         return c
 
     def ids(self) -> list[str]:
@@ -230,9 +228,7 @@ def build_repair_messages(
     if contract is not None:
         schema = json.dumps(contract.schema, separators=(",", ":"), sort_keys=True)
         lines += [f"The answer must be JSON matching this schema ({contract.id}):", schema]
-    lines.append(
-        "Reply with the corrected JSON only: no explanations, no Markdown code fences."
-    )
+    lines.append("Reply with the corrected JSON only: no explanations, no Markdown code fences.")
     return [
         *original_messages,
         {"role": "assistant", "content": bad_output},

@@ -97,7 +97,9 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "hidden_characters",
         0.4,
-        re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\U000e0000-\U000e007f]"),
+        re.compile(
+            "[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\U000e0000-\U000e007f]"
+        ),
     ),
     Rule(
         "chat_template_tokens",
