@@ -1,4 +1,4 @@
-"""Migrations: applied exactly once under a lock, from tasks and processes; schema matches tables.py."""
+"""Migrations: applied once under a lock, from tasks and processes; schema matches tables.py."""
 
 from __future__ import annotations
 

@@ -214,11 +214,13 @@ class AuditWriter:
 
     async def _run(self) -> None:
         backoff = self._retry_initial
+        first = True  # replay spill files at once, not after the first interval
         while True:
-            if not self._closing and len(self._buf) < self._batch_size:
+            if not first and not self._closing and len(self._buf) < self._batch_size:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
+            first = False
             try:
                 ok = await self._step()
             except Exception:  # a bug, not a database error: keep the writer alive
