@@ -422,3 +422,88 @@ def test_text_conversation_round_trips(turns: list[tuple[str, str]]) -> None:
     back = anthropic_request_to_openai(anth)
     joined = [m["content"] for m in back["messages"]]
     assert "\n".join(joined) == "\n".join(t for _, t in turns)
+
+
+# ---------------------------------------------------------------- end to end with the SDK
+
+
+async def test_mini_front_door_serves_the_anthropic_sdk() -> None:
+    """Anthropic SDK -> (Anthropic->OpenAI) -> OpenAI provider -> stub -> (OpenAI->Anthropic)."""
+    import anthropic
+    from aiohttp import web
+
+    from lockgate.config import ModelDeployment
+    from lockgate.providers.openai_compat import OpenAICompatProvider
+    from lockgate.testing.stub_upstream import StubUpstream
+
+    stub = StubUpstream()
+    await stub.start()
+    provider = OpenAICompatProvider(
+        ModelDeployment(name="m", provider="openai", model="gpt-stub", base_url=stub.openai_base)
+    )
+
+    async def messages(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        oai = anthropic_request_to_openai(body)
+        if not body.get("stream"):
+            done = await provider.chat(oai)
+            return web.json_response(openai_response_to_anthropic(done.body, model=body["model"]))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        tr = OpenAIToAnthropicStream(model=body["model"])
+        async for chunk in provider.chat_stream(oai):
+            for name, data in tr.feed(chunk):
+                await resp.write(encode_anthropic_event(name, data))
+        for name, data in tr.finish():
+            await resp.write(encode_anthropic_event(name, data))
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", messages)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    client = anthropic.AsyncAnthropic(
+        base_url=f"http://127.0.0.1:{port}", api_key="k", max_retries=0
+    )
+    try:
+        msg = await client.messages.create(
+            model="pub", max_tokens=50, messages=[{"role": "user", "content": "over the door"}]
+        )
+        assert msg.content[0].type == "text"
+        assert msg.content[0].text == "stub reply: over the door"
+        assert msg.usage.output_tokens == 5 and msg.model == "pub"
+        tools: list[Any] = [
+            {
+                "name": "find",
+                "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}},
+            }
+        ]
+        async with client.messages.stream(
+            model="pub",
+            max_tokens=50,
+            tools=tools,
+            tool_choice={"type": "any"},
+            messages=[{"role": "user", "content": "cats"}],
+        ) as stream:
+            final = await stream.get_final_message()
+        block = final.content[0]
+        assert block.type == "tool_use" and block.name == "find" and block.input == {"q": "cats"}
+        assert final.stop_reason == "tool_use"
+        async with client.messages.stream(
+            model="pub", max_tokens=50, messages=[{"role": "user", "content": "stream me"}]
+        ) as stream:
+            text = "".join([t async for t in stream.text_stream])
+            final = await stream.get_final_message()
+        assert text == "stub reply: stream me"
+        assert final.usage.output_tokens == 4 and final.stop_reason == "end_turn"
+        sent = stub.requests[-1]["body"]
+        assert sent["stream_options"] == {"include_usage": True}
+    finally:
+        await client.close()
+        await provider.aclose()
+        await runner.cleanup()
+        await stub.stop()
