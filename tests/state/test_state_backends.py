@@ -346,3 +346,17 @@ async def test_redis_blackhole_times_out() -> None:
     finally:
         server.close()
         await state.close()
+
+
+@pytest.mark.redis
+async def test_noscript_reload_inside_a_pipelined_batch(redis_prefix: str) -> None:
+    from lockgate.state import lua
+    from lockgate.state.redis_state import _Script
+
+    state = RedisState(prefix=redis_prefix, timeout=2.0)
+    state._admit = _Script(lua.ADMIT + f"\n-- {uuid.uuid4().hex}\n")
+    line = BudgetLine("bg:batch", limit=30, amount=1, expire_at=FAR)
+    results = await asyncio.gather(*(admit(state, [], [line]) for _ in range(40)))
+    assert sum(r.allowed for r in results) == 30
+    assert state._batcher.batches >= 1  # the calls went out pipelined
+    await state.close()

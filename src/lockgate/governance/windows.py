@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Literal
 
 __all__ = ["GRACE_SECONDS", "Window", "WindowKind", "window_at"]
@@ -33,7 +35,12 @@ class Window:
 
 def window_at(kind: WindowKind, now: float) -> Window:
     """The calendar window of ``kind`` containing the instant ``now``."""
-    t = datetime.fromtimestamp(now, UTC)
+    return _window_of_day(kind, math.floor(now / 86_400))
+
+
+@lru_cache(maxsize=256)
+def _window_of_day(kind: WindowKind, day: int) -> Window:
+    t = datetime.fromtimestamp(day * 86_400, UTC)
     if kind == "daily":
         start = t.replace(hour=0, minute=0, second=0, microsecond=0)
         end = start + timedelta(days=1)

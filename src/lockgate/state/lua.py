@@ -2,7 +2,9 @@
 
 Each script mirrors the Python logic of :mod:`lockgate.state.memory` (GCRA in
 :mod:`lockgate.state.gcra`); the same tests run against both backends.
-Floats travel as ``%.17g`` strings because Redis truncates Lua numbers in replies.
+Arguments travel as one comma-joined string (``ARGV[1]``) and replies come back
+as one, which keeps packing and parsing cheap on the Python side; numbers are
+written ``%.17g`` (Redis would truncate Lua floats in replies).
 """
 
 from __future__ import annotations
@@ -13,6 +15,20 @@ _COMMON = r"""
 local EPS = 1e-6
 local function fmt(x) return string.format('%.17g', x) end
 local function num(v, default) if v then return tonumber(v) end return default end
+-- all arguments travel as one comma-joined string (cheap to pack and parse)
+local function split(s)
+  local t = {}
+  for v in string.gmatch(s .. ',', '([^,]*),') do t[#t + 1] = v end
+  return t
+end
+local ARGV = split(ARGV[1])
+-- and the reply goes back as one comma-joined string
+local function pack(out)
+  for i = 1, #out do
+    if type(out[i]) == 'number' then out[i] = fmt(out[i]) end
+  end
+  return table.concat(out, ',')
+end
 """
 
 _PURGE = r"""
@@ -140,7 +156,7 @@ for j = 1, nb do
   out[#out + 1] = spent[j]
   out[#out + 1] = reserved[j]
 end
-return out
+return pack(out)
 """
 )
 
@@ -204,7 +220,7 @@ USAGE = (
 -- KEYS: hash, holds zset. ARGV: now
 purge(KEYS[1], KEYS[2], tonumber(ARGV[1]))
 local vals = redis.call('HMGET', KEYS[1], 'spent', 'reserved')
-return {num(vals[1], 0), num(vals[2], 0)}
+return pack({num(vals[1], 0), num(vals[2], 0)})
 """
 )
 
@@ -264,7 +280,7 @@ local function reply(allowed, probe)
     retry = math.max(0, untl - now)
     ou = untl
   end
-  return {name, allowed, probe, fmt(ou), fmt(retry), s, f, redis.call('ZCARD', p)}
+  return pack({name, allowed, probe, ou, retry, s, f, redis.call('ZCARD', p)})
 end
 
 local function touch()

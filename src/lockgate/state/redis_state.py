@@ -72,6 +72,88 @@ class _Script:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
 
 
+class _Batcher:
+    """Auto-pipelining: script calls made in the same event-loop turn go out as one pipeline.
+
+    Under concurrency this turns N request/response round-trips (N socket
+    writes and wake-ups on both sides) into one; a lone call goes out alone.
+    """
+
+    def __init__(self, client: Redis, max_batch: int = 256) -> None:
+        self._client = client
+        self._max = max_batch
+        self._pending: list[tuple[_Script, Sequence[str], Sequence[Any], asyncio.Future[Any]]] = []
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.batches = 0
+        self.batched_calls = 0
+
+    def submit(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Queue one script call; ``args`` are joined into the single ``ARGV[1]`` string."""
+        args = [",".join(map(str, args))]
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((script, keys, args, fut))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        while self._pending:
+            batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(
+        self, batch: list[tuple[_Script, Sequence[str], Sequence[Any], asyncio.Future[Any]]]
+    ) -> None:
+        if len(batch) == 1:
+            script, keys, args, fut = batch[0]
+            try:
+                result = await script(self._client, keys, args)
+            except Exception as exc:
+                _settle_future(fut, exc=exc)
+            else:
+                _settle_future(fut, result=result)
+            return
+        self.batches += 1
+        self.batched_calls += len(batch)
+        pipe = self._client.pipeline(transaction=False)
+        for script, keys, args, _ in batch:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            for *_, fut in batch:
+                _settle_future(fut, exc=exc)
+            return
+        for (script, keys, args, fut), result in zip(batch, results, strict=True):
+            if isinstance(result, NoScriptError):
+                try:
+                    result = await script(self._client, keys, args)
+                except Exception as exc:
+                    _settle_future(fut, exc=exc)
+                    continue
+            if isinstance(result, Exception):
+                _settle_future(fut, exc=result)
+            else:
+                _settle_future(fut, result=result)
+
+
+def _settle_future(
+    fut: asyncio.Future[Any], *, result: Any = None, exc: BaseException | None = None
+) -> None:
+    if fut.done():  # the caller timed out and went away
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
 def _f(x: float) -> str:
     return repr(float(x))
 
@@ -140,6 +222,7 @@ class RedisState:
         self._settle = _Script(lua.SETTLE)
         self._usage = _Script(lua.USAGE)
         self._breaker = _Script(lua.BREAKER)
+        self._batcher = _Batcher(self._redis)
         self.cache_errors = 0
         """Cache operations that failed open (Redis unreachable)."""
 
@@ -184,7 +267,8 @@ class RedisState:
             args += [c.limit, _f(c.period), c.cost]
         for line in budgets:
             args += [line.limit, line.amount, math.ceil(line.expire_at)]
-        raw = await self._guard("admit", lambda: self._admit(self._redis, keys, args))
+        reply = await self._guard("admit", lambda: self._batcher.submit(self._admit, keys, args))
+        raw = reply.split(b",")
         allowed, denied, index, ver = (int(x) for x in raw[:4])
         pos = 4
         states: list[RateState] = []
@@ -223,12 +307,15 @@ class RedisState:
             args += ["" if s.actual is None else s.actual, math.ceil(s.expire_at)]
         for a in rates:
             args += [a.limit, _f(a.period), a.delta]
-        await self._guard("settle", lambda: self._settle(self._redis, keys, args))
+        await self._guard("settle", lambda: self._batcher.submit(self._settle, keys, args))
 
     async def budget_usage(self, key: str, *, now: float) -> BudgetUsage:
         keys = [self._k(key), self._k(key) + ":x"]
-        raw = await self._guard("budget_usage", lambda: self._usage(self._redis, keys, [_f(now)]))
-        return BudgetUsage(int(raw[0]), int(raw[1]))
+        reply = await self._guard(
+            "budget_usage", lambda: self._batcher.submit(self._usage, keys, [_f(now)])
+        )
+        spent, reserved = reply.split(b",")
+        return BudgetUsage(int(spent), int(reserved))
 
     # -- circuit breaker ---------------------------------------------------
 
@@ -241,8 +328,11 @@ class RedisState:
             _f(p.open_seconds), p.half_open_probes, p.half_open_successes, _f(p.probe_ttl),
             _f(HALF_OPEN_RETRY), *extra,
         ]
-        raw = await self._guard("breaker " + op, lambda: self._breaker(self._redis, keys, args))
-        name = raw[0].decode() if isinstance(raw[0], bytes) else str(raw[0])
+        reply = await self._guard(
+            "breaker " + op, lambda: self._batcher.submit(self._breaker, keys, args)
+        )
+        raw = reply.split(b",")
+        name = raw[0].decode()
         state: BreakerStateName = (
             "open" if name == "open" else "half_open" if name == "half_open" else "closed"
         )
