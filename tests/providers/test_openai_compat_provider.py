@@ -371,3 +371,10 @@ async def test_timeout_connect() -> None:
         for c in fillers:
             c.close()
         srv.close()
+
+
+async def test_stop_sequence_passthrough(stub: StubUpstream) -> None:
+    p = OpenAICompatProvider(deployment(stub))
+    out = await p.chat({**BODY, "stop": "big"})
+    await p.aclose()
+    assert out.body["choices"][0]["message"]["content"] == "stub reply: hello "

@@ -26,7 +26,9 @@ What does not translate (documented, deliberate):
 * ``response_format`` (json_object / json_schema) has no Anthropic equivalent: it becomes an
   instruction appended to the system prompt ("answer with one JSON object [matching this
   schema]"); the answer is not guaranteed to be valid JSON.
-* ``n`` > 1 raises :class:`TranslationError` (Anthropic returns one answer).
+* ``n`` > 1 raises :class:`TranslationError` (Anthropic returns one answer); so do the legacy
+  ``functions``/``function_call`` fields (use ``tools``).
+* ``temperature`` above 1 (OpenAI allows 0..2) is clamped to Anthropic's maximum of 1.
 * Dropped silently: ``frequency_penalty``, ``presence_penalty``, ``logit_bias``, ``logprobs``,
   ``top_logprobs``, ``seed``, ``reasoning_effort``, ``service_tier``, ``audio``/``modalities``
   requests; Anthropic ``top_k``, ``cache_control`` markers, ``thinking`` config and
@@ -245,6 +247,10 @@ def openai_request_to_anthropic(body: Json, model: str | None = None) -> Json:
     """An OpenAI chat request -> an Anthropic Messages request (``stream`` is carried over)."""
     if int(body.get("n") or 1) > 1:
         raise TranslationError("n > 1 is not supported by Anthropic models")
+    if body.get("functions") or body.get("function_call"):
+        raise TranslationError(
+            "legacy 'functions'/'function_call' are not translated for Anthropic; use 'tools'"
+        )
     system: list[str] = []
     messages: list[Json] = []
     for msg in body.get("messages") or []:
@@ -285,9 +291,10 @@ def openai_request_to_anthropic(body: Json, model: str | None = None) -> Json:
     }
     if system:
         out["system"] = "\n\n".join(system)
-    for key in ("temperature", "top_p"):
-        if body.get(key) is not None:
-            out[key] = body[key]
+    if body.get("temperature") is not None:
+        out["temperature"] = min(float(body["temperature"]), 1.0)  # OpenAI 0..2, Anthropic 0..1
+    if body.get("top_p") is not None:
+        out["top_p"] = body["top_p"]
     stop = body.get("stop")
     if stop:
         out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)

@@ -24,14 +24,15 @@ Endpoints
     POST /_reset                clear script, counters and request log
 
 Normal answers: the reply text is ``"stub reply: " + <text of the last message>`` (a tool
-result is answered with ``"stub reply: tool result: ..."``); it is cut to ``max_tokens`` words
-(finish ``length`` / ``max_tokens``). Usage counts whitespace-separated words: prompt = words of
-the system prompt and every message, completion = words of the reply. With ``tools`` and
-tool_choice ``required``/a named function (Anthropic: ``any``/``tool``), or when the last user
-text contains the word ``tool:NAME``, the answer is a call of that tool (first tool if not
-named) with arguments built from its JSON schema (strings get the last user text). With
-``response_format`` json_object the content is ``{"reply": ...}``; with json_schema an object
-built from the schema.
+result is answered with ``"stub reply: tool result: ..."``); it is cut before the first stop
+sequence found (``stop`` / ``stop_sequences``; Anthropic reports ``stop_sequence``) and to
+``max_tokens`` words (finish ``length`` / ``max_tokens``). Usage counts whitespace-separated
+words: prompt = words of the system prompt and every message, completion = words of the
+reply. With ``tools`` and tool_choice ``required`` or a named function (Anthropic: ``any`` or
+``tool``), or when the last user text contains the word ``tool:NAME``, the answer is a call
+of that tool (the first tool if none is named) with arguments built from its JSON schema
+(strings get the last user text). With ``response_format`` json_object the content is
+``{"reply": ...}``; with json_schema an object built from the schema.
 
 Behaviours (from the upstream model id, e.g. ``model: error-429:2.5``, or from ``/_script``)
     error-NNN[:s]     HTTP NNN in the endpoint's error shape; 429 carries ``Retry-After: s``
@@ -182,18 +183,34 @@ def _embedding(text: str, dim: int) -> list[float]:
 class _Plan:
     """What to answer for one chat request, shared by the OpenAI and Anthropic renderers."""
 
-    __slots__ = ("finish", "prompt_tokens", "text", "tool_args", "tool_name")
+    __slots__ = ("finish", "prompt_tokens", "stop_sequence", "text", "tool_args", "tool_name")
 
     def __init__(self) -> None:
         self.text = ""
         self.tool_name: str | None = None
         self.tool_args = ""
-        self.finish = "stop"  # stop | length | tool
+        self.finish = "stop"  # stop | length | tool | stop_sequence
         self.prompt_tokens = 0
+        self.stop_sequence: str | None = None
 
     @property
     def completion_tokens(self) -> int:
         return _words(self.text) + _words(self.tool_args.replace('"', " "))
+
+
+def _apply_stop(reply: str, stop: Any) -> tuple[str, str | None]:
+    """Cut ``reply`` at the earliest stop sequence found; returns (text, sequence or None)."""
+    if not stop:
+        return reply, None
+    best: tuple[int, str] | None = None
+    for seq in [stop] if isinstance(stop, str) else stop:
+        if isinstance(seq, str) and seq:
+            i = reply.find(seq)
+            if i >= 0 and (best is None or i < best[0]):
+                best = (i, seq)
+    if best is None:
+        return reply, None
+    return reply[: best[0]], best[1]
 
 
 def _pick_tool(tools: list[dict[str, Any]], forced: str | None, last_user: str) -> str | None:
@@ -486,6 +503,7 @@ class StubUpstream:
             schema = (fmt.get("json_schema") or {}).get("schema") or {}
             reply = orjson.dumps(_example(schema, reply)).decode()
         else:
+            reply, _ = _apply_stop(reply, body.get("stop"))
             limit = body.get("max_completion_tokens") or body.get("max_tokens")
             if isinstance(limit, int) and limit < _words(reply):
                 reply = " ".join(reply.split()[:limit])
@@ -509,7 +527,7 @@ class StubUpstream:
         model = str(body.get("model") or "stub-model")
         cid = self._next_id("chatcmpl-stub")
         created = int(time.time())
-        finish = {"stop": "stop", "length": "length", "tool": "tool_calls"}[plan.finish]
+        finish = {"stop": "stop", "length": "length", "tool": "tool_calls"}.get(plan.finish, "stop")
         usage = {
             "prompt_tokens": plan.prompt_tokens,
             "completion_tokens": plan.completion_tokens,
@@ -673,7 +691,11 @@ class StubUpstream:
                 plan.tool_args = orjson.dumps(_example(schema or {}, last_text)).decode()
                 plan.finish = "tool"
                 return plan
-        reply = "stub reply: " + last_text
+        reply, plan.stop_sequence = _apply_stop(
+            "stub reply: " + last_text, body.get("stop_sequences")
+        )
+        if plan.stop_sequence is not None:
+            plan.finish = "stop_sequence"
         limit = body["max_tokens"]
         if limit < _words(reply):
             reply = " ".join(reply.split()[:limit])
@@ -698,7 +720,12 @@ class StubUpstream:
         plan = self._plan_anthropic(body)
         model = str(body.get("model") or "stub-model")
         mid = self._next_id("msg_stub")
-        stop_reason = {"stop": "end_turn", "length": "max_tokens", "tool": "tool_use"}[plan.finish]
+        stop_reason = {
+            "stop": "end_turn",
+            "length": "max_tokens",
+            "tool": "tool_use",
+            "stop_sequence": "stop_sequence",
+        }[plan.finish]
         tool_id = self._next_id("toolu_stub") if plan.tool_name else ""
         if not stream:
             content: list[dict[str, Any]] = []
@@ -720,7 +747,7 @@ class StubUpstream:
                 "model": model,
                 "content": content,
                 "stop_reason": stop_reason,
-                "stop_sequence": None,
+                "stop_sequence": plan.stop_sequence,
                 "usage": {
                     "input_tokens": plan.prompt_tokens,
                     "output_tokens": plan.completion_tokens,
@@ -781,7 +808,7 @@ class StubUpstream:
                 "message_delta",
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": plan.stop_sequence},
                     "usage": {"output_tokens": plan.completion_tokens},
                 },
             )
