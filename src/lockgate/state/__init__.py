@@ -23,6 +23,7 @@ from lockgate.state.base import (
     StateUnavailable,
     Subscription,
 )
+from lockgate.state.invalidation import Invalidations
 from lockgate.state.memory import MemoryState
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ __all__ = [
     "BudgetLine",
     "BudgetSettle",
     "BudgetUsage",
+    "Invalidations",
     "MemoryState",
     "RateAdjust",
     "RateCounter",
