@@ -378,3 +378,18 @@ async def test_stop_sequence_passthrough(stub: StubUpstream) -> None:
     out = await p.chat({**BODY, "stop": "big"})
     await p.aclose()
     assert out.body["choices"][0]["message"]["content"] == "stub reply: hello "
+
+
+async def test_error_object_with_status_200(stub: StubUpstream) -> None:
+    # some servers answer 200 with an error object instead of choices
+    p = OpenAICompatProvider(deployment(stub, model="error-200"))
+    with pytest.raises(ProviderError) as err:
+        await p.chat(BODY)
+    assert err.value.kind == "server_error" and "stub upstream error 200" in err.value.message
+    with pytest.raises(ProviderError) as err2:
+        await p.embeddings({"model": "x", "input": "a"})
+    assert err2.value.kind == "server_error"
+    with pytest.raises(ProviderError) as err3:
+        await anext(p.chat_stream(BODY))
+    assert err3.value.kind == "bad_response"  # JSON instead of an event stream
+    await p.aclose()

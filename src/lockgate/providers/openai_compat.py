@@ -63,6 +63,8 @@ class OpenAICompatProvider:
 
     async def chat(self, body: dict[str, Any]) -> Completion:
         raw, doc = await self.http.post_json(self._chat_url, self._payload(body, stream=False))
+        if "choices" not in doc:
+            raise _missing(doc, "choices")
         return Completion(body=doc, usage=Usage.from_openai(doc.get("usage")), raw=raw)
 
     async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
@@ -90,10 +92,19 @@ class OpenAICompatProvider:
         raw, doc = await self.http.post_json(
             self._embeddings_url, self._payload(body, stream=False)
         )
+        if "data" not in doc:
+            raise _missing(doc, "data")
         return Completion(body=doc, usage=Usage.from_openai(doc.get("usage")), raw=raw)
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+def _missing(doc: dict[str, Any], field: str) -> ProviderError:
+    """A 200 answer without its payload: an error object some servers send with 200, or junk."""
+    if doc.get("error") is not None:
+        return _stream_error(doc["error"])
+    return ProviderError("bad_response", f"upstream answer has no '{field}'")
 
 
 def _stream_error(err: Any) -> ProviderError:
