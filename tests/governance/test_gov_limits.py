@@ -91,3 +91,11 @@ def test_openai_duration_format() -> None:
     assert openai_duration(360.0) == "6m0s"
     assert openai_duration(8.5714) == "8.572s"
     assert openai_duration(3723.0) == "1h2m3s"
+
+
+async def test_ticket_reports_version_for_invalidation(backend: StateBackend) -> None:
+    gov = Governor(backend, clock=Clock(T0))
+    t = await gov.admit([Scope("key", "k")], tokens=1)
+    assert t.version == 0
+    await backend.bump_version("keys")
+    assert (await gov.admit([Scope("key", "k")], tokens=1)).version == 1
