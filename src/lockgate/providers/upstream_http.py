@@ -250,7 +250,9 @@ class UpstreamHTTP:
         )
         try:
             ctype = resp.headers.get("Content-Type", "")
-            if not ctype.startswith("text/event-stream"):
+            if ctype.startswith("application/json"):
+                # a JSON document instead of an event stream (some servers ignore
+                # ``stream``); other content types are parsed as SSE, leniently
                 try:
                     async with asyncio.timeout_at(min(phase_dl, total_dl)):
                         raw = await resp.read()
