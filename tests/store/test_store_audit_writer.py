@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -138,6 +139,91 @@ async def test_database_failure_is_retried_until_it_recovers(
     stats = w.stats()
     assert (stats.written, stats.pending, stats.spilled, stats.lost) == (30, 0, 0, 0)
     assert await count_rows(store) == 30
+
+
+class TcpProxy:
+    """A TCP forwarder to PostgreSQL that can be cut (connections dropped, port refusing)."""
+
+    def __init__(self, target_port: int = 5432) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._transports: set[asyncio.WriteTransport] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for transport in list(self._transports):
+            transport.abort()
+        self._transports.clear()
+        self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._transports.update({writer.transport, up_writer.transport})
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def test_database_outage_loses_nothing(
+    backend: str, db_url: str, make_record: RecordFactory, tmp_path: Path
+) -> None:
+    """SQLite: the file is locked by another connection. PostgreSQL: connections cut and refused."""
+    await (await Store.open(db_url)).close()  # migrated before the outage
+    proxy = TcpProxy()
+    lock: sqlite3.Connection | None = None
+    if backend == "postgres":
+        await proxy.start()
+        url = db_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        store = await Store.open(url, migrate=False)
+    else:
+        store = await Store.open(db_url, migrate=False, sqlite_busy_timeout_ms=50)
+    try:
+        assert await store.ping()
+        w = writer(store, tmp_path, flush_interval_ms=10, write_timeout=5.0)
+        w.start()
+        if backend == "postgres":
+            await proxy.stop()
+        else:
+            lock = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+            lock.execute("BEGIN EXCLUSIVE")
+        for n in range(40):
+            w.submit(make_record(n))
+        await until(lambda: w.failed_flushes >= 3)
+        assert w.written == 0 and w.pending == 40
+        if backend == "postgres":
+            await proxy.start()
+        else:
+            assert lock is not None
+            lock.execute("ROLLBACK")
+        assert await w.flush(timeout=60) is True
+        await w.close()
+        assert (w.written, w.pending, w.spilled, w.lost) == (40, 0, 0, 0)
+        assert await count_rows(store) == 40
+    finally:
+        if lock is not None:
+            lock.close()
+        await store.close()
+        if backend == "postgres" and proxy._server is not None:
+            await proxy.stop()
 
 
 async def test_overflow_spills_to_disk_and_is_replayed_on_next_start(

@@ -76,7 +76,7 @@ async def test_concurrent_migrations_from_processes_upgrade_once(fresh_url: str)
             stderr=asyncio.subprocess.PIPE,
             env=env,
         )
-        for _ in range(4)
+        for _ in range(3)
     ]
     for proc in procs:
         assert proc.stdout is not None
@@ -85,7 +85,7 @@ async def test_concurrent_migrations_from_processes_upgrade_once(fresh_url: str)
     for proc, (_out, err) in zip(procs, outs, strict=True):
         assert proc.returncode == 0, err.decode()[-2000:]
     results = sorted(out.decode().strip().splitlines()[-1] for out, _ in outs)
-    assert results == ["False", "False", "False", "True"]
+    assert results == ["False", "False", "True"]
     engine = create_engine(fresh_url)
     try:
         assert await current_revision(engine) == head_revision()

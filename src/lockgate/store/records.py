@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -170,44 +171,60 @@ def _epoch(value: Any) -> float:
     return number
 
 
+_get_fields = operator.attrgetter(*USAGE_FIELDS)
+
+
 def usage_row(record: UsageRecordLike | Mapping[str, Any]) -> dict[str, Any]:
     """A record (object or JSON-decoded dict) as a plain, JSON-safe row dict.
 
     ``created_at`` stays epoch seconds (float) so the row can be spilled to JSONL
-    as is. Raises TypeError/ValueError for a malformed record.
+    as is. Raises TypeError/ValueError/AttributeError for a malformed record.
     """
     if isinstance(record, Mapping):
-        mapping: Mapping[str, Any] = record
-
-        def get(name: str) -> Any:
-            return mapping.get(name)
-
+        values = tuple(record.get(name) for name in USAGE_FIELDS)
     else:
-        obj: object = record
-
-        def get(name: str) -> Any:
-            return getattr(obj, name)
-
+        values = _get_fields(record)
+    (
+        request_id,
+        created_at,
+        key_id,
+        team_id,
+        model,
+        deployment,
+        kind,
+        source,
+        status,
+        error_class,
+        prompt_tokens,
+        completion_tokens,
+        cost,
+        latency_ms,
+        overhead_ms,
+        stream,
+        cached,
+        request_body,
+        response_body,
+    ) = values
     return {
-        "request_id": _req_str(get("request_id"), "request_id"),
-        "created_at": _epoch(get("created_at")),
-        "key_id": _opt_str(get("key_id")),
-        "team_id": _opt_str(get("team_id")),
-        "model": _req_str(get("model"), "model"),
-        "deployment": _opt_str(get("deployment")),
-        "kind": _req_str(get("kind"), "kind"),
-        "source": _req_str(get("source"), "source"),
-        "status": _int(get("status"), "status", _INT32),
-        "error_class": _opt_str(get("error_class")),
-        "prompt_tokens": _int(get("prompt_tokens"), "prompt_tokens"),
-        "completion_tokens": _int(get("completion_tokens"), "completion_tokens"),
-        "cost": _finite(get("cost")),
-        "latency_ms": _finite(get("latency_ms")),
-        "overhead_ms": _finite(get("overhead_ms")),
-        "stream": bool(get("stream")),
-        "cached": bool(get("cached")),
-        "request_body": _opt_str(get("request_body")),
-        "response_body": _opt_str(get("response_body")),
+        "request_id": _req_str(request_id, "request_id"),
+        "created_at": _epoch(created_at),
+        "key_id": _opt_str(key_id),
+        "team_id": _opt_str(team_id),
+        "model": _req_str(model, "model"),
+        "deployment": _opt_str(deployment),
+        "kind": _req_str(kind, "kind"),
+        "source": _req_str(source, "source"),
+        "status": _int(status, "status", _INT32),
+        "error_class": _opt_str(error_class),
+        "prompt_tokens": _int(prompt_tokens, "prompt_tokens"),
+        "completion_tokens": _int(completion_tokens, "completion_tokens"),
+        "cost": _finite(cost),
+        "latency_ms": _finite(latency_ms),
+        "overhead_ms": _finite(overhead_ms),
+        "stream": bool(stream),
+        "cached": bool(cached),
+        "request_body": _opt_str(request_body),
+        "response_body": _opt_str(response_body),
     }
 
 
