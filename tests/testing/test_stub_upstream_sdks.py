@@ -317,3 +317,8 @@ def test_cli_process() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_run_in_thread_reports_bind_failure(stub: StubUpstream) -> None:
+    with pytest.raises(OSError), run_stub_in_thread(port=stub.port):
+        pass

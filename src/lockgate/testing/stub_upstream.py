@@ -39,7 +39,7 @@ Behaviours (from the upstream model id, e.g. ``model: error-429:2.5``, or from `
                       (default 1)
     stall-before:s    sleep s seconds before sending headers
     stall-mid:s       stream: send 2 content chunks, go silent s seconds, then finish normally
-                      (non-stream: like slow)
+                      (non-stream: sleep s seconds, then answer)
     cut-mid           stream: send 2 content chunks then drop the connection (no [DONE] /
                       message_stop); non-stream: half of the body, then drop
     slow:ms           wait ms milliseconds, then answer normally
