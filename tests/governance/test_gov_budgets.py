@@ -20,8 +20,8 @@ from lockgate.governance import (
 from lockgate.state import StateBackend
 
 
-def ts(*args: int) -> float:
-    return datetime(*args, tzinfo=UTC).timestamp()  # type: ignore[misc]
+def ts(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> float:
+    return datetime(y, mo, d, h, mi, s, tzinfo=UTC).timestamp()
 
 
 async def test_settle_replaces_estimate(backend: StateBackend) -> None:

@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from lockgate.state import (
+    AdmitResult,
     BreakerParams,
     BudgetLine,
     BudgetSettle,
@@ -33,7 +34,7 @@ async def admit(
     budgets: list[BudgetLine] | None = None,
     now: float = NOW,
     res: str | None = None,
-):  # type: ignore[no-untyped-def]
+) -> AdmitResult:
     return await b.admit(
         rates, budgets or [], now=now, reservation_id=res or rid(), reservation_expires=now + 600
     )
