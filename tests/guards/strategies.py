@@ -101,7 +101,7 @@ def formatted_ibans(draw: st.DrawFn) -> str:
     if draw(st.booleans()):
         iban = " ".join(iban[i : i + 4] for i in range(0, len(iban), 4))
     if draw(st.booleans()):
-        iban = iban.lower()
+        iban = iban[:2] + iban[2:].lower()  # the country code must stay upper case
     return iban
 
 

@@ -102,6 +102,15 @@ def test_redact_restore_uses_stable_placeholders_and_restores_answer() -> None:
     assert answer["choices"][0]["message"]["content"].startswith("Mailed <EMAIL_1>")
 
 
+def test_placeholders_never_collide_with_callers_text() -> None:
+    body = {"messages": [{"role": "user", "content": "<EMAIL_1> is a tag; mail ann@example.com"}]}
+    out = guard_chat_request(body, SCANNER, "redact_restore")
+    assert out.body["messages"][0]["content"] == "<EMAIL_1> is a tag; mail <EMAIL_2>"
+    answer = {"choices": [{"index": 0, "message": {"content": "<EMAIL_1> / <EMAIL_2>"}}]}
+    restored = restore_chat_response(answer, out.vault)
+    assert restored["choices"][0]["message"]["content"] == "<EMAIL_1> / ann@example.com"
+
+
 def test_block_raises_pii_detected_with_types_only() -> None:
     with pytest.raises(PiiBlocked) as info:
         guard_chat_request(request(), SCANNER, "block")
@@ -151,7 +160,7 @@ def _boom(raw: str) -> list[tuple[int, int]]:
 FAILING = PiiScanner(
     (
         *BUILTIN_DETECTORS,
-        Detector("BROKEN", re.compile(r"\w{1,5}"), re.compile(r"\w{1,6}"), _boom, gate=""),
+        Detector("BROKEN", re.compile(r"\w{1,5}"), re.compile(r"\w{1,6}"), _boom),
     )
 )
 

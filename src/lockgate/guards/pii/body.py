@@ -162,6 +162,15 @@ def guard_chat_request(
         findings.extend(BodyFinding(f.entity, path) for f in found)
         return new
 
+    if action == "redact_restore":
+        assert vault is not None
+        reserve = vault.reserve_from
+
+        def collect(text: str, path: str) -> str:
+            reserve(text)
+            return text
+
+        _walk_messages(messages, collect)
     new_messages = _walk_messages(messages, visit)
     if action == "block" and findings:
         raise PiiBlocked(f.entity for f in findings)

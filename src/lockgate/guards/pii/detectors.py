@@ -1,4 +1,4 @@
-"""The built-in PII detectors: one pre-compiled regex plus a validator per entity type.
+r"""The built-in PII detectors: one pre-compiled regex plus a validator per entity type.
 
 A :class:`Detector` is data, not code paths: ``pattern`` finds raw candidates,
 ``validate`` turns a raw match into zero or more entity spans (checksums,
@@ -8,9 +8,17 @@ streaming redactor knows how much to hold back (see :mod:`.scanner`).
 
 Rules every pattern here keeps (the streaming proof relies on them):
 
-* bounded length (no ``*``/``+``), so a match is at most ``max_len`` characters;
-* look-behinds of one character, look-aheads whose every character but the
-  last is in the pattern's own character set (``.`` before a digit, say);
+* bounded length (no ``*``/``+``), so a match is at most a few hundred characters;
+* look-behinds see at most one character before the match; look-aheads are one
+  character, or longer only when every character but the last is in the
+  pattern's own character set (``.`` before a digit, say);
+* ``gate``, when set, is a regex that must occur inside any match: if it does
+  not occur after the scan start, the detector is skipped.
+
+Speed: patterns start with a character class and check the character before
+the match with a two-character look-behind (``\d(?<![\w.]\d)``), which lets
+the regex engine skip quickly to possible starts instead of trying every
+position.
 * ``tail`` is a regex run on the *reversed* end of the buffer whose longest
   match covers every suffix at which an attempt could still change with more
   text.
@@ -49,9 +57,6 @@ __all__ = [
 Validator = Callable[[str], list[tuple[int, int]]]
 """Raw match text -> entity spans relative to the match (empty: not PII)."""
 
-Gate = str
-"""Cheap pre-check: "digit" (text has a digit), "@", ":" or "" (always scan)."""
-
 
 @dataclass(frozen=True, slots=True)
 class Detector:
@@ -62,7 +67,8 @@ class Detector:
     tail: re.Pattern[str]
     """Matched against the reversed buffer end; its length is the holdback this detector needs."""
     validate: Validator
-    gate: Gate = "digit"
+    gate: re.Pattern[str] | None = None
+    """Must occur in every match; the detector is skipped when it is absent."""
 
 
 def _whole(check: Callable[[str], bool]) -> Validator:
@@ -88,12 +94,15 @@ def _email_ok(raw: str) -> list[tuple[int, int]]:
 # ------------------------------------------------------------------ phone
 
 _PHONE = re.compile(
-    r"(?<![\w+])(?:"
-    r"\+[1-9]\d{6,14}"  # E.164 compact
-    r"|\+[1-9]\d{0,2}(?:[ .-]?\(\d{1,4}\))?[ .-]?\d{1,5}(?:[ .-]\d{1,8}){1,6}"  # international
-    r"|(?:1[ .-])?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}"  # NANP
-    r"|\(0\d{1,4}\) ?\d{3,8}(?:[ -]\d{3,4})?"  # (020) 7946 0958
-    r"|0\d{1,4}(?:[ .-]\d{2,8}){1,4}"  # national trunk-0 formats with separators
+    # the first character is consumed up front; each branch re-checks it with (?<=...)
+    r"[+(\d](?<![\w+][+(\d])(?:"
+    r"(?<=\+)[1-9]\d{6,14}"  # E.164 compact
+    r"|(?<=\+)[1-9]\d{0,2}(?:[ .-]?\(\d{1,4}\))?[ .-]?\d{1,5}(?:[ .-]\d{1,8}){1,6}"  # intl
+    r"|(?<=1)[ .-](?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}"  # NANP with country code
+    r"|(?<=\()\d{3}\) ?\d{3}[ .-]\d{4}"  # NANP (415) 555-2671
+    r"|(?<=\d)\d{2}[ .-]\d{3}[ .-]\d{4}"  # NANP 415-555-2671
+    r"|(?<=\()0\d{1,4}\) ?\d{3,8}(?:[ -]\d{3,4})?"  # (020) 7946 0958
+    r"|(?<=0)\d{1,4}(?:[ .-]\d{2,8}){1,4}"  # national trunk-0 formats with separators
     r")(?!\w)"
 )
 _PHONE_TAIL = re.compile(r"[\d+() .-]{1,80}")
@@ -116,7 +125,7 @@ def _phone_ok(raw: str) -> list[tuple[int, int]]:
 
 # ------------------------------------------------------------------ payment cards
 
-_CARD = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,59}(?!\d)")
+_CARD = re.compile(r"\d(?<!\d\d)(?:[ -]?\d){12,59}(?!\d)")
 _CARD_TAIL = re.compile(r"[\d -]{1,121}")
 _DIGIT_RUN = re.compile(r"\d+")
 
@@ -154,9 +163,9 @@ def _card_ok(raw: str) -> list[tuple[int, int]]:
 
 # ------------------------------------------------------------------ IBAN
 
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])")
-_IBAN_START = re.compile(r"(?<![^ ])[A-Za-z]{2}\d{2}")
-_IBAN_TAIL = re.compile(r"[ A-Za-z0-9]{0,61}\d{2}[A-Za-z]{2}|\d{1,2}[A-Za-z]{2}|[A-Za-z]{1,2}")
+_IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])")
+_IBAN_START = re.compile(r"(?<![^ ])[A-Z]{2}\d{2}")
+_IBAN_TAIL = re.compile(r"[ A-Za-z0-9]{0,61}\d{2}[A-Z]{2}|\d{1,2}[A-Z]{2}|[A-Z]{1,2}")
 
 
 def _iban_at(raw: str, k: int) -> tuple[int, int] | None:
@@ -189,8 +198,7 @@ def _iban_ok(raw: str) -> list[tuple[int, int]]:
 
 # ------------------------------------------------------------------ IP addresses
 
-_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-_IPV4 = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\d)")
+_IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}(?:\.\d{1,3}){3}(?!\w|\.\d)")
 _IPV4_TAIL = re.compile(r"[\d.]{1,17}")
 
 _IPV6 = re.compile(
@@ -213,44 +221,65 @@ def _ipv6_ok(raw: str) -> list[tuple[int, int]]:
 
 # ------------------------------------------------------------------ national ids
 
-_SSN = re.compile(r"(?<![\w-])\d{3}([- ])\d{2}\1\d{4}(?![\w-])")
+_SSN = re.compile(r"\d(?<![\w-]\d)\d{2}([- ])\d{2}\1\d{4}(?![\w-])")
 _SSN_TAIL = re.compile(r"[\d -]{1,12}")
 
 _NINO = re.compile(
-    r"(?<![A-Za-z0-9])[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
+    r"[A-CEGHJ-PR-TW-Z](?<![A-Za-z0-9][A-Z])[A-CEGHJ-NPR-TW-Z]"
     r" ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![A-Za-z0-9])"
 )
 _NINO_TAIL = re.compile(r"[A-Z0-9 ]{1,14}")
 _NINO_BAD_PREFIX = {"BG", "GB", "NK", "KN", "TN", "NT", "ZZ"}
 
-_ES_NIF = re.compile(r"(?<![A-Za-z0-9])(?:\d{8}|[XYZ]-?\d{7})-?[A-Z](?![A-Za-z0-9])")
+_ES_NIF = re.compile(
+    r"[\dXYZ](?<![A-Za-z0-9][\dXYZ])(?:(?<=\d)\d{7}|(?<=[XYZ])-?\d{7})-?[A-Z](?![A-Za-z0-9])"
+)
 _ES_NIF_TAIL = re.compile(r"[A-Z0-9-]{1,12}")
 
 _CF_D = "[0-9LMNPQRSTUV]"
 _IT_CF = re.compile(
-    rf"(?<![A-Za-z0-9])[A-Z]{{6}}{_CF_D}{{2}}[A-EHLMPRST]{_CF_D}{{2}}[A-Z]{_CF_D}{{3}}[A-Z](?![A-Za-z0-9])"
+    rf"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]{{5}}{_CF_D}{{2}}[A-EHLMPRST]{_CF_D}{{2}}[A-Z]{_CF_D}{{3}}"
+    r"[A-Z](?![A-Za-z0-9])"
 )
 _IT_CF_TAIL = re.compile(r"[A-Z0-9]{1,17}")
 
 _FR_NIR = re.compile(
-    r"(?<!\w)[1-478] ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}(?!\w)"
+    r"[1-478](?<!\w[1-478]) ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3}"
+    r" ?\d{2}(?!\w)"
 )
 _FR_NIR_TAIL = re.compile(r"[0-9AB ]{1,23}")
 
 
+DIGIT_GATE = re.compile(r"\d")
+_AT_GATE = re.compile("@")
+_IPV6_GATE = re.compile(r":[0-9A-Fa-f]{0,4}:")
+
+
+def _ipv4_ok(raw: str) -> bool:
+    return all(int(octet) <= 255 for octet in raw.split("."))
+
+
 BUILTIN_DETECTORS: tuple[Detector, ...] = (
     # order = priority when spans overlap (the merged span takes the first one's label)
-    Detector("EMAIL", _EMAIL, _EMAIL_TAIL, _email_ok, gate="@"),
-    Detector("IBAN", _IBAN, _IBAN_TAIL, _iban_ok),
-    Detector("CREDIT_CARD", _CARD, _CARD_TAIL, _card_ok),
-    Detector("US_SSN", _SSN, _SSN_TAIL, _whole(lambda s: us_ssn_valid(s[:3] + s[4:6] + s[7:]))),
-    Detector("UK_NINO", _NINO, _NINO_TAIL, _whole(lambda s: s[:2] not in _NINO_BAD_PREFIX)),
-    Detector("ES_NIF", _ES_NIF, _ES_NIF_TAIL, _whole(es_nif_valid)),
-    Detector("IT_FISCAL_CODE", _IT_CF, _IT_CF_TAIL, _whole(it_fiscal_code_valid), gate=""),
-    Detector("FR_NIR", _FR_NIR, _FR_NIR_TAIL, _whole(fr_nir_valid)),
-    Detector("IPV6", _IPV6, _IPV6_TAIL, _ipv6_ok, gate=":"),
-    Detector("IPV4", _IPV4, _IPV4_TAIL, _whole(lambda s: True)),
-    Detector("PHONE", _PHONE, _PHONE_TAIL, _phone_ok),
+    Detector("EMAIL", _EMAIL, _EMAIL_TAIL, _email_ok, _AT_GATE),
+    Detector("IBAN", _IBAN, _IBAN_TAIL, _iban_ok, DIGIT_GATE),
+    Detector("CREDIT_CARD", _CARD, _CARD_TAIL, _card_ok, DIGIT_GATE),
+    Detector(
+        "US_SSN",
+        _SSN,
+        _SSN_TAIL,
+        _whole(lambda s: us_ssn_valid(s[:3] + s[4:6] + s[7:])),
+        DIGIT_GATE,
+    ),
+    Detector(
+        "UK_NINO", _NINO, _NINO_TAIL, _whole(lambda s: s[:2] not in _NINO_BAD_PREFIX), DIGIT_GATE
+    ),
+    Detector("ES_NIF", _ES_NIF, _ES_NIF_TAIL, _whole(es_nif_valid), DIGIT_GATE),
+    Detector("IT_FISCAL_CODE", _IT_CF, _IT_CF_TAIL, _whole(it_fiscal_code_valid)),
+    Detector("FR_NIR", _FR_NIR, _FR_NIR_TAIL, _whole(fr_nir_valid), DIGIT_GATE),
+    Detector("IPV6", _IPV6, _IPV6_TAIL, _ipv6_ok, _IPV6_GATE),
+    Detector("IPV4", _IPV4, _IPV4_TAIL, _whole(_ipv4_ok), DIGIT_GATE),
+    Detector("PHONE", _PHONE, _PHONE_TAIL, _phone_ok, DIGIT_GATE),
 )
 
 ALL_ENTITIES: tuple[str, ...] = tuple(d.entity for d in BUILTIN_DETECTORS)

@@ -56,17 +56,14 @@ class Matcher(Protocol):
         ...
 
 
-_ANY_DIGIT = re.compile(r"\d")
-
-
 class PiiScanner:
     """A fixed set of detectors, in priority order. Immutable and thread-safe."""
 
-    __slots__ = ("_gated", "detectors", "max_tail")
+    __slots__ = ("_ranked", "detectors", "max_tail")
 
     def __init__(self, detectors: Sequence[Detector] = BUILTIN_DETECTORS) -> None:
         self.detectors = tuple(detectors)
-        self._gated = tuple((rank, d) for rank, d in enumerate(self.detectors))
+        self._ranked = tuple(enumerate(self.detectors))
         # a tail pattern's longest possible match bounds how far back it can reach
         self.max_tail = 600
 
@@ -91,19 +88,15 @@ class PiiScanner:
     ) -> tuple[list[tuple[int, int]], list[tuple[int, Finding]]]:
         raw: list[tuple[int, int]] = []
         found: list[tuple[int, Finding]] = []
-        has_digit = _ANY_DIGIT.search(buf, pos) is not None
-        has_at = "@" in buf
-        has_colon = ":" in buf
-        for rank, d in self._gated:
+        gates: dict[re.Pattern[str], bool] = {}
+        for rank, d in self._ranked:
             gate = d.gate
-            if gate == "digit":
-                if not has_digit:
+            if gate is not None:
+                open_ = gates.get(gate)
+                if open_ is None:
+                    open_ = gates[gate] = gate.search(buf, pos) is not None
+                if not open_:
                     continue
-            elif gate == "@":
-                if not has_at:
-                    continue
-            elif gate == ":" and not has_colon:
-                continue
             for m in d.pattern.finditer(buf, pos):
                 s = m.start()
                 if s >= limit:

@@ -6,7 +6,10 @@
   (or the streaming restorer) puts the originals back into the answer.
 
 Placeholders the model changes (``<EMAIL 1>``, ``EMAIL_1``) are not restored.
-A literal ``<EMAIL_1>`` in the model's answer is restored if the vault has it.
+Placeholder-like strings already present in the caller's text are reserved
+(:meth:`Vault.reserve_from`) so a new placeholder never collides with them;
+a literal ``<EMAIL_1>`` the model writes on its own is restored if the vault
+assigned that name.
 """
 
 from __future__ import annotations
@@ -38,20 +41,30 @@ _PLACEHOLDER_TAIL = re.compile(r"[A-Z0-9_]{0,39}<")
 class Vault:
     """Per-request map between original values and placeholders. Never logged."""
 
-    __slots__ = ("_by_placeholder", "_by_value", "_counts")
+    __slots__ = ("_by_placeholder", "_by_value", "_counts", "_reserved")
 
     def __init__(self) -> None:
         self._by_value: dict[tuple[str, str], str] = {}
         self._by_placeholder: dict[str, str] = {}
         self._counts: dict[str, int] = {}
+        self._reserved: set[str] = set()
+
+    def reserve_from(self, text: str) -> None:
+        """Never hand out a placeholder that already appears in ``text``."""
+        if "<" in text:
+            self._reserved.update(PLACEHOLDER_RE.findall(text))
 
     def placeholder(self, entity: str, value: str) -> str:
         key = (entity, value)
         ph = self._by_value.get(key)
         if ph is None:
-            n = self._counts.get(entity, 0) + 1
+            n = self._counts.get(entity, 0)
+            while True:
+                n += 1
+                ph = f"<{entity}_{n}>"
+                if ph not in self._reserved:
+                    break
             self._counts[entity] = n
-            ph = f"<{entity}_{n}>"
             self._by_value[key] = ph
             self._by_placeholder[ph] = value
         return ph
