@@ -125,6 +125,12 @@ async def test_rows_round_trip_every_field(store: Store, make_record: RecordFact
     assert row.response_body == "ok!"  # NUL cannot be stored in PostgreSQL text
 
 
+async def test_unstorable_text_is_sanitised(store: Store, make_record: RecordFactory) -> None:
+    await store.write_usage([make_record("s", model="bad\ud800x", request_body="a\x00b")])
+    (row,) = await store.recent_usage(1)
+    assert row.model == "bad?x" and row.request_body == "ab"
+
+
 async def test_malformed_record_is_refused_whole(store: Store, make_record: RecordFactory) -> None:
     with pytest.raises(InvalidInput):
         await store.write_usage([make_record(1), make_record(2, request_id=None)])

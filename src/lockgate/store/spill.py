@@ -50,6 +50,13 @@ def _line(value: Mapping[str, Any]) -> bytes:
         return json.dumps(value, default=repr).encode() + b"\n"
 
 
+def _loads(line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:  # e.g. lone surrogate escapes the stdlib wrote
+        return json.loads(line)
+
+
 class SpillDir:
     """One directory of spill files (blocking file I/O: call from a thread)."""
 
@@ -127,8 +134,8 @@ class SpillDir:
                 if not line.strip():
                     continue
                 try:
-                    value = orjson.loads(line)
-                except orjson.JSONDecodeError:
+                    value = _loads(line)
+                except ValueError:
                     text = line.decode(errors="replace")
                     broken.append({"file": path.name, "line": number, "text": text})
                     continue
