@@ -837,6 +837,8 @@ def run_stub_in_thread(host: str = "127.0.0.1", port: int = 0) -> Iterator[StubU
             loop.run_until_complete(stub.start())
         except BaseException as exc:
             failure.append(exc)
+            loop.run_until_complete(stub.stop())
+            loop.close()
             started.set()
             return
         started.set()
