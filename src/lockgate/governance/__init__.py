@@ -11,6 +11,20 @@ The pipeline uses three objects, each built once per process:
   :class:`BreakerConfig`, :class:`GovernanceConfig`) for ``lockgate.yaml``.
 
 :class:`RateLimiter` and :class:`BudgetGuard` run limits or budgets alone.
+
+Example (one call through limits, budget and breaker)::
+
+    scopes = [Scope("key", p.key_id, key_limits, key_budget),
+              Scope("team", p.team_id, team_limits, team_budget),
+              Scope("model", call.model, model_limits, model_budget)]
+    est = governor.estimate(call.body, prices=[(d.pricing.input_per_mtok,
+                                                d.pricing.output_per_mtok) for d in deps])
+    async with await governor.admit(scopes, tokens=est.tokens, cost=est.cost) as ticket:
+        permit = await breaker.acquire(dep_id)          # permit.allowed False: try the next
+        answer = await provider.complete(...)           # stream: ticket.record(tokens=, cost=)
+        await breaker.record(permit, ok=True)           # or record_error(permit, exc.kind, ...)
+        await ticket.settle(tokens=usage.total_tokens, cost=cost)
+    response.headers.update(ticket.headers)             # x-ratelimit-*
 """
 
 from __future__ import annotations

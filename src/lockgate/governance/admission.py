@@ -32,7 +32,7 @@ from lockgate.governance.limits import PlannedCounter, rate_denial, rate_headers
 from lockgate.governance.stats import GovernanceStats
 from lockgate.state.base import BudgetSettle, RateAdjust, StateBackend, StateUnavailable
 
-__all__ = ["Core", "PendingSettle", "Ticket", "admit"]
+__all__ = ["Core", "PendingSettle", "Ticket", "admit", "cost_to_micros_ceil"]
 
 _BACKGROUND: set[asyncio.Task[None]] = set()
 
