@@ -130,6 +130,7 @@ async def test_database_failure_is_retried_until_it_recovers(
     try:
         for n in range(30):
             w.submit(make_record(n))
+        w.submit(object())  # type: ignore[arg-type]  # malformed: dead-lettered once
         await until(lambda: w.failed_flushes >= 3)
         assert w.pending == 30 and w.written == 0
     finally:
@@ -138,6 +139,7 @@ async def test_database_failure_is_retried_until_it_recovers(
     await w.close()
     stats = w.stats()
     assert (stats.written, stats.pending, stats.spilled, stats.lost) == (30, 0, 0, 0)
+    assert stats.rejected == 1
     assert await count_rows(store) == 30
 
 

@@ -261,12 +261,13 @@ class AuditWriter:
         buf = self._buf
         while buf:
             count = min(self._batch_size, len(buf))
-            batch = [buf.popleft() for _ in range(count)]
             self._inflight = count
+            rows = await self._convert([buf.popleft() for _ in range(count)])
+            self._inflight = len(rows)
             try:
-                await self._write_batch(batch)
+                await self._write_rows(rows)
             except Exception as exc:
-                buf.extendleft(reversed(batch))
+                buf.extendleft(reversed(rows))  # converted rows: malformed ones are gone
                 self.failed_flushes += 1
                 log.warning(
                     "audit flush of %d records failed (%s); %d pending, will retry",
@@ -281,17 +282,18 @@ class AuditWriter:
                 await self._spill_all(f"more than {self._max_queue} records pending")
         return True
 
-    async def _write_batch(self, batch: Sequence[UsageRecordLike | Row]) -> None:
+    async def _convert(self, records: Sequence[UsageRecordLike | Row]) -> list[Row]:
+        """Records as row dicts; malformed ones are dead-lettered (once) and left out."""
         rows: list[Row] = []
         bad: list[Row] = []
-        for record in batch:
+        for record in records:
             try:
                 rows.append(usage_row(record))
             except (TypeError, ValueError, AttributeError) as exc:
                 bad.append({"record": repr(record), "error": str(exc)})
         if bad:
             await self._reject(bad, "malformed usage record")
-        await self._write_rows(rows)
+        return rows
 
     async def _write_rows(self, rows: Sequence[Row]) -> int:
         """Insert rows in one transaction; bisect to isolate rows refused as invalid."""
@@ -322,15 +324,7 @@ class AuditWriter:
             return
         records = list(self._buf)
         self._buf.clear()
-        rows: list[Row] = []
-        bad: list[Row] = []
-        for record in records:
-            try:
-                rows.append(usage_row(record))
-            except (TypeError, ValueError, AttributeError) as exc:
-                bad.append({"record": repr(record), "error": str(exc)})
-        if bad:
-            await self._reject(bad, "malformed usage record")
+        rows = await self._convert(records)
         if self._spill is None:
             self._buf.extend(rows)
             self._log_lost(f"{reason}; no spill dir")
