@@ -33,6 +33,7 @@ from lockgate.guards.errors import InjectionBlocked
 
 __all__ = [
     "RULES",
+    "Clause",
     "InjectionReport",
     "Rule",
     "check_injection",
@@ -42,71 +43,127 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
+class Clause:
+    """A lower-case pattern, run only when one of ``needles`` occurs in the lower-cased text."""
+
+    pattern: re.Pattern[str]
+    needles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     id: str
     weight: float
-    pattern: re.Pattern[str]
+    clauses: tuple[Clause, ...]
+
+    def hits(self, lowered: str) -> bool:
+        for c in self.clauses:
+            if c.needles and not any(n in lowered for n in c.needles):
+                continue
+            if c.pattern.search(lowered):
+                return True
+        return False
 
 
-_I = re.IGNORECASE
+def _c(pattern: str, *needles: str) -> Clause:
+    return Clause(re.compile(pattern), needles)
 
+
+# Patterns are matched against the lower-cased text; most start with a literal
+# word so the regex engine can jump to candidates, and needles skip them entirely
+# for ordinary text.
 RULES: tuple[Rule, ...] = (
     Rule(
         "ignore_previous",
         0.8,
-        re.compile(
-            r"\b(?:ignore|disregard|forget|override|skip|bypass)\s+(?:all\s+|any\s+|the\s+|your\s+"
-            r"|of\s+)*(?:previous|prior|above|earlier|preceding|former|original|system)\s+"
-            r"(?:instructions?|prompts?|rules|directions|messages|context|guidelines)",
-            _I,
+        (
+            _c(
+                r"(?:ignore|disregard|forget|override|skip|bypass)\s+(?:(?:all|any|the|your|of)\s+)*"
+                r"(?:previous|prior|above|earlier|preceding|former|original|system)\s+"
+                r"(?:instructions?|prompts?|rules|directions|messages|context|guidelines)",
+                "ignore",
+                "disregard",
+                "forget",
+                "override",
+                "skip",
+                "bypass",
+            ),
         ),
     ),
     Rule(
         "system_prompt_exfil",
         0.7,
-        re.compile(
-            r"\b(?:reveal|show|print|repeat|output|display|leak|dump|tell\s+me|what\s+(?:is|are|was))"
-            r"\s+(?:me\s+)?(?:your|the)\s+(?:full\s+|exact\s+|entire\s+)?(?:system|initial|hidden|"
-            r"original|secret)\s+(?:prompt|instructions?|message)"
-            r"|\brepeat\s+(?:the\s+|all\s+)?(?:words|text)\s+above\b",
-            _I,
+        (
+            _c(
+                r"(?:reveal|show|print|repeat|output|display|leak|dump|tell\s+me|what\s+(?:is|are|was))"
+                r"\s+(?:me\s+)?(?:your|the)\s+(?:(?:full|exact|entire)\s+)?(?:system|initial|hidden|"
+                r"original|secret)\s+(?:prompt|instructions?|message)",
+                "system",
+                "initial",
+                "hidden",
+                "original",
+                "secret",
+            ),
+            _c(r"repeat\s+(?:the\s+|all\s+)?(?:words|text)\s+above\b", "above"),
         ),
     ),
     Rule(
         "roleplay_jailbreak",
         0.5,
-        re.compile(
-            r"\b(?:pretend|act|behave|roleplay|role-play|imagine)\s+(?:to\s+be\s+|as\s+|like\s+|that\s+"
-            r"|you\s+are\s+|you're\s+)"
-            r"[^.\n]{0,80}\b(?:no|without|free\s+of|ignor\w*)\s+(?:any\s+)?(?:restrictions|"
-            r"filters?|rules|limits|guidelines|censorship|ethics)"
-            r"|\bdeveloper\s+mode\b|\bjailbr(?:eak|oken)\b|\b(?:unfiltered|uncensored)\s+"
-            r"(?:ai|assistant|mode|model|response)",
-            _I,
+        (
+            _c(
+                r"(?:pretend|act|behave|roleplay|role-play|imagine)\s+(?:to\s+be|as|like|that"
+                r"|you\s+are|you're)\s+[^.\n]{0,80}\b(?:no|without|free\s+of|ignor\w*)\s+"
+                r"(?:any\s+)?(?:restrictions|filters?|rules|limits|guidelines|censorship|ethics)",
+                "restriction",
+                "filter",
+                "rules",
+                "limits",
+                "guideline",
+                "censorship",
+                "ethics",
+            ),
+            _c(
+                r"developer\s+mode\b|jailbr(?:eak|oken)\b|(?:unfiltered|uncensored)\s+"
+                r"(?:ai|assistant|mode|model|response)",
+                "developer",
+                "jailbr",
+                "unfiltered",
+                "uncensored",
+            ),
         ),
     ),
     Rule(
         "dan_you_are_now",
         0.7,
-        re.compile(
-            r"\byou\s+are\s+now\s+(?:DAN\b|an?\s+(?:unrestricted|unfiltered|uncensored|evil|"
-            r"jailbroken)|free\s+from)|\bdo\s+anything\s+now\b|\bDAN\s+mode\b",
-            _I,
+        (
+            _c(
+                r"you\s+are\s+now\s+(?:dan\b|an?\s+(?:unrestricted|unfiltered|uncensored|evil|"
+                r"jailbroken)|free\s+from)",
+                "dan",
+                "unrestricted",
+                "unfiltered",
+                "uncensored",
+                "evil",
+                "jailbroken",
+                "free",
+            ),
+            _c(r"do\s+anything\s+now\b|\bdan\s+mode\b", "anything", "dan"),
         ),
     ),
     Rule(
         "hidden_characters",
         0.4,
-        re.compile(
-            "[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\U000e0000-\U000e007f]"
-        ),
+        (_c("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\U000e0000-\U000e007f]"),),
     ),
     Rule(
         "chat_template_tokens",
         0.6,
-        re.compile(
-            r"<\|(?:im_start|im_end|system|endoftext|start_header_id|eot_id)\|>|\[/?INST\]|<</?SYS>>",
-            _I,
+        (
+            _c(
+                r"<\|(?:im_start|im_end|system|endoftext|start_header_id|eot_id)\|>"
+                r"|\[/?inst\]|<</?sys>>"
+            ),
         ),
     ),
 )
@@ -114,19 +171,27 @@ RULES: tuple[Rule, ...] = (
 _TOOL_RULE = Rule(
     "tool_output_injection",
     0.6,
-    re.compile(
-        r"\b(?:ignore|disregard)\b[^.\n]{0,40}\binstructions\b"
-        r"|\b(?:assistant|ai|model|llm|chatgpt)\s*[,:]\s*(?:you\s+must|now|please)\b"
-        r"|\bnew\s+instructions?\s*:"
-        r"|\b(?:important|system)\s*(?:note|message|override)?\s*:\s*(?:you|the\s+assistant)\s+"
-        r"(?:must|should|will)\b"
-        r"|</?(?:tool_output|tool_result|function_results?|system)>",
-        _I,
+    (
+        _c(r"(?:ignore|disregard)\b[^.\n]{0,40}\binstructions\b", "ignore", "disregard"),
+        _c(
+            r"(?:assistant|ai|model|llm|chatgpt)\s*[,:]\s*(?:you\s+must|now|please)\b",
+            "must",
+            "now",
+            "please",
+        ),
+        _c(r"new\s+instructions?\s*:", "instruction"),
+        _c(
+            r"(?:important|system)\s*(?:note|message|override)?\s*:\s*(?:you|the\s+assistant)\s+"
+            r"(?:must|should|will)\b",
+            "important",
+            "system",
+        ),
+        _c(r"</?(?:tool_output|tool_result|function_results?|system)>", "</", "<t", "<f", "<s"),
     ),
 )
 
-_BASE64 = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{24,}={0,2}")
-_BASE64_WORDS = re.compile(r"\b(?:instructions?|system\s+prompt|ignore|jailbreak)\b", _I)
+_BASE64 = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}")
+_BASE64_WORDS = re.compile(r"\b(?:instructions?|system\s+prompt|ignore|jailbreak)\b")
 _MAX_BASE64_BLOBS = 8
 
 
@@ -148,19 +213,20 @@ _WEIGHTS = {r.id: r.weight for r in (*RULES, _TOOL_RULE)}
 _WEIGHTS["base64_instructions"] = 0.7
 
 
-def _rule_hits(text: str, into: set[str]) -> None:
+def _rule_hits(lowered: str, into: set[str]) -> None:
     for rule in RULES:
-        if rule.id not in into and rule.pattern.search(text):
+        if rule.id not in into and rule.hits(lowered):
             into.add(rule.id)
 
 
 def scan_text(text: str, *, tool_output: bool = False) -> set[str]:
     """Rule ids that ``text`` hits. ``tool_output`` adds the tool-result rule."""
     hits: set[str] = set()
-    _rule_hits(text, hits)
-    if tool_output and _TOOL_RULE.pattern.search(text):
+    lowered = text.lower()
+    _rule_hits(lowered, hits)
+    if tool_output and _TOOL_RULE.hits(lowered):
         hits.add(_TOOL_RULE.id)
-    if "base64_instructions" not in hits:
+    if len(text) >= 24:
         for n, m in enumerate(_BASE64.finditer(text)):
             if n >= _MAX_BASE64_BLOBS:
                 break
@@ -169,7 +235,7 @@ def scan_text(text: str, *, tool_output: bool = False) -> set[str]:
                 decoded = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True)
             except (binascii.Error, ValueError):
                 continue
-            plain = decoded.decode("utf-8", errors="ignore")
+            plain = decoded.decode("utf-8", errors="ignore").lower()
             inner: set[str] = set()
             _rule_hits(plain, inner)
             if inner or _BASE64_WORDS.search(plain):

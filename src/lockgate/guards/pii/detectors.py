@@ -69,6 +69,13 @@ class Detector:
     validate: Validator
     gate: re.Pattern[str] | None = None
     """Must occur in every match; the detector is skipped when it is absent."""
+    reach_before: int | None = None
+    """With a gate: every match starts at most this many characters before its first gate
+    occurrence, so scanning may start there (the gate must read the same reversed, like
+    ``\\d`` or ``@``, because its last occurrence is found on the reversed text)."""
+    reach_after: int = 0
+    """With ``reach_before``: a match, plus its look-ahead, ends at most this many
+    characters after the end of its last gate occurrence, so scanning may stop there."""
 
 
 def _whole(check: Callable[[str], bool]) -> Validator:
@@ -105,7 +112,9 @@ _PHONE = re.compile(
     r"|(?<=0)\d{1,4}(?:[ .-]\d{2,8}){1,4}"  # national trunk-0 formats with separators
     r")(?!\w)"
 )
-_PHONE_TAIL = re.compile(r"[\d+() .-]{1,80}")
+_NUMBERISH_TAIL = re.compile(r"[\d+() .-]{1,121}")
+"""Shared by phone, card and SSN: a superset of each one's characters and length."""
+_PHONE_TAIL = _NUMBERISH_TAIL
 _NON_DIGIT = re.compile(r"\D")
 
 
@@ -126,7 +135,7 @@ def _phone_ok(raw: str) -> list[tuple[int, int]]:
 # ------------------------------------------------------------------ payment cards
 
 _CARD = re.compile(r"\d(?<!\d\d)(?:[ -]?\d){12,59}(?!\d)")
-_CARD_TAIL = re.compile(r"[\d -]{1,121}")
+_CARD_TAIL = _NUMBERISH_TAIL
 _DIGIT_RUN = re.compile(r"\d+")
 
 
@@ -199,7 +208,7 @@ def _iban_ok(raw: str) -> list[tuple[int, int]]:
 # ------------------------------------------------------------------ IP addresses
 
 _IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}(?:\.\d{1,3}){3}(?!\w|\.\d)")
-_IPV4_TAIL = re.compile(r"[\d.]{1,17}")
+_IPV4_TAIL = _EMAIL_TAIL
 
 _IPV6 = re.compile(
     r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?(?![\w:])"
@@ -222,37 +231,44 @@ def _ipv6_ok(raw: str) -> list[tuple[int, int]]:
 # ------------------------------------------------------------------ national ids
 
 _SSN = re.compile(r"\d(?<![\w-]\d)\d{2}([- ])\d{2}\1\d{4}(?![\w-])")
-_SSN_TAIL = re.compile(r"[\d -]{1,12}")
+_SSN_TAIL = _NUMBERISH_TAIL
 
 _NINO = re.compile(
     r"[A-CEGHJ-PR-TW-Z](?<![A-Za-z0-9][A-Z])[A-CEGHJ-NPR-TW-Z]"
     r" ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![A-Za-z0-9])"
 )
-_NINO_TAIL = re.compile(r"[A-Z0-9 ]{1,14}")
+_ID_TAIL = re.compile(r"[A-Z0-9 ]{1,24}")
+"""Shared by NINO and NIR."""
+_NINO_TAIL = _ID_TAIL
 _NINO_BAD_PREFIX = {"BG", "GB", "NK", "KN", "TN", "NT", "ZZ"}
 
 _ES_NIF = re.compile(
     r"[\dXYZ](?<![A-Za-z0-9][\dXYZ])(?:(?<=\d)\d{7}|(?<=[XYZ])-?\d{7})-?[A-Z](?![A-Za-z0-9])"
 )
-_ES_NIF_TAIL = re.compile(r"[A-Z0-9-]{1,12}")
+_ES_NIF_TAIL = _EMAIL_TAIL  # a superset: tails are shared to keep holdback cheap
 
 _CF_D = "[0-9LMNPQRSTUV]"
 _IT_CF = re.compile(
     rf"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]{{5}}{_CF_D}{{2}}[A-EHLMPRST]{_CF_D}{{2}}[A-Z]{_CF_D}{{3}}"
     r"[A-Z](?![A-Za-z0-9])"
 )
-_IT_CF_TAIL = re.compile(r"[A-Z0-9]{1,17}")
+_IT_CF_TAIL = _EMAIL_TAIL
 
 _FR_NIR = re.compile(
     r"[1-478](?<!\w[1-478]) ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3}"
     r" ?\d{2}(?!\w)"
 )
-_FR_NIR_TAIL = re.compile(r"[0-9AB ]{1,23}")
+_FR_NIR_TAIL = _ID_TAIL
 
 
 DIGIT_GATE = re.compile(r"\d")
 _AT_GATE = re.compile("@")
 _IPV6_GATE = re.compile(r":[0-9A-Fa-f]{0,4}:")
+
+
+# (reach_before, reach_after) for windowed scanning, see Detector
+_DIGIT_REACH = (4, 130)  # every digit entity has a digit within its first 4 characters
+_EMAIL_REACH = (64, 420)  # local part <= 64 characters, domain + look-ahead <= 420
 
 
 def _ipv4_ok(raw: str) -> bool:
@@ -261,25 +277,31 @@ def _ipv4_ok(raw: str) -> bool:
 
 BUILTIN_DETECTORS: tuple[Detector, ...] = (
     # order = priority when spans overlap (the merged span takes the first one's label)
-    Detector("EMAIL", _EMAIL, _EMAIL_TAIL, _email_ok, _AT_GATE),
-    Detector("IBAN", _IBAN, _IBAN_TAIL, _iban_ok, DIGIT_GATE),
-    Detector("CREDIT_CARD", _CARD, _CARD_TAIL, _card_ok, DIGIT_GATE),
+    Detector("EMAIL", _EMAIL, _EMAIL_TAIL, _email_ok, _AT_GATE, *_EMAIL_REACH),
+    Detector("IBAN", _IBAN, _IBAN_TAIL, _iban_ok, DIGIT_GATE, *_DIGIT_REACH),
+    Detector("CREDIT_CARD", _CARD, _CARD_TAIL, _card_ok, DIGIT_GATE, *_DIGIT_REACH),
     Detector(
         "US_SSN",
         _SSN,
         _SSN_TAIL,
         _whole(lambda s: us_ssn_valid(s[:3] + s[4:6] + s[7:])),
         DIGIT_GATE,
+        *_DIGIT_REACH,
     ),
     Detector(
-        "UK_NINO", _NINO, _NINO_TAIL, _whole(lambda s: s[:2] not in _NINO_BAD_PREFIX), DIGIT_GATE
+        "UK_NINO",
+        _NINO,
+        _NINO_TAIL,
+        _whole(lambda s: s[:2] not in _NINO_BAD_PREFIX),
+        DIGIT_GATE,
+        *_DIGIT_REACH,
     ),
-    Detector("ES_NIF", _ES_NIF, _ES_NIF_TAIL, _whole(es_nif_valid), DIGIT_GATE),
+    Detector("ES_NIF", _ES_NIF, _ES_NIF_TAIL, _whole(es_nif_valid), DIGIT_GATE, *_DIGIT_REACH),
     Detector("IT_FISCAL_CODE", _IT_CF, _IT_CF_TAIL, _whole(it_fiscal_code_valid)),
-    Detector("FR_NIR", _FR_NIR, _FR_NIR_TAIL, _whole(fr_nir_valid), DIGIT_GATE),
-    Detector("IPV6", _IPV6, _IPV6_TAIL, _ipv6_ok, _IPV6_GATE),
-    Detector("IPV4", _IPV4, _IPV4_TAIL, _whole(_ipv4_ok), DIGIT_GATE),
-    Detector("PHONE", _PHONE, _PHONE_TAIL, _phone_ok, DIGIT_GATE),
+    Detector("FR_NIR", _FR_NIR, _FR_NIR_TAIL, _whole(fr_nir_valid), DIGIT_GATE, *_DIGIT_REACH),
+    Detector("IPV6", _IPV6, _IPV6_TAIL, _ipv6_ok, _IPV6_GATE, 5, 60),
+    Detector("IPV4", _IPV4, _IPV4_TAIL, _whole(_ipv4_ok), DIGIT_GATE, *_DIGIT_REACH),
+    Detector("PHONE", _PHONE, _PHONE_TAIL, _phone_ok, DIGIT_GATE, *_DIGIT_REACH),
 )
 
 ALL_ENTITIES: tuple[str, ...] = tuple(d.entity for d in BUILTIN_DETECTORS)

@@ -59,11 +59,19 @@ class Matcher(Protocol):
 class PiiScanner:
     """A fixed set of detectors, in priority order. Immutable and thread-safe."""
 
-    __slots__ = ("_ranked", "detectors", "max_tail")
+    __slots__ = ("_groups", "_tails", "detectors", "max_tail")
 
     def __init__(self, detectors: Sequence[Detector] = BUILTIN_DETECTORS) -> None:
         self.detectors = tuple(detectors)
-        self._ranked = tuple(enumerate(self.detectors))
+        # detectors grouped by gate, so a missing gate skips its whole group at once
+        groups: dict[int, tuple[re.Pattern[str] | None, list[tuple[int, Detector]]]] = {}
+        for rank, d in enumerate(self.detectors):
+            groups.setdefault(id(d.gate), (d.gate, []))[1].append((rank, d))
+        self._groups = tuple((gate, tuple(members)) for gate, members in groups.values())
+        tails: dict[int, re.Pattern[str]] = {}
+        for d in self.detectors:
+            tails.setdefault(id(d.tail), d.tail)
+        self._tails = tuple(tails.values())  # detectors share tail patterns: run each once
         # a tail pattern's longest possible match bounds how far back it can reach
         self.max_tail = 600
 
@@ -77,8 +85,8 @@ class PiiScanner:
             return 0
         rev = buf[max(pos, n - self.max_tail) :][::-1]
         best = 0
-        for d in self.detectors:
-            m = d.tail.match(rev)
+        for tail in self._tails:
+            m = tail.match(rev)
             if m is not None and m.end() > best:
                 best = m.end()
         return best
@@ -88,22 +96,30 @@ class PiiScanner:
     ) -> tuple[list[tuple[int, int]], list[tuple[int, Finding]]]:
         raw: list[tuple[int, int]] = []
         found: list[tuple[int, Finding]] = []
-        gates: dict[re.Pattern[str], bool] = {}
-        for rank, d in self._ranked:
-            gate = d.gate
+        n = len(buf)
+        rev: str | None = None
+        for gate, members in self._groups:
+            window: tuple[int, int] | None = None
             if gate is not None:
-                open_ = gates.get(gate)
-                if open_ is None:
-                    open_ = gates[gate] = gate.search(buf, pos) is not None
-                if not open_:
+                first = gate.search(buf, pos)
+                if first is None:
                     continue
-            for m in d.pattern.finditer(buf, pos):
-                s = m.start()
-                if s >= limit:
-                    break
-                raw.append((s, m.end()))
-                for a, b in d.validate(m.group()):
-                    found.append((rank, Finding(d.entity, s + a, s + b)))
+                if rev is None:
+                    rev = buf[: pos - 1 if pos else None : -1]
+                last = gate.search(rev)
+                window = (first.start(), n - last.start() if last else n)
+            for rank, d in members:
+                start, end = pos, n
+                if window is not None and d.reach_before is not None:
+                    start = max(pos, window[0] - d.reach_before)
+                    end = min(n, window[1] + d.reach_after)
+                for m in d.pattern.finditer(buf, start, end):
+                    s = m.start()
+                    if s >= limit:
+                        break
+                    raw.append((s, m.end()))
+                    for a, b in d.validate(m.group()):
+                        found.append((rank, Finding(d.entity, s + a, s + b)))
         return raw, found
 
     def find(self, text: str) -> list[Finding]:

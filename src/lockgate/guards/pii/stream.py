@@ -69,8 +69,11 @@ class StreamTransformer:
         buf = self._buf + delta
         pos = self._pos
         findings, cut = step(self._matcher, buf, pos, final=False)
-        out = render(buf, pos, cut, findings, self._replace) if cut > pos else ""
-        self.findings.extend(f.entity for f in findings)
+        if findings:
+            out = render(buf, pos, cut, findings, self._replace)
+            self.findings.extend(f.entity for f in findings)
+        else:
+            out = buf[pos:cut]
         keep = max(0, cut - CONTEXT_CHARS)
         self._buf = buf[keep:]
         self._pos = cut - keep
