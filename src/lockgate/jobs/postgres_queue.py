@@ -126,8 +126,12 @@ class PostgresQueue(SqlQueue):
                 await tx.execute(self._q("DROP TABLE IF EXISTS {t}"))
 
     @asynccontextmanager
-    async def _tx(self, *, write: bool = True) -> AsyncIterator[SqlTx]:
+    async def _tx(self, *, write: bool = True, atomic: bool = True) -> AsyncIterator[SqlTx]:
         if self._pool is None:
             raise RuntimeError("queue is not open: await queue.open() first")
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield _Tx(conn)
+        async with self._pool.acquire() as conn:
+            if not atomic:
+                yield _Tx(conn)
+                return
+            async with conn.transaction():
+                yield _Tx(conn)

@@ -54,6 +54,8 @@ from lockgate.jobs.queue import QueueOptions, split_url_options
 __all__ = ["RedisQueue"]
 
 GROUP = "workers"
+HOUSEKEEPING_INTERVAL = 0.1
+"""Seconds between promote/reclaim sweeps of one queue client (every claim is too often)."""
 
 _LIB = r"""
 local P = ARGV[1]
@@ -410,6 +412,7 @@ class RedisQueue:
         self._base = base
         self._r: aioredis.Redis | None = None
         self._stream = f"{self.prefix}:stream"
+        self._last_housekeeping = 0.0
 
     @property
     def r(self) -> aioredis.Redis:
@@ -492,7 +495,9 @@ class RedisQueue:
         )
         if int(code) == -1:
             raise QueueFull(int(value), self.options.max_depth, self.options.full_retry_after)
-        return EnqueueResult(await self._load(str(value)), created=int(code) == 1)
+        if int(code) == 1:  # created: the record is what we just wrote
+            return EnqueueResult(_hash_to_job({k: str(v) for k, v in fields.items()}), True)
+        return EnqueueResult(await self._load(str(value)), created=False)
 
     async def _load(self, job_id: str) -> Job:
         h = await self.r.hgetall(f"{self.prefix}:job:{job_id}")
@@ -508,44 +513,69 @@ class RedisQueue:
 
     # ------------------------------------------------------------ claim / lease
 
-    async def _start(self, msg: str, job_id: str, worker_id: str, until: float) -> Delivery | None:
-        flat = await self._run("start", job_id, msg, worker_id, until)
-        if not flat:
-            return None
-        return Delivery(_hash_to_job(_pairs(flat)), worker_id, until, token=msg)
+    async def _start_many(
+        self, entries: list[tuple[str, str]], worker_id: str, until: float
+    ) -> list[Delivery]:
+        """Run the start script for many (msg, job id) entries in one round trip."""
+        if not entries:
+            return []
+        now = time.time()
+        script = self._scripts["start"]
+        async with self.r.pipeline(transaction=False) as pipe:
+            for msg, job_id in entries:
+                await script(
+                    keys=[], args=[self.prefix, now, job_id, msg, worker_id, until], client=pipe
+                )
+            results = await pipe.execute()
+        return [
+            Delivery(_hash_to_job(_pairs(flat)), worker_id, until, token=msg)
+            for (msg, _), flat in zip(entries, results, strict=True)
+            if flat
+        ]
 
-    async def claim(self, worker_id: str, *, limit: int = 1, lease: float = 30.0) -> list[Delivery]:
-        out: list[Delivery] = []
-        until = time.time() + lease
+    async def _housekeeping(
+        self, worker_id: str, limit: int, lease: float
+    ) -> list[tuple[str, str]]:
+        """Due retries into the stream; expired leases and orphaned entries to re-run."""
+        now = time.monotonic()
+        if now - self._last_housekeeping < HOUSEKEEPING_INTERVAL:
+            return []
+        self._last_housekeeping = now
         await self._run("promote")
+        entries: list[tuple[str, str]] = []
         # 1. leases that expired (authoritative deadline: the ``running`` zset)
         expired = await self._run("expired", limit)
         for i in range(0, len(expired), 2):
             job_id, msg = str(expired[i]), str(expired[i + 1])
             await self.r.xclaim(self._stream, GROUP, worker_id, 0, [msg], justid=True)
-            d = await self._start(msg, job_id, worker_id, until)
-            if d is not None:
-                out.append(d)
+            entries.append((msg, job_id))
         # 2. entries left pending by a consumer that vanished before starting them
-        if len(out) < limit:
+        if len(entries) < limit:
             res = await self.r.xautoclaim(
-                self._stream, GROUP, worker_id, int(lease * 1000), "0-0", count=limit - len(out)
+                self._stream,
+                GROUP,
+                worker_id,
+                int(lease * 1000),
+                "0-0",
+                count=limit - len(entries),
             )
-            for msg, fields in res[1]:
-                if fields and "id" in fields:
-                    d = await self._start(msg, fields["id"], worker_id, until)
-                    if d is not None:
-                        out.append(d)
+            entries.extend((msg, f["id"]) for msg, f in res[1] if f and "id" in f)
+        return entries
+
+    async def claim(self, worker_id: str, *, limit: int = 1, lease: float = 30.0) -> list[Delivery]:
+        until = time.time() + lease
+        out = await self._start_many(
+            await self._housekeeping(worker_id, limit, lease), worker_id, until
+        )
         # 3. new entries
         if len(out) < limit:
             fresh: Any = await self.r.xreadgroup(
                 GROUP, worker_id, {self._stream: ">"}, count=limit - len(out)
             )
-            for _stream, entries in fresh or []:
-                for msg, fields in entries:
-                    d = await self._start(msg, fields.get("id", ""), worker_id, until)
-                    if d is not None:
-                        out.append(d)
+            entries = [
+                (msg, fields.get("id", "")) for _s, batch in fresh or [] for msg, fields in batch
+            ]
+            out += await self._start_many(entries, worker_id, until)
         return out
 
     async def heartbeat(self, delivery: Delivery, lease: float) -> bool:

@@ -111,8 +111,9 @@ class SqlQueue(abc.ABC):
     # ------------------------------------------------------------ backend hooks
 
     @abc.abstractmethod
-    def _tx(self, *, write: bool = True) -> AbstractAsyncContextManager[SqlTx]:
-        """A transaction; ``write`` claims take the write lock up front."""
+    def _tx(self, *, write: bool = True, atomic: bool = True) -> AbstractAsyncContextManager[SqlTx]:
+        """A transaction (``write``: take the write lock up front); ``atomic=False``: one
+        statement in autocommit mode, no BEGIN/COMMIT round trips."""
 
     @abc.abstractmethod
     async def open(self) -> None: ...
@@ -147,19 +148,25 @@ class SqlQueue(abc.ABC):
 
     # ------------------------------------------------------------ enqueue / read
 
+    async def _by_key(self, key: str) -> Job | None:
+        async with self._tx(write=False, atomic=False) as tx:
+            rows = await tx.fetch(
+                self._q(f"SELECT {COLUMNS} FROM {{t}} WHERE idempotency_key = ?"), key
+            )
+        return row_to_job(rows[0]) if rows else None
+
     async def enqueue(self, new: NewJob) -> EnqueueResult:
+        # single statements in autocommit: the unique index on idempotency_key settles races
         now = time.time()
-        async with self._tx() as tx:
-            if new.idempotency_key is not None:
-                rows = await tx.fetch(
-                    self._q(f"SELECT {COLUMNS} FROM {{t}} WHERE idempotency_key = ?"),
-                    new.idempotency_key,
-                )
-                if rows:
-                    return EnqueueResult(row_to_job(rows[0]), created=False)
+        async with self._tx(write=False, atomic=False) as tx:
             depth = await self._depth(tx, now)
-            if depth >= self.options.max_depth:
-                raise QueueFull(depth, self.options.max_depth, self.options.full_retry_after)
+        if depth >= self.options.max_depth:
+            if new.idempotency_key is not None:
+                existing = await self._by_key(new.idempotency_key)
+                if existing is not None:
+                    return EnqueueResult(existing, created=False)
+            raise QueueFull(depth, self.options.max_depth, self.options.full_retry_after)
+        async with self._tx(atomic=False) as tx:
             rows = await tx.fetch(
                 self._q(
                     "INSERT INTO {t} (id, task, input, idempotency_key, partition_key, priority,"
@@ -181,17 +188,17 @@ class SqlQueue(abc.ABC):
                 new.webhook_url,
                 _dumps(new.meta),
             )
-            if not rows:  # lost an insert race on the same idempotency key
-                rows = await tx.fetch(
-                    self._q(f"SELECT {COLUMNS} FROM {{t}} WHERE idempotency_key = ?"),
-                    new.idempotency_key,
-                )
-                return EnqueueResult(row_to_job(rows[0]), created=False)
+        if not rows:  # the idempotency key exists: same job, nothing queued
+            assert new.idempotency_key is not None
+            existing = await self._by_key(new.idempotency_key)
+            if existing is None:  # purged between the two statements
+                raise JobNotFound(new.idempotency_key)
+            return EnqueueResult(existing, created=False)
         self._bump_depth(1)
         return EnqueueResult(row_to_job(rows[0]), created=True)
 
     async def get(self, job_id: str) -> Job:
-        async with self._tx(write=False) as tx:
+        async with self._tx(write=False, atomic=False) as tx:
             row = await self._one(tx, job_id)
         if row is None:
             raise JobNotFound(job_id)
@@ -255,7 +262,7 @@ class SqlQueue(abc.ABC):
 
     async def heartbeat(self, delivery: Delivery, lease: float) -> bool:
         now = time.time()
-        async with self._tx() as tx:
+        async with self._tx(atomic=False) as tx:
             n = await tx.execute(
                 self._q(
                     "UPDATE {t} SET lease_until = ?, updated_at = ? WHERE id = ?"
@@ -272,7 +279,7 @@ class SqlQueue(abc.ABC):
 
     async def complete(self, delivery: Delivery, result: Any) -> bool:
         now = time.time()
-        async with self._tx() as tx:
+        async with self._tx(atomic=False) as tx:
             n = await tx.execute(
                 self._q(
                     "UPDATE {t} SET state = 'succeeded', result = ?, finished_at = ?,"
@@ -335,7 +342,7 @@ class SqlQueue(abc.ABC):
 
     async def release(self, delivery: Delivery) -> None:
         now = time.time()
-        async with self._tx() as tx:
+        async with self._tx(atomic=False) as tx:
             n = await tx.execute(
                 self._q(
                     "UPDATE {t} SET state = 'queued', attempts = attempts - 1, run_after = ?,"
@@ -372,7 +379,7 @@ class SqlQueue(abc.ABC):
     # ------------------------------------------------------------ dead letters
 
     async def dlq_list(self, limit: int = 100) -> list[Job]:
-        async with self._tx(write=False) as tx:
+        async with self._tx(write=False, atomic=False) as tx:
             rows = await tx.fetch(
                 self._q(
                     f"SELECT {COLUMNS} FROM {{t}} WHERE state = 'dead'"
@@ -401,7 +408,7 @@ class SqlQueue(abc.ABC):
         return row_to_job(row)
 
     async def dlq_purge(self, job_id: str | None = None) -> int:
-        async with self._tx() as tx:
+        async with self._tx(atomic=False) as tx:
             if job_id is None:
                 return await tx.execute(self._q("DELETE FROM {t} WHERE state = 'dead'"))
             return await tx.execute(
@@ -412,7 +419,7 @@ class SqlQueue(abc.ABC):
 
     async def expire_results(self) -> int:
         now = time.time()
-        async with self._tx() as tx:
+        async with self._tx(atomic=False) as tx:
             return await tx.execute(
                 self._q(
                     "UPDATE {t} SET state = 'expired', result = NULL, input = 'null',"
@@ -423,14 +430,14 @@ class SqlQueue(abc.ABC):
             )
 
     async def set_webhook_status(self, job_id: str, status: str) -> None:
-        async with self._tx() as tx:
+        async with self._tx(atomic=False) as tx:
             await tx.execute(
                 self._q("UPDATE {t} SET webhook_status = ? WHERE id = ?"), status, job_id
             )
 
     async def stats(self) -> QueueStats:
         now = time.time()
-        async with self._tx(write=False) as tx:
+        async with self._tx(write=False, atomic=False) as tx:
             rows = await tx.fetch(
                 self._q(
                     "SELECT state, COUNT(*) AS n, MIN(created_at) AS oldest FROM {t}"

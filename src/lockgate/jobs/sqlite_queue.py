@@ -109,11 +109,14 @@ class SqliteQueue(SqlQueue):
             await tx.execute(self._q("DROP TABLE IF EXISTS {t}"))
 
     @asynccontextmanager
-    async def _tx(self, *, write: bool = True) -> AsyncIterator[SqlTx]:
+    async def _tx(self, *, write: bool = True, atomic: bool = True) -> AsyncIterator[SqlTx]:
         if self._conn is None:
             raise RuntimeError("queue is not open: await queue.open() first")
         conn = self._conn
         async with self._lock:
+            if not atomic:
+                yield _Tx(conn)
+                return
             await conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield _Tx(conn)
