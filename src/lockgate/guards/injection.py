@@ -57,6 +57,8 @@ class Rule:
     clauses: tuple[Clause, ...]
 
     def hits(self, lowered: str) -> bool:
+        if self.id == "hidden_characters" and lowered.isascii():
+            return False  # every hidden character is outside ASCII
         for c in self.clauses:
             if c.needles and not any(n in lowered for n in c.needles):
                 continue
@@ -162,7 +164,10 @@ RULES: tuple[Rule, ...] = (
         (
             _c(
                 r"<\|(?:im_start|im_end|system|endoftext|start_header_id|eot_id)\|>"
-                r"|\[/?inst\]|<</?sys>>"
+                r"|\[/?inst\]|<</?sys>>",
+                "<|",
+                "inst]",
+                "sys>>",
             ),
         ),
     ),

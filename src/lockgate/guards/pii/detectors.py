@@ -264,6 +264,7 @@ _FR_NIR_TAIL = _ID_TAIL
 DIGIT_GATE = re.compile(r"\d")
 _AT_GATE = re.compile("@")
 _IPV6_GATE = re.compile(r":[0-9A-Fa-f]{0,4}:")
+_UPPER6_GATE = re.compile(r"[A-Z]{6}")  # a codice fiscale starts with six capitals
 
 
 # (reach_before, reach_after) for windowed scanning, see Detector
@@ -297,7 +298,9 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
         *_DIGIT_REACH,
     ),
     Detector("ES_NIF", _ES_NIF, _ES_NIF_TAIL, _whole(es_nif_valid), DIGIT_GATE, *_DIGIT_REACH),
-    Detector("IT_FISCAL_CODE", _IT_CF, _IT_CF_TAIL, _whole(it_fiscal_code_valid)),
+    Detector(
+        "IT_FISCAL_CODE", _IT_CF, _IT_CF_TAIL, _whole(it_fiscal_code_valid), _UPPER6_GATE, 0, 11
+    ),
     Detector("FR_NIR", _FR_NIR, _FR_NIR_TAIL, _whole(fr_nir_valid), DIGIT_GATE, *_DIGIT_REACH),
     Detector("IPV6", _IPV6, _IPV6_TAIL, _ipv6_ok, _IPV6_GATE, 5, 60),
     Detector("IPV4", _IPV4, _IPV4_TAIL, _whole(_ipv4_ok), DIGIT_GATE, *_DIGIT_REACH),
