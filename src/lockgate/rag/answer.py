@@ -1,0 +1,166 @@
+"""Answers from retrieved passages: the prompt, citation clean-up, extractive answers, refusal.
+
+Passages are numbered [1]..[n] in the prompt. After generation, every ``[n]``
+(or ``[n, m]``) whose number is not a passage in the context is removed from the
+text, and the citations list maps each number that remains to its passage
+(document id, title, chunk id, character span, score). :class:`CitationFilter`
+does the same on a stream, holding back only an unfinished ``[...`` at the end
+of a delta.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lockgate.rag.analysis import analyze
+from lockgate.rag.types import Hit
+
+__all__ = [
+    "REFUSAL",
+    "Answer",
+    "CitationFilter",
+    "build_messages",
+    "citations_for",
+    "clean_citations",
+    "extractive_answer",
+]
+
+REFUSAL = "I can't answer that from the available documents."
+
+_CITE = re.compile(r"\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
+_SENT = re.compile(r"(?<=[.!?])\s+")
+
+SYSTEM_PROMPT = (
+    "You answer questions using only the numbered passages provided. Cite the passages you use "
+    "with their numbers in square brackets, like [1] or [2][3]. If the passages do not contain "
+    f'the answer, reply exactly: "{REFUSAL}" Do not use outside knowledge.'
+)
+
+
+@dataclass(slots=True)
+class Answer:
+    answer: str
+    citations: list[dict[str, Any]]
+    passages: list[Hit]
+    refused: bool
+    confidence: float | None
+    confidence_kind: str
+    threshold: float | None
+    mode: str
+    model: str | None
+    extractive: bool
+    usage: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "answer": self.answer,
+            "citations": self.citations,
+            "passages": [dict(h.as_dict(), n=i + 1) for i, h in enumerate(self.passages)],
+            "refused": self.refused,
+            "confidence": None if self.confidence is None else round(self.confidence, 6),
+            "confidence_kind": self.confidence_kind,
+            "threshold": self.threshold,
+            "mode": self.mode,
+            "model": self.model,
+            "extractive": self.extractive,
+            "usage": self.usage,
+        }
+
+
+def build_messages(question: str, hits: Sequence[Hit]) -> list[dict[str, Any]]:
+    blocks = []
+    for i, h in enumerate(hits, 1):
+        head = h.title + (f" — {h.heading}" if h.heading else "")
+        blocks.append(f"[{i}] {head}\n{h.text}")
+    context = "\n\n".join(blocks)
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": f"Passages:\n\n{context}\n\nQuestion: {question}"},
+    ]
+
+
+def clean_citations(text: str, n_passages: int) -> tuple[str, list[int]]:
+    """Drop citation numbers outside 1..n; return the text and the numbers kept, in order."""
+    used: list[int] = []
+
+    def repl(m: re.Match[str]) -> str:
+        nums = [int(x) for x in re.split(r"\s*[,;]\s*", m.group(1))]
+        ok = [n for n in nums if 1 <= n <= n_passages]
+        for n in ok:
+            if n not in used:
+                used.append(n)
+        return "".join(f"[{n}]" for n in ok)
+
+    cleaned = _CITE.sub(repl, text)
+    cleaned = re.sub(r"[ \t]+([.,;:!?])", r"\1", cleaned)
+    cleaned = re.sub(r"[ \t]{2,}", " ", cleaned)
+    return cleaned.strip(), used
+
+
+def citations_for(numbers: Sequence[int], hits: Sequence[Hit]) -> list[dict[str, Any]]:
+    out = []
+    for n in numbers:
+        h = hits[n - 1]
+        out.append(
+            {
+                "n": n,
+                "doc_id": h.doc_id,
+                "title": h.title,
+                "chunk_id": h.chunk_id,
+                "char_start": h.char_start,
+                "char_end": h.char_end,
+                "score": round(h.score, 6),
+            }
+        )
+    return out
+
+
+def extractive_answer(question: str, hits: Sequence[Hit], max_passages: int = 3) -> str:
+    """Best-matching sentence of each of the top passages, each with its citation."""
+    q = set(analyze(question))
+    parts = []
+    for i, h in enumerate(hits[:max_passages], 1):
+        sentences = [s.strip() for s in _SENT.split(h.text) if s.strip()]
+        if not sentences:
+            continue
+        best = max(sentences, key=lambda s: (len(q & set(analyze(s))), -abs(len(s) - 200)))
+        if len(best) > 400:
+            best = best[:400].rsplit(" ", 1)[0] + " …"
+        parts.append(f"{best} [{i}]")
+    return " ".join(parts)
+
+
+class CitationFilter:
+    """Streaming version of :func:`clean_citations`: feed deltas, get cleaned deltas."""
+
+    def __init__(self, n_passages: int) -> None:
+        self.n = n_passages
+        self._buf = ""
+        self.used: list[int] = []
+
+    def _clean(self, text: str) -> str:
+        def repl(m: re.Match[str]) -> str:
+            nums = [int(x) for x in re.split(r"\s*[,;]\s*", m.group(1))]
+            ok = [n for n in nums if 1 <= n <= self.n]
+            for n in ok:
+                if n not in self.used:
+                    self.used.append(n)
+            return "".join(f"[{n}]" for n in ok)
+
+        return _CITE.sub(repl, text)
+
+    def feed(self, delta: str) -> str:
+        self._buf += delta
+        cut = self._buf.rfind("[")
+        if cut >= 0 and "]" not in self._buf[cut:] and len(self._buf) - cut <= 16:
+            ready, self._buf = self._buf[:cut], self._buf[cut:]
+        else:
+            ready, self._buf = self._buf, ""
+        return self._clean(ready)
+
+    def flush(self) -> str:
+        rest, self._buf = self._buf, ""
+        return self._clean(rest)

@@ -1,0 +1,235 @@
+"""Retrieval: BM25, dense and hybrid, each ACL-filtered inside the retriever, then re-checked.
+
+Order of work for one query (``Retriever.retrieve``):
+
+1. BM25 candidates from the store (SQL with the ACL and caller filters in the
+   WHERE clause, then ORDER BY score LIMIT n);
+2. dense candidates from the in-memory index (ACL mask applied before top-n);
+3. fusion: ``rrf`` (reciprocal rank fusion, k=60) or ``convex`` (default):
+   ``alpha * cosine' + (1 - alpha) * bm25'`` where bm25' = bm25 / max bm25 of the
+   query's candidates (theoretical minimum 0) and cosine' the same min-max with
+   the theoretical minimum 0; every candidate gets its exact cosine from the
+   matrix, a candidate outside the BM25 list gets bm25 0. ``alpha`` was tuned on
+   held-out CISI queries (bench/rag_cisi.py, bench/RESULTS.md);
+4. optional rerank hook over the top ``rerank_depth`` fused hits;
+5. survivors re-read from the documents table with the ACL and filters again
+   (the record of truth): a chunk deleted or re-permissioned since the index was
+   loaded is dropped here.
+
+``confidence`` is meaningful on its own, for refusal: the best cosine when
+dense retrieval ran, otherwise the best BM25 score divided by the query's
+maximum possible BM25 (sum of idf * (k1 + 1) over its terms), in [0, 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+from lockgate.pipeline.call import Principal
+from lockgate.rag.analysis import analyze
+from lockgate.rag.dense import DenseIndexes
+from lockgate.rag.models import Embedder
+from lockgate.rag.store import K1, CollectionInfo, Filters, RagStore
+from lockgate.rag.types import Caller, Hit, Mode
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "Fusion",
+    "Reranker",
+    "RetrievalResult",
+    "Retriever",
+    "convex_fuse",
+    "rrf_fuse",
+]
+
+Fusion = Literal["rrf", "convex"]
+DEFAULT_ALPHA = 0.6
+"""Weight of the dense score in convex fusion (tuned on held-out CISI queries)."""
+RRF_K = 60
+
+
+class Reranker(Protocol):
+    """Optional second stage: scores for (query, hit) pairs, higher is better."""
+
+    async def rerank(self, query: str, hits: Sequence[Hit]) -> list[float]: ...
+
+
+@dataclass(slots=True)
+class RetrievalResult:
+    hits: list[Hit]
+    mode: Mode
+    confidence: float | None
+    confidence_kind: Literal["cosine", "bm25_norm", "none"]
+    candidates: int = 0
+    dropped_on_recheck: int = 0
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def rrf_fuse(lists: Sequence[Sequence[tuple[int, float]]], k: int = RRF_K) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for ranked in lists:
+        for rank, (pk, _) in enumerate(ranked, 1):
+            out[pk] = out.get(pk, 0.0) + 1.0 / (k + rank)
+    return out
+
+
+def convex_fuse(
+    bm25: dict[int, float], cosine: dict[int, float], alpha: float
+) -> dict[int, float]:
+    """alpha * cos/max(cos) + (1 - alpha) * bm25/max(bm25), theoretical minimum 0 for both."""
+    keys = set(bm25) | set(cosine)
+    bmax = max(bm25.values(), default=0.0)
+    cmax = max((max(v, 0.0) for v in cosine.values()), default=0.0)
+    out: dict[int, float] = {}
+    for pk in keys:
+        b = bm25.get(pk, 0.0) / bmax if bmax > 0 else 0.0
+        c = max(cosine.get(pk, 0.0), 0.0) / cmax if cmax > 0 else 0.0
+        out[pk] = alpha * c + (1.0 - alpha) * b
+    return out
+
+
+class Retriever:
+    """Runs one query against one collection for one caller."""
+
+    def __init__(
+        self,
+        store: RagStore,
+        dense: DenseIndexes,
+        embedder_for: dict[str, Embedder],
+        *,
+        reranker: Reranker | None = None,
+        rerank_depth: int = 30,
+    ) -> None:
+        self.store = store
+        self.dense = dense
+        self.embedders = embedder_for
+        self.reranker = reranker
+        self.rerank_depth = rerank_depth
+
+    def embedder(self, coll: CollectionInfo) -> Embedder | None:
+        if not coll.embed_model:
+            return None
+        return self.embedders.get(coll.embed_model)
+
+    async def retrieve(
+        self,
+        coll: CollectionInfo,
+        query: str,
+        caller: Caller,
+        *,
+        mode: Mode = "hybrid",
+        k: int = 5,
+        filters: Filters | None = None,
+        exclude_doc_ids: Sequence[str] | None = None,
+        candidates: int = 100,
+        fusion: Fusion = "convex",
+        alpha: float = DEFAULT_ALPHA,
+        principal: Principal | None = None,
+    ) -> RetrievalResult:
+        import time
+
+        timings: dict[str, float] = {}
+        principals = None if caller.all_access else caller.principals()
+        version = await self.store.version(coll.id)
+        embedder = self.embedder(coll)
+        if mode == "dense" and embedder is None:
+            raise ValueError(f"collection {coll.name!r} has no embeddings model: use --mode bm25")
+        use_dense = mode in ("dense", "hybrid") and embedder is not None
+        use_lex = mode in ("bm25", "hybrid")
+        if not use_dense:
+            mode = "bm25"
+        n_cand = max(candidates, k)
+        terms = analyze(query)
+        t0 = time.perf_counter()
+        lex: list[tuple[int, float]] = []
+        if use_lex:
+            lex = await self.store.lexical_search(
+                coll.id, terms, principals=principals, filters=filters,
+                exclude_doc_ids=exclude_doc_ids, k=n_cand, version=version,
+            )
+        timings["bm25"] = (time.perf_counter() - t0) * 1000
+        cos: dict[int, float] = {}
+        dense_list: list[tuple[int, float]] = []
+        if use_dense and embedder is not None:
+            t0 = time.perf_counter()
+            qvec = (await embedder.embed([query], principal=principal))[0]
+            timings["embed"] = (time.perf_counter() - t0) * 1000
+            t0 = time.perf_counter()
+            index = await self.dense.get(coll.id, version)
+            dense_list = await index.search(
+                qvec, principals=principals, filters=filters,
+                exclude_doc_ids=exclude_doc_ids, k=n_cand,
+            )
+            cos = dict(dense_list)
+            if lex and len(index.chunk_pks):
+                missing = [pk for pk, _ in lex if pk not in cos]
+                if missing:
+                    pos = np.searchsorted(index.chunk_pks, np.array(missing, dtype=np.int64))
+                    pos = np.clip(pos, 0, len(index.chunk_pks) - 1)
+                    sims = index.matrix[pos] @ qvec
+                    for pk, p, s in zip(missing, pos.tolist(), sims.tolist(), strict=True):
+                        if int(index.chunk_pks[p]) == pk:
+                            cos[pk] = float(s)
+            timings["dense"] = (time.perf_counter() - t0) * 1000
+        bm = dict(lex)
+        if mode == "bm25":
+            fused = bm
+        elif mode == "dense":
+            fused = dict(dense_list)
+        elif fusion == "rrf":
+            fused = rrf_fuse([lex, dense_list])
+        else:
+            fused = convex_fuse(bm, cos, alpha)
+        ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+        take = ranked[: k + 10]
+        t0 = time.perf_counter()
+        rows = await self.store.fetch_hits(
+            coll.id, [pk for pk, _ in take], principals=principals, filters=filters,
+            exclude_doc_ids=exclude_doc_ids,
+        )
+        timings["recheck"] = (time.perf_counter() - t0) * 1000
+        hits: list[Hit] = []
+        for pk, score in take:
+            hit = rows.get(pk)
+            if hit is None:
+                continue
+            hit.score = score
+            hit.bm25 = bm.get(pk)
+            hit.cosine = cos.get(pk)
+            hits.append(hit)
+        dropped = len(take) - len(hits)
+        if self.reranker is not None and hits:
+            depth = hits[: self.rerank_depth]
+            scores = await self.reranker.rerank(query, depth)
+            for h, s in zip(depth, scores, strict=True):
+                h.score = float(s)
+            depth.sort(key=lambda h: -h.score)
+            hits = depth + hits[self.rerank_depth :]
+        hits = hits[:k]
+        confidence: float | None
+        kind: Literal["cosine", "bm25_norm", "none"]
+        if use_dense and hits:
+            confidence = max((h.cosine for h in hits if h.cosine is not None), default=None)
+            kind = "cosine"
+        elif hits and terms:
+            confidence = await self._bm25_norm(coll, terms, hits, version)
+            kind = "bm25_norm"
+        else:
+            confidence, kind = (0.0, "bm25_norm") if not hits else (None, "none")
+        return RetrievalResult(
+            hits=hits, mode=mode, confidence=confidence, confidence_kind=kind,
+            candidates=len(fused), dropped_on_recheck=dropped, timings_ms=timings,
+        )
+
+    async def _bm25_norm(
+        self, coll: CollectionInfo, terms: list[str], hits: list[Hit], version: int
+    ) -> float:
+        best = max((h.bm25 for h in hits if h.bm25 is not None), default=0.0)
+        n, _ = await self.store.lexical_stats(coll.id, version)
+        dfs = await self.store.document_frequencies(coll.id, terms)
+        ceiling = sum(self.store.idf(n, dfs.get(t, 0)) * (K1 + 1) for t in terms)
+        return float(best / ceiling) if ceiling > 0 else 0.0

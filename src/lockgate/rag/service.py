@@ -1,0 +1,342 @@
+"""RagService: the RAG feature's public surface (HTTP and CLI adapters call only this).
+
+Build one per process with the store engine and the gateway pipeline::
+
+    svc = RagService(RagStore(rt.store.engine), rt.pipeline, RagSettings(embed_model="embed"))
+    await svc.ingest_paths("handbook", [Path("docs/")], principal=p, acl=("group:eng",))
+    ans = await svc.answer("handbook", "How do I ...?", Caller(user_id="u1", groups=("eng",)),
+                           principal=p)
+
+Every model call (embeddings at ingest and query, generation) is a ``Call``
+through the pipeline, with ``source="rag"`` and the caller's principal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lockgate.pipeline.call import Principal
+from lockgate.rag.answer import (
+    REFUSAL,
+    Answer,
+    CitationFilter,
+    build_messages,
+    citations_for,
+    clean_citations,
+    extractive_answer,
+)
+from lockgate.rag.chunking import ChunkingOptions
+from lockgate.rag.dense import DenseIndexes
+from lockgate.rag.ingest import Ingestor, IngestReport, Progress, documents_from_paths
+from lockgate.rag.loaders import DEFAULT_MAX_BYTES
+from lockgate.rag.models import Embedder, ModelPipeline, chat_call
+from lockgate.rag.retrieval import DEFAULT_ALPHA, Fusion, Reranker, RetrievalResult, Retriever
+from lockgate.rag.store import CollectionInfo, Filters, RagStore
+from lockgate.rag.types import PUBLIC, Caller, Mode, SourceDocument
+
+__all__ = ["DEFAULT_THRESHOLDS", "RagService", "RagSettings", "StreamEvent", "UnknownCollection"]
+
+DEFAULT_THRESHOLDS = {"cosine": 0.30, "bm25_norm": 0.12}
+"""Refusal thresholds used until ``lockgate rag calibrate`` stores one for the collection."""
+
+
+class UnknownCollection(LookupError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class RagSettings:
+    embed_model: str | None = None
+    """Public model name (through the gateway) for new collections; None = BM25 only."""
+    generation_model: str | None = None
+    """Public chat model for answers; None = extractive answers."""
+    mode: Mode = "hybrid"
+    fusion: Fusion = "convex"
+    alpha: float = DEFAULT_ALPHA
+    k: int = 5
+    candidates: int = 100
+    max_tokens: int = 384
+    embed_batch: int = 64
+    chunking: ChunkingOptions = field(default_factory=ChunkingOptions)
+    max_file_bytes: int = DEFAULT_MAX_BYTES
+
+
+@dataclass(slots=True)
+class StreamEvent:
+    """``delta`` (text) events, then one ``done`` carrying the full :class:`Answer`."""
+
+    kind: str
+    text: str = ""
+    answer: Answer | None = None
+
+
+class RagService:
+    def __init__(
+        self,
+        store: RagStore,
+        pipeline: ModelPipeline,
+        settings: RagSettings | None = None,
+        *,
+        reranker: Reranker | None = None,
+    ) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.settings = settings or RagSettings()
+        self.dense = DenseIndexes(store)
+        self._embedders: dict[str, Embedder] = {}
+        self.retriever = Retriever(store, self.dense, self._embedders, reranker=reranker)
+
+    # ------------------------------------------------------------ collections
+
+    def _embedder(self, model: str | None) -> Embedder | None:
+        if not model:
+            return None
+        emb = self._embedders.get(model)
+        if emb is None:
+            emb = Embedder(self.pipeline, model, None, batch_size=self.settings.embed_batch)
+            self._embedders[model] = emb
+        return emb
+
+    async def collection(self, name: str, *, create: bool = False,
+                         embed_model: str | None = None) -> CollectionInfo:
+        info = await self.store.get_collection(name)
+        if info is None:
+            if not create:
+                raise UnknownCollection(f"no RAG collection named {name!r}")
+            info = await self.store.create_collection(
+                name, embed_model if embed_model is not None else self.settings.embed_model
+            )
+        self._embedder(info.embed_model)
+        return info
+
+    async def collections(self) -> list[CollectionInfo]:
+        return await self.store.list_collections()
+
+    async def drop(self, name: str) -> None:
+        info = await self.collection(name)
+        await self.store.drop_collection(info.id)
+        self.dense.forget(info.id)
+
+    # ------------------------------------------------------------ ingestion
+
+    def _ingestor(self, coll: CollectionInfo, principal: Principal | None) -> Ingestor:
+        emb = self._embedder(coll.embed_model)
+        if emb is not None:
+            emb = Embedder(self.pipeline, emb.model, principal,
+                           batch_size=self.settings.embed_batch)
+        return Ingestor(self.store, coll, emb, chunking=self.settings.chunking)
+
+    async def ingest_documents(
+        self,
+        collection: str,
+        documents: Sequence[SourceDocument] | AsyncIterator[SourceDocument],
+        *,
+        principal: Principal | None = None,
+        sync: bool = False,
+        progress: Progress | None = None,
+        embed_model: str | None = None,
+    ) -> IngestReport:
+        coll = await self.collection(collection, create=True, embed_model=embed_model)
+        total = len(documents) if isinstance(documents, Sequence) else None
+        return await self._ingestor(coll, principal).run(
+            documents, sync=sync, progress=progress, total=total
+        )
+
+    async def ingest_paths(
+        self,
+        collection: str,
+        paths: Sequence[Path],
+        *,
+        principal: Principal | None = None,
+        acl: tuple[str, ...] = (PUBLIC,),
+        metadata: dict[str, Any] | None = None,
+        sync: bool = False,
+        progress: Progress | None = None,
+        embed_model: str | None = None,
+    ) -> IngestReport:
+        coll = await self.collection(collection, create=True, embed_model=embed_model)
+        report = IngestReport()
+        docs = documents_from_paths(
+            paths, report, principals=acl, metadata=metadata,
+            max_bytes=self.settings.max_file_bytes,
+        )
+        return await self._ingestor(coll, principal).run(
+            docs, report, sync=sync, progress=progress
+        )
+
+    async def delete_documents(self, collection: str, doc_ids: Sequence[str]) -> int:
+        coll = await self.collection(collection)
+        return await self.store.delete_documents(coll.id, doc_ids)
+
+    async def status(self, collection: str) -> dict[str, Any]:
+        coll = await self.collection(collection)
+        st = await self.store.status(coll.id)
+        return {
+            "collection": coll.name,
+            "embed_model": coll.embed_model,
+            "dim": coll.dim,
+            "threshold": coll.threshold,
+            "version": await self.store.version(coll.id),
+            **st,
+        }
+
+    # ------------------------------------------------------------ retrieval
+
+    async def retrieve(
+        self,
+        collection: str,
+        query: str,
+        caller: Caller,
+        *,
+        mode: Mode | None = None,
+        k: int | None = None,
+        filters: Filters | None = None,
+        exclude_doc_ids: Sequence[str] | None = None,
+        fusion: Fusion | None = None,
+        alpha: float | None = None,
+        candidates: int | None = None,
+        principal: Principal | None = None,
+    ) -> RetrievalResult:
+        coll = await self.collection(collection)
+        s = self.settings
+        return await self.retriever.retrieve(
+            coll, query, caller, mode=mode or s.mode, k=k or s.k, filters=filters,
+            exclude_doc_ids=exclude_doc_ids, candidates=candidates or s.candidates,
+            fusion=fusion or s.fusion, alpha=s.alpha if alpha is None else alpha,
+            principal=principal,
+        )
+
+    def threshold_for(self, coll: CollectionInfo, kind: str) -> float | None:
+        if coll.threshold is not None:
+            return coll.threshold
+        return DEFAULT_THRESHOLDS.get(kind)
+
+    async def _prepare_answer(
+        self, collection: str, question: str, caller: Caller, principal: Principal | None,
+        mode: Mode | None, k: int | None, filters: Filters | None,
+    ) -> tuple[RetrievalResult, float | None, bool]:
+        coll = await self.collection(collection)
+        res = await self.retrieve(collection, question, caller, mode=mode, k=k,
+                                  filters=filters, principal=principal)
+        threshold = self.threshold_for(coll, res.confidence_kind)
+        refuse = not res.hits or (
+            threshold is not None and (res.confidence or 0.0) < threshold
+        )
+        return res, threshold, refuse
+
+    async def answer(
+        self,
+        collection: str,
+        question: str,
+        caller: Caller,
+        *,
+        principal: Principal | None = None,
+        model: str | None = None,
+        mode: Mode | None = None,
+        k: int | None = None,
+        filters: Filters | None = None,
+    ) -> Answer:
+        res, threshold, refuse = await self._prepare_answer(
+            collection, question, caller, principal, mode, k, filters
+        )
+        gen = model or self.settings.generation_model
+        base = dict(
+            passages=res.hits, confidence=res.confidence, confidence_kind=res.confidence_kind,
+            threshold=threshold, mode=res.mode,
+        )
+        if refuse:
+            return Answer(answer=REFUSAL, citations=citations_for(
+                range(1, len(res.hits) + 1), res.hits), refused=True, model=None,
+                extractive=False, **base)  # type: ignore[arg-type]
+        if not gen:
+            text, used = clean_citations(extractive_answer(question, res.hits), len(res.hits))
+            return Answer(answer=text, citations=citations_for(used, res.hits), refused=False,
+                          model=None, extractive=True, **base)  # type: ignore[arg-type]
+        call = chat_call(gen, build_messages(question, res.hits), principal,
+                         max_tokens=self.settings.max_tokens, end_user=caller.user_id)
+        comp = await self.pipeline.chat(call)
+        content = _message_text(comp.body)
+        text, used = clean_citations(content, len(res.hits))
+        refused = text.strip().startswith(REFUSAL[:20])
+        return Answer(
+            answer=text, citations=citations_for(used, res.hits), refused=refused, model=gen,
+            extractive=False,
+            usage={"prompt_tokens": comp.usage.prompt_tokens,
+                   "completion_tokens": comp.usage.completion_tokens},
+            **base,  # type: ignore[arg-type]
+        )
+
+    async def answer_stream(
+        self,
+        collection: str,
+        question: str,
+        caller: Caller,
+        *,
+        principal: Principal | None = None,
+        model: str | None = None,
+        mode: Mode | None = None,
+        k: int | None = None,
+        filters: Filters | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Text deltas (citation numbers already cleaned), then a ``done`` event with the Answer."""
+        gen = model or self.settings.generation_model
+        res, threshold, refuse = await self._prepare_answer(
+            collection, question, caller, principal, mode, k, filters
+        )
+        if refuse or not gen:
+            ans = await self.answer(collection, question, caller, principal=principal,
+                                    model=None, mode=mode, k=k, filters=filters) if not refuse \
+                else Answer(REFUSAL, citations_for(range(1, len(res.hits) + 1), res.hits),
+                            res.hits, True, res.confidence, res.confidence_kind, threshold,
+                            res.mode, None, False)
+            yield StreamEvent("delta", text=ans.answer)
+            yield StreamEvent("done", answer=ans)
+            return
+        call = chat_call(gen, build_messages(question, res.hits), principal,
+                         max_tokens=self.settings.max_tokens, stream=True,
+                         end_user=caller.user_id)
+        filt = CitationFilter(len(res.hits))
+        parts: list[str] = []
+        usage: dict[str, int] = {}
+        stream = await self.pipeline.chat_stream(call)
+        async for chunk in stream:
+            for choice in chunk.get("choices") or []:
+                delta = (choice.get("delta") or {}).get("content") or ""
+                if delta:
+                    out = filt.feed(delta)
+                    if out:
+                        parts.append(out)
+                        yield StreamEvent("delta", text=out)
+            if chunk.get("usage"):
+                u = chunk["usage"]
+                usage = {"prompt_tokens": int(u.get("prompt_tokens") or 0),
+                         "completion_tokens": int(u.get("completion_tokens") or 0)}
+        tail = filt.flush()
+        if tail:
+            parts.append(tail)
+            yield StreamEvent("delta", text=tail)
+        text = "".join(parts).strip()
+        yield StreamEvent("done", answer=Answer(
+            answer=text, citations=citations_for(filt.used, res.hits), passages=res.hits,
+            refused=text.startswith(REFUSAL[:20]), confidence=res.confidence,
+            confidence_kind=res.confidence_kind, threshold=threshold, mode=res.mode,
+            model=gen, extractive=False, usage=usage,
+        ))
+
+    async def set_threshold(self, collection: str, value: float | None) -> None:
+        coll = await self.collection(collection)
+        await self.store.set_collection(coll.id, threshold=value, clear_threshold=value is None)
+
+
+def _message_text(body: dict[str, Any]) -> str:
+    choices = body.get("choices") or []
+    if not choices:
+        return ""
+    msg = choices[0].get("message") or {}
+    content = msg.get("content")
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return str(content or "")
