@@ -12,16 +12,36 @@ Rules every pattern here keeps (the streaming proof relies on them):
 * look-behinds see at most one character before the match; look-aheads are one
   character, or longer only when every character but the last is in the
   pattern's own character set (``.`` before a digit, say);
+* ``tail`` is a regex run on the *reversed* end of the buffer whose longest
+  match covers every suffix at which an attempt could still change with more
+  text (detectors share tails that are supersets of each other's);
 * ``gate``, when set, is a regex that must occur inside any match: if it does
-  not occur after the scan start, the detector is skipped.
+  not occur after the scan start, the detector is skipped, and with
+  ``reach_before``/``reach_after`` only the window around gate hits is scanned.
 
 Speed: patterns start with a character class and check the character before
 the match with a two-character look-behind (``\d(?<![\w.]\d)``), which lets
 the regex engine skip quickly to possible starts instead of trying every
 position.
-* ``tail`` is a regex run on the *reversed* end of the buffer whose longest
-  match covers every suffix at which an attempt could still change with more
-  text.
+
+What is covered (and what is not):
+
+* EMAIL: ``local@domain.tld`` with Unicode letters; no quoted local parts.
+* PHONE: E.164 (``+14155552671``), international with separators
+  (``+44 20 7946 0958``, ``+1 (415) 555-2671``), NANP (``(415) 555-2671``,
+  ``415.555.2671``; area and exchange must start 2-9) and trunk-0 national
+  formats with separators (``020 7946 0958``, ``01 23 45 67 89``; 10-12
+  digits). Bare digit runs without ``+`` are not phones (years, amounts, ids).
+* CREDIT_CARD: 13-19 digits, first digit 2-6 (the payment networks), Luhn-valid,
+  printed as one block, groups of four, or 4-6-4/4-6-5 (Amex, Diners).
+* IBAN: registry country code (upper case) and length, mod-97 check; compact or
+  in groups of four.
+* IPV4 (octets <= 255) and IPV6 (validated by :mod:`ipaddress`; ``::1``-style
+  addresses with a single group are ignored).
+* US_SSN (``123-45-6789`` or spaced, SSA validity rules; unseparated nine-digit
+  runs are not matched), UK_NINO (prefix rules; no checksum exists), ES_NIF
+  (DNI/NIE letter), IT_FISCAL_CODE (check character, omocodia), FR_NIR (key,
+  Corsica).
 
 Entity types: EMAIL, PHONE, CREDIT_CARD, IBAN, IPV4, IPV6, US_SSN, UK_NINO,
 ES_NIF, IT_FISCAL_CODE, FR_NIR. Person names are not detected: no offline
