@@ -10,8 +10,18 @@ Request side (after auth, before cache/routing)::
 raises :class:`~lockgate.guards.errors.PiiBlocked` (400), ``InjectionBlocked``
 (400) or ``GuardError`` (500, a detector failed: fail closed).
 
-Response side, non-stream: ``completion.body = rg.process_response(completion.body)``.
-Stream side::
+Response side, non-stream::
+
+    new = rg.process_response(completion.body)
+    if new is not completion.body:       # changed: the upstream bytes are stale
+        completion.body, completion.raw = new, None
+
+With ``redact_restore`` the upstream body holds placeholders that are numbered
+deterministically from the request text, so a response cached under the
+redacted body is restored correctly for any later identical request.
+
+Stream side (a GuardError from ``process`` means: end the stream with an error
+event, never pass the text on)::
 
     sg = rg.stream_guard()               # None when nothing to do
     for chunk in upstream:               # OpenAI chunk dicts
