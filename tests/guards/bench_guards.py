@@ -64,7 +64,7 @@ def main() -> None:
     body_mixed = {"messages": [{"role": "user", "content": mixed}]}
     rows = [
         ("find, 1 KB plain English", bench(lambda: s.find(plain), 2000)),
-        ("find, 1 KB with 5 PII values", bench(lambda: s.find(mixed), 2000)),
+        ("find, 1 KB PII-dense (~8 values)", bench(lambda: s.find(mixed), 2000)),
         (
             "guard_chat_request redact, plain",
             bench(lambda: guard_chat_request(body_plain, s, "redact"), 2000),
