@@ -189,7 +189,7 @@ def soak(
     group.stop(server)
     cpu_ms = (cpu1 - cpu0) * 1000 / result.requests if result and result.requests else None
     return SoakResult(target.name, seconds, connections, samples,
-                      warmup_s=min(60.0, seconds * 0.1), wrk=result, cpu_ms_per_req=cpu_ms)
+                      warmup_s=min(120.0, seconds * 0.2), wrk=result, cpu_ms_per_req=cpu_ms)
 
 
 def _parse_levels(text: str) -> list[int]:
@@ -313,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
                 "the `direct` row is it alone.",
                 f"Load: wrk, {args.wrk_threads} thread(s), closed loop, c connections; "
                 f"{warmup:.0f} s warm-up per target and up to 2 s per level, then {duration:.0f} s "
-                "measured per level; POST /v1/chat/completions, 78-byte JSON body.",
+                f"measured per level; POST /v1/chat/completions, {len(BENCH_BODY)}-byte JSON "
+                "body.",
                 "All processes share the same CPUs (no pinning: with 2 cores, pinning would "
                 "leave the 2-worker gateways one core); latencies are wrk's, client side.",
                 "lockgate: `lockgate serve --workers N`, fresh SQLite store in a temp "
@@ -355,18 +356,24 @@ def main(argv: list[str] | None = None) -> int:
                 if args.soak_target == "lockgate":
                     def start_soak() -> Target:
                         return start_lockgate(group, workdir, up_url, args.soak_workers,
-                                              lockgate_cmd, extra_env)
+                                              lockgate_cmd, extra_env, tag="-soak")
                 else:
                     exe_soak = ensure_litellm_venv(args.litellm_venv, args.litellm_version)
 
                     def start_soak() -> Target:
-                        return start_litellm(group, workdir, up_url, args.soak_workers, exe_soak)
-                run.soak = soak(start_soak, group, args.soak, args.soak_concurrency,
-                                args.soak_interval, workdir, args.wrk_threads)
+                        return start_litellm(group, workdir, up_url, args.soak_workers, exe_soak,
+                                             tag="-soak")
+                try:
+                    run.soak = soak(start_soak, group, args.soak, args.soak_concurrency,
+                                    args.soak_interval, workdir, args.wrk_threads)
+                except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                    _log(f"soak FAILED: {exc}")
+                    run.soak_error = str(exc).splitlines()[0][:300]
     except KeyboardInterrupt:
-        _log("interrupted; servers stopped")
+        _log("interrupted; servers stopped; partial results below are not recorded")
+        print(render_markdown(run))
         exit_code = 130
-    except RuntimeError as exc:  # the upstream or the soak target failed: nothing to compare
+    except RuntimeError as exc:  # the upstream failed: nothing to compare
         _log(f"FAILED: {exc}")
         exit_code = 1
     finally:
@@ -384,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     if do_record:
         record(args.results, section)
         _log(f"recorded in {args.results}")
-    return 1 if any(t.error for t in run.targets) else 0
+    return 1 if any(t.error for t in run.targets) or run.soak_error else 0
 
 
 def _run_one(

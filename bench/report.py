@@ -124,6 +124,7 @@ class RunResult:
     concurrency: list[int]
     targets: list[TargetResult] = field(default_factory=list)
     soak: SoakResult | None = None
+    soak_error: str | None = None
     quick: bool = False
     load_before: str = ""
     load_after: str = ""
@@ -273,6 +274,8 @@ def render_markdown(run: RunResult) -> str:
 
     if run.soak is not None:
         out += [*_soak_lines(run.soak), ""]
+    if run.soak_error:
+        out += [f"Soak: not run: {run.soak_error}", ""]
 
     out += _detail_table(run)
     return "\n".join(out) + "\n"
@@ -308,14 +311,23 @@ def _soak_lines(soak: SoakResult) -> list[str]:
     slope = soak.slope_mb_per_min()
     lines = [f"Soak: {soak.target}, {soak.duration_s:.0f} s at c={soak.connections}, "
              f"RSS (sum over its processes) sampled {len(mbs)} times."]
+    steady = [mb for t, mb in soak.samples if t >= soak.warmup_s]
     if mbs:
         lines.append(f"- RSS MB: first {mbs[0]:.1f}, after warm-up "
-                     f"{next((mb for t, mb in soak.samples if t >= soak.warmup_s), mbs[-1]):.1f}, "
-                     f"last {mbs[-1]:.1f}, max {max(mbs):.1f}")
-    if slope is not None:
-        flat = abs(slope) * 10 < 5.0
-        lines.append(f"- slope after the first {soak.warmup_s:.0f} s: {slope:+.3f} MB/min "
-                     f"({slope * 10:+.1f} MB per 10 min; flat means under 5 MB per 10 min): "
+                     f"{steady[0] if steady else mbs[-1]:.1f}, last {mbs[-1]:.1f}, "
+                     f"max {max(mbs):.1f}")
+    if len(steady) >= 6:
+        third = len(steady) // 3
+        early, late = steady[:third], steady[-third:]
+        lines.append(f"- mean RSS of the first / last third after warm-up: "
+                     f"{sum(early) / len(early):.1f} / {sum(late) / len(late):.1f} MB")
+    if slope is not None and steady:
+        mean = sum(steady) / len(steady)
+        allowed = max(10.0, 0.1 * mean)
+        flat = abs(slope) * 10 <= allowed
+        lines.append(f"- slope after the first {soak.warmup_s:.0f} s (least squares): "
+                     f"{slope:+.3f} MB/min = {slope * 10:+.1f} MB per 10 min; flat means within "
+                     f"{allowed:.0f} MB per 10 min (10% of the mean, at least 10 MB): "
                      f"**{_verdict(flat)}**")
     if soak.wrk is not None:
         lines.append(f"- served {soak.wrk.requests:,} requests ({soak.wrk.rps:,.0f} rps), "

@@ -130,14 +130,16 @@ def start_lockgate(
     workers: int,
     lockgate_cmd: Sequence[str],
     extra_env: Mapping[str, str] | None = None,
+    tag: str = "",
 ) -> Target:
     """Start ``lockgate serve`` with a fresh home; create a team and a virtual key.
 
     ``lockgate_cmd`` is how to run the CLI (see :func:`lockgate_command`).
     """
-    home = workdir / f"lockgate-home-w{workers}"
+    stem = f"lockgate-w{workers}{tag}"
+    home = workdir / f"{stem}-home"
     home.mkdir(parents=True, exist_ok=True)
-    config = _lockgate_config(workdir / f"lockgate-w{workers}.yaml", upstream_url)
+    config = _lockgate_config(workdir / f"{stem}.yaml", upstream_url)
     env = _clean_env({"LOCKGATE_MASTER_KEY": MASTER_KEY, "LOCKGATE_HOME": str(home),
                       **(extra_env or {})})
     if lockgate_cmd[0] == sys.executable:  # not installed: run from the source tree
@@ -148,8 +150,7 @@ def start_lockgate(
     port = free_port()
     argv = [*lockgate_cmd, "serve", "--config", str(config), "--host", "127.0.0.1",
             "--port", str(port), "--workers", str(workers)]
-    server = group.start(f"lockgate-w{workers}", argv, workdir / f"lockgate-w{workers}.log",
-                         env=env)
+    server = group.start(stem, argv, workdir / f"{stem}.log", env=env)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
     url = f"http://127.0.0.1:{port}{CHAT_PATH}"
     wait_until(lambda: _answers_chat(url, headers), 90, server, f"lockgate ({workers} workers)")
@@ -220,15 +221,16 @@ def start_litellm(
     upstream_url: str,
     workers: int,
     litellm_exe: Path,
+    tag: str = "",
 ) -> Target:
     """Start LiteLLM's proxy (no database, debug off) with ``workers`` workers."""
-    config = _litellm_config(workdir / f"litellm-w{workers}.yaml", upstream_url)
+    stem = f"litellm-w{workers}{tag}"
+    config = _litellm_config(workdir / f"{stem}.yaml", upstream_url)
     env = _clean_env({"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"})
     port = free_port()
     argv: Sequence[str] = [str(litellm_exe), "--config", str(config), "--host", "127.0.0.1",
                            "--port", str(port), "--num_workers", str(workers)]
-    server = group.start(f"litellm-w{workers}", argv, workdir / f"litellm-w{workers}.log",
-                         env=env, cwd=workdir)
+    server = group.start(stem, argv, workdir / f"{stem}.log", env=env, cwd=workdir)
     headers = {"Content-Type": "application/json",
                "Authorization": f"Bearer {LITELLM_MASTER_KEY}"}
     url = f"http://127.0.0.1:{port}{CHAT_PATH}"
