@@ -98,6 +98,7 @@ def worker(
 ) -> None:
     """Run jobs from the queue until SIGTERM/SIGINT (then finish or return in-flight jobs)."""
     from lockgate.jobs.monitor import QueueMonitor
+    from lockgate.jobs.openai_batch import OpenAIBatchService, batch_aware_handler
     from lockgate.jobs.tasks import TaskRunner
     from lockgate.jobs.webhooks import WebhookSender
     from lockgate.jobs.worker import Worker, task_handler
@@ -119,9 +120,11 @@ def worker(
         runner = TaskRunner(
             rt.pipeline, settings.task_specs(), default_model=settings.default_model
         )
+        batches = OpenAIBatchService(cfg.home_path / "batches", q)
+        handler = batch_aware_handler(batches, rt.pipeline, task_handler(runner))
         w = Worker(
             q,
-            task_handler(runner),
+            handler,
             concurrency=concurrency or settings.concurrency,
             lease=lease or settings.lease,
             poll_interval=settings.poll_interval,
@@ -242,7 +245,10 @@ def dlq_list(
     """Dead jobs, newest first."""
     cfg = get_config(config)
     jobs = _with_queue(cfg, queue, lambda q: q.dlq_list(limit))
-    table = Table("id", "task", "attempts", "died", "last error")
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=max([len(j.id) for j in jobs] or [2]))
+    for name in ("task", "attempts", "died", "last error"):
+        table.add_column(name)
     for j in jobs:
         table.add_row(j.id, j.task, str(j.attempts), _ts(j.finished_at), (j.last_error or "")[:80])
     console.print(table)
