@@ -1,4 +1,4 @@
-"""ACL leakage suite: restricted chunks never reach results, citations or answers, on both backends."""
+"""ACL leakage suite: restricted chunks never reach results, citations or answers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Freshness: unchanged skipped, edits replace chunks atomically, deletes and ACL changes apply next query."""
+"""Freshness: unchanged skipped, edits replace chunks, deletes and ACL changes apply next query."""
 
 from __future__ import annotations
 

@@ -292,7 +292,7 @@ def calibrate_cmd(
     async def go(svc: RagService) -> dict[str, Any]:
         cal = await calibrate(svc, collection, qs, qr, mode=_mode(mode))
         if save:
-            await svc.set_threshold(collection, cal.threshold)
+            await svc.set_threshold(collection, cal.threshold, cal.kind)
         return dict(cal.as_dict(), saved=save)
 
     out = _with_service(config, go)

@@ -12,15 +12,28 @@ import re
 import threading
 from collections import Counter
 
-import Stemmer
+import Stemmer  # type: ignore[import-not-found]
 
 __all__ = ["STOPWORDS", "analyze", "term_counts"]
 
-_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?", re.UNICODE)
+_APOSTROPHES = "'\u2019"
+_WORD = re.compile(r"[^\W_]+(?:[" + _APOSTROPHES + r"][^\W_]+)?", re.UNICODE)
 
-STOPWORDS = frozenset(
-    ["a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are", "aren't", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "can't", "cannot", "could", "couldn't", "did", "didn't", "do", "does", "doesn't", "doing", "don't", "down", "during", "each", "few", "for", "from", "further", "had", "hadn't", "has", "hasn't", "have", "haven't", "having", "he", "he'd", "he'll", "he's", "her", "here", "here's", "hers", "herself", "him", "himself", "his", "how", "how's", "i", "i'd", "i'll", "i'm", "i've", "if", "in", "into", "is", "isn't", "it", "it's", "its", "itself", "let's", "me", "more", "most", "mustn't", "my", "myself", "no", "nor", "not", "of", "off", "on", "once", "only", "or", "other", "ought", "our", "ours", "ourselves", "out", "over", "own", "same", "shan't", "she", "she'd", "she'll", "she's", "should", "shouldn't", "so", "some", "such", "than", "that", "that's", "the", "their", "theirs", "them", "themselves", "then", "there", "there's", "these", "they", "they'd", "they'll", "they're", "they've", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "wasn't", "we", "we'd", "we'll", "we're", "we've", "were", "weren't", "what", "what's", "when", "when's", "where", "where's", "which", "while", "who", "who's", "whom", "why", "why's", "with", "won't", "would", "wouldn't", "you", "you'd", "you'll", "you're", "you've", "your", "yours", "yourself", "yourselves", "also", "may", "might", "must", "shall", "will", "would", "us", "upon", "within", "without"]
-)
+_STOP_TEXT = """
+    a about above after again against all am an and any are aren't as at be because been before
+    being below between both but by can can't cannot could couldn't did didn't do does doesn't
+    doing don't down during each few for from further had hadn't has hasn't have haven't having
+    he he'd he'll he's her here here's hers herself him himself his how how's i i'd i'll i'm
+    i've if in into is isn't it it's its itself let's me more most mustn't my myself no nor not
+    of off on once only or other ought our ours ourselves out over own same shan't she she'd
+    she'll she's should shouldn't so some such than that that's the their theirs them themselves
+    then there there's these they they'd they'll they're they've this those through to too under
+    until up very was wasn't we we'd we'll we're we've were weren't what what's when when's
+    where where's which while who who's whom why why's with won't would wouldn't you you'd
+    you'll you're you've your yours yourself yourselves also may might must shall will would us
+    upon within without
+"""
+STOPWORDS = frozenset(_STOP_TEXT.split())
 
 _local = threading.local()
 
@@ -34,9 +47,9 @@ def _stemmer() -> Stemmer.Stemmer:
 
 
 def analyze(text: str) -> list[str]:
-    """Index terms of ``text`` in order (stop-words removed, stemmed, ASCII-safe for FTS5)."""
-    words = [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS and len(w) < 64]
-    words = [w.replace("’", "'").replace("'", "") for w in words]
+    """Index terms of ``text`` in order (stop-words removed, stemmed, no quotes)."""
+    found = _WORD.findall(text.lower().replace("\u2019", "'"))
+    words = [w.replace("'", "") for w in found if w not in STOPWORDS and len(w) < 64]
     return [s for s in _stemmer().stemWords(words) if s]
 
 

@@ -1,4 +1,4 @@
-"""Structure-aware chunking: headings start sections, paragraphs are the unit, sentences the fallback.
+"""Structure-aware chunking: headings open sections, paragraphs are units, sentences the fallback.
 
 Input is a document's text where headings are Markdown ``#`` lines (the loaders
 turn HTML ``<h1>``.., DOCX "Heading N" styles and Markdown into that form).
@@ -46,7 +46,7 @@ class _Block:
 
 
 def _blocks(text: str) -> list[_Block]:
-    """Paragraph blocks (char spans) with the heading path in force, headings themselves excluded."""
+    """Paragraph blocks (char spans) under their heading path; heading lines are excluded."""
     blocks: list[_Block] = []
     path: list[tuple[int, str]] = []
     in_fence = False

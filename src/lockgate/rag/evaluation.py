@@ -144,7 +144,7 @@ def _pct(values: list[float], p: float) -> float:
     if not values:
         return 0.0
     s = sorted(values)
-    return round(s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))], 2)
+    return round(s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))], 2)
 
 
 async def evaluate(

@@ -147,10 +147,10 @@ class Ingestor:
 
         async def source() -> AsyncIterator[SourceDocument]:
             if hasattr(documents, "__aiter__"):
-                async for d in documents:  # type: ignore[union-attr]
+                async for d in documents:
                     yield d
             else:
-                for d in documents:  # type: ignore[union-attr]
+                for d in documents:
                     yield d
 
         async for doc in source():

@@ -210,7 +210,7 @@ class RagService:
         )
 
     def threshold_for(self, coll: CollectionInfo, kind: str) -> float | None:
-        if coll.threshold is not None:
+        if coll.threshold is not None and coll.threshold_kind in (None, kind):
             return coll.threshold
         return DEFAULT_THRESHOLDS.get(kind)
 
@@ -326,9 +326,14 @@ class RagService:
             model=gen, extractive=False, usage=usage,
         ))
 
-    async def set_threshold(self, collection: str, value: float | None) -> None:
+    async def set_threshold(
+        self, collection: str, value: float | None, kind: str | None = None
+    ) -> None:
+        """Store the refusal threshold; ``kind`` (cosine, bm25_norm) limits it to that score."""
         coll = await self.collection(collection)
-        await self.store.set_collection(coll.id, threshold=value, clear_threshold=value is None)
+        await self.store.set_collection(
+            coll.id, threshold=value, threshold_kind=kind, clear_threshold=value is None
+        )
 
 
 def _message_text(body: dict[str, Any]) -> str:

@@ -71,6 +71,8 @@ class CollectionInfo:
     threshold: float | None
     version: int
     created_at: float
+    threshold_kind: str | None = None
+    """The confidence kind (cosine, bm25_norm) the threshold was calibrated on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,7 @@ class DocumentRow:
 _SQLITE_DDL = [
     """CREATE TABLE IF NOT EXISTS rag_collections (
         id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, embed_model TEXT,
-        dim INTEGER, threshold REAL, version INTEGER NOT NULL DEFAULT 0,
+        dim INTEGER, threshold REAL, threshold_kind TEXT, version INTEGER NOT NULL DEFAULT 0,
         created_at REAL NOT NULL, updated_at REAL NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS rag_documents (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -111,7 +113,8 @@ _SQLITE_DDL = [
 _PG_DDL = [
     """CREATE TABLE IF NOT EXISTS rag_collections (
         id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, embed_model TEXT,
-        dim INTEGER, threshold DOUBLE PRECISION, version BIGINT NOT NULL DEFAULT 0,
+        dim INTEGER, threshold DOUBLE PRECISION, threshold_kind TEXT,
+        version BIGINT NOT NULL DEFAULT 0,
         created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS rag_documents (
         id BIGSERIAL PRIMARY KEY,
@@ -180,7 +183,19 @@ class RagStore:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(74201004)"))
             for stmt in _SQLITE_DDL if self.is_sqlite else _PG_DDL:
                 await conn.execute(text(stmt))
+            await self._add_missing_columns(conn)
         self._schema_ready = True
+
+    async def _add_missing_columns(self, conn: AsyncConnection) -> None:
+        """Columns added after the first release of these tables."""
+        if not self.is_sqlite:
+            await conn.execute(text(
+                "ALTER TABLE rag_collections ADD COLUMN IF NOT EXISTS threshold_kind TEXT"
+            ))
+            return
+        cols = {r[1] for r in (await conn.execute(text("PRAGMA table_info(rag_collections)")))}
+        if "threshold_kind" not in cols:
+            await conn.execute(text("ALTER TABLE rag_collections ADD COLUMN threshold_kind TEXT"))
 
     # ------------------------------------------------------------ collections
 
@@ -190,7 +205,8 @@ class RagStore:
             row = (
                 await conn.execute(
                     text(
-                        "SELECT id, name, embed_model, dim, threshold, version, created_at"
+                        "SELECT id, name, embed_model, dim, threshold, version, created_at,"
+                        " threshold_kind"
                         " FROM rag_collections WHERE name = :n"
                     ),
                     {"n": name},
@@ -199,7 +215,7 @@ class RagStore:
         if row is None:
             return None
         return CollectionInfo(
-            int(row[0]), row[1], row[2], row[3], row[4], int(row[5]), float(row[6])
+            int(row[0]), row[1], row[2], row[3], row[4], int(row[5]), float(row[6]), row[7]
         )
 
     async def create_collection(self, name: str, embed_model: str | None) -> CollectionInfo:
@@ -238,7 +254,8 @@ class RagStore:
     async def list_collections(self) -> list[CollectionInfo]:
         await self.ensure_schema()
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(text("SELECT name FROM rag_collections ORDER BY name"))).all()
+            sql = text("SELECT name FROM rag_collections ORDER BY name")
+            rows = (await conn.execute(sql)).all()
         out = []
         for (name,) in rows:
             info = await self.get_collection(name)
@@ -251,14 +268,17 @@ class RagStore:
         cid: int,
         *,
         threshold: float | None = None,
+        threshold_kind: str | None = None,
         clear_threshold: bool = False,
         embed_model: str | None = None,
         dim: int | None = None,
     ) -> None:
-        sets, params = [], {"c": cid}
+        sets: list[str] = []
+        params: dict[str, Any] = {"c": cid}
         if threshold is not None or clear_threshold:
-            sets.append("threshold = :th")
+            sets.append("threshold = :th, threshold_kind = :tk")
             params["th"] = threshold
+            params["tk"] = threshold_kind
         if embed_model is not None:
             sets.append("embed_model = :m")
             params["m"] = embed_model
