@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from lockgate.jobs.model import JobGone, JobNotFound, NewJob, QueueFull
+from lockgate.jobs.model import Delivery, JobGone, JobNotFound, NewJob, QueueFull
 from lockgate.jobs.queue import JobQueue, QueueOptions, open_queue
 
 
@@ -58,7 +58,7 @@ async def test_fail_retries_with_backoff_then_dead_letters(queue: JobQueue) -> N
     res = await queue.enqueue(NewJob(task="echo", input="poison", max_attempts=3))
     for attempt in range(1, 4):
         deadline = time.time() + 5
-        got = []
+        got: list[Delivery] = []
         while not got and time.time() < deadline:
             got = await queue.claim("w1")
             if not got:

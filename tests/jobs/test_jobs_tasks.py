@@ -103,12 +103,12 @@ async def test_prompt_task_chain_and_output_contract(runtime: Runtime) -> None:
         name="chain",
         model="m",
         steps=[
-            {  # type: ignore[list-item]
+            {
                 "name": "first",
                 "prompt": "Say something about {{input.topic}}",
                 "output_schema": {"type": "object", "properties": {"word": {"type": "string"}}},
             },
-            {"name": "second", "prompt": "Use {{steps.first.word}}"},  # type: ignore[list-item]
+            {"name": "second", "prompt": "Use {{steps.first.word}}"},
         ],
     )
     runner = TaskRunner(runtime.pipeline, {"chain": spec})
