@@ -64,7 +64,9 @@ def test_config_check_missing_file(tmp_path: Path) -> None:
 
 def test_config_check_ok(tmp_path: Path) -> None:
     cfg = tmp_path / "lockgate.yaml"
-    cfg.write_text("models:\n  - name: local\n    provider: llamacpp\n    path: bundled:gemma-3-270m\n")
+    cfg.write_text(
+        "models:\n  - name: local\n    provider: llamacpp\n    path: bundled:gemma-3-270m\n"
+    )
     proc = run("config", "check", str(cfg), home=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "ok" in proc.stdout

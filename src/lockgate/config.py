@@ -33,7 +33,8 @@ class Pricing(_Strict):
     output_per_mtok: float = Field(0.0, ge=0)
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+        cost = prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok
+        return cost / 1e6
 
 
 class Timeouts(_Strict):

@@ -8,8 +8,11 @@ connections. The HTTP server, workers and CLI commands all use this.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import structlog
 
 from lockgate.config import Config
 from lockgate.metrics import Metrics
@@ -20,6 +23,13 @@ from lockgate.providers import Provider, build_provider
 from lockgate.store import AuditWriter, Store
 
 MASTER_HASH_FILE = "master_key.sha256"
+
+log = structlog.get_logger("lockgate.runtime")
+
+
+def _log_warmup_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("lockgate.warmup_failed", error=str(task.exception()))
 
 
 def master_key_hash(config: Config) -> str | None:
@@ -48,6 +58,7 @@ class Runtime:
     pipeline: Pipeline
     metrics: Metrics
     providers: list[Provider] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     async def start(cls, config: Config, *, metrics: Metrics | None = None) -> Runtime:
@@ -59,12 +70,13 @@ class Runtime:
             flush_interval_ms=config.audit.flush_interval_ms,
             batch_size=config.audit.batch_size,
             max_queue=config.audit.max_queue,
+            spill_dir=config.home_path / "audit-spill",
         )
         audit.start()
         targets: dict[str, list[Target]] = {}
         providers: list[Provider] = []
         for deployment in config.models:
-            provider = build_provider(deployment)
+            provider = build_provider(deployment, home=config.home_path)
             providers.append(provider)
             targets.setdefault(deployment.name, []).append(Target(deployment, provider))
         auth = Authenticator(
@@ -77,9 +89,23 @@ class Runtime:
             metrics=metrics,
             log_bodies=config.log_bodies,
         )
-        return cls(config, store, audit, pipeline, metrics, providers)
+        runtime = cls(config, store, audit, pipeline, metrics, providers)
+        runtime._warm_up()
+        return runtime
+
+    def _warm_up(self) -> None:
+        """Load local models in the background so the first request does not pay for it."""
+        for provider in self.providers:
+            warmup = getattr(provider, "warmup", None)
+            if warmup is not None:
+                task = asyncio.get_running_loop().create_task(warmup())
+                task.add_done_callback(_log_warmup_failure)
+                self._tasks.append(task)
 
     async def aclose(self) -> None:
+        for task in self._tasks:
+            if not task.done():
+                task.cancel()
         for provider in self.providers:
             await provider.aclose()
         await self.audit.close()

@@ -55,7 +55,8 @@ def test_bad_max_tokens(gateway: Gateway, key: str) -> None:
 
 
 def test_oversized_body(gateway: Gateway, key: str) -> None:
-    big = '{"model": "fast", "messages": [{"role":"user","content":"' + "x" * (5 * 1024 * 1024) + '"}]}'
+    text = "x" * (5 * 1024 * 1024)
+    big = '{"model": "fast", "messages": [{"role":"user","content":"' + text + '"}]}'
     assert_error(post(gateway, key, big), 413, "request_too_large")
 
 

@@ -35,7 +35,7 @@ def test_upstream_500_is_502_after_retries(gateway: Gateway, key: str, upstream:
 
 
 def _count(stats: dict[str, object], model: str) -> int:
-    per_model = stats.get("per_model") or stats.get("models") or {}
+    per_model = stats.get("by_model") or {}
     assert isinstance(per_model, dict)
     return int(per_model.get(model, 0))
 

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from lockgate.api.request_io import api_key_of, error_response, json_response, read_json
 from lockgate.errors import BadRequest, Forbidden, GatewayError, NotFound
 from lockgate.runtime import Runtime
-from lockgate.store import AlreadyExists, NotFoundError
+from lockgate.store import AlreadyExists, NotFoundError, StoreError
 
 router = APIRouter(prefix="/admin")
 
@@ -53,9 +53,18 @@ def _parse(model: type[BaseModel], body: dict[str, Any]) -> Any:
         raise BadRequest(f"{loc}: {err['msg']}", param=loc, code="invalid_value") from None
 
 
+def store_error(exc: StoreError) -> GatewayError:
+    code = {404: "not_found", 409: "already_exists", 400: "invalid_value",
+            503: "database_unavailable"}
+    return GatewayError(str(exc), status=exc.http_status,
+                        type="invalid_request_error" if exc.http_status < 500 else "api_error",
+                        code=code.get(exc.http_status))
+
+
 def _jsonable(obj: Any) -> Any:
     data = asdict(obj)
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in data.items()}
+    return {k: (v.isoformat() if isinstance(v, datetime) else list(v) if isinstance(v, tuple)
+                else v) for k, v in data.items()}
 
 
 @router.post("/teams")
@@ -71,6 +80,8 @@ async def create_team(request: Request) -> Response:
         return json_response(_jsonable(team), status=201)
     except GatewayError as exc:
         return error_response(exc)
+    except StoreError as exc:
+        return error_response(store_error(exc))
 
 
 @router.get("/teams")
@@ -81,6 +92,8 @@ async def list_teams(request: Request) -> Response:
         return json_response({"data": [_jsonable(t) for t in teams]})
     except GatewayError as exc:
         return error_response(exc)
+    except StoreError as exc:
+        return error_response(store_error(exc))
 
 
 @router.post("/keys")
@@ -101,6 +114,8 @@ async def create_key(request: Request) -> Response:
         return json_response({**_jsonable(key), "key": plaintext}, status=201)
     except GatewayError as exc:
         return error_response(exc)
+    except StoreError as exc:
+        return error_response(store_error(exc))
 
 
 @router.get("/keys")
@@ -111,6 +126,8 @@ async def list_keys(request: Request) -> Response:
         return json_response({"data": [_jsonable(k) for k in keys]})
     except GatewayError as exc:
         return error_response(exc)
+    except StoreError as exc:
+        return error_response(store_error(exc))
 
 
 @router.post("/keys/{key_id}/revoke")
@@ -123,6 +140,8 @@ async def revoke_key(request: Request, key_id: str) -> Response:
         return json_response({"id": key_id, "revoked": True})
     except GatewayError as exc:
         return error_response(exc)
+    except StoreError as exc:
+        return error_response(store_error(exc))
 
 
 @router.post("/cache/invalidate")
@@ -134,6 +153,8 @@ async def invalidate(request: Request) -> Response:
         return json_response({"invalidated": True})
     except GatewayError as exc:
         return error_response(exc)
+    except StoreError as exc:
+        return error_response(store_error(exc))
 
 
 @router.get("/usage")
@@ -146,6 +167,8 @@ async def usage(request: Request) -> Response:
         return json_response({"data": rows})
     except GatewayError as exc:
         return error_response(exc)
+    except StoreError as exc:
+        return error_response(store_error(exc))
 
 
 def parse_since(value: str) -> datetime:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from lockgate.cli.common import ConfigOption, console, fail, get_config, run
 from lockgate.config import Config
@@ -65,7 +65,7 @@ def teams_list(config: Path | None = ConfigOption) -> None:
     """List teams."""
     cfg = get_config(config)
     teams = with_store(cfg, lambda s: s.list_teams())
-    table = Table("id", "name", "business unit", "created")
+    table = Table(Column("id", no_wrap=True), "name", "business unit", "created")
     for t in teams:
         table.add_row(t.id, t.name, t.business_unit or "", _ts(t.created_at))
     console.print(table)
@@ -99,7 +99,9 @@ def keys_list(
     """List keys (prefixes only)."""
     cfg = get_config(config)
     keys = with_store(cfg, lambda s: s.list_keys(team))
-    table = Table("id", "prefix", "team", "name", "models", "created", "revoked")
+    table = Table("team", "name", "models", "created", "revoked")
+    table.columns.insert(0, Column("prefix", no_wrap=True))
+    table.columns.insert(0, Column("id", no_wrap=True))
     for k in keys:
         table.add_row(k.id, k.key_prefix, k.team_name or k.team_id, k.name,
                       ",".join(k.allowed_models) if k.allowed_models else "*",

@@ -12,20 +12,26 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
-from lockgate.errors import Unauthorized
+from lockgate.errors import Unauthorized, Unavailable
 from lockgate.pipeline.call import Principal
 
 MASTER_KEY_ID = "master"
 
 
 class KeyRecord(Protocol):
-    id: str
-    team_id: str
-    team_name: str | None
-    allowed_models: list[str] | None
-    revoked_at: object | None
+    @property
+    def id(self) -> str: ...
+    @property
+    def team_id(self) -> str: ...
+    @property
+    def team_name(self) -> str | None: ...
+    @property
+    def allowed_models(self) -> Sequence[str] | None: ...
+    @property
+    def revoked_at(self) -> object | None: ...
 
 
 class KeyLookup(Protocol):
@@ -61,7 +67,14 @@ class Authenticator:
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > now:
             return hit[0]
-        record = await self._keys.find_key(api_key)
+        try:
+            record = await self._keys.find_key(api_key)
+        except Exception as exc:  # the store is down: fail closed, loudly
+            if getattr(exc, "http_status", None) == 503 or isinstance(exc, OSError):
+                raise Unavailable(
+                    "Key lookup failed: the database is unreachable.", code="database_unavailable"
+                ) from None
+            raise
         if record is None:
             raise Unauthorized("Invalid API key.")
         if record.revoked_at is not None:

@@ -96,7 +96,7 @@ class Pipeline:
                     return await provider.chat(call.body)
                 return await provider.embeddings(call.body)
 
-            result = await call_with_fallback(plan, run, attempts)
+            result = await call_with_fallback(plan, run, attempts, on_error=self._count_error)
         except GatewayError as exc:
             self._finish_attempts(call, attempts)
             self._record(call, attempts, exc.status, exc.error_class, Usage())
@@ -123,7 +123,7 @@ class Pipeline:
         try:
             plan = await self._admit(call)
             primed = await call_with_fallback(
-                plan, lambda t: prime_stream(t, call.body), attempts
+                plan, lambda t: prime_stream(t, call.body), attempts, on_error=self._count_error
             )
         except GatewayError as exc:
             self._finish_attempts(call, attempts)
@@ -172,7 +172,8 @@ class Pipeline:
         except ProviderError as exc:
             err = to_gateway_error(exc, target.id if target else "?")
             status, error_class = err.status, err.error_class
-            self.metrics.upstream_errors.labels(target.id if target else "?", exc.kind).inc()
+            if target is not None:
+                self._count_error(target, exc)
             raise err from None
         except (asyncio.CancelledError, GeneratorExit):
             status, error_class = CLIENT_CLOSED, "client_disconnected"
@@ -187,6 +188,9 @@ class Pipeline:
             self._record(call, attempts, status, error_class, usage)
 
     # ------------------------------------------------------------ settle
+
+    def _count_error(self, target: Target, exc: ProviderError) -> None:
+        self.metrics.upstream_errors.labels(target.id, exc.kind).inc()
 
     @staticmethod
     def _finish_attempts(call: Call, attempts: Attempts) -> None:

@@ -91,6 +91,7 @@ async def call_with_fallback(
     attempts: Attempts,
     *,
     deadline: float | None = None,
+    on_error: Callable[[Target, ProviderError], None] | None = None,
 ) -> T:
     """Run ``run(target)`` over the plan with retries; raise the mapped last error."""
     last: tuple[ProviderError, Target] | None = None
@@ -104,6 +105,8 @@ async def call_with_fallback(
                 return await run(target)
             except ProviderError as exc:
                 last = (exc, target)
+                if on_error is not None:
+                    on_error(target, exc)
                 if exc.kind not in RETRYABLE or attempt == retries:
                     if exc.kind == "bad_request":
                         raise to_gateway_error(exc, target.id) from None
@@ -115,7 +118,8 @@ async def call_with_fallback(
             finally:
                 attempts.upstream_seconds += time.perf_counter() - t0
     assert last is not None, "empty routing plan"
-    raise to_gateway_error(*last)
+    error, failed = last
+    raise to_gateway_error(error, failed.id)
 
 
 class PrimedStream:

@@ -10,6 +10,7 @@ built (not at import time).
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lockgate.errors import ConfigError
@@ -34,7 +35,11 @@ _MISSING_HINT = {
 }
 
 
-def build_provider(deployment: ModelDeployment) -> Provider:
+_TAKES_HOME = frozenset({"llamacpp"})
+"""Backends that keep files (e.g. an assembled model) under the lockgate home dir."""
+
+
+def build_provider(deployment: ModelDeployment, *, home: Path | None = None) -> Provider:
     """Return a new provider for ``deployment``; ConfigError if its backend is unavailable."""
     try:
         module_name, class_name = PROVIDER_CLASSES[deployment.provider]
@@ -59,5 +64,8 @@ def build_provider(deployment: ModelDeployment) -> Provider:
     cls: Any = getattr(module, class_name, None)
     if cls is None:
         raise ConfigError(f"models[{deployment.name}].provider: {module_name} has no {class_name}")
-    provider: Provider = cls(deployment)
+    if home is not None and deployment.provider in _TAKES_HOME:
+        provider: Provider = cls(deployment, home=home)
+    else:
+        provider = cls(deployment)
     return provider

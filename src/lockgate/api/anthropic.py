@@ -1,0 +1,98 @@
+"""Anthropic-compatible front door: ``POST /v1/messages`` onto the same pipeline.
+
+The request is translated to OpenAI's shape (lockgate's canonical format), run
+through the pipeline like any other call, and the answer (or stream) translated
+back. Errors use Anthropic's error shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from lockgate.api.openai import call_headers
+from lockgate.api.request_io import JSON, api_key_of, read_json, request_id_of
+from lockgate.errors import BadRequest, GatewayError
+from lockgate.formats.anthropic import (
+    OpenAIToAnthropicStream,
+    TranslationError,
+    anthropic_error_body,
+    anthropic_request_to_openai,
+    encode_anthropic_event,
+    openai_response_to_anthropic,
+)
+from lockgate.pipeline import Call
+from lockgate.pipeline.call import new_request_id
+from lockgate.pipeline.validate import model_of
+from lockgate.providers.base import StreamChunk
+from lockgate.runtime import Runtime
+
+router = APIRouter()
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+}
+
+
+def anthropic_error(exc: GatewayError, headers: dict[str, str] | None = None) -> Response:
+    kind = _ERROR_TYPES.get(exc.status, "api_error")
+    return Response(
+        orjson.dumps(anthropic_error_body(exc.message, kind)),
+        status_code=exc.status, media_type=JSON, headers={**exc.headers, **(headers or {})},
+    )
+
+
+@router.post("/v1/messages")
+async def messages(request: Request) -> Response:
+    rt: Runtime = request.app.state.runtime
+    call: Call | None = None
+    try:
+        body = await read_json(request, rt.config.server.max_body_bytes)
+        model = model_of(body)
+        if not isinstance(body.get("max_tokens"), int):
+            raise BadRequest("max_tokens: Field required (an integer)", param="max_tokens")
+        try:
+            oa_body = anthropic_request_to_openai(body)
+        except TranslationError as exc:
+            raise BadRequest(str(exc)) from None
+        stream = bool(body.get("stream"))
+        if stream:
+            oa_body["stream"] = True
+            oa_body["stream_options"] = {"include_usage": True}
+        call = Call(
+            kind="chat", model=model, body=oa_body, api_key=api_key_of(request),
+            request_id=request_id_of(request) or new_request_id(),
+            task=request.headers.get("x-lockgate-task"),
+        )
+        if stream:
+            chunks = await rt.pipeline.chat_stream(call)
+            return StreamingResponse(anthropic_events(chunks, model),
+                                     media_type="text/event-stream", headers=call_headers(call))
+        result = await rt.pipeline.chat(call)
+        return Response(orjson.dumps(openai_response_to_anthropic(result.body, model)),
+                        media_type=JSON, headers=call_headers(call))
+    except GatewayError as exc:
+        return anthropic_error(exc, call_headers(call) if call else None)
+
+
+async def anthropic_events(chunks: AsyncIterator[StreamChunk], model: str) -> AsyncIterator[bytes]:
+    translator = OpenAIToAnthropicStream(model)
+    try:
+        async for chunk in chunks:
+            for name, data in translator.feed(chunk):
+                yield encode_anthropic_event(name, data)
+    except GatewayError as exc:
+        for name, data in translator.error(exc.message):
+            yield encode_anthropic_event(name, data)
+        return
+    for name, data in translator.finish():
+        yield encode_anthropic_event(name, data)
