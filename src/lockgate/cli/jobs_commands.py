@@ -399,6 +399,15 @@ def consume(
     group: str = typer.Option("lockgate", "--group", help="Consumer group / durable name."),
     concurrency: int = typer.Option(8, "--concurrency", "-n", min=1),
     max_attempts: int = typer.Option(3, "--max-attempts", min=1),
+    lease: float = typer.Option(
+        30.0, "--lease", help="Seconds before an unacknowledged event is redelivered."
+    ),
+    dedup: str | None = typer.Option(
+        None,
+        "--dedup",
+        help="redis://host:6379/0 to share handled event ids across consumers "
+        "and restarts (default: in memory).",
+    ),
     config: Path | None = ConfigOption,
 ) -> None:
     """Enrich every event from SOURCE with TASK and publish it to SINK (until SIGTERM)."""
@@ -418,8 +427,13 @@ def consume(
             default_model=settings.default_model,
             source="events",
         )
-        src = open_transport(source, group=group)
-        dst = src if sink == source else open_transport(sink, group=group)
+        src = open_transport(source, group=group, lease=lease)
+        dst = src if sink == source else open_transport(sink, group=group, lease=lease)
+        from lockgate.events.dedup import DedupStore, MemoryDedup, RedisDedup
+
+        store: DedupStore = (
+            RedisDedup(dedup, prefix=f"lockgate:events:{group}:seen") if dedup else MemoryDedup()
+        )
         consumer = EventConsumer(
             src,
             dst,
@@ -429,6 +443,8 @@ def consume(
             id_field=id_field,
             concurrency=concurrency,
             max_attempts=max_attempts,
+            dedup=store,
+            touch_every=max(0.2, lease / 3),
         )
         stop = asyncio.Event()
         _stop_on_signals(stop)
@@ -438,6 +454,7 @@ def consume(
             await src.aclose()
             if dst is not src:
                 await dst.aclose()
+            await store.aclose()
             await rt.aclose()
         console.print(f"stopped: {consumer.stats}", highlight=False)
 
