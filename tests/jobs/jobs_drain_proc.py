@@ -1,0 +1,37 @@
+"""A worker process that logs every job run: ``python jobs_drain_proc.py QUEUE_URL LOG``.
+
+Each run appends ``<job id> <attempt>`` to LOG; SIGTERM stops it gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import sys
+from typing import Any
+
+from lockgate.jobs.model import Job
+from lockgate.jobs.queue import open_queue
+from lockgate.jobs.worker import Worker
+
+
+async def main(url: str, log: str) -> None:
+    queue = open_queue(url)
+    await queue.open()
+    out = open(log, "a", buffering=1)  # noqa: SIM115 - line-buffered for the whole run
+
+    async def handler(job: Job) -> Any:
+        await asyncio.sleep(random.random() * 0.005)
+        out.write(f"{job.id} {job.attempts}\n")
+        return job.input
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await Worker(queue, handler, concurrency=8, lease=10, poll_interval=0.01).run(stop)
+    out.close()
+    await queue.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
