@@ -68,3 +68,15 @@ async def test_sync_removes_vanished_files(service: RagService, tmp_path: Path) 
     assert [h.doc_id for h in res.hits] == ["a.md"] and "green" in res.hits[0].text
     st = await service.status("s")
     assert st["documents"] == 1 and st["max_staleness_seconds"] is not None
+
+
+async def test_embedding_failure_is_reported_and_skipped(
+    service: RagService, fake_pipeline: FakePipeline
+) -> None:
+    async def broken(call: object) -> object:
+        raise RuntimeError("model down")
+
+    fake_pipeline.embeddings = broken  # type: ignore[method-assign,assignment]
+    rep = await service.ingest_documents("e", [_doc("some text")], principal=OPERATOR)
+    assert rep.added == 0 and rep.failed and "model down" in rep.failed[0][1]
+    assert (await service.status("e"))["documents"] == 0

@@ -47,3 +47,18 @@ def test_beir_files(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"text": "no id"}\n')
     with pytest.raises(ValueError, match="_id"):
         load_queries(tmp_path / "bad.jsonl")
+
+
+async def test_evaluate_scores_only_the_given_queries(service: object) -> None:
+    from lockgate.rag.evaluation import evaluate
+    from lockgate.rag.service import RagService
+    from lockgate.rag.types import SourceDocument
+    from tests.rag.rag_support import OPERATOR
+
+    assert isinstance(service, RagService)
+    docs = [SourceDocument(doc_id=str(i), title=f"t{i}", text=f"topic{i} words here")
+            for i in range(5)]
+    await service.ingest_documents("ev", docs, principal=OPERATOR)
+    qrels = {"a": {"1": 1}, "b": {"2": 1}, "c": {"3": 1}}
+    m = await evaluate(service, "ev", {"a": "topic1", "b": "topic2"}, qrels, mode="bm25")
+    assert m["queries"] == 2 and m["nDCG@10"] == 1.0 and m["MRR@10"] == 1.0

@@ -262,7 +262,8 @@ def eval_cmd(
 
     async def go(svc: RagService) -> dict[str, Any]:
         return await evaluate(svc, collection, qs, qr, mode=_mode(mode),
-                              fusion=fusion, alpha=alpha)  # type: ignore[arg-type]
+                              fusion=fusion, alpha=alpha,  # type: ignore[arg-type]
+                              principal=OPERATOR_PRINCIPAL)
 
     out = _with_service(config, go)
     if as_json:
@@ -290,7 +291,8 @@ def calibrate_cmd(
         fail(str(exc), 2)
 
     async def go(svc: RagService) -> dict[str, Any]:
-        cal = await calibrate(svc, collection, qs, qr, mode=_mode(mode))
+        cal = await calibrate(svc, collection, qs, qr, mode=_mode(mode),
+                              principal=OPERATOR_PRINCIPAL)
         if save:
             await svc.set_threshold(collection, cal.threshold, cal.kind)
         return dict(cal.as_dict(), saved=save)

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from lockgate.pipeline.call import Principal
 from lockgate.rag.retrieval import Fusion
 from lockgate.rag.service import RagService
 from lockgate.rag.types import Caller, Mode
@@ -122,13 +123,15 @@ async def run_queries(
     depth: int = 100,
     fusion: Fusion | None = None,
     alpha: float | None = None,
+    principal: Principal | None = None,
 ) -> EvalRun:
     run: dict[str, dict[str, float]] = {}
     lat: list[float] = []
     for qid, text in queries.items():
         t0 = time.perf_counter()
         res = await svc.retrieve(collection, text, OPERATOR, mode=mode, k=depth * 3,
-                                 candidates=max(depth * 3, 100), fusion=fusion, alpha=alpha)
+                                 candidates=max(depth * 3, 100), fusion=fusion, alpha=alpha,
+                                 principal=principal)
         lat.append((time.perf_counter() - t0) * 1000)
         docs: dict[str, float] = {}
         for h in res.hits:
@@ -157,11 +160,13 @@ async def evaluate(
     fusion: Fusion | None = None,
     alpha: float | None = None,
     ks: Sequence[int] = DEFAULT_KS,
+    principal: Principal | None = None,
 ) -> dict[str, Any]:
+    """Metrics for one mode; ``principal`` is whom the query embeddings are charged to."""
     judged = {q: t for q, t in queries.items() if qrels.get(q)}
     er = await run_queries(svc, collection, judged, mode=mode, depth=max(ks), fusion=fusion,
-                           alpha=alpha)
-    out = compute_metrics(qrels, er.run, ks)
+                           alpha=alpha, principal=principal)
+    out = compute_metrics({q: qrels[q] for q in judged}, er.run, ks)
     out["mode"] = mode
     if mode == "hybrid":
         out["fusion"] = fusion or svc.settings.fusion
@@ -199,6 +204,7 @@ async def calibrate(
     qrels: dict[str, dict[str, int]],
     *,
     mode: Mode | None = None,
+    principal: Principal | None = None,
 ) -> Calibration:
     pos: list[float] = []
     neg: list[float] = []
@@ -207,8 +213,9 @@ async def calibrate(
         gold = [d for d, s in qrels.get(qid, {}).items() if s > 0]
         if not gold:
             continue
-        a = await svc.retrieve(collection, text, OPERATOR, mode=mode, k=5)
-        b = await svc.retrieve(collection, text, OPERATOR, mode=mode, k=5, exclude_doc_ids=gold)
+        a = await svc.retrieve(collection, text, OPERATOR, mode=mode, k=5, principal=principal)
+        b = await svc.retrieve(collection, text, OPERATOR, mode=mode, k=5, exclude_doc_ids=gold,
+                               principal=principal)
         kind = a.confidence_kind
         pos.append(a.confidence or 0.0)
         neg.append(b.confidence or 0.0)

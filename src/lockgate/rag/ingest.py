@@ -99,6 +99,7 @@ class _Pending:
     terms: list[Counter[str]]
     vectors: list[bytes | None]
     todo: list[int]
+    is_new: bool = True
 
 
 def _embed_text(doc: SourceDocument, chunk: Chunk) -> str:
@@ -172,10 +173,7 @@ class Ingestor:
                     progress(done, total)
                 continue
             item = await self._prepare(doc, chash, old.pk if old else None, report)
-            if old is None:
-                report.added += 1
-            else:
-                report.updated += 1
+            item.is_new = old is None
             pending.append(item)
             n_pending_chunks += len(item.todo)
             if n_pending_chunks >= self.embed_batch_chunks:
@@ -216,7 +214,7 @@ class Ingestor:
             if texts:
                 try:
                     vecs = await self.embedder.embed(texts)
-                except Exception as exc:
+                except Exception as exc:  # reported per document; the run goes on
                     for p in pending:
                         report.failed.append(
                             (p.doc.source or p.doc.doc_id, f"embedding failed: {exc}")
@@ -235,3 +233,7 @@ class Ingestor:
                 self.coll.id, p.doc, p.chash, p.chunks, p.terms, p.vectors
             )
             report.chunks_written += len(p.chunks)
+            if p.is_new:
+                report.added += 1
+            else:
+                report.updated += 1
