@@ -29,11 +29,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
+from tests.rag.rag_support import OPERATOR, FakePipeline  # noqa: E402
+
 from lockgate.rag.service import RagService, RagSettings  # noqa: E402
 from lockgate.rag.store import RagStore  # noqa: E402
 from lockgate.rag.types import Caller, SourceDocument  # noqa: E402
 from lockgate.store.engine import create_engine  # noqa: E402
-from tests.rag.rag_support import OPERATOR, FakePipeline  # noqa: E402
 
 
 def corpus(n: int, seed: int = 1) -> list[SourceDocument]:
