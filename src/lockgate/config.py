@@ -20,6 +20,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lockgate.errors import ConfigError
+from lockgate.governance.config import (
+    BreakerConfig,
+    BudgetConfig,
+    GovernanceConfig,
+    LimitsConfig,
+)
+from lockgate.guards.config import GuardsConfig
 
 DEFAULT_HOME = Path(".lockgate")
 
@@ -106,6 +113,49 @@ class AuditSettings(_Strict):
     max_queue: int = Field(100_000, ge=100)
 
 
+class Policy(_Strict):
+    """Rate limits and budget of one key, team or model (either may be omitted)."""
+
+    limits: LimitsConfig | None = None
+    budget: BudgetConfig | None = None
+
+    def is_empty(self) -> bool:
+        return (self.limits is None or self.limits.is_empty()) and (
+            self.budget is None or self.budget.is_empty()
+        )
+
+
+class TeamPolicy(Policy):
+    """``teams.<team name or id>``: limits/budget shared by all the team's keys, and the
+    limits/budget every key of the team gets on its own (``key_limits``/``key_budget``)."""
+
+    key_limits: LimitsConfig | None = None
+    key_budget: BudgetConfig | None = None
+
+
+class ModelPolicy(Policy):
+    """``model_policies.<public model>``: limits/budget over all callers, kill-switch fallback."""
+
+    fallback_model: str | None = None
+    """Model answering when this one is switched off (typically a ``provider: rules`` one)."""
+
+
+class CacheSettings(_Strict):
+    """Exact-match response cache (non-stream chat and embeddings), keyed per team."""
+
+    enabled: bool = False
+    ttl_seconds: float = Field(300.0, gt=0)
+    backend: Literal["auto", "memory", "redis"] = "auto"
+    """``auto``: the shared state backend (Redis when ``redis_url`` is set, else memory)."""
+
+
+class KillSwitchDefaults(_Strict):
+    """Models and teams switched off at start (the admin API/CLI changes them at run time)."""
+
+    models: list[str] = Field(default_factory=list)
+    teams: list[str] = Field(default_factory=list)
+
+
 class Config(_Strict):
     server: ServerSettings = ServerSettings()
     database_url: str | None = None
@@ -116,6 +166,46 @@ class Config(_Strict):
     key_cache_ttl: float = Field(5.0, ge=0)
     audit: AuditSettings = AuditSettings()
     models: list[ModelDeployment] = Field(default_factory=list)
+    redis_url: str | None = None
+    """Shared state for many gateways (limits, budgets, breakers, cache, invalidations).
+    Unset: in-process state (one gateway). ``LOCKGATE_REDIS_URL`` overrides."""
+    redis_prefix: str = Field("lg:", min_length=1)
+    governance: GovernanceConfig = GovernanceConfig()
+    breaker: BreakerConfig | None = BreakerConfig()
+    """Per-deployment circuit breaker; ``null`` turns it off."""
+    guards: GuardsConfig | None = None
+    """PII, injection and output contracts; unset means no guard work at all."""
+    cache: CacheSettings = CacheSettings()
+    teams: dict[str, TeamPolicy] = Field(default_factory=dict)
+    """By team name or id."""
+    keys: dict[str, Policy] = Field(default_factory=dict)
+    """By key name or key id; overrides ``teams.<t>.key_limits``/``key_budget`` for that key."""
+    model_policies: dict[str, ModelPolicy] = Field(default_factory=dict)
+    tasks: dict[str, str] = Field(default_factory=dict)
+    """Task -> public model (``x-lockgate-task`` header or ``metadata.task`` in the body)."""
+    kill_switch: KillSwitchDefaults = KillSwitchDefaults()
+
+    @model_validator(mode="after")
+    def _check_model_refs(self) -> Config:
+        names = {m.name for m in self.models}
+        for task, model in self.tasks.items():
+            if model not in names:
+                raise ValueError(f"tasks.{task}: unknown model '{model}'")
+        for model, policy in self.model_policies.items():
+            if model not in names:
+                raise ValueError(f"model_policies.{model}: unknown model '{model}'")
+            fb = policy.fallback_model
+            if fb is not None and (fb not in names or fb == model):
+                raise ValueError(
+                    f"model_policies.{model}.fallback_model: '{fb}' must be another "
+                    "configured model"
+                )
+        for model in self.kill_switch.models:
+            if model not in names:
+                raise ValueError(f"kill_switch.models: unknown model '{model}'")
+        if self.cache.backend == "redis" and not self.redis_url:
+            raise ValueError("cache.backend 'redis' needs redis_url")
+        return self
 
     @field_validator("master_key")
     @classmethod
@@ -202,13 +292,19 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = err["msg"].removeprefix("Value error, ")
+        if not loc and ": " in msg:
+            # a cross-field check names its field at the front: "tasks.legal: unknown ..."
+            head, _, rest = msg.partition(": ")
+            if " " not in head:
+                loc = tuple(int(p) if p.isdigit() else p for p in head.split("."))
+                msg = rest
         line = None
         probe = loc
         while probe and line is None:
             line = lines.get(probe)
             probe = probe[:-1]
         where = f":{line}" if line else ""
-        msg = err["msg"].removeprefix("Value error, ")
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         raise ConfigError(f"{source}{where}: {_fmt_loc(loc)}: {msg}{more}") from None
 
@@ -245,6 +341,8 @@ def apply_env(config: Config) -> Config:
         updates["database_url"] = v
     if v := os.environ.get("LOCKGATE_HOME"):
         updates["home"] = v
+    if v := os.environ.get("LOCKGATE_REDIS_URL"):
+        updates["redis_url"] = v
     if not updates:
         return config
     try:
