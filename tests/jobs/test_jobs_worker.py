@@ -233,3 +233,17 @@ async def test_completion_webhook_signed_and_retried(queue: JobQueue) -> None:
     assert verify("s3cret", body, sig) and not verify("wrong", body, sig)
     payload = orjson.loads(body)
     assert payload["id"] == res.job.id and payload["result"] == {"double": 10}
+
+
+async def test_unstorable_result_is_dead_lettered(queue: JobQueue) -> None:
+    res = await queue.enqueue(NewJob(task="t", input=1, max_attempts=5))
+
+    async def handler(job: Job) -> Any:
+        return {"not json": object()}
+
+    async def dead() -> bool:
+        return (await queue.get(res.job.id)).state == "dead"
+
+    await run_worker_until(Worker(queue, handler, lease=5, poll_interval=0.02), dead)
+    job = await queue.get(res.job.id)
+    assert job.attempts == 1 and "not JSON-serialisable" in (job.last_error or "")

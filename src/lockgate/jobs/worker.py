@@ -227,22 +227,36 @@ class Worker:
                 raise
             except Exception as exc:
                 beat.cancel()
-                message, permanent, retry_in = classify_error(exc)
-                state = await self.queue.fail(d, message, retry_in=retry_in, permanent=permanent)
-                if state == "dead":
-                    self.stats.dead += 1
-                    self._notify(d.job, "job.failed", {"status": "dead", "last_error": message})
-                else:
-                    self.stats.retried += 1
+                await self._fail(d, *classify_error(exc))
                 return
             beat.cancel()
-            if await self.queue.complete(d, result):
+            try:
+                stored = await self.queue.complete(d, result)
+            except TypeError as exc:  # the result cannot be stored as JSON: a bug, not bad luck
+                await self._fail(d, f"result is not JSON-serialisable: {exc}", True, 0.0)
+                return
+            except Exception:
+                log.exception("could not store the result of %s (lease will expire)", d.job.id)
+                return
+            if stored:
                 self.stats.completed += 1
                 self._notify(d.job, "job.completed", {"status": "succeeded", "result": result})
             else:
                 self.stats.duplicates += 1
         finally:
             beat.cancel()
+
+    async def _fail(self, d: Delivery, message: str, permanent: bool, retry_in: float) -> None:
+        try:
+            state = await self.queue.fail(d, message, retry_in=retry_in, permanent=permanent)
+        except Exception:
+            log.exception("could not record the failure of %s (lease will expire)", d.job.id)
+            return
+        if state == "dead":
+            self.stats.dead += 1
+            self._notify(d.job, "job.failed", {"status": "dead", "last_error": message})
+        else:
+            self.stats.retried += 1
 
     def _notify(self, job: Job, event: str, extra: dict[str, Any]) -> None:
         if not job.webhook_url or self.webhooks is None:
