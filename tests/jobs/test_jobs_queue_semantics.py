@@ -167,6 +167,12 @@ async def test_result_expiry_is_gone(url: str) -> None:
         again = await q.enqueue(NewJob(task="echo", input=1, idempotency_key="exp"))
         assert not again.created  # the key still maps to the (gone) job: no second run
         assert await q.claim("w1") == []
+        assert await q.forget(time.time() - 3600) == 0  # tombstone younger than that: kept
+        assert await q.forget(time.time() + 1) == 1
+        with pytest.raises(JobNotFound):
+            await q.get(res.job.id)
+        fresh = await q.enqueue(NewJob(task="echo", input=1, idempotency_key="exp"))
+        assert fresh.created and fresh.job.id != res.job.id  # the idempotency window ended
     finally:
         await q.drop()
         await q.aclose()

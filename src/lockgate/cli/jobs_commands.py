@@ -134,6 +134,7 @@ def worker(
         monitor = QueueMonitor(
             q,
             settings.alerts,
+            tombstone_ttl=settings.tombstone_ttl,
             sender=WebhookSender(secret, attempts=settings.webhook_attempts) if secret else None,
         )
         stop = asyncio.Event()

@@ -48,6 +48,8 @@ class JobsSettings(_Strict):
     """``sqlite:///...`` (default ``<home>/jobs.db``), ``postgresql://...?schema=``, ``redis://...?prefix=``."""
     max_depth: int = Field(100_000, ge=1)
     result_ttl: float = Field(7 * 24 * 3600.0, gt=0)
+    tombstone_ttl: float = Field(30 * 24 * 3600.0, ge=0)
+    """Seconds an expired job stays as a 410 tombstone holding its idempotency key."""
     lease: float = Field(30.0, gt=0)
     concurrency: int = Field(8, ge=1, le=1024)
     poll_interval: float = Field(0.2, gt=0)

@@ -4,7 +4,8 @@
 seconds, sets the gauges (``lockgate_jobs_depth``, ``lockgate_jobs_oldest_age_seconds``,
 ``lockgate_jobs_in_flight``, ``lockgate_jobs_dlq``), sends one ``queue.alert``
 webhook when a threshold is first crossed and one ``queue.resolved`` when it
-clears, and drops expired results (``queue.expire_results``). Run one per
+clears, drops expired results (``queue.expire_results``) and, ``tombstone_ttl``
+after that, the jobs themselves (``queue.forget``: the idempotency window ends). Run one per
 process that serves the API or runs workers; they are idempotent.
 """
 
@@ -85,7 +86,9 @@ class QueueMonitor:
         name: str = "default",
         gauges: JobsGauges | None = None,
         sender: WebhookSender | None = None,
+        tombstone_ttl: float = 30 * 24 * 3600.0,
     ) -> None:
+        self.tombstone_ttl = tombstone_ttl
         self.queue = queue
         self.alerts = alerts
         self.name = name
@@ -106,6 +109,7 @@ class QueueMonitor:
             await self._alert("queue.resolved", key, {})
         self.active = set(now)
         await self.queue.expire_results()
+        await self.queue.forget(time.time() - self.tombstone_ttl)
         return stats
 
     async def _alert(self, event: str, key: str, detail: dict[str, float]) -> None:

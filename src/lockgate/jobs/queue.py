@@ -112,6 +112,14 @@ class JobQueue(Protocol):
         """Drop results past their TTL (the job stays as a tombstone -> JobGone)."""
         ...
 
+    async def forget(self, before: float) -> int:
+        """Delete tombstones of jobs whose result expired before ``before`` (Unix time).
+
+        Their ids then answer 404 instead of 410 and their idempotency keys are free
+        again: this is the end of the idempotency window.
+        """
+        ...
+
     async def set_webhook_status(self, job_id: str, status: str) -> None: ...
 
     async def stats(self) -> QueueStats: ...

@@ -358,9 +358,27 @@ _EXPIRE = (
 local now = tonumber(ARGV[2])
 local ids = redis.call('ZRANGEBYSCORE', P .. ':expiry', '-inf', now, 'LIMIT', 0, 1000)
 for _, id in ipairs(ids) do
+  local at = tonumber(redis.call('HGET', jk(id), 'expires_at') or now)
   redis.call('HSET', jk(id), 'state', 'expired', 'input', 'null')
   redis.call('HDEL', jk(id), 'result')
   redis.call('ZREM', P .. ':expiry', id)
+  redis.call('ZADD', P .. ':gone', at, id)
+end
+return #ids
+"""
+)
+
+
+# ARGV: prefix, now, before -> number forgotten
+_FORGET = (
+    _LIB
+    + r"""
+local ids = redis.call('ZRANGEBYSCORE', P .. ':gone', '-inf', '(' .. ARGV[3], 'LIMIT', 0, 1000)
+for _, id in ipairs(ids) do
+  local idem = redis.call('HGET', jk(id), 'idempotency_key')
+  if idem and idem ~= '' then redis.call('DEL', P .. ':idem:' .. idem) end
+  redis.call('DEL', jk(id))
+  redis.call('ZREM', P .. ':gone', id)
 end
 return #ids
 """
@@ -444,6 +462,7 @@ class RedisQueue:
                 "dlq_retry": _DLQ_RETRY,
                 "dlq_purge": _DLQ_PURGE,
                 "expire": _EXPIRE,
+                "forget": _FORGET,
             }.items()
         }
 
@@ -650,6 +669,9 @@ class RedisQueue:
 
     async def expire_results(self) -> int:
         return int(await self._run("expire"))
+
+    async def forget(self, before: float) -> int:
+        return int(await self._run("forget", before))
 
     async def set_webhook_status(self, job_id: str, status: str) -> None:
         await self.r.hset(f"{self.prefix}:job:{job_id}", "webhook_status", status)

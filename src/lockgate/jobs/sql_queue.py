@@ -429,6 +429,12 @@ class SqlQueue(abc.ABC):
                 now,
             )
 
+    async def forget(self, before: float) -> int:
+        async with self._tx(atomic=False) as tx:
+            return await tx.execute(
+                self._q("DELETE FROM {t} WHERE state = 'expired' AND expires_at < ?"), before
+            )
+
     async def set_webhook_status(self, job_id: str, status: str) -> None:
         async with self._tx(atomic=False) as tx:
             await tx.execute(
