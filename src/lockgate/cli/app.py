@@ -8,6 +8,7 @@ import typer
 
 from lockgate import __version__
 from lockgate.cli.admin_commands import keys_app, teams_app, usage
+from lockgate.cli.audit_commands import audit_app
 from lockgate.cli.common import console, fail
 from lockgate.cli.serve_commands import serve, up
 from lockgate.config import load_config
@@ -28,6 +29,7 @@ app.command()(usage)
 app.add_typer(teams_app, name="teams")
 app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
+app.add_typer(audit_app, name="audit")
 
 
 @config_app.command("check")

@@ -21,6 +21,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from lockgate.store.chain import insert_chained
 from lockgate.store.engine import create_engine, writer_engine
 from lockgate.store.errors import (
     AlreadyExists,
@@ -40,7 +41,7 @@ from lockgate.store.records import (
 )
 from lockgate.store.tables import api_keys, teams
 from lockgate.store.urls import safe_url
-from lockgate.store.usage import insert_usage_rows, recent_usage_rows, summarise_usage
+from lockgate.store.usage import recent_usage_rows, summarise_usage
 
 __all__ = ["KEY_PREFIX", "UNSET", "Store"]
 
@@ -397,12 +398,15 @@ class Store:
     async def write_usage_rows(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """Insert already-converted rows (see ``records.usage_row``) in one transaction.
 
-        Raw SQLAlchemy errors propagate (the AuditWriter classifies them).
+        The rows extend the tamper-evident hash chain (:mod:`lockgate.store.chain`):
+        the transaction locks the chain head, so concurrent writers (tasks or
+        processes) serialise per batch. Raw SQLAlchemy errors propagate (the
+        AuditWriter classifies them).
         """
         if not rows:
             return 0
         async with self._writer.begin() as conn:
-            return await insert_usage_rows(conn, rows)
+            return await insert_chained(conn, rows)
 
     async def _team_filter(self, conn: AsyncConnection, team: str | None) -> str | None:
         if team is None:

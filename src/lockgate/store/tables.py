@@ -1,6 +1,7 @@
 """The store's tables (SQLAlchemy Core), portable between SQLite and PostgreSQL.
 
-The initial Alembic revision (``migrations/versions/0001_initial.py``) creates
+The Alembic revisions (``migrations/versions/0001_initial.py``, then
+``0002_audit_chain_shadow.py`` for the audit hash chain and shadow results) create
 exactly these; ``tests/store`` checks that the migrated schema and this metadata
 do not drift apart. Timestamps are timezone-aware UTC in Python on both engines.
 """
@@ -13,7 +14,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-__all__ = ["UTCDateTime", "api_keys", "metadata", "teams", "usage_records"]
+__all__ = [
+    "UTCDateTime",
+    "api_keys",
+    "audit_chain",
+    "metadata",
+    "shadow_results",
+    "teams",
+    "usage_records",
+]
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -104,4 +113,39 @@ usage_records = sa.Table(
     sa.Column("cached", sa.Boolean(), nullable=False),
     sa.Column("request_body", sa.Text(), nullable=True),
     sa.Column("response_body", sa.Text(), nullable=True),
+    # tamper-evident hash chain (lockgate.store.chain); NULL only for rows written around it
+    sa.Column("seq", sa.BigInteger(), nullable=True, unique=True),
+    sa.Column("chain_hash", sa.String(64), nullable=True),
+)
+
+# The audit chain head: one row (id 1), locked by every batch that extends the chain.
+audit_chain = sa.Table(
+    "audit_chain",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger(), nullable=False),
+    sa.Column("head_hash", sa.String(64), nullable=False),
+)
+
+# Shadow traffic (lockgate.pipeline.shadow): the primary and candidate answers side by side.
+shadow_results = sa.Table(
+    "shadow_results",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("request_id", sa.String(), nullable=False),
+    sa.Column("model", sa.String(), nullable=False, index=True),
+    sa.Column("primary_deployment", sa.String(), nullable=True),
+    sa.Column("candidate_deployment", sa.String(), nullable=False),
+    sa.Column("primary_text", sa.Text(), nullable=True),
+    sa.Column("candidate_text", sa.Text(), nullable=True),
+    sa.Column("primary_latency_ms", sa.Double(), nullable=False),
+    sa.Column("candidate_latency_ms", sa.Double(), nullable=False),
+    sa.Column("primary_cost", sa.Double(), nullable=False),
+    sa.Column("candidate_cost", sa.Double(), nullable=False),
+    sa.Column("candidate_prompt_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("candidate_completion_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("candidate_error", sa.String(), nullable=True),
+    sa.Column("text_match", sa.Boolean(), nullable=True),
+    sa.Column("json_match", sa.Boolean(), nullable=True),
 )

@@ -1,0 +1,112 @@
+"""``lockgate audit verify|tail|show``: the tamper-evident audit chain from the command line.
+
+``verify`` walks the hash chain (:mod:`lockgate.store.chain`) and prints
+``ok, N records (head SEQ:HASH)`` (exit 0) or one line naming the first edited,
+deleted or inserted record (exit 1). Keep the printed head somewhere else and
+pass it back as ``--anchor SEQ:HASH`` to also detect a rewritten chain.
+
+Wiring: ``app.add_typer(audit_app, name="audit")`` in ``lockgate/cli/app.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import typer
+from rich.table import Table
+
+from lockgate.cli.admin_commands import with_store
+from lockgate.cli.common import ConfigOption, console, fail, get_config
+from lockgate.store import Store
+from lockgate.store.chain import ChainReport, get_chained_record, verify_chain
+from lockgate.store.tables import usage_records
+
+__all__ = ["audit_app"]
+
+audit_app = typer.Typer(help="Tamper-evident audit log (hash chain).", no_args_is_help=True)
+
+
+def _anchor(text: str | None) -> tuple[int, str] | None:
+    if text is None:
+        return None
+    seq, sep, digest = text.partition(":")
+    if not sep or not seq.strip().isdigit() or len(digest.strip()) != 64:
+        fail("--anchor must be SEQ:HASH as printed by `lockgate audit verify`", 2)
+    return int(seq), digest.strip().lower()
+
+
+@audit_app.command("verify")
+def verify(
+    anchor: str | None = typer.Option(
+        None, "--anchor", help="SEQ:HASH saved from an earlier verify; must still match."
+    ),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Walk the audit hash chain; report the first edited, deleted or inserted record."""
+    cfg = get_config(config)
+    expected = _anchor(anchor)
+
+    async def go(store: Store) -> ChainReport:
+        async with store.engine.connect() as conn:
+            return await verify_chain(conn, anchor=expected)
+
+    report = with_store(cfg, go)
+    if not report.ok:
+        fail(report.line())
+    console.print(report.line(), highlight=False, soft_wrap=True)
+
+
+@audit_app.command("tail")
+def tail(
+    n: int = typer.Option(20, "--lines", "-n", min=1, max=10_000, help="How many records."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """The newest audit records in chain order (oldest of them first)."""
+    cfg = get_config(config)
+    u = usage_records
+    cols = (u.c.seq, u.c.request_id, u.c.created_at, u.c.key_id, u.c.team_id, u.c.model,
+            u.c.deployment, u.c.status, u.c.error_class, u.c.prompt_tokens,
+            u.c.completion_tokens, u.c.cost, u.c.chain_hash)
+
+    async def go(store: Store) -> list[dict[str, Any]]:
+        async with store.engine.connect() as conn:
+            stmt = sa.select(*cols).order_by(u.c.seq.desc().nulls_first()).limit(n)
+            return [dict(r) for r in (await conn.execute(stmt)).mappings()][::-1]
+
+    rows = with_store(cfg, go)
+    if as_json:
+        for row in rows:
+            row["created_at"] = row["created_at"].isoformat()
+            print(json.dumps(row))
+        return
+    table = Table("seq", "request", "time (UTC)", "team", "model", "status", "tokens", "cost",
+                  "hash")
+    for r in rows:
+        table.add_row(
+            "-" if r["seq"] is None else str(r["seq"]), r["request_id"],
+            r["created_at"].strftime("%Y-%m-%d %H:%M:%S"), r["team_id"] or "", r["model"],
+            str(r["status"]) + (f" {r['error_class']}" if r["error_class"] else ""),
+            f"{r['prompt_tokens']}+{r['completion_tokens']}", f"{r['cost']:.6f}",
+            (r["chain_hash"] or "")[:12],
+        )
+    console.print(table)
+
+
+@audit_app.command("show")
+def show(request_id: str, config: Path | None = ConfigOption) -> None:
+    """One audit record as JSON, with its chain position and whether its link checks out."""
+    cfg = get_config(config)
+
+    async def go(store: Store) -> dict[str, Any] | None:
+        async with store.engine.connect() as conn:
+            return await get_chained_record(conn, request_id)
+
+    row = with_store(cfg, go)
+    if row is None:
+        fail(f"no audit record for request '{request_id}'")
+    row["created_at"] = row["created_at"].isoformat()
+    print(json.dumps(row, indent=2, default=str))

@@ -1,0 +1,340 @@
+"""Tamper-evident audit: usage rows form a sha256 hash chain.
+
+Every usage row gets a chain position ``seq`` (1, 2, 3, ... without gaps) and
+``chain_hash = sha256(prev_hash + canonical(seq, row))``, where ``prev_hash``
+is the ``chain_hash`` of row ``seq - 1`` (64 zeros for the first row) and
+``canonical`` is a fixed JSON array of the row's fields (see
+:func:`canonical`). The table ``audit_chain`` holds one row (id 1) with the
+chain head (last seq and its hash).
+
+Writing (:func:`insert_chained`, called by ``Store.write_usage_rows``, i.e. by
+the AuditWriter once per batch): one transaction per batch that
+
+1. locks the chain head: ``SELECT ... FROM audit_chain WHERE id = 1 FOR UPDATE``
+   on PostgreSQL (so any number of gateway processes writing to one database
+   serialise their batches and the order is well defined); on SQLite the
+   writer engine's ``BEGIN IMMEDIATE`` already holds the database write lock;
+2. drops request ids that are already stored (and duplicates inside the batch:
+   the first one wins), exactly like the old ``ON CONFLICT DO NOTHING``;
+3. assigns consecutive ``seq`` numbers and hashes and inserts the rows;
+4. moves the head, then commits (the lock is released at commit).
+
+Verifying (:func:`verify_chain`) walks the rows by ``seq`` in pages and reports
+the *first* problem: an edited row (hash mismatch), a deleted row (gap in
+``seq``), rows deleted at the end (head says more rows exist), a row outside
+the chain (``seq`` NULL: inserted by someone other than the writer) or beyond
+the head, and a head whose hash does not match. A complete rewrite of the
+chain from some row onwards (recomputing every later hash and the head) is not
+detectable from the database alone: anchor the head elsewhere
+(``lockgate audit verify`` prints it; ``--anchor SEQ:HASH`` checks a saved one).
+
+Rows that existed before the chain was introduced are chained, in ``id`` order,
+by migration 0002.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from lockgate.store.errors import StoreError
+from lockgate.store.records import USAGE_FIELDS
+from lockgate.store.tables import audit_chain, usage_records
+
+__all__ = [
+    "GENESIS",
+    "ChainConflict",
+    "ChainReport",
+    "canonical",
+    "chain_head",
+    "get_chained_record",
+    "insert_chained",
+    "link",
+    "verify_chain",
+]
+
+GENESIS: Final = "0" * 64
+"""The ``prev_hash`` of the first row."""
+CHAIN_VERSION: Final = 1
+HEAD_ID: Final = 1
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_US: Final = timedelta(microseconds=1)
+_IN_CHUNK: Final = 900
+
+u = usage_records
+
+
+class ChainConflict(StoreError):
+    """A chained insert lost a row to a concurrent non-chained writer; the batch is retried."""
+
+    http_status = 503
+
+
+def _created_us(value: Any) -> int:
+    """``created_at`` (epoch seconds or datetime, naive = UTC) as integer microseconds."""
+    if isinstance(value, datetime):
+        dt = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    else:
+        dt = datetime.fromtimestamp(float(value), UTC)
+    return (dt - _EPOCH) // _US
+
+
+def canonical(seq: int, row: Mapping[Any, Any]) -> bytes:
+    """The bytes hashed for one row: a JSON array in a fixed field order.
+
+    Values are normalised so the row read back from either database gives the
+    same bytes as the row written: ``created_at`` as integer microseconds since
+    the epoch (UTC), numbers as int/float, flags as booleans.
+    """
+    return orjson.dumps(
+        [
+            CHAIN_VERSION,
+            int(seq),
+            row["request_id"],
+            _created_us(row["created_at"]),
+            row["key_id"],
+            row["team_id"],
+            row["model"],
+            row["deployment"],
+            row["kind"],
+            row["source"],
+            int(row["status"]),
+            row["error_class"],
+            int(row["prompt_tokens"]),
+            int(row["completion_tokens"]),
+            float(row["cost"]),
+            float(row["latency_ms"]),
+            float(row["overhead_ms"]),
+            bool(row["stream"]),
+            bool(row["cached"]),
+            row["request_body"],
+            row["response_body"],
+        ]
+    )
+
+
+def link(prev_hash: str, seq: int, row: Mapping[Any, Any]) -> str:
+    """``sha256(prev_hash + canonical(seq, row))`` as hex."""
+    return hashlib.sha256(prev_hash.encode("ascii") + canonical(seq, row)).hexdigest()
+
+
+def _datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return datetime.fromtimestamp(float(value), UTC)
+
+
+async def _lock_head(conn: AsyncConnection) -> tuple[int, str]:
+    stmt = sa.select(audit_chain.c.seq, audit_chain.c.head_hash).where(
+        audit_chain.c.id == HEAD_ID
+    )
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    row = (await conn.execute(stmt)).first()
+    if row is None:  # the head row was removed by hand: start it again (verify will tell)
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects import postgresql as dialect_pg
+
+            ins: Any = dialect_pg.insert(audit_chain).on_conflict_do_nothing()
+        else:
+            from sqlalchemy.dialects import sqlite as dialect_sqlite
+
+            ins = dialect_sqlite.insert(audit_chain).on_conflict_do_nothing()
+        await conn.execute(ins.values(id=HEAD_ID, seq=0, head_hash=GENESIS))
+        row = (await conn.execute(stmt)).first()
+        assert row is not None
+    return int(row[0]), str(row[1])
+
+
+async def _existing(conn: AsyncConnection, request_ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(request_ids), _IN_CHUNK):
+        part = request_ids[start : start + _IN_CHUNK]
+        result = await conn.execute(sa.select(u.c.request_id).where(u.c.request_id.in_(part)))
+        found.update(r[0] for r in result)
+    return found
+
+
+async def insert_chained(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Insert row dicts (``records.usage_row``) as the next links; returns how many were new.
+
+    Must run inside a write transaction (``Store._writer.begin()``); the chain
+    head stays locked until that transaction ends.
+    """
+    if not rows:
+        return 0
+    seq, prev = await _lock_head(conn)
+    existing = await _existing(conn, [r["request_id"] for r in rows])
+    params: list[dict[str, Any]] = []
+    for row in rows:
+        rid = row["request_id"]
+        if rid in existing:
+            continue
+        existing.add(rid)
+        seq += 1
+        prev = link(prev, seq, row)
+        params.append(
+            {**row, "created_at": _datetime(row["created_at"]), "seq": seq, "chain_hash": prev}
+        )
+    if not params:
+        return 0
+    await conn.execute(u.insert(), params)
+    await conn.execute(
+        audit_chain.update().where(audit_chain.c.id == HEAD_ID).values(seq=seq, head_hash=prev)
+    )
+    return len(params)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    """The result of :func:`verify_chain`."""
+
+    ok: bool
+    records: int
+    """Chained rows walked (up to the first problem)."""
+    head_seq: int
+    head_hash: str
+    problem: str | None = None
+    """One line naming the first problem; None when ok."""
+    seq: int | None = None
+    request_id: str | None = None
+
+    def line(self) -> str:
+        if self.ok:
+            return f"ok, {self.records} records (head {self.head_seq}:{self.head_hash})"
+        return f"TAMPERED: {self.problem}"
+
+
+_CHAIN_COLUMNS = (u.c.seq, u.c.chain_hash, *(u.c[name] for name in USAGE_FIELDS))
+
+
+async def chain_head(conn: AsyncConnection) -> tuple[int, str] | None:
+    """``(seq, hash)`` stored in the head row, or None when it is missing."""
+    row = (
+        await conn.execute(
+            sa.select(audit_chain.c.seq, audit_chain.c.head_hash).where(
+                audit_chain.c.id == HEAD_ID
+            )
+        )
+    ).first()
+    return (int(row[0]), str(row[1])) if row is not None else None
+
+
+async def verify_chain(
+    conn: AsyncConnection, *, page: int = 5000, anchor: tuple[int, str] | None = None
+) -> ChainReport:
+    """Walk the whole chain; the first problem found is reported (see the module doc).
+
+    ``anchor`` is a ``(seq, hash)`` saved earlier from a verified chain: the row
+    at that seq must still carry that hash.
+    """
+    head = await chain_head(conn)
+    head_seq, head_hash = head if head is not None else (0, GENESIS)
+    prev, expected, count = GENESIS, 1, 0
+    anchor_seen = anchor is None or anchor[0] == 0
+
+    def bad(problem: str, seq: int | None = None, rid: str | None = None) -> ChainReport:
+        return ChainReport(False, count, head_seq, head_hash, problem, seq, rid)
+
+    while True:
+        stmt = (
+            sa.select(*_CHAIN_COLUMNS)
+            .where(u.c.seq >= expected)
+            .order_by(u.c.seq)
+            .limit(page)
+        )
+        batch = (await conn.execute(stmt)).mappings().all()
+        if not batch:
+            break
+        for row in batch:
+            seq = int(row["seq"])
+            rid = row["request_id"]
+            if seq != expected:
+                missing = _span(expected, seq - 1)
+                return bad(
+                    f"{missing} deleted (chain jumps to #{seq}, request {rid})", expected, rid
+                )
+            if head is not None and seq > head_seq:
+                return bad(
+                    f"record #{seq} (request {rid}) inserted beyond the chain head #{head_seq}",
+                    seq,
+                    rid,
+                )
+            if link(prev, seq, row) != row["chain_hash"]:
+                return bad(
+                    f"record #{seq} (request {rid}) was edited: its hash does not match "
+                    "(the record or its chain hash was changed)",
+                    seq,
+                    rid,
+                )
+            if anchor is not None and seq == anchor[0]:
+                if row["chain_hash"] != anchor[1]:
+                    return bad(
+                        f"record #{seq} (request {rid}) does not match the anchor: "
+                        "the chain was rewritten from here or earlier",
+                        seq,
+                        rid,
+                    )
+                anchor_seen = True
+            prev = row["chain_hash"]
+            expected += 1
+            count += 1
+    last = expected - 1
+    stray = (
+        await conn.execute(
+            sa.select(u.c.id, u.c.request_id).where(u.c.seq.is_(None)).order_by(u.c.id).limit(1)
+        )
+    ).first()
+    if stray is not None:
+        return bad(
+            f"record request {stray[1]} (row id {stray[0]}) is not in the chain: "
+            "inserted outside the audit writer",
+            None,
+            str(stray[1]),
+        )
+    if head is None:
+        if last:
+            return bad("the chain head row (audit_chain id 1) was deleted", last)
+    elif head_seq > last:
+        return bad(f"{_span(last + 1, head_seq)} deleted from the end of the chain", last + 1)
+    elif head_hash != prev:
+        return bad(f"the chain head hash does not match record #{last}", last)
+    if not anchor_seen:
+        assert anchor is not None
+        return bad(f"anchor record #{anchor[0]} is missing: the chain was truncated", anchor[0])
+    return ChainReport(True, count, head_seq, head_hash)
+
+
+def _span(first: int, last: int) -> str:
+    return f"record #{first}" if first == last else f"records #{first}..#{last}"
+
+
+async def get_chained_record(conn: AsyncConnection, request_id: str) -> dict[str, Any] | None:
+    """One stored row with ``seq``, ``chain_hash`` and ``link_ok`` (its own link checks out)."""
+    row = (
+        (await conn.execute(sa.select(*_CHAIN_COLUMNS).where(u.c.request_id == request_id)))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    out = dict(row)
+    link_ok: bool | None = None
+    if row["seq"] is not None:
+        seq = int(row["seq"])
+        if seq == 1:
+            prev: str | None = GENESIS
+        else:
+            prev = (
+                await conn.execute(sa.select(u.c.chain_hash).where(u.c.seq == seq - 1))
+            ).scalar()
+        link_ok = prev is not None and link(prev, seq, row) == row["chain_hash"]
+    out["link_ok"] = link_ok
+    return out
