@@ -8,7 +8,7 @@ import pytest
 
 from lockgate.rag.service import RagService
 from lockgate.rag.types import Caller, SourceDocument
-from tests.rag.rag_support import OPERATOR
+from tests.rag.rag_support import OPERATOR, FakePipeline
 
 USERS = [f"u{i}" for i in range(12)]
 GROUPS = ["eng", "sales", "hr", "legal", "exec"]
@@ -43,6 +43,8 @@ def _allowed(doc: SourceDocument, caller: Caller) -> bool:
 
 @pytest.mark.parametrize("mode", ["bm25", "dense", "hybrid"])
 async def test_no_restricted_chunk_in_results_or_answers(service: RagService, mode: str) -> None:
+    pipe = service.pipeline
+    assert isinstance(pipe, FakePipeline)
     docs = _corpus()
     await service.ingest_documents("acl", docs, principal=OPERATOR)
     by_id = {d.doc_id: d for d in docs}
@@ -57,14 +59,21 @@ async def test_no_restricted_chunk_in_results_or_answers(service: RagService, mo
             assert res.hits, "public documents always exist, so something comes back"
             for h in res.hits:
                 assert _allowed(by_id[h.doc_id], caller), (caller, h.doc_id)
-            ans = await service.answer("acl", query, caller, principal=OPERATOR, mode=mode)  # type: ignore[arg-type]
-            for c in ans.citations:
+            ans = await service.answer("acl", query, caller, principal=OPERATOR, mode=mode,  # type: ignore[arg-type]
+                                       model="local")
+            events = [e async for e in service.answer_stream(
+                "acl", query, caller, principal=OPERATOR, mode=mode, model="local")]  # type: ignore[arg-type]
+            done = events[-1].answer
+            assert done is not None
+            prompt = pipe.prompts[-1].split("\n\nQuestion: ")[0]  # the passages, not the query
+            for c in ans.citations + done.citations:
                 assert _allowed(by_id[c["doc_id"]], caller)
             for other in docs:
                 secret = f"codeword{int(other.doc_id[3:]):03d}"
                 if not _allowed(other, caller):
-                    assert secret not in ans.answer
-                    assert all(secret not in p.text for p in ans.passages)
+                    assert secret not in ans.answer and secret not in done.answer
+                    assert secret not in prompt, "restricted text sent to the model"
+                    assert all(secret not in p.text for p in ans.passages + done.passages)
             checked += 1
     assert checked == len(callers) * len(docs[::9])
 
