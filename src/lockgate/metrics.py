@@ -7,6 +7,7 @@ With several worker processes set ``PROMETHEUS_MULTIPROC_DIR`` (``lockgate serve
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -46,6 +47,29 @@ class Metrics:
             "lockgate_upstream_errors", "Provider failures by deployment and kind",
             ["deployment", "kind"], registry=r,
         )
+        self.governance_denials = Counter(
+            "lockgate_governance_denials", "Calls refused by limits/budgets "
+            "(reason: rate_limit, budget, state_unavailable)", ["reason"], registry=r,
+        )
+        self.cache = Counter(
+            "lockgate_cache", "Response cache lookups by result (hit, miss)", ["result"],
+            registry=r,
+        )
+        self.guard_actions = Counter(
+            "lockgate_guard_actions", "Guardrail actions (guard: pii, injection, contract, "
+            "input, output; action: the policy action or error code)", ["guard", "action"],
+            registry=r,
+        )
+        self.kill_switch_hits = Counter(
+            "lockgate_kill_switch_hits", "Calls stopped or rerouted by a kill switch",
+            ["switch"], registry=r,
+        )
+        self.breaker_state = Gauge(
+            "lockgate_breaker_state", "Circuit breaker per deployment as last seen by this "
+            "process (0 closed, 1 half-open, 2 open)", ["deployment"], registry=r,
+            multiprocess_mode="max",
+        )
+        self._refreshers: list[Callable[[], None]] = []
         self.audit_pending = Gauge(
             "lockgate_audit_pending", "Audit records waiting to be written",
             registry=r, multiprocess_mode="livesum",
@@ -65,7 +89,13 @@ class Metrics:
         if cost:
             self.cost.labels(model).inc(cost)
 
+    def on_render(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` before each render (copy plain-int stats into gauges)."""
+        self._refreshers.append(fn)
+
     def render(self) -> bytes:
+        for fn in self._refreshers:
+            fn()
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

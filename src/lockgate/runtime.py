@@ -4,22 +4,41 @@
 a lock), starts the batched audit writer, builds one provider per deployment
 and the pipeline. ``await runtime.aclose()`` drains the audit writer and closes
 connections. The HTTP server, workers and CLI commands all use this.
+
+Governance: the shared state (``open_state(redis_url)``, process memory when
+unset) backs the :class:`~lockgate.governance.Governor` (limits, budgets), the
+:class:`~lockgate.governance.CircuitBreaker`, the response cache and the kill
+switch. With Redis, key revocations are announced to every gateway
+(:class:`~lockgate.state.Invalidations` on channel ``keys``): a local
+``auth.invalidate(key_id)`` (admin API revoke, ``/admin/cache/invalidate``)
+publishes it, and every gateway's listener drops the key from its cache.
+Nothing here connects at start-up except the Redis subscriptions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
 from lockgate.config import Config
+from lockgate.governance import STATE_CODES, CircuitBreaker, Governor
+from lockgate.guards import Guards
 from lockgate.metrics import Metrics
 from lockgate.pipeline import Pipeline
 from lockgate.pipeline.auth import Authenticator, sha256_hex
+from lockgate.pipeline.cache import ResponseCache
+from lockgate.pipeline.controls import KillSwitch
+from lockgate.pipeline.limits import Limits
+from lockgate.pipeline.pipeline import Controls
+from lockgate.pipeline.resilience import in_background
 from lockgate.pipeline.routing import Router, Target
 from lockgate.providers import Provider, build_provider
+from lockgate.state import Invalidations, MemoryState, StateBackend, open_state
+from lockgate.state.base import StateUnavailable
 from lockgate.store import AuditWriter, Store
 
 MASTER_HASH_FILE = "master_key.sha256"
@@ -58,7 +77,14 @@ class Runtime:
     pipeline: Pipeline
     metrics: Metrics
     providers: list[Provider] = field(default_factory=list)
+    state: StateBackend | None = None
+    governor: Governor | None = None
+    invalidations: Invalidations | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def controls(self) -> Controls:
+        return self.pipeline.controls
 
     @classmethod
     async def start(cls, config: Config, *, metrics: Metrics | None = None) -> Runtime:
@@ -82,16 +108,104 @@ class Runtime:
         auth = Authenticator(
             store, master_key_hash=master_key_hash(config), cache_ttl=config.key_cache_ttl
         )
+        state = open_state(config.redis_url, prefix=config.redis_prefix)
+        shared = not isinstance(state, MemoryState)
+        gov_cfg = config.governance
+        if not shared:
+            gov_cfg = gov_cfg.model_copy(update={"version_key": None})
+        governor = Governor(state, gov_cfg)
+        controls = Controls(
+            limits=Limits(config, governor),
+            breaker=CircuitBreaker(state, config.breaker) if config.breaker else None,
+            guards=Guards(config.guards) if config.guards is not None else None,
+            kill_switch=KillSwitch(state, models=config.kill_switch.models,
+                                   teams=config.kill_switch.teams, shared=shared),
+            tasks=dict(config.tasks),
+            fallbacks={m: p.fallback_model for m, p in config.model_policies.items()
+                       if p.fallback_model},
+        )
+        if config.cache.enabled:
+            cache_state: StateBackend = state
+            if config.cache.backend == "memory" and shared:
+                cache_state = MemoryState()
+            controls.cache = ResponseCache(cache_state, config.cache.ttl_seconds)
         pipeline = Pipeline(
             auth=auth,
             router=Router(targets),
             sink=audit,
             metrics=metrics,
             log_bodies=config.log_bodies,
+            controls=controls,
         )
-        runtime = cls(config, store, audit, pipeline, metrics, providers)
+        runtime = cls(config, store, audit, pipeline, metrics, providers, state=state,
+                      governor=governor)
+        if shared:
+            await runtime._start_shared()
+        elif controls.kill_switch is not None:
+            await controls.kill_switch.start()
+        runtime._attach_mirror()
+        runtime._watch_metrics()
         runtime._warm_up()
         return runtime
+
+    async def _start_shared(self) -> None:
+        """Key invalidations and kill-switch changes from other gateways (Redis pub/sub)."""
+        assert self.state is not None
+        auth = self.pipeline.auth
+        inv = Invalidations(self.state, "keys", on_message=lambda m: auth.drop(m or None),
+                            on_reset=auth.drop)
+        self.invalidations = inv
+        self.pipeline.controls.on_version = inv.observe_version
+
+        def announce(key_id: str | None) -> None:
+            async def send() -> None:
+                try:
+                    await inv.announce(key_id or "")
+                except StateUnavailable as exc:
+                    log.warning("lockgate.invalidation_not_sent", error=str(exc))
+            in_background(send())
+
+        auth.on_invalidate = announce
+        await inv.start()
+        ks = self.pipeline.controls.kill_switch
+        if ks is not None:
+            await ks.start()
+
+    async def revoke_key(self, key_id: str) -> bool:
+        """Revoke in the store, drop it here and tell every gateway (awaited)."""
+        if not await self.store.revoke_key(key_id):
+            return False
+        self.pipeline.auth.drop(key_id)
+        if self.invalidations is not None:
+            await self.invalidations.announce(key_id)
+        return True
+
+    def _attach_mirror(self) -> None:
+        """Shadow traffic (lockgate.pipeline.shadow), when that module is present."""
+        try:
+            from lockgate.pipeline import shadow  # type: ignore[attr-defined]
+        except ImportError:
+            return
+        build = getattr(shadow, "build_mirror", None)
+        if build is None:
+            return
+        try:
+            self.pipeline.controls.mirror = build(self)
+        except Exception as exc:  # a broken optional feature must not stop the gateway
+            log.error("lockgate.shadow_unavailable", error=str(exc))
+
+    def _watch_metrics(self) -> None:
+        breaker = self.pipeline.controls.breaker
+        gauge = self.metrics.breaker_state
+        if breaker is None:
+            return
+
+        def refresh() -> None:
+            for dep, code in breaker.state_codes().items():
+                gauge.labels(dep).set(code)
+
+        assert STATE_CODES  # 0 closed / 1 half-open / 2 open
+        self.metrics.on_render(refresh)
 
     def _warm_up(self) -> None:
         """Load local models in the background so the first request does not pay for it."""
@@ -106,7 +220,17 @@ class Runtime:
         for task in self._tasks:
             if not task.done():
                 task.cancel()
+        if self.invalidations is not None:
+            await self.invalidations.stop()
+        ks = self.pipeline.controls.kill_switch
+        if ks is not None:
+            await ks.stop()
         for provider in self.providers:
             await provider.aclose()
         await self.audit.close()
         await self.store.close()
+        if self.governor is not None:
+            with contextlib.suppress(StateUnavailable):
+                await self.governor.retry_pending()
+        if self.state is not None:
+            await self.state.close()

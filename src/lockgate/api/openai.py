@@ -18,6 +18,7 @@ from lockgate.api.request_io import (
 )
 from lockgate.errors import GatewayError
 from lockgate.pipeline import Call, Pipeline
+from lockgate.pipeline.cache import wants_no_cache
 from lockgate.pipeline.call import Principal, new_request_id
 from lockgate.pipeline.validate import model_of
 from lockgate.providers.base import StreamChunk
@@ -40,6 +41,8 @@ def call_headers(call: Call) -> dict[str, str]:
     }
     if call.deployment:
         headers["x-lockgate-deployment"] = call.deployment
+    if call.response_headers:
+        headers.update(call.response_headers)
     return headers
 
 
@@ -52,6 +55,7 @@ async def build_call(request: Request, rt: Runtime, kind: str) -> Call:
         api_key=api_key_of(request),
         request_id=request_id_of(request) or new_request_id(),
         task=request.headers.get("x-lockgate-task"),
+        no_cache=wants_no_cache(request.headers.get("cache-control")),
         end_user=body.get("user") if isinstance(body.get("user"), str) else None,
     )
     return call

@@ -4,7 +4,9 @@ Virtual keys are looked up by hash in the store and cached in memory for
 ``key_cache_ttl`` seconds. Revoking through this process (admin API, or the CLI
 notifying the running gateway) invalidates the cache immediately; other
 processes see a revocation within ``key_cache_ttl`` (or at once when a shared
-state backend broadcasts invalidations).
+state backend broadcasts invalidations: the runtime sets ``on_invalidate`` to
+announce every local :meth:`Authenticator.invalidate` to all gateways, whose
+listeners call :meth:`Authenticator.drop`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from lockgate.errors import Unauthorized, Unavailable
@@ -54,6 +56,8 @@ class Authenticator:
         self._master_hash = master_key_hash
         self._ttl = cache_ttl
         self._cache: dict[str, tuple[Principal, float]] = {}
+        self.on_invalidate: Callable[[str | None], None] | None = None
+        """Called by :meth:`invalidate` (not :meth:`drop`): tell the other gateways."""
 
     async def authenticate(self, api_key: str | None) -> Principal:
         if not api_key:
@@ -87,6 +91,7 @@ class Authenticator:
             allowed_models=frozenset(record.allowed_models)
             if record.allowed_models is not None
             else None,
+            key_name=getattr(record, "name", None) or None,
         )
         if len(self._cache) > 100_000:
             self._cache.clear()
@@ -94,7 +99,14 @@ class Authenticator:
         return principal
 
     def invalidate(self, key_id: str | None = None) -> None:
-        """Forget cached keys (one key id, or all)."""
+        """Forget cached keys (one key id, or all) here and, through ``on_invalidate``,
+        on every other gateway."""
+        self.drop(key_id)
+        if self.on_invalidate is not None:
+            self.on_invalidate(key_id)
+
+    def drop(self, key_id: str | None = None) -> None:
+        """Forget cached keys in this process only (one key id, or all)."""
         if key_id is None:
             self._cache.clear()
             return

@@ -20,6 +20,7 @@ class Principal:
     allowed_models: frozenset[str] | None = None
     """None means every model; otherwise the public model names this key may use."""
     is_master: bool = False
+    key_name: str | None = None
 
     def may_use(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models
@@ -46,12 +47,18 @@ class Call:
     request_id: str = field(default_factory=new_request_id)
     source: str = "http"
     task: str | None = None
+    no_cache: bool = False
+    """The caller opted out of the response cache (``cache-control: no-cache``)."""
     end_user: str | None = None
     started: float = field(default_factory=time.perf_counter)
     started_at: float = field(default_factory=time.time)
     # filled in on the way
     deployment: str | None = None
     upstream_seconds: float = 0.0
+    response_headers: dict[str, str] = field(default_factory=dict)
+    """Headers the adapter adds to the answer (x-ratelimit-*, x-lockgate-cache, guards)."""
+    requested_model: str | None = None
+    """The model the client asked for, when task routing or a kill switch changed ``model``."""
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

@@ -1,36 +1,83 @@
 """The one path every model call takes.
 
-authenticate -> policy (model exists, key may use it) -> validate -> route
--> resilient call (retries, fallback) -> settle (usage, cost) -> audit + metrics.
+authenticate -> policy (task routing, kill switch, model exists, key may use it,
+validate) -> limits + budget reserve -> input guards (PII, injection) -> cache
+-> route (weights, fallbacks) -> resilient call (retries, circuit breakers)
+-> output guards (contracts with one repair, PII restore) -> settle budget
+-> audit + metrics.
 
-Governance stages from the later issues (limits, budgets, guards, cache) slot in
-between policy and route; they are not part of this module yet.
+Every governance stage is optional (:class:`Controls`); with none configured the
+path is the foundation one: no state round-trips, no guard work. Writes that do
+not change the answer (budget settles, breaker outcomes, cache fills, audit
+rows) run after the answer, in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from lockgate.errors import BadRequest, Forbidden, GatewayError, NotFound
+from lockgate.config import ModelDeployment
+from lockgate.errors import BadRequest, Forbidden, GatewayError, NotFound, Unavailable
+from lockgate.governance import BudgetExceeded, CircuitBreaker, Ticket
+from lockgate.guards import ContractViolation, GuardError, Guards, RequestGuards
 from lockgate.metrics import Metrics
 from lockgate.pipeline.accounting import RecordSink, build_record, estimate_tokens
 from lockgate.pipeline.auth import Authenticator
+from lockgate.pipeline.cache import ResponseCache, cache_key
 from lockgate.pipeline.call import Call, Principal
+from lockgate.pipeline.contracts import contract_for, repair_body, strip_gateway_metadata
+from lockgate.pipeline.controls import KillSwitch
+from lockgate.pipeline.limits import Limits
 from lockgate.pipeline.resilience import (
     Attempts,
     PrimedStream,
     call_with_fallback,
+    in_background,
     prime_stream,
+    record_failure,
     to_gateway_error,
 )
 from lockgate.pipeline.routing import Router, Target
 from lockgate.pipeline.validate import check_chat_body, check_embeddings_body
 from lockgate.providers.base import Completion, ProviderError, StreamChunk, Usage
+from lockgate.state.base import StateUnavailable
 
 CLIENT_CLOSED = 499
+CACHE_HEADER = "x-lockgate-cache"
+
+__all__ = ["CLIENT_CLOSED", "Controls", "Pipeline"]
+
+
+@dataclass
+class Controls:
+    """The optional governance stages; each None/empty when not configured."""
+
+    limits: Limits | None = None
+    breaker: CircuitBreaker | None = None
+    guards: Guards | None = None
+    cache: ResponseCache | None = None
+    kill_switch: KillSwitch | None = None
+    tasks: dict[str, str] = field(default_factory=dict)
+    fallbacks: dict[str, str] = field(default_factory=dict)
+    """model -> fallback model when the model (or the caller's team) is switched off."""
+    on_version: Callable[[int | None], bool] | None = None
+    """Fed the invalidation version read during admission; True: re-authenticate."""
+    mirror: Any = None
+    """Optional shadow mirror (``maybe_mirror(call, body, completion, latency_s, cost)``)."""
+
+
+@dataclass(slots=True)
+class _Flow:
+    """Per-call governance state carried between stages."""
+
+    ticket: Ticket | None = None
+    guards: RequestGuards | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+    cache_key: str | None = None
 
 
 class Pipeline:
@@ -42,12 +89,14 @@ class Pipeline:
         sink: RecordSink,
         metrics: Metrics,
         log_bodies: bool = False,
+        controls: Controls | None = None,
     ) -> None:
         self.auth = auth
         self.router = router
         self._sink = sink
         self.metrics = metrics
         self._log_bodies = log_bodies
+        self.controls = controls or Controls()
 
     # ------------------------------------------------------------ stages
 
@@ -57,13 +106,51 @@ class Pipeline:
     def visible_models(self, principal: Principal) -> list[str]:
         return [m for m in self.router.models() if principal.may_use(m)]
 
+    def _policy(self, call: Call) -> None:
+        """Task routing and the kill switch: may change ``call.model``."""
+        c = self.controls
+        if c.tasks:
+            task = call.task
+            if task is None:
+                meta = call.body.get("metadata")
+                if isinstance(meta, dict) and isinstance(meta.get("task"), str):
+                    task = call.task = meta["task"]
+            target = c.tasks.get(task) if task else None
+            if target is not None and target != call.model:
+                p = call.principal
+                if p is not None and not p.may_use(target):
+                    raise Forbidden(f"This key may not use the model '{target}' that task "
+                                    f"'{task}' routes to.", param="model")
+                call.requested_model = call.requested_model or call.model
+                call.model = target
+        ks = c.kill_switch
+        if ks is not None and ks.active:
+            p = call.principal
+            blocked = ks.blocked(call.model, p.team_id if p else None, p.team_name if p else None)
+            if blocked is not None:
+                ks.hits += 1
+                self.metrics.kill_switch_hits.labels(blocked).inc()
+                fallback = c.fallbacks.get(call.model)
+                if fallback is None or ks.blocked(fallback, None, None) is not None:
+                    what = f"model '{call.model}'" if blocked == "model" else "this team"
+                    raise Unavailable(
+                        f"Calls to {what} are switched off by an administrator (kill switch) "
+                        "and no fallback is configured.",
+                        code=f"{blocked}_disabled",
+                    )
+                call.requested_model = call.requested_model or call.model
+                call.model = fallback
+                call.response_headers["x-lockgate-kill-switch"] = blocked
+
     async def _admit(self, call: Call) -> list[Target]:
         if call.principal is None:
             call.principal = await self.auth.authenticate(call.api_key)
+        if self.controls.tasks or self.controls.kill_switch is not None:
+            self._policy(call)
         plan = self.router.plan(call.model)
         if not plan:
             raise NotFound(f"The model '{call.model}' does not exist.", param="model")
-        if not call.principal.may_use(call.model):
+        if not call.principal.may_use(call.requested_model or call.model):
             raise Forbidden(f"This key may not use the model '{call.model}'.", param="model")
         mode = plan[0].deployment.mode
         if mode != ("chat" if call.kind == "chat" else "embeddings"):
@@ -77,6 +164,51 @@ class Pipeline:
             check_embeddings_body(call.body)
         return plan
 
+    async def _govern(self, call: Call, plan: list[Target], flow: _Flow) -> None:
+        """Limits + budget reserve, then input guards. Fills ``flow``."""
+        c = self.controls
+        flow.body = call.body
+        if c.limits is not None and c.limits.active:
+            deps: list[ModelDeployment] = [t.deployment for t in plan]
+            try:
+                flow.ticket = await c.limits.admit(call, deps)
+            except BudgetExceeded:
+                self.metrics.governance_denials.labels("budget").inc()
+                raise
+            except StateUnavailable:
+                self.metrics.governance_denials.labels("state_unavailable").inc()
+                raise
+            except GatewayError as exc:
+                if exc.status == 429:
+                    self.metrics.governance_denials.labels("rate_limit").inc()
+                raise
+            if (flow.ticket is not None and c.on_version is not None
+                    and c.on_version(flow.ticket.version) and call.api_key):
+                # the key cache was reset by another gateway: check the key again
+                call.principal = await self.auth.authenticate(call.api_key)
+        if c.guards is not None and call.kind == "chat":
+            p = call.principal
+            try:
+                rg = c.guards.check_request(
+                    flow.body, team_id=p.team_id if p else None,
+                    team_name=p.team_name if p else None,
+                )
+            except GatewayError as exc:
+                self.metrics.guard_actions.labels("input", exc.error_class).inc()
+                raise
+            flow.guards = rg
+            flow.body = rg.body
+            hdrs = rg.headers
+            if hdrs:
+                call.response_headers.update(hdrs)
+                if rg.pii is not None and rg.pii.findings:
+                    self.metrics.guard_actions.labels("pii", rg.pii_policy.action).inc()
+                if rg.injection is not None and rg.injection.hit:
+                    self.metrics.guard_actions.labels("injection",
+                                                      rg.injection_policy.action).inc()
+        if "metadata" in flow.body:
+            flow.body = strip_gateway_metadata(flow.body)
+
     # ------------------------------------------------------------ non-stream
 
     async def chat(self, call: Call) -> Completion:
@@ -87,57 +219,147 @@ class Pipeline:
 
     async def _complete(self, call: Call, kind: str) -> Completion:
         attempts = Attempts()
+        flow = _Flow()
+        c = self.controls
         try:
             plan = await self._admit(call)
+            await self._govern(call, plan, flow)
+            cache = c.cache
+            if cache is not None:
+                if call.no_cache:
+                    call.response_headers[CACHE_HEADER] = "bypass"
+                else:
+                    flow.cache_key = cache_key(call, flow.body)
+                    hit = await cache.get(flow.cache_key)
+                    if hit is not None:
+                        return self._cache_hit(call, flow, hit)
+                    call.response_headers[CACHE_HEADER] = "miss"
+                    self.metrics.cache.labels("miss").inc()
 
-            async def run(target: Target) -> Completion:
-                provider = target.provider
-                if kind == "chat":
-                    return await provider.chat(call.body)
-                return await provider.embeddings(call.body)
+            def runner(body: dict[str, Any]) -> Callable[[Target], Awaitable[Completion]]:
+                async def run(target: Target) -> Completion:
+                    provider = target.provider
+                    if kind == "chat":
+                        return await provider.chat(body)
+                    return await provider.embeddings(body)
+                return run
 
-            result = await call_with_fallback(plan, run, attempts, on_error=self._count_error)
+            result = await call_with_fallback(plan, runner(flow.body), attempts,
+                                              on_error=self._count_error, breaker=c.breaker)
+            if c.guards is not None and kind == "chat":
+                result = await self._check_contract(call, plan, flow, attempts, result, runner)
+            if flow.cache_key is not None and cache is not None:
+                in_background(cache.put(flow.cache_key, result.body))
+            if flow.guards is not None:
+                new = flow.guards.process_response(result.body)
+                if new is not result.body:
+                    result = Completion(new, result.usage, None)
         except GatewayError as exc:
+            self._end_ticket(flow, None, attempts)
             self._finish_attempts(call, attempts)
             self._record(call, attempts, exc.status, exc.error_class, Usage())
             raise
         except asyncio.CancelledError:
+            self._end_ticket(flow, None, attempts, cancelled=True)
             self._finish_attempts(call, attempts)
             self._record(call, attempts, CLIENT_CLOSED, "client_disconnected", Usage())
             raise
         self._finish_attempts(call, attempts)
-        self._record(call, attempts, 200, None, result.usage, response=result.body)
+        cost = self._record(call, attempts, 200, None, result.usage, response=result.body)
+        self._end_ticket(flow, result.usage, attempts, cost=cost)
+        if c.mirror is not None and kind == "chat":
+            c.mirror.maybe_mirror(call, flow.body, result, call.upstream_seconds, cost)
         return result
+
+    async def _check_contract(
+        self, call: Call, plan: list[Target], flow: _Flow, attempts: Attempts,
+        result: Completion,
+        runner: Callable[[dict[str, Any]], Callable[[Target], Awaitable[Completion]]],
+    ) -> Completion:
+        guards = self.controls.guards
+        contract = contract_for(call.body, guards.contracts if guards else None)
+        if contract is None:
+            return result
+        check = contract.check_completion(result.body)
+        if check.ok:
+            return result
+        self.metrics.guard_actions.labels("contract", "repair").inc()
+        call.response_headers["x-lockgate-contract-repaired"] = "1"
+        body = repair_body(flow.body, contract, check.raw, check.errors)
+        second = await call_with_fallback(
+            plan, runner(body), attempts, on_error=self._count_error,
+            breaker=self.controls.breaker,
+        )
+        usage = Usage(result.usage.prompt_tokens + second.usage.prompt_tokens,
+                      result.usage.completion_tokens + second.usage.completion_tokens)
+        check = contract.check_completion(second.body)
+        if not check.ok:
+            self.metrics.guard_actions.labels("contract", "failed").inc()
+            # the repair cost money: settle it even though the call fails
+            flow_usage = usage
+            self._end_ticket(flow, flow_usage, attempts,
+                             cost=self._price(attempts, flow_usage))
+            raise ContractViolation(contract.id, check.errors)
+        return Completion(second.body, usage, second.raw)
+
+    def _cache_hit(self, call: Call, flow: _Flow, hit: dict[str, Any]) -> Completion:
+        self.metrics.cache.labels("hit").inc()
+        call.response_headers[CACHE_HEADER] = "hit"
+        call.deployment = "cache"
+        body = hit
+        if flow.guards is not None:
+            body = flow.guards.process_response(hit)
+        raw_usage = hit.get("usage")
+        usage = Usage.from_openai(raw_usage) if isinstance(raw_usage, dict) else Usage()
+        record = build_record(call, deployment=None, status=200, error_class=None,
+                              usage=usage, log_bodies=self._log_bodies, response_body=body,
+                              cached=True)
+        self._sink.submit(record)
+        self.metrics.observe_call(call.model, call.kind, 200, record.latency_ms / 1000.0,
+                                  record.overhead_ms / 1000.0, 0, 0, 0.0)
+        if flow.ticket is not None:
+            in_background(flow.ticket.settle(tokens=0, cost=0.0))
+        return Completion(body, usage, None)
 
     # ------------------------------------------------------------ stream
 
     async def chat_stream(self, call: Call) -> AsyncIterator[StreamChunk]:
-        """Admit, route and open the stream; returns once the first chunk is in.
+        """Admit, govern, route and open the stream; returns once the first chunk is in.
 
         Errors up to the first chunk raise here (fallback happened already);
         later failures raise :class:`GatewayError` from the iterator, after
         which the caller must send an error event, never a clean end.
+        Streams bypass the response cache.
         """
         attempts = Attempts()
+        flow = _Flow()
         call.stream = True
+        c = self.controls
         try:
             plan = await self._admit(call)
+            await self._govern(call, plan, flow)
+            if c.cache is not None:
+                call.response_headers[CACHE_HEADER] = "bypass"
+            body = flow.body
             primed = await call_with_fallback(
-                plan, lambda t: prime_stream(t, call.body), attempts, on_error=self._count_error
+                plan, lambda t: prime_stream(t, body), attempts, on_error=self._count_error,
+                breaker=c.breaker,
             )
         except GatewayError as exc:
+            self._end_ticket(flow, None, attempts)
             self._finish_attempts(call, attempts)
             self._record(call, attempts, exc.status, exc.error_class, Usage())
             raise
         except asyncio.CancelledError:
+            self._end_ticket(flow, None, attempts, cancelled=True)
             self._finish_attempts(call, attempts)
             self._record(call, attempts, CLIENT_CLOSED, "client_disconnected", Usage())
             raise
         self._finish_attempts(call, attempts)
-        return self._relay(call, attempts, primed)
+        return self._relay(call, attempts, primed, flow)
 
     async def _relay(
-        self, call: Call, attempts: Attempts, stream: PrimedStream
+        self, call: Call, attempts: Attempts, stream: PrimedStream, flow: _Flow
     ) -> AsyncIterator[StreamChunk]:
         opts = call.body.get("stream_options")
         want_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
@@ -145,6 +367,7 @@ class Pipeline:
         text_len = 0
         status, error_class = 200, None
         target = attempts.deployment
+        sg = flow.guards.stream_guard() if flow.guards is not None else None
         try:
             while True:
                 t0 = time.perf_counter()
@@ -166,15 +389,25 @@ class Pipeline:
                             text_len += len(content)
                     if not want_usage and "usage" in chunk:
                         chunk = {k: v for k, v in chunk.items() if k != "usage"}
+                    if sg is not None:
+                        chunk = sg.process(chunk)
                 elif raw_usage is not None and not want_usage:
                     continue
                 yield chunk
+            if sg is not None:
+                for extra in sg.close():
+                    yield extra
         except ProviderError as exc:
             err = to_gateway_error(exc, target.id if target else "?")
             status, error_class = err.status, err.error_class
             if target is not None:
                 self._count_error(target, exc)
+                record_failure(self.controls.breaker, attempts.permit, exc)
             raise err from None
+        except GuardError as exc:
+            status, error_class = exc.status, exc.error_class
+            self.metrics.guard_actions.labels("output", exc.error_class).inc()
+            raise
         except (asyncio.CancelledError, GeneratorExit):
             status, error_class = CLIENT_CLOSED, "client_disconnected"
             raise
@@ -185,9 +418,36 @@ class Pipeline:
                     estimate_tokens(str(call.body.get("messages", ""))),
                     estimate_tokens("x" * text_len),
                 )
-            self._record(call, attempts, status, error_class, usage)
+            cost = self._record(call, attempts, status, error_class, usage)
+            self._end_ticket(flow, usage, attempts, cost=cost)
 
     # ------------------------------------------------------------ settle
+
+    def _end_ticket(
+        self, flow: _Flow, usage: Usage | None, attempts: Attempts, *,
+        cost: float | None = None, cancelled: bool = False,
+    ) -> None:
+        """Settle (true usage), or release (nothing consumed); off the request path."""
+        ticket = flow.ticket
+        if ticket is None or ticket.done:
+            return
+        flow.ticket = None
+        if usage is not None:
+            in_background(ticket.settle(
+                tokens=usage.prompt_tokens + usage.completion_tokens,
+                cost=cost if cost is not None else 0.0,
+            ))
+        elif cancelled and attempts.tries:
+            in_background(ticket.settle())  # the upstream may have charged: keep the estimate
+        else:
+            in_background(ticket.release())
+
+    @staticmethod
+    def _price(attempts: Attempts, usage: Usage) -> float:
+        target = attempts.deployment
+        if target is None:
+            return 0.0
+        return target.deployment.pricing.cost(usage.prompt_tokens, usage.completion_tokens)
 
     def _count_error(self, target: Target, exc: ProviderError) -> None:
         self.metrics.upstream_errors.labels(target.id, exc.kind).inc()
@@ -206,7 +466,7 @@ class Pipeline:
         error_class: str | None,
         usage: Usage,
         response: Any = None,
-    ) -> None:
+    ) -> float:
         deployment = attempts.deployment.deployment if attempts.deployment else None
         record = build_record(
             call,
@@ -223,3 +483,4 @@ class Pipeline:
             record.overhead_ms / 1000.0, usage.prompt_tokens, usage.completion_tokens,
             record.cost,
         )
+        return record.cost

@@ -4,6 +4,12 @@ deployments, and the mapping of provider failures to client errors.
 Streams fall back only before their first chunk: :func:`open_stream` primes the
 upstream stream (waits for its first chunk) inside the retry/fallback loop, so
 once a byte has gone to the client the deployment is fixed.
+
+With a :class:`~lockgate.governance.CircuitBreaker`, a deployment whose breaker
+is open (shared by every gateway) is skipped for the next one; outcomes are
+recorded in the background (upstream 429/401/402 put the deployment into a
+cooldown). When every deployment is skipped the call fails with 503
+``circuit_open`` and a Retry-After.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from lockgate.errors import (
     BadRequest,
     GatewayError,
     RateLimited,
+    Unavailable,
     UpstreamFailed,
     UpstreamTimeout,
 )
+from lockgate.governance import CircuitBreaker, Permit
 from lockgate.pipeline.routing import Target
 from lockgate.providers.base import ProviderError, StreamChunk
 
@@ -83,6 +91,30 @@ class Attempts:
     deployment: Target | None = None
     upstream_seconds: float = 0.0
     tries: int = 0
+    permit: Permit | None = None
+    """The breaker permit of the deployment that answered (streams record a late cut on it)."""
+    skipped: int = 0
+    """Deployments skipped because their breaker was open."""
+
+
+_BACKGROUND: set[asyncio.Task[object]] = set()
+
+
+def in_background(coro: Awaitable[object]) -> None:
+    """Run ``coro`` off the request path (breaker records, settles); keep a reference."""
+
+    async def wrap() -> object:
+        return await coro
+
+    task: asyncio.Task[object] = asyncio.get_running_loop().create_task(wrap())
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+def record_failure(breaker: CircuitBreaker | None, permit: Permit | None,
+                   exc: ProviderError) -> None:
+    if breaker is not None and permit is not None:
+        in_background(breaker.record_error(permit, exc.kind, exc.retry_after))
 
 
 async def call_with_fallback(
@@ -92,19 +124,30 @@ async def call_with_fallback(
     *,
     deadline: float | None = None,
     on_error: Callable[[Target, ProviderError], None] | None = None,
+    breaker: CircuitBreaker | None = None,
 ) -> T:
     """Run ``run(target)`` over the plan with retries; raise the mapped last error."""
     last: tuple[ProviderError, Target] | None = None
+    wait: float | None = None
     for target in plan:
         retries = target.deployment.max_retries
         for attempt in range(retries + 1):
+            permit: Permit | None = None
+            if breaker is not None:
+                permit = await breaker.acquire(target.id)
+                if not permit.allowed:
+                    attempts.skipped += 1
+                    wait = permit.retry_after if wait is None else min(wait, permit.retry_after)
+                    break
             attempts.tries += 1
             attempts.deployment = target
+            attempts.permit = permit
             t0 = time.perf_counter()
             try:
-                return await run(target)
+                result = await run(target)
             except ProviderError as exc:
                 last = (exc, target)
+                record_failure(breaker, permit, exc)
                 if on_error is not None:
                     on_error(target, exc)
                 if exc.kind not in RETRYABLE or attempt == retries:
@@ -115,9 +158,21 @@ async def call_with_fallback(
                 if deadline is not None and time.monotonic() + delay > deadline:
                     break
                 await asyncio.sleep(delay)
+                continue
             finally:
                 attempts.upstream_seconds += time.perf_counter() - t0
-    assert last is not None, "empty routing plan"
+            if breaker is not None and permit is not None:
+                in_background(breaker.record(permit, ok=True))
+            return result
+    if last is None:
+        seconds = max(1, math.ceil(wait or 1.0))
+        names = ", ".join(t.id for t in plan)
+        raise Unavailable(
+            f"Every deployment is paused by its circuit breaker ({names}); "
+            f"retry in {seconds}s.",
+            code="circuit_open",
+            headers={"retry-after": str(seconds)},
+        )
     error, failed = last
     raise to_gateway_error(error, failed.id)
 
