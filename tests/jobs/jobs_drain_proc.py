@@ -28,6 +28,8 @@ async def main(url: str, log: str) -> None:
 
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    with open(log + ".ready", "w") as ready:  # SIGTERM is handled from here on
+        ready.write("ok")
     await Worker(queue, handler, concurrency=8, lease=10, poll_interval=0.01).run(stop)
     out.close()
     await queue.aclose()

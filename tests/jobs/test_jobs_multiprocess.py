@@ -39,6 +39,11 @@ async def test_two_processes_share_the_queue(queue: JobQueue, url: str, tmp_path
             return st.depth == 0 and st.in_flight == 0
 
         await wait_for(drained, timeout=60, step=0.1)
+
+        async def ready() -> bool:
+            return all(Path(f"{log}.ready").exists() for log in logs)
+
+        await wait_for(ready, timeout=60)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

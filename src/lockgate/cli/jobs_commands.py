@@ -118,7 +118,10 @@ def worker(
             secret = resolve_secret(secret, "jobs.webhook_secret")
         sender = WebhookSender(secret, attempts=settings.webhook_attempts) if secret else None
         runner = TaskRunner(
-            rt.pipeline, settings.task_specs(), default_model=settings.default_model
+            rt.pipeline,
+            settings.task_specs(),
+            default_model=settings.default_model,
+            task_routes=getattr(cfg, "tasks", None),
         )
         batches = OpenAIBatchService(cfg.home_path / "batches", q)
         handler = batch_aware_handler(batches, rt.pipeline, task_handler(runner))
@@ -346,7 +349,11 @@ def batch_run(
     async def go() -> Any:
         rt = await Runtime.start(cfg)
         runner = TaskRunner(
-            rt.pipeline, specs, default_model=settings.default_model, source="batch"
+            rt.pipeline,
+            specs,
+            default_model=settings.default_model,
+            task_routes=getattr(cfg, "tasks", None),
+            source="batch",
         )
         try:
             with Progress(
@@ -426,6 +433,7 @@ def consume(
             rt.pipeline,
             settings.task_specs(),
             default_model=settings.default_model,
+            task_routes=getattr(cfg, "tasks", None),
             source="events",
         )
         src = open_transport(source, group=group, lease=lease)

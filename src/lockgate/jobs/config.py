@@ -80,8 +80,12 @@ class JobsSettings(_Strict):
         )
 
     def task_specs(self) -> dict[str, TaskSpec]:
-        """Built-ins (on ``default_model``) overlaid with the configured tasks."""
-        specs = builtin_tasks(model=self.default_model)
+        """Built-ins overlaid with the configured tasks.
+
+        A task without ``model`` uses the task route (``Config.tasks[name]``) if any, else
+        ``default_model`` (the TaskRunner resolves it).
+        """
+        specs = builtin_tasks()
         for spec in self.tasks:
             specs[spec.name] = spec
         return specs

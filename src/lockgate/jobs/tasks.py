@@ -383,8 +383,11 @@ class TaskRunner:
         default_model: str = "local",
         source: str = "jobs",
         default_principal: Principal = SYSTEM_PRINCIPAL,
+        task_routes: Mapping[str, str] | None = None,
     ) -> None:
         self.default_principal = default_principal
+        self.task_routes = dict(task_routes or {})
+        """``Config.tasks``: task name -> public model, used when a task names no model."""
         self.pipeline = pipeline
         self.tasks = dict(tasks)
         self.default_model = default_model
@@ -418,7 +421,9 @@ class TaskRunner:
         context: dict[str, Any] = {"input": input, "steps": {}}
         result = TaskResult(output={})
         for step in spec.chain():
-            model = step.model or spec.model or self.default_model
+            model = (
+                step.model or spec.model or self.task_routes.get(spec.name) or self.default_model
+            )
             messages: list[dict[str, Any]] = []
             system = step.system or spec.system
             if system:
