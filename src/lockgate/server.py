@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from lockgate import __version__
-from lockgate.api import admin, anthropic, health, openai
+from lockgate.api import admin, anthropic, controls, health, openai
 from lockgate.api.middleware import RequestIdMiddleware
 from lockgate.api.request_io import error_response
 from lockgate.config import Config, load_config
@@ -49,6 +49,7 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.include_router(openai.router)
     app.include_router(anthropic.router)
     app.include_router(admin.router)
+    app.include_router(controls.router)
     app.include_router(health.router)
     app.add_middleware(RequestIdMiddleware)
 
