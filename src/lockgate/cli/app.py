@@ -12,6 +12,7 @@ from lockgate.cli.audit_commands import audit_app
 from lockgate.cli.common import console, fail
 from lockgate.cli.controls_commands import controls_app
 from lockgate.cli.serve_commands import serve, up
+from lockgate.cli.shadow_commands import shadow_app
 from lockgate.config import load_config
 from lockgate.errors import ConfigError
 
@@ -31,6 +32,7 @@ app.add_typer(teams_app, name="teams")
 app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
 app.add_typer(audit_app, name="audit")
+app.add_typer(shadow_app, name="shadow")
 app.add_typer(controls_app, name="controls")
 
 
