@@ -126,7 +126,13 @@ class EventConsumer:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._slot.wait(), timeout=self.poll_timeout)
                     continue
-                msgs = await self.source.fetch(free, self.poll_timeout)
+                try:
+                    msgs = await self.source.fetch(free, self.poll_timeout)
+                except Exception:  # broker hiccup: keep consuming, do not spin
+                    log.exception("fetch from %s failed", self.source.name)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=1.0)
+                    continue
                 for m in msgs:
                     self._inflight += 1
                     self._dispatch(m)

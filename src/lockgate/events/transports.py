@@ -139,7 +139,7 @@ class NatsTransport:
         sub = await self._subscription()
         try:
             msgs = await sub.fetch(max_n, timeout=max(0.05, timeout))
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
             return []
         return [Incoming(_decode(m.data), m, int(m.metadata.num_delivered)) for m in msgs]
 
