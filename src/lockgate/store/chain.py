@@ -162,6 +162,25 @@ async def _existing(conn: AsyncConnection, request_ids: Sequence[str]) -> set[st
     return found
 
 
+def _insert(dialect: str) -> Any:
+    """INSERT that skips (instead of failing on) a request id stored meanwhile."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql as dialect_pg
+
+        return (
+            dialect_pg.insert(u)
+            .on_conflict_do_nothing(index_elements=["request_id"])
+            .returning(u.c.seq)
+        )
+    from sqlalchemy.dialects import sqlite as dialect_sqlite
+
+    return (
+        dialect_sqlite.insert(u)
+        .on_conflict_do_nothing(index_elements=["request_id"])
+        .returning(u.c.seq)
+    )
+
+
 async def insert_chained(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> int:
     """Insert row dicts (``records.usage_row``) as the next links; returns how many were new.
 
@@ -185,7 +204,12 @@ async def insert_chained(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]
         )
     if not params:
         return 0
-    await conn.execute(u.insert(), params)
+    inserted = len((await conn.execute(_insert(conn.dialect.name), params)).all())
+    if inserted != len(params):
+        # only a writer that bypasses the chain can race us here; retrying re-reads it
+        raise ChainConflict(
+            f"{len(params) - inserted} usage rows were inserted concurrently outside the chain"
+        )
     await conn.execute(
         audit_chain.update().where(audit_chain.c.id == HEAD_ID).values(seq=seq, head_hash=prev)
     )
