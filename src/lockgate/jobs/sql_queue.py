@@ -44,11 +44,16 @@ COLUMNS = (
 )
 
 CLAIMABLE = """(
-  (j.state = 'queued' AND j.run_after <= ?) OR (j.state = 'running' AND j.lease_until <= ?)
+  (j.state = 'queued' AND j.run_after <= ?)
+  OR (j.state = 'running' AND j.lease_until <= ? AND j.attempts < j.max_attempts)
 ) AND (j.partition_key IS NULL OR NOT EXISTS (
   SELECT 1 FROM {t} p WHERE p.partition_key = j.partition_key
     AND p.state IN ('queued', 'running') AND p.seq < j.seq
 ))"""
+
+
+SWEEP_INTERVAL = 0.1
+"""Seconds between dead-letter sweeps of expired last-attempt leases (per queue client)."""
 
 
 class SqlTx(abc.ABC):
@@ -107,6 +112,7 @@ class SqlQueue(abc.ABC):
         self.url = url
         self.options = options
         self._depth_cache: tuple[int, float] | None = None
+        self._last_sweep = 0.0
 
     # ------------------------------------------------------------ backend hooks
 
@@ -239,7 +245,9 @@ class SqlQueue(abc.ABC):
         now = time.time()
         until = now + lease
         async with self._tx() as tx:
-            await self._dead_letter_expired(tx, now)
+            if time.monotonic() - self._last_sweep >= SWEEP_INTERVAL:
+                self._last_sweep = time.monotonic()
+                await self._dead_letter_expired(tx, now)
             rows = await tx.fetch(
                 self._q(
                     "UPDATE {t} SET state = 'running', attempts = attempts + 1, lease_owner = ?,"

@@ -134,6 +134,7 @@ class Worker:
         poll_interval: float = 0.2,
         grace: float = 30.0,
         webhooks: WebhookSender | None = None,
+        claim_linger: float = 0.002,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -145,6 +146,8 @@ class Worker:
         self.poll_interval = poll_interval
         self.grace = grace
         self.webhooks = webhooks
+        self.claim_linger = claim_linger
+        self._batch_min = max(1, concurrency // 4)
         self.stats = WorkerStats()
         self._inflight: dict[asyncio.Task[None], Delivery] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -160,6 +163,10 @@ class Worker:
         try:
             while not stop.is_set():
                 free = self.concurrency - len(self._inflight)
+                if 0 < free < self._batch_min and self._inflight and self.claim_linger > 0:
+                    # a moment for more slots to free up, so one claim fetches several jobs
+                    await asyncio.sleep(self.claim_linger)
+                    free = self.concurrency - len(self._inflight)
                 got: list[Delivery] = []
                 if free > 0:
                     try:
