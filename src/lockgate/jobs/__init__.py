@@ -1,5 +1,18 @@
 """Durable jobs: queue backends, tasks, workers, webhooks and batch runs (issue 5).
 
-Public entry points: :func:`lockgate.jobs.queue.open_queue`,
-:class:`lockgate.jobs.worker.Worker`, :class:`lockgate.jobs.tasks.TaskRunner`.
+Modules (each with one job):
+
+* ``model`` — Job/Delivery records, states, QueueFull (429) / JobNotFound (404) / JobGone (410);
+* ``queue`` — the JobQueue contract and ``open_queue(url)``; backends ``sqlite_queue``,
+  ``postgres_queue`` (shared logic in ``sql_queue``) and ``redis_queue`` (Redis Streams);
+* ``tasks`` — TaskSpec (prompt/chain, model or task route, JSON schema, confidence) and
+  TaskRunner (runs a task through the gateway pipeline, validates the answer);
+* ``worker`` — Worker (bounded concurrency, lease heartbeats, graceful stop, retries/DLQ);
+* ``service`` — JobService: submit/get/cancel for the HTTP adapter and CLI;
+* ``webhooks`` — HMAC-SHA256 signed deliveries with retries; ``monitor`` — gauges, alerts,
+  result expiry; ``config`` — the ``jobs:`` config section;
+* ``batch`` — resumable file batches; ``openai_batch`` — the OpenAI Batch API shape.
+
+Not built: a NATS JetStream *job queue* backend (NATS is supported for event consumers,
+:mod:`lockgate.events`).
 """

@@ -8,6 +8,8 @@ classified by :func:`classify_error`: permanent ones (bad input, unknown task,
 backoff (at least the gateway's Retry-After). On stop it claims nothing new,
 lets in-flight jobs finish for ``grace`` seconds, then cancels the rest and
 gives them back to the queue (``release``: the attempt is not counted).
+With only a few slots free it waits ``claim_linger`` seconds so one claim fetches
+several jobs (fewer queue round trips under load).
 
 A job's completion webhook (``webhook_url``) is sent in the background after
 the result is stored, signed and retried by :class:`WebhookSender`; the outcome
