@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# bench/ holds modules (targets.py, ...) that would shadow names transformers imports
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT / "src"))
 
 from lockgate.providers.embedded import MiniLMEncoder, resolve_model_dir  # noqa: E402
@@ -40,7 +42,8 @@ def main() -> None:
         from sentence_transformers import SentenceTransformer
 
         st = SentenceTransformer(str(model_dir), device="cpu")
-    except ImportError:
+    except ImportError as exc:
+        print(json.dumps({"torch": f"not available ({exc})"}))
         st = None
     for r in range(2):
         t = time.perf_counter()
