@@ -176,4 +176,18 @@ async def test_service_scopes_idempotency_and_ownership(queue: JobQueue) -> None
         await svc.get(ja.job.id, b)
     with pytest.raises(BadRequest):
         await svc.submit("nope", 1)
+    for bad in (
+        "ftp://x/y",
+        "http://127.0.0.1:9/h",
+        "http://localhost/h",
+        "http://[::1]/h",
+        "http://10.1.2.3/h",
+        "http://169.254.169.254/latest",
+    ):
+        with pytest.raises(BadRequest, match="webhook_url"):
+            await svc.submit("summarize", 1, webhook_url=bad)
+    ok = await svc.submit("summarize", 1, webhook_url="https://hooks.example.com/x")
+    assert ok.job.webhook_url == "https://hooks.example.com/x"
+    local = JobService(queue, specs, allow_private_webhooks=True)
+    assert (await local.submit("summarize", 2, webhook_url="http://127.0.0.1:9/h")).created
     assert (await queue.get(ja.job.id)).max_attempts == specs["summarize"].max_attempts

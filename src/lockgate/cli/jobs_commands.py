@@ -184,7 +184,10 @@ def jobs_submit(
         fail(f"input is not JSON: {exc}")
 
     async def go(q: JobQueue) -> Any:
-        svc = JobService(q, _settings(cfg).task_specs())
+        settings = _settings(cfg)
+        svc = JobService(
+            q, settings.task_specs(), allow_private_webhooks=settings.allow_private_webhooks
+        )
         return await svc.submit(
             task,
             data,

@@ -61,6 +61,8 @@ class JobsSettings(_Strict):
     default_model: str = "local"
     webhook_secret: str | None = None
     webhook_attempts: int = Field(5, ge=1, le=20)
+    allow_private_webhooks: bool = False
+    """Accept webhook URLs on loopback/private addresses (off: no SSRF into the network)."""
     alerts: AlertSettings = AlertSettings()
     tasks: list[TaskSpec] = Field(default_factory=list)
 

@@ -10,6 +10,7 @@ webhook URL), ``QueueFull`` (429 + Retry-After), ``JobNotFound`` (404),
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,10 +25,24 @@ from lockgate.pipeline.call import Principal
 __all__ = ["JobService"]
 
 
+def _private_host(host: str) -> bool:
+    """Loopback/private/link-local IP literals and ``localhost`` (DNS names are not resolved)."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved
+
+
 @dataclass
 class JobService:
     queue: JobQueue
     tasks: dict[str, TaskSpec]
+    allow_private_webhooks: bool = False
+    """Let webhook_url point at loopback/private addresses (tests, single-host setups)."""
 
     async def submit(
         self,
@@ -50,8 +65,13 @@ class JobService:
             )
         if webhook_url is not None:
             parts = urlsplit(webhook_url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
+            if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise BadRequest("webhook_url must be an http(s) URL", param="webhook_url")
+            if not self.allow_private_webhooks and _private_host(parts.hostname):
+                raise BadRequest(
+                    "webhook_url may not point at a private or loopback address",
+                    param="webhook_url",
+                )
         if idempotency_key is not None and principal is not None:
             # keys are scoped to the submitter: two teams never share a job
             idempotency_key = f"{principal.key_id}:{idempotency_key}"
