@@ -209,6 +209,13 @@ async def test_two_writer_processes_still_verify(store: Store, db_url: str) -> N
         assert p.stdin is not None
         p.stdin.write(b"go\n")
         await p.stdin.drain()
+    # verify while both keep writing: every snapshot is a consistent chain
+    checks = 0
+    while any(p.returncode is None for p in procs) and checks < 50:
+        during = await verify(store)
+        assert during.ok, during.problem
+        checks += 1
+        await asyncio.sleep(0.01)
     outs = [await p.communicate() for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     assert [o[0].strip() for o in outs] == [b"150", b"150"]

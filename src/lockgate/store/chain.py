@@ -256,9 +256,16 @@ async def verify_chain(
 ) -> ChainReport:
     """Walk the whole chain; the first problem found is reported (see the module doc).
 
+    Safe while gateways keep writing: the walk reads one snapshot (PostgreSQL:
+    REPEATABLE READ when ``conn`` has no transaction yet; SQLite: the
+    connection's single read transaction).
+
     ``anchor`` is a ``(seq, hash)`` saved earlier from a verified chain: the row
     at that seq must still carry that hash.
     """
+    if conn.dialect.name == "postgresql" and not conn.in_transaction():
+        # one snapshot for the head and every page: writers may append meanwhile
+        await conn.execution_options(isolation_level="REPEATABLE READ")
     head = await chain_head(conn)
     head_seq, head_hash = head if head is not None else (0, GENESIS)
     prev, expected, count = GENESIS, 1, 0
