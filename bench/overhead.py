@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(REPO))
 
+from bench.gcprobe import read_totals  # noqa: E402
 from bench.loadgen import (  # noqa: E402
     parse_wrk_output,
     probe_overhead_header,
@@ -116,17 +117,21 @@ def measure_target(target: Target, upstream: Started, opts: Options) -> TargetRe
         own_pids, up_pids = own.pids(), upstream.pids()
         t0, u0 = cpu_seconds(own_pids), cpu_seconds(up_pids)
         m0, k0, w0 = machine_busy_seconds(), _children_cpu(), time.monotonic()
+        gc0 = read_totals(target.gc_dir)[2] if target.gc_dir else None
         wrk = run_wrk(target.url, script, c, duration, threads)
+        gc1 = read_totals(target.gc_dir)[2] if target.gc_dir else None
         own_pids2 = sorted(set(own_pids) | set(own.pids()))
         t1, u1 = cpu_seconds(own_pids2), cpu_seconds(up_pids)
         m1, k1, w1 = machine_busy_seconds(), _children_cpu(), time.monotonic()
         ours = (t1 - t0) + (k1 - k0) + (0.0 if own is upstream else u1 - u0)
         other = max(0.0, (m1 - m0) - ours) / max(w1 - w0, 1e-9)
-        level = LevelResult(wrk, t1 - t0, u1 - u0, other)
+        gc2 = (gc1[0] - gc0[0], gc1[1] - gc0[1]) if gc0 and gc1 else None
+        level = LevelResult(wrk, t1 - t0, u1 - u0, other, gc2)
         result.levels[c] = level
         _log(f"  {target.name:14s} c={c:<3d} {wrk.rps:9,.0f} rps  p50 {wrk.p50_ms:8.2f} ms  "
              f"p99 {wrk.p99_ms:8.2f} ms  errors {wrk.error_count}  "
-             f"cpu {level.target_cpu_ms_per_req or 0:.3f} ms/req  other load {other:.2f} cores")
+             f"cpu {level.target_cpu_ms_per_req or 0:.3f} ms/req  other load {other:.2f} cores"
+             + (f"  gen-2 gc {gc2[0]} x, {gc2[1] * 1000:.0f} ms" if gc2 else ""))
     if target.overhead_header and probe_requests > 0:
         result.probe = probe_overhead_header(target.url, BENCH_BODY, target.headers,
                                              target.overhead_header, probe_requests)
@@ -246,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(separate, unmeasured run); collapsed stacks and a summary go to DIR")
     p.add_argument("--profile-concurrency", type=int, default=8)
     p.add_argument("--profile-seconds", type=float, default=10.0)
+    p.add_argument("--gc-probe", action="store_true",
+                   help="run lockgate under bench/gcprobe.py and report full (gen-2) garbage "
+                        "collections per level")
     p.add_argument("--results", type=Path, default=REPO / "bench" / "RESULTS.md")
     rec = p.add_mutually_exclusive_group()
     rec.add_argument("--record", dest="record", action="store_true", default=None,
@@ -334,8 +342,9 @@ def main(argv: list[str] | None = None) -> int:
                 for w in lockgate_workers:
                     run.targets.append(_run_one(
                         f"lockgate w={w}", "lockgate", w,
-                        lambda w=w: start_lockgate(group, workdir, up_url, w,  # type: ignore[misc]
-                                                   lockgate_cmd, extra_env),
+                        lambda w=w: start_lockgate(  # type: ignore[misc]
+                            group, workdir, up_url, w, lockgate_cmd, extra_env,
+                            gc_probe=args.gc_probe),
                         group, upstream.server, opts))
                 if litellm_workers:
                     try:

@@ -60,6 +60,8 @@ class LevelResult:
     upstream_cpu_s: float
     other_cpu_cores: float
     """Average cores busy outside the bench's own processes during the run."""
+    gc2: tuple[int, float] | None = None
+    """Full (generation-2) collections during the run: (count, seconds), all workers summed."""
 
     @property
     def target_cpu_ms_per_req(self) -> float | None:
@@ -339,8 +341,8 @@ def _soak_lines(soak: SoakResult) -> list[str]:
 def _detail_table(run: RunResult) -> list[str]:
     out = ["<details><summary>per level detail</summary>", "",
            "| target | c | requests | rps | p50 | p90 | p99 | p99.9 | max (ms) | errors | "
-           "target CPU ms/req | upstream CPU ms/req | other load (cores) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "target CPU ms/req | upstream CPU ms/req | other load (cores) | gen-2 GC (n, ms) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in run.targets:
         for c, lv in sorted(t.levels.items()):
             w = lv.wrk
@@ -349,7 +351,8 @@ def _detail_table(run: RunResult) -> list[str]:
                 f"| {t.name} | {c} | {w.requests:,} | {_rps(w.rps)} | {_ms(w.p50_ms)} | "
                 f"{_ms(w.p90_ms)} | {_ms(w.p99_ms)} | {_ms(w.p999_ms)} | {_ms(w.max_ms)} | "
                 f"{errs} | {_ms(lv.target_cpu_ms_per_req)} | {_ms(lv.upstream_cpu_ms_per_req)} | "
-                f"{lv.other_cpu_cores:.2f} |")
+                f"{lv.other_cpu_cores:.2f} | "
+                f"{f'{lv.gc2[0]}, {lv.gc2[1] * 1000:.0f}' if lv.gc2 else '-'} |")
     rss = [f"{t.name} {t.rss_mb:.0f} MB" for t in run.targets if t.rss_mb is not None]
     if rss:
         out += ["", "RSS after the run (sum over the target's processes): " + ", ".join(rss) + "."]

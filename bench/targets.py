@@ -63,6 +63,8 @@ class Target:
     server: Started | None
     overhead_header: str | None = None
     notes: list[str] = field(default_factory=list)
+    gc_dir: Path | None = None
+    """Where bench/gcprobe.py writes GC totals for this target (``--gc-probe``)."""
 
 
 def _clean_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -131,8 +133,12 @@ def start_lockgate(
     lockgate_cmd: Sequence[str],
     extra_env: Mapping[str, str] | None = None,
     tag: str = "",
+    gc_probe: bool = False,
 ) -> Target:
     """Start ``lockgate serve`` with a fresh home; create a team and a virtual key.
+
+    With ``gc_probe`` the server runs under ``bench/gcprobe.py`` (same CLI) and reports
+    its garbage collections.
 
     ``lockgate_cmd`` is how to run the CLI (see :func:`lockgate_command`).
     """
@@ -148,14 +154,22 @@ def start_lockgate(
     notes: list[str] = []
     key = _create_virtual_key(lockgate_cmd, config, env, notes)
     port = free_port()
-    argv = [*lockgate_cmd, "serve", "--config", str(config), "--host", "127.0.0.1",
+    gc_dir: Path | None = None
+    serve_cmd = list(lockgate_cmd)
+    if gc_probe:
+        gc_dir = workdir / f"{stem}-gc"
+        env["LOCKGATE_BENCH_GC_DIR"] = str(gc_dir)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p)
+        serve_cmd = [sys.executable, str(REPO / "bench" / "gcprobe.py")]
+    argv = [*serve_cmd, "serve", "--config", str(config), "--host", "127.0.0.1",
             "--port", str(port), "--workers", str(workers)]
     server = group.start(stem, argv, workdir / f"{stem}.log", env=env)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
     url = f"http://127.0.0.1:{port}{CHAT_PATH}"
     wait_until(lambda: _answers_chat(url, headers), 90, server, f"lockgate ({workers} workers)")
     target = Target(f"lockgate w={workers}", "lockgate", workers, url, headers, server,
-                    overhead_header="x-lockgate-overhead-ms", notes=notes)
+                    overhead_header="x-lockgate-overhead-ms", notes=notes, gc_dir=gc_dir)
     _check_chat(target)
     return target
 

@@ -176,3 +176,18 @@ def test_overhead_cli_help_runs() -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     assert "--soak" in proc.stdout and "--no-litellm" in proc.stdout
+
+
+def test_gc_probe_counts_full_collections_across_processes(tmp_path: Path) -> None:
+    code = ("import gc, sys; sys.path.insert(0, sys.argv[1]); from bench import gcprobe; "
+            "gcprobe.install(__import__('pathlib').Path(sys.argv[2])); "
+            "[gc.collect() for _ in range(3)]")
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", code, str(REPO), str(tmp_path)], check=True,
+                       timeout=60)
+    from bench.gcprobe import read_totals
+
+    totals = read_totals(tmp_path)
+    assert totals[2][0] >= 6  # 3 explicit full collections in each of 2 processes
+    assert totals[2][1] > 0
+    assert read_totals(tmp_path, pids=[])[2] == (0, 0.0)
