@@ -27,6 +27,7 @@ from lockgate.governance.config import (
     LimitsConfig,
 )
 from lockgate.guards.config import GuardsConfig
+from lockgate.observability.settings import ShadowSettings, TracingSettings
 
 DEFAULT_HOME = Path(".lockgate")
 
@@ -184,6 +185,10 @@ class Config(_Strict):
     tasks: dict[str, str] = Field(default_factory=dict)
     """Task -> public model (``x-lockgate-task`` header or ``metadata.task`` in the body)."""
     kill_switch: KillSwitchDefaults = KillSwitchDefaults()
+    shadow: ShadowSettings | None = None
+    """Mirror a share of a model's calls to a candidate deployment (lockgate.pipeline.shadow)."""
+    tracing: TracingSettings = TracingSettings()
+    """OpenTelemetry spans per pipeline stage (off unless enabled or OTEL_EXPORTER_OTLP_*)."""
 
     @model_validator(mode="after")
     def _check_model_refs(self) -> Config:

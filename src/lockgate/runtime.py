@@ -28,6 +28,7 @@ from lockgate.config import Config
 from lockgate.governance import STATE_CODES, CircuitBreaker, Governor
 from lockgate.guards import Guards
 from lockgate.metrics import Metrics
+from lockgate.observability.tracing import configure_tracing, shutdown_tracing
 from lockgate.pipeline import Pipeline
 from lockgate.pipeline.auth import Authenticator, sha256_hex
 from lockgate.pipeline.cache import ResponseCache
@@ -144,6 +145,7 @@ class Runtime:
         elif controls.kill_switch is not None:
             await controls.kill_switch.start()
         runtime._attach_mirror()
+        configure_tracing(config.tracing)
         runtime._watch_metrics()
         runtime._warm_up()
         return runtime
@@ -182,17 +184,11 @@ class Runtime:
 
     def _attach_mirror(self) -> None:
         """Shadow traffic (lockgate.pipeline.shadow), when that module is present."""
-        try:
-            from lockgate.pipeline import shadow  # type: ignore[attr-defined]
-        except ImportError:
+        if self.config.shadow is None:
             return
-        build = getattr(shadow, "build_mirror", None)
-        if build is None:
-            return
-        try:
-            self.pipeline.controls.mirror = build(self)
-        except Exception as exc:  # a broken optional feature must not stop the gateway
-            log.error("lockgate.shadow_unavailable", error=str(exc))
+        from lockgate.pipeline.shadow import build_mirror
+
+        self.pipeline.controls.mirror = build_mirror(self)
 
     def _watch_metrics(self) -> None:
         breaker = self.pipeline.controls.breaker
@@ -225,6 +221,9 @@ class Runtime:
         ks = self.pipeline.controls.kill_switch
         if ks is not None:
             await ks.stop()
+        mirror = self.pipeline.controls.mirror
+        if mirror is not None:
+            await mirror.aclose()  # drains queued samples, writes their rows
         for provider in self.providers:
             await provider.aclose()
         await self.audit.close()
@@ -234,3 +233,4 @@ class Runtime:
                 await self.governor.retry_pending()
         if self.state is not None:
             await self.state.close()
+        shutdown_tracing()

@@ -18,13 +18,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lockgate.config import ModelDeployment
 from lockgate.errors import BadRequest, Forbidden, GatewayError, NotFound, Unavailable
 from lockgate.governance import BudgetExceeded, CircuitBreaker, Ticket
 from lockgate.guards import ContractViolation, GuardError, Guards, RequestGuards
 from lockgate.metrics import Metrics
+from lockgate.observability.tracing import STAGE, set_attributes, span
 from lockgate.pipeline.accounting import RecordSink, build_record, estimate_tokens
 from lockgate.pipeline.auth import Authenticator
 from lockgate.pipeline.cache import ResponseCache, cache_key
@@ -46,6 +47,9 @@ from lockgate.pipeline.validate import check_chat_body, check_embeddings_body
 from lockgate.providers.base import Completion, ProviderError, StreamChunk, Usage
 from lockgate.state.base import StateUnavailable
 
+if TYPE_CHECKING:
+    from lockgate.pipeline.shadow import ShadowMirror
+
 CLIENT_CLOSED = 499
 CACHE_HEADER = "x-lockgate-cache"
 
@@ -66,8 +70,8 @@ class Controls:
     """model -> fallback model when the model (or the caller's team) is switched off."""
     on_version: Callable[[int | None], bool] | None = None
     """Fed the invalidation version read during admission; True: re-authenticate."""
-    mirror: Any = None
-    """Optional shadow mirror (``maybe_mirror(call, body, completion, latency_s, cost)``)."""
+    mirror: ShadowMirror | None = None
+    """Shadow traffic: ``maybe_mirror(call, body, completion, latency_s, cost)``, O(1)."""
 
 
 @dataclass(slots=True)
@@ -144,13 +148,19 @@ class Pipeline:
 
     async def _admit(self, call: Call) -> list[Target]:
         if call.principal is None:
-            call.principal = await self.auth.authenticate(call.api_key)
+            with span(STAGE.AUTHENTICATE):
+                call.principal = await self.auth.authenticate(call.api_key)
+        with span(STAGE.POLICY):
+            return self._plan(call)
+
+    def _plan(self, call: Call) -> list[Target]:
         if self.controls.tasks or self.controls.kill_switch is not None:
             self._policy(call)
         plan = self.router.plan(call.model)
         if not plan:
             raise NotFound(f"The model '{call.model}' does not exist.", param="model")
-        if not call.principal.may_use(call.requested_model or call.model):
+        p = call.principal
+        if p is not None and not p.may_use(call.requested_model or call.model):
             raise Forbidden(f"This key may not use the model '{call.model}'.", param="model")
         mode = plan[0].deployment.mode
         if mode != ("chat" if call.kind == "chat" else "embeddings"):
@@ -171,7 +181,8 @@ class Pipeline:
         if c.limits is not None and c.limits.active:
             deps: list[ModelDeployment] = [t.deployment for t in plan]
             try:
-                flow.ticket = await c.limits.admit(call, deps)
+                with span(STAGE.LIMITS):
+                    flow.ticket = await c.limits.admit(call, deps)
             except BudgetExceeded:
                 self.metrics.governance_denials.labels("budget").inc()
                 raise
@@ -189,10 +200,11 @@ class Pipeline:
         if c.guards is not None and call.kind == "chat":
             p = call.principal
             try:
-                rg = c.guards.check_request(
-                    flow.body, team_id=p.team_id if p else None,
-                    team_name=p.team_name if p else None,
-                )
+                with span(STAGE.INPUT_GUARDS):
+                    rg = c.guards.check_request(
+                        flow.body, team_id=p.team_id if p else None,
+                        team_name=p.team_name if p else None,
+                    )
             except GatewayError as exc:
                 self.metrics.guard_actions.labels("input", exc.error_class).inc()
                 raise
@@ -212,10 +224,15 @@ class Pipeline:
     # ------------------------------------------------------------ non-stream
 
     async def chat(self, call: Call) -> Completion:
-        return await self._complete(call, "chat")
+        return await self._traced(call, "chat")
 
     async def embeddings(self, call: Call) -> Completion:
-        return await self._complete(call, "embeddings")
+        return await self._traced(call, "embeddings")
+
+    async def _traced(self, call: Call, kind: str) -> Completion:
+        with span(STAGE.REQUEST, request_id=call.request_id, model=call.model,
+                  source=call.source, stream=False):
+            return await self._complete(call, kind)
 
     async def _complete(self, call: Call, kind: str) -> Completion:
         attempts = Attempts()
@@ -230,7 +247,8 @@ class Pipeline:
                     call.response_headers[CACHE_HEADER] = "bypass"
                 else:
                     flow.cache_key = cache_key(call, flow.body)
-                    hit = await cache.get(flow.cache_key)
+                    with span(STAGE.CACHE):
+                        hit = await cache.get(flow.cache_key)
                     if hit is not None:
                         return self._cache_hit(call, flow, hit)
                     call.response_headers[CACHE_HEADER] = "miss"
@@ -251,7 +269,8 @@ class Pipeline:
             if flow.cache_key is not None and cache is not None:
                 in_background(cache.put(flow.cache_key, result.body))
             if flow.guards is not None:
-                new = flow.guards.process_response(result.body)
+                with span(STAGE.OUTPUT_GUARDS):
+                    new = flow.guards.process_response(result.body)
                 if new is not result.body:
                     result = Completion(new, result.usage, None)
         except GatewayError as exc:
@@ -336,8 +355,10 @@ class Pipeline:
         call.stream = True
         c = self.controls
         try:
-            plan = await self._admit(call)
-            await self._govern(call, plan, flow)
+            with span(STAGE.REQUEST, request_id=call.request_id, model=call.model,
+                      source=call.source, stream=True):
+                plan = await self._admit(call)
+                await self._govern(call, plan, flow)
             if c.cache is not None:
                 call.response_headers[CACHE_HEADER] = "bypass"
             body = flow.body
@@ -468,6 +489,9 @@ class Pipeline:
         response: Any = None,
     ) -> float:
         deployment = attempts.deployment.deployment if attempts.deployment else None
+        set_attributes(status=status, error_class=error_class, deployment=call.deployment,
+                       prompt_tokens=usage.prompt_tokens,
+                       completion_tokens=usage.completion_tokens)
         record = build_record(
             call,
             deployment=deployment,

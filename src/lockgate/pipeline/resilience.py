@@ -31,6 +31,7 @@ from lockgate.errors import (
     UpstreamTimeout,
 )
 from lockgate.governance import CircuitBreaker, Permit
+from lockgate.observability.tracing import STAGE, span
 from lockgate.pipeline.routing import Target
 from lockgate.providers.base import ProviderError, StreamChunk
 
@@ -144,7 +145,8 @@ async def call_with_fallback(
             attempts.permit = permit
             t0 = time.perf_counter()
             try:
-                result = await run(target)
+                with span(STAGE.UPSTREAM, deployment=target.id, attempt=attempts.tries):
+                    result = await run(target)
             except ProviderError as exc:
                 last = (exc, target)
                 record_failure(breaker, permit, exc)
