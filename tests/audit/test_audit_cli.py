@@ -80,3 +80,12 @@ def test_verify_tail_show_and_tamper(tmp_path: Path) -> None:
 
     missing = lockgate("audit", "show", "req_nope", "-c", str(cfg), home=tmp_path)
     assert missing.returncode == 1 and "no audit record" in missing.stderr
+
+
+def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "lockgate.yaml"
+    cfg.write_text("database_url: postgresql://postgres@127.0.0.1:9/nope\n")
+    proc = lockgate("audit", "verify", "-c", str(cfg), home=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "cannot migrate database" in lines[0]

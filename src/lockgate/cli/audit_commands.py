@@ -11,22 +11,38 @@ Wiring: ``app.add_typer(audit_app, name="audit")`` in ``lockgate/cli/app.py``.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import typer
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
-from lockgate.cli.admin_commands import with_store
+from lockgate.cli.admin_commands import with_store as _with_store
 from lockgate.cli.common import ConfigOption, console, fail, get_config
-from lockgate.store import Store
+from lockgate.config import Config
+from lockgate.store import Store, StoreError
 from lockgate.store.chain import ChainReport, get_chained_record, verify_chain
 from lockgate.store.tables import usage_records
 
 __all__ = ["audit_app"]
 
 audit_app = typer.Typer(help="Tamper-evident audit log (hash chain).", no_args_is_help=True)
+
+
+T = TypeVar("T")
+
+
+def with_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
+    """Run ``fn`` against the configured store; database errors end as one line, exit 1."""
+    try:
+        return _with_store(config, fn)
+    except StoreError as exc:
+        fail(str(exc))
+    except SQLAlchemyError as exc:
+        fail(f"database error: {str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}")
 
 
 def _anchor(text: str | None) -> tuple[int, str] | None:

@@ -10,19 +10,37 @@ Wiring: ``app.add_typer(shadow_app, name="shadow")`` in ``lockgate/cli/app.py``.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import typer
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
-from lockgate.cli.admin_commands import with_store
-from lockgate.cli.common import ConfigOption, console, get_config
+from lockgate.cli.admin_commands import with_store as _with_store
+from lockgate.cli.common import ConfigOption, console, fail, get_config
+from lockgate.config import Config
 from lockgate.pipeline.shadow import ShadowStats, shadow_report
+from lockgate.store import Store, StoreError
 
 __all__ = ["shadow_app"]
 
 shadow_app = typer.Typer(help="Shadow traffic: compare a candidate deployment with the primary.",
                          no_args_is_help=True)
+
+
+T = TypeVar("T")
+
+
+def with_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
+    """Run ``fn`` against the configured store; database errors end as one line, exit 1."""
+    try:
+        return _with_store(config, fn)
+    except StoreError as exc:
+        fail(str(exc))
+    except SQLAlchemyError as exc:
+        fail(f"database error: {str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}")
 
 
 def _pct(value: float | None) -> str:
