@@ -254,3 +254,14 @@ async def test_http_unreachable_service_is_a_connection_error() -> None:
         assert err.value.kind == "connection"
     finally:
         await p.aclose()
+
+
+async def test_rules_read_from_the_deployment_attribute() -> None:
+    """What build_provider does once ModelDeployment has ``rules: RulesSpec | None``."""
+    from types import SimpleNamespace
+
+    dep = SimpleNamespace(name="kill", deployment_id="kill/rules:x",
+                          rules={"template": "sorry: {{ last_user_message }}"})
+    p = RulesProvider(dep)
+    doc = (await p.chat(body("help"))).body
+    assert doc["choices"][0]["message"]["content"] == "sorry: help"
