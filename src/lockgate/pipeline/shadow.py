@@ -77,6 +77,7 @@ import orjson
 import sqlalchemy as sa
 
 from lockgate.observability.settings import ShadowConfig, ShadowSettings
+from lockgate.observability.tracing import STAGE, span
 from lockgate.providers.base import Completion, Provider, ProviderError, Usage
 from lockgate.store.engine import writer_engine
 from lockgate.store.tables import shadow_results
@@ -354,7 +355,9 @@ class ShadowMirror:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(route.timeout):
-                answer = await route.provider.chat(body)
+                with span(STAGE.SHADOW, request_id=job.request_id, model=job.model,
+                          candidate=route.candidate_id):
+                    answer = await route.provider.chat(body)
             usage = answer.usage
             text = completion_text(answer.body)
             if text is None:
