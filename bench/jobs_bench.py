@@ -333,7 +333,8 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
         "own cost: enqueue, claim under a lease, complete); `e2e` = a prompt task through the "
         "gateway pipeline (routing, accounting, batched audit) to the fast stand-in upstream. "
         "jobs/s = jobs / (first enqueue .. last completion). Lost/duplicated are checked after "
-        "each run: every job must end `succeeded`, stored once.",
+        "each run: every job must end `succeeded`, stored once. "
+        f"Machine load average at the end: {os.getloadavg()[0]:.1f} (shared with other work).",
         "",
         "| backend | mode | jobs | jobs/s end to end | enqueue/s | lost | duplicated |",
         "|---|---|---:|---:|---:|---:|---:|",

@@ -132,7 +132,8 @@ def main() -> None:
                 f"`bench/jobs_yardstick.py --jobs {args.jobs} --producers {args.producers} "
                 f"--threads {args.threads}`: Dramatiq 2 + Redis broker, one worker process with "
                 f"{args.threads} threads; `e2e` actors POST straight to the stand-in upstream "
-                "(no gateway in the path).",
+                "(no gateway in the path). "
+                f"Load average at the end: {os.getloadavg()[0]:.1f}.",
                 "",
                 "| system | mode | jobs | jobs/s end to end | lost | duplicated |",
                 "|---|---|---:|---:|---:|---:|",
