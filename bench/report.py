@@ -339,6 +339,8 @@ def _soak_lines(soak: SoakResult) -> list[str]:
 
 
 def _detail_table(run: RunResult) -> list[str]:
+    if not any(t.levels for t in run.targets):
+        return []
     out = ["<details><summary>per level detail</summary>", "",
            "| target | c | requests | rps | p50 | p90 | p99 | p99.9 | max (ms) | errors | "
            "target CPU ms/req | upstream CPU ms/req | other load (cores) | gen-2 GC (n, ms) |",
