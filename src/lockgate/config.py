@@ -28,6 +28,7 @@ from lockgate.governance.config import (
 )
 from lockgate.guards.config import GuardsConfig
 from lockgate.observability.settings import ShadowSettings, TracingSettings
+from lockgate.providers.rules import RulesSpec
 
 DEFAULT_HOME = Path(".lockgate")
 
@@ -77,9 +78,13 @@ class ModelDeployment(_Strict):
     n_ctx: int = Field(2048, ge=256)
     n_threads: int | None = Field(None, ge=1)
     max_concurrency: int = Field(64, ge=1)
+    rules: RulesSpec | None = None
+    """``provider: rules`` only: the non-AI answer (fixed, template or http)."""
 
     @model_validator(mode="after")
     def _check_provider_fields(self) -> ModelDeployment:
+        if self.provider == "rules" and self.rules is None:
+            raise ValueError("provider 'rules' needs 'rules' (fixed, template or http)")
         if self.provider in ("openai", "anthropic") and not self.model:
             raise ValueError(f"provider '{self.provider}' needs 'model' (the upstream model id)")
         if self.provider == "openai" and not self.base_url:
@@ -94,7 +99,7 @@ class ModelDeployment(_Strict):
     def deployment_id(self) -> str:
         if self.id:
             return self.id
-        return f"{self.name}/{self.provider}:{self.model or self.path}"
+        return f"{self.name}/{self.provider}:{self.model or self.path or '-'}"
 
     def resolved_api_key(self) -> str | None:
         """The API key with ``env:NAME`` resolved; ConfigError if the variable is unset."""

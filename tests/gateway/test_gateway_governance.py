@@ -57,7 +57,7 @@ models:
   - {{name: legal-model, provider: openai, base_url: "{upstream}/v1", model: stub-legal}}
   - {{name: ks, provider: openai, base_url: "{upstream}/v1", model: stub-ks}}
   - {{name: ks-nofb, provider: openai, base_url: "{upstream}/v1", model: stub-ks-nofb}}
-  - {{name: fallback, provider: openai, base_url: "{upstream}/v1", model: stub-fallback}}
+  - {{name: fallback, provider: rules, rules: {{fixed: "The assistant is offline."}}}}
   - {{name: cuts, provider: openai, base_url: "{upstream}/v1", model: cut-mid, max_retries: 0}}
   - {{name: brk, provider: openai, base_url: "{upstream}/v1", model: error-500,
       max_retries: 0, weight: 1, id: brk-primary}}
@@ -270,7 +270,8 @@ def test_kill_switch_admin_api(pair: tuple[Gateway, Gateway]) -> None:
 
         wait_for(rerouted, "the kill switch to reach the other gateway")
         r = say(cb, "ks", "hi " + uuid.uuid4().hex)
-        assert r.headers["x-lockgate-deployment"].startswith("fallback/")
+        assert r.headers["x-lockgate-deployment"].startswith("fallback/rules")
+        assert r.parse().choices[0].message.content == "The assistant is offline."
         with pytest.raises(openai.InternalServerError) as err:
             say(cb, "ks-nofb", "hi")
         assert err.value.status_code == 503 and err.value.code == "model_disabled"

@@ -40,8 +40,11 @@ guards:
       type: object
       required: [code]
       properties: {{code: {{type: string, pattern: "^[0-9]{{3}}$"}}}}
+shadow:
+  routes: [{{model: fast, candidate: cand, percent: 100}}]
 models:
   - {{name: fast, provider: openai, base_url: "{upstream}/v1", model: stub-guards}}
+  - {{name: cand, provider: openai, base_url: "{upstream}/v1", model: stub-shadow-cand}}
 """
 
 
@@ -74,7 +77,7 @@ def test_pii_redact_restore(gw: Gateway, upstream: str) -> None:
         model="fast", messages=[{"role": "user", "content": f"{marker} mail {EMAIL} now"}])
     assert r.headers["x-lockgate-pii"] == "EMAIL"
     assert EMAIL in (r.parse().choices[0].message.content or "")  # restored for the caller
-    sent = upstream_bodies(upstream, marker)
+    sent = upstream_bodies(upstream, marker)  # primary and shadow copies
     assert sent and all(EMAIL not in orjson.dumps(b).decode() for b in sent)
 
 
@@ -89,7 +92,7 @@ def test_pii_redact_restore_stream(gw: Gateway, upstream: str) -> None:
         if chunk.choices and chunk.choices[0].delta.content:
             text += chunk.choices[0].delta.content
     assert EMAIL in text
-    sent = upstream_bodies(upstream, marker)
+    sent = upstream_bodies(upstream, marker)  # primary and shadow copies
     assert sent and all(EMAIL not in orjson.dumps(b).decode() for b in sent)
 
 
@@ -139,8 +142,8 @@ def test_contract_repaired_once(gw: Gateway, upstream: str) -> None:
     assert r.headers["x-lockgate-contract-repaired"] == "1"
     value = orjson.loads(r.parse().choices[0].message.content or "")
     assert isinstance(value["queue"], str)
-    sent = upstream_bodies(upstream, marker)
-    assert len(sent) == 2  # the first answer and exactly one repair
+    sent = [b for b in upstream_bodies(upstream, marker) if b["model"] == "stub-guards"]
+    assert len(sent) == 2  # the first answer and exactly one repair (not the shadow copy)
     assert all("contract" not in (b.get("metadata") or {}) for b in sent)
     assert sent[-1]["response_format"]["type"] == "json_schema"
 
@@ -172,3 +175,23 @@ def test_unknown_contract_is_400(gw: Gateway) -> None:
         c.chat.completions.create(model="fast", metadata={"contract": "nope@1"},
                                   messages=[{"role": "user", "content": "x"}])
     assert err.value.code == "contract_not_found"
+
+
+def test_shadow_mirror_gets_redacted_body(gw: Gateway, upstream: str) -> None:
+    """The mirror is wired after the call and sees the body as sent upstream (redacted)."""
+    import time
+
+    marker = uuid.uuid4().hex
+    c = client(gw, "pii-rr")
+    c.chat.completions.create(model="fast", messages=[
+        {"role": "user", "content": f"{marker} shadow {EMAIL}"}])
+    deadline = time.monotonic() + 5
+    while True:
+        reqs = httpx.get(upstream + "/_requests").json()
+        cand = [r for r in reqs if r.get("model") == "stub-shadow-cand"
+                and marker in orjson.dumps(r.get("body")).decode()]
+        if cand:
+            break
+        assert time.monotonic() < deadline, "the shadow candidate was never called"
+        time.sleep(0.05)
+    assert EMAIL not in orjson.dumps(cand[0]["body"]).decode()
