@@ -15,7 +15,15 @@ from lockgate.errors import ConfigError
 from lockgate.providers.base import ProviderError
 from lockgate.providers.rules import FINGERPRINT, RulesProvider, RulesSpec
 
-DEPLOYMENT = ModelDeployment(name="support", provider="rules")
+
+def rules_deployment(name: str, **kw: Any) -> ModelDeployment:
+    """A ``provider: rules`` deployment, with or without ModelDeployment.rules wired in."""
+    if "rules" in ModelDeployment.model_fields:
+        kw.setdefault("rules", {"fixed": "configured answer"})
+    return ModelDeployment(name=name, provider="rules", **kw)
+
+
+DEPLOYMENT = rules_deployment("support")
 
 
 def body(text: str = "my printer is on fire", **extra: Any) -> dict[str, Any]:
@@ -101,8 +109,10 @@ def test_bad_rules_are_one_line_config_errors(spec: dict[str, Any], message: str
 
 
 def test_missing_rules_is_a_config_error() -> None:
+    from types import SimpleNamespace
+
     with pytest.raises(ConfigError, match="needs a 'rules' mapping"):
-        RulesProvider(DEPLOYMENT)
+        RulesProvider(SimpleNamespace(name="support", rules=None))
 
 
 async def test_embeddings_are_refused() -> None:

@@ -73,6 +73,13 @@ async def stub() -> AsyncIterator[StubUpstream]:
         await s.stop()
 
 
+def rules_deployment(name: str, **kw: Any) -> ModelDeployment:
+    """A ``provider: rules`` deployment, with or without ModelDeployment.rules wired in."""
+    if "rules" in ModelDeployment.model_fields:
+        kw.setdefault("rules", {"fixed": "configured answer"})
+    return ModelDeployment(name=name, provider="rules", **kw)
+
+
 def deployment(stub: StubUpstream, name: str, model: str, **kw: Any) -> ModelDeployment:
     return ModelDeployment(name=name, provider="openai", base_url=stub.openai_base, model=model,
                            **kw)
@@ -148,7 +155,7 @@ async def test_mirrored_calls_are_stored_side_by_side(store: Store, stub: StubUp
 
 async def test_disagreement_and_candidate_errors(store: Store, stub: StubUpstream) -> None:
     primary = OpenAICompatProvider(deployment(stub, "support", "primary"))
-    rules = RulesProvider(ModelDeployment(name="r", provider="rules"),
+    rules = RulesProvider(rules_deployment("r"),
                           spec={"fixed": '```json\n{"reply": "something else"}\n```'})
     broken = OpenAICompatProvider(deployment(stub, "support-bad", "error-500", max_retries=0))
     mirror = ShadowMirror(store, {"support": route(rules, candidate="support/rules")})
@@ -200,7 +207,7 @@ async def test_saturated_mirror_drops_and_never_blocks(stub: StubUpstream) -> No
 
 
 async def test_percent_sampling_and_unmirrored_models() -> None:
-    rules = RulesProvider(ModelDeployment(name="r", provider="rules"), spec={"fixed": "ok"})
+    rules = RulesProvider(rules_deployment("r"), spec={"fixed": "ok"})
     answer = Completion({"choices": [{"message": {"role": "assistant", "content": "ok"}}]})
     half = ShadowMirror(None, [route(rules, percent=50)], rng=random.Random(7))
     never = ShadowMirror(None, [route(rules, percent=0)])
@@ -233,9 +240,9 @@ def test_compare_normalises_text_and_json() -> None:
 
 async def test_build_mirror_resolves_candidates(tmp_path: Path) -> None:
     deps = [
-        ModelDeployment(name="support", provider="rules", id="support/main"),
-        ModelDeployment(name="support-next", provider="rules", pricing=PRICE),
-        ModelDeployment(name="support-next", provider="rules", id="next-b"),
+        rules_deployment("support", id="support/main"),
+        rules_deployment("support-next", pricing=PRICE),
+        rules_deployment("support-next", id="next-b"),
     ]
     providers = [RulesProvider(d, spec={"fixed": d.deployment_id}) for d in deps]
 

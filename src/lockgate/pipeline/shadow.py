@@ -217,6 +217,8 @@ class ShadowMirror:
         self._rows: deque[dict[str, Any]] = deque()
         self._wake: asyncio.Event | None = None
         self._closing = False
+        self._stopping = False
+        self._write_lock = asyncio.Lock()
         self._busy = 0
         self.mirrored = 0
         """Samples accepted into the queue."""
@@ -287,9 +289,10 @@ class ShadowMirror:
                 queue.get_nowait()
                 queue.task_done()
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+            self._stopping = True  # let the writer finish its current batch, then exit
+            if self._wake is not None:
+                self._wake.set()
+            await self._flusher
         await self._write_pending()
         if self.abandoned:
             log.warning("shadow: %d queued samples abandoned at shutdown", self.abandoned)
@@ -415,26 +418,31 @@ class ShadowMirror:
 
     async def _flush_loop(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
             await self._write_pending()
 
     async def _write_pending(self) -> None:
+        """Write buffered rows in batches; one writer at a time, a failed batch is kept."""
         if self._engine is None:
             return
-        while self._rows:
-            batch = [self._rows.popleft() for _ in range(min(self._batch_size, len(self._rows)))]
-            try:
-                async with self._engine.begin() as conn:
-                    await conn.execute(shadow_results.insert(), batch)
-            except Exception as exc:
-                self.write_errors += 1
-                self._rows.extendleft(reversed(batch))
-                log.warning("shadow: writing %d rows failed (%s); will retry", len(batch), exc)
-                return
-            self.written += len(batch)
+        async with self._write_lock:
+            while self._rows:
+                count = min(self._batch_size, len(self._rows))
+                batch = [self._rows.popleft() for _ in range(count)]
+                try:
+                    async with self._engine.begin() as conn:
+                        await conn.execute(shadow_results.insert(), batch)
+                except BaseException as exc:
+                    self._rows.extendleft(reversed(batch))
+                    if not isinstance(exc, Exception):
+                        raise  # cancelled: the rows stay buffered
+                    self.write_errors += 1
+                    log.warning("shadow: writing %d rows failed (%s); will retry", count, exc)
+                    return
+                self.written += len(batch)
 
     async def flush(self) -> None:
         """Wait for queued samples and write every produced row (tests, admin)."""
