@@ -53,6 +53,8 @@ async def test_killed_consumer_event_is_redelivered_and_forwarded_once(
             "workers",
             "--lease",
             "1",
+            "--dedup",
+            "redis://127.0.0.1:6379/0",
             "-c",
             str(cfg),
         ],
