@@ -57,3 +57,70 @@ async def test_two_processes_share_the_queue(queue: JobQueue, url: str, tmp_path
         # a partition's jobs finished in submission order even across the two processes
         finished = [(await queue.get(i)).finished_at for i in order]
         assert finished == sorted(finished), key  # type: ignore[type-var]
+
+
+async def test_sigkill_during_a_busy_run_loses_nothing(
+    queue: JobQueue, url: str, tmp_path: Path
+) -> None:
+    """Two workers drain 150 jobs; one is SIGKILLed mid-run and replaced. Every job ends
+    succeeded exactly once, partitions keep their order, nothing is dead-lettered."""
+    ids: list[str] = []
+    order: dict[str, list[str]] = {"p1": [], "p2": []}
+    for i in range(150):
+        key = ("p1", "p2", None)[i % 3]
+        res = await queue.enqueue(NewJob(task="t", input=i, partition_key=key, max_attempts=5))
+        ids.append(res.job.id)
+        if key:
+            order[key].append(res.job.id)
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+    def start(name: str) -> tuple[subprocess.Popen[bytes], Path]:
+        log = tmp_path / f"{name}.log"
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "jobs_drain_proc.py"), url, str(log), "1.0"], env=env
+        )
+        return proc, log
+
+    victim, victim_log = start("victim")
+    other, other_log = start("other")
+    procs = [victim, other]
+    try:
+
+        async def victim_busy() -> bool:
+            assert victim.poll() is None
+            return victim_log.exists() and len(victim_log.read_text().splitlines()) >= 20
+
+        await wait_for(victim_busy, timeout=60)
+        victim.send_signal(signal.SIGKILL)  # jobs it held are now stuck until their lease ends
+        victim.wait()
+        spare, spare_log = start("spare")
+        procs.append(spare)
+
+        async def drained() -> bool:
+            st = await queue.stats()
+            return st.depth == 0 and st.in_flight == 0
+
+        await wait_for(drained, timeout=90, step=0.1)
+
+        async def ready() -> bool:
+            return all(Path(f"{log}.ready").exists() for log in (other_log, spare_log))
+
+        await wait_for(ready, timeout=60)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs[1:]:
+            assert p.wait(timeout=30) == 0
+    jobs = [await queue.get(i) for i in ids]
+    assert {j.state for j in jobs} == {"succeeded"}
+    assert (await queue.stats()).dlq == 0
+    for key, job_ids in order.items():
+        finished = [(await queue.get(i)).finished_at for i in job_ids]
+        assert finished == sorted(finished), key  # type: ignore[type-var]
+    runs = [
+        line.split()[0]
+        for log in (victim_log, other_log, spare_log)
+        for line in log.read_text().splitlines()
+    ]
+    assert set(runs) == set(ids)  # every job ran; a few may have run twice (killed mid-run)
