@@ -292,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     litellm_workers = [] if args.no_litellm else args.litellm_workers
 
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # Ctrl-C / SIGINT stops the run even when started in the background (where the shell
+    # would have it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     workdir = Path(tempfile.mkdtemp(prefix="lockgate-bench-"))
     command = " ".join(shlex.quote(a) for a in
                        [os.path.relpath(sys.executable, Path.cwd()),
