@@ -171,7 +171,11 @@ def main() -> int:
     if not args.no_record:
         results = REPO / "bench" / "RESULTS.md"
         existing = results.read_text() if results.exists() else "# bench results\n"
-        results.write_text(existing.rstrip("\n") + "\n\n" + out)
+        marker = "<!-- runs: newest first; bench/overhead.py inserts below this line -->"
+        if marker in existing:  # keep bench/overhead.py's run list at the end
+            results.write_text(existing.replace(marker, out + "\n" + marker, 1))
+        else:
+            results.write_text(existing.rstrip("\n") + "\n\n" + out)
     return 0
 
 
