@@ -69,6 +69,11 @@ class Metrics:
             "process (0 closed, 1 half-open, 2 open)", ["deployment"], registry=r,
             multiprocess_mode="max",
         )
+        self.governance = Gauge(
+            "lockgate_governance", "Governance counters of this process (admitted, limit_hits, "
+            "budget_denials, state_errors, fail_open_admits, settles, releases, settle_errors, "
+            "pending_settles)", ["stat"], registry=r, multiprocess_mode="livesum",
+        )
         self._refreshers: list[Callable[[], None]] = []
         self.audit_pending = Gauge(
             "lockgate_audit_pending", "Audit records waiting to be written",

@@ -191,16 +191,22 @@ class Runtime:
         self.pipeline.controls.mirror = build_mirror(self)
 
     def _watch_metrics(self) -> None:
+        """Copy plain-int governance stats into gauges when /metrics is rendered."""
         breaker = self.pipeline.controls.breaker
+        governor = self.governor
+        limits = self.pipeline.controls.limits
         gauge = self.metrics.breaker_state
-        if breaker is None:
-            return
+        gov_gauge = self.metrics.governance
 
         def refresh() -> None:
-            for dep, code in breaker.state_codes().items():
-                gauge.labels(dep).set(code)
+            if breaker is not None:
+                for dep, code in breaker.state_codes().items():  # STATE_CODES values
+                    gauge.labels(dep).set(code)
+            if governor is not None and limits is not None and limits.active:
+                for name, value in governor.stats.as_dict().items():
+                    gov_gauge.labels(name).set(value)
 
-        assert STATE_CODES  # 0 closed / 1 half-open / 2 open
+        assert STATE_CODES
         self.metrics.on_render(refresh)
 
     def _warm_up(self) -> None:

@@ -48,9 +48,12 @@ teams:
   rl-team: {{limits: {{rpm: 2}}}}
   budget-team: {{budget: {{daily_tokens: 100}}}}
   cut-team: {{budget: {{daily_tokens: 100}}}}
+keys:
+  one-rpm: {{limits: {{rpm: 1}}}}
 tasks: {{legal: legal-model}}
 model_policies:
   ks: {{fallback_model: fallback}}
+  legal-model: {{limits: {{rpm: 1000}}}}
 models:
   - {{name: fast, provider: openai, base_url: "{upstream}/v1", model: stub-fast,
       pricing: {{input_per_mtok: 1.0, output_per_mtok: 2.0}}}}
@@ -139,6 +142,40 @@ def test_rate_limit_429_with_headers(gw: Gateway) -> None:
     assert err.value.code == "rate_limit_exceeded"
 
 
+def test_key_limit_by_key_name(gw: Gateway) -> None:
+    with gw.admin() as a:
+        a.post("/admin/teams", json={"name": "named-keys"})
+        r = a.post("/admin/keys", json={"team": "named-keys", "name": "one-rpm"})
+        key = r.json()["key"]
+    c = client(gw, key)
+    say(c, "fast", "first")
+    with pytest.raises(openai.RateLimitError) as err:
+        say(c, "fast", "second")
+    assert "key " in err.value.message
+    say(client(gw, gw.new_key("named-keys")), "fast", "another key of the team is free")
+
+
+def test_model_limit_headers(gw: Gateway) -> None:
+    r = say(client(gw, gw.new_key()), "legal-model", "x " + uuid.uuid4().hex)
+    assert r.headers["x-ratelimit-limit-requests"] == "1000"
+
+
+def test_nothing_configured_means_no_governance_work(tmp_path: Path) -> None:
+    from lockgate.config import parse_config
+    from lockgate.governance import Governor
+    from lockgate.pipeline.call import Call, Principal
+    from lockgate.pipeline.limits import Limits, scopes_for
+    from lockgate.state import MemoryState
+
+    cfg = parse_config("models: [{name: m, provider: openai, base_url: http://x, model: y}]")
+    assert cfg.guards is None and not cfg.cache.enabled and cfg.redis_url is None
+    limits = Limits(cfg, Governor(MemoryState()))
+    assert limits.active is False
+    call = Call("chat", "m", {}, principal=Principal("k", "t"))
+    assert scopes_for(cfg, call) == []
+    assert asyncio.run(limits.admit(call, [])) is None
+
+
 def test_budget_exceeded(gw: Gateway) -> None:
     c = client(gw, gw.new_key("budget-team"))
     say(c, "fast", "hello", max_tokens=60)  # reserves ~65 of 100 tokens, spends ~6
@@ -203,6 +240,7 @@ def test_breaker_opens_and_is_shared(pair: tuple[Gateway, Gateway], upstream: st
     assert stub_stats(upstream)["by_model"].get("error-500", 0) - before == 2
     metrics = httpx.get(gb.url + "/metrics").text
     assert 'lockgate_breaker_state{deployment="brk-primary"} 2.0' in metrics
+    assert 'lockgate_governance{stat="admitted"}' in metrics
 
 
 # ------------------------------------------------------------------ cache
