@@ -8,6 +8,25 @@ the line and the field, e.g.::
 
 Secrets are given by reference (``env:NAME``) and resolved when a provider is
 built, never written back.
+
+Governance (all optional; nothing configured = no state round-trips, no guard work)::
+
+    redis_url: redis://127.0.0.1:6379/0     # shared by every gateway; env LOCKGATE_REDIS_URL
+    governance: {budgets_on_state_error: fail_closed, default_max_tokens: 1024}
+    breaker: {min_requests: 10, failure_rate: 0.5, open_seconds: 30}   # null: off
+    guards: {pii: {action: redact_restore}, injection: {action: flag}}  # lockgate.guards
+    cache: {enabled: true, ttl_seconds: 300}    # exact match, per team, non-stream only
+    teams:                                      # by team name or id
+      finance:
+        limits: {rpm: 600, tpm: 200000}         # shared by the team's keys
+        budget: {daily: 50.0, monthly: 1000.0}
+        key_limits: {rpm: 60}                   # each key of the team on its own
+    keys:                                       # by key name or id (overrides key_limits)
+      batch-importer: {limits: {rpm: 5}, budget: {daily_tokens: 2000000}}
+    model_policies:
+      gpt-big: {budget: {daily: 200.0}, fallback_model: offline-answer}
+    tasks: {legal: legal-model, classify: cheap-model}   # x-lockgate-task / metadata.task
+    kill_switch: {models: [], teams: []}        # start values; admin API/CLI change them
 """
 
 from __future__ import annotations

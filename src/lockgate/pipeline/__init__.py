@@ -1,6 +1,6 @@
 """The one path every model call takes. See :class:`Pipeline`."""
 
 from lockgate.pipeline.call import Call, Principal, UsageRecord
-from lockgate.pipeline.pipeline import Pipeline
+from lockgate.pipeline.pipeline import Controls, Pipeline
 
-__all__ = ["Call", "Pipeline", "Principal", "UsageRecord"]
+__all__ = ["Call", "Controls", "Pipeline", "Principal", "UsageRecord"]
