@@ -7,6 +7,7 @@ the official openai SDK as the client.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -48,6 +49,8 @@ teams:
   rl-team: {{limits: {{rpm: 2}}}}
   budget-team: {{budget: {{daily_tokens: 100}}}}
   cut-team: {{budget: {{daily_tokens: 100}}}}
+  gone-team: {{budget: {{daily_tokens: 100}}}}
+  slow-team: {{budget: {{daily_tokens: 100}}}}
 keys:
   one-rpm: {{limits: {{rpm: 1}}}}
 tasks: {{legal: legal-model}}
@@ -62,6 +65,10 @@ models:
   - {{name: ks-nofb, provider: openai, base_url: "{upstream}/v1", model: stub-ks-nofb}}
   - {{name: fallback, provider: rules, rules: {{fixed: "The assistant is offline."}}}}
   - {{name: cuts, provider: openai, base_url: "{upstream}/v1", model: cut-mid, max_retries: 0}}
+  - {{name: stalls-mid, provider: openai, base_url: "{upstream}/v1", model: "stall-mid:3",
+      max_retries: 0}}
+  - {{name: stalls, provider: openai, base_url: "{upstream}/v1", model: "stall-before:3",
+      max_retries: 0, timeouts: {{first_token: 0.3, total: 2}}}}
   - {{name: brk, provider: openai, base_url: "{upstream}/v1", model: error-500,
       max_retries: 0, weight: 1, id: brk-primary}}
   - {{name: brk, provider: openai, base_url: "{upstream}/v1", model: stub-brk-backup,
@@ -207,6 +214,26 @@ def test_stream_cut_settles_budget_and_audits_failure(gw: Gateway) -> None:
         return any(r.status >= 500 and r.stream for r in asyncio.run(rows()))
 
     wait_for(has_cut, "the audit record of the cut stream")
+
+
+def test_client_disconnect_mid_stream_settles_budget(gw: Gateway) -> None:
+    c = client(gw, gw.new_key("gone-team"))
+    with httpx.Client(base_url=gw.v1, timeout=10,
+                      headers={"Authorization": f"Bearer {c.api_key}"}) as h, h.stream(
+            "POST", "/chat/completions",
+            json={"model": "stalls-mid", "stream": True, "max_tokens": 60,
+                  "messages": [{"role": "user", "content": "go"}]}) as r:
+        assert r.status_code == 200
+        next(r.iter_lines())  # first chunk arrived, then the client hangs up
+    wait_for(lambda: _budget_fits(c), "the disconnected stream to settle", timeout=5)
+
+
+def test_upstream_timeout_releases_budget(gw: Gateway) -> None:
+    c = client(gw, gw.new_key("slow-team"))
+    with pytest.raises(openai.APIStatusError) as err:
+        say(c, "stalls", "wait", max_tokens=60)
+    assert err.value.status_code == 504
+    wait_for(lambda: _budget_fits(c), "the timed-out call's reservation to be released")
 
 
 def _budget_fits(c: openai.OpenAI) -> bool:
@@ -381,6 +408,18 @@ def test_usage_by_business_unit(gw: Gateway) -> None:
             rows = {row["business_unit"]: row for row in r.json()["data"]}
             return bu in rows and rows[bu]["requests"] == 1
     wait_for(found, "usage grouped by business unit")
+
+    from typer.testing import CliRunner
+
+    from lockgate.cli.app import app
+
+    cfg = gw.home / "bu.yaml"
+    cfg.write_text(gw.config_text)
+    res = CliRunner().invoke(app, ["controls", "usage", "--by", "business-unit", "--json",
+                                   "-c", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert any(row["business_unit"] == bu and row["requests"] == 1
+               for row in json.loads(res.stdout))
 
 
 # ------------------------------------------------------------------ Redis down
