@@ -98,7 +98,14 @@ class KillSwitch:
         else:
             self.teams = frozenset(current)
         doc = self.snapshot()
-        await self.state.cache_set(STATE_KEY, orjson.dumps(doc), _FOREVER)
+        raw = orjson.dumps(doc)
+        await self.state.cache_set(STATE_KEY, raw, _FOREVER)
+        if self.shared and await self.state.cache_get(STATE_KEY) is None:
+            # the backend swallows cache errors: read back to know the change is shared
+            raise StateUnavailable(
+                "The kill switch could not be stored in the shared state (Redis); it changed "
+                "on this gateway only."
+            )
         if self._inv is not None:
             with contextlib.suppress(StateUnavailable):
                 await self._inv.announce("changed")
