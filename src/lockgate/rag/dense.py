@@ -5,7 +5,8 @@ The record of truth is the ``embedding`` blob of each chunk row. A
 and reloads incrementally when the collection's ``version`` changes (new rows
 are read, vanished rows dropped). A query computes the set of documents the
 caller may read (SQL over the ACL table, ANDed with the caller's filters),
-masks every other row to -inf, and only then takes the top-k, so a selective
+masks every other row to -inf (the mask is cached per principal set and
+filters until the collection version changes), and only then takes the top-k, so a selective
 ACL still yields k results and nothing else ever enters the candidate list.
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from lockgate.rag.store import Filters, RagStore
 
@@ -49,6 +51,7 @@ class DenseIndex:
         self.doc_pks: I64 = np.zeros(0, dtype=np.int64)
         self.matrix: F32 = np.zeros((0, 0), dtype=np.float32)
         self._lock = asyncio.Lock()
+        self._masks: dict[bytes, npt.NDArray[np.bool_]] = {}
 
     async def refresh(self, version: int) -> None:
         if version == self.version:
@@ -74,7 +77,40 @@ class DenseIndex:
             self.matrix = np.ascontiguousarray(matrix[order]) if len(matrix) else matrix
             doc_of = dict(zip(pks.tolist(), docs.tolist(), strict=True))
             self.doc_pks = np.array([doc_of[int(p)] for p in self.chunk_pks], dtype=np.int64)
+            self._masks = {}
             self.version = version
+
+    async def _mask(
+        self,
+        doc_pks: I64,
+        version: int,
+        principals: Sequence[str] | None,
+        filters: Filters | None,
+        exclude_doc_ids: Sequence[str] | None,
+    ) -> npt.NDArray[np.bool_]:
+        """Rows the caller may read, cached per (principals, filters) until the version moves.
+
+        Every write (content, ACL, delete) bumps the collection version, which
+        reloads the index and empties this cache, so a permission change applies
+        on the next query.
+        """
+        key = orjson.dumps(
+            [sorted(principals) if principals is not None else None, filters,
+             sorted(exclude_doc_ids or [])],
+            option=orjson.OPT_SORT_KEYS,
+        )
+        cached = self._masks.get(key) if version == self.version else None
+        if cached is not None:
+            return cached
+        allowed = await self.store.allowed_doc_pks(
+            self.cid, principals=principals, filters=filters, exclude_doc_ids=exclude_doc_ids
+        )
+        mask = np.isin(doc_pks, np.array(allowed, dtype=np.int64))
+        if version == self.version:
+            if len(self._masks) >= 256:
+                self._masks.pop(next(iter(self._masks)))
+            self._masks[key] = mask
+        return mask
 
     async def search(
         self,
@@ -86,18 +122,18 @@ class DenseIndex:
         k: int,
     ) -> list[tuple[int, float]]:
         """Top-k (chunk pk, cosine) among chunks of documents the caller may read."""
-        if not len(self.chunk_pks) or k <= 0:
+        # one consistent snapshot: a concurrent refresh swaps these three together
+        matrix, chunk_pks, doc_pks = self.matrix, self.chunk_pks, self.doc_pks
+        version = self.version
+        if not len(chunk_pks) or k <= 0:
             return []
-        if self.matrix.shape[1] != query.shape[0]:
+        if matrix.shape[1] != query.shape[0]:
             raise ValueError(
-                f"query vector has {query.shape[0]} dimensions, the index {self.matrix.shape[1]}"
+                f"query vector has {query.shape[0]} dimensions, the index {matrix.shape[1]}"
             )
-        scores = self.matrix @ query.astype(np.float32)
+        scores = matrix @ query.astype(np.float32)
         if principals is not None or filters or exclude_doc_ids:
-            allowed = await self.store.allowed_doc_pks(
-                self.cid, principals=principals, filters=filters, exclude_doc_ids=exclude_doc_ids
-            )
-            mask = np.isin(self.doc_pks, np.array(allowed, dtype=np.int64))
+            mask = await self._mask(doc_pks, version, principals, filters, exclude_doc_ids)
             scores = np.where(mask, scores, -np.inf).astype(np.float32)
             n_ok = int(mask.sum())
         else:
@@ -107,7 +143,7 @@ class DenseIndex:
             return []
         top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
-        return [(int(self.chunk_pks[i]), float(scores[i])) for i in top if np.isfinite(scores[i])]
+        return [(int(chunk_pks[i]), float(scores[i])) for i in top if np.isfinite(scores[i])]
 
 
 class DenseIndexes:
