@@ -35,7 +35,7 @@ async def ends(urls: dict[str, str]) -> AsyncIterator[dict[str, EventTransport]]
     for t in made.values():
         await t.open()
     yield made
-    for name in ("src", "dst"):
+    for name in ("src", "dst", "dlq"):
         await made[name].drop()
     for t in made.values():
         await t.aclose()
