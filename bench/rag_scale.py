@@ -62,12 +62,13 @@ def pct(values: list[float], p: float) -> float:
     return round(s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))], 2)
 
 
-async def run(n: int, backend: str, queries: int) -> dict[str, Any]:
+async def run(n: int, backend: str, queries: int, reuse: bool = False) -> dict[str, Any]:
     name = None
     if backend == "sqlite":
         path = Path(f"/tmp/lockgate-rag-scale-{n}.db")
         for suffix in ("", "-wal", "-shm"):
-            Path(str(path) + suffix).unlink(missing_ok=True)
+            if not reuse:
+                Path(str(path) + suffix).unlink(missing_ok=True)
         engine = create_engine(f"sqlite:///{path}")
     else:
         import asyncpg
@@ -92,8 +93,8 @@ async def run(n: int, backend: str, queries: int) -> dict[str, Any]:
         "ingest_seconds": round(ingest_s, 1),
         "ingest_chunks_per_s": round(rep.chunks_written / ingest_s, 1),
     }
-    caller = Caller(user_id="u7", groups=("g3", "g11"))
     for mode in ("bm25", "dense", "hybrid"):
+        caller = Caller(user_id="u7", groups=("g3", "g11"))
         lat = []
         await svc.retrieve("scale", "w1 w2 w3", caller, mode=mode)  # type: ignore[arg-type]
         for _ in range(queries):
@@ -119,8 +120,10 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=10_000)
     ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--reuse", action="store_true",
+                    help="sqlite: keep the database of an earlier run (ingest finds it unchanged)")
     args = ap.parse_args()
-    print(json.dumps(asyncio.run(run(args.chunks, args.backend, args.queries))))
+    print(json.dumps(asyncio.run(run(args.chunks, args.backend, args.queries, args.reuse))))
 
 
 if __name__ == "__main__":

@@ -143,6 +143,12 @@ _PG_DDL = [
 ]
 
 
+def _batches(items: Sequence[Any], size: int = 500) -> list[list[Any]]:
+    """Split IN-lists so no statement exceeds the driver's bound-parameter limit."""
+    seq = list(items)
+    return [seq[i : i + size] for i in range(0, len(seq), size)]
+
+
 def _fts_table(cid: int) -> str:
     return f"rag_fts_{int(cid)}"
 
@@ -509,32 +515,32 @@ class RagStore:
         """Record that unchanged documents were checked now (freshness)."""
         if not doc_ids:
             return
+        now = time.time()
         async with self._writer().begin() as conn:
-            await conn.execute(
-                text(
-                    "UPDATE rag_documents SET indexed_at = :t"
-                    " WHERE collection_id = :c AND doc_id IN :ids"
-                ).bindparams(bindparam("ids", expanding=True)),
-                {"t": time.time(), "c": cid, "ids": list(doc_ids)},
-            )
+            for part in _batches(doc_ids):
+                await conn.execute(
+                    text(
+                        "UPDATE rag_documents SET indexed_at = :t"
+                        " WHERE collection_id = :c AND doc_id IN :ids"
+                    ).bindparams(bindparam("ids", expanding=True)),
+                    {"t": now, "c": cid, "ids": part},
+                )
 
     async def delete_documents(self, cid: int, doc_ids: Sequence[str]) -> int:
         if not doc_ids:
             return 0
         async with self._writer().begin() as conn:
-            pks = [
-                int(r[0])
-                for r in (
-                    await conn.execute(
-                        text(
-                            "SELECT id FROM rag_documents WHERE collection_id = :c"
-                            " AND doc_id IN :ids"
-                        ).bindparams(bindparam("ids", expanding=True)),
-                        {"c": cid, "ids": list(doc_ids)},
-                    )
-                ).all()
-            ]
-            await self._delete_doc_rows(conn, cid, pks)
+            pks: list[int] = []
+            for part in _batches(doc_ids):
+                rows = await conn.execute(
+                    text(
+                        "SELECT id FROM rag_documents WHERE collection_id = :c AND doc_id IN :ids"
+                    ).bindparams(bindparam("ids", expanding=True)),
+                    {"c": cid, "ids": part},
+                )
+                pks.extend(int(r[0]) for r in rows)
+            for part_pks in _batches(pks):
+                await self._delete_doc_rows(conn, cid, part_pks)
             if pks:
                 await self._bump(conn, cid)
         return len(pks)
@@ -549,7 +555,8 @@ class RagStore:
                     )
                 ).all()
             ]
-            await self._delete_doc_rows(conn, cid, pks)
+            for part_pks in _batches(pks):
+                await self._delete_doc_rows(conn, cid, part_pks)
             if self.is_sqlite:
                 await conn.execute(text(f"DROP TABLE IF EXISTS {_fts_table(cid)}"))
             await conn.execute(text("DELETE FROM rag_collections WHERE id = :c"), {"c": cid})
