@@ -119,10 +119,17 @@ def citations_for(numbers: Sequence[int], hits: Sequence[Hit]) -> list[dict[str,
 
 
 def extractive_answer(question: str, hits: Sequence[Hit], max_passages: int = 3) -> str:
-    """Best-matching sentence of each of the top passages, each with its citation."""
+    """Best-matching sentence of each of the top passages, each with its citation.
+
+    Passages scoring under half of the best one are left out (they are still
+    returned as passages, just not quoted as the answer).
+    """
     q = set(analyze(question))
     parts = []
+    top = max((h.score for h in hits), default=0.0)
     for i, h in enumerate(hits[:max_passages], 1):
+        if i > 1 and top > 0 and h.score < 0.5 * top:
+            continue
         sentences = [s.strip() for s in _SENT.split(h.text) if s.strip()]
         if not sentences:
             continue
