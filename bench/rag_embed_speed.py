@@ -39,7 +39,7 @@ def main() -> None:
     model_dir = resolve_model_dir("bundled:all-minilm-l6-v2")
     enc = MiniLMEncoder(model_dir)
     try:
-        from sentence_transformers import SentenceTransformer
+        from sentence_transformers import SentenceTransformer  # type: ignore[import-not-found]
 
         st = SentenceTransformer(str(model_dir), device="cpu")
     except ImportError as exc:

@@ -31,7 +31,7 @@ def fake_vector(text: str) -> list[float]:
     if n == 0:
         v[0] = 1.0
         n = 1.0
-    return (v / n).tolist()
+    return [float(x) for x in (v / n)]
 
 
 class FakePipeline:
