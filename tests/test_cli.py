@@ -94,3 +94,13 @@ def test_teams_and_keys_lifecycle(tmp_path: Path) -> None:
 
 def test_usage_bad_since(tmp_path: Path) -> None:
     assert "since" in one_line_error(run("usage", "--since", "whenever", home=tmp_path))
+
+
+def test_usage_by_business_unit_and_unreachable_db(tmp_path: Path) -> None:
+    assert run("teams", "create", "bu-team", "-b", "legal", home=tmp_path).returncode == 0
+    proc = run("usage", "--by", "business-unit", "--json", home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "--by" in one_line_error(run("usage", "--by", "colour", home=tmp_path))
+    down = run("teams", "list", home=tmp_path,
+               env={"LOCKGATE_DATABASE_URL": "postgresql://127.0.0.1:9/nothing"})
+    assert one_line_error(down)

@@ -134,9 +134,8 @@ async def list_keys(request: Request) -> Response:
 async def revoke_key(request: Request, key_id: str) -> Response:
     try:
         rt = await _admin(request)
-        if not await rt.store.revoke_key(key_id):
+        if not await rt.revoke_key(key_id):
             raise NotFound(f"No active key with id '{key_id}'.", code="key_not_found")
-        rt.pipeline.auth.invalidate(key_id)
         return json_response({"id": key_id, "revoked": True})
     except GatewayError as exc:
         return error_response(exc)
@@ -163,7 +162,17 @@ async def usage(request: Request) -> Response:
         rt = await _admin(request)
         since_raw = request.query_params.get("since")
         since = parse_since(since_raw) if since_raw else None
-        rows = await rt.store.usage_summary(team=request.query_params.get("team"), since=since)
+        team = request.query_params.get("team")
+        group_by = request.query_params.get("group_by")
+        if group_by == "business_unit":
+            from lockgate.api.controls import usage_by_business_unit  # controls imports admin
+
+            rows = await usage_by_business_unit(rt.store, since=since, team=team)
+        elif group_by in (None, ""):
+            rows = await rt.store.usage_summary(team=team, since=since)
+        else:
+            raise BadRequest("'group_by' must be 'business_unit' or absent.", param="group_by",
+                             code="invalid_value")
         return json_response({"data": rows})
     except GatewayError as exc:
         return error_response(exc)

@@ -25,6 +25,7 @@ from lockgate.formats.anthropic import (
     openai_response_to_anthropic,
 )
 from lockgate.pipeline import Call
+from lockgate.pipeline.cache import wants_no_cache
 from lockgate.pipeline.call import new_request_id
 from lockgate.pipeline.validate import model_of
 from lockgate.providers.base import StreamChunk
@@ -72,6 +73,7 @@ async def messages(request: Request) -> Response:
             kind="chat", model=model, body=oa_body, api_key=api_key_of(request),
             request_id=request_id_of(request) or new_request_id(),
             task=request.headers.get("x-lockgate-task"),
+            no_cache=wants_no_cache(request.headers.get("cache-control")),
         )
         if stream:
             chunks = await rt.pipeline.chat_stream(call)

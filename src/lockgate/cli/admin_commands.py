@@ -18,7 +18,7 @@ from rich.table import Column, Table
 
 from lockgate.cli.common import ConfigOption, console, fail, get_config, run
 from lockgate.config import Config
-from lockgate.store import AlreadyExists, NotFoundError, Store
+from lockgate.store import Store, StoreError
 
 T = TypeVar("T")
 
@@ -38,7 +38,7 @@ def with_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
 
     try:
         return run(go)
-    except (AlreadyExists, NotFoundError) as exc:
+    except StoreError as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot open the database {config.effective_database_url}: {exc}")
@@ -148,10 +148,12 @@ def _notify_gateway(url: str, cfg: Config) -> None:
 def usage(
     team: str | None = typer.Option(None, "--team", "-t"),
     since: str | None = typer.Option(None, "--since", "-s", help="ISO date or 24h / 7d."),
+    by: str = typer.Option("team,key,model", "--by",
+                           help="Grouping: team,key,model (default) or business-unit."),
     as_json: bool = typer.Option(False, "--json"),
     config: Path | None = ConfigOption,
 ) -> None:
-    """Spend and tokens per team, key and model."""
+    """Spend and tokens per team, key and model (or per business unit)."""
     from lockgate.api.admin import parse_since
     from lockgate.errors import GatewayError
 
@@ -160,7 +162,14 @@ def usage(
         since_dt = parse_since(since) if since else None
     except GatewayError as exc:
         fail(exc.message)
-    rows = with_store(cfg, lambda s: s.usage_summary(team=team, since=since_dt))
+    if by.replace("_", "-") == "business-unit":
+        from lockgate.api.controls import usage_by_business_unit
+
+        rows = with_store(cfg, lambda s: usage_by_business_unit(s, since=since_dt, team=team))
+    elif by == "team,key,model":
+        rows = with_store(cfg, lambda s: s.usage_summary(team=team, since=since_dt))
+    else:
+        fail(f"--by: expected team,key,model or business-unit, got '{by}'")
     if as_json:
         print(json.dumps(rows, default=str))
         return
