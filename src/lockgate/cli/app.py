@@ -11,6 +11,7 @@ from lockgate.cli.admin_commands import keys_app, teams_app, usage
 from lockgate.cli.audit_commands import audit_app
 from lockgate.cli.common import console, fail
 from lockgate.cli.controls_commands import controls_app
+from lockgate.cli.rag_commands import rag_app
 from lockgate.cli.serve_commands import serve, up
 from lockgate.cli.shadow_commands import shadow_app
 from lockgate.config import load_config
@@ -34,6 +35,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(audit_app, name="audit")
 app.add_typer(shadow_app, name="shadow")
 app.add_typer(controls_app, name="controls")
+app.add_typer(rag_app, name="rag")
 
 
 @config_app.command("check")
