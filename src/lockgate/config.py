@@ -46,6 +46,7 @@ from lockgate.governance.config import (
     LimitsConfig,
 )
 from lockgate.guards.config import GuardsConfig
+from lockgate.jobs.config import JobsSettings
 from lockgate.observability.settings import ShadowSettings, TracingSettings
 from lockgate.providers.rules import RulesSpec
 
@@ -181,6 +182,44 @@ class KillSwitchDefaults(_Strict):
     teams: list[str] = Field(default_factory=list)
 
 
+class RagCollectionSettings(_Strict):
+    """Per-collection RAG settings; ``threshold`` overrides a calibrated/default one."""
+
+    threshold: float | None = Field(None, ge=0)
+    """Refusal threshold on the confidence score (cosine or bm25_norm); None = stored/default."""
+    threshold_kind: Literal["cosine", "bm25_norm"] | None = None
+    """Apply ``threshold`` only when the query's confidence is this kind; None = any."""
+
+
+class RagConfig(_Strict):
+    """The RAG front door (lockgate.api.rag): models, refusal, signed end-user identity."""
+
+    embed_model: str | None = None
+    """Embeddings model (a configured name) for new collections; None = BM25 only."""
+    generation_model: str | None = None
+    """Chat model for answers; None = extractive answers (best passages, cited)."""
+    mode: Literal["bm25", "dense", "hybrid"] = "hybrid"
+    k: int = Field(5, ge=1, le=50)
+    end_user_secret: str | None = None
+    """HMAC key (``env:NAME``) for the ``x-lockgate-end-user`` header; None = header refused."""
+    end_user_max_age: float = Field(300.0, gt=0)
+    """Seconds a signed end-user header stays valid (clock skew allowed the same way)."""
+    team_ingest: bool = False
+    """False: only the master key ingests. True: a team key may ingest documents whose ACL
+    names only ``team:<its team>`` principals."""
+    collections: dict[str, RagCollectionSettings] = Field(default_factory=dict)
+
+    @field_validator("end_user_secret")
+    @classmethod
+    def _secret_len(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("env:") and len(v) < 16:
+            raise ValueError("end_user_secret must be env:NAME or at least 16 characters")
+        return v
+
+    def resolved_end_user_secret(self) -> str | None:
+        return resolve_secret(self.end_user_secret, "rag.end_user_secret")
+
+
 class Config(_Strict):
     server: ServerSettings = ServerSettings()
     database_url: str | None = None
@@ -213,6 +252,10 @@ class Config(_Strict):
     """Mirror a share of a model's calls to a candidate deployment (lockgate.pipeline.shadow)."""
     tracing: TracingSettings = TracingSettings()
     """OpenTelemetry spans per pipeline stage (off unless enabled or OTEL_EXPORTER_OTLP_*)."""
+    jobs: JobsSettings = JobsSettings()
+    """Durable job queue, workers, tasks, alerts (lockgate.jobs.config)."""
+    rag: RagConfig = RagConfig()
+    """Permission-aware RAG over HTTP and ``model: rag/<collection>`` (lockgate.api.rag)."""
 
     @model_validator(mode="after")
     def _check_model_refs(self) -> Config:
@@ -232,6 +275,10 @@ class Config(_Strict):
         for model in self.kill_switch.models:
             if model not in names:
                 raise ValueError(f"kill_switch.models: unknown model '{model}'")
+        for field_name in ("embed_model", "generation_model"):
+            ref = getattr(self.rag, field_name)
+            if ref is not None and ref not in names:
+                raise ValueError(f"rag.{field_name}: unknown model '{ref}'")
         if self.cache.backend == "redis" and not self.redis_url:
             raise ValueError("cache.backend 'redis' needs redis_url")
         return self
