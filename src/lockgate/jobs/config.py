@@ -23,7 +23,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from lockgate.jobs.queue import QueueOptions
-from lockgate.jobs.tasks import TaskSpec, builtin_tasks
+from lockgate.jobs.taskspec import TaskSpec, builtin_tasks
 
 __all__ = ["AlertSettings", "JobsSettings", "jobs_settings_of"]
 
