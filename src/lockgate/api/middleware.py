@@ -25,7 +25,9 @@ class RequestIdMiddleware:
             return
         started = time.perf_counter()
         rid = "req_" + uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = rid
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        state["started"] = started
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -15,6 +15,7 @@ from lockgate.api.request_io import (
     json_response,
     read_json,
     request_id_of,
+    started_of,
 )
 from lockgate.errors import GatewayError
 from lockgate.pipeline import Call, Pipeline
@@ -54,6 +55,7 @@ async def build_call(request: Request, rt: Runtime, kind: str) -> Call:
         body=body,
         api_key=api_key_of(request),
         request_id=request_id_of(request) or new_request_id(),
+        started=started_of(request),
         task=request.headers.get("x-lockgate-task"),
         no_cache=wants_no_cache(request.headers.get("cache-control")),
         end_user=body.get("user") if isinstance(body.get("user"), str) else None,

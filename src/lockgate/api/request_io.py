@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -56,6 +57,13 @@ def api_key_of(request: Request) -> str | None:
 def request_id_of(request: Request) -> str:
     rid = request.scope.get("state", {}).get("request_id")
     return str(rid) if rid else ""
+
+
+def started_of(request: Request) -> float:
+    """When the ASGI middleware first saw the request (perf_counter), so the overhead
+    header covers parsing and routing too."""
+    started = request.scope.get("state", {}).get("started")
+    return float(started) if started is not None else time.perf_counter()
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
