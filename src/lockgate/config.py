@@ -47,7 +47,7 @@ from lockgate.governance.config import (
 )
 from lockgate.guards.config import GuardsConfig
 from lockgate.jobs.config import JobsSettings
-from lockgate.observability.settings import ShadowSettings, TracingSettings
+from lockgate.observability.settings import LoggingSettings, ShadowSettings, TracingSettings
 from lockgate.providers.rules import RulesSpec
 
 DEFAULT_HOME = Path(".lockgate")
@@ -252,6 +252,8 @@ class Config(_Strict):
     """Mirror a share of a model's calls to a candidate deployment (lockgate.pipeline.shadow)."""
     tracing: TracingSettings = TracingSettings()
     """OpenTelemetry spans per pipeline stage (off unless enabled or OTEL_EXPORTER_OTLP_*)."""
+    logging: LoggingSettings = LoggingSettings()
+    """Structured logs: ``{level, format: json|console}``; every line carries the request id."""
     jobs: JobsSettings = JobsSettings()
     """Durable job queue, workers, tasks, alerts (lockgate.jobs.config)."""
     rag: RagConfig = RagConfig()

@@ -19,6 +19,7 @@ from lockgate.api.middleware import RequestIdMiddleware
 from lockgate.api.request_io import error_response
 from lockgate.config import Config, load_config
 from lockgate.errors import BadRequest, GatewayError
+from lockgate.observability.logging import configure_logging
 from lockgate.runtime import Runtime
 
 log = structlog.get_logger("lockgate.server")
@@ -34,6 +35,7 @@ def create_app(config: Config | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(cfg.logging)  # once per process; JSON lines with the request id
         runtime = await Runtime.start(cfg)
         app.state.runtime = runtime
         log.info("lockgate.started", models=runtime.pipeline.router.models(), pid=os.getpid())

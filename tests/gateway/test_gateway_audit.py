@@ -51,3 +51,23 @@ def test_health(gateway: Gateway) -> None:
     r = httpx.get(gateway.url + "/health")
     assert r.status_code == 200 and r.json()["status"] == "ok"
     assert r.headers["x-request-id"].startswith("req_")
+
+
+def test_logs_are_json_lines_with_the_request_id() -> None:
+    import io
+    import json
+
+    import structlog
+
+    from lockgate.observability.logging import configure_logging, request_context, reset_logging
+
+    buf = io.StringIO()
+    configure_logging(stream=buf, force=True)
+    try:
+        with request_context(request_id="req_test123"):
+            structlog.get_logger("lockgate.test").info("hello", model="fast")
+    finally:
+        reset_logging()
+    line = json.loads(buf.getvalue().strip().splitlines()[-1])
+    assert line["event"] == "hello" and line["request_id"] == "req_test123"
+    assert line["model"] == "fast" and line["level"] == "info"

@@ -11,6 +11,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lockgate.observability.logging import bind_request
+
 _RID = b"x-request-id"
 _OVH = b"x-lockgate-overhead-ms"
 
@@ -28,6 +30,7 @@ class RequestIdMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = rid
         state["started"] = started
+        bind_request(request_id=rid)  # every log line of this request's task carries it
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
