@@ -204,9 +204,6 @@ class RagConfig(_Strict):
     """HMAC key (``env:NAME``) for the ``x-lockgate-end-user`` header; None = header refused."""
     end_user_max_age: float = Field(300.0, gt=0)
     """Seconds a signed end-user header stays valid (clock skew allowed the same way)."""
-    team_ingest: bool = False
-    """False: only the master key ingests. True: a team key may ingest documents whose ACL
-    names only ``team:<its team>`` principals."""
     collections: dict[str, RagCollectionSettings] = Field(default_factory=dict)
 
     @field_validator("end_user_secret")
