@@ -14,11 +14,12 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from lockgate import __version__
-from lockgate.api import admin, anthropic, controls, health, openai
+from lockgate.api import admin, anthropic, controls, health, jobs, openai
 from lockgate.api.middleware import RequestIdMiddleware
 from lockgate.api.request_io import error_response
 from lockgate.config import Config, load_config
 from lockgate.errors import BadRequest, GatewayError
+from lockgate.jobs.services import JobsServices
 from lockgate.observability.logging import configure_logging
 from lockgate.runtime import Runtime
 
@@ -38,6 +39,11 @@ def create_app(config: Config | None = None) -> FastAPI:
         configure_logging(cfg.logging)  # once per process; JSON lines with the request id
         runtime = await Runtime.start(cfg)
         app.state.runtime = runtime
+        try:
+            app.state.jobs = await JobsServices.start(cfg, runtime.metrics.registry)
+        except BaseException:
+            await runtime.aclose()
+            raise
         log.info("lockgate.started", models=runtime.pipeline.router.models(), pid=os.getpid())
         # Start-up leaves ~140k long-lived objects (FastAPI, SQLAlchemy, pydantic); full GC
         # passes over them stalled the loop 40-200 ms every 1-2 s under load (bench/RESULTS.md).
@@ -46,7 +52,10 @@ def create_app(config: Config | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await runtime.aclose()
+            try:
+                await app.state.jobs.aclose()
+            finally:
+                await runtime.aclose()
             log.info("lockgate.stopped", pid=os.getpid())
 
     app = FastAPI(
@@ -60,6 +69,7 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(controls.router)
     app.include_router(health.router)
+    app.include_router(jobs.router)
     app.add_middleware(RequestIdMiddleware)
 
     @app.exception_handler(HTTPException)
