@@ -11,6 +11,7 @@ from lockgate.cli.admin_commands import keys_app, teams_app, usage
 from lockgate.cli.audit_commands import audit_app
 from lockgate.cli.common import console, fail
 from lockgate.cli.controls_commands import controls_app
+from lockgate.cli.jobs_commands import batch_app, consume, dlq_app, jobs_app, worker
 from lockgate.cli.rag_commands import rag_app
 from lockgate.cli.serve_commands import serve, up
 from lockgate.cli.shadow_commands import shadow_app
@@ -36,6 +37,11 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(shadow_app, name="shadow")
 app.add_typer(controls_app, name="controls")
 app.add_typer(rag_app, name="rag")
+app.command()(worker)
+app.command()(consume)
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(batch_app, name="batch")
 
 
 @config_app.command("check")
