@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from lockgate import __version__
-from lockgate.api import admin, anthropic, controls, health, jobs, openai
+from lockgate.api import admin, anthropic, controls, health, jobs, openai, rag
 from lockgate.api.middleware import RequestIdMiddleware
 from lockgate.api.request_io import error_response
 from lockgate.config import Config, load_config
@@ -69,6 +69,7 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(controls.router)
     app.include_router(health.router)
+    app.include_router(rag.router)
     app.include_router(jobs.router)
     app.add_middleware(RequestIdMiddleware)
 

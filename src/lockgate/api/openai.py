@@ -9,6 +9,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
+from lockgate.api import rag
 from lockgate.api.request_io import (
     api_key_of,
     error_response,
@@ -69,6 +70,8 @@ async def chat_completions(request: Request) -> Response:
     call: Call | None = None
     try:
         call = await build_call(request, rt, "chat")
+        if rag.is_rag_model(call.model):
+            return await rag.chat_completion(request, call)
         if call.body.get("stream") is True:
             stream = await rt.pipeline.chat_stream(call)
             return StreamingResponse(

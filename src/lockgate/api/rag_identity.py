@@ -1,0 +1,122 @@
+"""Who a RAG query runs for: the API key's team plus an optional HMAC-signed end user.
+
+The end user travels in one header, signed by the application backend that holds
+``rag.end_user_secret`` (clients never see the secret)::
+
+    x-lockgate-end-user: <user-id>;groups=<g1>,<g2>;ts=<unix seconds>;sig=<hex>
+
+``sig`` is ``HMAC-SHA256(secret, payload)`` in lowercase hex, where ``payload`` is
+the header value up to (not including) ``;sig=`` — exactly the bytes sent, so
+there is no canonicalisation to get wrong. ``groups`` may be empty
+(``groups=``). ``ts`` is when it was signed; the header is accepted while
+``|now - ts| <= rag.end_user_max_age`` (default 300 s), so a leaked header
+expires. :func:`sign_end_user` builds a header (use it in the backend or tests).
+
+User ids and group names are 1-200 characters without whitespace, ``;``, ``,``
+or ``=``. A header that is malformed, expired or badly signed — or any header
+when no secret is configured — is a 401 (``code: invalid_end_user``); it is
+never silently ignored.
+
+:func:`caller_for` turns the authenticated key and the header into a
+:class:`lockgate.rag.Caller`: principals ``user:<id>``, ``group:<g>``, plus
+``team:<team name>`` of the key (and ``public``). The master key without the
+header is an operator (``all_access``, ACL skipped); the master key *with* a
+signed header acts as that end user only (no team). Nothing the client sends
+in the body (e.g. OpenAI's ``user`` field) changes the ACL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from dataclasses import dataclass
+
+from lockgate.errors import Unauthorized
+from lockgate.pipeline.call import Principal
+from lockgate.rag.types import Caller
+
+__all__ = [
+    "END_USER_HEADER",
+    "EndUser",
+    "caller_for",
+    "parse_end_user",
+    "sign_end_user",
+]
+
+END_USER_HEADER = "x-lockgate-end-user"
+
+_NAME = re.compile(r"^[^\s;,=]{1,200}$")
+
+
+@dataclass(frozen=True, slots=True)
+class EndUser:
+    user_id: str
+    groups: tuple[str, ...]
+    ts: int
+
+
+def _mac(secret: str, payload: str) -> str:
+    return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+
+
+def sign_end_user(secret: str, user_id: str, groups: tuple[str, ...] | list[str] = (),
+                  ts: int | None = None) -> str:
+    """The header value for ``user_id`` in ``groups``, signed now (or at ``ts``)."""
+    for name in (user_id, *groups):
+        if not _NAME.match(name):
+            raise ValueError(f"bad end-user id or group {name!r}")
+    stamp = int(time.time()) if ts is None else ts
+    payload = f"{user_id};groups={','.join(groups)};ts={stamp}"
+    return f"{payload};sig={_mac(secret, payload)}"
+
+
+def _bad(why: str) -> Unauthorized:
+    return Unauthorized(f"Invalid {END_USER_HEADER} header: {why}.", code="invalid_end_user")
+
+
+def parse_end_user(value: str, secret: str | None, max_age: float,
+                   now: float | None = None) -> EndUser:
+    """Verify a header value; raises :class:`Unauthorized` (401) on any problem."""
+    if not secret:
+        raise _bad("signed end users are not enabled (rag.end_user_secret is unset)")
+    payload, sep, sig = value.strip().rpartition(";sig=")
+    if not sep or not payload:
+        raise _bad("no signature")
+    if not hmac.compare_digest(_mac(secret, payload), sig.strip().lower()):
+        raise _bad("bad signature")
+    user_id, *fields = payload.split(";")
+    if not _NAME.match(user_id):
+        raise _bad("bad user id")
+    parts: dict[str, str] = {}
+    for f in fields:
+        k, eq, v = f.partition("=")
+        if not eq or k in parts:
+            raise _bad(f"bad field {f!r}")
+        parts[k] = v
+    if set(parts) != {"groups", "ts"}:
+        raise _bad("expected groups= and ts=")
+    groups = tuple(g for g in parts["groups"].split(",") if g)
+    if any(not _NAME.match(g) for g in groups):
+        raise _bad("bad group name")
+    try:
+        ts = int(parts["ts"])
+    except ValueError:
+        raise _bad("ts is not an integer") from None
+    t = time.time() if now is None else now
+    if abs(t - ts) > max_age:
+        raise _bad("expired (ts outside the allowed window)")
+    return EndUser(user_id=user_id, groups=groups, ts=ts)
+
+
+def caller_for(principal: Principal, end_user: EndUser | None) -> Caller:
+    """The ACL identity of a request (see the module docstring for the rules)."""
+    if principal.is_master:
+        if end_user is None:
+            return Caller(all_access=True)
+        return Caller(user_id=end_user.user_id, groups=end_user.groups)
+    team = principal.team_name or principal.team_id
+    if end_user is None:
+        return Caller(team_id=team)
+    return Caller(user_id=end_user.user_id, groups=end_user.groups, team_id=team)
