@@ -299,6 +299,9 @@ async def ingest(collection: str, request: Request) -> Response:
                 raise BadRequest("embed_model must be a configured embeddings model or null.",
                                  param="embed_model")
             embed_model = em
+            if em is None and await svc.store.get_collection(name) is None:
+                # RagService reads embed_model=None as "the default": create BM25-only here
+                await svc.store.create_collection(name, None)
         report = await svc.ingest_documents(name, docs, principal=principal,
                                             sync=body.get("sync") is True,
                                             embed_model=embed_model)
