@@ -399,3 +399,19 @@ def test_openai_sdk_stream_with_citations(env: RagEnv) -> None:
     with pytest.raises(openai.AuthenticationError):
         bad.chat.completions.create(model=f"rag/{env.coll}", stream=True,
                                     messages=[{"role": "user", "content": "parking?"}])
+
+
+# ---------------------------------------------------------------- governance
+
+
+def test_model_calls_use_the_keys_permissions(env: RagEnv) -> None:
+    """Embeddings and generation go through the pipeline as the caller's key."""
+    q = "How many vacation days do employees get per year?"
+    allowed = env.gw.new_key(models=["embed", "fast"])
+    assert env.query(allowed, q).status_code == 200
+    no_embed = env.gw.new_key(models=["fast"])
+    r = env.query(no_embed, q)
+    assert r.status_code == 403 and "embed" in r.json()["error"]["message"], r.text
+    no_gen = env.gw.new_key(models=["embed"])
+    r = env.chat(no_gen, q, stream=True)
+    assert r.status_code == 403 and "fast" in r.json()["error"]["message"], r.text
