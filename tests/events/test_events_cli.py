@@ -41,7 +41,7 @@ async def test_killed_consumer_event_is_redelivered_and_forwarded_once(
         [
             sys.executable,
             "-m",
-            "lockgate.cli.jobs_commands",
+            "lockgate",
             "consume",
             "--source",
             urls["src"],

@@ -101,7 +101,7 @@ async def test_killed_batch_resumes_without_duplicates(stub: StubUpstream, tmp_p
     cmd = [
         sys.executable,
         "-m",
-        "lockgate.cli.jobs_commands",
+        "lockgate",
         "batch",
         "run",
         str(src),

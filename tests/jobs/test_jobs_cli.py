@@ -19,7 +19,7 @@ SRC = Path(__file__).parent.parent.parent / "src"
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "lockgate.cli.jobs_commands", *args]
+    return [sys.executable, "-m", "lockgate", *args]
 
 
 def env() -> dict[str, str]:
