@@ -103,6 +103,7 @@ def rag_gateway(upstream: str, database_url: str, tmp_path_factory: pytest.TempP
     os.environ[SECRET_ENV] = SECRET
     home = tmp_path_factory.mktemp("raghome")
     extra = f"""
+cache: {{enabled: true}}
 rag:
   embed_model: embed
   generation_model: fast
@@ -415,3 +416,48 @@ def test_model_calls_use_the_keys_permissions(env: RagEnv) -> None:
     no_gen = env.gw.new_key(models=["embed"])
     r = env.chat(no_gen, q, stream=True)
     assert r.status_code == 403 and "fast" in r.json()["error"]["message"], r.text
+
+
+def test_cache_never_crosses_end_users(env: RagEnv) -> None:
+    """Same team, same question: the HR member's cached answer never reaches a non-member."""
+    q = ADVERSARIAL[0]
+    for _ in range(2):
+        assert HR_SECRET in env.chat(env.team_key, q, signed("hana", ("hr",))).text
+        assert HR_SECRET not in env.chat(env.team_key, q).text
+        assert HR_SECRET not in env.chat(env.team_key, q, signed("ivan", ("eng",))).text
+
+
+def test_permission_change_edit_and_delete_show_on_next_query(env: RagEnv) -> None:
+    coll = "fresh-" + uuid.uuid4().hex[:8]
+    doc = {"id": "memo", "title": "Memo", "text": f"The launch code word is {HR_SECRET}.",
+           "acl": ["group:board"]}
+    filler = {"id": "filler", "text": "The canteen opens at eight.", "acl": ["public"]}
+    q = "What is the launch code word?"
+
+    def ingest(docs: list[dict[str, Any]], sync: bool = False) -> dict[str, Any]:
+        with env.gw.admin() as c:
+            r = c.post(f"/v1/rag/{coll}/documents", json={"documents": docs, "sync": sync})
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    ingest([doc, filler])
+    assert HR_SECRET not in env.query(env.other_key, q, coll=coll).text
+    assert ingest([{**doc, "acl": ["public"]}, filler])["permissions_updated"] == 1
+    assert HR_SECRET in env.query(env.other_key, q, coll=coll).text
+    ingest([{**doc, "acl": ["public"], "text": "The launch code word is retired."}, filler])
+    r = env.query(env.other_key, q, coll=coll)
+    assert HR_SECRET not in r.text and "retired" in r.text
+    assert ingest([filler], sync=True)["removed"] == 1
+    r = env.query(env.other_key, q, coll=coll)
+    assert "retired" not in r.text and all(p["doc_id"] == "filler" for p in r.json()["passages"])
+
+
+def test_stream_cut_by_upstream_ends_with_error_event(env: RagEnv) -> None:
+    with env.client(env.other_key) as c, c.stream(
+        "POST", f"/v1/rag/{env.coll}/query",
+        json={"question": "How many vacation days per year?", "stream": True, "model": "cuts"},
+    ) as r:
+        assert r.status_code == 200
+        lines = [ln for ln in r.iter_lines() if ln.startswith("data: ")]
+    assert lines and "data: [DONE]" not in lines
+    assert "error" in json.loads(lines[-1][6:])
