@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 import orjson
+import structlog
 from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
@@ -87,6 +88,7 @@ from lockgate.runtime import Runtime
 __all__ = ["RAG_MODEL_PREFIX", "chat_completion", "is_rag_model", "rag_service", "router"]
 
 router = APIRouter()
+log = structlog.get_logger("lockgate.api.rag")
 
 RAG_MODEL_PREFIX = "rag/"
 MAX_DOCUMENTS = 1000
@@ -388,6 +390,12 @@ async def _render(first: StreamEvent, events: AsyncIterator[StreamEvent],
                 yield b"data: " + orjson.dumps(obj) + b"\n\n"
     except GatewayError as exc:
         yield b"data: " + exc.body_bytes() + b"\n\n"
+        return
+    except Exception:
+        log.exception("lockgate.rag.stream_failed")
+        err = GatewayError("Internal error in lockgate; see the server log.", status=500,
+                           code="internal_error")
+        yield b"data: " + err.body_bytes() + b"\n\n"
         return
     finally:
         aclose = getattr(events, "aclose", None)
