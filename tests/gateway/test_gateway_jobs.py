@@ -4,11 +4,13 @@ Two gateways share the session's stand-in upstream:
 
 * ``jobs_gw`` — SQLite store and job queue under its home, with a ``lockgate worker``
   subprocess reading the same config (same queue file, same batch directory);
-* ``idle_gw`` — no worker and ``jobs.max_depth: 3``: jobs stay queued (cancel, 429).
+* ``idle_gw`` — no worker, ``jobs.max_depth: 3`` and ``result_ttl: 1.5``: jobs stay queued
+  (cancel, 429); the expiry test completes one with an in-process claim on the same queue.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -24,6 +26,7 @@ import openai
 import orjson
 import pytest
 
+from lockgate.jobs.queue import QueueOptions, open_queue
 from tests.gateway.conftest import MASTER, Gateway, ServerThread, gateway_config
 
 JOBS_EXTRA = """
@@ -33,6 +36,7 @@ jobs:
   lease: 10
   grace: 2
   max_depth: {max_depth}
+  result_ttl: {result_ttl}
   tasks:
     - name: poison
       model: always-500
@@ -41,10 +45,12 @@ jobs:
 """
 
 
-def _start(upstream: str, home: Path, max_depth: int) -> tuple[ServerThread, Gateway, Path]:
+def _start(upstream: str, home: Path, max_depth: int, result_ttl: float = 3600
+           ) -> tuple[ServerThread, Gateway, Path]:
     home.mkdir(parents=True, exist_ok=True)
     db = f"sqlite:///{home / 'lockgate.db'}"
-    text = gateway_config(upstream, home, db, JOBS_EXTRA.format(max_depth=max_depth))
+    extra = JOBS_EXTRA.format(max_depth=max_depth, result_ttl=result_ttl)
+    text = gateway_config(upstream, home, db, extra)
     cfg_path = home / "lockgate.yaml"
     cfg_path.write_text(text)
     server = ServerThread(text, home)
@@ -76,7 +82,7 @@ def jobs_gw(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="module")
 def idle_gw(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    server, gw, _ = _start(upstream, tmp_path_factory.mktemp("idlegw"), 3)
+    server, gw, _ = _start(upstream, tmp_path_factory.mktemp("idlegw"), 3, 1.5)
     try:
         yield gw
     finally:
@@ -202,6 +208,30 @@ def test_jobs_need_a_valid_key(jobs_gw: Gateway) -> None:
         _assert_openai_error(anon.get("/batches"), 401)
     with _client(jobs_gw, "sk-lg-not-a-key") as bad:
         _assert_openai_error(bad.post("/jobs", json={"task": "classify", "input": "x"}), 401)
+
+
+async def test_finished_result_expires_to_410(idle_gw: Gateway) -> None:
+    async with httpx.AsyncClient(base_url=idle_gw.v1, timeout=10,
+                                 headers={"Authorization": f"Bearer {idle_gw.new_key()}"}) as c:
+        r = await c.post("/jobs", json={"task": "classify", "input": "x", "priority": 1000})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        # the completing side stamps expires_at with its own jobs.result_ttl (as a worker does)
+        queue = open_queue(f"sqlite:///{idle_gw.home / 'jobs.db'}", QueueOptions(result_ttl=1.5))
+        await queue.open()
+        try:
+            (delivery,) = await queue.claim("test-worker", limit=1, lease=30)
+            assert delivery.job.id == job_id
+            assert await queue.complete(delivery, {"answer": 42})
+        finally:
+            await queue.aclose()
+        done = (await c.get(f"/jobs/{job_id}")).json()
+        assert done["status"] == "succeeded" and done["result"] == {"answer": 42}
+        deadline = time.monotonic() + 15
+        while (r := await c.get(f"/jobs/{job_id}")).status_code == 200:
+            assert time.monotonic() < deadline, "result never expired"
+            await asyncio.sleep(0.1)
+        _assert_openai_error(r, 410, "job_expired")
 
 
 def test_cancel_a_queued_job(idle_gw: Gateway) -> None:
