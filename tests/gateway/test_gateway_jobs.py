@@ -308,6 +308,10 @@ def test_openai_batch_end_to_end_with_the_sdk(jobs_gw: Gateway) -> None:
     with pytest.raises(openai.NotFoundError):
         stranger.files.content(batch.output_file_id)
     assert batch.id not in [b.id for b in stranger.batches.list().data]
+    mine = [x.id for x in client.files.list(purpose="batch")]
+    assert f.id in mine and batch.output_file_id not in mine  # outputs are batch_output
+    assert batch.output_file_id in [x.id for x in client.files.list()]
+    assert f.id not in [x.id for x in stranger.files.list()]
 
 
 def test_openai_batch_cancel_and_bad_input(idle_gw: Gateway) -> None:

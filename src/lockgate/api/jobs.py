@@ -10,10 +10,10 @@ key or team (the master key sees all). Errors are rendered in the OpenAI error s
   (or an ``Idempotency-Key`` header) -> 202 with the job; the same key again returns the
   same job with ``Idempotent-Replayed: true``. 429 + Retry-After when the queue is full.
 * ``GET /v1/jobs/{id}`` -> the job (404 unknown, 410 result expired); ``DELETE`` cancels.
-* ``POST /v1/files`` (multipart, ``purpose=batch``), ``GET /v1/files/{id}``,
+* ``POST /v1/files`` (multipart, ``purpose=batch``), ``GET /v1/files``, ``GET /v1/files/{id}``,
   ``GET /v1/files/{id}/content``, ``DELETE /v1/files/{id}``.
 * ``POST /v1/batches``, ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``,
-  ``GET /v1/batches`` (newest first, ``limit`` up to 100, ``after`` cursor).
+  ``GET /v1/batches`` (lists newest first, ``limit`` and ``after`` cursor).
 
 Workers (``lockgate worker``) run the jobs and batches; these routes only enqueue and read.
 """
@@ -67,6 +67,26 @@ def _opt_str(body: dict[str, Any], name: str, max_len: int = 512) -> str | None:
         raise BadRequest(f"'{name}' must be a non-empty string (at most {max_len} characters)",
                          param=name)
     return value
+
+
+def _page(records: list[dict[str, Any]], request: Request) -> dict[str, Any]:
+    """An OpenAI list page: ``limit`` (1..10000, default 20 for batches) after ``after``."""
+    raw_limit = request.query_params.get("limit", "20")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 10_000:
+        raise BadRequest("'limit' must be an integer from 1 to 10000", param="limit")
+    limit = int(raw_limit)
+    after = request.query_params.get("after")
+    if after:
+        ids = [r["id"] for r in records]
+        records = records[ids.index(after) + 1:] if after in ids else []
+    page = records[:limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": len(records) > limit,
+    }
 
 
 # ------------------------------------------------------------------ /v1/jobs
@@ -165,6 +185,18 @@ async def create_file(request: Request) -> Response:
     return await _handle(go)
 
 
+@router.get("/v1/files")
+async def list_files(request: Request) -> Response:
+    async def go() -> Response:
+        rt, jobs = _services(request)
+        principal = await _principal(request, rt)
+        purpose = request.query_params.get("purpose")
+        data = await asyncio.to_thread(jobs.batches.files.list, principal, purpose)
+        return json_response(_page(data, request))
+
+    return await _handle(go)
+
+
 @router.get("/v1/files/{file_id}")
 async def get_file(request: Request, file_id: str) -> Response:
     async def go() -> Response:
@@ -257,24 +289,9 @@ async def list_batches(request: Request) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
-        raw_limit = request.query_params.get("limit", "20")
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
-            raise BadRequest("'limit' must be an integer from 1 to 100", param="limit")
-        limit = int(raw_limit)
-        after = request.query_params.get("after")
         records: list[dict[str, Any]] = await asyncio.to_thread(
             jobs.batches.batches.list, principal, 10**9
         )
-        if after:
-            ids = [r["id"] for r in records]
-            records = records[ids.index(after) + 1:] if after in ids else []
-        page = records[:limit]
-        return json_response({
-            "object": "list",
-            "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": len(records) > limit,
-        })
+        return json_response(_page(records, request))
 
     return await _handle(go)

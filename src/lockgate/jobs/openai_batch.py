@@ -1,9 +1,9 @@
 """The OpenAI Batch API shape (``/v1/files``, ``/v1/batches``) on lockgate's job queue.
 
-The HTTP adapter (the lead's ``api`` layer) maps routes onto :class:`OpenAIBatchService`:
+The HTTP adapter (:mod:`lockgate.api.jobs`) maps routes onto :class:`OpenAIBatchService`:
 
-* ``POST /v1/files`` (purpose ``batch``) -> ``files.create``; ``GET /v1/files/{id}``,
-  ``GET /v1/files/{id}/content``, ``DELETE /v1/files/{id}``;
+* ``POST /v1/files`` (purpose ``batch``) -> ``files.create``; ``GET /v1/files``,
+  ``GET /v1/files/{id}``, ``GET /v1/files/{id}/content``, ``DELETE /v1/files/{id}``;
 * ``POST /v1/batches`` -> ``create_batch`` (validates every line, queues one durable job);
   ``GET /v1/batches/{id}``, ``GET /v1/batches``, ``POST /v1/batches/{id}/cancel``.
 
@@ -143,6 +143,19 @@ class FileStore:
     def content(self, file_id: str, principal: Principal | None = None) -> bytes:
         self._record(file_id, principal)
         return self.path(file_id).read_bytes()
+
+    def list(
+        self, principal: Principal | None = None, purpose: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The caller's files, newest first (optionally of one ``purpose``)."""
+        records = []
+        for meta in self.dir.glob("file-*.json"):
+            with contextlib.suppress(OSError, orjson.JSONDecodeError):
+                rec = orjson.loads(meta.read_bytes())
+                if _owner_ok(rec, principal) and (purpose is None or rec["purpose"] == purpose):
+                    records.append(rec)
+        records.sort(key=lambda r: (r.get("created_at", 0), r["id"]), reverse=True)
+        return [_public(r) for r in records]
 
     def delete(self, file_id: str, principal: Principal | None = None) -> dict[str, Any]:
         self._record(file_id, principal)
