@@ -2,8 +2,9 @@
 
 Two gateways share the session's stand-in upstream:
 
-* ``jobs_gw`` — SQLite store and job queue under its home, with a ``lockgate worker``
-  subprocess reading the same config (same queue file, same batch directory);
+* ``jobs_gw`` — once per queue backend (SQLite file, PostgreSQL schema, Redis Streams
+  prefix; unique names, dropped after), with a ``lockgate worker`` subprocess reading the
+  same config (same queue, same batch directory);
 * ``idle_gw`` — no worker, ``jobs.max_depth: 3`` and ``result_ttl: 1.5``: jobs stay queued
   (cancel, 429); the expiry test completes one with an in-process claim on the same queue.
 """
@@ -37,6 +38,7 @@ jobs:
   grace: 2
   max_depth: {max_depth}
   result_ttl: {result_ttl}
+  queue_url: {queue_url}
   tasks:
     - name: poison
       model: always-500
@@ -45,11 +47,21 @@ jobs:
 """
 
 
-def _start(upstream: str, home: Path, max_depth: int, result_ttl: float = 3600
-           ) -> tuple[ServerThread, Gateway, Path]:
+def _queue_url(backend: str, home: Path) -> str:
+    tag = "lg_gwjobs_" + uuid.uuid4().hex[:10]
+    return {
+        "sqlite": f"sqlite:///{home / 'jobs.db'}",
+        "postgres": f"postgresql://postgres@127.0.0.1:5432/test?schema={tag}",
+        "redis": f"redis://127.0.0.1:6379/0?prefix={tag}",
+    }[backend]
+
+
+def _start(upstream: str, home: Path, max_depth: int, result_ttl: float = 3600,
+           queue_url: str | None = None) -> tuple[ServerThread, Gateway, Path]:
     home.mkdir(parents=True, exist_ok=True)
     db = f"sqlite:///{home / 'lockgate.db'}"
-    extra = JOBS_EXTRA.format(max_depth=max_depth, result_ttl=result_ttl)
+    queue_url = queue_url or _queue_url("sqlite", home)
+    extra = JOBS_EXTRA.format(max_depth=max_depth, result_ttl=result_ttl, queue_url=queue_url)
     text = gateway_config(upstream, home, db, extra)
     cfg_path = home / "lockgate.yaml"
     cfg_path.write_text(text)
@@ -58,9 +70,21 @@ def _start(upstream: str, home: Path, max_depth: int, result_ttl: float = 3600
     return server, Gateway(url, MASTER, text, home, db), cfg_path
 
 
-@pytest.fixture(scope="module")
-def jobs_gw(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    server, gw, cfg_path = _start(upstream, tmp_path_factory.mktemp("jobsgw"), 1000)
+async def _drop(queue_url: str) -> None:
+    q = open_queue(queue_url)
+    await q.open()
+    try:
+        await q.drop()
+    finally:
+        await q.aclose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "redis"])
+def jobs_gw(upstream: str, tmp_path_factory: pytest.TempPathFactory,
+            request: pytest.FixtureRequest) -> Iterator[Gateway]:
+    home = tmp_path_factory.mktemp("jobsgw")
+    queue_url = _queue_url(str(request.param), home)
+    server, gw, cfg_path = _start(upstream, home, 1000, queue_url=queue_url)
     env = {**os.environ, "LOCKGATE_CONFIG": str(cfg_path)}
     env.pop("LOCKGATE_QUEUE_URL", None)
     worker = subprocess.Popen(
@@ -77,6 +101,7 @@ def jobs_gw(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             worker.kill()
             out, _ = worker.communicate()
         server.stop()
+        asyncio.run(_drop(queue_url))
         print(out.decode(errors="replace")[-2000:])
 
 
