@@ -1,6 +1,6 @@
 """``lockgate worker|jobs|dlq|batch|consume``: the asynchronous side of lockgate.
 
-Mount in the root app (the lead owns cli/app.py)::
+Mounted in the root app (cli/app.py)::
 
     from lockgate.cli.jobs_commands import batch_app, consume, dlq_app, jobs_app, worker
     app.command()(worker)

@@ -1,4 +1,4 @@
-"""``jobs:`` section of lockgate.yaml (the lead mounts it as ``Config.jobs``).
+"""``jobs:`` section of lockgate.yaml (``Config.jobs``).
 
 Example::
 
