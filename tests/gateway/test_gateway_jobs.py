@@ -16,9 +16,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,10 @@ import orjson
 import pytest
 
 from lockgate.jobs.queue import QueueOptions, open_queue
+from lockgate.jobs.webhooks import SIGNATURE_HEADER, verify
 from tests.gateway.conftest import MASTER, Gateway, ServerThread, gateway_config
 
+WEBHOOK_SECRET = "whsec-gateway-jobs-test"
 JOBS_EXTRA = """
 jobs:
   default_model: fast
@@ -39,6 +43,8 @@ jobs:
   max_depth: {max_depth}
   result_ttl: {result_ttl}
   queue_url: {queue_url}
+  allow_private_webhooks: {private_hooks}
+  webhook_secret: {webhook_secret}
   tasks:
     - name: poison
       model: always-500
@@ -57,11 +63,14 @@ def _queue_url(backend: str, home: Path) -> str:
 
 
 def _start(upstream: str, home: Path, max_depth: int, result_ttl: float = 3600,
-           queue_url: str | None = None) -> tuple[ServerThread, Gateway, Path]:
+           queue_url: str | None = None, private_hooks: bool = False
+           ) -> tuple[ServerThread, Gateway, Path]:
     home.mkdir(parents=True, exist_ok=True)
     db = f"sqlite:///{home / 'lockgate.db'}"
     queue_url = queue_url or _queue_url("sqlite", home)
-    extra = JOBS_EXTRA.format(max_depth=max_depth, result_ttl=result_ttl, queue_url=queue_url)
+    extra = JOBS_EXTRA.format(max_depth=max_depth, result_ttl=result_ttl, queue_url=queue_url,
+                              private_hooks=str(private_hooks).lower(),
+                              webhook_secret=WEBHOOK_SECRET)
     text = gateway_config(upstream, home, db, extra)
     cfg_path = home / "lockgate.yaml"
     cfg_path.write_text(text)
@@ -84,7 +93,7 @@ def jobs_gw(upstream: str, tmp_path_factory: pytest.TempPathFactory,
             request: pytest.FixtureRequest) -> Iterator[Gateway]:
     home = tmp_path_factory.mktemp("jobsgw")
     queue_url = _queue_url(str(request.param), home)
-    server, gw, cfg_path = _start(upstream, home, 1000, queue_url=queue_url)
+    server, gw, cfg_path = _start(upstream, home, 1000, queue_url=queue_url, private_hooks=True)
     env = {**os.environ, "LOCKGATE_CONFIG": str(cfg_path)}
     env.pop("LOCKGATE_QUEUE_URL", None)
     worker = subprocess.Popen(
@@ -158,6 +167,53 @@ def test_submit_then_worker_completes_and_get_returns_result(jobs_gw: Gateway) -
     assert done["finished_at"] is not None and done["expires_at"] is not None
 
 
+class _Hooks(BaseHTTPRequestHandler):
+    received: list[tuple[bytes, str, str]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((body, self.headers.get(SIGNATURE_HEADER, ""),
+                              self.headers.get("X-Lockgate-Event", "")))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def hook_url() -> Iterator[str]:
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/hook"
+    finally:
+        srv.shutdown()
+
+
+def test_completion_webhook_is_signed_and_recorded(jobs_gw: Gateway, hook_url: str) -> None:
+    with _client(jobs_gw, jobs_gw.new_key()) as c:
+        r = c.post("/jobs", json={"task": "summarize", "input": "hook me",
+                                  "webhook_url": hook_url})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        done = _wait_job(c, job_id, ("succeeded", "dead"))
+        assert done["status"] == "succeeded"
+        deadline = time.monotonic() + 15
+        while not (done["webhook_status"] or "").startswith("delivered"):
+            assert time.monotonic() < deadline, done
+            time.sleep(0.05)
+            done = c.get(f"/jobs/{job_id}").json()
+    mine = [(b, sig, ev) for b, sig, ev in _Hooks.received if orjson.loads(b)["id"] == job_id]
+    assert len(mine) == 1, mine
+    body, sig, event = mine[0]
+    assert event == "job.completed", event
+    assert orjson.loads(body)["result"]["output"]["summary"]
+    assert verify(WEBHOOK_SECRET, body, sig)
+    assert not verify("another-secret", body, sig)
+
+
 def test_poison_job_is_dead_lettered_with_its_error(jobs_gw: Gateway) -> None:
     with _client(jobs_gw, jobs_gw.new_key()) as c:
         r = c.post("/jobs", json={"task": "poison", "input": "x"})
@@ -212,8 +268,6 @@ def test_unknown_and_foreign_jobs_are_404(jobs_gw: Gateway) -> None:
         (orjson.dumps({"task": "classify", "input": "x", "surprise": 1}), "surprise"),
         (orjson.dumps({"task": "classify", "input": "x", "webhook_url": "ftp://a"}),
          "webhook_url"),
-        (orjson.dumps({"task": "classify", "input": "x",
-                       "webhook_url": "http://127.0.0.1:1/hook"}), "webhook_url"),
     ],
 )
 def test_bad_bodies_are_400_in_openai_shape(jobs_gw: Gateway, body: bytes,
@@ -257,6 +311,14 @@ async def test_finished_result_expires_to_410(idle_gw: Gateway) -> None:
             assert time.monotonic() < deadline, "result never expired"
             await asyncio.sleep(0.1)
         _assert_openai_error(r, 410, "job_expired")
+
+
+def test_private_webhook_urls_are_refused_by_default(idle_gw: Gateway) -> None:
+    with _client(idle_gw, idle_gw.new_key()) as c:
+        for url in ("http://127.0.0.1:1/hook", "http://localhost/x", "http://10.0.0.5/x"):
+            r = c.post("/jobs", json={"task": "classify", "input": "x", "webhook_url": url})
+            _assert_openai_error(r, 400)
+            assert r.json()["error"]["param"] == "webhook_url"
 
 
 def test_cancel_a_queued_job(idle_gw: Gateway) -> None:
