@@ -209,6 +209,8 @@ def render_markdown(run: RunResult) -> str:
     """The run as a markdown section (heading, command, machine, tables, verdicts)."""
     direct = next((t for t in run.targets if t.kind == "direct"), None)
     kind = "quick run" if run.quick else "full run"
+    if run.soak is not None and not run.targets:
+        kind = "soak only"
     out: list[str] = [f"## {run.started_at} — {kind}", ""]
     out.append(f"Command: `{run.command}`")
     out.append("")
