@@ -34,6 +34,8 @@ run: $(STAMP_RUN)
 
 services:
 	@bash scripts/services.sh
+	@command -v wrk >/dev/null || { echo "==> apt-get install wrk (load generator for bench/ and its tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 
 test: $(STAMP_DEV) services
 	$(BIN)/python -m pytest -q -p no:cacheprovider
