@@ -42,6 +42,9 @@ JsonOption = typer.Option(False, "--json", help="Print one JSON object.")
 
 
 def _default_embed_model(config: Config) -> str | None:
+    """The config's ``rag.embed_model``, else the first embeddings deployment."""
+    if config.rag.embed_model:
+        return config.rag.embed_model
     for m in config.models:
         if m.mode == "embeddings":
             return m.name
@@ -62,7 +65,7 @@ def _with_service(
         try:
             settings = RagSettings(
                 embed_model=embed_model or _default_embed_model(config),
-                generation_model=model,
+                generation_model=model or config.rag.generation_model,
             )
             svc = RagService(RagStore(rt.store.engine), rt.pipeline, settings)
             return await fn(svc)
