@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from lockgate import __version__
 from lockgate.api import admin, anthropic, controls, health, jobs, openai, rag
+from lockgate.api.admin import store_error
 from lockgate.api.middleware import RequestIdMiddleware
 from lockgate.api.request_io import error_response
 from lockgate.config import Config, load_config
@@ -22,6 +23,7 @@ from lockgate.errors import BadRequest, GatewayError
 from lockgate.jobs.services import JobsServices
 from lockgate.observability.logging import configure_logging
 from lockgate.runtime import Runtime
+from lockgate.store import StoreError
 
 log = structlog.get_logger("lockgate.server")
 
@@ -89,6 +91,10 @@ def create_app(config: Config | None = None) -> FastAPI:
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> Response:
         return error_response(exc)
+
+    @app.exception_handler(StoreError)
+    async def store_failure(request: Request, exc: StoreError) -> Response:
+        return error_response(store_error(exc))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:

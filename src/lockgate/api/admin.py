@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from lockgate.api.request_io import api_key_of, error_response, json_response, read_json
+from lockgate.api.request_io import api_key_of, json_response, read_json
 from lockgate.errors import BadRequest, Forbidden, GatewayError, NotFound
 from lockgate.runtime import Runtime
 from lockgate.store import AlreadyExists, NotFoundError, StoreError
@@ -69,115 +69,80 @@ def _jsonable(obj: Any) -> Any:
 
 @router.post("/teams")
 async def create_team(request: Request) -> Response:
+    rt = await _admin(request)
+    data: TeamIn = _parse(TeamIn, await read_json(request, 64 * 1024))
     try:
-        rt = await _admin(request)
-        data: TeamIn = _parse(TeamIn, await read_json(request, 64 * 1024))
-        try:
-            team = await rt.store.create_team(data.name, business_unit=data.business_unit)
-        except AlreadyExists as exc:
-            raise GatewayError(str(exc), status=409, type="invalid_request_error",
-                               code="already_exists") from None
-        return json_response(_jsonable(team), status=201)
-    except GatewayError as exc:
-        return error_response(exc)
-    except StoreError as exc:
-        return error_response(store_error(exc))
+        team = await rt.store.create_team(data.name, business_unit=data.business_unit)
+    except AlreadyExists as exc:
+        raise GatewayError(str(exc), status=409, type="invalid_request_error",
+                           code="already_exists") from None
+    return json_response(_jsonable(team), status=201)
 
 
 @router.get("/teams")
 async def list_teams(request: Request) -> Response:
-    try:
-        rt = await _admin(request)
-        teams = await rt.store.list_teams()
-        return json_response({"data": [_jsonable(t) for t in teams]})
-    except GatewayError as exc:
-        return error_response(exc)
-    except StoreError as exc:
-        return error_response(store_error(exc))
+    rt = await _admin(request)
+    teams = await rt.store.list_teams()
+    return json_response({"data": [_jsonable(t) for t in teams]})
 
 
 @router.post("/keys")
 async def create_key(request: Request) -> Response:
+    rt = await _admin(request)
+    data: KeyIn = _parse(KeyIn, await read_json(request, 64 * 1024))
+    unknown = [m for m in data.models or [] if m not in rt.config.model_names()]
+    if unknown:
+        raise BadRequest(f"Unknown model(s): {', '.join(unknown)}", param="models",
+                         code="model_not_found")
     try:
-        rt = await _admin(request)
-        data: KeyIn = _parse(KeyIn, await read_json(request, 64 * 1024))
-        unknown = [m for m in data.models or [] if m not in rt.config.model_names()]
-        if unknown:
-            raise BadRequest(f"Unknown model(s): {', '.join(unknown)}", param="models",
-                             code="model_not_found")
-        try:
-            plaintext, key = await rt.store.create_key(
-                data.team, name=data.name, allowed_models=data.models
-            )
-        except NotFoundError as exc:
-            raise NotFound(str(exc), param="team", code="team_not_found") from None
-        return json_response({**_jsonable(key), "key": plaintext}, status=201)
-    except GatewayError as exc:
-        return error_response(exc)
-    except StoreError as exc:
-        return error_response(store_error(exc))
+        plaintext, key = await rt.store.create_key(
+            data.team, name=data.name, allowed_models=data.models
+        )
+    except NotFoundError as exc:
+        raise NotFound(str(exc), param="team", code="team_not_found") from None
+    return json_response({**_jsonable(key), "key": plaintext}, status=201)
 
 
 @router.get("/keys")
 async def list_keys(request: Request) -> Response:
-    try:
-        rt = await _admin(request)
-        keys = await rt.store.list_keys(request.query_params.get("team"))
-        return json_response({"data": [_jsonable(k) for k in keys]})
-    except GatewayError as exc:
-        return error_response(exc)
-    except StoreError as exc:
-        return error_response(store_error(exc))
+    rt = await _admin(request)
+    keys = await rt.store.list_keys(request.query_params.get("team"))
+    return json_response({"data": [_jsonable(k) for k in keys]})
 
 
 @router.post("/keys/{key_id}/revoke")
 async def revoke_key(request: Request, key_id: str) -> Response:
-    try:
-        rt = await _admin(request)
-        if not await rt.revoke_key(key_id):
-            raise NotFound(f"No active key with id '{key_id}'.", code="key_not_found")
-        return json_response({"id": key_id, "revoked": True})
-    except GatewayError as exc:
-        return error_response(exc)
-    except StoreError as exc:
-        return error_response(store_error(exc))
+    rt = await _admin(request)
+    if not await rt.revoke_key(key_id):
+        raise NotFound(f"No active key with id '{key_id}'.", code="key_not_found")
+    return json_response({"id": key_id, "revoked": True})
 
 
 @router.post("/cache/invalidate")
 async def invalidate(request: Request) -> Response:
     """Drop cached key lookups (the CLI calls this after revoking a key)."""
-    try:
-        rt = await _admin(request)
-        rt.pipeline.auth.invalidate()
-        return json_response({"invalidated": True})
-    except GatewayError as exc:
-        return error_response(exc)
-    except StoreError as exc:
-        return error_response(store_error(exc))
+    rt = await _admin(request)
+    rt.pipeline.auth.invalidate()
+    return json_response({"invalidated": True})
 
 
 @router.get("/usage")
 async def usage(request: Request) -> Response:
-    try:
-        rt = await _admin(request)
-        since_raw = request.query_params.get("since")
-        since = parse_since(since_raw) if since_raw else None
-        team = request.query_params.get("team")
-        group_by = request.query_params.get("group_by")
-        if group_by == "business_unit":
-            from lockgate.api.controls import usage_by_business_unit  # controls imports admin
+    rt = await _admin(request)
+    since_raw = request.query_params.get("since")
+    since = parse_since(since_raw) if since_raw else None
+    team = request.query_params.get("team")
+    group_by = request.query_params.get("group_by")
+    if group_by == "business_unit":
+        from lockgate.api.controls import usage_by_business_unit  # controls imports admin
 
-            rows = await usage_by_business_unit(rt.store, since=since, team=team)
-        elif group_by in (None, ""):
-            rows = await rt.store.usage_summary(team=team, since=since)
-        else:
-            raise BadRequest("'group_by' must be 'business_unit' or absent.", param="group_by",
-                             code="invalid_value")
-        return json_response({"data": rows})
-    except GatewayError as exc:
-        return error_response(exc)
-    except StoreError as exc:
-        return error_response(store_error(exc))
+        rows = await usage_by_business_unit(rt.store, since=since, team=team)
+    elif group_by in (None, ""):
+        rows = await rt.store.usage_summary(team=team, since=since)
+    else:
+        raise BadRequest("'group_by' must be 'business_unit' or absent.", param="group_by",
+                         code="invalid_value")
+    return json_response({"data": rows})
 
 
 def parse_since(value: str) -> datetime:
