@@ -1,36 +1,11 @@
-"""Helpers for governance tests: a settable clock, the Redis under test, key prefixes."""
+"""Helpers for governance tests: a settable clock; the Redis under test comes from
+:mod:`tests.support.state_backends`."""
 
 from __future__ import annotations
 
-import uuid
+from tests.support.state_backends import REDIS_URL
 
-import redis
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def _redis_up() -> bool:
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
-
-
-REDIS_UP = _redis_up()
-
-
-def unique_prefix() -> str:
-    return f"lgtest:gov:{uuid.uuid4().hex[:12]}:"
-
-
-def drop_prefix(prefix: str) -> None:
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=prefix + "*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
+__all__ = ["REDIS_URL", "Clock"]
 
 
 class Clock:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.support.state_backends import REDIS_URL
 
 from lockgate.state import (
     BreakerParams,
@@ -24,7 +25,6 @@ from lockgate.state import (
 )
 from lockgate.state.redis_state import RedisState
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 NOW = 1_800_000_000.0
 FAR = NOW + 10 * 86_400
 COUNTERS = [

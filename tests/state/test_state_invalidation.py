@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from tests.support.state_backends import REDIS_URL
 
 from lockgate.state import MemoryState, StateBackend
 from lockgate.state.invalidation import Invalidations
 from lockgate.state.redis_state import RedisState
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 async def _wait_for(cond: object, timeout: float = 5.0) -> None:
