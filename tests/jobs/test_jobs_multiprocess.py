@@ -82,9 +82,17 @@ async def test_sigkill_during_a_busy_run_loses_nothing(
         return proc, log
 
     victim, victim_log = start("victim")
-    other, other_log = start("other")
-    procs = [victim, other]
+    procs = [victim]
     try:
+        # the victim starts alone so that it surely holds jobs when it is killed: started
+        # together on a loaded box, the other worker could drain the queue before it got going
+        async def victim_ready() -> bool:
+            assert victim.poll() is None
+            return Path(f"{victim_log}.ready").exists()
+
+        await wait_for(victim_ready, timeout=60)
+        other, other_log = start("other")
+        procs.append(other)
 
         async def victim_busy() -> bool:
             assert victim.poll() is None
