@@ -14,7 +14,13 @@ from alembic import command
 
 import lockgate
 from lockgate.store import AuditWriter, Store
-from lockgate.store.chain import ChainReport, _datetime, link, verify_chain
+from lockgate.store.chain import (
+    ChainReport,
+    _datetime,
+    link,
+    pow2_parts,
+    verify_chain,
+)
 from lockgate.store.engine import create_engine
 from lockgate.store.migrate import alembic_config, run_migrations
 from lockgate.store.records import usage_row
@@ -249,3 +255,37 @@ async def test_migration_chains_rows_written_before_the_chain(
         assert report.ok and report.records == 7, report.problem
     finally:
         await store.close()
+
+
+def test_pow2_parts_cover_items_in_order() -> None:
+    for n in (0, 1, 2, 3, 255, 256, 257, 500, 1000):
+        items = list(range(n))
+        parts = pow2_parts(items, largest=256)
+        assert [x for part in parts for x in part] == items
+        assert all(len(p) & (len(p) - 1) == 0 and len(p) <= 256 for p in parts)
+    assert [len(p) for p in pow2_parts(list(range(500)))] == [256, 128, 64, 32, 16, 4]
+
+
+async def test_batches_of_every_size_use_few_statement_shapes(
+    store: Store, make_record: RecordFactory
+) -> None:
+    """Each distinct SQL text is a prepared statement in the driver's per-connection cache
+    (about a megabyte for a 500-row VALUES list); batch sizes 1..300 must not make 300 of them."""
+    texts: set[str] = set()
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        texts.add(statement)
+
+    sa.event.listen(store.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        rid = 0
+        for size in range(1, 301):
+            rows = [usage_row(make_record(f"s{rid + i}")) for i in range(size)]
+            rid += size
+            assert await store.write_usage_rows(rows) == size
+    finally:
+        sa.event.remove(store.engine.sync_engine, "before_cursor_execute", seen)
+    shapes = [t for t in texts if "usage_records" in t]
+    assert len(shapes) <= 2 * 9 + 2, len(shapes)  # insert and IN lookup: sizes 1, 2, ... 256
+    report = await verify(store)
+    assert report.ok and report.records == sum(range(1, 301))

@@ -1,10 +1,8 @@
-"""SQL for usage rows: batched insert, aggregation and recent rows.
+"""SQL for usage rows: aggregation and recent rows.
 
 Functions here take an open ``AsyncConnection``; :class:`~lockgate.store.Store`
-owns transactions. The insert is ``INSERT ... VALUES (...), (...), ...
-ON CONFLICT (request_id) DO NOTHING RETURNING request_id`` (SQLAlchemy's
-"insertmanyvalues" renders the rows as multi-row statements, pages of up to
-1,000 rows), so a duplicate ``request_id`` is skipped without failing the batch.
+owns transactions. Rows are written only through the audit chain
+(:func:`lockgate.store.chain.insert_chained`).
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lockgate.store.errors import InvalidInput
@@ -23,7 +20,6 @@ from lockgate.store.tables import api_keys, teams, usage_records
 
 __all__ = [
     "GROUP_BY_CHOICES",
-    "insert_usage_rows",
     "recent_usage_rows",
     "summarise_usage",
     "to_datetime",
@@ -50,25 +46,6 @@ def to_datetime(value: datetime | float | int | None) -> datetime | None:
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     return datetime.fromtimestamp(float(value), UTC)
-
-
-def _insert_statement(dialect: str) -> Any:
-    if dialect == "postgresql":
-        pg_stmt = postgresql.insert(u).on_conflict_do_nothing(index_elements=["request_id"])
-        return pg_stmt.returning(u.c.request_id)
-    if dialect == "sqlite":
-        lite_stmt = sqlite.insert(u).on_conflict_do_nothing(index_elements=["request_id"])
-        return lite_stmt.returning(u.c.request_id)
-    raise InvalidInput(f"unsupported database backend '{dialect}'")
-
-
-async def insert_usage_rows(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> int:
-    """Insert row dicts (from :func:`records.usage_row`); returns how many were new."""
-    if not rows:
-        return 0
-    params = [{**row, "created_at": to_datetime(row["created_at"])} for row in rows]
-    result = await conn.execute(_insert_statement(conn.dialect.name), params)
-    return len(result.all())
 
 
 def _filters(
