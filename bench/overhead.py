@@ -41,6 +41,7 @@ from bench.loadgen import (  # noqa: E402
     write_wrk_script,
     wrk_command,
 )
+from bench.memprobe import read_series  # noqa: E402
 from bench.procs import (  # noqa: E402
     ProcessGroup,
     Started,
@@ -167,7 +168,7 @@ def soak(
     samples: list[tuple[float, float]] = []
     cpu0 = cpu_seconds(server.pids())
     argv = wrk_command(target.url, script, connections, seconds, threads)
-    t0 = time.monotonic()
+    t0, wall0 = time.monotonic(), time.time()
     wrk = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         next_sample = t0
@@ -193,8 +194,11 @@ def soak(
         result = None
     group.stop(server)
     cpu_ms = (cpu1 - cpu0) * 1000 / result.requests if result and result.requests else None
+    mem = [] if target.mem_dir is None else [
+        {**row, "t": row["t"] - wall0} for row in read_series(target.mem_dir)]
     return SoakResult(target.name, seconds, connections, samples,
-                      warmup_s=min(120.0, seconds * 0.2), wrk=result, cpu_ms_per_req=cpu_ms)
+                      warmup_s=min(120.0, seconds * 0.2), wrk=result, cpu_ms_per_req=cpu_ms,
+                      mem=mem)
 
 
 def _parse_levels(text: str) -> list[int]:
@@ -254,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gc-probe", action="store_true",
                    help="run lockgate under bench/gcprobe.py and report full (gen-2) garbage "
                         "collections per level")
+    p.add_argument("--mem-probe", action="store_true",
+                   help="run the soak's lockgate under bench/memprobe.py and report malloc "
+                        "in-use and Python allocated blocks beside RSS")
     p.add_argument("--results", type=Path, default=REPO / "bench" / "RESULTS.md")
     rec = p.add_mutually_exclusive_group()
     rec.add_argument("--record", dest="record", action="store_true", default=None,
@@ -368,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.soak_target == "lockgate":
                     def start_soak() -> Target:
                         return start_lockgate(group, workdir, up_url, args.soak_workers,
-                                              lockgate_cmd, extra_env, tag="-soak")
+                                              lockgate_cmd, extra_env, tag="-soak",
+                                              mem_probe=args.mem_probe)
                 else:
                     exe_soak = ensure_litellm_venv(args.litellm_venv, args.litellm_version)
 

@@ -103,6 +103,8 @@ class SoakResult:
     warmup_s: float
     wrk: WrkResult | None
     cpu_ms_per_req: float | None
+    mem: list[dict[str, float]] = field(default_factory=list)
+    """bench/memprobe.py samples (``--mem-probe``); ``t`` in seconds since the soak began."""
 
     def slope_mb_per_min(self) -> float | None:
         pts = [(t, m) for t, m in self.samples if t >= self.warmup_s]
@@ -337,6 +339,28 @@ def _soak_lines(soak: SoakResult) -> list[str]:
         lines.append(f"- served {soak.wrk.requests:,} requests ({soak.wrk.rps:,.0f} rps), "
                      f"{soak.wrk.error_count} errors, p50 {_ms(soak.wrk.p50_ms)} ms, "
                      f"p99 {_ms(soak.wrk.p99_ms)} ms, CPU {_ms(soak.cpu_ms_per_req)} ms/req")
+    return lines + _mem_lines(soak)
+
+
+def _mem_lines(soak: SoakResult) -> list[str]:
+    """What the memory probe saw after warm-up: malloc (native) vs Python allocations."""
+    rows = [r for r in soak.mem if r["t"] >= soak.warmup_s]
+    if len(rows) < 3:
+        return []
+    third = max(1, len(rows) // 3)
+    lines = [f"- memory probe (bench/memprobe.py, {len(rows)} samples after warm-up), "
+             "first / last third mean and range:"]
+    for key, label, unit in (("malloc_in_use_mb", "malloc in use (glibc mallinfo2)", "MB"),
+                             ("py_blocks", "Python allocated blocks", "k"),
+                             ("gc_objects", "objects tracked by the GC", "k")):
+        vals = [r[key] for r in rows if key in r]
+        if len(vals) < 3:
+            continue
+        scale = 1.0 if unit == "MB" else 1000.0
+        early, late = vals[:third], vals[-third:]
+        lines.append(f"  - {label}: {sum(early) / len(early) / scale:,.1f} / "
+                     f"{sum(late) / len(late) / scale:,.1f} {unit} "
+                     f"(range {min(vals) / scale:,.1f} - {max(vals) / scale:,.1f})")
     return lines
 
 

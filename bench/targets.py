@@ -65,6 +65,8 @@ class Target:
     notes: list[str] = field(default_factory=list)
     gc_dir: Path | None = None
     """Where bench/gcprobe.py writes GC totals for this target (``--gc-probe``)."""
+    mem_dir: Path | None = None
+    """Where bench/memprobe.py writes memory samples for this target (``--mem-probe``)."""
 
 
 def _clean_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -134,11 +136,13 @@ def start_lockgate(
     extra_env: Mapping[str, str] | None = None,
     tag: str = "",
     gc_probe: bool = False,
+    mem_probe: bool = False,
 ) -> Target:
     """Start ``lockgate serve`` with a fresh home; create a team and a virtual key.
 
     With ``gc_probe`` the server runs under ``bench/gcprobe.py`` (same CLI) and reports
-    its garbage collections.
+    its garbage collections; with ``mem_probe`` under ``bench/memprobe.py``, which samples
+    malloc and Python memory (not both at once).
 
     ``lockgate_cmd`` is how to run the CLI (see :func:`lockgate_command`).
     """
@@ -162,6 +166,15 @@ def start_lockgate(
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p)
         serve_cmd = [sys.executable, str(REPO / "bench" / "gcprobe.py")]
+    mem_dir: Path | None = None
+    if mem_probe:
+        if gc_probe:
+            raise ValueError("gc_probe and mem_probe cannot be combined")
+        mem_dir = workdir / f"{stem}-mem"
+        env["LOCKGATE_BENCH_MEM_DIR"] = str(mem_dir)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p)
+        serve_cmd = [sys.executable, str(REPO / "bench" / "memprobe.py")]
     argv = [*serve_cmd, "serve", "--config", str(config), "--host", "127.0.0.1",
             "--port", str(port), "--workers", str(workers)]
     server = group.start(stem, argv, workdir / f"{stem}.log", env=env)
@@ -169,7 +182,8 @@ def start_lockgate(
     url = f"http://127.0.0.1:{port}{CHAT_PATH}"
     wait_until(lambda: _answers_chat(url, headers), 90, server, f"lockgate ({workers} workers)")
     target = Target(f"lockgate w={workers}", "lockgate", workers, url, headers, server,
-                    overhead_header="x-lockgate-overhead-ms", notes=notes, gc_dir=gc_dir)
+                    overhead_header="x-lockgate-overhead-ms", notes=notes, gc_dir=gc_dir,
+                    mem_dir=mem_dir)
     _check_chat(target)
     return target
 

@@ -9,12 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 
 import lockgate
-from lockgate.store import AuditWriter, Store
+from lockgate.store import AuditWriter, Store, chain
 from lockgate.store.chain import (
+    ChainConflict,
     ChainReport,
     _datetime,
     link,
@@ -286,6 +288,28 @@ async def test_batches_of_every_size_use_few_statement_shapes(
     finally:
         sa.event.remove(store.engine.sync_engine, "before_cursor_execute", seen)
     shapes = [t for t in texts if "usage_records" in t]
-    assert len(shapes) <= 2 * 9 + 2, len(shapes)  # insert and IN lookup: sizes 1, 2, ... 256
+    # IN lookup padded to 1, 2, 4 ... 512 ids; INSERT: one executemany shape on SQLite,
+    # parts of 1, 2, 4 ... 256 rows on PostgreSQL
+    assert len(shapes) <= 10 + 9, len(shapes)
     report = await verify(store)
     assert report.ok and report.records == sum(range(1, 301))
+
+
+async def test_row_stored_outside_the_chain_meanwhile_is_a_conflict(
+    store: Store, make_record: RecordFactory, monkeypatch: Any
+) -> None:
+    """A row that a non-chained writer stored between the duplicate lookup and the insert is
+    skipped by the INSERT; the short count must raise (the writer retries), not chain a gap."""
+    rows = [usage_row(make_record(f"c{i}")) for i in range(5)]
+    assert await store.write_usage_rows(rows[:1]) == 1
+
+    async def nothing_stored(conn: Any, request_ids: Any) -> set[str]:
+        return set()  # as if the lookup ran before the other writer committed
+
+    monkeypatch.setattr(chain, "_existing", nothing_stored)
+    with pytest.raises(ChainConflict, match="1 usage rows"):
+        await store.write_usage_rows(rows)
+    monkeypatch.undo()
+    assert await store.write_usage_rows(rows) == 4  # the retry re-reads the chain
+    report = await verify(store)
+    assert report.ok and report.records == 5

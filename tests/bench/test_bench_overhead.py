@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from bench.report import (
     RunResult,
     SoakResult,
     TargetResult,
+    _soak_lines,
     record,
     render_markdown,
 )
@@ -191,3 +193,35 @@ def test_gc_probe_counts_full_collections_across_processes(tmp_path: Path) -> No
     assert totals[2][0] >= 6  # 3 explicit full collections in each of 2 processes
     assert totals[2][1] > 0
     assert read_totals(tmp_path, pids=[])[2] == (0, 0.0)
+
+
+def test_mem_probe_sees_native_memory_apart_from_python_objects(tmp_path: Path) -> None:
+    """A process that mallocs 64 MB outside Python: malloc in-use rises by that much while
+    Python's allocated blocks do not; two processes' samples are summed per index."""
+    code = textwrap.dedent("""
+        import ctypes, pathlib, sys, time
+        sys.path.insert(0, sys.argv[1])
+        from bench import memprobe
+        memprobe.install(pathlib.Path(sys.argv[2]), every=0.1)
+        time.sleep(0.35)
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc.restype = ctypes.c_void_p
+        bufs = [libc.malloc(1 << 20) for _ in range(64)]
+        for b in bufs:
+            ctypes.memset(b, 1, 1 << 20)
+        time.sleep(0.45)
+    """)
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", code, str(REPO), str(tmp_path)], check=True,
+                       timeout=60)
+    from bench.memprobe import read_series
+
+    series = read_series(tmp_path)
+    assert len(list(tmp_path.glob("mem-*.jsonl"))) == 2 and len(series) >= 6
+    before, after = series[0], series[-1]
+    assert after["malloc_in_use_mb"] - before["malloc_in_use_mb"] >= 2 * 60  # 64 MB each
+    assert abs(after["py_blocks"] - before["py_blocks"]) < 0.05 * before["py_blocks"]
+    soak = SoakResult("lockgate w=1", 10, 8, [(float(i), 100.0) for i in range(10)], 0.0, None,
+                      None, mem=[{**row, "t": float(i)} for i, row in enumerate(series)])
+    md = "\n".join(_soak_lines(soak))
+    assert "malloc in use (glibc mallinfo2)" in md and "Python allocated blocks" in md

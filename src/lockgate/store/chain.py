@@ -42,6 +42,7 @@ from typing import Any, Final, TypeVar
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lockgate.store.errors import StoreError
@@ -67,7 +68,9 @@ HEAD_ID: Final = 1
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _US: Final = timedelta(microseconds=1)
 _LARGEST_PART: Final = 256
-"""Batches are sent in power-of-two parts of at most this many rows (see :func:`pow2_parts`)."""
+"""PostgreSQL inserts go in power-of-two parts of at most this many rows (:func:`pow2_parts`)."""
+_LARGEST_LOOKUP: Final = 512
+"""Request ids per duplicate lookup (SQLite allows 32,766 parameters)."""
 
 u = usage_records
 _T = TypeVar("_T")
@@ -156,22 +159,30 @@ async def _lock_head(conn: AsyncConnection) -> tuple[int, str]:
 
 
 async def _existing(conn: AsyncConnection, request_ids: Sequence[str]) -> set[str]:
+    """The ids already stored. One ``IN`` lookup per :data:`_LARGEST_LOOKUP` ids, the list
+    padded (with its last id) to a power of two so that few statement shapes exist."""
     found: set[str] = set()
-    for part in pow2_parts(request_ids):
+    for start in range(0, len(request_ids), _LARGEST_LOOKUP):
+        part = list(request_ids[start : start + _LARGEST_LOOKUP])
+        part += part[-1:] * (_pow2_ceil(len(part)) - len(part))
         result = await conn.execute(sa.select(u.c.request_id).where(u.c.request_id.in_(part)))
         found.update(r[0] for r in result)
     return found
+
+
+def _pow2_ceil(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
 
 
 def pow2_parts(items: Sequence[_T], largest: int = _LARGEST_PART) -> list[Sequence[_T]]:
     """``items`` cut into consecutive parts whose sizes are powers of two (``largest`` at most).
 
     Every distinct batch size is a distinct SQL text (``VALUES (...), (...)`` or
-    ``IN (?, ?, ...)``), and each is compiled and kept in the driver's per-connection
-    statement cache (sqlite3: 128 statements; asyncpg: 100), where a 500-row statement
-    holds about a megabyte. With batches of every size from 1 to 500 that cache grew and
-    shrank by tens of megabytes under load (the RSS swings of the soak in bench/RESULTS.md).
-    Power-of-two parts leave at most ``log2(largest) + 1`` shapes per statement.
+    ``IN (?, ?, ...)``), and the driver keeps each one prepared in its per-connection
+    statement cache (sqlite3: 128 statements; asyncpg: 100). A 300-row multi-row INSERT
+    holds about 0.7 MB there: with batches of every size from 1 to 500 that cache grew and
+    shrank by tens of megabytes under load (bench/RESULTS.md, 2026-12-02). Power-of-two
+    parts leave at most ``log2(largest) + 1`` shapes.
     """
     parts: list[Sequence[_T]] = []
     start, size = 0, largest
@@ -183,23 +194,19 @@ def pow2_parts(items: Sequence[_T], largest: int = _LARGEST_PART) -> list[Sequen
     return parts
 
 
-def _insert(dialect: str) -> Any:
-    """INSERT that skips (instead of failing on) a request id stored meanwhile."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects import postgresql as dialect_pg
-
-        return (
-            dialect_pg.insert(u)
-            .on_conflict_do_nothing(index_elements=["request_id"])
-            .returning(u.c.seq)
-        )
-    from sqlalchemy.dialects import sqlite as dialect_sqlite
+def _postgres_insert() -> Any:
+    """INSERT that skips (instead of failing on) a request id stored meanwhile; RETURNING
+    counts the rows it stored (asyncpg's executemany reports no rowcount)."""
+    from sqlalchemy.dialects import postgresql as dialect_pg
 
     return (
-        dialect_sqlite.insert(u)
-        .on_conflict_do_nothing(index_elements=["request_id"])
-        .returning(u.c.seq)
+        dialect_pg.insert(u).on_conflict_do_nothing(index_elements=["request_id"]).returning(u.c.seq)
     )
+
+
+_SQLITE_INSERT: Final = sqlite_insert(u).on_conflict_do_nothing(index_elements=["request_id"])
+"""Skips a request id stored meanwhile; run as a plain executemany (no RETURNING), whose
+rowcount counts the rows stored."""
 
 
 async def insert_chained(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -225,10 +232,15 @@ async def insert_chained(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]
         )
     if not params:
         return 0
-    stmt = _insert(conn.dialect.name)
     inserted = 0
-    for part in pow2_parts(params):
-        inserted += len((await conn.execute(stmt, list(part))).all())
+    if conn.dialect.name == "sqlite":
+        # one executemany of the one-row INSERT: one statement shape, one trip to the
+        # driver's thread (a trip per part made the writer fall behind under load)
+        inserted = (await conn.execute(_SQLITE_INSERT, params)).rowcount
+    else:
+        stmt = _postgres_insert()
+        for part in pow2_parts(params):
+            inserted += len((await conn.execute(stmt, list(part))).all())
     if inserted != len(params):
         # only a writer that bypasses the chain can race us here; retrying re-reads it
         raise ChainConflict(
