@@ -20,7 +20,7 @@ from lockgate.store.chain import (
     ChainReport,
     _datetime,
     link,
-    pow2_parts,
+    padded_parts,
     verify_chain,
 )
 from lockgate.store.engine import create_engine
@@ -259,13 +259,17 @@ async def test_migration_chains_rows_written_before_the_chain(
         await store.close()
 
 
-def test_pow2_parts_cover_items_in_order() -> None:
-    for n in (0, 1, 2, 3, 255, 256, 257, 500, 1000):
+def test_padded_parts_keep_items_in_order_and_pad_with_the_last() -> None:
+    for n in (1, 2, 3, 255, 256, 257, 500, 1000):
         items = list(range(n))
-        parts = pow2_parts(items, largest=256)
-        assert [x for part in parts for x in part] == items
+        parts = padded_parts(items, largest=256)
         assert all(len(p) & (len(p) - 1) == 0 and len(p) <= 256 for p in parts)
-    assert [len(p) for p in pow2_parts(list(range(500)))] == [256, 128, 64, 32, 16, 4]
+        unpadded = [x for part in parts for x in dict.fromkeys(part)]
+        assert unpadded == items
+        assert all(set(part[len(dict.fromkeys(part)):]) <= {part[-1]} for part in parts)
+    assert padded_parts([]) == []
+    assert [len(p) for p in padded_parts(list(range(500)))] == [512]
+    assert padded_parts([1, 2, 3]) == [[1, 2, 3, 3]]
 
 
 async def test_batches_of_every_size_use_few_statement_shapes(
@@ -288,9 +292,8 @@ async def test_batches_of_every_size_use_few_statement_shapes(
     finally:
         sa.event.remove(store.engine.sync_engine, "before_cursor_execute", seen)
     shapes = [t for t in texts if "usage_records" in t]
-    # IN lookup padded to 1, 2, 4 ... 512 ids; INSERT: one executemany shape on SQLite,
-    # parts of 1, 2, 4 ... 256 rows on PostgreSQL
-    assert len(shapes) <= 10 + 9, len(shapes)
+    # the IN lookup and the INSERT, each padded to 1, 2, 4 ... 512
+    assert len(shapes) <= 2 * 10, len(shapes)
     report = await verify(store)
     assert report.ok and report.records == sum(range(1, 301))
 

@@ -147,7 +147,7 @@ async def test_touch_keys_sets_last_used(store: Store) -> None:
     assert got_a is not None and got_a.last_used_at is not None
     assert got_b is not None and got_b.last_used_at is None
     more = [(await store.create_key("t"))[1].id for _ in range(5)]
-    assert await store.touch_keys([b.id, *more]) == 6  # parts of 4 and 2
+    assert await store.touch_keys([b.id, *more]) == 6  # 6 ids padded to 8
     for key_id in more:
         got = await store.get_key(key_id)
         assert got is not None and got.last_used_at is not None

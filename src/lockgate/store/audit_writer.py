@@ -5,8 +5,9 @@ Guarantees
   appends to an in-memory deque (call it from the event loop's thread).
 - A background task writes pending records every ``flush_interval_ms``, or as
   soon as ``batch_size`` are pending, ``batch_size`` rows per transaction
-  (one multi-row ``INSERT ... ON CONFLICT (request_id) DO NOTHING``): a
-  duplicate request id is skipped, the rest of the batch is kept.
+  (``INSERT ... ON CONFLICT (request_id) DO NOTHING`` through the audit chain,
+  :func:`lockgate.store.chain.insert_chained`): a duplicate request id is
+  skipped, the rest of the batch is kept.
 - On a database error the batch goes back to the front of the queue and is
   retried with exponential backoff (``retry_initial`` .. ``retry_max`` seconds);
   every failure is logged and counted (``failed_flushes``). Nothing is dropped.

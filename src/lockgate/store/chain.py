@@ -42,7 +42,6 @@ from typing import Any, Final, TypeVar
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lockgate.store.errors import StoreError
@@ -67,10 +66,9 @@ CHAIN_VERSION: Final = 1
 HEAD_ID: Final = 1
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _US: Final = timedelta(microseconds=1)
-_LARGEST_PART: Final = 256
-"""PostgreSQL inserts go in power-of-two parts of at most this many rows (:func:`pow2_parts`)."""
-_LARGEST_LOOKUP: Final = 512
-"""Request ids per duplicate lookup (SQLite allows 32,766 parameters)."""
+_LARGEST_PART: Final = 512
+"""Rows per INSERT and ids per duplicate lookup (:func:`padded_parts`); 512 rows of the usage
+table are ~13,000 parameters (SQLite allows 32,766, PostgreSQL 65,535)."""
 
 u = usage_records
 _T = TypeVar("_T")
@@ -159,54 +157,55 @@ async def _lock_head(conn: AsyncConnection) -> tuple[int, str]:
 
 
 async def _existing(conn: AsyncConnection, request_ids: Sequence[str]) -> set[str]:
-    """The ids already stored. One ``IN`` lookup per :data:`_LARGEST_LOOKUP` ids, the list
-    padded (with its last id) to a power of two so that few statement shapes exist."""
     found: set[str] = set()
-    for start in range(0, len(request_ids), _LARGEST_LOOKUP):
-        part = list(request_ids[start : start + _LARGEST_LOOKUP])
-        part += part[-1:] * (_pow2_ceil(len(part)) - len(part))
+    for part in padded_parts(request_ids):
         result = await conn.execute(sa.select(u.c.request_id).where(u.c.request_id.in_(part)))
         found.update(r[0] for r in result)
     return found
 
 
-def _pow2_ceil(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
-
-
-def pow2_parts(items: Sequence[_T], largest: int = _LARGEST_PART) -> list[Sequence[_T]]:
-    """``items`` cut into consecutive parts whose sizes are powers of two (``largest`` at most).
+def padded_parts(items: Sequence[_T], largest: int = _LARGEST_PART) -> list[list[_T]]:
+    """``items`` in parts of ``largest``, each padded with its last item to a power of two.
 
     Every distinct batch size is a distinct SQL text (``VALUES (...), (...)`` or
     ``IN (?, ?, ...)``), and the driver keeps each one prepared in its per-connection
     statement cache (sqlite3: 128 statements; asyncpg: 100). A 300-row multi-row INSERT
     holds about 0.7 MB there: with batches of every size from 1 to 500 that cache grew and
-    shrank by tens of megabytes under load (bench/RESULTS.md, 2026-12-02). Power-of-two
-    parts leave at most ``log2(largest) + 1`` shapes.
+    shrank by tens of megabytes under load (bench/RESULTS.md, 2026-12-02). Padded parts
+    leave at most ``log2(largest) + 1`` shapes, and still one statement per part: several
+    smaller statements (or a one-row ``executemany``, which on SQLite gives up the GIL per
+    row) made the audit writer fall behind a loaded event loop.
+
+    The padding repeats an item, so it only suits statements where a repeat changes nothing:
+    ``IN (...)`` lists, and the audit INSERT, whose ``ON CONFLICT (request_id) DO NOTHING``
+    skips the repeats of a row it has just stored.
     """
-    parts: list[Sequence[_T]] = []
-    start, size = 0, largest
-    while start < len(items):
-        while size > len(items) - start:
-            size //= 2
-        parts.append(items[start : start + size])
-        start += size
+    parts: list[list[_T]] = []
+    for start in range(0, len(items), largest):
+        part = list(items[start : start + largest])
+        part += part[-1:] * ((1 << (len(part) - 1).bit_length()) - len(part))
+        parts.append(part)
     return parts
 
 
-def _postgres_insert() -> Any:
-    """INSERT that skips (instead of failing on) a request id stored meanwhile; RETURNING
-    counts the rows it stored (asyncpg's executemany reports no rowcount)."""
-    from sqlalchemy.dialects import postgresql as dialect_pg
+def _insert(dialect: str) -> Any:
+    """INSERT that skips (instead of failing on) a request id stored already: a row stored
+    meanwhile by someone else, or a padding repeat; RETURNING counts the rows it stored."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql as dialect_pg
+
+        return (
+            dialect_pg.insert(u)
+            .on_conflict_do_nothing(index_elements=["request_id"])
+            .returning(u.c.seq)
+        )
+    from sqlalchemy.dialects import sqlite as dialect_sqlite
 
     return (
-        dialect_pg.insert(u).on_conflict_do_nothing(index_elements=["request_id"]).returning(u.c.seq)
+        dialect_sqlite.insert(u)
+        .on_conflict_do_nothing(index_elements=["request_id"])
+        .returning(u.c.seq)
     )
-
-
-_SQLITE_INSERT: Final = sqlite_insert(u).on_conflict_do_nothing(index_elements=["request_id"])
-"""Skips a request id stored meanwhile; run as a plain executemany (no RETURNING), whose
-rowcount counts the rows stored."""
 
 
 async def insert_chained(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -232,15 +231,10 @@ async def insert_chained(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]
         )
     if not params:
         return 0
+    stmt = _insert(conn.dialect.name)
     inserted = 0
-    if conn.dialect.name == "sqlite":
-        # one executemany of the one-row INSERT: one statement shape, one trip to the
-        # driver's thread (a trip per part made the writer fall behind under load)
-        inserted = (await conn.execute(_SQLITE_INSERT, params)).rowcount
-    else:
-        stmt = _postgres_insert()
-        for part in pow2_parts(params):
-            inserted += len((await conn.execute(stmt, list(part))).all())
+    for part in padded_parts(params):
+        inserted += len((await conn.execute(stmt, part)).all())
     if inserted != len(params):
         # only a writer that bypasses the chain can race us here; retrying re-reads it
         raise ChainConflict(

@@ -21,7 +21,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from lockgate.store.chain import insert_chained, pow2_parts
+from lockgate.store.chain import insert_chained, padded_parts
 from lockgate.store.engine import create_engine, writer_engine
 from lockgate.store.errors import (
     AlreadyExists,
@@ -373,14 +373,14 @@ class Store:
     async def touch_keys(self, key_ids: Iterable[str], at: datetime | None = None) -> int:
         """Set ``last_used_at`` for many keys in one transaction (batch it, not per request).
 
-        The ids go in power-of-two parts, so the statement shapes stay few (see
-        :func:`~lockgate.store.chain.pow2_parts`)."""
+        The ids go in parts padded to a power of two, so the statement shapes stay few (see
+        :func:`~lockgate.store.chain.padded_parts`)."""
         ids = sorted(set(key_ids))
         if not ids:
             return 0
         touched = 0
         async with self._tx(write=True) as conn:
-            for part in pow2_parts(ids):
+            for part in padded_parts(ids):
                 result = await conn.execute(
                     api_keys.update().where(api_keys.c.id.in_(part))
                     .values(last_used_at=at or _now())
