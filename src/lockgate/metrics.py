@@ -79,6 +79,11 @@ class Metrics:
             "lockgate_audit_pending", "Audit records waiting to be written",
             registry=r, multiprocess_mode="livesum",
         )
+        self.audit = Gauge(
+            "lockgate_audit", "Audit writer counters of this process since start (written, "
+            "duplicates, batches, failed_flushes, spilled, replayed, rejected, lost)",
+            ["stat"], registry=r, multiprocess_mode="livesum",
+        )
 
     def observe_call(
         self, model: str, kind: str, status: int, latency_s: float, overhead_s: float,

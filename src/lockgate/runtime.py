@@ -43,6 +43,8 @@ from lockgate.state.base import StateUnavailable
 from lockgate.store import AuditWriter, Store
 
 MASTER_HASH_FILE = "master_key.sha256"
+_AUDIT_COUNTERS = ("written", "duplicates", "batches", "failed_flushes", "spilled", "replayed",
+                   "rejected", "lost")
 
 log = structlog.get_logger("lockgate.runtime")
 
@@ -191,14 +193,20 @@ class Runtime:
         self.pipeline.controls.mirror = build_mirror(self)
 
     def _watch_metrics(self) -> None:
-        """Copy plain-int governance stats into gauges when /metrics is rendered."""
+        """Copy plain-int governance and audit stats into gauges when /metrics is rendered."""
         breaker = self.pipeline.controls.breaker
         governor = self.governor
         limits = self.pipeline.controls.limits
         gauge = self.metrics.breaker_state
         gov_gauge = self.metrics.governance
+        audit = self.audit
+        audit_gauge, pending_gauge = self.metrics.audit, self.metrics.audit_pending
 
         def refresh() -> None:
+            stats = audit.stats()
+            pending_gauge.set(stats.pending)
+            for name in _AUDIT_COUNTERS:
+                audit_gauge.labels(name).set(getattr(stats, name))
             if breaker is not None:
                 for dep, code in breaker.state_codes().items():  # STATE_CODES values
                     gauge.labels(dep).set(code)

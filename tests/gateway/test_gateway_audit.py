@@ -45,6 +45,19 @@ def test_metrics_exposed(gateway: Gateway, key: str) -> None:
     assert 'lockgate_requests_total{kind="chat",model="fast",status="200"}' in text
     assert "lockgate_overhead_seconds_bucket" in text
     assert 'lockgate_tokens_total{direction="prompt",model="fast"}' in text
+    assert "lockgate_audit_pending " in text
+    assert 'lockgate_audit{stat="spilled"} 0.0' in text
+    assert 'lockgate_audit{stat="lost"} 0.0' in text
+
+    def written() -> float:
+        lines = httpx.get(gateway.url + "/metrics").text.splitlines()
+        line = next(ln for ln in lines if ln.startswith('lockgate_audit{stat="written"}'))
+        return float(line.split()[-1])
+
+    deadline = time.monotonic() + 15
+    while written() < 1 and time.monotonic() < deadline:  # the writer flushes in the background
+        time.sleep(0.1)
+    assert written() >= 1
 
 
 def test_health(gateway: Gateway) -> None:

@@ -28,5 +28,4 @@ async def health(request: Request) -> Response:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
-    rt.metrics.audit_pending.set(rt.audit.pending)
     return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
