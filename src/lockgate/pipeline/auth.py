@@ -1,8 +1,12 @@
 """Authenticate: turn a bearer key into a Principal.
 
 Virtual keys are looked up by hash in the store and cached in memory for
-``key_cache_ttl`` seconds. Revoking through this process (admin API, or the CLI
-notifying the running gateway) invalidates the cache immediately; other
+``key_cache_ttl`` seconds. Concurrent misses for one key share a single lookup:
+when the cache entry of a busy key expires, its next N requests would otherwise
+run N identical queries at once (each on its own pooled connection).
+
+Revoking through this process (admin API, or the CLI notifying the running
+gateway) invalidates the cache immediately; other
 processes see a revocation within ``key_cache_ttl`` (or at once when a shared
 state backend broadcasts invalidations: the runtime sets ``on_invalidate`` to
 announce every local :meth:`Authenticator.invalidate` to all gateways, whose
@@ -11,6 +15,7 @@ listeners call :meth:`Authenticator.drop`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -56,6 +61,8 @@ class Authenticator:
         self._master_hash = master_key_hash
         self._ttl = cache_ttl
         self._cache: dict[str, tuple[Principal, float]] = {}
+        self._inflight: dict[str, asyncio.Task[Principal]] = {}
+        self._generation = 0  # bumped by drop(): a lookup begun before it caches nothing
         self.on_invalidate: Callable[[str | None], None] | None = None
         """Called by :meth:`invalidate` (not :meth:`drop`): tell the other gateways."""
 
@@ -67,10 +74,25 @@ class Authenticator:
         digest = sha256_hex(api_key)
         if self._master_hash is not None and hmac.compare_digest(digest, self._master_hash):
             return Principal(key_id=MASTER_KEY_ID, team_id=None, is_master=True)
-        now = time.monotonic()
         hit = self._cache.get(digest)
-        if hit is not None and hit[1] > now:
+        if hit is not None and hit[1] > time.monotonic():
             return hit[0]
+        task = self._inflight.get(digest)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._lookup(api_key, digest))
+            self._inflight[digest] = task
+            task.add_done_callback(lambda t: self._lookup_done(digest, t))
+        # shield: a caller that goes away does not cancel the lookup the others wait for
+        return await asyncio.shield(task)
+
+    def _lookup_done(self, digest: str, task: asyncio.Task[Principal]) -> None:
+        if self._inflight.get(digest) is task:
+            del self._inflight[digest]
+        if not task.cancelled():
+            task.exception()  # retrieved here too, in case every caller went away
+
+    async def _lookup(self, api_key: str, digest: str) -> Principal:
+        generation = self._generation
         try:
             record = await self._keys.find_key(api_key)
         except Exception as exc:  # the store is down: fail closed, loudly
@@ -93,9 +115,10 @@ class Authenticator:
             else None,
             key_name=getattr(record, "name", None) or None,
         )
-        if len(self._cache) > 100_000:
-            self._cache.clear()
-        self._cache[digest] = (principal, now + self._ttl)
+        if generation == self._generation:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[digest] = (principal, time.monotonic() + self._ttl)
         return principal
 
     def invalidate(self, key_id: str | None = None) -> None:
@@ -107,6 +130,8 @@ class Authenticator:
 
     def drop(self, key_id: str | None = None) -> None:
         """Forget cached keys in this process only (one key id, or all)."""
+        self._generation += 1
+        self._inflight.clear()  # later callers look up afresh
         if key_id is None:
             self._cache.clear()
             return

@@ -1,0 +1,90 @@
+"""Authenticator: concurrent cache misses for one key share one store lookup."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from lockgate.errors import Unauthorized, Unavailable
+from lockgate.pipeline.auth import Authenticator
+
+
+@dataclass
+class Record:
+    id: str = "key_1"
+    team_id: str = "team_1"
+    team_name: str | None = "t"
+    allowed_models: tuple[str, ...] | None = None
+    revoked_at: object | None = None
+
+
+class SlowKeys:
+    """A key store whose lookups take ``delay`` seconds and are counted."""
+
+    def __init__(self, result: Any = None, delay: float = 0.05) -> None:
+        self.result = result if result is not None else Record()
+        self.delay = delay
+        self.calls = 0
+
+    async def find_key(self, plaintext: str) -> Any:
+        self.calls += 1
+        result = self.result  # what the database held when the query ran
+        await asyncio.sleep(self.delay)
+        if isinstance(result, BaseException):
+            raise result
+        return None if plaintext == "lg-unknown" else result
+
+
+async def test_concurrent_misses_share_one_lookup_then_the_cache_answers() -> None:
+    keys = SlowKeys()
+    auth = Authenticator(keys, master_key_hash=None, cache_ttl=60)
+    got = await asyncio.gather(*(auth.authenticate("lg-a") for _ in range(20)))
+    assert keys.calls == 1 and {p.key_id for p in got} == {"key_1"}
+    await auth.authenticate("lg-a")
+    assert keys.calls == 1  # cached
+    await asyncio.gather(auth.authenticate("lg-b"), auth.authenticate("lg-b"))
+    assert keys.calls == 2  # another key: its own lookup
+
+
+async def test_errors_reach_every_waiter_and_are_not_cached() -> None:
+    keys = SlowKeys()
+    auth = Authenticator(keys, master_key_hash=None, cache_ttl=60)
+    results = await asyncio.gather(*(auth.authenticate("lg-unknown") for _ in range(5)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, Unauthorized) for r in results) and keys.calls == 1
+    keys.result = OSError("connection refused")
+    results = await asyncio.gather(*(auth.authenticate("lg-a") for _ in range(5)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, Unavailable) for r in results) and keys.calls == 2
+    keys.result = Record()
+    assert (await auth.authenticate("lg-a")).key_id == "key_1" and keys.calls == 3
+
+
+async def test_a_caller_that_goes_away_does_not_cancel_the_others() -> None:
+    keys = SlowKeys(delay=0.1)
+    auth = Authenticator(keys, master_key_hash=None, cache_ttl=60)
+    first = asyncio.ensure_future(auth.authenticate("lg-a"))
+    await asyncio.sleep(0.01)
+    second = asyncio.ensure_future(auth.authenticate("lg-a"))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    assert (await second).key_id == "key_1"
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert keys.calls == 1
+
+
+async def test_revocation_during_a_lookup_is_not_undone_by_its_result() -> None:
+    keys = SlowKeys(delay=0.1)
+    auth = Authenticator(keys, master_key_hash=None, cache_ttl=60)
+    pending = asyncio.ensure_future(auth.authenticate("lg-a"))
+    await asyncio.sleep(0.02)
+    auth.invalidate("key_1")  # the key was revoked while its lookup ran
+    keys.result = Record(revoked_at=object())
+    assert (await pending).key_id == "key_1"  # answered from the lookup it joined
+    with pytest.raises(Unauthorized, match="revoked"):
+        await auth.authenticate("lg-a")  # the stale result was not cached
+    assert keys.calls == 2
