@@ -360,7 +360,8 @@ def _mem_lines(soak: SoakResult) -> list[str]:
         early, late = vals[:third], vals[-third:]
         lines.append(f"  - {label}: {sum(early) / len(early) / scale:,.1f} / "
                      f"{sum(late) / len(late) / scale:,.1f} {unit} "
-                     f"(range {min(vals) / scale:,.1f} - {max(vals) / scale:,.1f})")
+                     f"(range {min(vals) / scale:,.1f} - {max(vals) / scale:,.1f}, "
+                     f"last {vals[-1] / scale:,.1f})")
     return lines
 
 
