@@ -103,8 +103,7 @@ def start_upstream(group: ProcessGroup, workdir: Path, kind: str = "bench") -> T
     else:
         raise ValueError(f"unknown upstream kind {kind!r}")
     env = _clean_env({})
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p)
+    _add_src_path(env)
     server = group.start("upstream", argv, workdir / "upstream.log", env=env)
     headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
     url = f"http://127.0.0.1:{port}{CHAT_PATH}"
@@ -153,28 +152,21 @@ def start_lockgate(
     env = _clean_env({"LOCKGATE_MASTER_KEY": MASTER_KEY, "LOCKGATE_HOME": str(home),
                       **(extra_env or {})})
     if lockgate_cmd[0] == sys.executable:  # not installed: run from the source tree
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p)
+        _add_src_path(env)
     notes: list[str] = []
     key = _create_virtual_key(lockgate_cmd, config, env, notes)
     port = free_port()
-    gc_dir: Path | None = None
+    if gc_probe and mem_probe:
+        raise ValueError("gc_probe and mem_probe cannot be combined")
     serve_cmd = list(lockgate_cmd)
-    if gc_probe:
-        gc_dir = workdir / f"{stem}-gc"
-        env["LOCKGATE_BENCH_GC_DIR"] = str(gc_dir)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p)
-        serve_cmd = [sys.executable, str(REPO / "bench" / "gcprobe.py")]
-    mem_dir: Path | None = None
-    if mem_probe:
-        if gc_probe:
-            raise ValueError("gc_probe and mem_probe cannot be combined")
-        mem_dir = workdir / f"{stem}-mem"
-        env["LOCKGATE_BENCH_MEM_DIR"] = str(mem_dir)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p)
-        serve_cmd = [sys.executable, str(REPO / "bench" / "memprobe.py")]
+    gc_dir = workdir / f"{stem}-gc" if gc_probe else None
+    mem_dir = workdir / f"{stem}-mem" if mem_probe else None
+    for out_dir, var, script in ((gc_dir, "LOCKGATE_BENCH_GC_DIR", "gcprobe.py"),
+                                 (mem_dir, "LOCKGATE_BENCH_MEM_DIR", "memprobe.py")):
+        if out_dir is not None:  # the CLI under a probe script that imports it from src/
+            env[var] = str(out_dir)
+            _add_src_path(env)
+            serve_cmd = [sys.executable, str(REPO / "bench" / script)]
     argv = [*serve_cmd, "serve", "--config", str(config), "--host", "127.0.0.1",
             "--port", str(port), "--workers", str(workers)]
     server = group.start(stem, argv, workdir / f"{stem}.log", env=env)
@@ -186,6 +178,11 @@ def start_lockgate(
                     mem_dir=mem_dir)
     _check_chat(target)
     return target
+
+
+def _add_src_path(env: dict[str, str]) -> None:
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p)
 
 
 def lockgate_command(lockgate_bin: Path) -> list[str]:

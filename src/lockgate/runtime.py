@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import structlog
@@ -43,8 +43,6 @@ from lockgate.state.base import StateUnavailable
 from lockgate.store import AuditWriter, Store
 
 MASTER_HASH_FILE = "master_key.sha256"
-_AUDIT_COUNTERS = ("written", "duplicates", "batches", "failed_flushes", "spilled", "replayed",
-                   "rejected", "lost")
 
 log = structlog.get_logger("lockgate.runtime")
 
@@ -203,10 +201,11 @@ class Runtime:
         audit_gauge, pending_gauge = self.metrics.audit, self.metrics.audit_pending
 
         def refresh() -> None:
-            stats = audit.stats()
-            pending_gauge.set(stats.pending)
-            for name in _AUDIT_COUNTERS:
-                audit_gauge.labels(name).set(getattr(stats, name))
+            for name, value in asdict(audit.stats()).items():
+                if name == "pending":
+                    pending_gauge.set(value)
+                else:
+                    audit_gauge.labels(name).set(value)
             if breaker is not None:
                 for dep, code in breaker.state_codes().items():  # STATE_CODES values
                     gauge.labels(dep).set(code)

@@ -378,12 +378,11 @@ class Store:
         ids = sorted(set(key_ids))
         if not ids:
             return 0
-        touched = 0
+        touched, when = 0, at or _now()
         async with self._tx(write=True) as conn:
             for part in padded_parts(ids):
                 result = await conn.execute(
-                    api_keys.update().where(api_keys.c.id.in_(part))
-                    .values(last_used_at=at or _now())
+                    api_keys.update().where(api_keys.c.id.in_(part)).values(last_used_at=when)
                 )
                 touched += int(result.rowcount)
         return touched
