@@ -195,7 +195,8 @@ class RagConfig(_Strict):
     """The RAG front door (lockgate.api.rag): models, refusal, signed end-user identity."""
 
     embed_model: str | None = None
-    """Embeddings model (a configured name) for new collections; None = BM25 only."""
+    """Embeddings model (a configured name) for new collections; None = the first
+    ``mode: embeddings`` deployment, or BM25 only when there is none."""
     generation_model: str | None = None
     """Chat model for answers; None = extractive answers (best passages, cited)."""
     mode: Literal["bm25", "dense", "hybrid"] = "hybrid"

@@ -1,9 +1,17 @@
-"""Runtime: everything one lockgate process holds, built from a Config.
+"""Runtime: the one composition root. Everything a lockgate process holds, built once.
 
 ``await Runtime.start(config)`` opens the store (running migrations once, under
-a lock), starts the batched audit writer, builds one provider per deployment
-and the pipeline. ``await runtime.aclose()`` drains the audit writer and closes
-connections. The HTTP server, workers and CLI commands all use this.
+a lock), starts the batched audit writer, builds one provider per deployment,
+the pipeline with its controls, the shadow mirror, the RAG service (registered
+with the router as the virtual deployment ``rag/<collection>``) and — unless
+``jobs=False`` — the job queue with the job and batch services (and, with
+``monitor=True``, the queue monitor: gauges, alerts, result expiry).
+``await runtime.aclose()`` stops them in reverse order: it drains the audit
+writer and closes connections.
+
+The HTTP server, the worker, the event consumer and every CLI command take what
+they need from a Runtime; none of them wires objects itself, so the same config
+gives the same behaviour on every path (e.g. RAG refusal thresholds, mode and k).
 
 Governance: the shared state (``open_state(redis_url)``, process memory when
 unset) backs the :class:`~lockgate.governance.Governor` (limits, budgets), the
@@ -24,9 +32,15 @@ from pathlib import Path
 
 import structlog
 
-from lockgate.config import Config
+from lockgate.config import Config, resolve_secret
 from lockgate.governance import STATE_CODES, CircuitBreaker, Governor
 from lockgate.guards import Guards
+from lockgate.jobs.monitor import JobsGauges, QueueMonitor
+from lockgate.jobs.openai_batch import OpenAIBatchService
+from lockgate.jobs.queue import JobQueue, open_queue
+from lockgate.jobs.service import JobService
+from lockgate.jobs.tasks import TaskRunner
+from lockgate.jobs.webhooks import WebhookSender
 from lockgate.metrics import Metrics
 from lockgate.observability.tracing import configure_tracing, shutdown_tracing
 from lockgate.pipeline import Pipeline
@@ -38,6 +52,8 @@ from lockgate.pipeline.pipeline import Controls
 from lockgate.pipeline.resilience import in_background
 from lockgate.pipeline.routing import Router, Target
 from lockgate.providers import Provider, build_provider
+from lockgate.rag import RagService, RagSettings, RagStore
+from lockgate.rag.deployment import RagDeployment
 from lockgate.state import Invalidations, MemoryState, StateBackend, open_state
 from lockgate.state.base import StateUnavailable
 from lockgate.store import AuditWriter, Store
@@ -70,6 +86,45 @@ def save_master_key_hash(home: Path, key: str) -> None:
     path.chmod(0o600)
 
 
+def rag_settings(config: Config) -> RagSettings:
+    """``rag:`` of the config as the RAG service's settings (one mapping for every path)."""
+    rc = config.rag
+    pinned = {name: (c.threshold, c.threshold_kind)
+              for name, c in rc.collections.items() if c.threshold is not None}
+    embed = rc.embed_model or next(
+        (m.name for m in config.models if m.mode == "embeddings"), None)
+    return RagSettings(embed_model=embed, generation_model=rc.generation_model,
+                       mode=rc.mode, k=rc.k, pinned_thresholds=pinned)
+
+
+@dataclass
+class JobsParts:
+    """The job queue and what serves it in this process (``Runtime.jobs``)."""
+
+    queue: JobQueue
+    service: JobService
+    """Submit/get/cancel (``/v1/jobs``, ``lockgate jobs``)."""
+    batches: OpenAIBatchService
+    """``/v1/files``, ``/v1/batches`` and the worker's batch handler."""
+    webhooks: WebhookSender | None = None
+    monitor: QueueMonitor | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    async def aclose(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                try:
+                    await asyncio.wait_for(self._task, timeout=5)
+                except TimeoutError:
+                    self._task.cancel()
+                    await self._task
+        if self.webhooks is not None:
+            await self.webhooks.aclose()
+        await self.queue.aclose()
+
+
 @dataclass
 class Runtime:
     config: Config
@@ -77,18 +132,40 @@ class Runtime:
     audit: AuditWriter
     pipeline: Pipeline
     metrics: Metrics
+    rag: RagService
     providers: list[Provider] = field(default_factory=list)
     state: StateBackend | None = None
     governor: Governor | None = None
     invalidations: Invalidations | None = None
+    jobs: JobsParts | None = None
+    """None when started with ``jobs=False`` (commands that never touch the queue)."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def controls(self) -> Controls:
         return self.pipeline.controls
 
+    def task_runner(self, source: str = "jobs") -> TaskRunner:
+        """Runs declared tasks (``jobs.tasks``) through the pipeline as ``source``."""
+        settings = self.config.jobs
+        return TaskRunner(self.pipeline, settings.task_specs(),
+                          default_model=settings.default_model,
+                          task_routes=self.config.tasks, source=source)
+
     @classmethod
-    async def start(cls, config: Config, *, metrics: Metrics | None = None) -> Runtime:
+    async def start(
+        cls,
+        config: Config,
+        *,
+        metrics: Metrics | None = None,
+        jobs: bool = True,
+        queue_url: str | None = None,
+        monitor: bool = False,
+        warm_up: bool = True,
+    ) -> Runtime:
+        """Build everything; ``queue_url`` overrides ``jobs.queue_url``; ``monitor`` runs
+        the queue monitor (the server and the worker do); ``warm_up`` loads local models
+        in the background."""
         config.home_path.mkdir(parents=True, exist_ok=True)
         metrics = metrics or Metrics()
         store = await Store.open(config.effective_database_url)
@@ -130,25 +207,58 @@ class Runtime:
             if config.cache.backend == "memory" and shared:
                 cache_state = MemoryState()
             controls.cache = ResponseCache(cache_state, config.cache.ttl_seconds)
+        router = Router(targets)
         pipeline = Pipeline(
             auth=auth,
-            router=Router(targets),
+            router=router,
             sink=audit,
             metrics=metrics,
             log_bodies=config.log_bodies,
             controls=controls,
         )
-        runtime = cls(config, store, audit, pipeline, metrics, providers, state=state,
+        rag = RagService(RagStore(store.engine), pipeline, rag_settings(config))
+        router.add_virtual(RagDeployment(rag))
+        runtime = cls(config, store, audit, pipeline, metrics, rag, providers, state=state,
                       governor=governor)
-        if shared:
-            await runtime._start_shared()
-        elif controls.kill_switch is not None:
-            await controls.kill_switch.start()
-        runtime._attach_mirror()
+        try:
+            if shared:
+                await runtime._start_shared()
+            elif controls.kill_switch is not None:
+                await controls.kill_switch.start()
+            runtime._attach_mirror()
+            if jobs:
+                runtime.jobs = await runtime._start_jobs(queue_url, monitor)
+        except BaseException:
+            await runtime.aclose()
+            raise
         configure_tracing(config.tracing)
         runtime._watch_metrics()
-        runtime._warm_up()
+        if warm_up:
+            runtime._warm_up()
         return runtime
+
+    async def _start_jobs(self, queue_url: str | None, monitor: bool) -> JobsParts:
+        config = self.config
+        settings = config.jobs
+        queue = open_queue(queue_url or settings.effective_queue_url(config.home),
+                           settings.queue_options())
+        await queue.open()
+        secret = resolve_secret(settings.webhook_secret, "jobs.webhook_secret")
+        sender = WebhookSender(secret, attempts=settings.webhook_attempts) if secret else None
+        parts = JobsParts(
+            queue=queue,
+            service=JobService(queue, settings.task_specs(),
+                               allow_private_webhooks=settings.allow_private_webhooks),
+            batches=OpenAIBatchService(config.home_path / "batches", queue),
+            webhooks=sender,
+        )
+        if monitor:
+            parts.monitor = QueueMonitor(queue, settings.alerts,
+                                         gauges=JobsGauges(self.metrics.registry),
+                                         sender=sender, tombstone_ttl=settings.tombstone_ttl)
+            parts._task = asyncio.create_task(parts.monitor.run(parts._stop),
+                                              name="lockgate-jobs-monitor")
+        return parts
 
     async def _start_shared(self) -> None:
         """Key invalidations and kill-switch changes from other gateways (Redis pub/sub)."""
@@ -229,6 +339,8 @@ class Runtime:
         for task in self._tasks:
             if not task.done():
                 task.cancel()
+        if self.jobs is not None:
+            await self.jobs.aclose()
         if self.invalidations is not None:
             await self.invalidations.stop()
         ks = self.pipeline.controls.kill_switch

@@ -20,7 +20,6 @@ from lockgate.api.middleware import RequestIdMiddleware
 from lockgate.api.request_io import error_response
 from lockgate.config import Config, load_config
 from lockgate.errors import BadRequest, GatewayError
-from lockgate.jobs.services import JobsServices
 from lockgate.observability.logging import configure_logging
 from lockgate.runtime import Runtime
 from lockgate.store import StoreError
@@ -39,13 +38,8 @@ def create_app(config: Config | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(cfg.logging)  # once per process; JSON lines with the request id
-        runtime = await Runtime.start(cfg)
+        runtime = await Runtime.start(cfg, monitor=True)
         app.state.runtime = runtime
-        try:
-            app.state.jobs = await JobsServices.start(cfg, runtime.metrics.registry)
-        except BaseException:
-            await runtime.aclose()
-            raise
         log.info("lockgate.started", models=runtime.pipeline.router.models(), pid=os.getpid())
         # Start-up leaves ~140k long-lived objects (FastAPI, SQLAlchemy, pydantic); full GC
         # passes over them stalled the loop 40-200 ms every 1-2 s under load (bench/RESULTS.md).
@@ -54,10 +48,7 @@ def create_app(config: Config | None = None) -> FastAPI:
         try:
             yield
         finally:
-            try:
-                await app.state.jobs.aclose()
-            finally:
-                await runtime.aclose()
+            await runtime.aclose()
             log.info("lockgate.stopped", pid=os.getpid())
 
     app = FastAPI(

@@ -413,9 +413,16 @@ def test_model_calls_use_the_keys_permissions(env: RagEnv) -> None:
     no_embed = env.gw.new_key(models=["fast"])
     r = env.query(no_embed, q)
     assert r.status_code == 403 and "embed" in r.json()["error"]["message"], r.text
-    no_gen = env.gw.new_key(models=["embed"])
+    # rag/<collection> is a routed model: a restricted key needs it (or rag/*) listed ...
+    no_rag = env.gw.new_key(models=["embed", "fast"])
+    r = env.chat(no_rag, q)
+    assert r.status_code == 403 and f"rag/{env.coll}" in r.json()["error"]["message"], r.text
+    # ... and the inner calls still need their own models
+    no_gen = env.gw.new_key(models=["embed", "rag/*"])
     r = env.chat(no_gen, q, stream=True)
     assert r.status_code == 403 and "fast" in r.json()["error"]["message"], r.text
+    ok = env.gw.new_key(models=["embed", "fast", f"rag/{env.coll}"])
+    assert env.chat(ok, q).status_code == 200
 
 
 def test_cache_never_crosses_end_users(env: RagEnv) -> None:

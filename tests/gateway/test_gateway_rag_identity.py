@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from lockgate.api.rag_identity import EndUser, caller_for, parse_end_user, sign_end_user
+from lockgate.api.rag_identity import EndUser, parse_end_user, sign_end_user
 from lockgate.errors import Unauthorized
 from lockgate.pipeline.call import Principal
+from lockgate.rag.identity import caller_for
 
 SECRET = "identity-secret-0123456789"
 NOW = 1_800_000_000

@@ -90,7 +90,7 @@ async def list_teams(request: Request) -> Response:
 async def create_key(request: Request) -> Response:
     rt = await _admin(request)
     data: KeyIn = _parse(KeyIn, await read_json(request, 64 * 1024))
-    unknown = [m for m in data.models or [] if m not in rt.config.model_names()]
+    unknown = [m for m in data.models or [] if not rt.pipeline.grantable(m)]
     if unknown:
         raise BadRequest(f"Unknown model(s): {', '.join(unknown)}", param="models",
                          code="model_not_found")

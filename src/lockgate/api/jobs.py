@@ -2,7 +2,7 @@
 
 Thin adapters over :class:`lockgate.jobs.service.JobService` and
 :class:`lockgate.jobs.openai_batch.OpenAIBatchService` (kept per process in
-``app.state.jobs``, a :class:`lockgate.jobs.services.JobsServices`). Every route
+``Runtime.jobs``, a :class:`lockgate.runtime.JobsParts`). Every route
 authenticates the caller; jobs, files and batches are visible only to their owner's
 key or team (the master key sees all). Errors are rendered in the OpenAI error shape.
 
@@ -31,9 +31,8 @@ from starlette.responses import Response
 from lockgate.api.request_io import api_key_of, error_response, json_response, read_json
 from lockgate.errors import BadRequest, GatewayError, PayloadTooLarge
 from lockgate.jobs.openai_batch import MAX_FILE_BYTES
-from lockgate.jobs.services import JobsServices
 from lockgate.pipeline.call import Principal
-from lockgate.runtime import Runtime
+from lockgate.runtime import JobsParts, Runtime
 
 __all__ = ["router"]
 
@@ -42,10 +41,10 @@ router = APIRouter()
 _JOB_FIELDS = {"task", "input", "idempotency_key", "partition_key", "priority", "webhook_url"}
 
 
-def _services(request: Request) -> tuple[Runtime, JobsServices]:
+def _services(request: Request) -> tuple[Runtime, JobsParts]:
     rt: Runtime = request.app.state.runtime
-    jobs: JobsServices = request.app.state.jobs
-    return rt, jobs
+    assert rt.jobs is not None  # the server starts its runtime with the job queue
+    return rt, rt.jobs
 
 
 async def _principal(request: Request, rt: Runtime) -> Principal:

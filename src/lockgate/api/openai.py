@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from lockgate.api import rag
+from lockgate.api.rag_identity import end_user_of
 from lockgate.api.request_io import (
     api_key_of,
     error_response,
@@ -60,6 +60,7 @@ async def build_call(request: Request, rt: Runtime, kind: str) -> Call:
         task=request.headers.get("x-lockgate-task"),
         no_cache=wants_no_cache(request.headers.get("cache-control")),
         end_user=body.get("user") if isinstance(body.get("user"), str) else None,
+        acting_for=end_user_of(request, rt.config.rag),
     )
     return call
 
@@ -70,8 +71,6 @@ async def chat_completions(request: Request) -> Response:
     call: Call | None = None
     try:
         call = await build_call(request, rt, "chat")
-        if rag.is_rag_model(call.model):
-            return await rag.chat_completion(request, call)
         if call.body.get("stream") is True:
             stream = await rt.pipeline.chat_stream(call)
             return StreamingResponse(
@@ -102,16 +101,17 @@ async def list_models(request: Request) -> Response:
         principal = await rt.pipeline.authenticate(api_key_of(request))
     except GatewayError as exc:
         return error_response(exc)
-    return json_response(models_payload(rt.pipeline, principal))
+    return json_response(await models_payload(rt.pipeline, principal))
 
 
-def models_payload(pipeline: Pipeline, principal: Principal) -> dict[str, object]:
+async def models_payload(pipeline: Pipeline, principal: Principal) -> dict[str, object]:
+    """Every model the key may use, RAG collections (``rag/<name>``) included."""
     created = int(time.time())
     return {
         "object": "list",
         "data": [
             {"id": name, "object": "model", "created": created, "owned_by": "lockgate"}
-            for name in pipeline.visible_models(principal)
+            for name in await pipeline.list_models(principal)
         ],
     }
 

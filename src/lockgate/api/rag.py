@@ -29,31 +29,24 @@ then ``{"type": "done", ...the answer object...}``, then ``[DONE]``.
 ``GET /v1/rag/{collection}/status`` — counts, embeddings model, thresholds
 (stored and configured), staleness. Any valid key (no document content).
 
-``/v1/chat/completions`` with ``model: "rag/<collection>"`` (via
-:func:`chat_completion`): the last user message is the question. Non-stream: a
-normal ``chat.completion`` plus top-level ``citations`` (the list above) and
-``lockgate_rag`` (refused, confidence, passages, ...). Stream: normal
-``chat.completion.chunk`` deltas; the final chunk (``finish_reason: "stop"``)
-carries ``citations`` and ``lockgate_rag``; with ``stream_options.include_usage``
-a usage chunk follows.
+``model: "rag/<collection>"`` on ``/v1/chat/completions`` (and every other entry point)
+is not handled here: it is a virtual deployment the router sends to
+:class:`lockgate.rag.deployment.RagDeployment`.
 
-Who the query runs for: :mod:`lockgate.api.rag_identity` (key team, signed
-``x-lockgate-end-user`` header, master = operator). The embeddings and
-generation calls go through the pipeline with the *key's* principal, so its
-allowed models, limits, budget and audit apply (a key restricted to some models
-must be allowed the configured ``rag.embed_model`` / ``generation_model``).
+Who the query runs for: the key's principal and the verified end user of the signed
+``x-lockgate-end-user`` header (:mod:`lockgate.api.rag_identity`), mapped to ACL
+principals by :func:`lockgate.rag.identity.caller_for`. The embeddings and generation
+calls go through the pipeline with the *key's* principal, so its allowed models,
+limits, budget and audit apply (a key restricted to some models must be allowed the
+configured ``rag.embed_model`` / ``generation_model``).
 
-One :class:`RagService` per app, built on first use (``app.state.rag_service``)
-from ``config.rag``; ``rag.collections.<name>.threshold`` overrides the stored
-(calibrated) refusal threshold of that collection.
+The :class:`RagService` is the runtime's (``Runtime.rag``), built once from
+``config.rag`` by the composition root: the CLI and these routes answer alike.
 """
 
 from __future__ import annotations
 
-import re
 import tempfile
-import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, get_args
@@ -64,99 +57,52 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 
-from lockgate.api.rag_identity import END_USER_HEADER, caller_for, parse_end_user
+from lockgate.api.rag_identity import end_user_of
 from lockgate.api.request_io import api_key_of, error_response, json_response, read_json
-from lockgate.config import RagConfig
-from lockgate.errors import BadRequest, Forbidden, GatewayError, NotFound
-from lockgate.pipeline.call import Call, Principal
+from lockgate.errors import BadRequest, Forbidden, GatewayError
+from lockgate.pipeline import Principal
 from lockgate.rag import (
-    Answer,
     Caller,
     RagService,
-    RagSettings,
-    RagStore,
     SourceDocument,
     StreamEvent,
     UnknownCollection,
     normalize_principal,
 )
+from lockgate.rag.deployment import RAG_MODEL_PREFIX, check_collection_name, not_found
+from lockgate.rag.identity import caller_for
 from lockgate.rag.loaders import parse_html
-from lockgate.rag.store import CollectionInfo
 from lockgate.rag.types import Mode
 from lockgate.runtime import Runtime
 
-__all__ = ["RAG_MODEL_PREFIX", "chat_completion", "is_rag_model", "rag_service", "router"]
+__all__ = ["router"]
 
 router = APIRouter()
 log = structlog.get_logger("lockgate.api.rag")
 
-RAG_MODEL_PREFIX = "rag/"
 MAX_DOCUMENTS = 1000
-_COLLECTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MODES = set(get_args(Mode))
 _FORMATS = {"text", "markdown", "html"}
 _DONE = b"data: [DONE]\n\n"
 
 
-class ConfiguredRagService(RagService):
-    """A RagService whose refusal thresholds can be pinned per collection by config."""
-
-    def __init__(self, store: RagStore, pipeline: Any, settings: RagSettings,
-                 rag: RagConfig) -> None:
-        super().__init__(store, pipeline, settings)
-        self.rag_config = rag
-
-    def threshold_for(self, coll: CollectionInfo, kind: str) -> float | None:
-        pinned = self.rag_config.collections.get(coll.name)
-        if pinned is not None and pinned.threshold is not None and (
-            pinned.threshold_kind in (None, kind)
-        ):
-            return pinned.threshold
-        return super().threshold_for(coll, kind)
-
-
-def is_rag_model(model: str) -> bool:
-    return model.startswith(RAG_MODEL_PREFIX)
-
-
-def rag_service(request: Request) -> ConfiguredRagService:
-    """The app's RagService, built on first use (construction does no I/O)."""
-    svc: ConfiguredRagService | None = getattr(request.app.state, "rag_service", None)
-    if svc is None:
-        rt: Runtime = request.app.state.runtime
-        rc = rt.config.rag
-        settings = RagSettings(embed_model=rc.embed_model,
-                               generation_model=rc.generation_model, mode=rc.mode, k=rc.k)
-        svc = ConfiguredRagService(RagStore(rt.store.engine), rt.pipeline, settings, rc)
-        request.app.state.rag_service = svc
-    return svc
+def rag_service(request: Request) -> RagService:
+    """The runtime's RagService (built by the composition root)."""
+    rt: Runtime = request.app.state.runtime
+    return rt.rag
 
 
 # ---------------------------------------------------------------- request helpers
 
 
 def _collection(name: str) -> str:
-    if not _COLLECTION.match(name):
-        raise BadRequest("Collection names are 1-64 characters: letters, digits, '.', '_', '-' "
-                         "(starting with a letter or digit).", param="collection",
-                         code="invalid_collection")
-    return name
+    return check_collection_name(name)
 
 
 async def _identify(request: Request, api_key: str | None) -> tuple[Principal, Caller]:
     rt: Runtime = request.app.state.runtime
     principal = await rt.pipeline.authenticate(api_key)
-    header = request.headers.get(END_USER_HEADER)
-    end_user = None
-    if header is not None:
-        rc = rt.config.rag
-        end_user = parse_end_user(header, rc.resolved_end_user_secret(), rc.end_user_max_age)
-    return principal, caller_for(principal, end_user)
-
-
-def _not_found(exc: UnknownCollection) -> NotFound:
-    return NotFound(str(exc).replace("no RAG", "No RAG") + ".", code="collection_not_found",
-                    param="collection")
+    return principal, caller_for(principal, end_user_of(request, rt.config.rag))
 
 
 def _query_options(body: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +122,8 @@ def _query_options(body: dict[str, Any]) -> dict[str, Any]:
             raise BadRequest("filters must map metadata keys (or doc_id) to a value or a list "
                              "of values.", param="filters")
     model = body.get("model")
-    if model is not None and (not isinstance(model, str) or is_rag_model(model)):
+    if model is not None and (not isinstance(model, str)
+                              or model.startswith(RAG_MODEL_PREFIX)):
         raise BadRequest("model must name a chat model.", param="model")
     return {"k": k, "mode": mode, "filters": filters, "model": model}
 
@@ -323,7 +270,7 @@ async def status(collection: str, request: Request) -> Response:
         try:
             st = await svc.status(_collection(collection))
         except UnknownCollection as exc:
-            raise _not_found(exc) from None
+            raise not_found(exc) from None
         pinned = rt.config.rag.collections.get(collection)
         st["configured_threshold"] = pinned.threshold if pinned else None
         st["configured_threshold_kind"] = pinned.threshold_kind if pinned else None
@@ -351,7 +298,7 @@ async def query(collection: str, request: Request) -> Response:
         try:
             ans = await svc.answer(name, question, caller, principal=principal, **opts)
         except UnknownCollection as exc:
-            raise _not_found(exc) from None
+            raise not_found(exc) from None
         return json_response(ans.as_dict())
     except GatewayError as exc:
         return error_response(exc)
@@ -364,7 +311,7 @@ async def _first_event(events: AsyncIterator[StreamEvent]) -> StreamEvent:
     try:
         return await events.__anext__()
     except UnknownCollection as exc:
-        raise _not_found(exc) from None
+        raise not_found(exc) from None
 
 
 async def _query_sse(first: StreamEvent,
@@ -402,101 +349,3 @@ async def _render(first: StreamEvent, events: AsyncIterator[StreamEvent],
         if aclose is not None:
             await aclose()
     yield _DONE
-
-
-# ---------------------------------------------------------------- rag/<collection> chat
-
-
-def _last_user_text(body: dict[str, Any]) -> str:
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        for m in reversed(messages):
-            if isinstance(m, dict) and m.get("role") == "user":
-                c = m.get("content")
-                if isinstance(c, str):
-                    return c
-                if isinstance(c, list):
-                    return " ".join(str(p.get("text", "")) for p in c
-                                    if isinstance(p, dict) and p.get("type") == "text")
-    return ""
-
-
-def _extension(ans: Answer) -> dict[str, Any]:
-    d = ans.as_dict()
-    d.pop("answer")
-    d.pop("citations")
-    return d
-
-
-def _usage(ans: Answer) -> dict[str, int]:
-    p = int(ans.usage.get("prompt_tokens", 0))
-    c = int(ans.usage.get("completion_tokens", 0))
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
-
-
-async def chat_completion(request: Request, call: Call) -> Response:
-    """``/v1/chat/completions`` for ``model: "rag/<collection>"`` (``call`` holds the body)."""
-    name = _collection(call.model[len(RAG_MODEL_PREFIX):])
-    principal, caller = await _identify(request, call.api_key)
-    question = _last_user_text(call.body)
-    if not question.strip():
-        raise BadRequest("messages must end with a user message that has text.",
-                         param="messages")
-    svc = rag_service(request)
-    cid = "chatcmpl-" + uuid.uuid4().hex
-    created = int(time.time())
-    headers = {"x-request-id": call.request_id}
-    if call.body.get("stream") is True:
-        events = svc.answer_stream(name, question, caller, principal=principal)
-        first = await _first_event(events)
-        opts = call.body.get("stream_options")
-        usage = isinstance(opts, dict) and opts.get("include_usage") is True
-        return StreamingResponse(
-            _render(first, events, _ChunkRenderer(cid, created, call.model, usage)),
-            media_type="text/event-stream", headers=headers,
-        )
-    try:
-        ans = await svc.answer(name, question, caller, principal=principal)
-    except UnknownCollection as exc:
-        raise _not_found(exc) from None
-    return json_response({
-        "id": cid,
-        "object": "chat.completion",
-        "created": created,
-        "model": call.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": ans.answer},
-                     "logprobs": None, "finish_reason": "stop"}],
-        "usage": _usage(ans),
-        "citations": ans.citations,
-        "lockgate_rag": _extension(ans),
-    }, headers=headers)
-
-
-class _ChunkRenderer:
-    """StreamEvents -> ``chat.completion.chunk`` objects."""
-
-    def __init__(self, cid: str, created: int, model: str, include_usage: bool) -> None:
-        self.base = {"id": cid, "object": "chat.completion.chunk", "created": created,
-                     "model": model}
-        self.include_usage = include_usage
-        self.started = False
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None,
-               **extra: Any) -> dict[str, Any]:
-        return {**self.base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                          "finish_reason": finish}], **extra}
-
-    def __call__(self, ev: StreamEvent) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        if not self.started:
-            self.started = True
-            out.append(self._chunk({"role": "assistant", "content": ""}))
-        if ev.kind == "done" and ev.answer is not None:
-            ans = ev.answer
-            out.append(self._chunk({}, "stop", citations=ans.citations,
-                                   lockgate_rag=_extension(ans)))
-            if self.include_usage:
-                out.append({**self.base, "choices": [], "usage": _usage(ans)})
-        elif ev.text:
-            out.append(self._chunk({"content": ev.text}))
-        return out

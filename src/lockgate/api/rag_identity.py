@@ -1,4 +1,4 @@
-"""Who a RAG query runs for: the API key's team plus an optional HMAC-signed end user.
+"""The verified end user a call acts for: the signed ``x-lockgate-end-user`` header.
 
 The end user travels in one header, signed by the application backend that holds
 ``rag.end_user_secret`` (clients never see the secret)::
@@ -15,14 +15,9 @@ expires. :func:`sign_end_user` builds a header (use it in the backend or tests).
 User ids and group names are 1-200 characters without whitespace, ``;``, ``,``
 or ``=``. A header that is malformed, expired or badly signed — or any header
 when no secret is configured — is a 401 (``code: invalid_end_user``); it is
-never silently ignored.
-
-:func:`caller_for` turns the authenticated key and the header into a
-:class:`lockgate.rag.Caller`: principals ``user:<id>``, ``group:<g>``, plus
-``team:<team name>`` of the key (and ``public``). The master key without the
-header is an operator (``all_access``, ACL skipped); the master key *with* a
-signed header acts as that end user only (no team). Nothing the client sends
-in the body (e.g. OpenAI's ``user`` field) changes the ACL.
+never silently ignored. A valid one becomes :attr:`Call.acting_for
+<lockgate.pipeline.call.Call.acting_for>` on every model route; what it grants is
+decided by the features (RAG: :func:`lockgate.rag.identity.caller_for`).
 """
 
 from __future__ import annotations
@@ -31,16 +26,17 @@ import hashlib
 import hmac
 import re
 import time
-from dataclasses import dataclass
 
+from starlette.requests import Request
+
+from lockgate.config import RagConfig
 from lockgate.errors import Unauthorized
-from lockgate.pipeline.call import Principal
-from lockgate.rag.types import Caller
+from lockgate.pipeline import EndUser
 
 __all__ = [
     "END_USER_HEADER",
     "EndUser",
-    "caller_for",
+    "end_user_of",
     "parse_end_user",
     "sign_end_user",
 ]
@@ -48,13 +44,6 @@ __all__ = [
 END_USER_HEADER = "x-lockgate-end-user"
 
 _NAME = re.compile(r"^[^\s;,=]{1,200}$")
-
-
-@dataclass(frozen=True, slots=True)
-class EndUser:
-    user_id: str
-    groups: tuple[str, ...]
-    ts: int
 
 
 def _mac(secret: str, payload: str) -> str:
@@ -110,13 +99,9 @@ def parse_end_user(value: str, secret: str | None, max_age: float,
     return EndUser(user_id=user_id, groups=groups, ts=ts)
 
 
-def caller_for(principal: Principal, end_user: EndUser | None) -> Caller:
-    """The ACL identity of a request (see the module docstring for the rules)."""
-    if principal.is_master:
-        if end_user is None:
-            return Caller(all_access=True)
-        return Caller(user_id=end_user.user_id, groups=end_user.groups)
-    team = principal.team_name or principal.team_id
-    if end_user is None:
-        return Caller(team_id=team)
-    return Caller(user_id=end_user.user_id, groups=end_user.groups, team_id=team)
+def end_user_of(request: Request, rag: RagConfig) -> EndUser | None:
+    """The verified end user of a request, or None without the header (401 if invalid)."""
+    header = request.headers.get(END_USER_HEADER)
+    if header is None:
+        return None
+    return parse_end_user(header, rag.resolved_end_user_secret(), rag.end_user_max_age)

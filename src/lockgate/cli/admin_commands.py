@@ -81,7 +81,10 @@ def keys_create(
 ) -> None:
     """Create a virtual key. The key is printed once; only its hash is stored."""
     cfg = get_config(config)
-    unknown = [m for m in models or [] if m not in cfg.model_names()]
+    from lockgate.rag.deployment import grantable_rag_model
+
+    unknown = [m for m in models or []
+               if m not in cfg.model_names() and not grantable_rag_model(m)]
     if unknown:
         fail(f"unknown model(s) for this config: {', '.join(unknown)}")
     plaintext, key = with_store(

@@ -97,10 +97,7 @@ def worker(
     config: Path | None = ConfigOption,
 ) -> None:
     """Run jobs from the queue until SIGTERM/SIGINT (then finish or return in-flight jobs)."""
-    from lockgate.jobs.monitor import QueueMonitor
-    from lockgate.jobs.openai_batch import OpenAIBatchService, batch_aware_handler
-    from lockgate.jobs.tasks import TaskRunner
-    from lockgate.jobs.webhooks import WebhookSender
+    from lockgate.jobs.openai_batch import batch_aware_handler
     from lockgate.jobs.worker import Worker, task_handler
     from lockgate.runtime import Runtime
 
@@ -108,48 +105,25 @@ def worker(
     settings = _settings(cfg)
 
     async def go() -> None:
-        rt = await Runtime.start(cfg)
-        q = _queue(cfg, queue)
-        await q.open()
-        secret = settings.webhook_secret
-        if secret and secret.startswith("env:"):
-            from lockgate.config import resolve_secret
-
-            secret = resolve_secret(secret, "jobs.webhook_secret")
-        sender = WebhookSender(secret, attempts=settings.webhook_attempts) if secret else None
-        runner = TaskRunner(
-            rt.pipeline,
-            settings.task_specs(),
-            default_model=settings.default_model,
-            task_routes=getattr(cfg, "tasks", None),
-        )
-        batches = OpenAIBatchService(cfg.home_path / "batches", q)
-        handler = batch_aware_handler(batches, rt.pipeline, task_handler(runner))
-        w = Worker(
-            q,
-            handler,
-            concurrency=concurrency or settings.concurrency,
-            lease=lease or settings.lease,
-            poll_interval=settings.poll_interval,
-            grace=settings.grace,
-            webhooks=sender,
-        )
-        monitor = QueueMonitor(
-            q,
-            settings.alerts,
-            tombstone_ttl=settings.tombstone_ttl,
-            sender=WebhookSender(secret, attempts=settings.webhook_attempts) if secret else None,
-        )
-        stop = asyncio.Event()
-        _stop_on_signals(stop)
-        console.print(f"worker {w.worker_id}: {w.concurrency} concurrent", highlight=False)
-        mon = asyncio.create_task(monitor.run(stop))
+        rt = await Runtime.start(cfg, queue_url=queue, monitor=True)
         try:
+            assert rt.jobs is not None
+            handler = batch_aware_handler(rt.jobs.batches, rt.pipeline,
+                                          task_handler(rt.task_runner("jobs")))
+            w = Worker(
+                rt.jobs.queue,
+                handler,
+                concurrency=concurrency or settings.concurrency,
+                lease=lease or settings.lease,
+                poll_interval=settings.poll_interval,
+                grace=settings.grace,
+                webhooks=rt.jobs.webhooks,
+            )
+            stop = asyncio.Event()
+            _stop_on_signals(stop)
+            console.print(f"worker {w.worker_id}: {w.concurrency} concurrent", highlight=False)
             stats = await w.run(stop)
         finally:
-            stop.set()
-            await mon
-            await q.aclose()
             await rt.aclose()
         console.print(
             f"stopped: {stats.completed} completed, {stats.retried} retried, {stats.dead} "
@@ -315,7 +289,6 @@ def batch_run(
 ) -> None:
     """Run TASK over every record; a killed run resumes where it stopped (same command)."""
     from lockgate.jobs.batch import done_indexes, estimate_tokens, read_records, run_batch
-    from lockgate.jobs.tasks import TaskRunner
     from lockgate.runtime import Runtime
 
     cfg = get_config(config)
@@ -350,14 +323,8 @@ def batch_run(
         raise typer.Exit(1)
 
     async def go() -> Any:
-        rt = await Runtime.start(cfg)
-        runner = TaskRunner(
-            rt.pipeline,
-            specs,
-            default_model=settings.default_model,
-            task_routes=getattr(cfg, "tasks", None),
-            source="batch",
-        )
+        rt = await Runtime.start(cfg, jobs=False)
+        runner = rt.task_runner("batch")
         try:
             with Progress(
                 TextColumn("{task.description}"),
@@ -424,21 +391,13 @@ def consume(
     """Enrich every event from SOURCE with TASK and publish it to SINK (until SIGTERM)."""
     from lockgate.events.consumer import EventConsumer
     from lockgate.events.transports import open_transport
-    from lockgate.jobs.tasks import TaskRunner
     from lockgate.runtime import Runtime
 
     cfg = get_config(config)
-    settings = _settings(cfg)
 
     async def go() -> None:
-        rt = await Runtime.start(cfg)
-        runner = TaskRunner(
-            rt.pipeline,
-            settings.task_specs(),
-            default_model=settings.default_model,
-            task_routes=getattr(cfg, "tasks", None),
-            source="events",
-        )
+        rt = await Runtime.start(cfg, jobs=False)
+        runner = rt.task_runner("events")
         src = open_transport(source, group=group, lease=lease)
         dst = src if sink == source else open_transport(sink, group=group, lease=lease)
         from lockgate.events.dedup import DedupStore, MemoryDedup, RedisDedup

@@ -1,11 +1,14 @@
 """``lockgate rag ...``: ingest, sync, status, query, eval, calibrate, delete, drop.
 
 Mounted by the root app as ``app.add_typer(rag_app, name="rag")``. Each command
-starts a :class:`lockgate.runtime.Runtime` (store + pipeline) so embeddings and
+starts a :class:`lockgate.runtime.Runtime` and uses its RAG service — the same one,
+built from the same ``rag:`` config, that answers over HTTP — so embeddings and
 answers go through the gateway pipeline like every other model call, as the
 operator (``key_id="cli"``). The embeddings model of a new collection is
-``--embed-model``, else the first deployment with ``mode: embeddings`` in the
-config, else none (BM25 only).
+``--embed-model``, else ``rag.embed_model``, else the first deployment with
+``mode: embeddings`` in the config, else none (BM25 only). ``query`` uses
+``rag.mode``, ``rag.k`` and ``rag.generation_model`` unless ``--mode``, ``--k`` or
+``--model`` say otherwise.
 """
 
 from __future__ import annotations
@@ -20,10 +23,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lockgate.cli.common import ConfigOption, console, err_console, fail, get_config, run
 from lockgate.config import Config
-from lockgate.pipeline.call import Principal
+from lockgate.pipeline import Principal
 from lockgate.rag.evaluation import calibrate, evaluate, load_qrels, load_queries
-from lockgate.rag.service import RagService, RagSettings, UnknownCollection
-from lockgate.rag.store import RagStore
+from lockgate.rag.service import RagService, UnknownCollection
 from lockgate.rag.types import PUBLIC, Caller, Mode, normalize_principal
 
 __all__ = ["OPERATOR_PRINCIPAL", "rag_app"]
@@ -41,34 +43,13 @@ ModeOption = typer.Option("hybrid", "--mode", help="bm25, dense or hybrid.")
 JsonOption = typer.Option(False, "--json", help="Print one JSON object.")
 
 
-def _default_embed_model(config: Config) -> str | None:
-    """The config's ``rag.embed_model``, else the first embeddings deployment."""
-    if config.rag.embed_model:
-        return config.rag.embed_model
-    for m in config.models:
-        if m.mode == "embeddings":
-            return m.name
-    return None
-
-
-def _with_service(
-    config: Config,
-    fn: Callable[[RagService], Awaitable[T]],
-    *,
-    embed_model: str | None = None,
-    model: str | None = None,
-) -> T:
+def _with_service(config: Config, fn: Callable[[RagService], Awaitable[T]]) -> T:
     async def go() -> T:
         from lockgate.runtime import Runtime
 
-        rt = await Runtime.start(config)
+        rt = await Runtime.start(config, jobs=False)
         try:
-            settings = RagSettings(
-                embed_model=embed_model or _default_embed_model(config),
-                generation_model=model or config.rag.generation_model,
-            )
-            svc = RagService(RagStore(rt.store.engine), rt.pipeline, settings)
-            return await fn(svc)
+            return await fn(rt.rag)
         finally:
             await rt.aclose()
 
@@ -80,7 +61,9 @@ def _with_service(
         fail(str(exc))
 
 
-def _mode(value: str) -> Mode:
+def _mode(value: str | None) -> Mode | None:
+    if value is None:
+        return None
     if value not in ("bm25", "dense", "hybrid"):
         fail(f"--mode must be bm25, dense or hybrid, not {value!r}", 2)
     return value  # type: ignore[return-value]
@@ -142,7 +125,7 @@ def _ingest(
             )
         return report.as_dict()
 
-    report = _with_service(config, go, embed_model=embed_model)
+    report = _with_service(config, go)
     _print_report(report, as_json)
     if report["failed"] and not (report["added"] or report["updated"] or report["unchanged"]
                                  or report["permissions_updated"]):
@@ -214,9 +197,11 @@ def query_cmd(
     group: list[str] = typer.Option([], "--group", help="End-user group (repeat)."),
     team: str | None = typer.Option(None, "--team", help="Team id (ACL team:<id>)."),
     operator: bool = typer.Option(False, "--operator", help="Ignore ACLs (operator view)."),
-    mode: str = ModeOption,
-    k: int = typer.Option(5, "--k", min=1, max=100),
-    model: str | None = typer.Option(None, "--model", help="Chat model; default extractive."),
+    mode: str | None = typer.Option(None, "--mode", help="bm25, dense or hybrid "
+                                    "(default: rag.mode)."),
+    k: int | None = typer.Option(None, "--k", min=1, max=100, help="Passages (default: rag.k)."),
+    model: str | None = typer.Option(None, "--model", help="Chat model (default: "
+                                     "rag.generation_model, else extractive)."),
     filters: list[str] = typer.Option([], "--filter", help="Metadata key=value (repeat)."),
     as_json: bool = JsonOption,
     config_path: Path | None = ConfigOption,
@@ -228,10 +213,10 @@ def query_cmd(
 
     async def go(svc: RagService) -> dict[str, Any]:
         ans = await svc.answer(collection, question, caller, principal=OPERATOR_PRINCIPAL,
-                               mode=_mode(mode), k=k, filters=flt or None)
+                               model=model, mode=_mode(mode), k=k, filters=flt or None)
         return ans.as_dict()
 
-    out = _with_service(config, go, model=model)
+    out = _with_service(config, go)
     if as_json:
         print(json.dumps(out))
         return
@@ -264,7 +249,7 @@ def eval_cmd(
         fail(str(exc), 2)
 
     async def go(svc: RagService) -> dict[str, Any]:
-        return await evaluate(svc, collection, qs, qr, mode=_mode(mode),
+        return await evaluate(svc, collection, qs, qr, mode=_mode(mode) or "hybrid",
                               fusion=fusion, alpha=alpha,  # type: ignore[arg-type]
                               principal=OPERATOR_PRINCIPAL)
 
@@ -294,7 +279,7 @@ def calibrate_cmd(
         fail(str(exc), 2)
 
     async def go(svc: RagService) -> dict[str, Any]:
-        cal = await calibrate(svc, collection, qs, qr, mode=_mode(mode),
+        cal = await calibrate(svc, collection, qs, qr, mode=_mode(mode) or "hybrid",
                               principal=OPERATOR_PRINCIPAL)
         if save:
             await svc.set_threshold(collection, cal.threshold, cal.kind)

@@ -10,8 +10,8 @@ Modules (each with one job):
 * ``tasks`` — TaskRunner (runs a task through the gateway pipeline, validates the answer);
 * ``worker`` — Worker (bounded concurrency, lease heartbeats, graceful stop, retries/DLQ);
 * ``service`` — JobService: submit/get/cancel for the HTTP adapter and CLI;
-* ``services`` — JobsServices: the queue, JobService, OpenAIBatchService and QueueMonitor of
-  one gateway process (``app.state.jobs``; routes in :mod:`lockgate.api.jobs`);
+  (the composition root :class:`lockgate.runtime.Runtime` builds the queue, JobService,
+  OpenAIBatchService and QueueMonitor of a process as ``Runtime.jobs``);
 * ``webhooks`` — HMAC-SHA256 signed deliveries with retries; ``monitor`` — gauges, alerts,
   result expiry; ``config`` — the ``jobs:`` config section (``Config.jobs``);
 * ``batch`` — resumable file batches; ``openai_batch`` — the OpenAI Batch API shape.

@@ -1,6 +1,24 @@
-"""The one path every model call takes. See :class:`Pipeline`."""
+"""The one path every model call takes. See :class:`Pipeline`.
 
-from lockgate.pipeline.call import Call, Principal, UsageRecord
+This is the surface features (RAG, jobs, events, shadow, agents) use: they build a
+:class:`Call`, hand it to :class:`Pipeline`, and read the answer types below. They
+never import a provider module.
+"""
+
+from lockgate.pipeline.call import Call, EndUser, Principal, UsageRecord
 from lockgate.pipeline.pipeline import Controls, Pipeline
+from lockgate.pipeline.virtual import VirtualDeployment
+from lockgate.providers.base import Completion, StreamChunk, Usage
 
-__all__ = ["Call", "Controls", "Pipeline", "Principal", "UsageRecord"]
+__all__ = [
+    "Call",
+    "Completion",
+    "Controls",
+    "EndUser",
+    "Pipeline",
+    "Principal",
+    "StreamChunk",
+    "Usage",
+    "UsageRecord",
+    "VirtualDeployment",
+]

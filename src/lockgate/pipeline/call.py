@@ -23,7 +23,27 @@ class Principal:
     key_name: str | None = None
 
     def may_use(self, model: str) -> bool:
-        return self.allowed_models is None or model in self.allowed_models
+        """``allowed_models`` lists public names; ``family/*`` allows a virtual family
+        (e.g. ``rag/*`` for every RAG collection)."""
+        allowed = self.allowed_models
+        if allowed is None or model in allowed:
+            return True
+        family, sep, _ = model.partition("/")
+        return bool(sep) and f"{family}/*" in allowed
+
+
+@dataclass(frozen=True, slots=True)
+class EndUser:
+    """A verified end user a call acts for (e.g. from a signed ``x-lockgate-end-user``).
+
+    Features that apply per-user permissions (RAG ACLs) read it from
+    :attr:`Call.acting_for`; nothing the client sends unsigned ever becomes one.
+    """
+
+    user_id: str
+    groups: tuple[str, ...] = ()
+    ts: int = 0
+    """When the identity was asserted (unix seconds); 0 when unknown."""
 
 
 def new_request_id() -> str:
@@ -50,6 +70,9 @@ class Call:
     no_cache: bool = False
     """The caller opted out of the response cache (``cache-control: no-cache``)."""
     end_user: str | None = None
+    """The client's own end-user label (OpenAI ``user``): for logs, never for permissions."""
+    acting_for: EndUser | None = None
+    """A verified end user the call acts for; permission-aware features (RAG) use it."""
     started: float = field(default_factory=time.perf_counter)
     started_at: float = field(default_factory=time.time)
     # filled in on the way

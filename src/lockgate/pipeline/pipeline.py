@@ -44,6 +44,7 @@ from lockgate.pipeline.resilience import (
 )
 from lockgate.pipeline.routing import Router, Target
 from lockgate.pipeline.validate import check_chat_body, check_embeddings_body
+from lockgate.pipeline.virtual import VirtualDeployment
 from lockgate.providers.base import Completion, ProviderError, StreamChunk, Usage
 from lockgate.state.base import StateUnavailable
 
@@ -108,7 +109,22 @@ class Pipeline:
         return await self.auth.authenticate(api_key)
 
     def visible_models(self, principal: Principal) -> list[str]:
+        """The configured public models this principal may use."""
         return [m for m in self.router.models() if principal.may_use(m)]
+
+    def grantable(self, model: str) -> bool:
+        """May a key's ``allowed_models`` list ``model``? A configured model, or a name of a
+        virtual family (``rag/<collection>``, ``rag/*``)."""
+        if model in self.router.models():
+            return True
+        return any(f.grantable(model) for f in self.router.virtual_families)
+
+    async def list_models(self, principal: Principal) -> list[str]:
+        """Every public model this principal may use, virtual families included."""
+        out = self.visible_models(principal)
+        for family in self.router.virtual_families:
+            out.extend(await family.models(principal))
+        return out
 
     def _policy(self, call: Call) -> None:
         """Task routing and the kill switch: may change ``call.model``."""
@@ -146,19 +162,22 @@ class Pipeline:
                 call.model = fallback
                 call.response_headers["x-lockgate-kill-switch"] = blocked
 
-    async def _admit(self, call: Call) -> list[Target]:
+    async def _admit(self, call: Call) -> list[Target] | VirtualDeployment:
         if call.principal is None:
             with span(STAGE.AUTHENTICATE):
                 call.principal = await self.auth.authenticate(call.api_key)
         with span(STAGE.POLICY):
             return self._plan(call)
 
-    def _plan(self, call: Call) -> list[Target]:
+    def _plan(self, call: Call) -> list[Target] | VirtualDeployment:
         if self.controls.tasks or self.controls.kill_switch is not None:
             self._policy(call)
         plan = self.router.plan(call.model)
         if not plan:
-            raise NotFound(f"The model '{call.model}' does not exist.", param="model")
+            family = self.router.virtual(call.model)
+            if family is None:
+                raise NotFound(f"The model '{call.model}' does not exist.", param="model")
+            return self._plan_virtual(call, family)
         p = call.principal
         if p is not None and not p.may_use(call.requested_model or call.model):
             raise Forbidden(f"This key may not use the model '{call.model}'.", param="model")
@@ -173,6 +192,18 @@ class Pipeline:
         else:
             check_embeddings_body(call.body)
         return plan
+
+    def _plan_virtual(self, call: Call, family: VirtualDeployment) -> VirtualDeployment:
+        p = call.principal
+        if p is not None and not p.may_use(call.requested_model or call.model):
+            raise Forbidden(f"This key may not use the model '{call.model}'.", param="model")
+        if call.kind != "chat":
+            raise BadRequest(
+                f"The model '{call.model}' is a chat model and cannot serve {call.kind}.",
+                param="model", code="model_mode_mismatch",
+            )
+        check_chat_body(call.body)
+        return family
 
     async def _govern(self, call: Call, plan: list[Target], flow: _Flow) -> None:
         """Limits + budget reserve, then input guards. Fills ``flow``."""
@@ -240,6 +271,8 @@ class Pipeline:
         c = self.controls
         try:
             plan = await self._admit(call)
+            if not isinstance(plan, list):
+                return await self._complete_virtual(call, plan)
             await self._govern(call, plan, flow)
             cache = c.cache
             if cache is not None:
@@ -289,6 +322,60 @@ class Pipeline:
         if c.mirror is not None and kind == "chat":
             c.mirror.maybe_mirror(call, flow.body, result, call.upstream_seconds, cost)
         return result
+
+    async def _complete_virtual(self, call: Call, family: VirtualDeployment) -> Completion:
+        """A virtual deployment answers; only its inner calls are governed and charged.
+
+        Errors propagate to the caller's handler, which records them.
+        """
+        call.deployment = family.deployment_id(call.model)
+        t0 = time.perf_counter()
+        try:
+            result = await family.chat(call)
+        finally:
+            call.upstream_seconds += time.perf_counter() - t0
+        self._record(call, Attempts(), 200, None, Usage(), response=result.body)
+        return result
+
+    async def _open_virtual(
+        self, call: Call, family: VirtualDeployment
+    ) -> AsyncIterator[StreamChunk]:
+        call.deployment = family.deployment_id(call.model)
+        t0 = time.perf_counter()
+        try:
+            stream = await family.chat_stream(call)
+        finally:
+            call.upstream_seconds += time.perf_counter() - t0
+        return self._relay_virtual(call, stream)
+
+    async def _relay_virtual(
+        self, call: Call, stream: AsyncIterator[StreamChunk]
+    ) -> AsyncIterator[StreamChunk]:
+        status, error_class = 200, None
+        try:
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    chunk = await stream.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    call.upstream_seconds += time.perf_counter() - t0
+                yield chunk
+        except GatewayError as exc:
+            status, error_class = exc.status, exc.error_class
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            status, error_class = CLIENT_CLOSED, "client_disconnected"
+            raise
+        except Exception:
+            status, error_class = 500, "internal_error"
+            raise
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            self._record(call, Attempts(), status, error_class, Usage())
 
     async def _check_contract(
         self, call: Call, plan: list[Target], flow: _Flow, attempts: Attempts,
@@ -358,6 +445,8 @@ class Pipeline:
             with span(STAGE.REQUEST, request_id=call.request_id, model=call.model,
                       source=call.source, stream=True):
                 plan = await self._admit(call)
+                if not isinstance(plan, list):
+                    return await self._open_virtual(call, plan)
                 await self._govern(call, plan, flow)
             if c.cache is not None:
                 call.response_headers[CACHE_HEADER] = "bypass"

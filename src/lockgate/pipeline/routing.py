@@ -1,7 +1,8 @@
 """Route: a public model name -> the ordered deployments to try.
 
 The first deployment is drawn by weight (A/B, canary); the others follow in
-config order as fallbacks.
+config order as fallbacks. Model families served by a feature (``rag/<collection>``)
+are virtual deployments registered by prefix (:mod:`lockgate.pipeline.virtual`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import random
 from dataclasses import dataclass
 
 from lockgate.config import ModelDeployment
+from lockgate.pipeline.virtual import VirtualDeployment
 from lockgate.providers.base import Provider
 
 
@@ -27,8 +29,27 @@ class Router:
     def __init__(self, targets: dict[str, list[Target]], rng: random.Random | None = None) -> None:
         self._targets = targets
         self._rng = rng or random.Random()
+        self._virtual: dict[str, VirtualDeployment] = {}
+
+    def add_virtual(self, family: VirtualDeployment) -> None:
+        """Route every model starting with ``family.prefix`` to ``family``."""
+        if any(m.startswith(family.prefix) for m in self._targets):
+            raise ValueError(f"configured models already use the prefix {family.prefix!r}")
+        self._virtual[family.prefix] = family
+
+    def virtual(self, model: str) -> VirtualDeployment | None:
+        """The virtual deployment serving ``model``, if any (configured models first)."""
+        if not self._virtual or model in self._targets:
+            return None
+        prefix, sep, _ = model.partition("/")
+        return self._virtual.get(prefix + sep) if sep else None
+
+    @property
+    def virtual_families(self) -> list[VirtualDeployment]:
+        return list(self._virtual.values())
 
     def models(self) -> list[str]:
+        """The configured public models (virtual families are listed by the pipeline)."""
         return list(self._targets)
 
     def mode_of(self, model: str) -> str | None:

@@ -13,7 +13,7 @@ through the pipeline, with ``source="rag"`` and the caller's principal.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,9 @@ class RagSettings:
     embed_batch: int = 64
     chunking: ChunkingOptions = field(default_factory=ChunkingOptions)
     max_file_bytes: int = DEFAULT_MAX_BYTES
+    pinned_thresholds: Mapping[str, tuple[float, str | None]] = field(default_factory=dict)
+    """collection -> (threshold, kind or None for any): the operator's config
+    (``rag.collections.<name>.threshold``) wins over a calibrated/stored one."""
 
 
 @dataclass(slots=True)
@@ -210,6 +213,9 @@ class RagService:
         )
 
     def threshold_for(self, coll: CollectionInfo, kind: str) -> float | None:
+        pinned = self.settings.pinned_thresholds.get(coll.name)
+        if pinned is not None and pinned[1] in (None, kind):
+            return pinned[0]
         if coll.threshold is not None and coll.threshold_kind in (None, kind):
             return coll.threshold
         return DEFAULT_THRESHOLDS.get(kind)
