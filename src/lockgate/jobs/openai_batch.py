@@ -40,8 +40,8 @@ from lockgate.jobs.model import Job, NewJob
 from lockgate.jobs.queue import JobQueue
 from lockgate.jobs.tasks import SYSTEM_PRINCIPAL
 from lockgate.jobs.worker import Handler, principal_from_meta, principal_to_meta
-from lockgate.pipeline.call import Call, CallKind, Principal
-from lockgate.providers.base import Completion
+from lockgate.pipeline import Call, Completion, Principal
+from lockgate.pipeline.call import CallKind
 
 __all__ = [
     "BATCH_TASK",

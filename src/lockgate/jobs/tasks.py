@@ -33,8 +33,7 @@ import orjson
 from jsonschema import Draft202012Validator
 
 from lockgate.jobs.taskspec import BUILTIN_KINDS, TaskSpec, TaskStep, builtin_tasks
-from lockgate.pipeline.call import Call, Principal
-from lockgate.providers.base import Completion
+from lockgate.pipeline import Call, Completion, Principal
 
 __all__ = [
     "BUILTIN_KINDS",

@@ -15,8 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from lockgate.pipeline.call import Call, Principal
-from lockgate.providers.base import Completion, StreamChunk
+from lockgate.pipeline import Call, Completion, Principal, StreamChunk
 
 __all__ = ["Embedder", "ModelPipeline", "chat_call"]
 
