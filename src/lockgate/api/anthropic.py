@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from lockgate.api.openai import call_headers
+from lockgate.api.rag_identity import end_user_of
 from lockgate.api.request_io import JSON, api_key_of, read_json, request_id_of
 from lockgate.errors import BadRequest, GatewayError
 from lockgate.formats.anthropic import (
@@ -74,6 +75,7 @@ async def messages(request: Request) -> Response:
             request_id=request_id_of(request) or new_request_id(),
             task=request.headers.get("x-lockgate-task"),
             no_cache=wants_no_cache(request.headers.get("cache-control")),
+            acting_for=end_user_of(request, rt.config.rag),
         )
         if stream:
             chunks = await rt.pipeline.chat_stream(call)
