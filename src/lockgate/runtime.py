@@ -32,9 +32,9 @@ from lockgate.observability.tracing import configure_tracing, shutdown_tracing
 from lockgate.pipeline import Pipeline
 from lockgate.pipeline.auth import Authenticator, sha256_hex
 from lockgate.pipeline.cache import ResponseCache
-from lockgate.pipeline.controls import KillSwitch
-from lockgate.pipeline.limits import Limits
+from lockgate.pipeline.kill_switch import KillSwitch
 from lockgate.pipeline.pipeline import Controls
+from lockgate.pipeline.quotas import Limits
 from lockgate.pipeline.resilience import in_background
 from lockgate.pipeline.routing import Router, Target
 from lockgate.providers import Provider, build_provider

@@ -171,7 +171,7 @@ def test_nothing_configured_means_no_governance_work(tmp_path: Path) -> None:
     from lockgate.config import parse_config
     from lockgate.governance import Governor
     from lockgate.pipeline.call import Call, Principal
-    from lockgate.pipeline.limits import Limits, scopes_for
+    from lockgate.pipeline.quotas import Limits, scopes_for
     from lockgate.state import MemoryState
 
     cfg = parse_config("models: [{name: m, provider: openai, base_url: http://x, model: y}]")

@@ -62,7 +62,7 @@ def _switch(cfg: Config, gateway: str, model: str | None, team: str | None, off:
     if model is not None and model not in cfg.model_names():
         fail(f"unknown model '{model}' for this config")
     if cfg.redis_url:
-        from lockgate.pipeline.controls import KillSwitch
+        from lockgate.pipeline.kill_switch import KillSwitch
         from lockgate.state import open_state
 
         async def go() -> dict[str, list[str]]:

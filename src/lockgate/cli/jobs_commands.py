@@ -175,7 +175,7 @@ def jobs_submit(
     config: Path | None = ConfigOption,
 ) -> None:
     """Queue one job; prints its id."""
-    from lockgate.jobs.service import JobService
+    from lockgate.jobs.submission import JobService
 
     cfg = get_config(config)
     try:

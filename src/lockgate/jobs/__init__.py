@@ -9,7 +9,7 @@ Modules (each with one job):
   the built-in tasks (no pipeline import: ``lockgate.config`` uses it);
 * ``tasks`` — TaskRunner (runs a task through the gateway pipeline, validates the answer);
 * ``worker`` — Worker (bounded concurrency, lease heartbeats, graceful stop, retries/DLQ);
-* ``service`` — JobService: submit/get/cancel for the HTTP adapter and CLI;
+* ``submission`` — JobService: submit/get/cancel for the HTTP adapter and CLI;
 * ``services`` — JobsServices: the queue, JobService, OpenAIBatchService and QueueMonitor of
   one gateway process (``app.state.jobs``; routes in :mod:`lockgate.api.jobs`);
 * ``webhooks`` — HMAC-SHA256 signed deliveries with retries; ``monitor`` — gauges, alerts,

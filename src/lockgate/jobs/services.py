@@ -23,7 +23,7 @@ from lockgate.jobs.config import jobs_settings_of
 from lockgate.jobs.monitor import JobsGauges, QueueMonitor
 from lockgate.jobs.openai_batch import OpenAIBatchService
 from lockgate.jobs.queue import JobQueue, open_queue
-from lockgate.jobs.service import JobService
+from lockgate.jobs.submission import JobService
 from lockgate.jobs.webhooks import WebhookSender
 
 __all__ = ["JobsServices"]

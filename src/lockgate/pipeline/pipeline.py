@@ -30,9 +30,9 @@ from lockgate.pipeline.accounting import RecordSink, build_record, estimate_toke
 from lockgate.pipeline.auth import Authenticator
 from lockgate.pipeline.cache import ResponseCache, cache_key
 from lockgate.pipeline.call import Call, Principal
-from lockgate.pipeline.contracts import contract_for, repair_body, strip_gateway_metadata
-from lockgate.pipeline.controls import KillSwitch
-from lockgate.pipeline.limits import Limits
+from lockgate.pipeline.contract_repair import contract_for, repair_body, strip_gateway_metadata
+from lockgate.pipeline.kill_switch import KillSwitch
+from lockgate.pipeline.quotas import Limits
 from lockgate.pipeline.resilience import (
     Attempts,
     PrimedStream,
