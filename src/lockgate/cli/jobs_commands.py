@@ -32,8 +32,9 @@ from rich.table import Table
 from lockgate.cli.common import ConfigOption, console, fail, get_config
 from lockgate.config import Config
 from lockgate.errors import GatewayError
+from lockgate.jobs.backends import open_queue
 from lockgate.jobs.config import JobsSettings, jobs_settings_of
-from lockgate.jobs.queue import JobQueue, open_queue
+from lockgate.jobs.queue import JobQueue
 
 __all__ = ["batch_app", "consume", "dlq_app", "jobs_app", "worker"]
 

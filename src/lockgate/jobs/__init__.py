@@ -3,8 +3,8 @@
 Modules (each with one job):
 
 * ``model`` — Job/Delivery records, states, QueueFull (429) / JobNotFound (404) / JobGone (410);
-* ``queue`` — the JobQueue contract and ``open_queue(url)``; backends ``sqlite_queue``,
-  ``postgres_queue`` (shared logic in ``sql_queue``) and ``redis_queue`` (Redis Streams);
+* ``queue`` — the JobQueue contract; backends ``sqlite_queue``, ``postgres_queue`` (shared
+  logic in ``sql_queue``) and ``redis_queue`` (Redis Streams); ``backends`` — ``open_queue(url)``;
 * ``taskspec`` — TaskSpec (prompt/chain, model or task route, JSON schema, confidence) and
   the built-in tasks (no pipeline import: ``lockgate.config`` uses it);
 * ``tasks`` — TaskRunner (runs a task through the gateway pipeline, validates the answer);

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from lockgate.config import Config, resolve_secret
+from lockgate.jobs.backends import open_queue
 from lockgate.jobs.config import jobs_settings_of
 from lockgate.jobs.monitor import JobsGauges, QueueMonitor
 from lockgate.jobs.openai_batch import OpenAIBatchService
-from lockgate.jobs.queue import JobQueue, open_queue
+from lockgate.jobs.queue import JobQueue
 from lockgate.jobs.submission import JobService
 from lockgate.jobs.webhooks import WebhookSender
 
