@@ -315,7 +315,7 @@ def batch_run(
     config: Path | None = ConfigOption,
 ) -> None:
     """Run TASK over every record; a killed run resumes where it stopped (same command)."""
-    from lockgate.jobs.batch import done_indexes, estimate_tokens, read_records, run_batch
+    from lockgate.jobs.batch import done_indexes, estimate_record_tokens, read_records, run_batch
     from lockgate.jobs.tasks import TaskRunner
     from lockgate.runtime import Runtime
 
@@ -336,7 +336,7 @@ def batch_run(
         for i, rec in enumerate(read_records(input_path)):
             if i not in done:
                 todo += 1
-                p, c = estimate_tokens(spec, rec)
+                p, c = estimate_record_tokens(spec, rec)
                 ptok += p
                 ctok += c
     except ValueError as exc:

@@ -40,7 +40,13 @@ from lockgate.governance.config import (
     LimitsConfig,
 )
 from lockgate.governance.errors import BudgetExceeded
-from lockgate.governance.estimate import Estimate, estimate_call, prompt_tokens_estimate
+from lockgate.governance.estimate import (
+    Estimate,
+    estimate_call,
+    prompt_tokens_estimate,
+    tokens_for_chars,
+    tokens_for_text,
+)
 from lockgate.governance.governor import BudgetGuard, Governor, RateLimiter
 from lockgate.governance.limits import openai_duration
 from lockgate.governance.scope import Scope
@@ -67,4 +73,6 @@ __all__ = [
     "estimate_call",
     "openai_duration",
     "prompt_tokens_estimate",
+    "tokens_for_chars",
+    "tokens_for_text",
 ]
