@@ -35,10 +35,11 @@ import structlog
 from lockgate.config import Config, resolve_secret
 from lockgate.governance import STATE_CODES, CircuitBreaker, Governor
 from lockgate.guards import Guards
+from lockgate.jobs.backends import open_queue
 from lockgate.jobs.monitor import JobsGauges, QueueMonitor
 from lockgate.jobs.openai_batch import OpenAIBatchService
-from lockgate.jobs.queue import JobQueue, open_queue
-from lockgate.jobs.service import JobService
+from lockgate.jobs.queue import JobQueue
+from lockgate.jobs.submission import JobService
 from lockgate.jobs.tasks import TaskRunner
 from lockgate.jobs.webhooks import WebhookSender
 from lockgate.metrics import Metrics
@@ -46,9 +47,9 @@ from lockgate.observability.tracing import configure_tracing, shutdown_tracing
 from lockgate.pipeline import Pipeline
 from lockgate.pipeline.auth import Authenticator, sha256_hex
 from lockgate.pipeline.cache import ResponseCache
-from lockgate.pipeline.controls import KillSwitch
-from lockgate.pipeline.limits import Limits
+from lockgate.pipeline.kill_switch import KillSwitch
 from lockgate.pipeline.pipeline import Controls
+from lockgate.pipeline.quotas import Limits
 from lockgate.pipeline.resilience import in_background
 from lockgate.pipeline.routing import Router, Target
 from lockgate.providers import Provider, build_provider

@@ -29,7 +29,8 @@ import openai
 import orjson
 import pytest
 
-from lockgate.jobs.queue import QueueOptions, open_queue
+from lockgate.jobs.backends import open_queue
+from lockgate.jobs.queue import QueueOptions
 from lockgate.jobs.webhooks import SIGNATURE_HEADER, verify
 from tests.gateway.conftest import MASTER, Gateway, ServerThread, gateway_config
 

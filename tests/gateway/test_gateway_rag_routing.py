@@ -21,13 +21,12 @@ from lockgate.config import parse_config
 from lockgate.pipeline import Principal
 from lockgate.rag import REFUSAL, SourceDocument
 from lockgate.runtime import Runtime
-from tests.gateway.test_gateway_rag import (  # noqa: F401  (module fixtures)
-    PINNED,
-    RagEnv,
-    documents,
-    env,
-    rag_gateway,
-)
+from tests.gateway import test_gateway_rag as rag_module
+from tests.gateway.test_gateway_rag import PINNED, RagEnv, documents
+
+# the RAG gateway module's fixtures (a server with a rag: section, a collection, keys)
+rag_gateway = rag_module.rag_gateway
+env = rag_module.env
 
 QUESTION = "How many vacation days do employees get per year?"
 

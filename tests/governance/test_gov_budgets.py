@@ -16,6 +16,7 @@ from lockgate.governance import (
     Governor,
     Scope,
     estimate_call,
+    tokens_for_text,
 )
 from lockgate.state import StateBackend
 
@@ -179,3 +180,10 @@ def test_estimate_from_body() -> None:
     e = estimate_call({"input": ["abcd" * 10]}, default_max_tokens=100)
     assert e.tokens == 10
     assert GovernanceConfig().default_max_tokens == 1024
+
+
+def test_text_estimate_rounds_up() -> None:
+    """The one text estimate never counts fewer tokens than len // 4, nor 0 for some text."""
+    assert [tokens_for_text("x" * n) for n in (0, 1, 4, 5, 8, 9)] == [0, 1, 1, 2, 2, 3]
+    prompt = {"messages": [{"role": "user", "content": "x" * 9}]}
+    assert estimate_call(prompt, default_max_tokens=0).tokens == tokens_for_text("x" * 9) + 4

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lockgate.jobs.queue import JobQueue, QueueOptions, open_queue
+from lockgate.jobs.backends import open_queue
+from lockgate.jobs.queue import JobQueue, QueueOptions
 
 BACKENDS = ["sqlite", "postgres", "redis"]
 

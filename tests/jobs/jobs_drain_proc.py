@@ -11,8 +11,8 @@ import signal
 import sys
 from typing import Any
 
+from lockgate.jobs.backends import open_queue
 from lockgate.jobs.model import Job
-from lockgate.jobs.queue import open_queue
 from lockgate.jobs.worker import Worker
 
 

@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lockgate.jobs.backends import open_queue
 from lockgate.jobs.model import Job
-from lockgate.jobs.queue import QueueOptions, open_queue
+from lockgate.jobs.queue import QueueOptions
 from lockgate.jobs.worker import Worker
 
 

@@ -101,7 +101,7 @@ def test_dlq_commands(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from lockgate.cli.jobs_commands import _standalone
-    from lockgate.jobs.queue import open_queue
+    from lockgate.jobs.backends import open_queue
 
     url = f"sqlite:///{tmp_path / 'q.db'}"
 

@@ -10,8 +10,9 @@ import pytest
 
 from lockgate.config import Config, ModelDeployment
 from lockgate.errors import BadRequest, NotFound
+from lockgate.jobs.backends import open_queue
 from lockgate.jobs.openai_batch import OpenAIBatchService, batch_aware_handler
-from lockgate.jobs.queue import JobQueue, open_queue
+from lockgate.jobs.queue import JobQueue
 from lockgate.jobs.tasks import TaskRunner
 from lockgate.jobs.worker import Worker, task_handler
 from lockgate.pipeline.call import Principal

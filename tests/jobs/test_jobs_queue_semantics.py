@@ -7,8 +7,9 @@ import time
 
 import pytest
 
+from lockgate.jobs.backends import open_queue
 from lockgate.jobs.model import Delivery, JobGone, JobNotFound, NewJob, QueueFull
-from lockgate.jobs.queue import JobQueue, QueueOptions, open_queue
+from lockgate.jobs.queue import JobQueue, QueueOptions
 
 
 async def claim_one(q: JobQueue, worker: str, lease: float = 30.0):  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ from lockgate.errors import BadRequest, NotFound
 from lockgate.jobs.config import JobsSettings
 from lockgate.jobs.model import JobNotFound
 from lockgate.jobs.queue import JobQueue
-from lockgate.jobs.service import JobService
+from lockgate.jobs.submission import JobService
 from lockgate.jobs.tasks import (
     TaskInputInvalid,
     TaskOutputInvalid,

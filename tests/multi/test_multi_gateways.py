@@ -229,7 +229,7 @@ def test_revocation_reaches_other_process(gateways: tuple[Proc, Proc]) -> None:
     cb = openai.OpenAI(base_url=b.url + "/v1", api_key=key, max_retries=0)
     cb.chat.completions.create(model="slow", messages=[{"role": "user", "content": "hi"}])
     with _admin(a) as adm:
-        assert adm.post(f"/admin/controls/keys/{kid}/revoke").status_code == 200
+        assert adm.post(f"/admin/keys/{kid}/revoke").status_code == 200
     deadline = time.monotonic() + 2
     while True:
         try:

@@ -17,9 +17,8 @@ from lockgate.providers.rules import FINGERPRINT, RulesProvider, RulesSpec
 
 
 def rules_deployment(name: str, **kw: Any) -> ModelDeployment:
-    """A ``provider: rules`` deployment, with or without ModelDeployment.rules wired in."""
-    if "rules" in ModelDeployment.model_fields:
-        kw.setdefault("rules", {"fixed": "configured answer"})
+    """A ``provider: rules`` deployment (a fixed answer unless ``rules`` is given)."""
+    kw.setdefault("rules", {"fixed": "configured answer"})
     return ModelDeployment(name=name, provider="rules", **kw)
 
 

@@ -10,7 +10,6 @@ import httpx
 import pytest
 from tests.gateway.conftest import MASTER, ServerThread, gateway_config
 
-from lockgate.config import ModelDeployment
 from lockgate.pipeline.shadow import ShadowStats, shadow_report
 from lockgate.store import Store
 from lockgate.testing.stub_upstream import run_stub_in_thread
@@ -40,8 +39,6 @@ async def _report(url: str) -> list[ShadowStats]:
         await store.close()
 
 
-@pytest.mark.skipif("rules" not in ModelDeployment.model_fields,
-                    reason="ModelDeployment.rules not wired yet")
 def test_gateway_mirrors_and_rules_answer(upstream: str, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'lg.db'}"
     server = ServerThread(gateway_config(upstream, tmp_path / "home", url, EXTRA), tmp_path)

@@ -8,6 +8,7 @@ import pytest
 from tests.support.state_backends import REDIS_URL
 
 from lockgate.state import MemoryState, StateBackend
+from lockgate.state.base import RateCounter
 from lockgate.state.invalidation import Invalidations
 from lockgate.state.redis_state import RedisState
 
@@ -62,6 +63,24 @@ async def test_two_gateways(redis_prefix: str) -> None:
 
 
 async def test_memory_backend_is_process_local() -> None:
-    inv = Invalidations(MemoryState(), on_message=lambda m: None, on_reset=lambda: None)
-    await inv.start()
-    await inv.stop()
+    """Two MemoryState instances (two gateways without Redis) share nothing."""
+    a, b = MemoryState(), MemoryState()
+    got_b: list[str] = []
+    inv_a = Invalidations(a, on_message=lambda m: None, on_reset=lambda: None)
+    inv_b = Invalidations(b, on_message=got_b.append, on_reset=lambda: None)
+    await inv_b.start()
+    try:
+        assert await inv_a.announce("key_1") == 1
+        await asyncio.sleep(0.05)
+        assert got_b == []  # the announcement stays in a
+        assert await b.get_version("keys") == 0
+    finally:
+        await inv_b.stop()
+    counter = RateCounter("rl:key:k:rpm", limit=1, period=60.0, cost=1)
+    for state in (a, b):  # each instance has its own full counter
+        res = await state.admit([counter], [], now=1000.0, reservation_id=state.name + "r",
+                                reservation_expires=1060.0)
+        assert res.allowed
+    again = await a.admit([counter], [], now=1000.0, reservation_id="r2",
+                          reservation_expires=1060.0)
+    assert not again.allowed and again.denied == "rate"

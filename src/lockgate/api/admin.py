@@ -1,4 +1,6 @@
-"""Admin HTTP API under /admin/ (master key only): teams, keys, usage.
+"""Admin HTTP API under /admin/ (master key only): teams, keys, revocation, usage.
+
+Store failures propagate to the app's ``StoreError`` handler (:func:`store_error`).
 
 Mirrors the CLI: ``lockgate teams ...``, ``lockgate keys ...``, ``lockgate usage``.
 """
@@ -112,10 +114,13 @@ async def list_keys(request: Request) -> Response:
 
 @router.post("/keys/{key_id}/revoke")
 async def revoke_key(request: Request, key_id: str) -> Response:
+    """Revoke in the store, drop it from this gateway's key cache and wait until every
+    gateway sharing Redis has been told (``announced``: false without Redis)."""
     rt = await _admin(request)
-    if not await rt.revoke_key(key_id):
+    if not await rt.revoke_key(key_id):  # returns once every gateway has been told
         raise NotFound(f"No active key with id '{key_id}'.", code="key_not_found")
-    return json_response({"id": key_id, "revoked": True})
+    return json_response({"id": key_id, "revoked": True,
+                          "announced": rt.invalidations is not None})
 
 
 @router.post("/cache/invalidate")
@@ -128,21 +133,20 @@ async def invalidate(request: Request) -> Response:
 
 @router.get("/usage")
 async def usage(request: Request) -> Response:
+    """Totals per team, key and model; ``group_by=business_unit``: per business unit.
+    ``team`` and ``since`` (ISO or 24h/7d) narrow both."""
     rt = await _admin(request)
     since_raw = request.query_params.get("since")
     since = parse_since(since_raw) if since_raw else None
     team = request.query_params.get("team")
-    group_by = request.query_params.get("group_by")
+    group_by = (request.query_params.get("group_by") or "").replace("-", "_")
     if group_by == "business_unit":
-        from lockgate.api.controls import usage_by_business_unit  # controls imports admin
-
-        rows = await usage_by_business_unit(rt.store, since=since, team=team)
-    elif group_by in (None, ""):
-        rows = await rt.store.usage_summary(team=team, since=since)
-    else:
+        rows = await rt.store.usage_by_business_unit(team=team, since=since)
+        return json_response({"group_by": group_by, "data": rows})
+    if group_by:
         raise BadRequest("'group_by' must be 'business_unit' or absent.", param="group_by",
                          code="invalid_value")
-    return json_response({"data": rows})
+    return json_response({"data": await rt.store.usage_summary(team=team, since=since)})
 
 
 def parse_since(value: str) -> datetime:

@@ -1,6 +1,6 @@
 """Job routes: ``/v1/jobs`` (async API) and the OpenAI Batch API (``/v1/files``, ``/v1/batches``).
 
-Thin adapters over :class:`lockgate.jobs.service.JobService` and
+Thin adapters over :class:`lockgate.jobs.submission.JobService` and
 :class:`lockgate.jobs.openai_batch.OpenAIBatchService` (kept per process in
 ``Runtime.jobs``, a :class:`lockgate.runtime.JobsParts`). Every route
 authenticates the caller; jobs, files and batches are visible only to their owner's

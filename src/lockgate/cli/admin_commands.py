@@ -166,9 +166,7 @@ def usage(
     except GatewayError as exc:
         fail(exc.message)
     if by.replace("_", "-") == "business-unit":
-        from lockgate.api.controls import usage_by_business_unit
-
-        rows = with_store(cfg, lambda s: usage_by_business_unit(s, since=since_dt, team=team))
+        rows = with_store(cfg, lambda s: s.usage_by_business_unit(team=team, since=since_dt))
     elif by == "team,key,model":
         rows = with_store(cfg, lambda s: s.usage_summary(team=team, since=since_dt))
     else:

@@ -62,7 +62,7 @@ def _switch(cfg: Config, gateway: str, model: str | None, team: str | None, off:
     if model is not None and model not in cfg.model_names():
         fail(f"unknown model '{model}' for this config")
     if cfg.redis_url:
-        from lockgate.pipeline.controls import KillSwitch
+        from lockgate.pipeline.kill_switch import KillSwitch
         from lockgate.state import open_state
 
         async def go() -> dict[str, list[str]]:
@@ -125,7 +125,6 @@ def usage(
 ) -> None:
     """Spend and tokens per business unit (teams' business_unit)."""
     from lockgate.api.admin import parse_since
-    from lockgate.api.controls import usage_by_business_unit
     from lockgate.cli.admin_commands import with_store
     from lockgate.errors import GatewayError
 
@@ -136,7 +135,7 @@ def usage(
         since_dt = parse_since(since) if since else None
     except GatewayError as exc:
         fail(exc.message)
-    rows = with_store(cfg, lambda s: usage_by_business_unit(s, since=since_dt))
+    rows = with_store(cfg, lambda s: s.usage_by_business_unit(since=since_dt))
     if as_json:
         print(json.dumps(rows, default=str))
         return

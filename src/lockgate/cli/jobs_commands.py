@@ -32,8 +32,9 @@ from rich.table import Table
 from lockgate.cli.common import ConfigOption, console, fail, get_config
 from lockgate.config import Config
 from lockgate.errors import GatewayError
+from lockgate.jobs.backends import open_queue
 from lockgate.jobs.config import JobsSettings, jobs_settings_of
-from lockgate.jobs.queue import JobQueue, open_queue
+from lockgate.jobs.queue import JobQueue
 
 __all__ = ["batch_app", "consume", "dlq_app", "jobs_app", "worker"]
 
@@ -149,7 +150,7 @@ def jobs_submit(
     config: Path | None = ConfigOption,
 ) -> None:
     """Queue one job; prints its id."""
-    from lockgate.jobs.service import JobService
+    from lockgate.jobs.submission import JobService
 
     cfg = get_config(config)
     try:
@@ -288,7 +289,7 @@ def batch_run(
     config: Path | None = ConfigOption,
 ) -> None:
     """Run TASK over every record; a killed run resumes where it stopped (same command)."""
-    from lockgate.jobs.batch import done_indexes, estimate_tokens, read_records, run_batch
+    from lockgate.jobs.batch import done_indexes, estimate_record_tokens, read_records, run_batch
     from lockgate.runtime import Runtime
 
     cfg = get_config(config)
@@ -308,7 +309,7 @@ def batch_run(
         for i, rec in enumerate(read_records(input_path)):
             if i not in done:
                 todo += 1
-                p, c = estimate_tokens(spec, rec)
+                p, c = estimate_record_tokens(spec, rec)
                 ptok += p
                 ctok += c
     except ValueError as exc:

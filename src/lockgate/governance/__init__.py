@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from lockgate.governance.admission import Ticket
 from lockgate.governance.breaker import STATE_CODES, CircuitBreaker, Permit
-from lockgate.governance.budget import BudgetGuard, BudgetStatus
+from lockgate.governance.budget import BudgetStatus
 from lockgate.governance.config import (
     BreakerConfig,
     BudgetConfig,
@@ -40,9 +40,15 @@ from lockgate.governance.config import (
     LimitsConfig,
 )
 from lockgate.governance.errors import BudgetExceeded
-from lockgate.governance.estimate import Estimate, estimate_call, prompt_tokens_estimate
-from lockgate.governance.governor import Governor
-from lockgate.governance.limits import RateLimiter, openai_duration
+from lockgate.governance.estimate import (
+    Estimate,
+    estimate_call,
+    prompt_tokens_estimate,
+    tokens_for_chars,
+    tokens_for_text,
+)
+from lockgate.governance.governor import BudgetGuard, Governor, RateLimiter
+from lockgate.governance.limits import openai_duration
 from lockgate.governance.scope import Scope
 from lockgate.governance.stats import GovernanceStats
 
@@ -67,4 +73,6 @@ __all__ = [
     "estimate_call",
     "openai_duration",
     "prompt_tokens_estimate",
+    "tokens_for_chars",
+    "tokens_for_text",
 ]

@@ -4,28 +4,24 @@ Each scope with a :class:`~lockgate.governance.config.BudgetConfig` adds one
 line per configured ceiling: money (micro-units) or tokens, per UTC day
 (``...:d:YYYY-MM-DD``) or month (``...:m:YYYY-MM``). A reservation is
 all-or-nothing over every line; :class:`~lockgate.governance.admission.Ticket`
-settles it with the true amounts or releases it.
+settles it with the true amounts or releases it. :class:`~lockgate.governance.governor.BudgetGuard`
+runs budgets alone.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from lockgate.governance.config import MICROS, GovernanceConfig, to_micros
+from lockgate.governance.config import MICROS, to_micros
 from lockgate.governance.errors import BudgetExceeded
 from lockgate.governance.scope import Scope
 from lockgate.governance.windows import Window, WindowKind, window_at
-from lockgate.state.base import BudgetLine, BudgetUsage, StateBackend
-
-if TYPE_CHECKING:
-    from lockgate.governance.admission import Core, Ticket
+from lockgate.state.base import BudgetLine, BudgetUsage
 
 __all__ = [
-    "BudgetGuard",
     "BudgetStatus",
     "PlannedLine",
     "budget_denial",
@@ -108,56 +104,3 @@ def budget_denial(
         f"{_show(p.metric, p.line.amount)}). It resets at {p.window.end_iso()}.",
         headers={"retry-after": str(wait)},
     )
-
-
-class BudgetGuard:
-    """Budgets alone: :meth:`reserve` in one trip, :meth:`status` for admin views.
-
-    :class:`~lockgate.governance.governor.Governor` reserves budgets together
-    with rate limits; use it on the request path.
-    """
-
-    def __init__(
-        self,
-        state: StateBackend,
-        config: GovernanceConfig | None = None,
-        *,
-        clock: Callable[[], float] = time.time,
-        core: Core | None = None,
-    ) -> None:
-        from lockgate.governance.admission import Core
-
-        self.core = core or Core(state, config or GovernanceConfig(), clock)
-
-    @property
-    def denials(self) -> int:
-        """Calls denied by a budget (a Prometheus counter's value)."""
-        return self.core.stats.budget_denials
-
-    plan = staticmethod(plan_lines)
-
-    async def reserve(self, scopes: Sequence[Scope], tokens: int, cost: float) -> Ticket:
-        """Reserve against the budgets of ``scopes``; raises :class:`BudgetExceeded`.
-
-        ``cost`` in currency units. End the ticket with settle/release (or ``async with``).
-        """
-        from lockgate.governance.admission import admit, cost_to_micros_ceil
-
-        micros = cost_to_micros_ceil(cost)
-        now = self.core.clock()
-        lines = plan_lines(scopes, tokens, micros, now)
-        return await admit(self.core, [], lines, tokens, micros, now=now)
-
-    async def status(self, scope: Scope) -> list[BudgetStatus]:
-        """Limit, spent and reserved of every ceiling of ``scope`` in the current windows."""
-        now = self.core.clock()
-        out: list[BudgetStatus] = []
-        for p in plan_lines([scope], 1, 1, now):
-            u = await self.core.state.budget_usage(p.line.key, now=now)
-            div = MICROS if p.metric == "cost" else 1
-            out.append(BudgetStatus(
-                scope=scope.name, window=p.window.kind, period=p.window.suffix, metric=p.metric,
-                limit=p.line.limit / div, spent=u.spent / div, reserved=u.reserved / div,
-                resets_at=p.window.end_iso(),
-            ))
-        return out

@@ -1,8 +1,13 @@
-"""Reservation sizes: tokens and cost of a call before it is made.
+"""Token estimates: the one text -> tokens rule, and reservation sizes built on it.
 
-The reservation must not be smaller than the call can cost, so it takes the
-prompt estimate plus the full ``max_tokens`` (or the configured default) at
-the most expensive price of the model's deployments.
+:func:`tokens_for_chars` / :func:`tokens_for_text` are lockgate's only offline
+token estimate (4 characters a token, rounded up, so never below the
+``len // 4`` a tokenizer-less count would give). The pipeline uses them for
+streams whose upstream reports no usage, the batch runner for its cost preview.
+
+A reservation must not be smaller than the call can cost, so :func:`estimate_call`
+takes the prompt estimate plus the full ``max_tokens`` (or the configured default)
+at the most expensive price of the model's deployments.
 """
 
 from __future__ import annotations
@@ -12,9 +17,26 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Estimate", "estimate_call", "prompt_tokens_estimate"]
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "Estimate",
+    "estimate_call",
+    "prompt_tokens_estimate",
+    "tokens_for_chars",
+    "tokens_for_text",
+]
 
 CHARS_PER_TOKEN = 4
+
+
+def tokens_for_chars(chars: int) -> int:
+    """Estimated tokens of ``chars`` characters of text (rounded up; 0 for none)."""
+    return math.ceil(chars / CHARS_PER_TOKEN) if chars > 0 else 0
+
+
+def tokens_for_text(text: str) -> int:
+    """Estimated tokens of ``text`` (see :func:`tokens_for_chars`)."""
+    return tokens_for_chars(len(text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +65,12 @@ def prompt_tokens_estimate(body: Mapping[str, Any]) -> int:
     messages = body.get("messages")
     if isinstance(messages, list):
         chars = sum(_text_len(m) for m in messages)
-        return math.ceil(chars / CHARS_PER_TOKEN) + 4 * len(messages)
+        return tokens_for_chars(chars) + 4 * len(messages)
     inp = body.get("input")
     if inp is not None:
-        return math.ceil(_text_len(inp) / CHARS_PER_TOKEN)
+        return tokens_for_chars(_text_len(inp))
     prompt = body.get("prompt")
-    return math.ceil(_text_len(prompt) / CHARS_PER_TOKEN) if prompt is not None else 0
+    return tokens_for_chars(_text_len(prompt)) if prompt is not None else 0
 
 
 def estimate_call(

@@ -1,4 +1,9 @@
-"""The request path's entry point: every rate limit and budget of a call in one round-trip."""
+"""The request path's entry point: every rate limit and budget of a call in one round-trip.
+
+:class:`Governor` takes limits and budgets together; :class:`RateLimiter` and
+:class:`BudgetGuard` run limits or budgets alone over the same :class:`Core`.
+Imports go one way: planning (``limits``, ``budget``) <- ``admission`` <- here.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from lockgate.governance.admission import Core, Ticket, admit, cost_to_micros_ceil
-from lockgate.governance.budget import BudgetGuard, plan_lines
-from lockgate.governance.config import GovernanceConfig
+from lockgate.governance.budget import BudgetStatus, plan_lines
+from lockgate.governance.config import MICROS, GovernanceConfig
 from lockgate.governance.estimate import Estimate, estimate_call
-from lockgate.governance.limits import RateLimiter, plan_counters
+from lockgate.governance.limits import plan_counters
 from lockgate.governance.scope import Scope
 from lockgate.governance.stats import GovernanceStats
 from lockgate.state.base import StateBackend
 
-__all__ = ["Governor"]
+__all__ = ["BudgetGuard", "Governor", "RateLimiter"]
 
 
 class Governor:
@@ -65,3 +70,81 @@ class Governor:
     async def retry_pending(self) -> int:
         """Send settles that failed while the backend was down (also done after admissions)."""
         return await self.core.retry_pending()
+
+
+class RateLimiter:
+    """Rate limits alone: :meth:`check` consumes the counters of some scopes in one trip.
+
+    :class:`~lockgate.governance.governor.Governor` runs the same counters
+    together with budgets; use it on the request path.
+    """
+
+    def __init__(
+        self,
+        state: StateBackend,
+        config: GovernanceConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        core: Core | None = None,
+    ) -> None:
+        self.core = core or Core(state, config or GovernanceConfig(), clock)
+
+    @property
+    def hits(self) -> int:
+        """Calls denied by a rate limit (a Prometheus counter's value)."""
+        return self.core.stats.limit_hits
+
+    plan = staticmethod(plan_counters)
+
+    async def check(self, scopes: Sequence[Scope], tokens: int) -> Ticket:
+        """Consume the counters (raises RateLimited); settle the ticket to correct tokens."""
+        return await admit(self.core, plan_counters(scopes, tokens), [], tokens, 0)
+
+
+class BudgetGuard:
+    """Budgets alone: :meth:`reserve` in one trip, :meth:`status` for admin views.
+
+    :class:`~lockgate.governance.governor.Governor` reserves budgets together
+    with rate limits; use it on the request path.
+    """
+
+    def __init__(
+        self,
+        state: StateBackend,
+        config: GovernanceConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        core: Core | None = None,
+    ) -> None:
+        self.core = core or Core(state, config or GovernanceConfig(), clock)
+
+    @property
+    def denials(self) -> int:
+        """Calls denied by a budget (a Prometheus counter's value)."""
+        return self.core.stats.budget_denials
+
+    plan = staticmethod(plan_lines)
+
+    async def reserve(self, scopes: Sequence[Scope], tokens: int, cost: float) -> Ticket:
+        """Reserve against the budgets of ``scopes``; raises :class:`BudgetExceeded`.
+
+        ``cost`` in currency units. End the ticket with settle/release (or ``async with``).
+        """
+        micros = cost_to_micros_ceil(cost)
+        now = self.core.clock()
+        lines = plan_lines(scopes, tokens, micros, now)
+        return await admit(self.core, [], lines, tokens, micros, now=now)
+
+    async def status(self, scope: Scope) -> list[BudgetStatus]:
+        """Limit, spent and reserved of every ceiling of ``scope`` in the current windows."""
+        now = self.core.clock()
+        out: list[BudgetStatus] = []
+        for p in plan_lines([scope], 1, 1, now):
+            u = await self.core.state.budget_usage(p.line.key, now=now)
+            div = MICROS if p.metric == "cost" else 1
+            out.append(BudgetStatus(
+                scope=scope.name, window=p.window.kind, period=p.window.suffix, metric=p.metric,
+                limit=p.line.limit / div, spent=u.spent / div, reserved=u.reserved / div,
+                resets_at=p.window.end_iso(),
+            ))
+        return out

@@ -1,31 +1,26 @@
 """Rate limits: which GCRA counters a call consumes, and how a denial reads.
 
-:class:`RateLimiter` turns scopes into :class:`~lockgate.state.base.RateCounter`
-requests (requests count 1, tokens count the estimate), renders OpenAI's
-``x-ratelimit-*`` headers, and builds the 429 a denied call gets. The check
-itself runs in :meth:`RateLimiter.check` alone, or together with budgets in
-:meth:`lockgate.governance.governor.Governor.admit` (one round-trip).
+:func:`plan_counters` turns scopes into :class:`~lockgate.state.base.RateCounter`
+requests (requests count 1, tokens count the estimate); :func:`rate_headers` renders
+OpenAI's ``x-ratelimit-*`` headers and :func:`rate_denial` builds the 429 a denied call
+gets. The check itself runs in :meth:`lockgate.governance.governor.RateLimiter.check`
+alone, or together with budgets in :meth:`lockgate.governance.governor.Governor.admit`
+(one round-trip).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from lockgate.errors import RateLimited
-from lockgate.governance.config import GovernanceConfig
 from lockgate.governance.scope import Scope
-from lockgate.state.base import RateCounter, RateState, StateBackend
-
-if TYPE_CHECKING:
-    from lockgate.governance.admission import Core, Ticket
+from lockgate.state.base import RateCounter, RateState
 
 __all__ = [
     "PlannedCounter",
-    "RateLimiter",
     "openai_duration",
     "plan_counters",
     "rate_denial",
@@ -131,36 +126,3 @@ def plan_counters(scopes: Sequence[Scope], tokens: int) -> list[PlannedCounter]:
             out.append(PlannedCounter(RateCounter(key, limit, period, cost), metric, scope,
                                       unit, per))
     return out
-
-
-class RateLimiter:
-    """Rate limits alone: :meth:`check` consumes the counters of some scopes in one trip.
-
-    :class:`~lockgate.governance.governor.Governor` runs the same counters
-    together with budgets; use it on the request path.
-    """
-
-    def __init__(
-        self,
-        state: StateBackend,
-        config: GovernanceConfig | None = None,
-        *,
-        clock: Callable[[], float] = time.time,
-        core: Core | None = None,
-    ) -> None:
-        from lockgate.governance.admission import Core
-
-        self.core = core or Core(state, config or GovernanceConfig(), clock)
-
-    @property
-    def hits(self) -> int:
-        """Calls denied by a rate limit (a Prometheus counter's value)."""
-        return self.core.stats.limit_hits
-
-    plan = staticmethod(plan_counters)
-
-    async def check(self, scopes: Sequence[Scope], tokens: int) -> Ticket:
-        """Consume the counters (raises RateLimited); settle the ticket to correct tokens."""
-        from lockgate.governance.admission import admit
-
-        return await admit(self.core, plan_counters(scopes, tokens), [], tokens, 0)

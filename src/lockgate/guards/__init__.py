@@ -1,7 +1,7 @@
 """Input and output guards: PII, prompt-injection heuristics, JSON output contracts.
 
 The pipeline uses :class:`Guards` (built once from :class:`GuardsConfig`) and
-the per-request :class:`RequestGuards` it returns; see :mod:`.runtime` for the
+the per-request :class:`RequestGuards` it returns; see :mod:`.request_guards` for the
 call sequence. The pieces are importable on their own for features and tests.
 """
 
@@ -29,7 +29,7 @@ from lockgate.guards.pii.body import (
 from lockgate.guards.pii.scanner import Finding, PiiScanner
 from lockgate.guards.pii.stream import ChatStreamGuard, stream_redactor, stream_restorer
 from lockgate.guards.pii.transform import Vault, redact_text, restore_text
-from lockgate.guards.runtime import Guards, RequestGuards
+from lockgate.guards.request_guards import Guards, RequestGuards
 
 __all__ = [
     "ChatStreamGuard",

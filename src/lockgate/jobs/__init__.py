@@ -3,13 +3,13 @@
 Modules (each with one job):
 
 * ``model`` — Job/Delivery records, states, QueueFull (429) / JobNotFound (404) / JobGone (410);
-* ``queue`` — the JobQueue contract and ``open_queue(url)``; backends ``sqlite_queue``,
-  ``postgres_queue`` (shared logic in ``sql_queue``) and ``redis_queue`` (Redis Streams);
+* ``queue`` — the JobQueue contract; backends ``sqlite_queue``, ``postgres_queue`` (shared
+  logic in ``sql_queue``) and ``redis_queue`` (Redis Streams); ``backends`` — ``open_queue(url)``;
 * ``taskspec`` — TaskSpec (prompt/chain, model or task route, JSON schema, confidence) and
   the built-in tasks (no pipeline import: ``lockgate.config`` uses it);
 * ``tasks`` — TaskRunner (runs a task through the gateway pipeline, validates the answer);
 * ``worker`` — Worker (bounded concurrency, lease heartbeats, graceful stop, retries/DLQ);
-* ``service`` — JobService: submit/get/cancel for the HTTP adapter and CLI;
+* ``submission`` — JobService: submit/get/cancel for the HTTP adapter and CLI
   (the composition root :class:`lockgate.runtime.Runtime` builds the queue, JobService,
   OpenAIBatchService and QueueMonitor of a process as ``Runtime.jobs``);
 * ``webhooks`` — HMAC-SHA256 signed deliveries with retries; ``monitor`` — gauges, alerts,

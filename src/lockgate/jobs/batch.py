@@ -22,6 +22,7 @@ from typing import IO, Any
 
 import orjson
 
+from lockgate.governance.estimate import tokens_for_text
 from lockgate.jobs.model import backoff_delay
 from lockgate.jobs.tasks import TaskRunner, TaskSpec, render
 from lockgate.jobs.worker import classify_error
@@ -30,7 +31,7 @@ from lockgate.pipeline.call import Principal
 __all__ = [
     "BatchSummary",
     "done_indexes",
-    "estimate_tokens",
+    "estimate_record_tokens",
     "read_records",
     "run_batch",
 ]
@@ -106,15 +107,15 @@ def done_indexes(*paths: Path) -> set[int]:
     return seen
 
 
-def estimate_tokens(spec: TaskSpec, record: Any) -> tuple[int, int]:
-    """(prompt, completion) tokens for one record, about 4 characters a token."""
+def estimate_record_tokens(spec: TaskSpec, record: Any) -> tuple[int, int]:
+    """(prompt, completion) tokens for one record (:func:`tokens_for_text` per step)."""
     prompt = 0
     for step in spec.chain():
         try:
             text = render(step.prompt, {"input": record, "steps": {}})
         except Exception:
             text = step.prompt + orjson.dumps(record).decode()
-        prompt += len(text) // 4 + len(step.system or spec.system or "") // 4 + 8
+        prompt += tokens_for_text(text) + tokens_for_text(step.system or spec.system or "") + 8
     completion = (spec.max_tokens or 128) * len(spec.chain())
     return prompt, completion
 

@@ -1,4 +1,5 @@
-"""The job queue contract (:class:`JobQueue`) and :func:`open_queue` (backend by URL).
+"""The job queue contract (:class:`JobQueue`, :class:`QueueOptions`); the backends
+implement it and :func:`lockgate.jobs.backends.open_queue` picks one by URL.
 
 Semantics every backend implements (and ``tests/jobs`` checks on each one):
 
@@ -39,7 +40,7 @@ from lockgate.jobs.model import (
     QueueStats,
 )
 
-__all__ = ["JobQueue", "QueueOptions", "open_queue", "split_url_options"]
+__all__ = ["JobQueue", "QueueOptions", "split_url_options"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,29 +135,3 @@ def split_url_options(url: str) -> tuple[str, dict[str, str]]:
     parts = urlsplit(url)
     params = dict(parse_qsl(parts.query))
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", parts.fragment)), params
-
-
-def open_queue(url: str, options: QueueOptions | None = None) -> JobQueue:
-    """Build (not yet connect) the backend for ``url``; call ``await q.open()``.
-
-    * ``sqlite:///path/jobs.db`` (``sqlite+aiosqlite://`` accepted) — embedded default;
-    * ``postgresql://user@host:5432/db?schema=name`` — ``FOR UPDATE SKIP LOCKED``;
-    * ``redis://host:6379/0?prefix=name`` — Redis Streams + consumer group.
-    """
-    opts = options or QueueOptions()
-    scheme = url.split(":", 1)[0].lower()
-    if scheme.startswith("sqlite"):
-        from lockgate.jobs.sqlite_queue import SqliteQueue
-
-        return SqliteQueue(url, opts)
-    if scheme.startswith(("postgresql", "postgres")):
-        from lockgate.jobs.postgres_queue import PostgresQueue
-
-        return PostgresQueue(url, opts)
-    if scheme in ("redis", "rediss"):
-        from lockgate.jobs.redis_queue import RedisQueue
-
-        return RedisQueue(url, opts)
-    raise ValueError(
-        f"unsupported job queue URL {url!r}: use sqlite:///..., postgresql://... or redis://..."
-    )

@@ -31,20 +31,17 @@ twice (tests) is safe; :func:`shutdown_tracing` flushes and turns tracing off.
 Packages: ``opentelemetry-sdk`` and, for OTLP, ``opentelemetry-exporter-otlp-
 proto-http`` (imported only when that exporter is chosen).
 
-Wiring (pipeline/runtime owner)
--------------------------------
-* runtime start (``Runtime.start``, before serving)::
-
-      from lockgate.observability.tracing import configure_tracing
-      configure_tracing(config.tracing)        # Config.tracing: TracingSettings
-
-  and in ``Runtime.aclose`` (last): ``shutdown_tracing()``.
-* pipeline: wrap each stage in ``with span(STAGE.X, ...)``; recommended names
-  and attributes are in :class:`STAGE` (root ``lockgate.request`` with
-  request_id, model, team, source, stream; ``upstream`` per attempt with
-  deployment and attempt; ``status``/``error_class``/tokens/cost set on the
-  root with :func:`set_attributes` at the end). For streams, open the root in
-  the relay and close it when the stream ends.
+Where it is used
+----------------
+* :class:`~lockgate.runtime.Runtime` calls :func:`configure_tracing` with
+  ``config.tracing`` when it is built and :func:`shutdown_tracing` last in ``aclose``.
+* The pipeline opens the root ``lockgate.request`` span (request_id, model, source,
+  stream) and one span per stage named in :class:`STAGE` (authenticate, policy, limits,
+  guards.input, cache, guards.output; ``upstream`` per attempt with deployment and
+  attempt, in ``pipeline.resilience``); status, error_class, deployment and token
+  counts are set on the current span with :func:`set_attributes` when the call is
+  recorded. A stream's root span covers authentication, policy, limits and input
+  guards only. Shadow mirrors run under ``shadow``.
 """
 
 from __future__ import annotations

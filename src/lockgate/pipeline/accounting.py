@@ -15,11 +15,6 @@ class RecordSink(Protocol):
     def submit(self, record: UsageRecord) -> None: ...
 
 
-def estimate_tokens(text: str) -> int:
-    """Rough token count (4 chars/token) when an upstream reports no usage."""
-    return max(1, len(text) // 4) if text else 0
-
-
 def build_record(
     call: Call,
     *,

@@ -22,17 +22,23 @@ from typing import TYPE_CHECKING, Any
 
 from lockgate.config import ModelDeployment
 from lockgate.errors import BadRequest, Forbidden, GatewayError, NotFound, Unavailable
-from lockgate.governance import BudgetExceeded, CircuitBreaker, Ticket
+from lockgate.governance import (
+    BudgetExceeded,
+    CircuitBreaker,
+    Ticket,
+    prompt_tokens_estimate,
+    tokens_for_chars,
+)
 from lockgate.guards import ContractViolation, GuardError, Guards, RequestGuards
 from lockgate.metrics import Metrics
 from lockgate.observability.tracing import STAGE, set_attributes, span
-from lockgate.pipeline.accounting import RecordSink, build_record, estimate_tokens
+from lockgate.pipeline.accounting import RecordSink, build_record
 from lockgate.pipeline.auth import Authenticator
 from lockgate.pipeline.cache import ResponseCache, cache_key
 from lockgate.pipeline.call import Call, Principal
-from lockgate.pipeline.contracts import contract_for, repair_body, strip_gateway_metadata
-from lockgate.pipeline.controls import KillSwitch
-from lockgate.pipeline.limits import Limits
+from lockgate.pipeline.contract_repair import contract_for, repair_body, strip_gateway_metadata
+from lockgate.pipeline.kill_switch import KillSwitch
+from lockgate.pipeline.quotas import Limits
 from lockgate.pipeline.resilience import (
     Attempts,
     PrimedStream,
@@ -524,10 +530,7 @@ class Pipeline:
         finally:
             await stream.aclose()
             if usage is None:
-                usage = Usage(
-                    estimate_tokens(str(call.body.get("messages", ""))),
-                    estimate_tokens("x" * text_len),
-                )
+                usage = Usage(prompt_tokens_estimate(call.body), tokens_for_chars(text_len))
             cost = self._record(call, attempts, status, error_class, usage)
             self._end_ticket(flow, usage, attempts, cost=cost)
 

@@ -52,10 +52,6 @@ class Router:
         """The configured public models (virtual families are listed by the pipeline)."""
         return list(self._targets)
 
-    def mode_of(self, model: str) -> str | None:
-        targets = self._targets.get(model)
-        return targets[0].deployment.mode if targets else None
-
     def plan(self, model: str) -> list[Target]:
         """Deployments to try, in order. Empty if the model is unknown."""
         targets = self._targets.get(model)

@@ -43,17 +43,10 @@ content, ``finish_reason: stop``, then a usage chunk) with zero usage and
 ``system_fingerprint: "lockgate-rules"``. Embeddings are refused
 (``bad_request``).
 
-Wiring (config.py owner): in ``ModelDeployment`` add
-``rules: RulesSpec | None = None`` (``from lockgate.providers.rules import
-RulesSpec``; this module imports nothing from ``lockgate.config`` at import
-time, so there is no cycle) and in ``_check_provider_fields``::
-
-    if self.provider == "rules" and self.rules is None:
-        raise ValueError("provider 'rules' needs 'rules' (fixed, template or http)")
-
-The registry already maps ``rules`` to :class:`RulesProvider`, built as
-``RulesProvider(deployment)``; it reads ``deployment.rules`` (a RulesSpec or a
-plain mapping). ``RulesProvider(deployment, spec=...)`` overrides it.
+Configuration: ``ModelDeployment.rules`` holds the :class:`RulesSpec` (a
+``provider: rules`` deployment without one is a config error). The registry
+builds ``RulesProvider(deployment)``, which reads ``deployment.rules`` (a
+RulesSpec or a plain mapping); ``RulesProvider(deployment, spec=...)`` overrides it.
 """
 
 from __future__ import annotations

@@ -27,7 +27,6 @@ from lockgate.state.base import (
     BudgetUsage,
     RateAdjust,
     RateCounter,
-    RateState,
 )
 
 __all__ = ["MemoryState"]
@@ -205,11 +204,6 @@ class MemoryState:
 
     async def budget_usage(self, key: str, *, now: float) -> BudgetUsage:
         return self._usage(key, now)
-
-    async def rate_state(self, counter: RateCounter, *, now: float) -> RateState:
-        """Current state of one counter without consuming (for tests and admin views)."""
-        tat = self._tat.get(counter.key, now)
-        return gcra.state_after(tat, now, counter.limit, counter.period, 0.0)
 
     # -- circuit breaker ---------------------------------------------------
 

@@ -81,10 +81,6 @@ class AuditStats:
     lost: int
 
 
-class _Invalid(Exception):
-    """Internal: rows the database refuses as data (not worth retrying)."""
-
-
 class AuditWriter:
     """Buffers usage records and writes them in batches from one background task."""
 

@@ -419,6 +419,29 @@ class Store:
             return None
         return (await self._require_team(conn, team)).id
 
+    async def usage_by_business_unit(
+        self, team: str | None = None, since: datetime | float | None = None
+    ) -> list[dict[str, Any]]:
+        """Usage totals per team's ``business_unit`` (teams without one: ``null``).
+
+        Each dict: business_unit, teams, requests, prompt_tokens, completion_tokens,
+        cost, errors; sorted by unit, ``null`` last. ``team``/``since`` as in
+        :meth:`usage_summary`.
+        """
+        rows = await self.usage_summary(team=team, since=since, group_by=("team",))
+        units = {t.id: t.business_unit for t in await self.list_teams()}
+        out: dict[str | None, dict[str, Any]] = {}
+        for row in rows:
+            bu = units.get(row.get("team_id") or "")
+            agg = out.setdefault(bu, {"business_unit": bu, "teams": 0, "requests": 0,
+                                      "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0,
+                                      "errors": 0})
+            agg["teams"] += 1
+            for name in ("requests", "prompt_tokens", "completion_tokens", "cost", "errors"):
+                agg[name] += row[name]
+        return sorted(out.values(), key=lambda r: (r["business_unit"] is None,
+                                                    r["business_unit"] or ""))
+
     async def usage_summary(
         self,
         team: str | None = None,
