@@ -24,7 +24,6 @@ from pathlib import Path
 
 import structlog
 
-from lockgate.config import Config
 from lockgate.governance import STATE_CODES, CircuitBreaker, Governor
 from lockgate.guards import Guards
 from lockgate.metrics import Metrics
@@ -38,6 +37,7 @@ from lockgate.pipeline.pipeline import Controls
 from lockgate.pipeline.resilience import in_background
 from lockgate.pipeline.routing import Router, Target
 from lockgate.providers import Provider, build_provider
+from lockgate.settings import Config
 from lockgate.state import Invalidations, MemoryState, StateBackend, open_state
 from lockgate.state.base import StateUnavailable
 from lockgate.store import AuditWriter, Store

@@ -9,14 +9,13 @@ import pytest
 from gov_support import Clock
 
 from lockgate.governance import (
-    BudgetConfig,
     BudgetExceeded,
     BudgetGuard,
-    GovernanceConfig,
     Governor,
     Scope,
     estimate_call,
 )
+from lockgate.settings import BudgetConfig, GovernanceConfig
 from lockgate.state import StateBackend
 
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from tests.gateway.conftest import MASTER, ServerThread, gateway_config
 
-from lockgate.config import ModelDeployment
 from lockgate.pipeline.shadow import ShadowStats, shadow_report
+from lockgate.settings import ModelDeployment
 from lockgate.store import Store
 from lockgate.testing.stub_upstream import run_stub_in_thread
 

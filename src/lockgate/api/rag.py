@@ -66,7 +66,6 @@ from starlette.responses import Response, StreamingResponse
 
 from lockgate.api.rag_identity import END_USER_HEADER, caller_for, parse_end_user
 from lockgate.api.request_io import api_key_of, error_response, json_response, read_json
-from lockgate.config import RagConfig
 from lockgate.errors import BadRequest, Forbidden, GatewayError, NotFound
 from lockgate.pipeline.call import Call, Principal
 from lockgate.rag import (
@@ -84,6 +83,7 @@ from lockgate.rag.loaders import parse_html
 from lockgate.rag.store import CollectionInfo
 from lockgate.rag.types import Mode
 from lockgate.runtime import Runtime
+from lockgate.settings import RagConfig
 
 __all__ = ["RAG_MODEL_PREFIX", "chat_completion", "is_rag_model", "rag_service", "router"]
 

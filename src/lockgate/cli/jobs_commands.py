@@ -30,10 +30,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lockgate.cli.common import ConfigOption, console, fail, get_config
-from lockgate.config import Config
 from lockgate.errors import GatewayError
-from lockgate.jobs.config import JobsSettings, jobs_settings_of
-from lockgate.jobs.queue import JobQueue, open_queue
+from lockgate.jobs.queue import JobQueue, open_queue, queue_options
+from lockgate.jobs.taskspec import task_specs
+from lockgate.settings import Config
 
 __all__ = ["batch_app", "consume", "dlq_app", "jobs_app", "worker"]
 
@@ -50,13 +50,9 @@ jobs_app = typer.Typer(help="Submit and inspect jobs.", no_args_is_help=True)
 batch_app = typer.Typer(help="Run a task over a file of records.", no_args_is_help=True)
 
 
-def _settings(cfg: Config) -> JobsSettings:
-    return jobs_settings_of(cfg)
-
-
 def _queue(cfg: Config, url: str | None) -> JobQueue:
-    settings = _settings(cfg)
-    return open_queue(url or settings.effective_queue_url(cfg.home), settings.queue_options())
+    settings = cfg.jobs
+    return open_queue(url or settings.effective_queue_url(cfg.home), queue_options(settings))
 
 
 def _with_queue(cfg: Config, url: str | None, fn: Callable[[JobQueue], Awaitable[T]]) -> T:
@@ -105,7 +101,7 @@ def worker(
     from lockgate.runtime import Runtime
 
     cfg = get_config(config)
-    settings = _settings(cfg)
+    settings = cfg.jobs
 
     async def go() -> None:
         rt = await Runtime.start(cfg)
@@ -113,15 +109,15 @@ def worker(
         await q.open()
         secret = settings.webhook_secret
         if secret and secret.startswith("env:"):
-            from lockgate.config import resolve_secret
+            from lockgate.settings import resolve_secret
 
             secret = resolve_secret(secret, "jobs.webhook_secret")
         sender = WebhookSender(secret, attempts=settings.webhook_attempts) if secret else None
         runner = TaskRunner(
             rt.pipeline,
-            settings.task_specs(),
+            task_specs(settings),
             default_model=settings.default_model,
-            task_routes=getattr(cfg, "tasks", None),
+            task_routes=cfg.tasks,
         )
         batches = OpenAIBatchService(cfg.home_path / "batches", q)
         handler = batch_aware_handler(batches, rt.pipeline, task_handler(runner))
@@ -184,9 +180,9 @@ def jobs_submit(
         fail(f"input is not JSON: {exc}")
 
     async def go(q: JobQueue) -> Any:
-        settings = _settings(cfg)
+        settings = cfg.jobs
         svc = JobService(
-            q, settings.task_specs(), allow_private_webhooks=settings.allow_private_webhooks
+            q, task_specs(settings), allow_private_webhooks=settings.allow_private_webhooks
         )
         return await svc.submit(
             task,
@@ -319,8 +315,8 @@ def batch_run(
     from lockgate.runtime import Runtime
 
     cfg = get_config(config)
-    settings = _settings(cfg)
-    specs = settings.task_specs()
+    settings = cfg.jobs
+    specs = task_specs(settings)
     if task not in specs:
         fail(f"unknown task '{task}' (known: {', '.join(sorted(specs))})")
     spec = specs[task]
@@ -355,7 +351,7 @@ def batch_run(
             rt.pipeline,
             specs,
             default_model=settings.default_model,
-            task_routes=getattr(cfg, "tasks", None),
+            task_routes=cfg.tasks,
             source="batch",
         )
         try:
@@ -428,15 +424,15 @@ def consume(
     from lockgate.runtime import Runtime
 
     cfg = get_config(config)
-    settings = _settings(cfg)
+    settings = cfg.jobs
 
     async def go() -> None:
         rt = await Runtime.start(cfg)
         runner = TaskRunner(
             rt.pipeline,
-            settings.task_specs(),
+            task_specs(settings),
             default_model=settings.default_model,
-            task_routes=getattr(cfg, "tasks", None),
+            task_routes=cfg.tasks,
             source="events",
         )
         src = open_transport(source, group=group, lease=lease)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from lockgate.errors import RateLimited
-from lockgate.governance.config import GovernanceConfig
 from lockgate.governance.scope import Scope
+from lockgate.settings.governance import GovernanceConfig
 from lockgate.state.base import RateCounter, RateState, StateBackend
 
 if TYPE_CHECKING:

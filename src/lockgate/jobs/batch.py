@@ -23,9 +23,11 @@ from typing import IO, Any
 import orjson
 
 from lockgate.jobs.model import backoff_delay
-from lockgate.jobs.tasks import TaskRunner, TaskSpec, render
+from lockgate.jobs.tasks import TaskRunner, render
+from lockgate.jobs.taskspec import task_chain
 from lockgate.jobs.worker import classify_error
 from lockgate.pipeline.call import Principal
+from lockgate.settings.jobs import TaskSpec
 
 __all__ = [
     "BatchSummary",
@@ -109,13 +111,14 @@ def done_indexes(*paths: Path) -> set[int]:
 def estimate_tokens(spec: TaskSpec, record: Any) -> tuple[int, int]:
     """(prompt, completion) tokens for one record, about 4 characters a token."""
     prompt = 0
-    for step in spec.chain():
+    steps = task_chain(spec)
+    for step in steps:
         try:
             text = render(step.prompt, {"input": record, "steps": {}})
         except Exception:
             text = step.prompt + orjson.dumps(record).decode()
         prompt += len(text) // 4 + len(step.system or spec.system or "") // 4 + 8
-    completion = (spec.max_tokens or 128) * len(spec.chain())
+    completion = (spec.max_tokens or 128) * len(steps)
     return prompt, completion
 
 

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from lockgate.config import Config, resolve_secret
-from lockgate.jobs.config import jobs_settings_of
 from lockgate.jobs.monitor import JobsGauges, QueueMonitor
 from lockgate.jobs.openai_batch import OpenAIBatchService
-from lockgate.jobs.queue import JobQueue, open_queue
+from lockgate.jobs.queue import JobQueue, open_queue, queue_options
 from lockgate.jobs.service import JobService
+from lockgate.jobs.taskspec import task_specs
 from lockgate.jobs.webhooks import WebhookSender
+from lockgate.settings import Config, resolve_secret
 
 __all__ = ["JobsServices"]
 
@@ -43,8 +43,8 @@ class JobsServices:
     async def start(
         cls, config: Config, registry: CollectorRegistry | None = None
     ) -> JobsServices:
-        settings = jobs_settings_of(config)
-        queue = open_queue(settings.effective_queue_url(config.home), settings.queue_options())
+        settings = config.jobs
+        queue = open_queue(settings.effective_queue_url(config.home), queue_options(settings))
         await queue.open()
         secret = resolve_secret(settings.webhook_secret, "jobs.webhook_secret")
         sender = WebhookSender(secret, attempts=settings.webhook_attempts) if secret else None
@@ -59,7 +59,7 @@ class JobsServices:
             queue=queue,
             service=JobService(
                 queue,
-                settings.task_specs(),
+                task_specs(settings),
                 allow_private_webhooks=settings.allow_private_webhooks,
             ),
             batches=OpenAIBatchService(config.home_path / "batches", queue),

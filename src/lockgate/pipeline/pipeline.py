@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lockgate.config import ModelDeployment
 from lockgate.errors import BadRequest, Forbidden, GatewayError, NotFound, Unavailable
 from lockgate.governance import BudgetExceeded, CircuitBreaker, Ticket
 from lockgate.guards import ContractViolation, GuardError, Guards, RequestGuards
@@ -45,6 +44,7 @@ from lockgate.pipeline.resilience import (
 from lockgate.pipeline.routing import Router, Target
 from lockgate.pipeline.validate import check_chat_body, check_embeddings_body
 from lockgate.providers.base import Completion, ProviderError, StreamChunk, Usage
+from lockgate.settings import ModelDeployment
 from lockgate.state.base import StateUnavailable
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from lockgate.config import ModelDeployment
 from lockgate.providers.base import Provider
+from lockgate.settings import ModelDeployment
 
 
 @dataclass(frozen=True, slots=True)
