@@ -39,13 +39,13 @@ sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE.parent))
 
 from bench.procs import free_port, wait_until  # noqa: E402
-from lockgate.config import Config, ModelDeployment  # noqa: E402
 from lockgate.jobs.backends import open_queue  # noqa: E402
 from lockgate.jobs.model import Job, NewJob  # noqa: E402
 from lockgate.jobs.queue import JobQueue, QueueOptions  # noqa: E402
-from lockgate.jobs.tasks import TaskRunner, TaskSpec  # noqa: E402
+from lockgate.jobs.tasks import TaskRunner  # noqa: E402
 from lockgate.jobs.worker import Worker, task_handler  # noqa: E402
 from lockgate.runtime import Runtime  # noqa: E402
+from lockgate.settings import Config, ModelDeployment, TaskSpec  # noqa: E402
 
 
 @dataclass

@@ -32,15 +32,15 @@ from pathlib import Path
 
 import structlog
 
-from lockgate.config import Config, resolve_secret
 from lockgate.governance import STATE_CODES, CircuitBreaker, Governor
 from lockgate.guards import Guards
 from lockgate.jobs.backends import open_queue
 from lockgate.jobs.monitor import JobsGauges, QueueMonitor
 from lockgate.jobs.openai_batch import OpenAIBatchService
-from lockgate.jobs.queue import JobQueue
+from lockgate.jobs.queue import JobQueue, queue_options
 from lockgate.jobs.submission import JobService
 from lockgate.jobs.tasks import TaskRunner
+from lockgate.jobs.taskspec import task_specs
 from lockgate.jobs.webhooks import WebhookSender
 from lockgate.metrics import Metrics
 from lockgate.observability.tracing import configure_tracing, shutdown_tracing
@@ -55,6 +55,7 @@ from lockgate.pipeline.routing import Router, Target
 from lockgate.providers import Provider, build_provider
 from lockgate.rag import RagService, RagSettings, RagStore
 from lockgate.rag.deployment import RagDeployment
+from lockgate.settings import Config, resolve_secret
 from lockgate.state import Invalidations, MemoryState, StateBackend, open_state
 from lockgate.state.base import StateUnavailable
 from lockgate.store import AuditWriter, Store
@@ -149,7 +150,7 @@ class Runtime:
     def task_runner(self, source: str = "jobs") -> TaskRunner:
         """Runs declared tasks (``jobs.tasks``) through the pipeline as ``source``."""
         settings = self.config.jobs
-        return TaskRunner(self.pipeline, settings.task_specs(),
+        return TaskRunner(self.pipeline, task_specs(settings),
                           default_model=settings.default_model,
                           task_routes=self.config.tasks, source=source)
 
@@ -242,13 +243,13 @@ class Runtime:
         config = self.config
         settings = config.jobs
         queue = open_queue(queue_url or settings.effective_queue_url(config.home),
-                           settings.queue_options())
+                           queue_options(settings))
         await queue.open()
         secret = resolve_secret(settings.webhook_secret, "jobs.webhook_secret")
         sender = WebhookSender(secret, attempts=settings.webhook_attempts) if secret else None
         parts = JobsParts(
             queue=queue,
-            service=JobService(queue, settings.task_specs(),
+            service=JobService(queue, task_specs(settings),
                                allow_private_webhooks=settings.allow_private_webhooks),
             batches=OpenAIBatchService(config.home_path / "batches", queue),
             webhooks=sender,

@@ -18,10 +18,10 @@ from lockgate.api import admin, anthropic, controls, health, jobs, openai, rag
 from lockgate.api.admin import store_error
 from lockgate.api.middleware import RequestIdMiddleware
 from lockgate.api.request_io import error_response
-from lockgate.config import Config, load_config
 from lockgate.errors import BadRequest, GatewayError
 from lockgate.observability.logging import configure_logging
 from lockgate.runtime import Runtime
+from lockgate.settings import Config, load_config
 from lockgate.store import StoreError
 
 log = structlog.get_logger("lockgate.server")

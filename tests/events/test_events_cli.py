@@ -11,12 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-from lockgate.config import Config, ModelDeployment
 from lockgate.events.consumer import EventConsumer
 from lockgate.events.transports import EventTransport, open_transport
-from lockgate.jobs.config import JobsSettings
 from lockgate.jobs.tasks import TaskRunner
+from lockgate.jobs.taskspec import task_specs
 from lockgate.runtime import Runtime
+from lockgate.settings import Config, JobsSettings, ModelDeployment
 from lockgate.testing.stub_upstream import StubUpstream
 from tests.events.test_events_consumer import read_all, run_consumer
 
@@ -83,7 +83,7 @@ async def test_killed_consumer_event_is_redelivered_and_forwarded_once(
                 ],
             )
         )
-        runner = TaskRunner(rt.pipeline, JobsSettings().task_specs(), source="events")
+        runner = TaskRunner(rt.pipeline, task_specs(JobsSettings()), source="events")
         consumer = EventConsumer(
             open_transport(urls["src"], group="workers", lease=1.0),
             open_transport(urls["dst"], group="workers", lease=1.0),

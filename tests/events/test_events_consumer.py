@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from lockgate.config import Config, ModelDeployment
 from lockgate.events.consumer import EventConsumer
 from lockgate.events.transports import EventTransport, open_transport
-from lockgate.jobs.config import JobsSettings
 from lockgate.jobs.tasks import TaskInputInvalid, TaskRunner
+from lockgate.jobs.taskspec import task_specs
 from lockgate.runtime import Runtime
+from lockgate.settings import Config, JobsSettings, ModelDeployment
 from lockgate.testing.stub_upstream import StubUpstream
 
 
@@ -148,7 +148,7 @@ async def test_triage_task_through_pipeline(
     await ends["src"].publish({"id": "t1", "text": "charged twice"}, event_id="t1")
     runner = TaskRunner(
         runtime.pipeline,
-        JobsSettings(default_model="m").task_specs(),
+        task_specs(JobsSettings(default_model="m")),
         default_model="m",
         source="events",
     )

@@ -15,8 +15,8 @@ import httpx
 import pytest
 import uvicorn
 
-from lockgate.config import parse_config
 from lockgate.server import create_app
+from lockgate.settings import parse_config
 from lockgate.testing.stub_upstream import run_stub_in_thread
 
 MASTER = "test-master-key-0123456789"

@@ -168,10 +168,10 @@ def test_model_limit_headers(gw: Gateway) -> None:
 
 
 def test_nothing_configured_means_no_governance_work(tmp_path: Path) -> None:
-    from lockgate.config import parse_config
     from lockgate.governance import Governor
     from lockgate.pipeline.call import Call, Principal
     from lockgate.pipeline.quotas import Limits, scopes_for
+    from lockgate.settings import parse_config
     from lockgate.state import MemoryState
 
     cfg = parse_config("models: [{name: m, provider: openai, base_url: http://x, model: y}]")

@@ -17,10 +17,10 @@ import pytest
 from typer.testing import CliRunner
 
 from lockgate.cli.rag_commands import rag_app
-from lockgate.config import parse_config
 from lockgate.pipeline import Principal
 from lockgate.rag import REFUSAL, SourceDocument
 from lockgate.runtime import Runtime
+from lockgate.settings import parse_config
 from tests.gateway import test_gateway_rag as rag_module
 from tests.gateway.test_gateway_rag import PINNED, RagEnv, documents
 

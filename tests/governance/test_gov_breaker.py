@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from gov_support import REDIS_URL, Clock
 
-from lockgate.governance import BreakerConfig, CircuitBreaker
+from lockgate.governance import CircuitBreaker
+from lockgate.settings import BreakerConfig
 from lockgate.state import StateBackend
 from lockgate.state.redis_state import RedisState
 

@@ -9,15 +9,14 @@ import pytest
 from gov_support import Clock
 
 from lockgate.governance import (
-    BudgetConfig,
     BudgetExceeded,
     BudgetGuard,
-    GovernanceConfig,
     Governor,
     Scope,
     estimate_call,
     tokens_for_text,
 )
+from lockgate.settings import BudgetConfig, GovernanceConfig
 from lockgate.state import StateBackend
 
 

@@ -9,14 +9,8 @@ from collections.abc import Sequence
 import pytest
 from gov_support import Clock
 
-from lockgate.governance import (
-    BudgetConfig,
-    CircuitBreaker,
-    GovernanceConfig,
-    Governor,
-    LimitsConfig,
-    Scope,
-)
+from lockgate.governance import CircuitBreaker, Governor, Scope
+from lockgate.settings import BudgetConfig, GovernanceConfig, LimitsConfig
 from lockgate.state import (
     BudgetSettle,
     MemoryState,

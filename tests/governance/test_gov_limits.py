@@ -8,7 +8,8 @@ import pytest
 from gov_support import Clock
 
 from lockgate.errors import RateLimited
-from lockgate.governance import Governor, LimitsConfig, RateLimiter, Scope, openai_duration
+from lockgate.governance import Governor, RateLimiter, Scope, openai_duration
+from lockgate.settings import LimitsConfig
 from lockgate.state import StateBackend
 
 T0 = datetime(2027, 3, 10, 12, 0, 0, tzinfo=UTC).timestamp()

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from gov_support import REDIS_URL
 
-from lockgate.governance import BudgetConfig, Governor, Scope
+from lockgate.governance import Governor, Scope
+from lockgate.settings import BudgetConfig
 from lockgate.state.redis_state import RedisState
 
 NOW = 1_900_000_000.0
@@ -18,7 +19,8 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 CHILD = r"""
 import asyncio, random, sys
-from lockgate.governance import BudgetConfig, BudgetExceeded, Governor, Scope
+from lockgate.governance import BudgetExceeded, Governor, Scope
+from lockgate.settings import BudgetConfig
 from lockgate.state.redis_state import RedisState
 
 async def main(url, prefix):

@@ -10,10 +10,10 @@ from pydantic import ValidationError
 
 from lockgate.guards import (
     Guards,
-    GuardsConfig,
     InjectionBlocked,
     PiiBlocked,
 )
+from lockgate.settings import GuardsConfig
 
 CONFIG_YAML = """
 pii: {action: redact_restore, entities: [EMAIL, PHONE, CREDIT_CARD]}

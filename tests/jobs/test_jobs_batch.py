@@ -14,10 +14,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from lockgate.config import Config, ModelDeployment
 from lockgate.jobs.batch import done_indexes, read_records, run_batch
-from lockgate.jobs.tasks import TaskRunner, TaskSpec, builtin_tasks
+from lockgate.jobs.tasks import TaskRunner, builtin_tasks
 from lockgate.runtime import Runtime
+from lockgate.settings import Config, ModelDeployment, TaskSpec
 from lockgate.testing.stub_upstream import StubUpstream
 
 SRC = Path(__file__).parent.parent.parent / "src"

@@ -7,11 +7,11 @@ import asyncio
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from lockgate.jobs.config import AlertSettings
 from lockgate.jobs.model import NewJob
 from lockgate.jobs.monitor import JobsGauges, QueueMonitor
 from lockgate.jobs.queue import JobQueue
 from lockgate.jobs.webhooks import SIGNATURE_HEADER, WebhookSender, verify
+from lockgate.settings import AlertSettings
 
 
 async def test_gauges_alerts_and_resolution(queue: JobQueue) -> None:

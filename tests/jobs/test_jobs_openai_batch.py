@@ -8,7 +8,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from lockgate.config import Config, ModelDeployment
 from lockgate.errors import BadRequest, NotFound
 from lockgate.jobs.backends import open_queue
 from lockgate.jobs.openai_batch import OpenAIBatchService, batch_aware_handler
@@ -17,6 +16,7 @@ from lockgate.jobs.tasks import TaskRunner
 from lockgate.jobs.worker import Worker, task_handler
 from lockgate.pipeline.call import Principal
 from lockgate.runtime import Runtime
+from lockgate.settings import Config, ModelDeployment
 from lockgate.testing.stub_upstream import StubUpstream
 from tests.jobs.test_jobs_worker import run_worker_until
 

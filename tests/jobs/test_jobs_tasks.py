@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lockgate.config import Config, ModelDeployment
 from lockgate.errors import BadRequest, NotFound
-from lockgate.jobs.config import JobsSettings
 from lockgate.jobs.model import JobNotFound
 from lockgate.jobs.queue import JobQueue
 from lockgate.jobs.submission import JobService
@@ -17,13 +15,14 @@ from lockgate.jobs.tasks import (
     TaskInputInvalid,
     TaskOutputInvalid,
     TaskRunner,
-    TaskSpec,
     parse_json_answer,
     render,
 )
+from lockgate.jobs.taskspec import task_specs
 from lockgate.jobs.worker import Worker, task_handler
 from lockgate.pipeline.call import Principal
 from lockgate.runtime import Runtime
+from lockgate.settings import Config, JobsSettings, ModelDeployment, TaskSpec
 from lockgate.testing.stub_upstream import StubUpstream
 from tests.jobs.test_jobs_worker import run_worker_until
 
@@ -84,7 +83,7 @@ def test_task_spec_validation() -> None:
 
 
 async def test_builtin_tasks_through_pipeline(runtime: Runtime, stub: StubUpstream) -> None:
-    specs = JobsSettings(default_model="m").task_specs()
+    specs = task_specs(JobsSettings(default_model="m"))
     runner = TaskRunner(runtime.pipeline, specs, default_model="m")
     ticket = {"text": "I was double charged on order 123"}
     res = await runner.run("triage", ticket, principal=SYSTEM)
@@ -135,7 +134,7 @@ async def test_gateway_errors_surface(runtime: Runtime) -> None:
 
 async def test_worker_runs_tasks_and_dead_letters_poison(runtime: Runtime, queue: JobQueue) -> None:
     specs: dict[str, TaskSpec] = {
-        **JobsSettings(default_model="m").task_specs(),
+        **task_specs(JobsSettings(default_model="m")),
         "needs_field": TaskSpec(name="needs_field", model="m", prompt="{{input.text}}"),
         "upstream_down": TaskSpec(name="upstream_down", model="flaky", prompt="x", max_attempts=2),
     }
@@ -162,7 +161,7 @@ async def test_worker_runs_tasks_and_dead_letters_poison(runtime: Runtime, queue
 
 
 async def test_service_scopes_idempotency_and_ownership(queue: JobQueue) -> None:
-    specs = JobsSettings().task_specs()
+    specs = task_specs(JobsSettings())
     svc = JobService(queue, specs)
     a = Principal(key_id="ka", team_id="ta")
     b = Principal(key_id="kb", team_id="tb")

@@ -20,8 +20,8 @@ from lockgate.observability.logging import (
     request_context,
     reset_logging,
 )
-from lockgate.observability.settings import LoggingSettings
 from lockgate.observability.tracing import configure_tracing, shutdown_tracing, span
+from lockgate.settings import LoggingSettings
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from lockgate.observability.settings import TracingSettings
 from lockgate.observability.tracing import (
     STAGE,
     configure_tracing,
@@ -23,6 +22,7 @@ from lockgate.observability.tracing import (
     span,
     tracing_enabled,
 )
+from lockgate.settings import TracingSettings
 
 
 def attrs(s: ReadableSpan) -> Mapping[str, Any]:
@@ -111,7 +111,7 @@ def test_disabled_tracing_never_imports_opentelemetry() -> None:
     code = (
         "import sys\n"
         "from lockgate.observability.tracing import configure_tracing, span\n"
-        "from lockgate.observability.settings import TracingSettings\n"
+        "from lockgate.settings import TracingSettings\n"
         "configure_tracing(TracingSettings(), env={})\n"
         "with span('x', a=1):\n"
         "    pass\n"

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from lockgate.config import ModelDeployment, Timeouts
 from lockgate.providers.anthropic import AnthropicProvider
 from lockgate.providers.base import ProviderError, StreamChunk
 from lockgate.providers.registry import build_provider
+from lockgate.settings import ModelDeployment, Timeouts
 from lockgate.testing.stub_upstream import StubUpstream
 
 BODY: dict[str, Any] = {

@@ -432,8 +432,8 @@ async def test_mini_front_door_serves_the_anthropic_sdk() -> None:
     import anthropic
     from aiohttp import web
 
-    from lockgate.config import ModelDeployment
     from lockgate.providers.openai_compat import OpenAICompatProvider
+    from lockgate.settings import ModelDeployment
     from lockgate.testing.stub_upstream import StubUpstream
 
     stub = StubUpstream()

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from lockgate.config import ModelDeployment
 from lockgate.errors import ConfigError
 from lockgate.providers import llamacpp_files
 from lockgate.providers.llamacpp_files import (
@@ -17,6 +16,7 @@ from lockgate.providers.llamacpp_files import (
     ensure_model_file,
     join_chunks,
 )
+from lockgate.settings import ModelDeployment
 
 
 def one_line(exc: pytest.ExceptionInfo[ConfigError]) -> str:

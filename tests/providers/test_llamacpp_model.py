@@ -17,10 +17,10 @@ import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from lockgate.config import ModelDeployment, Timeouts  # noqa: E402
 from lockgate.providers.base import ProviderError, StreamChunk  # noqa: E402
 from lockgate.providers.llamacpp import LlamaCppProvider  # noqa: E402
 from lockgate.providers.llamacpp_prompt import build_prompt  # noqa: E402
+from lockgate.settings import ModelDeployment, Timeouts  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -6,10 +6,10 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from lockgate.config import ModelDeployment
 from lockgate.providers.base import ProviderError
 from lockgate.providers.llamacpp import LlamaCppProvider
 from lockgate.providers.registry import build_provider
+from lockgate.settings import ModelDeployment
 
 DEPLOYMENT = ModelDeployment(name="local", provider="llamacpp", path="bundled:gemma-3-270m")
 

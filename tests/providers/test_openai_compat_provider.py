@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from lockgate.config import ModelDeployment, Timeouts
 from lockgate.errors import ConfigError
 from lockgate.providers.base import ProviderError, StreamChunk
 from lockgate.providers.openai_compat import OpenAICompatProvider
 from lockgate.providers.registry import build_provider
 from lockgate.providers.upstream_http import parse_retry_after
+from lockgate.settings import ModelDeployment, Timeouts
 from lockgate.testing.stub_upstream import StubUpstream
 
 BODY: dict[str, Any] = {

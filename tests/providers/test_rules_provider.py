@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from lockgate.config import ModelDeployment
 from lockgate.errors import ConfigError
 from lockgate.providers.base import ProviderError
-from lockgate.providers.rules import FINGERPRINT, RulesProvider, RulesSpec
+from lockgate.providers.rules import FINGERPRINT, RulesProvider
+from lockgate.settings import ModelDeployment, RulesSpec
 
 
 def rules_deployment(name: str, **kw: Any) -> ModelDeployment:

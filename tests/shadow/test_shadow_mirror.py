@@ -12,8 +12,6 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from lockgate.config import ModelDeployment, Pricing
-from lockgate.observability.settings import ShadowConfig, ShadowSettings
 from lockgate.pipeline.call import Call
 from lockgate.pipeline.shadow import (
     ShadowMirror,
@@ -26,6 +24,7 @@ from lockgate.pipeline.shadow import (
 from lockgate.providers.base import Completion, Provider
 from lockgate.providers.openai_compat import OpenAICompatProvider
 from lockgate.providers.rules import RulesProvider
+from lockgate.settings import ModelDeployment, Pricing, ShadowConfig, ShadowSettings
 from lockgate.store import Store
 from lockgate.store.tables import shadow_results
 from lockgate.testing.stub_upstream import StubUpstream

@@ -29,9 +29,9 @@ import time
 
 from starlette.requests import Request
 
-from lockgate.config import RagConfig
 from lockgate.errors import Unauthorized
 from lockgate.pipeline import EndUser
+from lockgate.settings import RagConfig
 
 __all__ = [
     "END_USER_HEADER",

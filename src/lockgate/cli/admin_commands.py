@@ -17,7 +17,7 @@ import typer
 from rich.table import Column, Table
 
 from lockgate.cli.common import ConfigOption, console, fail, get_config, run
-from lockgate.config import Config
+from lockgate.settings import Config
 from lockgate.store import Store, StoreError
 
 T = TypeVar("T")

@@ -15,8 +15,8 @@ from lockgate.cli.jobs_commands import batch_app, consume, dlq_app, jobs_app, wo
 from lockgate.cli.rag_commands import rag_app
 from lockgate.cli.serve_commands import serve, up
 from lockgate.cli.shadow_commands import shadow_app
-from lockgate.config import load_config
 from lockgate.errors import ConfigError
+from lockgate.settings import load_config
 
 app = typer.Typer(
     name="lockgate",

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lockgate.cli.admin_commands import with_store as _with_store
 from lockgate.cli.common import ConfigOption, console, fail, get_config
-from lockgate.config import Config
+from lockgate.settings import Config
 from lockgate.store import Store, StoreError
 from lockgate.store.chain import ChainReport, get_chained_record, verify_chain
 from lockgate.store.tables import usage_records

@@ -10,8 +10,8 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
-from lockgate.config import Config, load_config
 from lockgate.errors import ConfigError
+from lockgate.settings import Config, load_config
 
 T = TypeVar("T")
 

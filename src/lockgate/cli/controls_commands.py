@@ -19,7 +19,7 @@ import typer
 from rich.table import Table
 
 from lockgate.cli.common import ConfigOption, console, fail, get_config, run
-from lockgate.config import Config
+from lockgate.settings import Config
 
 __all__ = ["controls_app"]
 

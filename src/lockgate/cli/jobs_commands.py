@@ -30,11 +30,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lockgate.cli.common import ConfigOption, console, fail, get_config
-from lockgate.config import Config
 from lockgate.errors import GatewayError
 from lockgate.jobs.backends import open_queue
-from lockgate.jobs.config import JobsSettings, jobs_settings_of
-from lockgate.jobs.queue import JobQueue
+from lockgate.jobs.queue import JobQueue, queue_options
+from lockgate.jobs.taskspec import task_specs
+from lockgate.settings import Config
 
 __all__ = ["batch_app", "consume", "dlq_app", "jobs_app", "worker"]
 
@@ -51,13 +51,9 @@ jobs_app = typer.Typer(help="Submit and inspect jobs.", no_args_is_help=True)
 batch_app = typer.Typer(help="Run a task over a file of records.", no_args_is_help=True)
 
 
-def _settings(cfg: Config) -> JobsSettings:
-    return jobs_settings_of(cfg)
-
-
 def _queue(cfg: Config, url: str | None) -> JobQueue:
-    settings = _settings(cfg)
-    return open_queue(url or settings.effective_queue_url(cfg.home), settings.queue_options())
+    settings = cfg.jobs
+    return open_queue(url or settings.effective_queue_url(cfg.home), queue_options(settings))
 
 
 def _with_queue(cfg: Config, url: str | None, fn: Callable[[JobQueue], Awaitable[T]]) -> T:
@@ -103,7 +99,7 @@ def worker(
     from lockgate.runtime import Runtime
 
     cfg = get_config(config)
-    settings = _settings(cfg)
+    settings = cfg.jobs
 
     async def go() -> None:
         rt = await Runtime.start(cfg, queue_url=queue, monitor=True)
@@ -159,9 +155,9 @@ def jobs_submit(
         fail(f"input is not JSON: {exc}")
 
     async def go(q: JobQueue) -> Any:
-        settings = _settings(cfg)
+        settings = cfg.jobs
         svc = JobService(
-            q, settings.task_specs(), allow_private_webhooks=settings.allow_private_webhooks
+            q, task_specs(settings), allow_private_webhooks=settings.allow_private_webhooks
         )
         return await svc.submit(
             task,
@@ -293,8 +289,8 @@ def batch_run(
     from lockgate.runtime import Runtime
 
     cfg = get_config(config)
-    settings = _settings(cfg)
-    specs = settings.task_specs()
+    settings = cfg.jobs
+    specs = task_specs(settings)
     if task not in specs:
         fail(f"unknown task '{task}' (known: {', '.join(sorted(specs))})")
     spec = specs[task]

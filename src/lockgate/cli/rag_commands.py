@@ -22,11 +22,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lockgate.cli.common import ConfigOption, console, err_console, fail, get_config, run
-from lockgate.config import Config
 from lockgate.pipeline import Principal
 from lockgate.rag.evaluation import calibrate, evaluate, load_qrels, load_queries
 from lockgate.rag.service import RagService, UnknownCollection
 from lockgate.rag.types import PUBLIC, Caller, Mode, normalize_principal
+from lockgate.settings import Config
 
 __all__ = ["OPERATOR_PRINCIPAL", "rag_app"]
 

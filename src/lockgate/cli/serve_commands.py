@@ -10,9 +10,9 @@ from pathlib import Path
 import typer
 
 from lockgate.cli.common import ConfigOption, console, fail, get_config, run
-from lockgate.config import Config
 from lockgate.runtime import MASTER_HASH_FILE, master_key_hash, save_master_key_hash
 from lockgate.server import CONFIG_ENV
+from lockgate.settings import Config
 from lockgate.store import Store
 
 DEFAULT_TEAM = "default"

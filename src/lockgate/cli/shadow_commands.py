@@ -20,8 +20,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lockgate.cli.admin_commands import with_store as _with_store
 from lockgate.cli.common import ConfigOption, console, fail, get_config
-from lockgate.config import Config
 from lockgate.pipeline.shadow import ShadowStats, shadow_report
+from lockgate.settings import Config
 from lockgate.store import Store, StoreError
 
 __all__ = ["shadow_app"]

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from lockgate.governance.budget import PlannedLine, budget_denial
-from lockgate.governance.config import MICROS, GovernanceConfig, to_micros
 from lockgate.governance.limits import PlannedCounter, rate_denial, rate_headers
+from lockgate.governance.money import MICROS, to_micros
 from lockgate.governance.stats import GovernanceStats
+from lockgate.settings.governance import GovernanceConfig
 from lockgate.state.base import BudgetSettle, RateAdjust, StateBackend, StateUnavailable
 
 __all__ = ["Core", "PendingSettle", "Ticket", "admit", "cost_to_micros_ceil"]

@@ -22,16 +22,36 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lockgate.governance.config import BreakerConfig
-from lockgate.state.base import BreakerStateName, BreakerView, StateBackend, StateUnavailable
+from lockgate.settings.governance import BreakerConfig
+from lockgate.state.base import (
+    BreakerParams,
+    BreakerStateName,
+    BreakerView,
+    StateBackend,
+    StateUnavailable,
+)
 
-__all__ = ["STATE_CODES", "CircuitBreaker", "Permit"]
+__all__ = ["STATE_CODES", "CircuitBreaker", "Permit", "breaker_params"]
 
 STATE_CODES: dict[BreakerStateName, int] = {"closed": 0, "half_open": 1, "open": 2}
 """Gauge values for a Prometheus ``breaker_state`` metric."""
 
 _COOLDOWN_KINDS = frozenset({"auth", "payment", "not_found"})
 _CLIENT_FAULT_KINDS = frozenset({"bad_request"})
+
+
+def breaker_params(config: BreakerConfig) -> BreakerParams:
+    """The state backend's breaker parameters for the ``breaker:`` config section."""
+    return BreakerParams(
+        window=config.window_seconds,
+        buckets=config.buckets,
+        min_requests=config.min_requests,
+        failure_rate=config.failure_rate,
+        open_seconds=config.open_seconds,
+        half_open_probes=config.half_open_probes,
+        half_open_successes=config.half_open_successes,
+        probe_ttl=config.probe_timeout_seconds,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +77,7 @@ class CircuitBreaker:
     ) -> None:
         self.state = state
         self.config = config or BreakerConfig()
-        self.params = self.config.params()
+        self.params = breaker_params(self.config)
         self.clock = clock
         self._seen: dict[str, tuple[BreakerStateName, float]] = {}
         # plain-int counters for metrics

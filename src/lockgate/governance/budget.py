@@ -1,6 +1,6 @@
 """Budgets: which calendar-window counters a call reserves against, and how a denial reads.
 
-Each scope with a :class:`~lockgate.governance.config.BudgetConfig` adds one
+Each scope with a :class:`~lockgate.settings.BudgetConfig` adds one
 line per configured ceiling: money (micro-units) or tokens, per UTC day
 (``...:d:YYYY-MM-DD``) or month (``...:m:YYYY-MM``). A reservation is
 all-or-nothing over every line; :class:`~lockgate.governance.admission.Ticket`
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from lockgate.governance.config import MICROS, to_micros
 from lockgate.governance.errors import BudgetExceeded
+from lockgate.governance.money import MICROS, to_micros
 from lockgate.governance.scope import Scope
 from lockgate.governance.windows import Window, WindowKind, window_at
 from lockgate.state.base import BudgetLine, BudgetUsage

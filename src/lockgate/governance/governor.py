@@ -13,11 +13,12 @@ from typing import Any
 
 from lockgate.governance.admission import Core, Ticket, admit, cost_to_micros_ceil
 from lockgate.governance.budget import BudgetStatus, plan_lines
-from lockgate.governance.config import MICROS, GovernanceConfig
 from lockgate.governance.estimate import Estimate, estimate_call
 from lockgate.governance.limits import plan_counters
+from lockgate.governance.money import MICROS
 from lockgate.governance.scope import Scope
 from lockgate.governance.stats import GovernanceStats
+from lockgate.settings.governance import GovernanceConfig
 from lockgate.state.base import StateBackend
 
 __all__ = ["BudgetGuard", "Governor", "RateLimiter"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lockgate.governance.config import BudgetConfig, LimitsConfig
+from lockgate.settings.governance import BudgetConfig, LimitsConfig
 
 __all__ = ["Scope"]
 

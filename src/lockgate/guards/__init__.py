@@ -1,11 +1,11 @@
 """Input and output guards: PII, prompt-injection heuristics, JSON output contracts.
 
-The pipeline uses :class:`Guards` (built once from :class:`GuardsConfig`) and
+The pipeline uses :class:`Guards` (built once from
+:class:`~lockgate.settings.GuardsConfig`, the ``guards:`` config section) and
 the per-request :class:`RequestGuards` it returns; see :mod:`.request_guards` for the
 call sequence. The pieces are importable on their own for features and tests.
 """
 
-from lockgate.guards.config import GuardsConfig, InjectionPolicy, PiiPolicy, TeamGuards
 from lockgate.guards.contracts import (
     Contract,
     ContractCheck,
@@ -41,16 +41,12 @@ __all__ = [
     "Finding",
     "GuardError",
     "Guards",
-    "GuardsConfig",
     "InjectionBlocked",
-    "InjectionPolicy",
     "InjectionReport",
     "PiiBlocked",
     "PiiOutcome",
-    "PiiPolicy",
     "PiiScanner",
     "RequestGuards",
-    "TeamGuards",
     "Vault",
     "build_repair_messages",
     "check_injection",

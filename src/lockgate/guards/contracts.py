@@ -31,9 +31,9 @@ from jsonschema.protocols import Validator
 
 from lockgate.errors import ConfigError
 from lockgate.guards.errors import ContractNotFound
+from lockgate.settings.guards import CONTRACT_ID_RE
 
 __all__ = [
-    "CONTRACT_ID_RE",
     "Contract",
     "ContractCheck",
     "ContractRegistry",
@@ -41,7 +41,6 @@ __all__ = [
     "extract_json_text",
 ]
 
-CONTRACT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}@[0-9]{1,6}$")
 MAX_ERRORS = 10
 _FENCE = re.compile(r"^\s*```(?:json|JSON)?\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
 

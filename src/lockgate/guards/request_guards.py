@@ -38,7 +38,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lockgate.guards.config import GuardsConfig, InjectionPolicy, PiiPolicy
 from lockgate.guards.contracts import ContractRegistry
 from lockgate.guards.injection import InjectionReport, check_injection
 from lockgate.guards.pii.body import (
@@ -57,6 +56,7 @@ from lockgate.guards.pii.stream import (
     stream_redactor,
     stream_restorer,
 )
+from lockgate.settings.guards import GuardsConfig, InjectionPolicy, PiiPolicy
 
 __all__ = ["Guards", "RequestGuards"]
 

@@ -24,9 +24,11 @@ import orjson
 
 from lockgate.governance.estimate import tokens_for_text
 from lockgate.jobs.model import backoff_delay
-from lockgate.jobs.tasks import TaskRunner, TaskSpec, render
+from lockgate.jobs.tasks import TaskRunner, render
+from lockgate.jobs.taskspec import task_chain
 from lockgate.jobs.worker import classify_error
 from lockgate.pipeline.call import Principal
+from lockgate.settings.jobs import TaskSpec
 
 __all__ = [
     "BatchSummary",
@@ -110,13 +112,14 @@ def done_indexes(*paths: Path) -> set[int]:
 def estimate_record_tokens(spec: TaskSpec, record: Any) -> tuple[int, int]:
     """(prompt, completion) tokens for one record (:func:`tokens_for_text` per step)."""
     prompt = 0
-    for step in spec.chain():
+    steps = task_chain(spec)
+    for step in steps:
         try:
             text = render(step.prompt, {"input": record, "steps": {}})
         except Exception:
             text = step.prompt + orjson.dumps(record).decode()
         prompt += tokens_for_text(text) + tokens_for_text(step.system or spec.system or "") + 8
-    completion = (spec.max_tokens or 128) * len(spec.chain())
+    completion = (spec.max_tokens or 128) * len(steps)
     return prompt, completion
 
 

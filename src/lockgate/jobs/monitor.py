@@ -19,10 +19,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from lockgate.jobs.config import AlertSettings
 from lockgate.jobs.model import QueueStats
 from lockgate.jobs.queue import JobQueue
 from lockgate.jobs.webhooks import WebhookSender
+from lockgate.settings.jobs import AlertSettings
 
 __all__ = ["JobsGauges", "QueueMonitor", "breaches"]
 

@@ -39,8 +39,9 @@ from lockgate.jobs.model import (
     NewJob,
     QueueStats,
 )
+from lockgate.settings.jobs import JobsSettings
 
-__all__ = ["JobQueue", "QueueOptions", "split_url_options"]
+__all__ = ["JobQueue", "QueueOptions", "queue_options", "split_url_options"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,17 @@ class QueueOptions:
     backoff_cap: float = 300.0
     full_retry_after: float = 5.0
     """Retry-After (seconds) suggested when the queue is full."""
+
+
+def queue_options(settings: JobsSettings) -> QueueOptions:
+    """The queue options of the ``jobs:`` config section."""
+    return QueueOptions(
+        max_depth=settings.max_depth,
+        result_ttl=settings.result_ttl,
+        backoff_base=settings.backoff_base,
+        backoff_cap=settings.backoff_cap,
+        full_retry_after=settings.full_retry_after,
+    )
 
 
 @runtime_checkable

@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 from lockgate.errors import BadRequest
 from lockgate.jobs.model import EnqueueResult, Job, JobNotFound, NewJob
 from lockgate.jobs.queue import JobQueue
-from lockgate.jobs.tasks import TaskSpec
 from lockgate.jobs.worker import principal_to_meta
 from lockgate.pipeline.call import Principal
+from lockgate.settings.jobs import TaskSpec
 
 __all__ = ["JobService"]
 

@@ -3,7 +3,7 @@
 A task run is one or more ``pipeline.chat`` calls (never a provider directly)
 plus JSON parsing and validation of each answer against its schema.
 
-Declared in config (``jobs.tasks``)::
+Declared in config (``jobs.tasks``, :class:`~lockgate.settings.TaskSpec`)::
 
     - name: sentiment
       model: local                 # public model name / task route
@@ -32,8 +32,9 @@ from typing import Any, Protocol
 import orjson
 from jsonschema import Draft202012Validator
 
-from lockgate.jobs.taskspec import BUILTIN_KINDS, TaskSpec, TaskStep, builtin_tasks
+from lockgate.jobs.taskspec import BUILTIN_KINDS, builtin_tasks, task_chain
 from lockgate.pipeline import Call, Completion, Principal
+from lockgate.settings.jobs import TaskSpec
 
 __all__ = [
     "BUILTIN_KINDS",
@@ -44,8 +45,6 @@ __all__ = [
     "TaskOutputInvalid",
     "TaskResult",
     "TaskRunner",
-    "TaskSpec",
-    "TaskStep",
     "UnknownTask",
     "builtin_tasks",
     "parse_json_answer",
@@ -218,7 +217,7 @@ class TaskRunner:
         spec = self.spec(name)
         context: dict[str, Any] = {"input": input, "steps": {}}
         result = TaskResult(output={})
-        for step in spec.chain():
+        for step in task_chain(spec):
             model = (
                 step.model or spec.model or self.task_routes.get(spec.name) or self.default_model
             )

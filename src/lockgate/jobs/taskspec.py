@@ -1,87 +1,49 @@
-"""Task declarations: :class:`TaskSpec`, :class:`TaskStep` and the built-in tasks.
+"""What tasks run: the steps of a :class:`~lockgate.settings.TaskSpec` and the built-in tasks.
 
-Kept free of pipeline imports so the ``jobs:`` config section (and so ``lockgate.config``)
-can use them; :mod:`lockgate.jobs.tasks` runs them and re-exports these names.
+The declarations (``TaskSpec``, ``TaskStep``) are config data in :mod:`lockgate.settings.jobs`;
+this module expands them (:func:`task_chain`), provides the built-ins (:func:`builtin_tasks`)
+and overlays the configured tasks on them (:func:`task_specs`). :mod:`lockgate.jobs.tasks`
+runs them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from lockgate.settings.jobs import JobsSettings, TaskSpec, TaskStep
 
-__all__ = ["BUILTIN_KINDS", "TaskSpec", "TaskStep", "builtin_tasks"]
+__all__ = ["BUILTIN_KINDS", "builtin_tasks", "task_chain", "task_specs"]
 
 BUILTIN_KINDS = ("classify", "extract", "summarize", "triage")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def task_chain(spec: TaskSpec) -> list[TaskStep]:
+    """The steps ``spec`` runs (built-ins expand to their standard prompts)."""
+    if spec.kind == "prompt":
+        if spec.steps:
+            return list(spec.steps)
+        return [
+            TaskStep(
+                name="main",
+                prompt=spec.prompt or "",
+                system=spec.system,
+                output_schema=spec.output_schema,
+            )
+        ]
+    return _builtin_chain(spec)
 
 
-class TaskStep(_Strict):
-    name: str = Field(min_length=1)
-    prompt: str = Field(min_length=1)
-    system: str | None = None
-    output_schema: dict[str, Any] | None = None
-    model: str | None = None
-    """Overrides the task's model for this step."""
+def task_specs(settings: JobsSettings) -> dict[str, TaskSpec]:
+    """Built-ins overlaid with the configured tasks (``jobs.tasks``).
 
-
-class TaskSpec(_Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    kind: Literal["prompt", "classify", "extract", "summarize", "triage"] = "prompt"
-    model: str | None = None
-    """Public model name (or task route); default: ``jobs.default_model``."""
-    system: str | None = None
-    prompt: str | None = None
-    steps: list[TaskStep] = Field(default_factory=list)
-    output_schema: dict[str, Any] | None = None
-    confidence_field: str | None = None
-    labels: list[str] = Field(default_factory=list)
-    fields: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    routes: dict[str, str] = Field(default_factory=dict)
-    default_team: str = "general"
-    max_attempts: int = Field(3, ge=1, le=100)
-    temperature: float = Field(0.0, ge=0, le=2)
-    max_tokens: int | None = Field(None, ge=1)
-    json_mode: bool = True
-    """Ask for ``response_format: json_schema`` (models that support it answer in shape)."""
-
-    @model_validator(mode="after")
-    def _check(self) -> TaskSpec:
-        if self.kind == "prompt" and not (self.prompt or self.steps):
-            raise ValueError(f"task '{self.name}' needs 'prompt' or 'steps'")
-        if self.kind in ("classify", "triage") and not self.labels:
-            raise ValueError(f"task '{self.name}' ({self.kind}) needs 'labels'")
-        if self.kind == "extract" and not self.fields and not self.output_schema:
-            raise ValueError(f"task '{self.name}' (extract) needs 'fields' or 'output_schema'")
-        for schema in [self.output_schema, *(s.output_schema for s in self.steps)]:
-            if schema is not None:
-                try:
-                    Draft202012Validator.check_schema(schema)
-                except SchemaError as exc:
-                    msg = f"task '{self.name}': invalid JSON schema: {exc.message}"
-                    raise ValueError(msg) from None
-        return self
-
-    def chain(self) -> list[TaskStep]:
-        """The steps this task runs (built-ins expand to their standard prompts)."""
-        if self.kind == "prompt":
-            if self.steps:
-                return list(self.steps)
-            return [
-                TaskStep(
-                    name="main",
-                    prompt=self.prompt or "",
-                    system=self.system,
-                    output_schema=self.output_schema,
-                )
-            ]
-        return _builtin_chain(self)
+    A task without ``model`` uses the task route (``Config.tasks[name]``) if any, else
+    ``default_model`` (the TaskRunner resolves it).
+    """
+    specs = builtin_tasks()
+    for spec in settings.tasks:
+        specs[spec.name] = spec
+    return specs
 
 
 # ------------------------------------------------------------------ built-ins

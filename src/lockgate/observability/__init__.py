@@ -1,8 +1,7 @@
-"""Observability: OpenTelemetry tracing (:mod:`.tracing`), structured JSON logs
-(:mod:`.logging`) and the config models for them and for shadow traffic
-(:mod:`.settings`).
+"""Observability: OpenTelemetry tracing (:mod:`.tracing`) and structured JSON logs
+(:mod:`.logging`). Their config models (``tracing:``, ``logging:``) are in
+:mod:`lockgate.settings.observability`.
 
-This package's ``__init__`` imports nothing heavy: ``lockgate.config`` imports
-:mod:`.settings`, and the hot path imports :mod:`.tracing`, which loads
-OpenTelemetry only when tracing is enabled.
+This package's ``__init__`` imports nothing heavy: the hot path imports :mod:`.tracing`,
+which loads OpenTelemetry only when tracing is enabled.
 """

@@ -45,8 +45,8 @@ import structlog
 from structlog.contextvars import bind_contextvars, bound_contextvars, merge_contextvars
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from lockgate.observability.settings import LoggingSettings
 from lockgate.observability.tracing import current_trace_ids
+from lockgate.settings import LoggingSettings
 
 __all__ = [
     "bind_request",

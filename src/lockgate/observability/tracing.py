@@ -18,7 +18,7 @@ are left out; an exception escaping the block is recorded and sets the span's
 status to ERROR). Spans nest through contextvars, so they follow ``await``.
 
 Enable with :func:`configure_tracing`, once at start-up, from
-:class:`~lockgate.observability.settings.TracingSettings` (``tracing:
+:class:`~lockgate.settings.TracingSettings` (``tracing:
 {enabled: true, exporter: otlp|console, endpoint: ..., sample_ratio: ...}``)
 or simply ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) in the environment, which turns on
@@ -52,7 +52,7 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
-from lockgate.observability.settings import TracingSettings
+from lockgate.settings import TracingSettings
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider

@@ -6,9 +6,9 @@ from typing import Protocol
 
 import orjson
 
-from lockgate.config import ModelDeployment
 from lockgate.pipeline.call import Call, UsageRecord
 from lockgate.providers.base import Usage
+from lockgate.settings import ModelDeployment
 
 
 class RecordSink(Protocol):

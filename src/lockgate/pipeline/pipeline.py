@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lockgate.config import ModelDeployment
 from lockgate.errors import BadRequest, Forbidden, GatewayError, NotFound, Unavailable
 from lockgate.governance import (
     BudgetExceeded,
@@ -52,6 +51,7 @@ from lockgate.pipeline.routing import Router, Target
 from lockgate.pipeline.validate import check_chat_body, check_embeddings_body
 from lockgate.pipeline.virtual import VirtualDeployment
 from lockgate.providers.base import Completion, ProviderError, StreamChunk, Usage
+from lockgate.settings import ModelDeployment
 from lockgate.state.base import StateUnavailable
 
 if TYPE_CHECKING:

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lockgate.config import Config, ModelDeployment, Policy
 from lockgate.governance import Governor, Scope, Ticket
 from lockgate.pipeline.call import Call
+from lockgate.settings import Config, ModelDeployment, Policy
 
 __all__ = ["Limits", "scopes_for"]
 

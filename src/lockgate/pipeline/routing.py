@@ -10,9 +10,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from lockgate.config import ModelDeployment
 from lockgate.pipeline.virtual import VirtualDeployment
 from lockgate.providers.base import Provider
+from lockgate.settings import ModelDeployment
 
 
 @dataclass(frozen=True, slots=True)

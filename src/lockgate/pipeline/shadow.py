@@ -76,9 +76,9 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 import sqlalchemy as sa
 
-from lockgate.observability.settings import ShadowConfig, ShadowSettings
 from lockgate.observability.tracing import STAGE, span
 from lockgate.providers.base import Completion, Provider, ProviderError, Usage
+from lockgate.settings import ShadowConfig, ShadowSettings
 from lockgate.store.engine import writer_engine
 from lockgate.store.tables import shadow_results
 

@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 from yarl import URL
 
-from lockgate.config import ModelDeployment
 from lockgate.formats.anthropic import (
     AnthropicToOpenAIStream,
     TranslationError,
@@ -26,6 +25,7 @@ from lockgate.formats.anthropic import (
 )
 from lockgate.providers.base import Completion, ErrorKind, ProviderError, StreamChunk, Usage
 from lockgate.providers.upstream_http import UpstreamHTTP
+from lockgate.settings import ModelDeployment
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_BASE_URL", "AnthropicProvider"]
 

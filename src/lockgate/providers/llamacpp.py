@@ -78,7 +78,6 @@ from typing import Any
 
 import llama_cpp
 
-from lockgate.config import ModelDeployment
 from lockgate.errors import ConfigError
 from lockgate.providers.base import Completion, ProviderError, StreamChunk, Usage
 from lockgate.providers.llamacpp_files import check_model_path, ensure_model_file
@@ -89,6 +88,7 @@ from lockgate.providers.llamacpp_prompt import (
     build_prompt,
     parse_options,
 )
+from lockgate.settings import ModelDeployment
 
 __all__ = ["LlamaCppProvider", "LlamaCppStats"]
 

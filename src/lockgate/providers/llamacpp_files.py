@@ -35,8 +35,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lockgate.config import DEFAULT_HOME
 from lockgate.errors import ConfigError
+from lockgate.settings import DEFAULT_HOME
 
 __all__ = [
     "BUNDLED_MODELS",

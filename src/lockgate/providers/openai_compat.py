@@ -18,9 +18,9 @@ from typing import Any
 
 import orjson
 
-from lockgate.config import ModelDeployment
 from lockgate.providers.base import Completion, ProviderError, StreamChunk, Usage
 from lockgate.providers.upstream_http import UpstreamHTTP, join_url, kind_for_status
+from lockgate.settings import ModelDeployment
 
 __all__ = ["OpenAICompatProvider"]
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from lockgate.errors import ConfigError
 
 if TYPE_CHECKING:
-    from lockgate.config import ModelDeployment
     from lockgate.providers.base import Provider
+    from lockgate.settings import ModelDeployment
 
 __all__ = ["PROVIDER_CLASSES", "build_provider"]
 

@@ -1,7 +1,8 @@
 """The ``rules`` provider: a non-AI answer for the kill switch ("rollback to non-AI behaviour").
 
 A ``provider: rules`` deployment answers chat requests without any model, in
-one of three ways given by its ``rules:`` mapping (:class:`RulesSpec`)::
+one of three ways given by its ``rules:`` mapping
+(:class:`~lockgate.settings.rules.RulesSpec`)::
 
     - name: support-fallback
       provider: rules
@@ -43,10 +44,11 @@ content, ``finish_reason: stop``, then a usage chunk) with zero usage and
 ``system_fingerprint: "lockgate-rules"``. Embeddings are refused
 (``bad_request``).
 
-Configuration: ``ModelDeployment.rules`` holds the :class:`RulesSpec` (a
-``provider: rules`` deployment without one is a config error). The registry
-builds ``RulesProvider(deployment)``, which reads ``deployment.rules`` (a
-RulesSpec or a plain mapping); ``RulesProvider(deployment, spec=...)`` overrides it.
+The spec is config (:mod:`lockgate.settings.rules`, ``ModelDeployment.rules``, checked
+when lockgate.yaml is loaded); this module holds the behaviour. The registry maps
+``rules`` to :class:`RulesProvider`, built as ``RulesProvider(deployment)``; it reads
+``deployment.rules`` (a RulesSpec or a plain mapping). ``RulesProvider(deployment,
+spec=...)`` overrides it.
 """
 
 from __future__ import annotations
@@ -59,53 +61,20 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 from jinja2 import ChainableUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
 from lockgate.errors import ConfigError
 from lockgate.providers.base import Completion, ProviderError, StreamChunk, Usage
+from lockgate.settings import RulesHttp, RulesSpec, Timeouts, resolve_secret
 
 if TYPE_CHECKING:
     from lockgate.providers.upstream_http import UpstreamHTTP
 
-__all__ = ["FINGERPRINT", "RulesHttp", "RulesProvider", "RulesSpec"]
+__all__ = ["FINGERPRINT", "RulesProvider"]
 
 FINGERPRINT: Final = "lockgate-rules"
 _STREAM_PIECE: Final = 64
 _FALLBACK_FIELDS: Final = ("text", "answer", "response", "content", "message")
-
-
-class RulesHttp(BaseModel):
-    """An existing rule service that answers a POSTed OpenAI request with JSON."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url: str = Field(pattern=r"^https?://")
-    response_field: str | None = None
-    """Dotted path to the answer text in the service's JSON (``a.b.0.c``)."""
-    timeout: float | None = Field(None, gt=0)
-    """Total seconds for the call; default: the deployment's timeouts."""
-    headers: dict[str, str] = Field(default_factory=dict)
-    """Extra request headers; values may be ``env:NAME`` references."""
-
-
-class RulesSpec(BaseModel):
-    """``rules:`` of a ``provider: rules`` deployment: exactly one of fixed, template, http."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    fixed: str | None = None
-    template: str | None = None
-    http: RulesHttp | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> RulesSpec:
-        given = [n for n in ("fixed", "template", "http") if getattr(self, n) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                "rules needs exactly one of 'fixed', 'template' or 'http'"
-                + (f" (got {', '.join(given)})" if given else "")
-            )
-        return self
 
 
 _ENV = ImmutableSandboxedEnvironment(undefined=ChainableUndefined, autoescape=False)
@@ -203,7 +172,6 @@ class RulesProvider:
             self._http = self._make_http(self.spec.http, name)
 
     def _make_http(self, spec: RulesHttp, name: str) -> UpstreamHTTP:
-        from lockgate.config import Timeouts, resolve_secret
         from lockgate.providers.upstream_http import UpstreamHTTP
 
         base = getattr(self.deployment, "timeouts", None)

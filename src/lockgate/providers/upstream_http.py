@@ -4,7 +4,7 @@
 (created lazily inside the running loop, re-created if the loop changed) and
 implements, once for every HTTP provider:
 
-* the four timeouts of :class:`~lockgate.config.Timeouts`, each reported as its
+* the four timeouts of :class:`~lockgate.settings.Timeouts`, each reported as its
   own :data:`~lockgate.providers.base.ErrorKind`: ``connect`` via aiohttp's
   socket-connect timeout, ``first_token`` (response headers and, for streams,
   the first SSE event), ``idle`` (gap between SSE events; also the body read of
@@ -32,9 +32,9 @@ import orjson
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from lockgate.config import Timeouts
 from lockgate.providers.base import ErrorKind, ProviderError
 from lockgate.providers.sse import SSEDecoder, SSEEvent
+from lockgate.settings import Timeouts
 
 __all__ = [
     "UpstreamHTTP",

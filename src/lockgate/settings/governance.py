@@ -1,45 +1,32 @@
-"""Governance settings as pydantic models, meant to be embedded in ``lockgate.yaml``.
+"""Governance settings: limits, budgets, breakers and the process-wide choices.
 
 ``LimitsConfig`` and ``BudgetConfig`` attach to a key, a team or a model;
 ``BreakerConfig`` to a deployment (or globally); ``GovernanceConfig`` holds the
 process-wide choices (failure policy, default reservation size). Money is
-given in currency units (floats) and kept internally as integer micro-units.
+given in currency units (floats); governance keeps it as integer micro-units
+(:mod:`lockgate.governance.money`).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from lockgate.state.base import BreakerParams
+from lockgate.settings.base import Strict
 
 __all__ = [
-    "MICROS",
     "BreakerConfig",
     "BudgetConfig",
     "FailurePolicy",
     "GovernanceConfig",
     "LimitsConfig",
-    "to_micros",
 ]
-
-MICROS = 1_000_000
-"""Micro-units per currency unit."""
 
 FailurePolicy = Literal["fail_closed", "fail_open"]
 
 
-def to_micros(amount: float) -> int:
-    """Currency units to integer micro-units (rounded to the nearest micro-unit)."""
-    return round(amount * MICROS)
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LimitsConfig(_Strict):
+class LimitsConfig(Strict):
     """Rate limits of one key, team or model. ``None`` means no limit.
 
     Tokens are prompt + completion tokens. Minute limits are GCRA with a burst
@@ -56,7 +43,7 @@ class LimitsConfig(_Strict):
         return self.rpm is None and self.tpm is None and self.rpd is None and self.tpd is None
 
 
-class BudgetConfig(_Strict):
+class BudgetConfig(Strict):
     """Spending ceilings of one key, team or model over calendar UTC windows.
 
     ``daily`` resets at 00:00 UTC, ``monthly`` at 00:00 UTC on the 1st.
@@ -77,7 +64,7 @@ class BudgetConfig(_Strict):
         )
 
 
-class BreakerConfig(_Strict):
+class BreakerConfig(Strict):
     """Per-deployment circuit breaker, shared by every gateway through the state backend."""
 
     window_seconds: float = Field(30.0, gt=0, description="error-rate sliding window")
@@ -101,20 +88,8 @@ class BreakerConfig(_Strict):
         description="trust a 'closed' state seen this recently without asking the backend",
     )
 
-    def params(self) -> BreakerParams:
-        return BreakerParams(
-            window=self.window_seconds,
-            buckets=self.buckets,
-            min_requests=self.min_requests,
-            failure_rate=self.failure_rate,
-            open_seconds=self.open_seconds,
-            half_open_probes=self.half_open_probes,
-            half_open_successes=self.half_open_successes,
-            probe_ttl=self.probe_timeout_seconds,
-        )
 
-
-class GovernanceConfig(_Strict):
+class GovernanceConfig(Strict):
     """Process-wide governance choices."""
 
     limits_on_state_error: FailurePolicy = "fail_closed"

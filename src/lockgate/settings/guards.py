@@ -1,4 +1,4 @@
-"""Guard settings (the ``guards:`` section of lockgate.yaml), strict, with defaults.
+"""``guards:``: PII, prompt injection and output contracts, strict, with defaults.
 
 Example::
 
@@ -16,26 +16,31 @@ Example::
 Defaults: PII ``off`` (no cost on the hot path until a policy asks for it),
 injection ``flag`` (record + header, never blocks), no contracts. Team
 overrides replace the whole ``pii`` or ``injection`` block for that team and are
-looked up by team id, then team name.
+looked up by team id, then team name. The guards themselves are :mod:`lockgate.guards`.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from jsonschema import exceptions as js_exceptions
 from jsonschema import validators as js_validators
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from lockgate.guards.contracts import CONTRACT_ID_RE
+from lockgate.settings.base import Strict
 
 __all__ = [
+    "CONTRACT_ID_RE",
     "GuardsConfig",
     "InjectionPolicy",
     "PiiEntity",
     "PiiPolicy",
     "TeamGuards",
 ]
+
+CONTRACT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}@[0-9]{1,6}$")
+"""A contract id: ``name@version`` (``ticket-triage@2``)."""
 
 PiiEntity = Literal[
     "EMAIL",
@@ -53,11 +58,7 @@ PiiEntity = Literal[
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PiiPolicy(_Strict):
+class PiiPolicy(Strict):
     action: Literal["off", "log_only", "redact", "redact_restore", "block"] = "off"
     """What to do with PII in requests."""
     entities: tuple[PiiEntity, ...] | None = None
@@ -73,7 +74,7 @@ class PiiPolicy(_Strict):
         return v
 
 
-class InjectionPolicy(_Strict):
+class InjectionPolicy(Strict):
     action: Literal["off", "flag", "block"] = "flag"
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     """``block`` applies when the score reaches this value."""
@@ -81,12 +82,12 @@ class InjectionPolicy(_Strict):
     """Message roles that are scanned (system prompts are the operator's own)."""
 
 
-class TeamGuards(_Strict):
+class TeamGuards(Strict):
     pii: PiiPolicy | None = None
     injection: InjectionPolicy | None = None
 
 
-class GuardsConfig(_Strict):
+class GuardsConfig(Strict):
     pii: PiiPolicy = PiiPolicy()
     injection: InjectionPolicy = InjectionPolicy()
     teams: dict[str, TeamGuards] = Field(default_factory=dict)
