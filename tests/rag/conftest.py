@@ -1,4 +1,7 @@
-"""Fixtures: a RagService on a fresh SQLite file (and, marked postgres, on a fresh database)."""
+"""Fixtures: a RagService on a fresh SQLite file (and, marked postgres, on a fresh database).
+
+The database is migrated first (the RAG tables are the store's, under Alembic).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from lockgate.rag.repository import RagStore
 from lockgate.rag.service import RagService, RagSettings
-from lockgate.rag.store import RagStore
 from lockgate.store.engine import create_engine
 from tests.rag.rag_support import FakePipeline
 
@@ -42,7 +45,8 @@ async def service(
         name = "lgrag_" + uuid.uuid4().hex[:12]
         await _admin(f'CREATE DATABASE "{name}"')
         engine = create_engine(f"postgresql://postgres@127.0.0.1:5432/{name}")
-    svc = RagService(RagStore(engine), fake_pipeline, RagSettings(embed_model="embed"))
+    store = await RagStore.migrated(engine)
+    svc = RagService(store, fake_pipeline, RagSettings(embed_model="embed"))
     try:
         yield svc
     finally:

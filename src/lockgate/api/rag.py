@@ -80,8 +80,8 @@ from lockgate.rag import (
     UnknownCollection,
     normalize_principal,
 )
+from lockgate.rag.catalog import CollectionInfo
 from lockgate.rag.loaders import parse_html
-from lockgate.rag.store import CollectionInfo
 from lockgate.rag.types import Mode
 from lockgate.runtime import Runtime
 

@@ -22,8 +22,8 @@ from lockgate.cli.common import ConfigOption, console, err_console, fail, get_co
 from lockgate.config import Config
 from lockgate.pipeline.call import Principal
 from lockgate.rag.evaluation import calibrate, evaluate, load_qrels, load_queries
+from lockgate.rag.repository import RagStore
 from lockgate.rag.service import RagService, RagSettings, UnknownCollection
-from lockgate.rag.store import RagStore
 from lockgate.rag.types import PUBLIC, Caller, Mode, normalize_principal
 
 __all__ = ["OPERATOR_PRINCIPAL", "rag_app"]
