@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.rag.rag_support import OPERATOR, FakePipeline  # noqa: E402
 
+from lockgate.rag.repository import RagStore  # noqa: E402
 from lockgate.rag.service import RagService, RagSettings  # noqa: E402
-from lockgate.rag.store import RagStore  # noqa: E402
 from lockgate.rag.types import Caller, SourceDocument  # noqa: E402
 from lockgate.store.engine import create_engine  # noqa: E402
 
@@ -79,7 +79,7 @@ async def run(n: int, backend: str, queries: int, reuse: bool = False) -> dict[s
         await conn.close()
         engine = create_engine(f"postgresql://postgres@127.0.0.1:5432/{name}")
     pipe = FakePipeline()
-    svc = RagService(RagStore(engine), pipe, RagSettings(embed_model="embed"))
+    svc = RagService(await RagStore.migrated(engine), pipe, RagSettings(embed_model="embed"))
     import tests.rag.rag_support as support
 
     support.DIM = 384

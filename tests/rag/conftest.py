@@ -1,4 +1,7 @@
-"""Fixtures: a RagService on a fresh SQLite file (and, marked postgres, on a fresh database)."""
+"""Fixtures: a RagService on a fresh SQLite file (and, marked postgres, on a fresh database).
+
+The database is migrated first (the RAG tables are the store's, under Alembic).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from lockgate.rag.repository import RagStore
 from lockgate.rag.service import RagService, RagSettings
-from lockgate.rag.store import RagStore
 from lockgate.store.engine import create_engine
 from tests.rag.rag_support import FakePipeline
 
@@ -42,10 +45,25 @@ async def service(
         name = "lgrag_" + uuid.uuid4().hex[:12]
         await _admin(f'CREATE DATABASE "{name}"')
         engine = create_engine(f"postgresql://postgres@127.0.0.1:5432/{name}")
-    svc = RagService(RagStore(engine), fake_pipeline, RagSettings(embed_model="embed"))
+    store = await RagStore.migrated(engine)
+    svc = RagService(store, fake_pipeline, RagSettings(embed_model="embed"))
     try:
         yield svc
     finally:
         await engine.dispose()
         if name:
             await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A brand-new, never migrated database: a SQLite file or a PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    name = "lgrag_" + uuid.uuid4().hex[:12]
+    await _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -6,17 +6,23 @@ Public surface (adapters build one :class:`RagService` per process)::
     svc = RagService(RagStore(rt.store.engine), rt.pipeline, RagSettings(embed_model="embed"))
 
 Modules: ``types`` (records, principals), ``loaders`` (files -> documents),
-``chunking``, ``analysis`` (BM25 terms), ``store`` (SQLite/PostgreSQL SQL),
-``dense`` (in-memory vectors), ``models`` (the pipeline door), ``ingest``,
-``retrieval`` (BM25/dense/hybrid + fusion), ``answer`` (prompt, citations,
-refusal), ``service`` (the facade), ``evaluation`` (BEIR metrics, calibration).
+``chunking``, ``analysis`` (BM25 terms), ``repository`` (:class:`RagStore`, the
+storage facade over ``catalog`` (collections), ``documents`` (documents, ACL rows),
+``chunks``, ``lexical`` (FTS5 / postings index) and ``access`` (ACL + filters in
+SQL); the tables are the store's, under its migrations), ``bm25`` (the scoring
+formula), ``dense`` (in-memory vectors), ``models`` (the pipeline door),
+``ingest``, ``retrieval`` (BM25/dense/hybrid + fusion), ``answer`` (prompt,
+citations, refusal), ``service`` (the facade), ``evaluation`` (BEIR metrics,
+calibration).
 """
 
+from lockgate.rag.access import Filters
 from lockgate.rag.answer import REFUSAL, Answer
+from lockgate.rag.catalog import CollectionInfo
 from lockgate.rag.ingest import IngestReport
+from lockgate.rag.repository import RagStore
 from lockgate.rag.retrieval import Reranker, RetrievalResult
 from lockgate.rag.service import RagService, RagSettings, StreamEvent, UnknownCollection
-from lockgate.rag.store import RagStore
 from lockgate.rag.types import PUBLIC, Caller, Hit, SourceDocument, normalize_principal
 
 __all__ = [
@@ -24,6 +30,8 @@ __all__ = [
     "REFUSAL",
     "Answer",
     "Caller",
+    "CollectionInfo",
+    "Filters",
     "Hit",
     "IngestReport",
     "RagService",

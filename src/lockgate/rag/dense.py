@@ -19,7 +19,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from lockgate.rag.store import Filters, RagStore
+from lockgate.rag.access import Filters
+from lockgate.rag.repository import RagStore
 
 __all__ = ["DenseIndex", "DenseIndexes", "from_blob", "to_blob"]
 

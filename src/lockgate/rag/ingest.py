@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lockgate.rag.access import acl_hash
 from lockgate.rag.analysis import term_counts
+from lockgate.rag.catalog import CollectionInfo
 from lockgate.rag.chunking import ChunkingOptions, chunk_document
 from lockgate.rag.dense import to_blob
 from lockgate.rag.loaders import DEFAULT_MAX_BYTES, LoadError, iter_files, load_file
 from lockgate.rag.models import Embedder
-from lockgate.rag.store import CollectionInfo, RagStore, acl_hash
+from lockgate.rag.repository import RagStore
 from lockgate.rag.types import PUBLIC, Chunk, SourceDocument
 
 __all__ = ["IngestReport", "Ingestor", "content_hash", "documents_from_paths"]

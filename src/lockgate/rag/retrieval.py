@@ -30,10 +30,12 @@ from typing import Literal, Protocol
 import numpy as np
 
 from lockgate.pipeline.call import Principal
+from lockgate.rag.access import Filters
 from lockgate.rag.analysis import analyze
+from lockgate.rag.catalog import CollectionInfo
 from lockgate.rag.dense import DenseIndexes
 from lockgate.rag.models import Embedder
-from lockgate.rag.store import K1, CollectionInfo, Filters, RagStore
+from lockgate.rag.repository import RagStore
 from lockgate.rag.types import Caller, Hit, Mode
 
 __all__ = [
@@ -229,7 +231,5 @@ class Retriever:
         self, coll: CollectionInfo, terms: list[str], hits: list[Hit], version: int
     ) -> float:
         best = max((h.bm25 for h in hits if h.bm25 is not None), default=0.0)
-        n, _ = await self.store.lexical_stats(coll.id, version)
-        dfs = await self.store.document_frequencies(coll.id, terms)
-        ceiling = sum(self.store.idf(n, dfs.get(t, 0)) * (K1 + 1) for t in terms)
+        ceiling = await self.store.bm25_ceiling(coll.id, terms, version)
         return float(best / ceiling) if ceiling > 0 else 0.0

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lockgate.pipeline.call import Principal
+from lockgate.rag.access import Filters
 from lockgate.rag.answer import (
     REFUSAL,
     Answer,
@@ -28,13 +29,14 @@ from lockgate.rag.answer import (
     clean_citations,
     extractive_answer,
 )
+from lockgate.rag.catalog import CollectionInfo
 from lockgate.rag.chunking import ChunkingOptions
 from lockgate.rag.dense import DenseIndexes
 from lockgate.rag.ingest import Ingestor, IngestReport, Progress, documents_from_paths
 from lockgate.rag.loaders import DEFAULT_MAX_BYTES
 from lockgate.rag.models import Embedder, ModelPipeline, chat_call
+from lockgate.rag.repository import RagStore
 from lockgate.rag.retrieval import DEFAULT_ALPHA, Fusion, Reranker, RetrievalResult, Retriever
-from lockgate.rag.store import CollectionInfo, Filters, RagStore
 from lockgate.rag.types import PUBLIC, Caller, Mode, SourceDocument
 
 __all__ = ["DEFAULT_THRESHOLDS", "RagService", "RagSettings", "StreamEvent", "UnknownCollection"]

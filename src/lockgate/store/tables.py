@@ -1,13 +1,16 @@
 """The store's tables (SQLAlchemy Core), portable between SQLite and PostgreSQL.
 
 The Alembic revisions (``migrations/versions/0001_initial.py``, then
-``0002_audit_chain_shadow.py`` for the audit hash chain and shadow results) create
-exactly these; ``tests/store`` checks that the migrated schema and this metadata
-do not drift apart. Timestamps are timezone-aware UTC in Python on both engines.
+``0002_audit_chain_shadow.py`` for the audit hash chain and shadow results, then
+``0003_rag_tables.py`` for the RAG feature's tables) create exactly these;
+``tests/store`` checks that the migrated schema and this metadata do not drift
+apart (through :func:`schema_filter`). Timestamps are timezone-aware UTC in
+Python on both engines.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,10 +18,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 __all__ = [
+    "RAG_FTS_PREFIX",
     "UTCDateTime",
     "api_keys",
     "audit_chain",
     "metadata",
+    "rag_chunks",
+    "rag_collections",
+    "rag_doc_principals",
+    "rag_documents",
+    "rag_postings",
+    "schema_filter",
     "shadow_results",
     "teams",
     "usage_records",
@@ -149,3 +159,135 @@ shadow_results = sa.Table(
     sa.Column("text_match", sa.Boolean(), nullable=True),
     sa.Column("json_match", sa.Boolean(), nullable=True),
 )
+
+
+# ---------------------------------------------------------------- RAG (lockgate.rag)
+# Same columns, types and index names as the DDL lockgate.rag issued itself before
+# these tables came under Alembic (0003 adopts databases made by that DDL as they
+# are). The constraint names are PostgreSQL's defaults for that DDL, so a fresh
+# database and an adopted one are alike. Times are epoch seconds (float), as the
+# RAG code has always written them.
+#
+# Not in this metadata: SQLite's lexical index, one FTS5 virtual table per
+# collection (``rag_fts_<collection id>`` plus FTS5's own shadow tables), which
+# lockgate.rag creates and drops with the collection. rag_postings (the lexical
+# index on PostgreSQL) exists on PostgreSQL only.
+
+RAG_FTS_PREFIX = "rag_fts_"
+# DOUBLE PRECISION on PostgreSQL, REAL on SQLite; ids and references BIGINT / INTEGER
+_Real: sa.types.TypeEngine[float] = sa.Double().with_variant(sa.REAL(), "sqlite")
+_RefId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+_ONLY_ON = "lockgate_only_on"
+
+rag_collections = sa.Table(
+    "rag_collections",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.Text(), nullable=False),
+    sa.Column("embed_model", sa.Text(), nullable=True),
+    sa.Column("dim", sa.Integer(), nullable=True),
+    sa.Column("threshold", _Real, nullable=True),
+    sa.Column("threshold_kind", sa.Text(), nullable=True),
+    # bumped by every write transaction; the in-memory dense index reloads on change
+    sa.Column("version", _RefId, nullable=False, server_default=sa.text("0")),
+    sa.Column("created_at", _Real, nullable=False),
+    sa.Column("updated_at", _Real, nullable=False),
+    sa.PrimaryKeyConstraint("id", name="rag_collections_pkey"),
+    sa.UniqueConstraint("name", name="rag_collections_name_key"),
+    sqlite_autoincrement=True,
+)
+
+rag_documents = sa.Table(
+    "rag_documents",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("collection_id", _RefId, nullable=False),
+    sa.Column("doc_id", sa.Text(), nullable=False),
+    sa.Column("title", sa.Text(), nullable=False),
+    sa.Column("source", sa.Text(), nullable=False),
+    sa.Column("content_hash", sa.Text(), nullable=False),
+    sa.Column("attrs_hash", sa.Text(), nullable=False),
+    sa.Column("metadata", sa.Text(), nullable=False),  # JSON text
+    sa.Column("indexed_at", _Real, nullable=False),
+    sa.Column("source_mtime", _Real, nullable=True),
+    sa.Column("n_chunks", sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint("id", name="rag_documents_pkey"),
+    sa.ForeignKeyConstraint(
+        ["collection_id"], ["rag_collections.id"], ondelete="CASCADE",
+        name="rag_documents_collection_id_fkey",
+    ),
+    sa.UniqueConstraint("collection_id", "doc_id", name="rag_documents_collection_id_doc_id_key"),
+    sqlite_autoincrement=True,
+)
+
+# The ACL: (principal, document) pairs, joined in SQL by every retriever before its top-k.
+rag_doc_principals = sa.Table(
+    "rag_doc_principals",
+    metadata,
+    sa.Column("doc_pk", _RefId, nullable=False),
+    sa.Column("principal", sa.Text(), nullable=False),
+    sa.PrimaryKeyConstraint("principal", "doc_pk", name="rag_doc_principals_pkey"),
+    sa.ForeignKeyConstraint(
+        ["doc_pk"], ["rag_documents.id"], ondelete="CASCADE",
+        name="rag_doc_principals_doc_pk_fkey",
+    ),
+    sa.Index("ix_rag_doc_principals_doc", "doc_pk"),
+)
+
+rag_chunks = sa.Table(
+    "rag_chunks",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("doc_pk", _RefId, nullable=False),
+    sa.Column("collection_id", _RefId, nullable=False),
+    sa.Column("chunk_id", sa.Text(), nullable=False),
+    sa.Column("ord", sa.Integer(), nullable=False),
+    sa.Column("heading", sa.Text(), nullable=False),
+    sa.Column("text", sa.Text(), nullable=False),
+    sa.Column("char_start", sa.Integer(), nullable=False),
+    sa.Column("char_end", sa.Integer(), nullable=False),
+    sa.Column("n_terms", sa.Integer(), nullable=False),
+    # unit vector, little-endian float32 (lockgate.rag.dense); NULL without an embeddings model
+    sa.Column("embedding", sa.LargeBinary(), nullable=True),
+    sa.PrimaryKeyConstraint("id", name="rag_chunks_pkey"),
+    sa.ForeignKeyConstraint(
+        ["doc_pk"], ["rag_documents.id"], ondelete="CASCADE", name="rag_chunks_doc_pk_fkey"
+    ),
+    sa.Index("ix_rag_chunks_doc", "doc_pk"),
+    sa.Index("ix_rag_chunks_coll", "collection_id", "id"),
+    sqlite_autoincrement=True,
+)
+
+# PostgreSQL's lexical index: BM25 postings (SQLite uses FTS5 instead).
+rag_postings = sa.Table(
+    "rag_postings",
+    metadata,
+    sa.Column("collection_id", _RefId, nullable=False),
+    sa.Column("term", sa.Text(), nullable=False),
+    sa.Column("chunk_pk", _RefId, nullable=False),
+    sa.Column("tf", sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint("collection_id", "term", "chunk_pk", name="rag_postings_pkey"),
+    sa.ForeignKeyConstraint(
+        ["chunk_pk"], ["rag_chunks.id"], ondelete="CASCADE", name="rag_postings_chunk_pk_fkey"
+    ),
+    sa.Index("ix_rag_postings_chunk", "chunk_pk"),
+    info={_ONLY_ON: ("postgresql",)},
+)
+
+
+def schema_filter(dialect: str) -> Callable[[Any, str | None, str, bool, Any], bool]:
+    """Alembic ``include_object`` for ``dialect``: what this metadata manages there.
+
+    Leaves out tables of another backend only (rag_postings on SQLite) and the
+    per-collection FTS5 tables lockgate.rag makes at run time.
+    """
+
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        if type_ != "table":
+            return True
+        if name and name.startswith(RAG_FTS_PREFIX):
+            return False
+        only_on = obj.info.get(_ONLY_ON) if isinstance(obj, sa.Table) else None
+        return only_on is None or dialect in only_on
+
+    return include

@@ -1,0 +1,212 @@
+"""The lexical (BM25) index of a collection's chunks, on either backend.
+
+* SQLite: one FTS5 table per collection (``rag_fts_<id>``, rowid = chunk pk)
+  holding the analysed terms (:mod:`lockgate.rag.analysis`), scored by FTS5's
+  ``bm25()``. The table is made and dropped with its collection; it is not part
+  of the migrated schema.
+* PostgreSQL: ``rag_postings`` (collection, term, chunk, tf), scored in SQL with
+  :data:`lockgate.rag.bm25.PG_SCORE_SQL`.
+
+Both rank with the same formula (:mod:`lockgate.rag.bm25`). Every method works on
+the caller's connection, so index writes share the transaction of the rows they
+index.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import BindParameter
+
+from lockgate.rag import bm25
+from lockgate.store.tables import RAG_FTS_PREFIX
+
+__all__ = ["LexicalIndex", "fts_table"]
+
+
+def fts_table(cid: int) -> str:
+    return f"{RAG_FTS_PREFIX}{int(cid)}"
+
+
+def _fts_quote(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+class LexicalIndex:
+    """Writes and searches the BM25 index; caches corpus statistics per collection version."""
+
+    def __init__(self, sqlite: bool) -> None:
+        self.sqlite = sqlite
+        self._stats_cache: dict[int, tuple[int, int, float]] = {}
+
+    # ------------------------------------------------------------ writes
+
+    async def create(self, conn: AsyncConnection, cid: int) -> None:
+        """Make the index of a new collection (SQLite; PostgreSQL shares rag_postings)."""
+        if self.sqlite:
+            await conn.execute(
+                text(
+                    f"CREATE VIRTUAL TABLE IF NOT EXISTS {fts_table(cid)}"
+                    " USING fts5(terms, tokenize='unicode61 remove_diacritics 0')"
+                )
+            )
+
+    async def drop(self, conn: AsyncConnection, cid: int) -> None:
+        """Drop the index of a collection whose documents are gone."""
+        if self.sqlite:
+            await conn.execute(text(f"DROP TABLE IF EXISTS {fts_table(cid)}"))
+        self._stats_cache.pop(cid, None)
+
+    async def add(
+        self, conn: AsyncConnection, cid: int, entries: Sequence[tuple[int, Counter[str]]]
+    ) -> None:
+        """Index (chunk pk, term counts) pairs."""
+        if not entries:
+            return
+        if self.sqlite:
+            await conn.execute(
+                text(f"INSERT INTO {fts_table(cid)} (rowid, terms) VALUES (:r, :t)"),
+                [{"r": pk, "t": " ".join(tc.elements())} for pk, tc in entries],
+            )
+            return
+        postings = [
+            {"c": cid, "t": term, "p": pk, "f": tf}
+            for pk, tc in entries
+            for term, tf in tc.items()
+        ]
+        if postings:
+            await conn.execute(
+                text(
+                    "INSERT INTO rag_postings (collection_id, term, chunk_pk, tf)"
+                    " VALUES (:c, :t, :p, :f)"
+                ),
+                postings,
+            )
+
+    async def remove_documents(self, conn: AsyncConnection, cid: int, doc_pks: list[int]) -> None:
+        """Unindex the chunks of these documents (before their chunk rows are deleted)."""
+        if not doc_pks:
+            return
+        if self.sqlite:
+            await conn.execute(
+                text(
+                    f"DELETE FROM {fts_table(cid)} WHERE rowid IN"
+                    " (SELECT id FROM rag_chunks WHERE doc_pk IN :pks)"
+                ).bindparams(bindparam("pks", expanding=True)),
+                {"pks": doc_pks},
+            )
+            return
+        await conn.execute(
+            text(
+                "DELETE FROM rag_postings WHERE collection_id = :c AND chunk_pk IN"
+                " (SELECT id FROM rag_chunks WHERE doc_pk IN :pks)"
+            ).bindparams(bindparam("pks", expanding=True)),
+            {"pks": doc_pks, "c": cid},
+        )
+
+    # ------------------------------------------------------------ statistics
+
+    async def stats(self, conn: AsyncConnection, cid: int, version: int) -> tuple[int, float]:
+        """(chunk count, average index terms per chunk), cached per collection version."""
+        cached = self._stats_cache.get(cid)
+        if cached is not None and cached[0] == version:
+            return cached[1], cached[2]
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT COUNT(*), COALESCE(AVG(n_terms), 0) FROM rag_chunks"
+                    " WHERE collection_id = :c"
+                ),
+                {"c": cid},
+            )
+        ).one()
+        n, avg = int(row[0]), float(row[1] or 0.0)
+        self._stats_cache[cid] = (version, n, avg)
+        return n, avg
+
+    async def document_frequencies(
+        self, conn: AsyncConnection, cid: int, terms: Sequence[str]
+    ) -> dict[str, int]:
+        uniq = sorted(set(terms))
+        if not uniq:
+            return {}
+        if self.sqlite:
+            out: dict[str, int] = {}
+            for t in uniq:
+                n = (
+                    await conn.execute(
+                        text(f"SELECT COUNT(*) FROM {fts_table(cid)} WHERE terms MATCH :q"),
+                        {"q": _fts_quote(t)},
+                    )
+                ).scalar()
+                out[t] = int(n or 0)
+            return out
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT term, COUNT(*) FROM rag_postings WHERE collection_id = :c"
+                    " AND term IN :ts GROUP BY term"
+                ).bindparams(bindparam("ts", expanding=True)),
+                {"c": cid, "ts": uniq},
+            )
+        ).all()
+        found = {r[0]: int(r[1]) for r in rows}
+        return {t: found.get(t, 0) for t in uniq}
+
+    async def max_score(
+        self, conn: AsyncConnection, cid: int, terms: Sequence[str], version: int
+    ) -> float:
+        """The query's BM25 ceiling (:func:`lockgate.rag.bm25.max_score`) in this collection."""
+        n, _ = await self.stats(conn, cid, version)
+        dfs = await self.document_frequencies(conn, cid, terms)
+        return bm25.max_score(bm25.query_weights(terms, n, dfs))
+
+    # ------------------------------------------------------------ search
+
+    async def search(
+        self,
+        conn: AsyncConnection,
+        cid: int,
+        terms: Sequence[str],
+        *,
+        where: str,
+        binds: Sequence[BindParameter[Any]],
+        params: dict[str, Any],
+        k: int,
+        version: int,
+    ) -> list[tuple[int, float]]:
+        """Top-k (chunk pk, BM25 score, higher is better) among chunks of ``d`` rows ``where``.
+
+        ``where``/``binds``/``params`` come from :func:`lockgate.rag.access.readable_where`.
+        """
+        if not terms:
+            return []
+        params = {**params, "c": cid, "k": k}
+        if self.sqlite:
+            fts = fts_table(cid)
+            params["q"] = " OR ".join(_fts_quote(t) for t in terms)
+            sql = (
+                f"SELECT f.rowid, bm25({fts}) AS s FROM {fts} f"
+                " JOIN rag_chunks c ON c.id = f.rowid JOIN rag_documents d ON d.id = c.doc_pk"
+                f" WHERE {fts} MATCH :q AND {where} ORDER BY s LIMIT :k"
+            )
+            rows = (await conn.execute(text(sql).bindparams(*binds), params)).all()
+            return [(int(r[0]), -float(r[1])) for r in rows]
+        n, avgdl = await self.stats(conn, cid, version)
+        dfs = await self.document_frequencies(conn, cid, terms)
+        params.update(bm25.pg_score_params(bm25.query_weights(terms, n, dfs), avgdl))
+        sql = (
+            "WITH q AS (SELECT * FROM unnest(CAST(:ts AS text[]), CAST(:ws AS float8[]))"
+            " AS q(term, w))"
+            f" SELECT p.chunk_pk, SUM({bm25.PG_SCORE_SQL}) AS s"
+            " FROM rag_postings p JOIN q ON q.term = p.term"
+            " JOIN rag_chunks c ON c.id = p.chunk_pk JOIN rag_documents d ON d.id = c.doc_pk"
+            f" WHERE p.collection_id = :c AND {where}"
+            " GROUP BY p.chunk_pk ORDER BY s DESC, p.chunk_pk LIMIT :k"
+        )
+        rows = (await conn.execute(text(sql).bindparams(*binds), params)).all()
+        return [(int(r[0]), float(r[1])) for r in rows]
