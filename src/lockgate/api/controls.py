@@ -70,9 +70,10 @@ async def usage_by_business_unit(
         bu = units.get(row.get("team_id") or "")
         agg = out.setdefault(bu, {"business_unit": bu, "teams": 0, "requests": 0,
                                   "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0,
-                                  "errors": 0})
+                                  "errors": 0, "shadow_requests": 0, "shadow_cost": 0.0})
         agg["teams"] += 1
-        for name in ("requests", "prompt_tokens", "completion_tokens", "cost", "errors"):
+        for name in ("requests", "prompt_tokens", "completion_tokens", "cost", "errors",
+                     "shadow_requests", "shadow_cost"):
             agg[name] += row[name]
     return sorted(out.values(), key=lambda r: (r["business_unit"] is None,
                                                 r["business_unit"] or ""))
