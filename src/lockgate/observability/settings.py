@@ -1,8 +1,8 @@
 """Config models of the observation features: tracing, JSON logs and shadow traffic.
 
 Pure pydantic, no other lockgate imports, so ``lockgate.config`` can import
-them without an import cycle (``lockgate.pipeline`` imports ``lockgate.config``,
-so these cannot live in ``lockgate.pipeline.shadow`` itself)::
+them without an import cycle (``lockgate.shadow`` imports ``lockgate.config``,
+so these cannot live there)::
 
     from lockgate.observability.settings import LoggingSettings, ShadowSettings, TracingSettings
 
