@@ -17,6 +17,8 @@ class GatewayError(Exception):
     status: int = 500
     type: str = "api_error"
     code: str | None = None
+    upstream_kind: str | None = None
+    """The provider failure behind this error (``ProviderError.kind``), when there was one."""
 
     def __init__(
         self,

@@ -81,7 +81,8 @@ class Metrics:
         )
         self.audit = Gauge(
             "lockgate_audit", "Audit writer counters of this process since start (written, "
-            "duplicates, batches, failed_flushes, spilled, replayed, rejected, lost)",
+            "duplicates, batches, failed_flushes, spilled, replayed, rejected, lost, "
+            "shadow_written)",
             ["stat"], registry=r, multiprocess_mode="livesum",
         )
 

@@ -295,10 +295,10 @@ class Runtime:
         return True
 
     def _attach_mirror(self) -> None:
-        """Shadow traffic (lockgate.pipeline.shadow), when that module is present."""
+        """Shadow traffic (lockgate.shadow): samples go through this pipeline, rows to ``audit``."""
         if self.config.shadow is None:
             return
-        from lockgate.pipeline.shadow import build_mirror
+        from lockgate.shadow import build_mirror
 
         self.pipeline.controls.mirror = build_mirror(self)
 
@@ -350,7 +350,7 @@ class Runtime:
             await ks.stop()
         mirror = self.pipeline.controls.mirror
         if mirror is not None:
-            await mirror.aclose()  # drains queued samples, writes their rows
+            await mirror.aclose()  # finishes queued samples; their rows drain with the audit
         for provider in self.providers:
             await provider.aclose()
         await self.audit.close()

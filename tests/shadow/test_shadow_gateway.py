@@ -10,7 +10,7 @@ import httpx
 import pytest
 from tests.gateway.conftest import MASTER, ServerThread, gateway_config
 
-from lockgate.pipeline.shadow import ShadowStats, shadow_report
+from lockgate.shadow import ShadowStats, shadow_report
 from lockgate.store import Store
 from lockgate.testing.stub_upstream import run_stub_in_thread
 

@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from lockgate.store import AuditOverflow, AuditWriter, Store
-from lockgate.store.tables import usage_records
+from lockgate.store.tables import shadow_results, usage_records
 
 RecordFactory = Callable[..., Any]
 
@@ -321,3 +322,123 @@ async def test_record_after_close_is_spilled_not_lost(
     await until(lambda: w2.replayed == 1)
     await w2.close()
     assert [r.request_id for r in await store.recent_usage(5)] == ["req_test_late"]
+
+
+# ---------------------------------------------------------------- shadow rows: the second kind
+
+
+def shadow_result(n: int | str, **kw: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "created_at": datetime.now(UTC), "request_id": f"req_shadow_{n}", "model": "support",
+        "primary_deployment": "support/a", "candidate_deployment": "support/b",
+        "primary_text": "yes", "candidate_text": "yes", "primary_latency_ms": 10.0,
+        "candidate_latency_ms": 5.0, "primary_cost": 0.5, "candidate_cost": 0.25,
+        "candidate_prompt_tokens": 1, "candidate_completion_tokens": 1,
+        "candidate_error": None, "text_match": True, "json_match": None,
+    }
+    row.update(kw)
+    return row
+
+
+async def shadow_ids(store: Store) -> list[str]:
+    async with store.engine.connect() as conn:
+        result = await conn.execute(
+            sa.select(shadow_results.c.request_id).order_by(shadow_results.c.request_id))
+        return [r[0] for r in result]
+
+
+async def empty_shadow_results(store: Store) -> None:
+    async with store.engine.begin() as conn:
+        await conn.execute(shadow_results.delete())
+
+
+async def test_shadow_rows_share_the_batch_transaction_with_usage_rows(
+    store: Store, make_record: RecordFactory, tmp_path: Path
+) -> None:
+    await empty_shadow_results(store)
+    w = writer(store, tmp_path)
+    w.start()
+    for n in range(3):
+        w.submit(make_record(n))
+        w.submit_shadow(shadow_result(n, json_match=n == 1))
+    assert w.pending == 6  # submit_shadow never writes by itself either
+    await w.close()
+    stats = w.stats()
+    assert (stats.batches, stats.written, stats.shadow_written) == (1, 3, 3)
+    assert (stats.pending, stats.duplicates, stats.rejected, stats.lost) == (0, 0, 0, 0)
+    assert await count_rows(store) == 3
+    assert await shadow_ids(store) == [f"req_shadow_{n}" for n in range(3)]
+    async with store.engine.connect() as conn:
+        stored = (await conn.execute(sa.select(shadow_results).where(
+            shadow_results.c.request_id == "req_shadow_1"))).mappings().one()
+    assert stored["json_match"] is True and stored["text_match"] is True
+    assert stored["candidate_cost"] == 0.25 and stored["created_at"].tzinfo is not None
+
+
+async def test_shadow_rows_wait_out_an_outage_with_the_audit_rows(
+    store: Store, make_record: RecordFactory, tmp_path: Path
+) -> None:
+    """One queue, one backoff: a failing batch keeps both kinds; nothing is written twice."""
+    await empty_shadow_results(store)
+    await take_table_offline(store)
+    w = writer(store, tmp_path, flush_interval_ms=10)
+    w.start()
+    try:
+        w.submit(make_record("u"))
+        w.submit_shadow(shadow_result("s"))
+        await until(lambda: w.failed_flushes >= 2)
+        assert (w.pending, w.written, w.shadow_written) == (2, 0, 0)
+        assert await shadow_ids(store) == []  # rolled back with the usage rows
+    finally:
+        await bring_table_back(store)
+    assert await w.flush(timeout=30) is True
+    await w.close()
+    assert (w.written, w.shadow_written, w.lost) == (1, 1, 0)
+    assert await shadow_ids(store) == ["req_shadow_s"]
+
+
+async def test_shadow_rows_spill_and_replay_as_shadow_rows(
+    store: Store, make_record: RecordFactory, tmp_path: Path
+) -> None:
+    await empty_shadow_results(store)
+    spill = tmp_path / "spill"
+    await take_table_offline(store)
+    try:
+        w = writer(store, tmp_path, flush_interval_ms=10)
+        w.start()
+        for n in range(3):
+            w.submit(make_record(n))
+        w.submit_shadow(shadow_result("a"))
+        w.submit_shadow(shadow_result("b"))
+        await w.close(timeout=0.2)  # database down: everything is spilled
+        assert (w.spilled, w.written, w.shadow_written, w.lost) == (5, 0, 0, 0)
+        lines = [orjson.loads(line) for path in spill.glob("audit-*.jsonl")
+                 for line in path.read_bytes().splitlines()]
+        kinds = sorted(str(line.get("_kind")) for line in lines)
+        assert kinds == ["None", "None", "None", "shadow", "shadow"]
+        w.submit_shadow(shadow_result("late"))  # after close: straight to a spill file
+        assert (w.spilled, w.lost) == (6, 0)
+    finally:
+        await bring_table_back(store)
+    w2 = writer(store, tmp_path)
+    w2.start()
+    await until(lambda: w2.replayed == 6)
+    await w2.close()
+    assert (w2.written, w2.shadow_written) == (3, 3)
+    assert await count_rows(store) == 3
+    assert await shadow_ids(store) == ["req_shadow_a", "req_shadow_b", "req_shadow_late"]
+
+
+async def test_malformed_shadow_row_is_dead_lettered_alone(
+    store: Store, make_record: RecordFactory, tmp_path: Path
+) -> None:
+    await empty_shadow_results(store)
+    w = writer(store, tmp_path)
+    w.submit(make_record("ok"))
+    w.submit_shadow(shadow_result("good"))
+    w.submit_shadow(shadow_result("bad", candidate_deployment=None))
+    await w.close()
+    assert (w.written, w.shadow_written, w.rejected, w.lost) == (1, 1, 1, 0)
+    assert await shadow_ids(store) == ["req_shadow_good"]
+    dead = b"".join(p.read_bytes() for p in (tmp_path / "spill").glob("rejected-*.jsonl"))
+    assert b"req_shadow_bad" in dead and b"candidate_deployment" in dead

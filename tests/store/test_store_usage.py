@@ -224,3 +224,35 @@ async def test_recent_usage_newest_first_with_filters(
     ]
     with pytest.raises(InvalidInput):
         await store.recent_usage(0)
+
+
+async def test_shadow_rows_are_visible_but_not_billed(
+    store: Store, make_record: RecordFactory
+) -> None:
+    """Shadow calls carry the caller's key and team but are counted apart, never as spend."""
+    team = await store.create_team("gamma")
+    _, key = await store.create_key("gamma", "g")
+    now = time.time()
+    ids = {"team_id": team.id, "key_id": key.id, "model": "m1", "created_at": now}
+    assert await store.write_usage([
+        make_record("p1", **ids, cost=1.0, latency_ms=10.0),
+        make_record("p2", **ids, cost=2.0, latency_ms=30.0, status=502,
+                    error_class="upstream_error"),
+        make_record("s1", **ids, source="shadow", cost=4.0, latency_ms=999.0, status=502,
+                    error_class="upstream_error", prompt_tokens=1000),
+        make_record("s2", **ids, source="shadow", cost=8.0, latency_ms=999.0),
+    ]) == 4
+    (line,) = await store.usage_summary(team="gamma")
+    assert (line["requests"], line["errors"], line["prompt_tokens"]) == (2, 1, 20)
+    assert math.isclose(line["cost"], 3.0) and line["avg_latency_ms"] == 20.0
+    assert line["shadow_requests"] == 2 and math.isclose(line["shadow_cost"], 12.0)
+    by_source = {g["source"]: g for g in await store.usage_summary(team="gamma",
+                                                                   group_by=["source"])}
+    assert by_source["http"]["shadow_requests"] == 0 and by_source["http"]["requests"] == 2
+    shadow = by_source["shadow"]
+    assert (shadow["requests"], shadow["cost"], shadow["shadow_requests"]) == (0, 0.0, 2)
+    assert shadow["avg_latency_ms"] is None
+    (total,) = await store.usage_summary(team="gamma", since=now - 1, group_by=())
+    assert (total["requests"], total["shadow_requests"]) == (2, 2)
+    shown = {r.request_id: r.source for r in await store.recent_usage(10, team="gamma")}
+    assert shown["req_test_s1"] == "shadow"  # every row stays visible in the audit log

@@ -2,9 +2,7 @@
 
 One row per (model, candidate deployment): samples, mean/p50/p95 latency and
 total cost of both sides, agreement (normalised text; JSON documents when both
-answers were JSON) and error rates. See :mod:`lockgate.pipeline.shadow`.
-
-Wiring: ``app.add_typer(shadow_app, name="shadow")`` in ``lockgate/cli/app.py``.
+answers were JSON) and error rates. See :mod:`lockgate.shadow`.
 """
 
 from __future__ import annotations
@@ -20,8 +18,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lockgate.cli.admin_commands import with_store as _with_store
 from lockgate.cli.common import ConfigOption, console, fail, get_config
-from lockgate.pipeline.shadow import ShadowStats, shadow_report
 from lockgate.settings import Config
+from lockgate.shadow import ShadowStats, shadow_report
 from lockgate.store import Store, StoreError
 
 __all__ = ["shadow_app"]

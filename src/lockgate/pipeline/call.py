@@ -73,6 +73,16 @@ class Call:
     """The client's own end-user label (OpenAI ``user``): for logs, never for permissions."""
     acting_for: EndUser | None = None
     """A verified end user the call acts for; permission-aware features (RAG) use it."""
+    deployment_pin: str | None = None
+    """Route to exactly this deployment id (any public model's), set only by trusted
+    in-process callers (shadow traffic), never from a request. A pinned call gets a
+    one-target plan: no weighted choice, no fallback (retries, timeouts and the
+    circuit breaker of that deployment still apply); the policy stage (task routing,
+    kill switch) is not applied, and the call is never mirrored."""
+    governed: bool = True
+    """False: skip the limits + budget stage (no reservation, no settle, no rate-limit
+    headers). For calls that are the operator's, not the caller's (shadow traffic);
+    authentication, guards, breaker, metrics and the audit row still apply."""
     started: float = field(default_factory=time.perf_counter)
     started_at: float = field(default_factory=time.time)
     # filled in on the way

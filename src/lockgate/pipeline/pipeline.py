@@ -10,15 +10,22 @@ Every governance stage is optional (:class:`Controls`); with none configured the
 path is the foundation one: no state round-trips, no guard work. Writes that do
 not change the answer (budget settles, breaker outcomes, cache fills, audit
 rows) run after the answer, in the background.
+
+Two :class:`Call` fields let trusted in-process callers narrow the path (shadow
+traffic uses both): ``deployment_pin`` routes to exactly one deployment (no
+policy stage, no fallback, never mirrored) and ``governed=False`` skips the
+limits + budget stage. After a successful non-stream chat the optional
+``Controls.mirror`` (:class:`~lockgate.pipeline.mirror.Mirror`) may sample it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lockgate.errors import BadRequest, Forbidden, GatewayError, NotFound, Unavailable
 from lockgate.governance import (
@@ -37,6 +44,7 @@ from lockgate.pipeline.cache import ResponseCache, cache_key
 from lockgate.pipeline.call import Call, Principal
 from lockgate.pipeline.contract_repair import contract_for, repair_body, strip_gateway_metadata
 from lockgate.pipeline.kill_switch import KillSwitch
+from lockgate.pipeline.mirror import Mirror
 from lockgate.pipeline.quotas import Limits
 from lockgate.pipeline.resilience import (
     Attempts,
@@ -54,13 +62,12 @@ from lockgate.providers.base import Completion, ProviderError, StreamChunk, Usag
 from lockgate.settings import ModelDeployment
 from lockgate.state.base import StateUnavailable
 
-if TYPE_CHECKING:
-    from lockgate.pipeline.shadow import ShadowMirror
-
 CLIENT_CLOSED = 499
 CACHE_HEADER = "x-lockgate-cache"
 
 __all__ = ["CLIENT_CLOSED", "Controls", "Pipeline"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -77,8 +84,8 @@ class Controls:
     """model -> fallback model when the model (or the caller's team) is switched off."""
     on_version: Callable[[int | None], bool] | None = None
     """Fed the invalidation version read during admission; True: re-authenticate."""
-    mirror: ShadowMirror | None = None
-    """Shadow traffic: ``maybe_mirror(call, body, completion, latency_s, cost)``, O(1)."""
+    mirror: Mirror | None = None
+    """Shadow traffic: ``maybe_mirror(call, body, completion, upstream_s, cost)``, O(1)."""
 
 
 @dataclass(slots=True)
@@ -176,14 +183,21 @@ class Pipeline:
             return self._plan(call)
 
     def _plan(self, call: Call) -> list[Target] | VirtualDeployment:
-        if self.controls.tasks or self.controls.kill_switch is not None:
-            self._policy(call)
-        plan = self.router.plan(call.model)
-        if not plan:
-            family = self.router.virtual(call.model)
-            if family is None:
-                raise NotFound(f"The model '{call.model}' does not exist.", param="model")
-            return self._plan_virtual(call, family)
+        pin = call.deployment_pin
+        if pin is None:
+            if self.controls.tasks or self.controls.kill_switch is not None:
+                self._policy(call)
+            plan = self.router.plan(call.model)
+            if not plan:
+                family = self.router.virtual(call.model)
+                if family is None:
+                    raise NotFound(f"The model '{call.model}' does not exist.", param="model")
+                return self._plan_virtual(call, family)
+        else:  # one deployment, chosen by a trusted caller: no policy, no fallback
+            plan = self.router.pinned(pin)
+            if not plan:
+                raise NotFound(f"The deployment '{pin}' does not exist.", param="model",
+                               code="deployment_not_found")
         p = call.principal
         if p is not None and not p.may_use(call.requested_model or call.model):
             raise Forbidden(f"This key may not use the model '{call.model}'.", param="model")
@@ -215,7 +229,7 @@ class Pipeline:
         """Limits + budget reserve, then input guards. Fills ``flow``."""
         c = self.controls
         flow.body = call.body
-        if c.limits is not None and c.limits.active:
+        if c.limits is not None and c.limits.active and call.governed:
             deps: list[ModelDeployment] = [t.deployment for t in plan]
             try:
                 with span(STAGE.LIMITS):
@@ -325,8 +339,11 @@ class Pipeline:
         self._finish_attempts(call, attempts)
         cost = self._record(call, attempts, 200, None, result.usage, response=result.body)
         self._end_ticket(flow, result.usage, attempts, cost=cost)
-        if c.mirror is not None and kind == "chat":
-            c.mirror.maybe_mirror(call, flow.body, result, call.upstream_seconds, cost)
+        if c.mirror is not None and kind == "chat" and call.deployment_pin is None:
+            try:
+                c.mirror.maybe_mirror(call, flow.body, result, call.upstream_seconds, cost)
+            except Exception:  # the primary answer never depends on its shadow
+                log.exception("shadow mirror failed to sample %s", call.request_id)
         return result
 
     async def _complete_virtual(self, call: Call, family: VirtualDeployment) -> Completion:

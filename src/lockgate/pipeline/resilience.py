@@ -51,7 +51,13 @@ BASE_BACKOFF_S = 0.1
 
 
 def to_gateway_error(exc: ProviderError, deployment: str) -> GatewayError:
-    """Map a provider failure to what the client sees."""
+    """Map a provider failure to what the client sees (``upstream_kind`` keeps its kind)."""
+    err = _client_error(exc, deployment)
+    err.upstream_kind = exc.kind
+    return err
+
+
+def _client_error(exc: ProviderError, deployment: str) -> GatewayError:
     kind = exc.kind
     if kind == "rate_limited":
         retry_after = exc.retry_after if exc.retry_after is not None else 1.0

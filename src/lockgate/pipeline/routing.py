@@ -3,6 +3,7 @@
 The first deployment is drawn by weight (A/B, canary); the others follow in
 config order as fallbacks. Model families served by a feature (``rag/<collection>``)
 are virtual deployments registered by prefix (:mod:`lockgate.pipeline.virtual`).
+A pinned call (``Call.deployment_pin``) gets exactly one deployment: :meth:`Router.pinned`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class Router:
         self._targets = targets
         self._rng = rng or random.Random()
         self._virtual: dict[str, VirtualDeployment] = {}
+        self._by_id: dict[str, Target] = {}
+        for group in targets.values():
+            for t in group:
+                self._by_id.setdefault(t.id, t)
 
     def add_virtual(self, family: VirtualDeployment) -> None:
         """Route every model starting with ``family.prefix`` to ``family``."""
@@ -64,3 +69,8 @@ class Router:
             return targets
         first = self._rng.choices(range(len(targets)), weights=weights)[0]
         return [targets[first], *targets[:first], *targets[first + 1 :]]
+
+    def pinned(self, deployment_id: str) -> list[Target]:
+        """The one deployment with this id (the first configured), no fallback; [] if none."""
+        target = self._by_id.get(deployment_id)
+        return [target] if target is not None else []

@@ -76,7 +76,7 @@ class Config(Strict):
     """Task -> public model (``x-lockgate-task`` header or ``metadata.task`` in the body)."""
     kill_switch: KillSwitchDefaults = KillSwitchDefaults()
     shadow: ShadowSettings | None = None
-    """Mirror a share of a model's calls to a candidate deployment (lockgate.pipeline.shadow)."""
+    """Mirror a share of a model's calls to a candidate deployment (lockgate.shadow)."""
     tracing: TracingSettings = TracingSettings()
     """OpenTelemetry spans per pipeline stage (off unless enabled or OTEL_EXPORTER_OTLP_*)."""
     logging: LoggingSettings = LoggingSettings()

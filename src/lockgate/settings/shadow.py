@@ -1,6 +1,6 @@
 """``shadow:``: mirror a share of a model's calls to a candidate deployment.
 
-The mirroring itself is :mod:`lockgate.pipeline.shadow`.
+The mirroring itself is :mod:`lockgate.shadow`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,13 @@
-"""AuditWriter: the only way usage rows are written on the request path.
+"""AuditWriter: the one batched writer for rows produced on the request path.
+
+Two row kinds share one queue, one background task and one transaction per
+batch: usage (audit) records, ``submit(record)``, which extend the hash chain
+in ``usage_records``; and shadow-traffic results, ``submit_shadow(row)``
+(:func:`lockgate.store.records.shadow_row`), inserted into ``shadow_results``
+by the same transaction (:meth:`Store.write_rows`). Shadow rows are tagged
+(``{"_kind": "shadow", ...}``) in the queue, in spill files and in dead-letter
+files, so everything below holds for both kinds; counters count usage rows,
+except ``shadow_written``.
 
 Guarantees
 - ``submit(record)`` is synchronous, O(1) and never touches the database: it
@@ -29,7 +38,8 @@ Guarantees
 
 Counters for metrics: ``pending``, ``written``, ``duplicates``, ``batches``
 (transactions committed), ``failed_flushes``, ``spilled``, ``replayed``,
-``rejected``, ``lost``; ``stats()`` returns them all at once.
+``rejected``, ``lost`` (rows of either kind), ``shadow_written``; ``stats()``
+returns them all at once.
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -49,17 +59,23 @@ import orjson
 from sqlalchemy import exc as sa_exc
 
 from lockgate.store.errors import StoreError
-from lockgate.store.records import UsageRecordLike, usage_row
+from lockgate.store.records import UsageRecordLike, shadow_row, usage_row
 from lockgate.store.spill import SpillDir
 from lockgate.store.store import Store
 
-__all__ = ["DEFAULT_SPILL_DIR", "AuditOverflow", "AuditStats", "AuditWriter"]
+__all__ = ["DEFAULT_SPILL_DIR", "ROW_KIND", "SHADOW_KIND", "AuditOverflow", "AuditStats",
+           "AuditWriter"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SPILL_DIR: Final = Path(".lockgate") / "audit-spill"
 
 Row = dict[str, Any]
+
+ROW_KIND: Final = "_kind"
+"""Key tagging a queued/spilled row that is not a usage row."""
+SHADOW_KIND: Final = "shadow"
+"""``ROW_KIND`` value of a ``shadow_results`` row."""
 
 
 class AuditOverflow(StoreError):
@@ -79,10 +95,11 @@ class AuditStats:
     replayed: int
     rejected: int
     lost: int
+    shadow_written: int = 0
 
 
 class AuditWriter:
-    """Buffers usage records and writes them in batches from one background task."""
+    """Buffers usage records and shadow rows; writes them in batches from one background task."""
 
     def __init__(
         self,
@@ -127,6 +144,8 @@ class AuditWriter:
         self.replayed = 0
         self.rejected = 0
         self.lost = 0
+        self.shadow_written = 0
+        """``shadow_results`` rows committed."""
 
     # ------------------------------------------------------------------ API
 
@@ -146,6 +165,7 @@ class AuditWriter:
             replayed=self.replayed,
             rejected=self.rejected,
             lost=self.lost,
+            shadow_written=self.shadow_written,
         )
 
     def start(self) -> None:
@@ -157,6 +177,16 @@ class AuditWriter:
 
     def submit(self, record: UsageRecordLike) -> None:
         """Queue one record. O(1); never blocks, never does I/O (except after close)."""
+        self._put(record)
+
+    def submit_shadow(self, row: Mapping[str, Any]) -> None:
+        """Queue one ``shadow_results`` row (:func:`~lockgate.store.records.shadow_row` keys).
+
+        Same contract as :meth:`submit`: O(1), no I/O; written with the next batch.
+        """
+        self._put({**row, ROW_KIND: SHADOW_KIND})
+
+    def _put(self, record: UsageRecordLike | Row) -> None:
         if self._closed:
             self._submit_after_close(record)
             return
@@ -285,7 +315,7 @@ class AuditWriter:
         bad: list[Row] = []
         for record in records:
             try:
-                rows.append(usage_row(record))
+                rows.append(_row_of(record))
             except (TypeError, ValueError, AttributeError) as exc:
                 bad.append({"record": repr(record), "error": str(exc)})
         if bad:
@@ -296,9 +326,16 @@ class AuditWriter:
         """Insert rows in one transaction; bisect to isolate rows refused as invalid."""
         if not rows:
             return 0
+        usage: list[Row] = []
+        shadow: list[Row] = []
+        for row in rows:
+            if ROW_KIND in row:
+                shadow.append({k: v for k, v in row.items() if k != ROW_KIND})
+            else:
+                usage.append(row)
         try:
-            inserted = await asyncio.wait_for(
-                self._store.write_usage_rows(rows), self._write_timeout
+            inserted, shadowed = await asyncio.wait_for(
+                self._store.write_rows(usage, shadow), self._write_timeout
             )
         except Exception as exc:
             if not _is_invalid(exc):
@@ -310,7 +347,8 @@ class AuditWriter:
             return await self._write_rows(rows[:mid]) + await self._write_rows(rows[mid:])
         self.batches += 1
         self.written += inserted
-        self.duplicates += len(rows) - inserted
+        self.duplicates += len(usage) - inserted
+        self.shadow_written += shadowed
         return inserted
 
     # ------------------------------------------------------- spill / replay
@@ -385,15 +423,15 @@ class AuditWriter:
         log.error("audit: %d usage rows not written (%s); they follow", len(records), reason)
         for record in records:
             try:
-                text = json.dumps(usage_row(record), default=repr)
+                text = json.dumps(_row_of(record), default=repr)
             except (TypeError, ValueError, AttributeError):
                 text = repr(record)
             log.error("audit-lost %s", text)
 
-    def _submit_after_close(self, record: UsageRecordLike) -> None:
+    def _submit_after_close(self, record: UsageRecordLike | Row) -> None:
         """A record arriving after close: written straight to a spill file (or logged)."""
         try:
-            row = usage_row(record)
+            row = _row_of(record)
         except (TypeError, ValueError, AttributeError) as exc:
             log.error("audit-rejected (after close: %s) %r", exc, record)
             self.rejected += 1
@@ -408,6 +446,13 @@ class AuditWriter:
                 log.error("audit: cannot write spill file: %s", exc)
         self.lost += 1
         log.error("audit-lost (submitted after close) %s", orjson.dumps(row).decode())
+
+
+def _row_of(record: UsageRecordLike | Mapping[str, Any]) -> Row:
+    """A queued item as a JSON-safe row: a tagged shadow row stays tagged, else a usage row."""
+    if isinstance(record, Mapping) and record.get(ROW_KIND) == SHADOW_KIND:
+        return {**shadow_row(record), ROW_KIND: SHADOW_KIND}
+    return usage_row(record)
 
 
 _INVALID_DATA = (

@@ -1,8 +1,10 @@
-"""Plain values the store hands out (never ORM objects) and the usage-record shape it accepts.
+"""Plain values the store hands out (never ORM objects) and the row shapes it accepts.
 
 ``Team`` and ``ApiKey`` are frozen dataclasses. ``UsageRecordLike`` is the read
 side of :class:`lockgate.pipeline.call.UsageRecord`, declared here so the store
 does not import the pipeline (the pipeline depends on the store, not back).
+:func:`usage_row` and :func:`shadow_row` turn a usage record / a shadow result
+into the JSON-safe row dicts the :class:`~lockgate.store.AuditWriter` batches.
 """
 
 from __future__ import annotations
@@ -13,17 +15,24 @@ import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 __all__ = [
+    "SHADOW_FIELDS",
+    "SHADOW_SOURCE",
     "USAGE_FIELDS",
     "ApiKey",
     "Team",
     "UsageRecordLike",
     "UsageRow",
     "hash_key",
+    "shadow_row",
     "usage_row",
 ]
+
+SHADOW_SOURCE: Final = "shadow"
+"""``usage_records.source`` of a shadow (candidate) call: audited, never billed
+(usage summaries count it apart, budgets never see it)."""
 
 
 def hash_key(plaintext: str) -> str:
@@ -225,6 +234,67 @@ def usage_row(record: UsageRecordLike | Mapping[str, Any]) -> dict[str, Any]:
         "cached": bool(cached),
         "request_body": _opt_str(request_body),
         "response_body": _opt_str(response_body),
+    }
+
+
+SHADOW_FIELDS: tuple[str, ...] = (
+    "created_at",
+    "request_id",
+    "model",
+    "primary_deployment",
+    "candidate_deployment",
+    "primary_text",
+    "candidate_text",
+    "primary_latency_ms",
+    "candidate_latency_ms",
+    "primary_cost",
+    "candidate_cost",
+    "candidate_prompt_tokens",
+    "candidate_completion_tokens",
+    "candidate_error",
+    "text_match",
+    "json_match",
+)
+"""The columns of ``shadow_results`` (besides ``id``)."""
+
+
+def _when(value: Any) -> float:
+    """A datetime (naive = UTC) or epoch seconds as epoch seconds."""
+    if isinstance(value, datetime):
+        value = (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    return _epoch(value)
+
+
+def _opt_bool(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def shadow_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``shadow_results`` row as a plain, JSON-safe dict (``created_at`` epoch seconds).
+
+    Accepts ``created_at`` as a datetime or epoch seconds (a spilled row comes back
+    as the latter). Raises TypeError/ValueError/AttributeError for a malformed row.
+    """
+    get = row.get
+    return {
+        "created_at": _when(get("created_at")),
+        "request_id": _req_str(get("request_id"), "request_id"),
+        "model": _req_str(get("model"), "model"),
+        "primary_deployment": _opt_str(get("primary_deployment")),
+        "candidate_deployment": _req_str(get("candidate_deployment"), "candidate_deployment"),
+        "primary_text": _opt_str(get("primary_text")),
+        "candidate_text": _opt_str(get("candidate_text")),
+        "primary_latency_ms": _finite(get("primary_latency_ms")),
+        "candidate_latency_ms": _finite(get("candidate_latency_ms")),
+        "primary_cost": _finite(get("primary_cost")),
+        "candidate_cost": _finite(get("candidate_cost")),
+        "candidate_prompt_tokens": _int(get("candidate_prompt_tokens"),
+                                        "candidate_prompt_tokens"),
+        "candidate_completion_tokens": _int(get("candidate_completion_tokens"),
+                                            "candidate_completion_tokens"),
+        "candidate_error": _opt_str(get("candidate_error")),
+        "text_match": _opt_bool(get("text_match")),
+        "json_match": _opt_bool(get("json_match")),
     }
 
 

@@ -39,9 +39,9 @@ from lockgate.store.records import (
     hash_key,
     usage_row,
 )
-from lockgate.store.tables import api_keys, teams
+from lockgate.store.tables import api_keys, shadow_results, teams
 from lockgate.store.urls import safe_url
-from lockgate.store.usage import recent_usage_rows, summarise_usage
+from lockgate.store.usage import recent_usage_rows, summarise_usage, to_datetime
 
 __all__ = ["KEY_PREFIX", "UNSET", "Store"]
 
@@ -409,10 +409,28 @@ class Store:
         processes) serialise per batch. Raw SQLAlchemy errors propagate (the
         AuditWriter classifies them).
         """
-        if not rows:
-            return 0
+        return (await self.write_rows(rows))[0]
+
+    async def write_rows(
+        self,
+        usage_rows: Sequence[Mapping[str, Any]],
+        shadow_rows: Sequence[Mapping[str, Any]] = (),
+    ) -> tuple[int, int]:
+        """Insert usage rows (chained, as :meth:`write_usage_rows`) and ``shadow_results``
+        rows (``records.shadow_row``) in one transaction: the AuditWriter's batch.
+
+        Returns (new usage rows, shadow rows). Raw SQLAlchemy errors propagate.
+        """
+        if not usage_rows and not shadow_rows:
+            return 0, 0
         async with self._writer.begin() as conn:
-            return await insert_chained(conn, rows)
+            written = await insert_chained(conn, usage_rows) if usage_rows else 0
+            if shadow_rows:
+                await conn.execute(
+                    shadow_results.insert(),
+                    [{**r, "created_at": to_datetime(r["created_at"])} for r in shadow_rows],
+                )
+        return written, len(shadow_rows)
 
     async def _team_filter(self, conn: AsyncConnection, team: str | None) -> str | None:
         if team is None:
@@ -435,9 +453,10 @@ class Store:
             bu = units.get(row.get("team_id") or "")
             agg = out.setdefault(bu, {"business_unit": bu, "teams": 0, "requests": 0,
                                       "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0,
-                                      "errors": 0})
+                                      "errors": 0, "shadow_requests": 0, "shadow_cost": 0.0})
             agg["teams"] += 1
-            for name in ("requests", "prompt_tokens", "completion_tokens", "cost", "errors"):
+            for name in ("requests", "prompt_tokens", "completion_tokens", "cost", "errors",
+                         "shadow_requests", "shadow_cost"):
                 agg[name] += row[name]
         return sorted(out.values(), key=lambda r: (r["business_unit"] is None,
                                                     r["business_unit"] or ""))
@@ -458,8 +477,10 @@ class Store:
         Each dict holds the group columns (``team_id`` + ``team_name`` for team,
         ``key_id`` + ``key_name`` for key, else the name itself) and requests,
         prompt_tokens, completion_tokens, cost, errors (status >= 400 or an
-        error_class), avg_latency_ms. ``team`` is an id or name (NotFoundError
-        if unknown); ``since``/``until`` are datetimes (naive = UTC) or epoch seconds.
+        error_class), avg_latency_ms over the caller's own calls, and
+        shadow_requests, shadow_cost: shadow calls, counted apart (never billed).
+        ``team`` is an id or name (NotFoundError if unknown); ``since``/``until``
+        are datetimes (naive = UTC) or epoch seconds.
         """
         async with self._tx(write=False) as conn:
             team_id = await self._team_filter(conn, team)

@@ -137,7 +137,8 @@ audit_chain = sa.Table(
     sa.Column("head_hash", sa.String(64), nullable=False),
 )
 
-# Shadow traffic (lockgate.pipeline.shadow): the primary and candidate answers side by side.
+# Shadow traffic (lockgate.shadow): the primary and candidate answers side by side; written by
+# the AuditWriter in the same transaction as the audit rows.
 shadow_results = sa.Table(
     "shadow_results",
     metadata,

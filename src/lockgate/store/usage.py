@@ -3,6 +3,11 @@
 Functions here take an open ``AsyncConnection``; :class:`~lockgate.store.Store`
 owns transactions. Rows are written only through the audit chain
 (:func:`lockgate.store.chain.insert_chained`).
+
+Shadow calls (``source = 'shadow'``, :data:`~lockgate.store.records.SHADOW_SOURCE`)
+are audited like any call but are the operator's experiment, not the caller's
+spend: summaries leave them out of ``requests``/tokens/``cost``/``errors``/latency
+and show them apart as ``shadow_requests`` and ``shadow_cost``.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lockgate.store.errors import InvalidInput
-from lockgate.store.records import USAGE_FIELDS, UsageRow
+from lockgate.store.records import SHADOW_SOURCE, USAGE_FIELDS, UsageRow
 from lockgate.store.tables import api_keys, teams, usage_records
 
 __all__ = [
@@ -109,13 +114,23 @@ async def summarise_usage(
     if "key" in groups:
         columns.append(api_keys.c.name.label("key_name"))
         source = source.outerjoin(api_keys, api_keys.c.id == u.c.key_id)
+    shadow = u.c.source == SHADOW_SOURCE
+
+    def billed(value: sa.ColumnElement[Any], none: Any = 0) -> sa.ColumnElement[Any]:
+        return sa.case((shadow, none), else_=value)
+
+    def total(value: sa.ColumnElement[Any], zero: Any = 0) -> sa.ColumnElement[Any]:
+        return sa.func.coalesce(sa.func.sum(value), zero)
+
     totals = [
-        sa.func.count().label("requests"),
-        sa.func.coalesce(sa.func.sum(u.c.prompt_tokens), 0).label("prompt_tokens"),
-        sa.func.coalesce(sa.func.sum(u.c.completion_tokens), 0).label("completion_tokens"),
-        sa.func.coalesce(sa.func.sum(u.c.cost), 0.0).label("cost"),
-        sa.func.coalesce(sa.func.sum(sa.case((_is_error(), 1), else_=0)), 0).label("errors"),
-        sa.func.avg(u.c.latency_ms).label("avg_latency_ms"),
+        total(billed(sa.literal(1))).label("requests"),
+        total(billed(u.c.prompt_tokens)).label("prompt_tokens"),
+        total(billed(u.c.completion_tokens)).label("completion_tokens"),
+        total(billed(u.c.cost, 0.0), 0.0).label("cost"),
+        total(billed(sa.case((_is_error(), 1), else_=0))).label("errors"),
+        sa.func.avg(billed(u.c.latency_ms, None)).label("avg_latency_ms"),
+        total(sa.case((shadow, 1), else_=0)).label("shadow_requests"),
+        total(sa.case((shadow, u.c.cost), else_=0.0), 0.0).label("shadow_cost"),
     ]
     stmt = sa.select(*columns, *totals).select_from(source)
     stmt = stmt.where(
@@ -126,12 +141,14 @@ async def summarise_usage(
     out: list[dict[str, Any]] = []
     for row in (await conn.execute(stmt)).mappings():
         item = dict(row)
-        for name in ("requests", "prompt_tokens", "completion_tokens", "errors"):
+        for name in ("requests", "prompt_tokens", "completion_tokens", "errors",
+                     "shadow_requests"):
             item[name] = int(item[name])
         item["cost"] = float(item["cost"])
+        item["shadow_cost"] = float(item["shadow_cost"])
         avg = item["avg_latency_ms"]
         item["avg_latency_ms"] = float(avg) if avg is not None else None
-        if not groups and item["requests"] == 0:
+        if not groups and item["requests"] == 0 and item["shadow_requests"] == 0:
             continue
         out.append(item)
     names = [_GROUP_OUTPUT.get(g, g) for g in groups]

@@ -1,0 +1,38 @@
+"""The pipeline's side of shadow traffic: what ``Controls.mirror`` must offer.
+
+After a successful, non-stream chat call that reached an upstream (cache hits
+are not mirrored) and was not itself pinned to a deployment (shadow samples are
+pinned, so they are never mirrored again), the pipeline calls::
+
+    controls.mirror.maybe_mirror(call, body, answer, upstream_s, cost)
+
+with the body it sent upstream, the answer the client gets, the upstream seconds
+and the recorded cost. It must be synchronous, O(1) and must not block (sample,
+queue, return); the pipeline still catches and logs anything it raises, so a
+mirror can never change the primary answer. The implementation
+(:class:`lockgate.shadow.ShadowMirror`) lives above the pipeline and sends its
+samples back through it; the pipeline never imports it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from lockgate.pipeline.call import Call
+    from lockgate.providers.base import Completion
+
+__all__ = ["Mirror"]
+
+
+class Mirror(Protocol):
+    def maybe_mirror(
+        self, call: Call, body: dict[str, Any], answer: Completion, upstream_s: float,
+        cost: float,
+    ) -> None:
+        """Maybe sample this call for its shadow route. O(1), never blocks."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop sampling and finish (or abandon) the queued samples; the owner calls it."""
+        ...
