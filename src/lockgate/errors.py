@@ -19,6 +19,8 @@ class GatewayError(Exception):
     code: str | None = None
     upstream_kind: str | None = None
     """The provider failure behind this error (``ProviderError.kind``), when there was one."""
+    facts: Any = None
+    """The pipeline's :class:`~lockgate.pipeline.facts.CallFacts` when a call failed in it."""
 
     def __init__(
         self,

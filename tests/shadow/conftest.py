@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from lockgate.pipeline.call import Call, Principal
+from lockgate.pipeline.facts import CallFacts
 from lockgate.runtime import Runtime
 from lockgate.settings import parse_config
 from lockgate.shadow import ShadowMirror, ShadowRoute
@@ -154,3 +155,12 @@ async def audit_rows(store: Store, request_ids: list[str]) -> dict[str, UsageRow
     wanted = set(request_ids)
     return {r.request_id: r for r in await store.recent_usage(10_000)
             if r.request_id in wanted}
+
+
+def facts_for(call: Call, answer: object, upstream_s: float) -> CallFacts:
+    """The facts the pipeline hands the mirror with a primary answer (``upstream_s`` pinned)."""
+    facts = getattr(answer, "facts", None)
+    if not isinstance(facts, CallFacts):
+        facts = CallFacts(call.request_id, call.model, call.started)
+    facts.upstream_seconds = upstream_s
+    return facts

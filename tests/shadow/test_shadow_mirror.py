@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from tests.shadow.conftest import (
     chat_call,
+    facts_for,
     mirror_for,
     route,
     shadow_rows,
@@ -35,10 +36,10 @@ async def test_mirrored_calls_are_stored_side_by_side(rt: Runtime, stub: StubUps
         for i in range(5):
             call = chat_call(f"question {i}")
             answer = await rt.pipeline.chat(call)
-            mirror.maybe_mirror(call, call.body, answer, 0.012, 0.5)
+            mirror.maybe_mirror(call, facts_for(call, answer, 0.012), call.body, answer, 0.5)
         call = chat_call("give json", response_format={"type": "json_object"})
         answer = await rt.pipeline.chat(call)
-        mirror.maybe_mirror(call, call.body, answer, 0.02, 0.25)
+        mirror.maybe_mirror(call, facts_for(call, answer, 0.02), call.body, answer, 0.25)
         assert mirror.mirrored == 6 and mirror.dropped == 0
         await mirror.flush()
         assert await rt.audit.flush(timeout=30)
@@ -77,8 +78,8 @@ async def test_disagreement_and_candidate_errors(rt: Runtime, stub: StubUpstream
     try:
         call = chat_call("json please", response_format={"type": "json_object"})
         answer = await rt.pipeline.chat(call)
-        mirror.maybe_mirror(call, call.body, answer, 0.01, 0.1)
-        other.maybe_mirror(call, call.body, answer, 0.01, 0.1)
+        mirror.maybe_mirror(call, facts_for(call, answer, 0.01), call.body, answer, 0.1)
+        other.maybe_mirror(call, facts_for(call, answer, 0.01), call.body, answer, 0.1)
         await mirror.flush()
         await other.flush()
         assert await rt.audit.flush(timeout=30)
@@ -105,13 +106,14 @@ async def test_saturated_mirror_drops_and_never_blocks(rt_sqlite: Runtime,
     try:
         for i in range(10):
             call = chat_call(str(i))
-            mirror.maybe_mirror(call, call.body, answer, 0.001, 0.0)  # sync: returns at once
+            # synchronous: returns at once
+            mirror.maybe_mirror(call, facts_for(call, answer, 0.001), call.body, answer, 0.0)
         assert (mirror.mirrored, mirror.dropped) == (2, 8)
     finally:
         await mirror.aclose(timeout=0.2)
     assert mirror.abandoned == 2  # one in flight (cut short), one still queued
     late = chat_call("late")
-    mirror.maybe_mirror(late, late.body, answer, 0.001, 0.0)
+    mirror.maybe_mirror(late, facts_for(late, answer, 0.001), late.body, answer, 0.0)
     assert mirror.dropped == 9  # closed: dropped, not queued
 
 
@@ -121,11 +123,11 @@ async def test_percent_sampling_and_unmirrored_models(rt_sqlite: Runtime) -> Non
     never = mirror_for(rt_sqlite, route("support/ok", percent=0))
     for i in range(200):
         call = chat_call(str(i))
-        half.maybe_mirror(call, call.body, answer, 0.001, 0.0)
-        never.maybe_mirror(call, call.body, answer, 0.001, 0.0)
+        half.maybe_mirror(call, facts_for(call, answer, 0.001), call.body, answer, 0.0)
+        never.maybe_mirror(call, facts_for(call, answer, 0.001), call.body, answer, 0.0)
         other = chat_call(str(i))
         other.model = "other-model"
-        half.maybe_mirror(other, other.body, answer, 0.001, 0.0)
+        half.maybe_mirror(other, facts_for(other, answer, 0.001), other.body, answer, 0.0)
     await half.flush()
     await half.aclose()
     await never.aclose()

@@ -13,6 +13,7 @@ import pytest
 from tests.shadow.conftest import (
     TIGHT,
     chat_call,
+    facts_for,
     mirror_for,
     route,
     runtime_config,
@@ -118,7 +119,7 @@ async def test_candidate_retries_apply(rt: Runtime, stub: StubUpstream) -> None:
     mirror = mirror_for(rt, route("support/flaky"))
     call = chat_call("retry me")
     answer = await rt.pipeline.chat(call)
-    mirror.maybe_mirror(call, call.body, answer, 0.01, 0.0)
+    mirror.maybe_mirror(call, facts_for(call, answer, 0.01), call.body, answer, 0.0)
     await settle(rt, mirror)
     await mirror.aclose()
     (row,) = await shadow_rows(rt.store)
@@ -137,7 +138,7 @@ async def test_candidate_breaker_trips_and_is_obeyed(rt: Runtime, stub: StubUpst
     answer = Completion({"choices": [{"message": {"role": "assistant", "content": "x"}}]})
     calls = [chat_call(f"q{i}") for i in range(10)]
     for call in calls:
-        mirror.maybe_mirror(call, call.body, answer, 0.01, 0.0)
+        mirror.maybe_mirror(call, facts_for(call, answer, 0.01), call.body, answer, 0.0)
     await settle(rt, mirror)
     await mirror.aclose()
     errors = [r["candidate_error"] for r in await shadow_rows(rt.store)]
@@ -233,13 +234,14 @@ async def test_a_shadow_sample_is_never_mirrored_again(rt_sqlite: Runtime) -> No
     answer = Completion({"choices": [{"message": {"role": "assistant", "content": "ok"}}]})
     pinned = chat_call("x")
     pinned.source = "shadow"
-    mirror.maybe_mirror(pinned, pinned.body, answer, 0.0, 0.0)
+    mirror.maybe_mirror(pinned, facts_for(pinned, answer, 0.0), pinned.body, answer, 0.0)
     assert mirror.mirrored == 0
     rt.pipeline.controls.mirror = mirror
     direct = chat_call("y")
     direct.deployment_pin = "support/ok"  # pinned calls are not sampled by the pipeline
-    await rt.pipeline.chat(direct)
-    assert direct.deployment == "support/ok" and mirror.mirrored == 0
+    res = await rt.pipeline.chat(direct)
+    assert res.facts is not None and res.facts.deployment == "support/ok"
+    assert mirror.mirrored == 0
     unknown = chat_call("z")
     unknown.deployment_pin = "nope"
     with pytest.raises(GatewayError) as err:

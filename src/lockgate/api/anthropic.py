@@ -13,7 +13,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from lockgate.api.openai import call_headers
+from lockgate.api.openai import error_headers, facts_headers
 from lockgate.api.rag_identity import end_user_of
 from lockgate.api.request_io import JSON, api_key_of, read_json, request_id_of
 from lockgate.errors import BadRequest, GatewayError
@@ -80,12 +80,13 @@ async def messages(request: Request) -> Response:
         if stream:
             chunks = await rt.pipeline.chat_stream(call)
             return StreamingResponse(anthropic_events(chunks, model),
-                                     media_type="text/event-stream", headers=call_headers(call))
+                                     media_type="text/event-stream",
+                                     headers=facts_headers(chunks.facts))
         result = await rt.pipeline.chat(call)
         return Response(orjson.dumps(openai_response_to_anthropic(result.body, model)),
-                        media_type=JSON, headers=call_headers(call))
+                        media_type=JSON, headers=facts_headers(result.facts))
     except GatewayError as exc:
-        return anthropic_error(exc, call_headers(call) if call else None)
+        return anthropic_error(exc, error_headers(exc, call))
 
 
 async def anthropic_events(chunks: AsyncIterator[StreamChunk], model: str) -> AsyncIterator[bytes]:

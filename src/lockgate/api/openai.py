@@ -19,9 +19,11 @@ from lockgate.api.request_io import (
     started_of,
 )
 from lockgate.errors import GatewayError
+from lockgate.guards.request_guards import INJECTION_HEADER, PII_HEADER
 from lockgate.pipeline import Call, Pipeline
 from lockgate.pipeline.cache import wants_no_cache
 from lockgate.pipeline.call import Principal, new_request_id
+from lockgate.pipeline.facts import CallFacts
 from lockgate.pipeline.validate import model_of
 from lockgate.providers.base import StreamChunk
 from lockgate.runtime import Runtime
@@ -36,16 +38,42 @@ def _runtime(request: Request) -> Runtime:
     return rt
 
 
-def call_headers(call: Call) -> dict[str, str]:
+def facts_headers(facts: CallFacts | None, call: Call | None = None) -> dict[str, str]:
+    """The response headers for what the pipeline reports about a call.
+
+    ``x-request-id``, ``x-lockgate-overhead-ms``, ``x-lockgate-deployment``, OpenAI's
+    ``x-ratelimit-*``, ``x-lockgate-cache`` (hit/miss/bypass), ``x-lockgate-kill-switch``,
+    ``x-lockgate-contract-repaired``, ``x-lockgate-pii`` and ``x-lockgate-injection``.
+    Without facts (the call failed before the pipeline saw it) only the request id.
+    """
+    if facts is None:
+        return {"x-request-id": call.request_id} if call is not None else {}
     headers = {
-        "x-request-id": call.request_id,
-        "x-lockgate-overhead-ms": f"{call.overhead_ms():.3f}",
+        "x-request-id": facts.request_id,
+        "x-lockgate-overhead-ms": f"{facts.overhead_ms():.3f}",
     }
-    if call.deployment:
-        headers["x-lockgate-deployment"] = call.deployment
-    if call.response_headers:
-        headers.update(call.response_headers)
+    if facts.deployment:
+        headers["x-lockgate-deployment"] = facts.deployment
+    if facts.rate_limits:
+        headers.update(facts.rate_limits)
+    if facts.cache:
+        headers["x-lockgate-cache"] = facts.cache
+    if facts.kill_switch:
+        headers["x-lockgate-kill-switch"] = facts.kill_switch
+    if facts.contract_repaired:
+        headers["x-lockgate-contract-repaired"] = "1"
+    if facts.pii_entities:
+        headers[PII_HEADER] = ",".join(facts.pii_entities)
+    if facts.injection:
+        headers[INJECTION_HEADER] = facts.injection
     return headers
+
+
+def error_headers(exc: GatewayError, call: Call | None) -> dict[str, str] | None:
+    facts = exc.facts if isinstance(exc.facts, CallFacts) else None
+    if facts is None and call is None:
+        return None
+    return facts_headers(facts, call)
 
 
 async def build_call(request: Request, rt: Runtime, kind: str) -> Call:
@@ -74,12 +102,13 @@ async def chat_completions(request: Request) -> Response:
         if call.body.get("stream") is True:
             stream = await rt.pipeline.chat_stream(call)
             return StreamingResponse(
-                sse_events(stream), media_type="text/event-stream", headers=call_headers(call)
+                sse_events(stream), media_type="text/event-stream",
+                headers=facts_headers(stream.facts),
             )
         result = await rt.pipeline.chat(call)
-        return json_response(result.raw or result.body, headers=call_headers(call))
+        return json_response(result.raw or result.body, headers=facts_headers(result.facts))
     except GatewayError as exc:
-        return error_response(exc, call_headers(call) if call else None)
+        return error_response(exc, error_headers(exc, call))
 
 
 @router.post("/v1/embeddings")
@@ -89,9 +118,9 @@ async def embeddings(request: Request) -> Response:
     try:
         call = await build_call(request, rt, "embeddings")
         result = await rt.pipeline.embeddings(call)
-        return json_response(result.raw or result.body, headers=call_headers(call))
+        return json_response(result.raw or result.body, headers=facts_headers(result.facts))
     except GatewayError as exc:
-        return error_response(exc, call_headers(call) if call else None)
+        return error_response(exc, error_headers(exc, call))
 
 
 @router.get("/v1/models")

@@ -7,6 +7,7 @@ from typing import Protocol
 import orjson
 
 from lockgate.pipeline.call import Call, UsageRecord
+from lockgate.pipeline.facts import CallFacts
 from lockgate.providers.base import Usage
 from lockgate.settings import ModelDeployment
 
@@ -17,6 +18,7 @@ class RecordSink(Protocol):
 
 def build_record(
     call: Call,
+    facts: CallFacts,
     *,
     deployment: ModelDeployment | None,
     status: int,
@@ -35,8 +37,8 @@ def build_record(
         created_at=call.started_at,
         key_id=principal.key_id if principal else None,
         team_id=principal.team_id if principal else None,
-        model=call.model,
-        deployment=call.deployment,
+        model=facts.model,
+        deployment=facts.deployment,
         kind=call.kind,
         source=call.source,
         status=status,
@@ -45,7 +47,7 @@ def build_record(
         completion_tokens=usage.completion_tokens,
         cost=cost,
         latency_ms=call.elapsed() * 1000.0,
-        overhead_ms=call.overhead_ms(),
+        overhead_ms=facts.overhead_ms(),
         stream=call.stream,
         cached=cached,
         request_body=orjson.dumps(call.body).decode() if log_bodies else None,

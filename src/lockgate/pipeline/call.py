@@ -85,20 +85,9 @@ class Call:
     authentication, guards, breaker, metrics and the audit row still apply."""
     started: float = field(default_factory=time.perf_counter)
     started_at: float = field(default_factory=time.time)
-    # filled in on the way
-    deployment: str | None = None
-    upstream_seconds: float = 0.0
-    response_headers: dict[str, str] = field(default_factory=dict)
-    """Headers the adapter adds to the answer (x-ratelimit-*, x-lockgate-cache, guards)."""
-    requested_model: str | None = None
-    """The model the client asked for, when task routing or a kill switch changed ``model``."""
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
-
-    def overhead_ms(self) -> float:
-        """Time spent in lockgate so far, excluding waiting on the upstream."""
-        return max(0.0, (self.elapsed() - self.upstream_seconds) * 1000.0)
 
 
 @dataclass(slots=True)

@@ -4,10 +4,11 @@ After a successful, non-stream chat call that reached an upstream (cache hits
 are not mirrored) and was not itself pinned to a deployment (shadow samples are
 pinned, so they are never mirrored again), the pipeline calls::
 
-    controls.mirror.maybe_mirror(call, body, answer, upstream_s, cost)
+    controls.mirror.maybe_mirror(call, facts, body, answer, cost)
 
-with the body it sent upstream, the answer the client gets, the upstream seconds
-and the recorded cost. It must be synchronous, O(1) and must not block (sample,
+with the call as the pipeline ran it (model after routing), its facts (deployment,
+upstream seconds), the body it sent upstream, the answer the client gets and the
+recorded cost. It must be synchronous, O(1) and must not block (sample,
 queue, return); the pipeline still catches and logs anything it raises, so a
 mirror can never change the primary answer. The implementation
 (:class:`lockgate.shadow.ShadowMirror`) lives above the pipeline and sends its
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from lockgate.pipeline.call import Call
+    from lockgate.pipeline.facts import CallFacts
     from lockgate.providers.base import Completion
 
 __all__ = ["Mirror"]
@@ -27,7 +29,7 @@ __all__ = ["Mirror"]
 
 class Mirror(Protocol):
     def maybe_mirror(
-        self, call: Call, body: dict[str, Any], answer: Completion, upstream_s: float,
+        self, call: Call, facts: CallFacts, body: dict[str, Any], answer: Completion,
         cost: float,
     ) -> None:
         """Maybe sample this call for its shadow route. O(1), never blocks."""

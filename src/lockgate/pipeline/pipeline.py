@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lockgate.errors import BadRequest, Forbidden, GatewayError, NotFound, Unavailable
@@ -43,6 +43,7 @@ from lockgate.pipeline.auth import Authenticator
 from lockgate.pipeline.cache import ResponseCache, cache_key
 from lockgate.pipeline.call import Call, Principal
 from lockgate.pipeline.contract_repair import contract_for, repair_body, strip_gateway_metadata
+from lockgate.pipeline.facts import CallFacts, Result, StreamResult
 from lockgate.pipeline.kill_switch import KillSwitch
 from lockgate.pipeline.mirror import Mirror
 from lockgate.pipeline.quotas import Limits
@@ -63,7 +64,6 @@ from lockgate.settings import ModelDeployment
 from lockgate.state.base import StateUnavailable
 
 CLIENT_CLOSED = 499
-CACHE_HEADER = "x-lockgate-cache"
 
 __all__ = ["CLIENT_CLOSED", "Controls", "Pipeline"]
 
@@ -92,6 +92,7 @@ class Controls:
 class _Flow:
     """Per-call governance state carried between stages."""
 
+    facts: CallFacts
     ticket: Ticket | None = None
     guards: RequestGuards | None = None
     body: dict[str, Any] = field(default_factory=dict)
@@ -139,8 +140,8 @@ class Pipeline:
             out.extend(await family.models(principal))
         return out
 
-    def _policy(self, call: Call) -> None:
-        """Task routing and the kill switch: may change ``call.model``."""
+    def _policy(self, call: Call, facts: CallFacts) -> None:
+        """Task routing and the kill switch: may change the (private) ``call.model``."""
         c = self.controls
         if c.tasks:
             task = call.task
@@ -154,8 +155,8 @@ class Pipeline:
                 if p is not None and not p.may_use(target):
                     raise Forbidden(f"This key may not use the model '{target}' that task "
                                     f"'{task}' routes to.", param="model")
-                call.requested_model = call.requested_model or call.model
-                call.model = target
+                facts.requested_model = facts.requested_model or call.model
+                call.model = facts.model = target
         ks = c.kill_switch
         if ks is not None and ks.active:
             p = call.principal
@@ -171,35 +172,35 @@ class Pipeline:
                         "and no fallback is configured.",
                         code=f"{blocked}_disabled",
                     )
-                call.requested_model = call.requested_model or call.model
-                call.model = fallback
-                call.response_headers["x-lockgate-kill-switch"] = blocked
+                facts.requested_model = facts.requested_model or call.model
+                call.model = facts.model = fallback
+                facts.kill_switch = blocked
 
-    async def _admit(self, call: Call) -> list[Target] | VirtualDeployment:
+    async def _admit(self, call: Call, facts: CallFacts) -> list[Target] | VirtualDeployment:
         if call.principal is None:
             with span(STAGE.AUTHENTICATE):
                 call.principal = await self.auth.authenticate(call.api_key)
         with span(STAGE.POLICY):
-            return self._plan(call)
+            return self._plan(call, facts)
 
-    def _plan(self, call: Call) -> list[Target] | VirtualDeployment:
+    def _plan(self, call: Call, facts: CallFacts) -> list[Target] | VirtualDeployment:
         pin = call.deployment_pin
         if pin is None:
             if self.controls.tasks or self.controls.kill_switch is not None:
-                self._policy(call)
+                self._policy(call, facts)
             plan = self.router.plan(call.model)
             if not plan:
                 family = self.router.virtual(call.model)
                 if family is None:
                     raise NotFound(f"The model '{call.model}' does not exist.", param="model")
-                return self._plan_virtual(call, family)
+                return self._plan_virtual(call, facts, family)
         else:  # one deployment, chosen by a trusted caller: no policy, no fallback
             plan = self.router.pinned(pin)
             if not plan:
                 raise NotFound(f"The deployment '{pin}' does not exist.", param="model",
                                code="deployment_not_found")
         p = call.principal
-        if p is not None and not p.may_use(call.requested_model or call.model):
+        if pin is None and p is not None and not p.may_use(facts.requested_model or call.model):
             raise Forbidden(f"This key may not use the model '{call.model}'.", param="model")
         mode = plan[0].deployment.mode
         if mode != ("chat" if call.kind == "chat" else "embeddings"):
@@ -213,9 +214,11 @@ class Pipeline:
             check_embeddings_body(call.body)
         return plan
 
-    def _plan_virtual(self, call: Call, family: VirtualDeployment) -> VirtualDeployment:
+    def _plan_virtual(
+        self, call: Call, facts: CallFacts, family: VirtualDeployment
+    ) -> VirtualDeployment:
         p = call.principal
-        if p is not None and not p.may_use(call.requested_model or call.model):
+        if p is not None and not p.may_use(facts.requested_model or call.model):
             raise Forbidden(f"This key may not use the model '{call.model}'.", param="model")
         if call.kind != "chat":
             raise BadRequest(
@@ -234,6 +237,8 @@ class Pipeline:
             try:
                 with span(STAGE.LIMITS):
                     flow.ticket = await c.limits.admit(call, deps)
+                    if flow.ticket is not None and flow.ticket.headers:
+                        flow.facts.rate_limits.update(flow.ticket.headers)
             except BudgetExceeded:
                 self.metrics.governance_denials.labels("budget").inc()
                 raise
@@ -261,50 +266,52 @@ class Pipeline:
                 raise
             flow.guards = rg
             flow.body = rg.body
-            hdrs = rg.headers
-            if hdrs:
-                call.response_headers.update(hdrs)
-                if rg.pii is not None and rg.pii.findings:
-                    self.metrics.guard_actions.labels("pii", rg.pii_policy.action).inc()
-                if rg.injection is not None and rg.injection.hit:
-                    self.metrics.guard_actions.labels("injection",
-                                                      rg.injection_policy.action).inc()
+            if rg.pii is not None and rg.pii.findings:
+                flow.facts.pii_entities = tuple(rg.pii.entities)
+                self.metrics.guard_actions.labels("pii", rg.pii_policy.action).inc()
+            if rg.injection is not None and rg.injection.hit:
+                flow.facts.injection = rg.injection.header_value()
+                self.metrics.guard_actions.labels("injection",
+                                                  rg.injection_policy.action).inc()
         if "metadata" in flow.body:
             flow.body = strip_gateway_metadata(flow.body)
 
     # ------------------------------------------------------------ non-stream
 
-    async def chat(self, call: Call) -> Completion:
+    async def chat(self, call: Call) -> Result:
+        """The answer and its facts. ``call`` is never changed (the pipeline works on a
+        copy); errors are ``GatewayError`` with ``facts`` set."""
         return await self._traced(call, "chat")
 
-    async def embeddings(self, call: Call) -> Completion:
+    async def embeddings(self, call: Call) -> Result:
         return await self._traced(call, "embeddings")
 
-    async def _traced(self, call: Call, kind: str) -> Completion:
+    async def _traced(self, call: Call, kind: str) -> Result:
         with span(STAGE.REQUEST, request_id=call.request_id, model=call.model,
                   source=call.source, stream=False):
-            return await self._complete(call, kind)
+            return await self._complete(replace(call), kind)
 
-    async def _complete(self, call: Call, kind: str) -> Completion:
+    async def _complete(self, call: Call, kind: str) -> Result:
         attempts = Attempts()
-        flow = _Flow()
+        facts = CallFacts(call.request_id, call.model, call.started)
+        flow = _Flow(facts)
         c = self.controls
         try:
-            plan = await self._admit(call)
+            plan = await self._admit(call, facts)
             if not isinstance(plan, list):
-                return await self._complete_virtual(call, plan)
+                return await self._complete_virtual(call, facts, plan)
             await self._govern(call, plan, flow)
             cache = c.cache
             if cache is not None:
                 if call.no_cache:
-                    call.response_headers[CACHE_HEADER] = "bypass"
+                    facts.cache = "bypass"
                 else:
                     flow.cache_key = cache_key(call, flow.body)
                     with span(STAGE.CACHE):
                         hit = await cache.get(flow.cache_key)
                     if hit is not None:
                         return self._cache_hit(call, flow, hit)
-                    call.response_headers[CACHE_HEADER] = "miss"
+                    facts.cache = "miss"
                     self.metrics.cache.labels("miss").inc()
 
             def runner(body: dict[str, Any]) -> Callable[[Target], Awaitable[Completion]]:
@@ -328,51 +335,55 @@ class Pipeline:
                     result = Completion(new, result.usage, None)
         except GatewayError as exc:
             self._end_ticket(flow, None, attempts)
-            self._finish_attempts(call, attempts)
-            self._record(call, attempts, exc.status, exc.error_class, Usage())
+            self._finish_attempts(facts, attempts)
+            self._record(call, facts, attempts, exc.status, exc.error_class, Usage())
+            exc.facts = facts
             raise
         except asyncio.CancelledError:
             self._end_ticket(flow, None, attempts, cancelled=True)
-            self._finish_attempts(call, attempts)
-            self._record(call, attempts, CLIENT_CLOSED, "client_disconnected", Usage())
+            self._finish_attempts(facts, attempts)
+            self._record(call, facts, attempts, CLIENT_CLOSED, "client_disconnected", Usage())
             raise
-        self._finish_attempts(call, attempts)
-        cost = self._record(call, attempts, 200, None, result.usage, response=result.body)
+        self._finish_attempts(facts, attempts)
+        cost = self._record(call, facts, attempts, 200, None, result.usage,
+                            response=result.body)
         self._end_ticket(flow, result.usage, attempts, cost=cost)
         if c.mirror is not None and kind == "chat" and call.deployment_pin is None:
             try:
-                c.mirror.maybe_mirror(call, flow.body, result, call.upstream_seconds, cost)
+                c.mirror.maybe_mirror(call, facts, flow.body, result, cost)
             except Exception:  # the primary answer never depends on its shadow
                 log.exception("shadow mirror failed to sample %s", call.request_id)
-        return result
+        return Result(result.body, result.usage, result.raw, facts)
 
-    async def _complete_virtual(self, call: Call, family: VirtualDeployment) -> Completion:
+    async def _complete_virtual(
+        self, call: Call, facts: CallFacts, family: VirtualDeployment
+    ) -> Result:
         """A virtual deployment answers; only its inner calls are governed and charged.
 
         Errors propagate to the caller's handler, which records them.
         """
-        call.deployment = family.deployment_id(call.model)
+        facts.deployment = family.deployment_id(call.model)
         t0 = time.perf_counter()
         try:
             result = await family.chat(call)
         finally:
-            call.upstream_seconds += time.perf_counter() - t0
-        self._record(call, Attempts(), 200, None, Usage(), response=result.body)
-        return result
+            facts.upstream_seconds += time.perf_counter() - t0
+        self._record(call, facts, Attempts(), 200, None, Usage(), response=result.body)
+        return Result(result.body, result.usage, result.raw, facts)
 
     async def _open_virtual(
-        self, call: Call, family: VirtualDeployment
-    ) -> AsyncIterator[StreamChunk]:
-        call.deployment = family.deployment_id(call.model)
+        self, call: Call, facts: CallFacts, family: VirtualDeployment
+    ) -> StreamResult:
+        facts.deployment = family.deployment_id(call.model)
         t0 = time.perf_counter()
         try:
             stream = await family.chat_stream(call)
         finally:
-            call.upstream_seconds += time.perf_counter() - t0
-        return self._relay_virtual(call, stream)
+            facts.upstream_seconds += time.perf_counter() - t0
+        return StreamResult(self._relay_virtual(call, facts, stream), facts)
 
     async def _relay_virtual(
-        self, call: Call, stream: AsyncIterator[StreamChunk]
+        self, call: Call, facts: CallFacts, stream: AsyncIterator[StreamChunk]
     ) -> AsyncIterator[StreamChunk]:
         status, error_class = 200, None
         try:
@@ -383,10 +394,11 @@ class Pipeline:
                 except StopAsyncIteration:
                     break
                 finally:
-                    call.upstream_seconds += time.perf_counter() - t0
+                    facts.upstream_seconds += time.perf_counter() - t0
                 yield chunk
         except GatewayError as exc:
             status, error_class = exc.status, exc.error_class
+            exc.facts = facts
             raise
         except (asyncio.CancelledError, GeneratorExit):
             status, error_class = CLIENT_CLOSED, "client_disconnected"
@@ -398,7 +410,7 @@ class Pipeline:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
-            self._record(call, Attempts(), status, error_class, Usage())
+            self._record(call, facts, Attempts(), status, error_class, Usage())
 
     async def _check_contract(
         self, call: Call, plan: list[Target], flow: _Flow, attempts: Attempts,
@@ -413,7 +425,7 @@ class Pipeline:
         if check.ok:
             return result
         self.metrics.guard_actions.labels("contract", "repair").inc()
-        call.response_headers["x-lockgate-contract-repaired"] = "1"
+        flow.facts.contract_repaired = True
         body = repair_body(flow.body, contract, check.raw, check.errors)
         second = await call_with_fallback(
             plan, runner(body), attempts, on_error=self._count_error,
@@ -431,16 +443,17 @@ class Pipeline:
             raise ContractViolation(contract.id, check.errors)
         return Completion(second.body, usage, second.raw)
 
-    def _cache_hit(self, call: Call, flow: _Flow, hit: dict[str, Any]) -> Completion:
+    def _cache_hit(self, call: Call, flow: _Flow, hit: dict[str, Any]) -> Result:
         self.metrics.cache.labels("hit").inc()
-        call.response_headers[CACHE_HEADER] = "hit"
-        call.deployment = "cache"
+        facts = flow.facts
+        facts.cache = "hit"
+        facts.deployment = "cache"
         body = hit
         if flow.guards is not None:
             body = flow.guards.process_response(hit)
         raw_usage = hit.get("usage")
         usage = Usage.from_openai(raw_usage) if isinstance(raw_usage, dict) else Usage()
-        record = build_record(call, deployment=None, status=200, error_class=None,
+        record = build_record(call, facts, deployment=None, status=200, error_class=None,
                               usage=usage, log_bodies=self._log_bodies, response_body=body,
                               cached=True)
         self._sink.submit(record)
@@ -448,31 +461,33 @@ class Pipeline:
                                   record.overhead_ms / 1000.0, 0, 0, 0.0)
         if flow.ticket is not None:
             in_background(flow.ticket.settle(tokens=0, cost=0.0))
-        return Completion(body, usage, None)
+        return Result(body, usage, None, facts)
 
     # ------------------------------------------------------------ stream
 
-    async def chat_stream(self, call: Call) -> AsyncIterator[StreamChunk]:
+    async def chat_stream(self, call: Call) -> StreamResult:
         """Admit, govern, route and open the stream; returns once the first chunk is in.
 
         Errors up to the first chunk raise here (fallback happened already);
         later failures raise :class:`GatewayError` from the iterator, after
         which the caller must send an error event, never a clean end.
-        Streams bypass the response cache.
+        Streams bypass the response cache. ``call`` is never changed; the result's
+        ``facts`` keep filling in while the stream runs.
         """
         attempts = Attempts()
-        flow = _Flow()
-        call.stream = True
+        call = replace(call, stream=True)
+        facts = CallFacts(call.request_id, call.model, call.started)
+        flow = _Flow(facts)
         c = self.controls
         try:
             with span(STAGE.REQUEST, request_id=call.request_id, model=call.model,
                       source=call.source, stream=True):
-                plan = await self._admit(call)
+                plan = await self._admit(call, facts)
                 if not isinstance(plan, list):
-                    return await self._open_virtual(call, plan)
+                    return await self._open_virtual(call, facts, plan)
                 await self._govern(call, plan, flow)
             if c.cache is not None:
-                call.response_headers[CACHE_HEADER] = "bypass"
+                facts.cache = "bypass"
             body = flow.body
             primed = await call_with_fallback(
                 plan, lambda t: prime_stream(t, body), attempts, on_error=self._count_error,
@@ -480,16 +495,17 @@ class Pipeline:
             )
         except GatewayError as exc:
             self._end_ticket(flow, None, attempts)
-            self._finish_attempts(call, attempts)
-            self._record(call, attempts, exc.status, exc.error_class, Usage())
+            self._finish_attempts(facts, attempts)
+            self._record(call, facts, attempts, exc.status, exc.error_class, Usage())
+            exc.facts = facts
             raise
         except asyncio.CancelledError:
             self._end_ticket(flow, None, attempts, cancelled=True)
-            self._finish_attempts(call, attempts)
-            self._record(call, attempts, CLIENT_CLOSED, "client_disconnected", Usage())
+            self._finish_attempts(facts, attempts)
+            self._record(call, facts, attempts, CLIENT_CLOSED, "client_disconnected", Usage())
             raise
-        self._finish_attempts(call, attempts)
-        return self._relay(call, attempts, primed, flow)
+        self._finish_attempts(facts, attempts)
+        return StreamResult(self._relay(call, attempts, primed, flow), facts)
 
     async def _relay(
         self, call: Call, attempts: Attempts, stream: PrimedStream, flow: _Flow
@@ -509,7 +525,7 @@ class Pipeline:
                 except StopAsyncIteration:
                     break
                 finally:
-                    call.upstream_seconds += time.perf_counter() - t0
+                    flow.facts.upstream_seconds += time.perf_counter() - t0
                 raw_usage = chunk.get("usage")
                 if raw_usage:
                     usage = Usage.from_openai(raw_usage)
@@ -536,9 +552,11 @@ class Pipeline:
             if target is not None:
                 self._count_error(target, exc)
                 record_failure(self.controls.breaker, attempts.permit, exc)
+            err.facts = flow.facts
             raise err from None
         except GuardError as exc:
             status, error_class = exc.status, exc.error_class
+            exc.facts = flow.facts
             self.metrics.guard_actions.labels("output", exc.error_class).inc()
             raise
         except (asyncio.CancelledError, GeneratorExit):
@@ -548,7 +566,7 @@ class Pipeline:
             await stream.aclose()
             if usage is None:
                 usage = Usage(prompt_tokens_estimate(call.body), tokens_for_chars(text_len))
-            cost = self._record(call, attempts, status, error_class, usage)
+            cost = self._record(call, flow.facts, attempts, status, error_class, usage)
             self._end_ticket(flow, usage, attempts, cost=cost)
 
     # ------------------------------------------------------------ settle
@@ -583,14 +601,15 @@ class Pipeline:
         self.metrics.upstream_errors.labels(target.id, exc.kind).inc()
 
     @staticmethod
-    def _finish_attempts(call: Call, attempts: Attempts) -> None:
-        call.upstream_seconds += attempts.upstream_seconds
+    def _finish_attempts(facts: CallFacts, attempts: Attempts) -> None:
+        facts.upstream_seconds += attempts.upstream_seconds
         if attempts.deployment is not None:
-            call.deployment = attempts.deployment.id
+            facts.deployment = attempts.deployment.id
 
     def _record(
         self,
         call: Call,
+        facts: CallFacts,
         attempts: Attempts,
         status: int,
         error_class: str | None,
@@ -598,11 +617,12 @@ class Pipeline:
         response: Any = None,
     ) -> float:
         deployment = attempts.deployment.deployment if attempts.deployment else None
-        set_attributes(status=status, error_class=error_class, deployment=call.deployment,
+        set_attributes(status=status, error_class=error_class, deployment=facts.deployment,
                        prompt_tokens=usage.prompt_tokens,
                        completion_tokens=usage.completion_tokens)
         record = build_record(
             call,
+            facts,
             deployment=deployment,
             status=status,
             error_class=error_class,

@@ -78,7 +78,4 @@ class Limits:
             call.body,
             prices=[(d.pricing.input_per_mtok, d.pricing.output_per_mtok) for d in deployments],
         )
-        ticket = await self.governor.admit(scopes, tokens=est.tokens, cost=est.cost)
-        if ticket.headers:
-            call.response_headers.update(ticket.headers)
-        return ticket
+        return await self.governor.admit(scopes, tokens=est.tokens, cost=est.cost)

@@ -45,6 +45,7 @@ from typing import Any, Protocol
 from lockgate.errors import GatewayError
 from lockgate.observability.tracing import STAGE, span
 from lockgate.pipeline.call import Call, Principal
+from lockgate.pipeline.facts import CallFacts
 from lockgate.settings import ModelDeployment, ShadowSettings
 from lockgate.shadow.compare import completion_text
 from lockgate.shadow.routes import ShadowRoute, resolve_routes, settings_of
@@ -101,7 +102,6 @@ class _Job:
     sample: Sample
     route: ShadowRoute
     principal: Principal | None
-    requested_model: str | None
     body: dict[str, Any]
 
 
@@ -216,7 +216,7 @@ class ShadowMirror:
     # -------------------------------------------------------------- hot path
 
     def maybe_mirror(
-        self, call: Call, body: dict[str, Any], answer: Answer, upstream_s: float,
+        self, call: Call, facts: CallFacts, body: dict[str, Any], answer: Answer,
         cost: float,
     ) -> None:
         """Maybe queue a shadow sample of this call. Synchronous, O(1), never blocks."""
@@ -232,12 +232,12 @@ class ShadowMirror:
         sample = Sample(
             request_id=call.request_id,
             model=call.model,
-            primary_deployment=call.deployment,
+            primary_deployment=facts.deployment,
             primary_text=completion_text(answer.body),
-            primary_latency_ms=upstream_s * 1000.0,
+            primary_latency_ms=facts.upstream_seconds * 1000.0,
             primary_cost=cost,
         )
-        queue.put_nowait(_Job(sample, route, call.principal, call.requested_model, body))
+        queue.put_nowait(_Job(sample, route, call.principal, body))
         self.mirrored += 1
 
     # --------------------------------------------------------------- workers
@@ -273,7 +273,6 @@ class ShadowMirror:
             no_cache=True,
             deployment_pin=route.candidate_id,
             governed=False,
-            requested_model=job.requested_model,
         )
 
     async def _run(self, job: _Job) -> Outcome:
