@@ -6,18 +6,22 @@ never import a provider module.
 """
 
 from lockgate.pipeline.call import Call, EndUser, Principal, UsageRecord
+from lockgate.pipeline.facts import CallFacts, Result, StreamResult
 from lockgate.pipeline.pipeline import Controls, Pipeline
 from lockgate.pipeline.virtual import VirtualDeployment
 from lockgate.providers.base import Completion, StreamChunk, Usage
 
 __all__ = [
     "Call",
+    "CallFacts",
     "Completion",
     "Controls",
     "EndUser",
     "Pipeline",
     "Principal",
+    "Result",
     "StreamChunk",
+    "StreamResult",
     "Usage",
     "UsageRecord",
     "VirtualDeployment",

@@ -44,8 +44,7 @@ from typing import Any, Protocol
 
 from lockgate.errors import GatewayError
 from lockgate.observability.tracing import STAGE, span
-from lockgate.pipeline.call import Call, Principal
-from lockgate.pipeline.facts import CallFacts
+from lockgate.pipeline import Call, CallFacts, Principal
 from lockgate.settings import ModelDeployment, ShadowSettings
 from lockgate.shadow.compare import completion_text
 from lockgate.shadow.routes import ShadowRoute, resolve_routes, settings_of
