@@ -109,6 +109,9 @@ def build_pipeline(targets: dict[str, list[Target]], keys: dict[str, KeyRow] | N
 
 def chat_call(model: str, text: str = "hi", principal: Principal | None = None,
               api_key: str | None = None, **kw: Any) -> Call:
+    """A chat call; without a principal or an api_key it is made as key ``k``, team ``t``."""
+    if principal is None and api_key is None:
+        principal = Principal(key_id="k", team_id="t")
     return Call(kind="chat", model=model,
                 body={"model": model, "messages": [{"role": "user", "content": text}]},
                 principal=principal, api_key=api_key, **kw)
