@@ -5,7 +5,7 @@
 deleted or inserted record (exit 1). Keep the printed head somewhere else and
 pass it back as ``--anchor SEQ:HASH`` to also detect a rewritten chain.
 
-Wiring: ``app.add_typer(audit_app, name="audit")`` in ``lockgate/cli/app.py``.
+Mounted as ``app.add_typer(audit_app, name="audit")`` in ``lockgate/cli/app.py``.
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ and the same bound fields. ``format="console"`` renders the same events for
 humans. It is configured once per process; later calls are no-ops unless
 ``force=True`` (:func:`reset_logging` undoes it, for tests).
 
-Wiring (runtime / api owners)
------------------------------
-* start-up (``lockgate serve`` before the app is built, or ``Runtime.start``)::
+Where it is used
+----------------
+* start-up (the server's lifespan, before the runtime starts)::
 
       from lockgate.observability.logging import configure_logging
       configure_logging(config.logging)        # Config.logging: LoggingSettings

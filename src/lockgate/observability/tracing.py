@@ -125,6 +125,29 @@ def span(name: str, **attrs: Any) -> AbstractContextManager[Any]:
     )
 
 
+def start_span(name: str, **attrs: Any) -> Any:
+    """Start a span that outlives a ``with`` block (a stream's request span); None while
+    tracing is off. Make it current with :func:`use_span`, finish it with :func:`end_span`."""
+    tracer = _tracer
+    if tracer is None:
+        return None
+    return tracer.start_span(name, attributes={k: v for k, v in attrs.items() if v is not None})
+
+
+def use_span(opened: Any) -> AbstractContextManager[Any]:
+    """Make a span from :func:`start_span` current for the block (it stays open)."""
+    if opened is None:
+        return _NO_SPAN
+    from opentelemetry import trace
+
+    return trace.use_span(opened, end_on_exit=False)
+
+
+def end_span(opened: Any) -> None:
+    if opened is not None:
+        opened.end()
+
+
 def set_attributes(**attrs: Any) -> None:
     """Set attributes on the current span (no-op while tracing is off)."""
     if _tracer is None:

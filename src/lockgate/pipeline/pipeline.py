@@ -37,7 +37,14 @@ from lockgate.governance import (
 )
 from lockgate.guards import ContractViolation, GuardError, Guards, RequestGuards
 from lockgate.metrics import Metrics
-from lockgate.observability.tracing import STAGE, set_attributes, span
+from lockgate.observability.tracing import (
+    STAGE,
+    end_span,
+    set_attributes,
+    span,
+    start_span,
+    use_span,
+)
 from lockgate.pipeline.accounting import RecordSink, build_record
 from lockgate.pipeline.auth import Authenticator
 from lockgate.pipeline.cache import ResponseCache, cache_key
@@ -95,6 +102,8 @@ class _Flow:
     facts: CallFacts
     ticket: Ticket | None = None
     guards: RequestGuards | None = None
+    span: Any = None
+    """A stream's request span: open until the stream ends (tracing on only)."""
     body: dict[str, Any] = field(default_factory=dict)
     cache_key: str | None = None
 
@@ -372,7 +381,7 @@ class Pipeline:
         return Result(result.body, result.usage, result.raw, facts)
 
     async def _open_virtual(
-        self, call: Call, facts: CallFacts, family: VirtualDeployment
+        self, call: Call, facts: CallFacts, family: VirtualDeployment, opened: Any
     ) -> StreamResult:
         facts.deployment = family.deployment_id(call.model)
         t0 = time.perf_counter()
@@ -380,10 +389,10 @@ class Pipeline:
             stream = await family.chat_stream(call)
         finally:
             facts.upstream_seconds += time.perf_counter() - t0
-        return StreamResult(self._relay_virtual(call, facts, stream), facts)
+        return StreamResult(self._relay_virtual(call, facts, stream, opened), facts)
 
     async def _relay_virtual(
-        self, call: Call, facts: CallFacts, stream: AsyncIterator[StreamChunk]
+        self, call: Call, facts: CallFacts, stream: AsyncIterator[StreamChunk], opened: Any
     ) -> AsyncIterator[StreamChunk]:
         status, error_class = 200, None
         try:
@@ -410,7 +419,9 @@ class Pipeline:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
-            self._record(call, facts, Attempts(), status, error_class, Usage())
+            with use_span(opened):
+                self._record(call, facts, Attempts(), status, error_class, Usage())
+            end_span(opened)
 
     async def _check_contract(
         self, call: Call, plan: list[Target], flow: _Flow, attempts: Attempts,
@@ -478,14 +489,24 @@ class Pipeline:
         call = replace(call, stream=True)
         facts = CallFacts(call.request_id, call.model, call.started)
         flow = _Flow(facts)
+        flow.span = start_span(STAGE.REQUEST, request_id=call.request_id, model=call.model,
+                               source=call.source, stream=True)
+        try:
+            with use_span(flow.span):
+                return await self._open_stream(call, facts, flow, attempts)
+        except BaseException:
+            end_span(flow.span)
+            raise
+
+    async def _open_stream(
+        self, call: Call, facts: CallFacts, flow: _Flow, attempts: Attempts
+    ) -> StreamResult:
         c = self.controls
         try:
-            with span(STAGE.REQUEST, request_id=call.request_id, model=call.model,
-                      source=call.source, stream=True):
-                plan = await self._admit(call, facts)
-                if not isinstance(plan, list):
-                    return await self._open_virtual(call, facts, plan)
-                await self._govern(call, plan, flow)
+            plan = await self._admit(call, facts)
+            if not isinstance(plan, list):
+                return await self._open_virtual(call, facts, plan, flow.span)
+            await self._govern(call, plan, flow)
             if c.cache is not None:
                 facts.cache = "bypass"
             body = flow.body
@@ -566,7 +587,9 @@ class Pipeline:
             await stream.aclose()
             if usage is None:
                 usage = Usage(prompt_tokens_estimate(call.body), tokens_for_chars(text_len))
-            cost = self._record(call, flow.facts, attempts, status, error_class, usage)
+            with use_span(flow.span):
+                cost = self._record(call, flow.facts, attempts, status, error_class, usage)
+            end_span(flow.span)
             self._end_ticket(flow, usage, attempts, cost=cost)
 
     # ------------------------------------------------------------ settle
