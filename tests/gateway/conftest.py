@@ -18,6 +18,7 @@ import uvicorn
 from lockgate.server import create_app
 from lockgate.settings import parse_config
 from lockgate.testing.stub_upstream import run_stub_in_thread
+from tests.support.postgres import fresh_database
 
 MASTER = "test-master-key-0123456789"
 PG_ADMIN_URL = "postgresql://127.0.0.1:5432/test"
@@ -159,16 +160,7 @@ def upstream() -> Iterator[str]:
 
 
 def _pg_database() -> Iterator[str]:
-    import psycopg
-
-    name = "lg_gw_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from fresh_database("lg_gw")
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

@@ -7,14 +7,13 @@ lockgate.yaml text like in production; tests attach their own mirrors.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import sqlalchemy as sa
+from tests.support.postgres import fresh_database
 
 from lockgate.pipeline.call import Call, Principal
 from lockgate.pipeline.facts import CallFacts
@@ -26,7 +25,6 @@ from lockgate.store.records import UsageRow
 from lockgate.store.tables import shadow_results
 from lockgate.testing.stub_upstream import StubUpstream
 
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 MASTER = "test-master-key-0123456789"
 PRICE = {"input_per_mtok": 1_000_000.0, "output_per_mtok": 2_000_000.0}  # 1 / 2 per token
 CALLER = Principal(key_id="key-caller", team_id="team-caller", team_name="caller-team")
@@ -64,14 +62,7 @@ models:
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
-    name = "lg_shadow_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from fresh_database("lg_shadow")
 
 
 @pytest.fixture
