@@ -7,6 +7,7 @@ back. Errors use Anthropic's error shape.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import orjson
@@ -33,6 +34,7 @@ from lockgate.providers.base import StreamChunk
 from lockgate.runtime import Runtime
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -79,7 +81,7 @@ async def messages(request: Request) -> Response:
         )
         if stream:
             chunks = await rt.pipeline.chat_stream(call)
-            return StreamingResponse(anthropic_events(chunks, model),
+            return StreamingResponse(anthropic_events(chunks, model, call.request_id),
                                      media_type="text/event-stream",
                                      headers=facts_headers(chunks.facts))
         result = await rt.pipeline.chat(call)
@@ -89,14 +91,28 @@ async def messages(request: Request) -> Response:
         return anthropic_error(exc, error_headers(exc, call))
 
 
-async def anthropic_events(chunks: AsyncIterator[StreamChunk], model: str) -> AsyncIterator[bytes]:
+async def anthropic_events(
+    chunks: AsyncIterator[StreamChunk], model: str, request_id: str | None = None
+) -> AsyncIterator[bytes]:
+    """OpenAI chunks -> Anthropic SSE events. Any failure mid-stream (a GatewayError, or
+    anything else: logged, sent as ``api_error``) ends the stream with ``event: error``
+    in Anthropic's shape, never with ``message_stop`` or a dropped connection."""
     translator = OpenAIToAnthropicStream(model)
     try:
         async for chunk in chunks:
             for name, data in translator.feed(chunk):
                 yield encode_anthropic_event(name, data)
     except GatewayError as exc:
-        for name, data in translator.error(exc.message):
+        for name, data in translator.error(exc.message, _ERROR_TYPES.get(exc.status,
+                                                                         "api_error")):
+            yield encode_anthropic_event(name, data)
+        return
+    except Exception:
+        log.exception("stream %s failed", request_id or "?")
+        which = f" {request_id}" if request_id else ""
+        message = (f"lockgate could not complete the stream{which} because of an internal "
+                   "error (it has been logged).")
+        for name, data in translator.error(message):
             yield encode_anthropic_event(name, data)
         return
     for name, data in translator.finish():

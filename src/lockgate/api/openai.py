@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -29,6 +30,7 @@ from lockgate.providers.base import StreamChunk
 from lockgate.runtime import Runtime
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 _DONE = b"data: [DONE]\n\n"
 
@@ -102,7 +104,7 @@ async def chat_completions(request: Request) -> Response:
         if call.body.get("stream") is True:
             stream = await rt.pipeline.chat_stream(call)
             return StreamingResponse(
-                sse_events(stream), media_type="text/event-stream",
+                sse_events(stream, call.request_id), media_type="text/event-stream",
                 headers=facts_headers(stream.facts),
             )
         result = await rt.pipeline.chat(call)
@@ -145,12 +147,28 @@ async def models_payload(pipeline: Pipeline, principal: Principal) -> dict[str, 
     }
 
 
-async def sse_events(stream: AsyncIterator[StreamChunk]) -> AsyncIterator[bytes]:
-    """Render chunks as SSE; a failure mid-stream becomes an error event, never [DONE]."""
+async def sse_events(
+    stream: AsyncIterator[StreamChunk], request_id: str | None = None
+) -> AsyncIterator[bytes]:
+    """Render chunks as SSE; any failure mid-stream becomes an error event (OpenAI's error
+    object), never ``[DONE]`` and never a dropped connection. Failures that are not a
+    GatewayError (the pipeline turns its own into one; this is the last line) are logged
+    and sent as a 500 ``internal_error``."""
     try:
         async for chunk in stream:
             yield b"data: " + orjson.dumps(chunk) + b"\n\n"
     except GatewayError as exc:
         yield b"data: " + exc.body_bytes() + b"\n\n"
         return
+    except Exception:
+        log.exception("stream %s failed", request_id or "?")
+        yield b"data: " + _stream_internal_error(request_id).body_bytes() + b"\n\n"
+        return
     yield _DONE
+
+
+def _stream_internal_error(request_id: str | None) -> GatewayError:
+    which = f" {request_id}" if request_id else ""
+    return GatewayError(f"lockgate could not complete the stream{which} because of an "
+                        "internal error (it has been logged).", status=500,
+                        code="internal_error")

@@ -14,6 +14,13 @@ The pipeline's repair loop uses these pieces:
 3. if not ``result.ok``: ``build_repair_messages(messages, result.raw, result.errors)``
    gives the messages for one more model call.
 4. still invalid at the end: ``raise ContractViolation(contract.id, result.errors)``.
+
+Streams: :attr:`Contract.stream` is how the contract applies to a streamed answer
+(``end``: validate the assembled answer when the stream ends, a violation ends the stream
+with an SSE error event and no ``[DONE]``; ``buffer``: validate and repair the whole answer
+before streaming it out); ``None`` means the configured default
+(``guards.contract_stream``, see :mod:`lockgate.settings.guards`). A config or file entry
+may be a bare schema or ``{"schema": {...}, "stream": "buffer"}``.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from jsonschema.protocols import Validator
 
 from lockgate.errors import ConfigError
 from lockgate.guards.errors import ContractNotFound
-from lockgate.settings.guards import CONTRACT_ID_RE
+from lockgate.settings.guards import CONTRACT_ID_RE, ContractStream, split_contract_entry
 
 __all__ = [
     "Contract",
@@ -78,9 +85,11 @@ def _short(value: str, limit: int = 160) -> str:
 class Contract:
     """One versioned schema with its compiled validator."""
 
-    __slots__ = ("id", "name", "schema", "validator", "version")
+    __slots__ = ("id", "name", "schema", "stream", "validator", "version")
 
-    def __init__(self, contract_id: str, schema: Mapping[str, Any]) -> None:
+    def __init__(
+        self, contract_id: str, schema: Mapping[str, Any], stream: ContractStream | None = None
+    ) -> None:
         if not CONTRACT_ID_RE.match(contract_id):
             raise ConfigError(
                 f"contracts: '{contract_id}' is not a contract id like 'ticket-triage@2'"
@@ -97,6 +106,8 @@ class Contract:
         self.name, version = contract_id.rsplit("@", 1)
         self.version = int(version)
         self.schema = schema
+        self.stream: ContractStream | None = stream
+        """Stream semantics (``end``/``buffer``); None: the configured default."""
         self.validator: Validator = cls(self.schema, format_checker=cls.FORMAT_CHECKER)
 
     def validate(self, value: Any) -> list[str]:
@@ -164,12 +175,16 @@ class ContractRegistry:
         """Inline schemas, ``{id: path}`` files and ``<dir>/<id>.json`` files; ids are unique."""
         found: dict[str, Contract] = {}
 
-        def add(cid: str, schema: Any, origin: str) -> None:
+        def add(cid: str, entry: Any, origin: str) -> None:
             if cid in found:
                 raise ConfigError(f"contracts: '{cid}' is defined twice (again in {origin})")
-            if not isinstance(schema, Mapping):
+            if not isinstance(entry, Mapping):
                 raise ConfigError(f"contracts.{cid}: the schema must be a JSON object ({origin})")
-            found[cid] = Contract(cid, schema)
+            try:
+                schema, stream = split_contract_entry(dict(entry))
+            except ValueError as exc:
+                raise ConfigError(f"contracts.{cid}: {exc} ({origin})") from None
+            found[cid] = Contract(cid, schema, stream)
 
         for cid, schema in (inline or {}).items():
             add(cid, schema, "config")

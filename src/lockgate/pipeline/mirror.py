@@ -1,10 +1,15 @@
 """The pipeline's side of shadow traffic: what ``Controls.mirror`` must offer.
 
-After a successful, non-stream chat call that reached an upstream (cache hits
-are not mirrored) and was not itself pinned to a deployment (shadow samples are
-pinned, so they are never mirrored again), the pipeline calls::
+After a successful chat call that reached an upstream (cache hits are not
+mirrored) and was not itself pinned to a deployment (shadow samples are pinned,
+so they are never mirrored again), the pipeline calls::
 
     controls.mirror.maybe_mirror(call, facts, body, answer, cost)
+
+For a stream the call happens after the stream ended, with the answer assembled from
+its chunks (``answer.body`` is a ``chat.completion``); the stream is never slowed by
+its shadow. Only streams of a model for which ``mirrors(model)`` is True are
+assembled, so ``mirrors`` must be as cheap as ``maybe_mirror``.
 
 with the call as the pipeline ran it (model after routing), its facts (deployment,
 upstream seconds), the body it sent upstream, the answer the client gets and the
@@ -28,6 +33,10 @@ __all__ = ["Mirror"]
 
 
 class Mirror(Protocol):
+    def mirrors(self, model: str) -> bool:
+        """Might a call of ``model`` be sampled (a route with a percentage above 0)? O(1)."""
+        ...
+
     def maybe_mirror(
         self, call: Call, facts: CallFacts, body: dict[str, Any], answer: Completion,
         cost: float,

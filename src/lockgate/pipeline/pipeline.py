@@ -14,8 +14,16 @@ rows) run after the answer, in the background.
 Two :class:`Call` fields let trusted in-process callers narrow the path (shadow
 traffic uses both): ``deployment_pin`` routes to exactly one deployment (no
 policy stage, no fallback, never mirrored) and ``governed=False`` skips the
-limits + budget stage. After a successful non-stream chat the optional
+limits + budget stage. After a successful chat (stream or not) the optional
 ``Controls.mirror`` (:class:`~lockgate.pipeline.mirror.Mirror`) may sample it.
+
+Streams take every control (see :meth:`Pipeline.chat_stream`): the response cache
+(a hit is replayed as a stream, a completed stream fills it), output contracts
+(validated when the stream ends, or buffered: ``guards.contract_stream``), shadow
+traffic (the mirror gets the assembled answer after the stream ended) and audit.
+Any failure, expected or not, is audited and settles or releases the budget
+reservation; an unexpected exception becomes a 500 ``internal_error`` GatewayError
+(before a stream starts) or an SSE error event (mid-stream), never a dropped call.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from lockgate.governance import (
     prompt_tokens_estimate,
     tokens_for_chars,
 )
-from lockgate.guards import ContractViolation, GuardError, Guards, RequestGuards
+from lockgate.guards import Contract, ContractViolation, GuardError, Guards, RequestGuards
 from lockgate.metrics import Metrics
 from lockgate.observability.tracing import (
     STAGE,
@@ -64,6 +72,7 @@ from lockgate.pipeline.resilience import (
     to_gateway_error,
 )
 from lockgate.pipeline.routing import Router, Target
+from lockgate.pipeline.stream_assembly import StreamAssembler, completion_chunks
 from lockgate.pipeline.validate import check_chat_body, check_embeddings_body
 from lockgate.pipeline.virtual import VirtualDeployment
 from lockgate.providers.base import Completion, ProviderError, StreamChunk, Usage
@@ -71,8 +80,9 @@ from lockgate.settings import ModelDeployment
 from lockgate.state.base import StateUnavailable
 
 CLIENT_CLOSED = 499
+INTERNAL_ERROR = "internal_error"
 
-__all__ = ["CLIENT_CLOSED", "Controls", "Pipeline"]
+__all__ = ["CLIENT_CLOSED", "INTERNAL_ERROR", "Controls", "Pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +102,43 @@ class Controls:
     on_version: Callable[[int | None], bool] | None = None
     """Fed the invalidation version read during admission; True: re-authenticate."""
     mirror: Mirror | None = None
-    """Shadow traffic: ``maybe_mirror(call, body, completion, upstream_s, cost)``, O(1)."""
+    """Shadow traffic: ``maybe_mirror(call, facts, body, completion, cost)``, O(1)."""
+
+
+Runner = Callable[[dict[str, Any]], Callable[[Target], Awaitable[Completion]]]
+
+
+def _runner(kind: str) -> Runner:
+    """``runner(body)(target)``: one upstream call of ``kind`` with ``body``."""
+    def runner(body: dict[str, Any]) -> Callable[[Target], Awaitable[Completion]]:
+        async def run(target: Target) -> Completion:
+            provider = target.provider
+            if kind == "chat":
+                return await provider.chat(body)
+            return await provider.embeddings(body)
+        return run
+    return runner
+
+
+def _wants_usage(body: dict[str, Any]) -> bool:
+    opts = body.get("stream_options")
+    return isinstance(opts, dict) and opts.get("include_usage") is True
+
+
+def _usage_doc(usage: Usage) -> dict[str, int]:
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens}
+
+
+def _cached_usage(body: dict[str, Any]) -> Usage:
+    """The usage stored with a cached answer (zero when it is missing or unreadable)."""
+    raw = body.get("usage")
+    if not isinstance(raw, dict):
+        return Usage()
+    try:
+        return Usage.from_openai(raw)
+    except ProviderError:
+        return Usage()
 
 
 @dataclass(slots=True)
@@ -310,33 +356,15 @@ class Pipeline:
             if not isinstance(plan, list):
                 return await self._complete_virtual(call, facts, plan)
             await self._govern(call, plan, flow)
-            cache = c.cache
-            if cache is not None:
-                if call.no_cache:
-                    facts.cache = "bypass"
-                else:
-                    flow.cache_key = cache_key(call, flow.body)
-                    with span(STAGE.CACHE):
-                        hit = await cache.get(flow.cache_key)
-                    if hit is not None:
-                        return self._cache_hit(call, flow, hit)
-                    facts.cache = "miss"
-                    self.metrics.cache.labels("miss").inc()
-
-            def runner(body: dict[str, Any]) -> Callable[[Target], Awaitable[Completion]]:
-                async def run(target: Target) -> Completion:
-                    provider = target.provider
-                    if kind == "chat":
-                        return await provider.chat(body)
-                    return await provider.embeddings(body)
-                return run
-
-            result = await call_with_fallback(plan, runner(flow.body), attempts,
+            contract = self._contract(call)
+            hit = await self._cache_lookup(call, flow, contract)
+            if hit is not None:
+                return self._cache_hit(call, flow, hit)
+            result = await call_with_fallback(plan, _runner(kind)(flow.body), attempts,
                                               on_error=self._count_error, breaker=c.breaker)
-            if c.guards is not None and kind == "chat":
-                result = await self._check_contract(call, plan, flow, attempts, result, runner)
-            if flow.cache_key is not None and cache is not None:
-                in_background(cache.put(flow.cache_key, result.body))
+            if contract is not None:
+                result = await self._check_contract(plan, flow, attempts, result, contract)
+            self._fill(flow, result.body)
             if flow.guards is not None:
                 with span(STAGE.OUTPUT_GUARDS):
                     new = flow.guards.process_response(result.body)
@@ -353,16 +381,77 @@ class Pipeline:
             self._finish_attempts(facts, attempts)
             self._record(call, facts, attempts, CLIENT_CLOSED, "client_disconnected", Usage())
             raise
+        except Exception as exc:  # a bug or an unforeseen failure: still audited, released
+            raise self._unexpected(call, flow, attempts, exc) from exc
         self._finish_attempts(facts, attempts)
         cost = self._record(call, facts, attempts, 200, None, result.usage,
                             response=result.body)
         self._end_ticket(flow, result.usage, attempts, cost=cost)
-        if c.mirror is not None and kind == "chat" and call.deployment_pin is None:
-            try:
-                c.mirror.maybe_mirror(call, facts, flow.body, result, cost)
-            except Exception:  # the primary answer never depends on its shadow
-                log.exception("shadow mirror failed to sample %s", call.request_id)
+        if kind == "chat":
+            self._mirror(call, flow, result, cost)
         return Result(result.body, result.usage, result.raw, facts)
+
+    def _contract(self, call: Call) -> Contract | None:
+        """The output contract the chat body asks for (400 for an unknown id), or None."""
+        guards = self.controls.guards
+        if guards is None or call.kind != "chat":
+            return None
+        return contract_for(call.body, guards.contracts)
+
+    def _stream_mode(self, contract: Contract) -> str:
+        guards = self.controls.guards
+        return contract.stream or (guards.config.contract_stream if guards else "end")
+
+    async def _cache_lookup(
+        self, call: Call, flow: _Flow, contract: Contract | None
+    ) -> dict[str, Any] | None:
+        """The cached answer for this call, or None (sets ``flow.cache_key`` for the fill).
+
+        A cached answer that does not satisfy the call's contract is a miss (the cache key
+        ignores ``metadata``, so another contract may have filled it)."""
+        cache = self.controls.cache
+        if cache is None:
+            return None
+        facts = flow.facts
+        if call.no_cache:
+            facts.cache = "bypass"
+            return None
+        flow.cache_key = cache_key(call, flow.body)
+        with span(STAGE.CACHE):
+            hit = await cache.get(flow.cache_key)
+        if hit is not None and (contract is None or contract.check_completion(hit).ok):
+            return hit
+        facts.cache = "miss"
+        self.metrics.cache.labels("miss").inc()
+        return None
+
+    def _fill(self, flow: _Flow, body: dict[str, Any]) -> None:
+        cache = self.controls.cache
+        if flow.cache_key is not None and cache is not None:
+            in_background(cache.put(flow.cache_key, body))
+
+    def _mirror(self, call: Call, flow: _Flow, answer: Completion, cost: float) -> None:
+        mirror = self.controls.mirror
+        if mirror is None or call.deployment_pin is not None:
+            return
+        try:
+            mirror.maybe_mirror(call, flow.facts, flow.body, answer, cost)
+        except Exception:  # the primary answer never depends on its shadow
+            log.exception("shadow mirror failed to sample %s", call.request_id)
+
+    def _unexpected(
+        self, call: Call, flow: _Flow, attempts: Attempts, exc: BaseException
+    ) -> GatewayError:
+        """An exception that is not a GatewayError: log it, release the reservation,
+        audit a 500 and return the ``internal_error`` GatewayError to raise instead."""
+        log.error("request %s failed unexpectedly", call.request_id, exc_info=exc)
+        facts = flow.facts
+        self._end_ticket(flow, None, attempts)
+        self._finish_attempts(facts, attempts)
+        self._record(call, facts, attempts, 500, INTERNAL_ERROR, Usage())
+        err = _internal_error(call)
+        err.facts = facts
+        return err
 
     async def _complete_virtual(
         self, call: Call, facts: CallFacts, family: VirtualDeployment
@@ -424,14 +513,11 @@ class Pipeline:
             end_span(opened)
 
     async def _check_contract(
-        self, call: Call, plan: list[Target], flow: _Flow, attempts: Attempts,
-        result: Completion,
-        runner: Callable[[dict[str, Any]], Callable[[Target], Awaitable[Completion]]],
+        self, plan: list[Target], flow: _Flow, attempts: Attempts, result: Completion,
+        contract: Contract,
     ) -> Completion:
-        guards = self.controls.guards
-        contract = contract_for(call.body, guards.contracts if guards else None)
-        if contract is None:
-            return result
+        """The answer if it satisfies ``contract``, else one repair call's answer;
+        ContractViolation (502) when that is still invalid."""
         check = contract.check_completion(result.body)
         if check.ok:
             return result
@@ -439,7 +525,7 @@ class Pipeline:
         flow.facts.contract_repaired = True
         body = repair_body(flow.body, contract, check.raw, check.errors)
         second = await call_with_fallback(
-            plan, runner(body), attempts, on_error=self._count_error,
+            plan, _runner("chat")(body), attempts, on_error=self._count_error,
             breaker=self.controls.breaker,
         )
         usage = Usage(result.usage.prompt_tokens + second.usage.prompt_tokens,
@@ -455,24 +541,33 @@ class Pipeline:
         return Completion(second.body, usage, second.raw)
 
     def _cache_hit(self, call: Call, flow: _Flow, hit: dict[str, Any]) -> Result:
+        facts = self._count_hit(flow)
+        body = hit
+        if flow.guards is not None:
+            body = flow.guards.process_response(hit)
+        usage = _cached_usage(hit)
+        self._record_cached(call, facts, 200, None, usage, body)
+        self._end_ticket(flow, Usage(), Attempts(), cost=0.0)
+        return Result(body, usage, None, facts)
+
+    def _count_hit(self, flow: _Flow) -> CallFacts:
         self.metrics.cache.labels("hit").inc()
         facts = flow.facts
         facts.cache = "hit"
         facts.deployment = "cache"
-        body = hit
-        if flow.guards is not None:
-            body = flow.guards.process_response(hit)
-        raw_usage = hit.get("usage")
-        usage = Usage.from_openai(raw_usage) if isinstance(raw_usage, dict) else Usage()
-        record = build_record(call, facts, deployment=None, status=200, error_class=None,
-                              usage=usage, log_bodies=self._log_bodies, response_body=body,
-                              cached=True)
+        return facts
+
+    def _record_cached(
+        self, call: Call, facts: CallFacts, status: int, error_class: str | None,
+        usage: Usage, body: dict[str, Any],
+    ) -> None:
+        """The audit row of an answer served from the cache (cost 0, no upstream tokens)."""
+        record = build_record(call, facts, deployment=None, status=status,
+                              error_class=error_class, usage=usage,
+                              log_bodies=self._log_bodies, response_body=body, cached=True)
         self._sink.submit(record)
-        self.metrics.observe_call(call.model, call.kind, 200, record.latency_ms / 1000.0,
+        self.metrics.observe_call(call.model, call.kind, status, record.latency_ms / 1000.0,
                                   record.overhead_ms / 1000.0, 0, 0, 0.0)
-        if flow.ticket is not None:
-            in_background(flow.ticket.settle(tokens=0, cost=0.0))
-        return Result(body, usage, None, facts)
 
     # ------------------------------------------------------------ stream
 
@@ -482,8 +577,16 @@ class Pipeline:
         Errors up to the first chunk raise here (fallback happened already);
         later failures raise :class:`GatewayError` from the iterator, after
         which the caller must send an error event, never a clean end.
-        Streams bypass the response cache. ``call`` is never changed; the result's
-        ``facts`` keep filling in while the stream runs.
+
+        Every control applies: a cached answer is replayed as a stream (``facts.cache``
+        ``hit``; usage chunk when ``stream_options.include_usage``), a stream that
+        completes fills the cache (an interrupted or failed one never does); an output
+        contract is validated on the assembled answer when the stream ends (a violation
+        raises ContractViolation from the iterator, so the stream ends with an error event
+        and no ``[DONE]``), or, in ``buffer`` mode, the whole answer is taken, validated
+        and repaired first and then streamed; the shadow mirror gets the assembled answer
+        after the stream ended. ``call`` is never changed; the result's ``facts`` keep
+        filling in while the stream runs.
         """
         attempts = Attempts()
         call = replace(call, stream=True)
@@ -507,8 +610,15 @@ class Pipeline:
             if not isinstance(plan, list):
                 return await self._open_virtual(call, facts, plan, flow.span)
             await self._govern(call, plan, flow)
-            if c.cache is not None:
-                facts.cache = "bypass"
+            contract = self._contract(call)
+            hit = await self._cache_lookup(call, flow, contract)
+            if hit is not None:
+                self._count_hit(flow)
+                answer = Completion(hit, _cached_usage(hit))
+                return StreamResult(self._replay(call, attempts, flow, answer, cached=True),
+                                    facts)
+            if contract is not None and self._stream_mode(contract) == "buffer":
+                return await self._open_buffered(call, plan, flow, attempts, contract)
             body = flow.body
             primed = await call_with_fallback(
                 plan, lambda t: prime_stream(t, body), attempts, on_error=self._count_error,
@@ -525,19 +635,88 @@ class Pipeline:
             self._finish_attempts(facts, attempts)
             self._record(call, facts, attempts, CLIENT_CLOSED, "client_disconnected", Usage())
             raise
+        except Exception as exc:  # a bug or an unforeseen failure: still audited, released
+            raise self._unexpected(call, flow, attempts, exc) from exc
         self._finish_attempts(facts, attempts)
-        return StreamResult(self._relay(call, attempts, primed, flow), facts)
+        return StreamResult(self._relay(call, attempts, primed, flow, contract), facts)
+
+    async def _open_buffered(
+        self, call: Call, plan: list[Target], flow: _Flow, attempts: Attempts,
+        contract: Contract,
+    ) -> StreamResult:
+        """``buffer`` contract: the whole answer (non-stream upstream call), validated and
+        repaired before anything is streamed; errors raise here, before the stream."""
+        c = self.controls
+        result = await call_with_fallback(plan, _runner("chat")(flow.body), attempts,
+                                          on_error=self._count_error, breaker=c.breaker)
+        result = await self._check_contract(plan, flow, attempts, result, contract)
+        self._fill(flow, result.body)
+        self._finish_attempts(flow.facts, attempts)
+        return StreamResult(self._replay(call, attempts, flow, result, cached=False),
+                            flow.facts)
+
+    async def _replay(
+        self, call: Call, attempts: Attempts, flow: _Flow, answer: Completion, *, cached: bool
+    ) -> AsyncIterator[StreamChunk]:
+        """A finished answer (cache hit or buffered) as a stream, then its audit row."""
+        facts = flow.facts
+        body = answer.body
+        status, error_class = 200, None
+        cost = 0.0
+        try:
+            if flow.guards is not None:
+                with span(STAGE.OUTPUT_GUARDS):
+                    body = flow.guards.process_response(body)
+            usage = _usage_doc(answer.usage) if _wants_usage(call.body) else None
+            for chunk in completion_chunks(body, usage=usage):
+                yield chunk
+        except GatewayError as exc:
+            status, error_class = exc.status, exc.error_class
+            exc.facts = facts
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            status, error_class = CLIENT_CLOSED, "client_disconnected"
+            raise
+        except Exception as exc:
+            status, error_class = 500, INTERNAL_ERROR
+            log.error("request %s failed while replaying its answer", call.request_id,
+                      exc_info=exc)
+            err = _internal_error(call)
+            err.facts = facts
+            raise err from exc
+        finally:
+            with use_span(flow.span):
+                if cached:
+                    self._record_cached(call, facts, status, error_class, answer.usage, body)
+                else:
+                    cost = self._record(call, facts, attempts, status, error_class,
+                                        answer.usage, response=body)
+            end_span(flow.span)
+            self._end_ticket(flow, answer.usage if not cached else Usage(), attempts,
+                             cost=cost)
+            if not cached and status == 200:
+                self._mirror(call, flow, Completion(body, answer.usage), cost)
 
     async def _relay(
-        self, call: Call, attempts: Attempts, stream: PrimedStream, flow: _Flow
+        self, call: Call, attempts: Attempts, stream: PrimedStream, flow: _Flow,
+        contract: Contract | None = None,
     ) -> AsyncIterator[StreamChunk]:
-        opts = call.body.get("stream_options")
-        want_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
+        c = self.controls
+        want_usage = _wants_usage(call.body)
         usage: Usage | None = None
         text_len = 0
         status, error_class = 200, None
         target = attempts.deployment
         sg = flow.guards.stream_guard() if flow.guards is not None else None
+        mirror = c.mirror if call.deployment_pin is None else None
+        if mirror is not None and not mirror.mirrors(call.model):
+            mirror = None
+        fill = flow.cache_key is not None and c.cache is not None
+        # the whole answer is assembled only when a control needs it
+        assembler = (StreamAssembler() if contract is not None or fill or mirror is not None
+                     else None)
+        answer: dict[str, Any] | None = None
+        cost = 0.0
         try:
             while True:
                 t0 = time.perf_counter()
@@ -547,15 +726,17 @@ class Pipeline:
                     break
                 finally:
                     flow.facts.upstream_seconds += time.perf_counter() - t0
+                if assembler is not None:
+                    assembler.feed(chunk)
                 raw_usage = chunk.get("usage")
-                if raw_usage:
+                if raw_usage is not None:
                     usage = Usage.from_openai(raw_usage)
                 choices = chunk.get("choices")
                 if choices:
                     for choice in choices:
                         delta = choice.get("delta") or {}
                         content = delta.get("content")
-                        if content:
+                        if isinstance(content, str):
                             text_len += len(content)
                     if not want_usage and "usage" in chunk:
                         chunk = {k: v for k, v in chunk.items() if k != "usage"}
@@ -564,6 +745,13 @@ class Pipeline:
                 elif raw_usage is not None and not want_usage:
                     continue
                 yield chunk
+            if assembler is not None:
+                answer = assembler.completion()
+                if contract is not None:
+                    check = contract.check_completion(answer)
+                    if not check.ok:  # bytes went out: nothing to repair, end with an error
+                        self.metrics.guard_actions.labels("contract", "failed").inc()
+                        raise ContractViolation(contract.id, check.errors)
             if sg is not None:
                 for extra in sg.close():
                     yield extra
@@ -572,7 +760,7 @@ class Pipeline:
             status, error_class = err.status, err.error_class
             if target is not None:
                 self._count_error(target, exc)
-                record_failure(self.controls.breaker, attempts.permit, exc)
+                record_failure(c.breaker, attempts.permit, exc)
             err.facts = flow.facts
             raise err from None
         except GuardError as exc:
@@ -580,9 +768,19 @@ class Pipeline:
             exc.facts = flow.facts
             self.metrics.guard_actions.labels("output", exc.error_class).inc()
             raise
+        except GatewayError as exc:  # the contract failed at the end
+            status, error_class = exc.status, exc.error_class
+            exc.facts = flow.facts
+            raise
         except (asyncio.CancelledError, GeneratorExit):
             status, error_class = CLIENT_CLOSED, "client_disconnected"
             raise
+        except Exception as exc:  # a bug, a decode error: an error event, never a dropped line
+            status, error_class = 500, INTERNAL_ERROR
+            log.error("request %s failed mid-stream", call.request_id, exc_info=exc)
+            err = _internal_error(call)
+            err.facts = flow.facts
+            raise err from exc
         finally:
             await stream.aclose()
             if usage is None:
@@ -591,6 +789,11 @@ class Pipeline:
                 cost = self._record(call, flow.facts, attempts, status, error_class, usage)
             end_span(flow.span)
             self._end_ticket(flow, usage, attempts, cost=cost)
+            if status == 200 and answer is not None:  # completed, valid: cache and mirror
+                if fill:
+                    self._fill(flow, answer)
+                if mirror is not None:
+                    self._mirror(call, flow, Completion(answer, usage), cost)
 
     # ------------------------------------------------------------ settle
 
@@ -660,3 +863,10 @@ class Pipeline:
             record.cost,
         )
         return record.cost
+
+
+def _internal_error(call: Call) -> GatewayError:
+    return GatewayError(
+        f"lockgate could not complete request {call.request_id} because of an internal "
+        "error (it has been logged).", status=500, code=INTERNAL_ERROR,
+    )

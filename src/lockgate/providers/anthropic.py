@@ -5,7 +5,8 @@ Takes OpenAI requests, sends ``POST {base_url}/v1/messages`` with ``x-api-key`` 
 :mod:`lockgate.formats.anthropic` (see there for what does not translate). HTTP, pooling,
 timeouts and error mapping are shared with the OpenAI provider
 (:mod:`lockgate.providers.upstream_http`). A stream ends at ``message_stop``; its last
-chunk carries ``usage`` (``choices: []``). Anthropic has no embeddings API.
+chunk carries ``usage`` (``choices: []``). Anthropic has no embeddings API. A ``usage`` that
+is not an object of plausible token counts is ``ProviderError('bad_response')`` (502).
 """
 
 from __future__ import annotations
@@ -23,11 +24,21 @@ from lockgate.formats.anthropic import (
     anthropic_response_to_openai,
     openai_request_to_anthropic,
 )
-from lockgate.providers.base import Completion, ErrorKind, ProviderError, StreamChunk, Usage
+from lockgate.providers.base import (
+    Completion,
+    ErrorKind,
+    ProviderError,
+    StreamChunk,
+    Usage,
+    check_usage,
+)
 from lockgate.providers.upstream_http import UpstreamHTTP
 from lockgate.settings import ModelDeployment
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_BASE_URL", "AnthropicProvider"]
+
+_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
+                 "cache_read_input_tokens")
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -81,7 +92,13 @@ class AnthropicProvider:
         _raw, doc = await self.http.post_json(self._url, self._payload(body, stream=False))
         if doc.get("type") != "message":
             raise ProviderError("bad_response", "Anthropic answer is not a message object")
-        completion = anthropic_response_to_openai(doc)
+        _check_usage(doc.get("usage"))
+        try:
+            completion = anthropic_response_to_openai(doc)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ProviderError(
+                "bad_response", f"Anthropic answer has an unexpected shape: {exc}"
+            ) from None
         return Completion(body=completion, usage=Usage.from_openai(completion["usage"]))
 
     async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
@@ -98,9 +115,21 @@ class AnthropicProvider:
                     ) from None
                 if not isinstance(event, dict):
                     raise ProviderError("bad_response", "Anthropic stream event is not an object")
-                if event.get("type") == "error":
+                etype = event.get("type")
+                if etype == "error":
                     raise _stream_error(event.get("error"))
-                for chunk in translator.feed(event):
+                if etype == "message_start":
+                    message = event.get("message")
+                    _check_usage(message.get("usage") if isinstance(message, dict) else None)
+                elif etype == "message_delta":
+                    _check_usage(event.get("usage"))
+                try:
+                    chunks = translator.feed(event)
+                except (TypeError, ValueError, AttributeError) as exc:
+                    raise ProviderError(
+                        "bad_response", f"Anthropic stream event has an unexpected shape: {exc}"
+                    ) from None
+                for chunk in chunks:
                     yield chunk
                 if translator.done:
                     return
@@ -111,6 +140,12 @@ class AnthropicProvider:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+def _check_usage(usage: Any) -> None:
+    """Anthropic ``usage``: absent, or an object of plausible token counts (else 502)."""
+    if usage is not None:
+        check_usage(usage, _USAGE_FIELDS)
 
 
 def _stream_error(err: Any) -> ProviderError:

@@ -28,7 +28,7 @@ ErrorKind = Literal[
     "timeout_total",
     "connection",  # refused, reset, DNS
     "stream_cut",  # the stream ended without a proper end marker
-    "bad_response",  # unparseable body
+    "bad_response",  # unparseable body, or junk in it (e.g. usage that is not counts)
 ]
 
 
@@ -54,6 +54,46 @@ class ProviderError(Exception):
         return self.kind.startswith("timeout")
 
 
+MAX_TOKEN_COUNT = 1_000_000_000
+"""The largest token count lockgate believes from an upstream (a billion)."""
+
+
+def token_count(value: Any, name: str) -> int:
+    """One upstream token count: absent/null is 0; otherwise a whole number in range.
+
+    Raises ``ProviderError('bad_response')`` naming the field and the value for a bool,
+    string, negative, fraction, NaN or a count above :data:`MAX_TOKEN_COUNT`.
+    """
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad_usage(f"usage.{name} is not a number", value)
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise _bad_usage(f"usage.{name} is not a whole number", value)
+        value = int(value)
+    if value < 0:
+        raise _bad_usage(f"usage.{name} is negative", value)
+    if value > MAX_TOKEN_COUNT:
+        raise _bad_usage(f"usage.{name} is implausibly large", value)
+    return int(value)
+
+
+def check_usage(usage: Any, fields: tuple[str, ...]) -> dict[str, int]:
+    """``{field: count}`` for an upstream ``usage`` object (see :func:`token_count`);
+    ``ProviderError('bad_response')`` when ``usage`` is not an object or a count is junk."""
+    if not isinstance(usage, dict):
+        raise _bad_usage("usage is not an object", usage)
+    return {f: token_count(usage.get(f), f) for f in fields}
+
+
+def _bad_usage(what: str, value: Any) -> ProviderError:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return ProviderError("bad_response", f"upstream {what}: {shown}")
+
+
 @dataclass(slots=True)
 class Usage:
     prompt_tokens: int = 0
@@ -64,13 +104,18 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
     @classmethod
-    def from_openai(cls, usage: dict[str, Any] | None) -> Usage:
-        if not usage:
+    def from_openai(cls, usage: Any) -> Usage:
+        """OpenAI ``usage`` as sent by an upstream; junk raises ``ProviderError('bad_response')``.
+
+        ``None`` (or a missing object) is zero usage. Anything else must be an object whose
+        token counts are absent/null or whole numbers in ``[0, MAX_TOKEN_COUNT]`` (bools,
+        strings, negatives, fractions and huge values are refused): a count lockgate would
+        bill or settle a budget with must be believable.
+        """
+        if usage is None:
             return cls()
-        return cls(
-            int(usage.get("prompt_tokens") or 0),
-            int(usage.get("completion_tokens") or 0),
-        )
+        checked = check_usage(usage, ("prompt_tokens", "completion_tokens", "total_tokens"))
+        return cls(checked["prompt_tokens"], checked["completion_tokens"])
 
 
 @dataclass(slots=True)

@@ -8,6 +8,11 @@ answers keep the upstream bytes in :attr:`Completion.raw`.
 A stream yields every upstream chunk dict as parsed, including the final
 usage-only chunk (``choices: []``) that ``include_usage`` produces; the HTTP
 adapter drops that chunk when its client did not ask for usage.
+
+Upstream junk is a ``ProviderError('bad_response')`` (a 502 for the client, an audit
+row, the budget reservation released), never a crash: ``choices`` that is not a list
+of objects, a ``delta`` that is not an object, or ``usage`` that is not an object of
+plausible token counts (:func:`lockgate.providers.base.token_count`).
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ class OpenAICompatProvider:
         raw, doc = await self.http.post_json(self._chat_url, self._payload(body, stream=False))
         if "choices" not in doc:
             raise _missing(doc, "choices")
+        _check_choices(doc.get("choices"), "message")
         return Completion(body=doc, usage=Usage.from_openai(doc.get("usage")), raw=raw)
 
     async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
@@ -85,6 +91,10 @@ class OpenAICompatProvider:
                 err = chunk.get("error")
                 if err is not None and "choices" not in chunk:
                     raise _stream_error(err)
+                _check_choices(chunk.get("choices"), "delta")
+                usage = chunk.get("usage")
+                if usage is not None:
+                    Usage.from_openai(usage)  # raises on junk
                 yield chunk
         raise ProviderError("stream_cut", "upstream stream ended without [DONE]")
 
@@ -98,6 +108,20 @@ class OpenAICompatProvider:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+def _check_choices(choices: Any, part: str) -> None:
+    """``choices`` must be a list of objects whose ``message``/``delta`` is an object."""
+    if choices is None:
+        return
+    if not isinstance(choices, list):
+        raise ProviderError("bad_response", "upstream 'choices' is not a list")
+    for choice in choices:
+        if not isinstance(choice, dict):
+            raise ProviderError("bad_response", "upstream 'choices' holds a non-object")
+        inner = choice.get(part)
+        if inner is not None and not isinstance(inner, dict):
+            raise ProviderError("bad_response", f"upstream choice '{part}' is not an object")
 
 
 def _missing(doc: dict[str, Any], field: str) -> ProviderError:

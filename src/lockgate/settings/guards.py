@@ -13,6 +13,29 @@ Example::
       contract_files: {invoice@1: contracts/invoice-v1.json}
       contract_dir: contracts/
 
+Output contracts on streams (``stream: true``). A contract entry is a JSON Schema, or
+``{schema: {...}, stream: end|buffer}`` to choose how it applies to streamed answers;
+``contract_stream`` is the default for every contract (including a request's own
+``response_format`` json_schema)::
+
+      contract_stream: end            # default
+      contracts:
+        invoice@3: {stream: buffer, schema: {type: object, required: [total]}}
+
+- ``end`` (default): chunks reach the client as the model writes them; when the upstream
+  stream ends, lockgate validates the assembled answer. Valid: the stream ends normally
+  (``data: [DONE]``). Invalid: there is nothing left to repair, so the stream ends with an
+  SSE error event (OpenAI error object, code ``output_contract_failed``; Anthropic
+  ``event: error`` on ``/v1/messages``) and no ``[DONE]``; the call is audited as a 502.
+- ``buffer``: lockgate takes the whole answer from the upstream first (a non-stream call),
+  validates it, runs the one repair call when needed, and only then streams the validated
+  answer to the client (headers such as ``x-lockgate-contract-repaired`` are then exact).
+  Still invalid after the repair: an ordinary 502 ``output_contract_failed`` response,
+  before any stream starts. The client waits for the whole answer before its first chunk.
+
+A cached answer is validated against the request's contract too (stream or not); one that
+does not satisfy it is treated as a miss.
+
 Defaults: PII ``off`` (no cost on the hot path until a policy asks for it),
 injection ``flag`` (record + header, never blocks), no contracts. Team
 overrides replace the whole ``pii`` or ``injection`` block for that team and are
@@ -32,11 +55,13 @@ from lockgate.settings.base import Strict
 
 __all__ = [
     "CONTRACT_ID_RE",
+    "ContractStream",
     "GuardsConfig",
     "InjectionPolicy",
     "PiiEntity",
     "PiiPolicy",
     "TeamGuards",
+    "split_contract_entry",
 ]
 
 CONTRACT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}@[0-9]{1,6}$")
@@ -55,6 +80,11 @@ PiiEntity = Literal[
     "IT_FISCAL_CODE",
     "FR_NIR",
 ]
+ContractStream = Literal["end", "buffer"]
+"""How an output contract applies to a streamed answer (see the module doc)."""
+_STREAM_MODES = ("end", "buffer")
+_WRAPPER_KEYS = frozenset({"schema", "stream"})
+
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
@@ -92,7 +122,12 @@ class GuardsConfig(Strict):
     injection: InjectionPolicy = InjectionPolicy()
     teams: dict[str, TeamGuards] = Field(default_factory=dict)
     contracts: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    """Inline JSON Schemas by contract id (``name@version``)."""
+    """Inline contracts by id (``name@version``): a JSON Schema, or
+    ``{schema: <JSON Schema>, stream: end|buffer}`` (see the module doc)."""
+    contract_stream: ContractStream = "end"
+    """How contracts apply to streams unless a contract says otherwise: ``end`` validates
+    when the stream ends (a violation ends it with an SSE error event, no ``[DONE]``);
+    ``buffer`` validates (and repairs) the whole answer before streaming it out."""
     contract_files: dict[str, str] = Field(default_factory=dict)
     """Contract id -> path of a JSON Schema file."""
     contract_dir: str | None = None
@@ -101,8 +136,12 @@ class GuardsConfig(Strict):
     @field_validator("contracts")
     @classmethod
     def _check_contracts(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        for cid, schema in v.items():
+        for cid, entry in v.items():
             _check_id(cid)
+            try:
+                schema, _mode = split_contract_entry(entry)
+            except ValueError as exc:
+                raise ValueError(f"contract '{cid}': {exc}") from None
             vcls = js_validators.validator_for(schema, default=js_validators.Draft202012Validator)
             try:
                 vcls.check_schema(schema)
@@ -140,3 +179,16 @@ class GuardsConfig(Strict):
 def _check_id(cid: str) -> None:
     if not CONTRACT_ID_RE.match(cid):
         raise ValueError(f"'{cid}' is not a contract id like 'ticket-triage@2'")
+
+
+def split_contract_entry(entry: Any) -> tuple[dict[str, Any], ContractStream | None]:
+    """``(schema, stream mode or None)`` of one contract entry (a schema, or the
+    ``{schema, stream}`` wrapper). ValueError for a bad ``stream`` value or a non-object."""
+    if not isinstance(entry, dict):
+        raise ValueError("a contract must be a JSON Schema object")
+    if "schema" in entry and isinstance(entry["schema"], dict) and set(entry) <= _WRAPPER_KEYS:
+        mode = entry.get("stream")
+        if mode is not None and mode not in _STREAM_MODES:
+            raise ValueError(f"stream must be 'end' or 'buffer', not {mode!r}")
+        return entry["schema"], mode
+    return entry, None

@@ -1,11 +1,15 @@
 """The mirror: a dice roll, a bounded queue, and workers that send samples through the pipeline.
 
-After a successful non-stream chat call the pipeline calls
-``maybe_mirror(call, body, answer, upstream_s, cost)`` (see
+After a successful chat call the pipeline calls
+``maybe_mirror(call, facts, body, answer, cost)`` (see
 :class:`lockgate.pipeline.mirror.Mirror`): synchronous and O(1), a dice roll
 against the model's route, then ``put_nowait`` into a bounded queue. When the
 queue is full (candidate slow or down) the sample is dropped and counted; the
-client never waits for its shadow.
+client never waits for its shadow. Streams are mirrored too: after the stream
+ended, with the answer the pipeline assembled from its chunks, and only for models
+where :meth:`ShadowMirror.mirrors` is True (so other streams are not assembled). The
+candidate is always called without streaming (``stream``/``stream_options`` removed),
+so its answer compares like for like.
 
 Each of ``concurrency`` workers takes a sample and sends it to the candidate
 *through the pipeline*, as one more :class:`~lockgate.pipeline.Call`:
@@ -213,6 +217,11 @@ class ShadowMirror:
             await self._queue.join()
 
     # -------------------------------------------------------------- hot path
+
+    def mirrors(self, model: str) -> bool:
+        """True when calls of ``model`` may be sampled (O(1); False once closing)."""
+        route = self._routes.get(model)
+        return route is not None and route.percent > 0 and not self._closing
 
     def maybe_mirror(
         self, call: Call, facts: CallFacts, body: dict[str, Any], answer: Answer,
