@@ -87,14 +87,19 @@ async def test_pipeline_serves_a_repeat_from_the_cache_and_audits_it_as_cached()
     assert provider.calls == 3 and sink.records[-1].cached is False
 
 
-async def test_streams_bypass_the_cache() -> None:
+async def test_streams_use_the_cache() -> None:
+    """Streams read and fill the cache too (details in test_pipeline_streams.py)."""
     provider = FakeProvider("one two")
     cache = ResponseCache(MemoryState(), ttl_seconds=60)
     pipe, sink, _ = build_pipeline({"m": [target(deployment("m"), provider)]},
                                    controls=Controls(cache=cache))
     p = Principal(key_id="k1", team_id="A")
+    seen = []
     for _ in range(2):
         stream = await pipe.chat_stream(chat_call("m", principal=p))
-        assert [c async for c in stream]
-    assert provider.calls == 2 and cache.stats()["hits"] == 0
-    assert [r.cached for r in sink.records] == [False, False]
+        chunks = [c async for c in stream]
+        seen.append("".join(c["choices"][0]["delta"].get("content") or "" for c in chunks))
+        await settle()
+    assert provider.calls == 1 and cache.stats()["hits"] == 1
+    assert seen == ["onetwo", "onetwo"]
+    assert [r.cached for r in sink.records] == [False, True]

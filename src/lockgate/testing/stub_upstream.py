@@ -46,6 +46,13 @@ Behaviours (from the upstream model id, e.g. ``model: error-429:2.5``, or from `
     flaky:n           model id: the first n requests for that id get 500, later ones succeed;
                       in a script: n scripted 500s
     bad-json          200 with a body (non-stream) or a stream event (stream) that is not JSON
+    usage-KIND        a normal answer whose ``usage`` is junk (non-stream body; stream: the
+                      final usage chunk, Anthropic ``message_delta``): KIND ``string``
+                      (counts as strings), ``negative``, ``bool``, ``huge`` (10**18),
+                      ``fraction`` (2.5), ``list`` (usage a list), ``text`` (usage a string)
+    bad-choices       stream: after 2 content chunks a chunk whose ``choices`` is a string
+                      (Anthropic: a ``content_block_delta`` whose ``index`` is not a number);
+                      non-stream: ``choices`` is a string
     ok                (script only) answer this request normally
 A model id may carry a prefix (``stub/error-500``): the part after the last ``/`` is read.
 """
@@ -67,7 +74,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-__all__ = ["StubUpstream", "main", "parse_behaviour", "run_stub_in_thread"]
+__all__ = ["USAGE_JUNK", "StubUpstream", "junk_usage", "main", "parse_behaviour",
+           "run_stub_in_thread"]
 
 Behaviour = tuple[str, float]
 """(name, argument); name in error/stall-before/stall-mid/cut-mid/slow/flaky/ok."""
@@ -97,11 +105,32 @@ def parse_behaviour(spec: str) -> Behaviour | None:
             return (name, float(arg) if arg else 1.0)
     except ValueError:
         return None
-    if name in ("cut-mid", "bad-json") and not arg:
+    if name in ("cut-mid", "bad-json", "bad-choices") and not arg:
+        return (name, 0.0)
+    if name.startswith("usage-") and name[6:] in USAGE_JUNK and not arg:
         return (name, 0.0)
     if name == "ok" and not arg:
         return _NORMAL
     return None
+
+
+USAGE_JUNK = ("string", "negative", "bool", "huge", "fraction", "list", "text")
+"""Kinds of junk ``usage`` the ``usage-KIND`` behaviours send."""
+
+
+def junk_usage(behaviour: str, usage: dict[str, Any]) -> Any:
+    """``usage`` spoiled as behaviour ``usage-KIND`` says (unchanged for other behaviours)."""
+    if not behaviour.startswith("usage-"):
+        return usage
+    kind = behaviour[6:]
+    if kind == "list":
+        return list(usage.values())
+    if kind == "text":
+        return "plenty"
+    first = next(iter(usage))
+    spoiled = {"string": str(usage[first]) + " tokens", "negative": -5, "bool": True,
+               "huge": 10**18, "fraction": 2.5}[kind]
+    return {**usage, first: spoiled}
 
 
 # ------------------------------------------------------------------ content helpers
@@ -551,9 +580,11 @@ class StubUpstream:
                 "choices": [
                     {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
                 ],
-                "usage": usage,
+                "usage": junk_usage(b[0], usage),
                 "system_fingerprint": None,
             }
+            if b[0] == "bad-choices":
+                doc["choices"] = "not a list"
             return await self._json_answer(request, doc, b)
 
         opts = body.get("stream_options")
@@ -596,10 +627,13 @@ class StubUpstream:
                 )
         else:
             frames.extend(chunk({"content": piece}) for piece in _split4(plan.text))
+        if b[0] == "bad-choices":
+            frames.insert(3, b"data: " + orjson.dumps({**base, "choices": "oops"}) + b"\n\n")
         frames.append(chunk({}, finish))
         if include_usage:
+            junk = junk_usage(b[0], usage)
             frames.append(
-                b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
+                b"data: " + orjson.dumps({**base, "choices": [], "usage": junk}) + b"\n\n"
             )
         frames.append(b"data: [DONE]\n\n")
         resp = web.StreamResponse(headers=_SSE_HEADERS)
@@ -748,10 +782,10 @@ class StubUpstream:
                 "content": content,
                 "stop_reason": stop_reason,
                 "stop_sequence": plan.stop_sequence,
-                "usage": {
+                "usage": junk_usage(b[0], {
                     "input_tokens": plan.prompt_tokens,
                     "output_tokens": plan.completion_tokens,
-                },
+                }),
             }
             return await self._json_answer(request, doc, b)
 
@@ -802,6 +836,11 @@ class StubUpstream:
             ev("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": d})
             for d in deltas
         )
+        if b[0] == "bad-choices":
+            frames.insert(5, ev("content_block_delta", {
+                "type": "content_block_delta", "index": "zero",
+                "delta": {"type": "input_json_delta", "partial_json": "{"},
+            }))
         frames.append(ev("content_block_stop", {"type": "content_block_stop", "index": 0}))
         frames.append(
             ev(
@@ -809,7 +848,7 @@ class StubUpstream:
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": stop_reason, "stop_sequence": plan.stop_sequence},
-                    "usage": {"output_tokens": plan.completion_tokens},
+                    "usage": junk_usage(b[0], {"output_tokens": plan.completion_tokens}),
                 },
             )
         )
