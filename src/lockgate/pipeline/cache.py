@@ -6,11 +6,15 @@ public model and the request body as sent upstream (after input guards, so a
 request), serialised with sorted keys, without the fields that do not change
 the answer (``user``, ``stream``, ``stream_options``, ``metadata``).
 
-Only non-stream calls are read from and written to the cache; streamed calls
-bypass it (a streamed answer is never served from, nor stored in, the cache).
-A request header ``cache-control: no-cache`` (or ``no-store``) bypasses it
-too. The cache lives in the state backend (Redis, or process memory) and fails
-open: an unreachable backend is a miss and a skipped write, never an error.
+Streams use it too: a cached answer is replayed to a stream request as chunks
+(the pipeline's ``_replay``), and a stream that completes stores the answer assembled
+from its chunks (an interrupted, failed or abandoned stream stores nothing), so a
+stream and a non-stream call of the same request share one entry. Every hit is
+checked against the request's output contract first; an invalid one is a miss (the key
+ignores ``metadata``, so another contract may have filled it). A request header
+``cache-control: no-cache`` (or ``no-store``) bypasses it too. The cache lives in the
+state backend (Redis, or process memory) and fails open: an unreachable backend is a
+miss and a skipped write, never an error.
 """
 
 from __future__ import annotations

@@ -1,14 +1,21 @@
 """Output contracts for the pipeline: which contract a call asks for, and the repair request.
 
-A non-stream chat call has a contract when its body carries
+A chat call (stream or not) has a contract when its body carries
 ``response_format: {type: json_schema, json_schema: {schema: ...}}`` (checked
 against that schema) or ``metadata.contract: "<name>@<version>"`` (a contract
 from ``guards.contracts``; unknown ids are a 400). The answer is validated; an
 invalid answer gets exactly one automatic repair call (the conversation, the bad
 answer, the errors and the schema, with ``response_format`` json_schema set to
 the contract's schema), and if that is still invalid the call fails with 502
-``output_contract_failed``. Streams are not validated (nothing to repair once
-bytes have gone out).
+``output_contract_failed``. The contract is resolved before the cache and the
+upstream (an unknown id is refused before any model call), and a cache hit is validated
+too.
+
+Streams (``Contract.stream``, default ``guards.contract_stream``): ``end`` validates the
+answer assembled from the chunks when the stream ends (a violation ends the stream with
+an SSE error event, no ``[DONE]``, no repair since the bytes are gone); ``buffer`` takes
+the whole answer first (a non-stream upstream call), validates and repairs it like a
+non-stream call, then streams the validated answer.
 """
 
 from __future__ import annotations
