@@ -729,8 +729,8 @@ class Pipeline:
                 if assembler is not None:
                     assembler.feed(chunk)
                 raw_usage = chunk.get("usage")
-                if raw_usage is not None:
-                    usage = Usage.from_openai(raw_usage)
+                if raw_usage is not None and (raw_usage or not isinstance(raw_usage, dict)):
+                    usage = Usage.from_openai(raw_usage)  # junk: ProviderError -> 502
                 choices = chunk.get("choices")
                 if choices:
                     for choice in choices:
