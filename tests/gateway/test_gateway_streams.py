@@ -378,3 +378,18 @@ def test_sse_writers_turn_any_exception_into_an_error_event() -> None:
     assert events[-1].startswith(b"event: error\n")
     assert b"message_stop" not in b"".join(events)
     assert b"req-2" in events[-1]
+
+
+def test_a_failure_in_the_writer_closes_the_pipeline_stream() -> None:
+    closed: list[bool] = []
+
+    async def unserialisable() -> AsyncIterator[dict[str, Any]]:
+        try:
+            yield {"bad": object()}  # orjson cannot encode it: the writer itself fails
+            yield {"never": True}
+        finally:
+            closed.append(True)
+
+    out = asyncio.run(_collect(sse_events(unserialisable(), "req-3")))
+    assert closed == [True]
+    assert orjson.loads(out[-1][len(b"data: "):])["error"]["code"] == "internal_error"

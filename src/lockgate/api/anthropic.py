@@ -14,7 +14,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from lockgate.api.openai import error_headers, facts_headers
+from lockgate.api.openai import close_quietly, error_headers, facts_headers
 from lockgate.api.rag_identity import end_user_of
 from lockgate.api.request_io import JSON, api_key_of, read_json, request_id_of
 from lockgate.errors import BadRequest, GatewayError
@@ -109,6 +109,7 @@ async def anthropic_events(
         return
     except Exception:
         log.exception("stream %s failed", request_id or "?")
+        await close_quietly(chunks)
         which = f" {request_id}" if request_id else ""
         message = (f"lockgate could not complete the stream{which} because of an internal "
                    "error (it has been logged).")

@@ -162,9 +162,21 @@ async def sse_events(
         return
     except Exception:
         log.exception("stream %s failed", request_id or "?")
+        await close_quietly(stream)  # the pipeline audits and settles now, not at GC
         yield b"data: " + _stream_internal_error(request_id).body_bytes() + b"\n\n"
         return
     yield _DONE
+
+
+async def close_quietly(stream: object) -> None:
+    """Close a chunk iterator after a failure in the adapter (its cleanup must not raise)."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except Exception:
+        log.exception("closing a failed stream failed")
 
 
 def _stream_internal_error(request_id: str | None) -> GatewayError:
