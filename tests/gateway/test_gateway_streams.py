@@ -169,6 +169,26 @@ def test_a_stream_is_cached_and_a_repeat_is_replayed_as_a_stream(gw: Gateway, ke
     assert any(row.cached and row.stream and row.status == 200 for row in rows)
 
 
+def test_an_anthropic_stream_is_replayed_from_the_cache(gw: Gateway, key: str) -> None:
+    a = anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0)
+    messages = [{"role": "user", "content": f"{uuid.uuid4().hex} cache me too"}]
+
+    def run() -> tuple[str, str, int]:
+        raw = a.messages.with_raw_response.create(
+            model="claude", max_tokens=50, stream=True, messages=messages)  # type: ignore[arg-type]
+        text, out_tokens = "", 0
+        for event in raw.parse():
+            if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                text += event.delta.text
+            elif event.type == "message_delta":
+                out_tokens = event.usage.output_tokens
+        return raw.headers["x-lockgate-cache"], text, out_tokens
+
+    state, text, tokens = run()
+    assert state == "miss" and text.startswith("stub reply:") and tokens > 0
+    wait_for(lambda: run() == ("hit", text, tokens), "the replayed Anthropic stream")
+
+
 def test_a_cut_stream_never_fills_the_cache(gw: Gateway, key: str, upstream: str) -> None:
     marker = uuid.uuid4().hex
     body = {"model": "fast", "stream": True,
