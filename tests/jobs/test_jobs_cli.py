@@ -125,8 +125,12 @@ def test_dlq_commands(tmp_path: Path) -> None:
     app = _standalone()
     runner = CliRunner()
 
+    cfg = tmp_path / "lockgate.yaml"  # where admin actions are audited
+    cfg.write_text(f"home: {tmp_path / 'home'}\nmodels: []\n")
+
     def invoke(*args: str) -> tuple[int, str]:
-        res = runner.invoke(app, [*args, "-q", url], env={"COLUMNS": "200"})
+        res = runner.invoke(app, [*args, "-q", url],
+                            env={"COLUMNS": "200", "LOCKGATE_CONFIG": str(cfg)})
         return res.exit_code, res.output
 
     code, out = invoke("dlq", "list")
@@ -142,3 +146,17 @@ def test_dlq_commands(tmp_path: Path) -> None:
     assert code == 0 and '"dlq": 0' in out
     code, out = invoke("dlq", "show", "job_nope")
     assert code == 1
+
+    async def admin_rows() -> list[tuple[str | None, str | None, str | None]]:
+        from lockgate.store import Store
+
+        store = await Store.open(f"sqlite:///{tmp_path / 'home' / 'lockgate.db'}")
+        try:
+            rows = await store.recent_usage(10, kind="admin")
+        finally:
+            await store.close()
+        return [(r.model, r.deployment, r.key_id) for r in reversed(rows)]
+
+    rows = asyncio.run(admin_rows())  # DLQ actions are links of the audit chain
+    assert [(a, t) for a, t, _ in rows] == [("dlq.retry", job_id), ("dlq.purge", "*")]
+    assert all((who or "").startswith("cli:") for _, _, who in rows)

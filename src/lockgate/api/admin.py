@@ -1,4 +1,9 @@
-"""Admin HTTP API under /admin/ (master key only): teams, keys, revocation, usage.
+"""Admin HTTP API under /admin/ (master key only): teams, keys, revocation, usage, audit.
+
+Every change an administrator makes (team created, key created or revoked, kill
+switch set) is appended to the tamper-evident audit chain as it happens
+(:meth:`Store.record_admin_action`: who = the admin key id, when, what changed);
+``GET /admin/audit`` lists those rows, newest first.
 
 Store failures propagate to the app's ``StoreError`` handler (:func:`store_error`).
 
@@ -11,12 +16,14 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from lockgate.api.request_io import api_key_of, json_response, read_json
 from lockgate.errors import BadRequest, Forbidden, GatewayError, NotFound
+from lockgate.pipeline.call import Principal
 from lockgate.runtime import Runtime
 from lockgate.store import AlreadyExists, NotFoundError, StoreError
 
@@ -37,11 +44,25 @@ class KeyIn(BaseModel):
 
 
 async def _admin(request: Request) -> Runtime:
+    return (await admin_principal(request))[0]
+
+
+async def admin_principal(request: Request) -> tuple[Runtime, Principal]:
+    """The runtime and the (master) principal calling; 403 for any other key."""
     rt: Runtime = request.app.state.runtime
     principal = await rt.pipeline.authenticate(api_key_of(request))
     if not principal.is_master:
         raise Forbidden("The admin API needs the master key.", code="admin_only")
-    return rt
+    return rt, principal
+
+
+async def audit_admin(
+    rt: Runtime, who: Principal, action: str, *, target: str | None = None,
+    team_id: str | None = None, changes: dict[str, Any] | None = None,
+) -> None:
+    """Append an admin action to the audit chain (a store failure fails the request)."""
+    await rt.store.record_admin_action(action, actor=who.key_id, target=target,
+                                       team_id=team_id, changes=changes)
 
 
 def _parse(model: type[BaseModel], body: dict[str, Any]) -> Any:
@@ -71,13 +92,15 @@ def _jsonable(obj: Any) -> Any:
 
 @router.post("/teams")
 async def create_team(request: Request) -> Response:
-    rt = await _admin(request)
+    rt, who = await admin_principal(request)
     data: TeamIn = _parse(TeamIn, await read_json(request, 64 * 1024))
     try:
         team = await rt.store.create_team(data.name, business_unit=data.business_unit)
     except AlreadyExists as exc:
         raise GatewayError(str(exc), status=409, type="invalid_request_error",
                            code="already_exists") from None
+    await audit_admin(rt, who, "team.create", target=team.id, team_id=team.id,
+                      changes={"name": team.name, "business_unit": team.business_unit})
     return json_response(_jsonable(team), status=201)
 
 
@@ -90,7 +113,7 @@ async def list_teams(request: Request) -> Response:
 
 @router.post("/keys")
 async def create_key(request: Request) -> Response:
-    rt = await _admin(request)
+    rt, who = await admin_principal(request)
     data: KeyIn = _parse(KeyIn, await read_json(request, 64 * 1024))
     unknown = [m for m in data.models or [] if not rt.pipeline.grantable(m)]
     if unknown:
@@ -102,6 +125,10 @@ async def create_key(request: Request) -> Response:
         )
     except NotFoundError as exc:
         raise NotFound(str(exc), param="team", code="team_not_found") from None
+    await audit_admin(rt, who, "key.create", target=key.id, team_id=key.team_id,
+                      changes={"name": key.name, "key_prefix": key.key_prefix,
+                               "allowed_models": list(key.allowed_models)
+                               if key.allowed_models is not None else None})
     return json_response({**_jsonable(key), "key": plaintext}, status=201)
 
 
@@ -116,9 +143,13 @@ async def list_keys(request: Request) -> Response:
 async def revoke_key(request: Request, key_id: str) -> Response:
     """Revoke in the store, drop it from this gateway's key cache and wait until every
     gateway sharing Redis has been told (``announced``: false without Redis)."""
-    rt = await _admin(request)
+    rt, who = await admin_principal(request)
     if not await rt.revoke_key(key_id):  # returns once every gateway has been told
         raise NotFound(f"No active key with id '{key_id}'.", code="key_not_found")
+    key = await rt.store.get_key(key_id)
+    await audit_admin(rt, who, "key.revoke", target=key_id,
+                      team_id=key.team_id if key is not None else None,
+                      changes={"revoked": True})
     return json_response({"id": key_id, "revoked": True,
                           "announced": rt.invalidations is not None})
 
@@ -147,6 +178,29 @@ async def usage(request: Request) -> Response:
         raise BadRequest("'group_by' must be 'business_unit' or absent.", param="group_by",
                          code="invalid_value")
     return json_response({"data": await rt.store.usage_summary(team=team, since=since)})
+
+
+@router.get("/audit")
+async def admin_audit(request: Request) -> Response:
+    """Administrators' actions from the audit chain, newest first: ``limit`` (1..1000,
+    default 100), ``since`` (ISO or 24h/7d), ``action`` (e.g. ``key.create``)."""
+    rt = await _admin(request)
+    raw_limit = request.query_params.get("limit", "100")
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= 1000:
+        raise BadRequest("'limit' must be an integer from 1 to 1000.", param="limit",
+                         code="invalid_value")
+    since_raw = request.query_params.get("since")
+    rows = await rt.store.recent_usage(
+        int(raw_limit), kind="admin", model=request.query_params.get("action"),
+        since=parse_since(since_raw) if since_raw else None,
+    )
+    out = []
+    for row in rows:
+        detail = orjson.loads(row.detail) if row.detail else {}
+        out.append({"id": row.request_id, "at": row.created_at.isoformat(),
+                    "actor": row.key_id, "action": row.model, "target": row.deployment,
+                    "team_id": row.team_id, "changes": detail.get("changes", {})})
+    return json_response({"data": out})
 
 
 def parse_since(value: str) -> datetime:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, model_validator
 from starlette.responses import Response
 
-from lockgate.api.admin import _admin, _parse
+from lockgate.api.admin import _admin, _parse, admin_principal, audit_admin
 from lockgate.api.request_io import error_response, json_response, read_json
 from lockgate.errors import GatewayError, NotFound
 from lockgate.runtime import Runtime
@@ -68,7 +68,7 @@ async def controls(request: Request) -> Response:
 @router.post("/kill")
 async def kill(request: Request) -> Response:
     try:
-        rt = await _admin(request)
+        rt, who = await admin_principal(request)
         data: KillIn = _parse(KillIn, await read_json(request, 16 * 1024))
         ks = rt.controls.kill_switch
         if ks is None:
@@ -80,6 +80,9 @@ async def kill(request: Request) -> Response:
         else:
             assert data.team is not None
             doc = await ks.set("team", data.team, data.off)
+        what = "model" if data.model is not None else "team"
+        await audit_admin(rt, who, "kill_switch.set", target=f"{what}:{data.model or data.team}",
+                          changes={"off": data.off, "kill_switch": doc})
         return json_response({"kill_switch": doc})
     except GatewayError as exc:  # StateUnavailable (503) included
         return error_response(exc)

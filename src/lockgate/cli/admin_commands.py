@@ -1,7 +1,9 @@
 """``lockgate teams|keys|usage``: administration straight against the store.
 
 Revoking a key also tells a running gateway (``--gateway``, default the local
-one) to drop its key cache, so the revocation is immediate there.
+one) to drop its key cache, so the revocation is immediate there. Every change
+(team or key created, key revoked) is appended to the audit chain with the actor
+``cli:<os user>`` (:func:`audit_admin`).
 """
 
 from __future__ import annotations
@@ -19,12 +21,28 @@ from rich.table import Column, Table
 from lockgate.cli.common import ConfigOption, console, fail, get_config, run
 from lockgate.settings import Config
 from lockgate.store import Store, StoreError
+from lockgate.store.records import ApiKey, Team
 
 T = TypeVar("T")
 
 teams_app = typer.Typer(help="Teams: who owns keys and spend.", no_args_is_help=True)
 keys_app = typer.Typer(help="Virtual API keys (shown once, stored as hashes).",
                        no_args_is_help=True)
+
+
+def cli_actor() -> str:
+    """Who an administrator's action from the command line is recorded as."""
+    import getpass
+
+    try:
+        return "cli:" + getpass.getuser()
+    except (KeyError, OSError):
+        return "cli:" + str(os.getuid())
+
+
+async def audit_admin(store: Store, action: str, **kwargs: object) -> None:
+    """Append a CLI admin action to the audit chain (see ``Store.record_admin_action``)."""
+    await store.record_admin_action(action, actor=cli_actor(), **kwargs)  # type: ignore[arg-type]
 
 
 def with_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
@@ -56,7 +74,14 @@ def teams_create(
 ) -> None:
     """Create a team."""
     cfg = get_config(config)
-    team = with_store(cfg, lambda s: s.create_team(name, business_unit=business_unit))
+
+    async def create(s: Store) -> Team:
+        team = await s.create_team(name, business_unit=business_unit)
+        await audit_admin(s, "team.create", target=team.id, team_id=team.id,
+                          changes={"name": team.name, "business_unit": team.business_unit})
+        return team
+
+    team = with_store(cfg, create)
     console.print(f"created team [bold]{team.name}[/] ({team.id})")
 
 
@@ -87,9 +112,16 @@ def keys_create(
                if m not in cfg.model_names() and not grantable_rag_model(m)]
     if unknown:
         fail(f"unknown model(s) for this config: {', '.join(unknown)}")
-    plaintext, key = with_store(
-        cfg, lambda s: s.create_key(team, name=name, allowed_models=models or None)
-    )
+
+    async def create(s: Store) -> tuple[str, ApiKey]:
+        plaintext, key = await s.create_key(team, name=name, allowed_models=models or None)
+        await audit_admin(s, "key.create", target=key.id, team_id=key.team_id,
+                          changes={"name": key.name, "key_prefix": key.key_prefix,
+                                   "allowed_models": list(key.allowed_models)
+                                   if key.allowed_models is not None else None})
+        return plaintext, key
+
+    plaintext, key = with_store(cfg, create)
     console.print(f"created key {key.id} for team {key.team_id} (shown once):", highlight=False)
     print(plaintext)
 
@@ -121,7 +153,17 @@ def keys_revoke(
 ) -> None:
     """Revoke a key (effective immediately on the notified gateway)."""
     cfg = get_config(config)
-    if not with_store(cfg, lambda s: s.revoke_key(key_id)):
+
+    async def revoke(s: Store) -> bool:
+        if not await s.revoke_key(key_id):
+            return False
+        key = await s.get_key(key_id)
+        await audit_admin(s, "key.revoke", target=key_id,
+                          team_id=key.team_id if key is not None else None,
+                          changes={"revoked": True})
+        return True
+
+    if not with_store(cfg, revoke):
         fail(f"no active key with id '{key_id}'")
     console.print(f"revoked {key_id}")
     _notify_gateway(gateway, cfg)

@@ -4,6 +4,7 @@
 announce it to every gateway) when the config has ``redis_url``; without Redis
 they ask the running gateway (``--gateway``, master key from
 ``LOCKGATE_MASTER_KEY`` or the config) through ``POST /admin/controls/kill``.
+Either way the change is a row in the audit chain (``kill_switch.set``).
 """
 
 from __future__ import annotations
@@ -77,6 +78,15 @@ def _switch(cfg: Config, gateway: str, model: str | None, team: str | None, off:
                 await state.close()
 
         doc = run(go)
+        from lockgate.cli.admin_commands import audit_admin, with_store
+        from lockgate.store import Store
+
+        async def audit(store: Store) -> None:
+            await audit_admin(store, "kill_switch.set",
+                              target=f"{'model' if model else 'team'}:{model or team}",
+                              changes={"off": off, "kill_switch": doc})
+
+        with_store(cfg, audit)  # without Redis the gateway records it (POST /admin/controls)
     else:
         body: dict[str, Any] = {"off": off, **({"model": model} if model else {"team": team})}
         doc = _http(cfg, gateway.rstrip("/") + "/admin/controls/kill", "POST", body)[

@@ -73,6 +73,17 @@ def _with_queue(cfg: Config, url: str | None, fn: Callable[[JobQueue], Awaitable
         fail(f"job queue: {exc}")
 
 
+def _audit(cfg: Config, action: str, target: str, changes: dict[str, object]) -> None:
+    """An administrator's DLQ action as a row in the audit chain (actor ``cli:<user>``)."""
+    from lockgate.cli.admin_commands import audit_admin, with_store
+    from lockgate.store import Store
+
+    async def go(store: Store) -> None:
+        await audit_admin(store, action, target=target, changes=changes)
+
+    with_store(cfg, go)
+
+
 def _ts(value: float | None) -> str:
     return datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
@@ -249,6 +260,7 @@ def dlq_retry(
     """Put a dead job back in the queue (attempts reset)."""
     cfg = get_config(config)
     job = _with_queue(cfg, queue, lambda q: q.dlq_retry(job_id))
+    _audit(cfg, "dlq.retry", job_id, {"state": job.state})
     console.print(f"{job.id}: {job.state}", highlight=False)
 
 
@@ -264,6 +276,7 @@ def dlq_purge(
     if job_id is None and not yes and not typer.confirm("Delete every dead job?"):
         raise typer.Exit(1)
     n = _with_queue(cfg, queue, lambda q: q.dlq_purge(job_id))
+    _audit(cfg, "dlq.purge", job_id or "*", {"purged": n})
     console.print(f"purged {n} dead job(s)", highlight=False)
 
 

@@ -19,17 +19,23 @@ from lockgate.guards.errors import (
     InjectionBlocked,
     PiiBlocked,
 )
-from lockgate.guards.injection import InjectionReport, check_injection, scan_chat_request
+from lockgate.guards.injection import (
+    InjectionReport,
+    check_injection,
+    scan_chat_request,
+    scan_passage,
+)
 from lockgate.guards.pii.body import (
     PiiOutcome,
     guard_chat_request,
     redact_chat_response,
     restore_chat_response,
 )
+from lockgate.guards.pii.embeddings import guard_embeddings_request
 from lockgate.guards.pii.scanner import Finding, PiiScanner
 from lockgate.guards.pii.stream import ChatStreamGuard, stream_redactor, stream_restorer
 from lockgate.guards.pii.transform import Vault, redact_text, restore_text
-from lockgate.guards.request_guards import Guards, RequestGuards
+from lockgate.guards.request_guards import Guards, PassageVerdict, RequestGuards
 
 __all__ = [
     "ChatStreamGuard",
@@ -43,6 +49,7 @@ __all__ = [
     "Guards",
     "InjectionBlocked",
     "InjectionReport",
+    "PassageVerdict",
     "PiiBlocked",
     "PiiOutcome",
     "PiiScanner",
@@ -51,11 +58,13 @@ __all__ = [
     "build_repair_messages",
     "check_injection",
     "guard_chat_request",
+    "guard_embeddings_request",
     "redact_chat_response",
     "redact_text",
     "restore_chat_response",
     "restore_text",
     "scan_chat_request",
+    "scan_passage",
     "stream_redactor",
     "stream_restorer",
 ]

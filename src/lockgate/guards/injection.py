@@ -38,6 +38,7 @@ __all__ = [
     "Rule",
     "check_injection",
     "scan_chat_request",
+    "scan_passage",
     "scan_text",
 ]
 
@@ -273,6 +274,14 @@ def scan_chat_request(
             for text in _texts(msg):
                 hits |= scan_text(text, tool_output=is_tool)
     ordered = tuple(sorted(hits))
+    score = min(1.0, sum(_WEIGHTS[r] for r in ordered))
+    return InjectionReport(round(score, 2), ordered)
+
+
+def scan_passage(text: str) -> InjectionReport:
+    """Score one retrieved passage (RAG context): text the caller did not write but the
+    model will read, so it is scanned like a tool result."""
+    ordered = tuple(sorted(scan_text(text, tool_output=True)))
     score = min(1.0, sum(_WEIGHTS[r] for r in ordered))
     return InjectionReport(round(score, 2), ordered)
 

@@ -30,6 +30,11 @@ event, never pass the text on)::
     for extra in (sg.close() if sg else ()):
         send(extra)
 
+Embeddings requests (``check_embeddings``) get the PII policy on their string
+inputs (no injection check: nothing follows instructions there). RAG passages
+retrieved for a prompt are screened with ``screen_passages`` before they reach
+the model. ``audit()`` is what the call's audit row records (``detail``).
+
 Nothing here touches the network, the database or the clock.
 """
 
@@ -39,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lockgate.guards.contracts import ContractRegistry
-from lockgate.guards.injection import InjectionReport, check_injection
+from lockgate.guards.injection import InjectionReport, check_injection, scan_passage
 from lockgate.guards.pii.body import (
     PiiOutcome,
     guard_chat_request,
@@ -47,6 +52,7 @@ from lockgate.guards.pii.body import (
     restore_chat_response,
 )
 from lockgate.guards.pii.detectors import detectors_for
+from lockgate.guards.pii.embeddings import guard_embeddings_request
 from lockgate.guards.pii.scanner import PiiScanner
 from lockgate.guards.pii.stream import (
     ChainedStream,
@@ -58,7 +64,7 @@ from lockgate.guards.pii.stream import (
 )
 from lockgate.settings.guards import GuardsConfig, InjectionPolicy, PiiPolicy
 
-__all__ = ["Guards", "RequestGuards"]
+__all__ = ["Guards", "PassageVerdict", "RequestGuards"]
 
 PII_HEADER = "x-lockgate-pii"
 INJECTION_HEADER = "x-lockgate-injection"
@@ -101,6 +107,81 @@ class Guards:
             new_body = pii.body
         return RequestGuards(self, pii_policy, inj_policy, new_body, pii, injection)
 
+    def check_embeddings(
+        self,
+        body: dict[str, Any],
+        *,
+        team_id: str | None = None,
+        team_name: str | None = None,
+    ) -> RequestGuards:
+        """The PII policy on an embeddings request's string inputs (see module docs)."""
+        pii_policy = self.config.pii_for(team_id, team_name)
+        inj_policy = self.config.injection_for(team_id, team_name)
+        pii: PiiOutcome | None = None
+        new_body = body
+        if pii_policy.action != "off":
+            pii = guard_embeddings_request(
+                body, self.scanner(pii_policy.entities), pii_policy.action
+            )
+            new_body = pii.body
+        return RequestGuards(self, pii_policy, inj_policy, new_body, pii, None)
+
+    def redact_for_log(
+        self,
+        body: dict[str, Any],
+        *,
+        kind: str = "chat",
+        team_id: str | None = None,
+        team_name: str | None = None,
+    ) -> dict[str, Any] | None:
+        """``body`` with PII replaced by labels for storing (``log_bodies``) when no
+        guarded body exists (a refused call, a RAG ``rag/<collection>`` question);
+        unchanged when the caller's PII policy is ``off``; None if scanning fails."""
+        policy = self.config.pii_for(team_id, team_name)
+        if policy.action == "off":
+            return body
+        scanner = self.scanner(policy.entities)
+        try:
+            if kind == "embeddings":
+                return guard_embeddings_request(body, scanner, "redact").body
+            return guard_chat_request(body, scanner, "redact").body
+        except Exception:  # never store what could not be checked
+            return None
+
+    def screen_passages(
+        self,
+        texts: list[str],
+        *,
+        team_id: str | None = None,
+        team_name: str | None = None,
+    ) -> list[PassageVerdict]:
+        """Injection verdicts for retrieved passages, one per text, in order.
+
+        A passage is ``withheld`` when the caller's injection policy is not ``off`` and
+        its score reaches the policy's threshold: the caller did not write it, so it is
+        neutralised (kept from the model) rather than failing the caller's request.
+        """
+        policy = self.config.injection_for(team_id, team_name)
+        if policy.action == "off":
+            return [PassageVerdict() for _ in texts]
+        out = []
+        for text in texts:
+            report = scan_passage(text)
+            out.append(PassageVerdict(report, report.hit and report.score >= policy.threshold))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class PassageVerdict:
+    """The injection guard's view of one retrieved passage."""
+
+    report: InjectionReport | None = None
+    withheld: bool = False
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        return self.report.rules if self.report is not None else ()
+
 
 @dataclass(slots=True)
 class RequestGuards:
@@ -114,6 +195,9 @@ class RequestGuards:
     injection: InjectionReport | None = None
     output_entities: list[str] = field(default_factory=list)
     """PII types found in the model's answer (policy ``output``), filled by the response side."""
+    logged_response: dict[str, Any] | None = None
+    """The non-stream answer as guarded before placeholders were restored: what may be
+    stored (``log_bodies``); set by :meth:`process_response`."""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -124,8 +208,15 @@ class RequestGuards:
             out[INJECTION_HEADER] = self.injection.header_value()
         return out
 
+    @property
+    def found(self) -> bool:
+        """Did any guard find something (input PII, output PII, an injection rule)?"""
+        return bool((self.pii is not None and self.pii.findings) or self.output_entities
+                    or (self.injection is not None and self.injection.hit))
+
     def audit(self) -> dict[str, Any]:
-        """A small dict for the audit record (types and rule ids only, never values)."""
+        """A small dict for the call's audit row (``detail.guards``): types and rule ids
+        only, never values. The pipeline records it when :attr:`found`."""
         return {
             "pii_action": self.pii_policy.action,
             "pii_entities": self.pii.entities if self.pii else [],
@@ -148,6 +239,7 @@ class RequestGuards:
             self.output_entities.extend(found)
             if self.pii_policy.output == "redact":
                 body = redacted
+        self.logged_response = body
         vault = self.pii.vault if self.pii is not None else None
         if vault:
             body = restore_chat_response(body, vault)

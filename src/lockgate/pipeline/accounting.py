@@ -1,11 +1,18 @@
-"""Settle: turn a finished call into its usage/audit record (cost from pricing)."""
+"""Settle: turn a finished call into its usage/audit record (cost from pricing).
+
+The pipeline decides what may be stored (:func:`guard_detail`, and the body the
+guards produced, never the caller's unredacted one): ``request_body`` and
+``response_body`` here are stored as given when ``log_bodies`` is on.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
+from lockgate.errors import GatewayError
+from lockgate.guards import InjectionBlocked, PiiBlocked, RequestGuards
 from lockgate.pipeline.call import Call, UsageRecord
 from lockgate.pipeline.facts import CallFacts
 from lockgate.providers.base import Usage
@@ -25,8 +32,10 @@ def build_record(
     error_class: str | None,
     usage: Usage,
     log_bodies: bool,
+    request_body: object | None = None,
     response_body: object | None = None,
     cached: bool = False,
+    detail: str | None = None,
 ) -> UsageRecord:
     cost = 0.0
     if deployment is not None and not cached:
@@ -50,10 +59,33 @@ def build_record(
         overhead_ms=facts.overhead_ms(),
         stream=call.stream,
         cached=cached,
-        request_body=orjson.dumps(call.body).decode() if log_bodies else None,
+        request_body=(
+            orjson.dumps(request_body).decode()
+            if log_bodies and request_body is not None
+            else None
+        ),
         response_body=(
             orjson.dumps(response_body).decode()
             if log_bodies and response_body is not None
             else None
         ),
+        detail=detail,
     )
+
+
+def guard_detail(guards: RequestGuards | None, blocked: GatewayError | None) -> str | None:
+    """The call's ``detail`` JSON: what the guards found (types and rule ids, never
+    values), or which guard refused the call; None when they found nothing."""
+    found: dict[str, Any] | None = None
+    if blocked is not None:
+        found = {"blocked": blocked.code}
+        if isinstance(blocked, PiiBlocked):
+            found["pii_entities"] = list(blocked.entities)
+        elif isinstance(blocked, InjectionBlocked):
+            found["injection_score"] = blocked.score
+            found["injection_rules"] = list(blocked.rules)
+    elif guards is not None and guards.found:
+        found = guards.audit()
+    if found is None:
+        return None
+    return orjson.dumps({"guards": found}).decode()

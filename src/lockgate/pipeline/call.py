@@ -113,3 +113,5 @@ class UsageRecord:
     cached: bool = False
     request_body: str | None = None
     response_body: str | None = None
+    detail: str | None = None
+    """JSON: what the guards found (types and rule ids only, never values)."""

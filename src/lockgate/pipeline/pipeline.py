@@ -43,7 +43,14 @@ from lockgate.governance import (
     prompt_tokens_estimate,
     tokens_for_chars,
 )
-from lockgate.guards import Contract, ContractViolation, GuardError, Guards, RequestGuards
+from lockgate.guards import (
+    Contract,
+    ContractViolation,
+    GuardError,
+    Guards,
+    PassageVerdict,
+    RequestGuards,
+)
 from lockgate.metrics import Metrics
 from lockgate.observability.tracing import (
     STAGE,
@@ -53,7 +60,7 @@ from lockgate.observability.tracing import (
     start_span,
     use_span,
 )
-from lockgate.pipeline.accounting import RecordSink, build_record
+from lockgate.pipeline.accounting import RecordSink, build_record, guard_detail
 from lockgate.pipeline.auth import Authenticator
 from lockgate.pipeline.cache import ResponseCache, cache_key
 from lockgate.pipeline.call import Call, Principal
@@ -152,6 +159,8 @@ class _Flow:
     """A stream's request span: open until the stream ends (tracing on only)."""
     body: dict[str, Any] = field(default_factory=dict)
     cache_key: str | None = None
+    blocked: GatewayError | None = None
+    """The input guards refused the call (recorded in its audit row)."""
 
 
 class Pipeline:
@@ -194,6 +203,24 @@ class Pipeline:
         for family in self.router.virtual_families:
             out.extend(await family.models(principal))
         return out
+
+    def screen_passages(
+        self, texts: list[str], principal: Principal | None
+    ) -> list[PassageVerdict]:
+        """The input guards' injection check on retrieved passages (RAG) before a feature
+        puts them in a prompt: one verdict per text (all clear without guards)."""
+        guards = self.controls.guards
+        if guards is None:
+            return [PassageVerdict() for _ in texts]
+        verdicts = guards.screen_passages(
+            texts, team_id=principal.team_id if principal else None,
+            team_name=principal.team_name if principal else None,
+        )
+        for v in verdicts:
+            if v.rules:
+                self.metrics.guard_actions.labels(
+                    "injection", "withheld" if v.withheld else "flag").inc()
+        return verdicts
 
     def _policy(self, call: Call, facts: CallFacts) -> None:
         """Task routing and the kill switch: may change the (private) ``call.model``."""
@@ -308,16 +335,16 @@ class Pipeline:
                     and c.on_version(flow.ticket.version) and call.api_key):
                 # the key cache was reset by another gateway: check the key again
                 call.principal = await self.auth.authenticate(call.api_key)
-        if c.guards is not None and call.kind == "chat":
+        if c.guards is not None:
             p = call.principal
+            check = c.guards.check_request if call.kind == "chat" else c.guards.check_embeddings
             try:
                 with span(STAGE.INPUT_GUARDS):
-                    rg = c.guards.check_request(
-                        flow.body, team_id=p.team_id if p else None,
-                        team_name=p.team_name if p else None,
-                    )
+                    rg = check(flow.body, team_id=p.team_id if p else None,
+                               team_name=p.team_name if p else None)
             except GatewayError as exc:
                 self.metrics.guard_actions.labels("input", exc.error_class).inc()
+                flow.blocked = exc
                 raise
             flow.guards = rg
             flow.body = rg.body
@@ -373,19 +400,20 @@ class Pipeline:
         except GatewayError as exc:
             self._end_ticket(flow, None, attempts)
             self._finish_attempts(facts, attempts)
-            self._record(call, facts, attempts, exc.status, exc.error_class, Usage())
+            self._record(call, facts, attempts, exc.status, exc.error_class, Usage(), flow=flow)
             exc.facts = facts
             raise
         except asyncio.CancelledError:
             self._end_ticket(flow, None, attempts, cancelled=True)
             self._finish_attempts(facts, attempts)
-            self._record(call, facts, attempts, CLIENT_CLOSED, "client_disconnected", Usage())
+            self._record(call, facts, attempts, CLIENT_CLOSED, "client_disconnected", Usage(),
+                         flow=flow)
             raise
         except Exception as exc:  # a bug or an unforeseen failure: still audited, released
             raise self._unexpected(call, flow, attempts, exc) from exc
         self._finish_attempts(facts, attempts)
         cost = self._record(call, facts, attempts, 200, None, result.usage,
-                            response=result.body)
+                            response=result.body, flow=flow)
         self._end_ticket(flow, result.usage, attempts, cost=cost)
         if kind == "chat":
             self._mirror(call, flow, result, cost)
@@ -448,7 +476,7 @@ class Pipeline:
         facts = flow.facts
         self._end_ticket(flow, None, attempts)
         self._finish_attempts(facts, attempts)
-        self._record(call, facts, attempts, 500, INTERNAL_ERROR, Usage())
+        self._record(call, facts, attempts, 500, INTERNAL_ERROR, Usage(), flow=flow)
         err = _internal_error(call)
         err.facts = facts
         return err
@@ -546,7 +574,7 @@ class Pipeline:
         if flow.guards is not None:
             body = flow.guards.process_response(hit)
         usage = _cached_usage(hit)
-        self._record_cached(call, facts, 200, None, usage, body)
+        self._record_cached(call, facts, 200, None, usage, body, flow=flow)
         self._end_ticket(flow, Usage(), Attempts(), cost=0.0)
         return Result(body, usage, None, facts)
 
@@ -559,12 +587,14 @@ class Pipeline:
 
     def _record_cached(
         self, call: Call, facts: CallFacts, status: int, error_class: str | None,
-        usage: Usage, body: dict[str, Any],
+        usage: Usage, body: dict[str, Any], *, flow: _Flow | None = None,
     ) -> None:
         """The audit row of an answer served from the cache (cost 0, no upstream tokens)."""
+        request_body, response_body, detail = self._audit_parts(call, flow, body)
         record = build_record(call, facts, deployment=None, status=status,
                               error_class=error_class, usage=usage,
-                              log_bodies=self._log_bodies, response_body=body, cached=True)
+                              log_bodies=self._log_bodies, request_body=request_body,
+                              response_body=response_body, cached=True, detail=detail)
         self._sink.submit(record)
         self.metrics.observe_call(call.model, call.kind, status, record.latency_ms / 1000.0,
                                   record.overhead_ms / 1000.0, 0, 0, 0.0)
@@ -627,13 +657,14 @@ class Pipeline:
         except GatewayError as exc:
             self._end_ticket(flow, None, attempts)
             self._finish_attempts(facts, attempts)
-            self._record(call, facts, attempts, exc.status, exc.error_class, Usage())
+            self._record(call, facts, attempts, exc.status, exc.error_class, Usage(), flow=flow)
             exc.facts = facts
             raise
         except asyncio.CancelledError:
             self._end_ticket(flow, None, attempts, cancelled=True)
             self._finish_attempts(facts, attempts)
-            self._record(call, facts, attempts, CLIENT_CLOSED, "client_disconnected", Usage())
+            self._record(call, facts, attempts, CLIENT_CLOSED, "client_disconnected", Usage(),
+                         flow=flow)
             raise
         except Exception as exc:  # a bug or an unforeseen failure: still audited, released
             raise self._unexpected(call, flow, attempts, exc) from exc
@@ -687,10 +718,11 @@ class Pipeline:
         finally:
             with use_span(flow.span):
                 if cached:
-                    self._record_cached(call, facts, status, error_class, answer.usage, body)
+                    self._record_cached(call, facts, status, error_class, answer.usage, body,
+                                        flow=flow)
                 else:
                     cost = self._record(call, facts, attempts, status, error_class,
-                                        answer.usage, response=body)
+                                        answer.usage, response=body, flow=flow)
             end_span(flow.span)
             self._end_ticket(flow, answer.usage if not cached else Usage(), attempts,
                              cost=cost)
@@ -786,7 +818,8 @@ class Pipeline:
             if usage is None:
                 usage = Usage(prompt_tokens_estimate(call.body), tokens_for_chars(text_len))
             with use_span(flow.span):
-                cost = self._record(call, flow.facts, attempts, status, error_class, usage)
+                cost = self._record(call, flow.facts, attempts, status, error_class, usage,
+                                    flow=flow)
             end_span(flow.span)
             self._end_ticket(flow, usage, attempts, cost=cost)
             if status == 200 and answer is not None:  # completed, valid: cache and mirror
@@ -796,6 +829,30 @@ class Pipeline:
                     self._mirror(call, flow, Completion(answer, usage), cost)
 
     # ------------------------------------------------------------ settle
+
+    def _audit_parts(
+        self, call: Call, flow: _Flow | None, response: Any
+    ) -> tuple[Any, Any, str | None]:
+        """What the audit row may hold: the request body the guards produced (never the
+        caller's unredacted one when guards are on), the answer before placeholders were
+        restored, and the guards' findings (``detail``)."""
+        guards = self.controls.guards
+        rg = flow.guards if flow is not None else None
+        detail = guard_detail(rg, flow.blocked if flow is not None else None)
+        if not self._log_bodies:
+            return None, None, detail
+        if guards is None:
+            return call.body, response, detail
+        if rg is not None:
+            assert flow is not None
+            logged = rg.logged_response if rg.logged_response is not None else response
+            return flow.body, logged, detail
+        # no guarded body: refused, failed before the guards, or a virtual (RAG) call
+        p = call.principal
+        body = guards.redact_for_log(call.body, kind=call.kind,
+                                     team_id=p.team_id if p else None,
+                                     team_name=p.team_name if p else None)
+        return body, None, detail  # an answer no guard saw may hold restored PII
 
     def _end_ticket(
         self, flow: _Flow, usage: Usage | None, attempts: Attempts, *,
@@ -841,8 +898,11 @@ class Pipeline:
         error_class: str | None,
         usage: Usage,
         response: Any = None,
+        *,
+        flow: _Flow | None = None,
     ) -> float:
         deployment = attempts.deployment.deployment if attempts.deployment else None
+        request_body, response_body, detail = self._audit_parts(call, flow, response)
         set_attributes(status=status, error_class=error_class, deployment=facts.deployment,
                        prompt_tokens=usage.prompt_tokens,
                        completion_tokens=usage.completion_tokens)
@@ -854,7 +914,9 @@ class Pipeline:
             error_class=error_class,
             usage=usage,
             log_bodies=self._log_bodies,
-            response_body=response,
+            request_body=request_body,
+            response_body=response_body,
+            detail=detail,
         )
         self._sink.submit(record)
         self.metrics.observe_call(

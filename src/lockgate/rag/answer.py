@@ -6,12 +6,16 @@ text, and the citations list maps each number that remains to its passage
 (document id, title, chunk id, character span, score). :class:`CitationFilter`
 does the same on a stream, holding back only an unfinished ``[...`` at the end
 of a delta.
+
+A passage the injection guard flagged at or over the caller's threshold is
+*withheld*: its number stays (so citations keep their meaning) but the model sees
+:data:`WITHHELD` instead of its text; :attr:`Answer.flagged_passages` names it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +24,7 @@ from lockgate.rag.types import Hit
 
 __all__ = [
     "REFUSAL",
+    "WITHHELD",
     "Answer",
     "CitationFilter",
     "build_messages",
@@ -29,6 +34,8 @@ __all__ = [
 ]
 
 REFUSAL = "I can't answer that from the available documents."
+
+WITHHELD = "[passage withheld by the gateway: it looks like a prompt-injection attempt]"
 
 _CITE = re.compile(r"\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
 _SENT = re.compile(r"(?<=[.!?])\s+")
@@ -53,6 +60,8 @@ class Answer:
     model: str | None
     extractive: bool
     usage: dict[str, int] = field(default_factory=dict)
+    flagged_passages: list[dict[str, Any]] = field(default_factory=list)
+    """Passages the injection guard flagged: ``n``, ``doc_id``, ``rules``, ``withheld``."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,14 +76,18 @@ class Answer:
             "model": self.model,
             "extractive": self.extractive,
             "usage": self.usage,
+            "flagged_passages": self.flagged_passages,
         }
 
 
-def build_messages(question: str, hits: Sequence[Hit]) -> list[dict[str, Any]]:
+def build_messages(
+    question: str, hits: Sequence[Hit], withheld: Collection[int] = ()
+) -> list[dict[str, Any]]:
+    """The prompt; passage numbers in ``withheld`` (1-based) are replaced by :data:`WITHHELD`."""
     blocks = []
     for i, h in enumerate(hits, 1):
         head = h.title + (f" — {h.heading}" if h.heading else "")
-        blocks.append(f"[{i}] {head}\n{h.text}")
+        blocks.append(f"[{i}] {head}\n{WITHHELD if i in withheld else h.text}")
     context = "\n\n".join(blocks)
     return [
         {"role": "system", "content": SYSTEM_PROMPT},

@@ -37,7 +37,7 @@ from lockgate.rag.loaders import DEFAULT_MAX_BYTES
 from lockgate.rag.models import Embedder, ModelPipeline, chat_call
 from lockgate.rag.repository import RagStore
 from lockgate.rag.retrieval import DEFAULT_ALPHA, Fusion, Reranker, RetrievalResult, Retriever
-from lockgate.rag.types import PUBLIC, Caller, Mode, SourceDocument
+from lockgate.rag.types import PUBLIC, Caller, Hit, Mode, SourceDocument
 
 __all__ = ["DEFAULT_THRESHOLDS", "RagService", "RagSettings", "StreamEvent", "UnknownCollection"]
 
@@ -263,7 +263,8 @@ class RagService:
             text, used = clean_citations(extractive_answer(question, res.hits), len(res.hits))
             return Answer(answer=text, citations=citations_for(used, res.hits), refused=False,
                           model=None, extractive=True, **base)  # type: ignore[arg-type]
-        call = chat_call(gen, build_messages(question, res.hits), principal,
+        flagged, withheld = self._screen(res.hits, principal)
+        call = chat_call(gen, build_messages(question, res.hits, withheld), principal,
                          max_tokens=self.settings.max_tokens, end_user=caller.user_id)
         comp = await self.pipeline.chat(call)
         content = _message_text(comp.body)
@@ -274,6 +275,7 @@ class RagService:
             extractive=False,
             usage={"prompt_tokens": comp.usage.prompt_tokens,
                    "completion_tokens": comp.usage.completion_tokens},
+            flagged_passages=flagged,
             **base,  # type: ignore[arg-type]
         )
 
@@ -303,7 +305,8 @@ class RagService:
             yield StreamEvent("delta", text=ans.answer)
             yield StreamEvent("done", answer=ans)
             return
-        call = chat_call(gen, build_messages(question, res.hits), principal,
+        flagged, withheld = self._screen(res.hits, principal)
+        call = chat_call(gen, build_messages(question, res.hits, withheld), principal,
                          max_tokens=self.settings.max_tokens, stream=True,
                          end_user=caller.user_id)
         filt = CitationFilter(len(res.hits))
@@ -331,8 +334,28 @@ class RagService:
             answer=text, citations=citations_for(filt.used, res.hits), passages=res.hits,
             refused=text.startswith(REFUSAL[:20]), confidence=res.confidence,
             confidence_kind=res.confidence_kind, threshold=threshold, mode=res.mode,
-            model=gen, extractive=False, usage=usage,
+            model=gen, extractive=False, usage=usage, flagged_passages=flagged,
         ))
+
+    def _screen(
+        self, hits: Sequence[Hit], principal: Principal | None
+    ) -> tuple[list[dict[str, Any]], set[int]]:
+        """The pipeline's injection guard on the passages about to be sent to the model:
+        (flagged passages for the answer, 1-based numbers to withhold)."""
+        screen = getattr(self.pipeline, "screen_passages", None)
+        if screen is None or not hits:
+            return [], set()
+        flagged: list[dict[str, Any]] = []
+        withheld: set[int] = set()
+        for n, (hit, verdict) in enumerate(zip(hits, screen([h.text for h in hits], principal),
+                                               strict=True), 1):
+            if not verdict.rules:
+                continue
+            flagged.append({"n": n, "doc_id": hit.doc_id, "chunk_id": hit.chunk_id,
+                            "rules": list(verdict.rules), "withheld": verdict.withheld})
+            if verdict.withheld:
+                withheld.add(n)
+        return flagged, withheld
 
     async def set_threshold(
         self, collection: str, value: float | None, kind: str | None = None

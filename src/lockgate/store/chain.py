@@ -95,32 +95,37 @@ def canonical(seq: int, row: Mapping[Any, Any]) -> bytes:
     Values are normalised so the row read back from either database gives the
     same bytes as the row written: ``created_at`` as integer microseconds since
     the epoch (UTC), numbers as int/float, flags as booleans.
+
+    ``detail`` (added later: guard findings, admin changes) is appended only when
+    set, so rows written before it existed hash exactly as they did.
     """
-    return orjson.dumps(
-        [
-            CHAIN_VERSION,
-            int(seq),
-            row["request_id"],
-            _created_us(row["created_at"]),
-            row["key_id"],
-            row["team_id"],
-            row["model"],
-            row["deployment"],
-            row["kind"],
-            row["source"],
-            int(row["status"]),
-            row["error_class"],
-            int(row["prompt_tokens"]),
-            int(row["completion_tokens"]),
-            float(row["cost"]),
-            float(row["latency_ms"]),
-            float(row["overhead_ms"]),
-            bool(row["stream"]),
-            bool(row["cached"]),
-            row["request_body"],
-            row["response_body"],
-        ]
-    )
+    fields: list[Any] = [
+        CHAIN_VERSION,
+        int(seq),
+        row["request_id"],
+        _created_us(row["created_at"]),
+        row["key_id"],
+        row["team_id"],
+        row["model"],
+        row["deployment"],
+        row["kind"],
+        row["source"],
+        int(row["status"]),
+        row["error_class"],
+        int(row["prompt_tokens"]),
+        int(row["completion_tokens"]),
+        float(row["cost"]),
+        float(row["latency_ms"]),
+        float(row["overhead_ms"]),
+        bool(row["stream"]),
+        bool(row["cached"]),
+        row["request_body"],
+        row["response_body"],
+    ]
+    detail = row.get("detail")
+    if detail is not None:
+        fields.append(detail)
+    return orjson.dumps(fields)
 
 
 def link(prev_hash: str, seq: int, row: Mapping[Any, Any]) -> str:

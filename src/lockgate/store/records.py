@@ -12,12 +12,17 @@ from __future__ import annotations
 import hashlib
 import math
 import operator
+import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
+import orjson
+
 __all__ = [
+    "ADMIN_KIND",
     "SHADOW_FIELDS",
     "SHADOW_SOURCE",
     "USAGE_FIELDS",
@@ -25,6 +30,7 @@ __all__ = [
     "Team",
     "UsageRecordLike",
     "UsageRow",
+    "admin_row",
     "hash_key",
     "shadow_row",
     "usage_row",
@@ -33,6 +39,12 @@ __all__ = [
 SHADOW_SOURCE: Final = "shadow"
 """``usage_records.source`` of a shadow (candidate) call: audited, never billed
 (usage summaries count it apart, budgets never see it)."""
+
+
+ADMIN_KIND: Final = "admin"
+"""``usage_records.kind`` (and ``source``) of an administrator's action (key created,
+kill switch set, ...): a link in the audit chain, never usage (summaries skip it).
+``model`` holds the action name, ``key_id`` who did it, ``detail`` what changed."""
 
 
 def hash_key(plaintext: str) -> str:
@@ -110,6 +122,7 @@ class UsageRecordLike(Protocol):
     def request_body(self) -> str | None: ...
     @property
     def response_body(self) -> str | None: ...
+    # ``detail`` (JSON text: guard findings / admin change) is read with getattr(..., None)
 
 
 USAGE_FIELDS: tuple[str, ...] = (
@@ -132,6 +145,7 @@ USAGE_FIELDS: tuple[str, ...] = (
     "cached",
     "request_body",
     "response_body",
+    "detail",
 )
 
 
@@ -180,7 +194,7 @@ def _epoch(value: Any) -> float:
     return number
 
 
-_get_fields = operator.attrgetter(*USAGE_FIELDS)
+_get_fields = operator.attrgetter(*USAGE_FIELDS[:-1])
 
 
 def usage_row(record: UsageRecordLike | Mapping[str, Any]) -> dict[str, Any]:
@@ -192,7 +206,7 @@ def usage_row(record: UsageRecordLike | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(record, Mapping):
         values = tuple(record.get(name) for name in USAGE_FIELDS)
     else:
-        values = _get_fields(record)
+        values = (*_get_fields(record), getattr(record, "detail", None))
     (
         request_id,
         created_at,
@@ -213,6 +227,7 @@ def usage_row(record: UsageRecordLike | Mapping[str, Any]) -> dict[str, Any]:
         cached,
         request_body,
         response_body,
+        detail,
     ) = values
     return {
         "request_id": _req_str(request_id, "request_id"),
@@ -234,7 +249,51 @@ def usage_row(record: UsageRecordLike | Mapping[str, Any]) -> dict[str, Any]:
         "cached": bool(cached),
         "request_body": _opt_str(request_body),
         "response_body": _opt_str(response_body),
+        "detail": _opt_str(detail),
     }
+
+
+def admin_row(
+    action: str,
+    *,
+    actor: str | None,
+    target: str | None = None,
+    team_id: str | None = None,
+    changes: Mapping[str, Any] | None = None,
+    request_id: str | None = None,
+    at: float | None = None,
+) -> dict[str, Any]:
+    """An administrator's action as a usage-table row (kind/source :data:`ADMIN_KIND`).
+
+    ``actor`` is who did it (the admin key id, ``cli:<user>``), ``action`` what
+    (``key.create``, ``kill_switch.set``, ...), ``target`` the thing acted on and
+    ``changes`` what changed (never a secret: no key plaintext). All of it is hashed
+    into the audit chain like any call.
+    """
+    detail = {"action": action, "actor": actor, "target": target,
+              "changes": dict(changes or {})}
+    return usage_row({
+        "request_id": request_id or "adm_" + uuid.uuid4().hex,
+        "created_at": time.time() if at is None else at,
+        "key_id": actor,
+        "team_id": team_id,
+        "model": action,
+        "deployment": target,
+        "kind": ADMIN_KIND,
+        "source": ADMIN_KIND,
+        "status": 200,
+        "error_class": None,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost": 0.0,
+        "latency_ms": 0.0,
+        "overhead_ms": 0.0,
+        "stream": False,
+        "cached": False,
+        "request_body": None,
+        "response_body": None,
+        "detail": orjson.dumps(detail, default=str).decode(),
+    })
 
 
 SHADOW_FIELDS: tuple[str, ...] = (
@@ -321,6 +380,8 @@ class UsageRow:
     cached: bool
     request_body: str | None
     response_body: str | None
+    detail: str | None = None
+    """JSON: guard findings of a call, or what an admin action changed."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: ``created_at`` as ISO 8601 text."""

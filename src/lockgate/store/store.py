@@ -36,6 +36,7 @@ from lockgate.store.records import (
     Team,
     UsageRecordLike,
     UsageRow,
+    admin_row,
     hash_key,
     usage_row,
 )
@@ -504,8 +505,10 @@ class Store:
         since: datetime | float | None = None,
         until: datetime | float | None = None,
         errors_only: bool = False,
+        kind: str | None = None,
     ) -> list[UsageRow]:
-        """The newest usage rows first (``UsageRow.as_dict()`` for JSON)."""
+        """The newest usage rows first (``UsageRow.as_dict()`` for JSON); administrators'
+        actions only with ``kind='admin'`` (see :meth:`record_admin_action`)."""
         async with self._tx(write=False) as conn:
             team_id = await self._team_filter(conn, team)
             return await recent_usage_rows(
@@ -517,7 +520,25 @@ class Store:
                 since=since,
                 until=until,
                 errors_only=errors_only,
+                kind=kind,
             )
+
+    async def record_admin_action(
+        self,
+        action: str,
+        *,
+        actor: str | None,
+        target: str | None = None,
+        team_id: str | None = None,
+        changes: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Append an administrator's action to the audit chain now (its own transaction,
+        not the batched writer: admin actions are rare and must not wait or be lost).
+        Returns the row's request id. See :func:`lockgate.store.records.admin_row`."""
+        row = admin_row(action, actor=actor, target=target, team_id=team_id, changes=changes)
+        async with self._tx(write=True) as conn:
+            await insert_chained(conn, [row])
+        return str(row["request_id"])
 
 
 def _one_line(exc: BaseException) -> str:

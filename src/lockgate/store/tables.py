@@ -123,6 +123,8 @@ usage_records = sa.Table(
     sa.Column("cached", sa.Boolean(), nullable=False),
     sa.Column("request_body", sa.Text(), nullable=True),
     sa.Column("response_body", sa.Text(), nullable=True),
+    # JSON: guard findings of a call, or what an admin action changed (kind 'admin')
+    sa.Column("detail", sa.Text(), nullable=True),
     # tamper-evident hash chain (lockgate.store.chain); NULL only for rows written around it
     sa.Column("seq", sa.BigInteger(), nullable=True, unique=True),
     sa.Column("chain_hash", sa.String(64), nullable=True),

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lockgate.store.errors import InvalidInput
-from lockgate.store.records import SHADOW_SOURCE, USAGE_FIELDS, UsageRow
+from lockgate.store.records import ADMIN_KIND, SHADOW_SOURCE, USAGE_FIELDS, UsageRow
 from lockgate.store.tables import api_keys, teams, usage_records
 
 __all__ = [
@@ -61,8 +61,12 @@ def _filters(
     since: datetime | float | None,
     until: datetime | float | None,
     errors_only: bool = False,
+    kind: str | None = None,
 ) -> list[sa.ColumnElement[bool]]:
-    where: list[sa.ColumnElement[bool]] = []
+    """``kind`` None: every call but administrators' actions (``kind = 'admin'``)."""
+    where: list[sa.ColumnElement[bool]] = [
+        u.c.kind != ADMIN_KIND if kind is None else u.c.kind == kind
+    ]
     if team_id is not None:
         where.append(u.c.team_id == team_id)
     if key_id is not None:
@@ -166,8 +170,9 @@ async def recent_usage_rows(
     since: datetime | float | None = None,
     until: datetime | float | None = None,
     errors_only: bool = False,
+    kind: str | None = None,
 ) -> list[UsageRow]:
-    """The newest rows first."""
+    """The newest rows first; ``kind='admin'`` lists administrators' actions instead."""
     if limit < 1:
         raise InvalidInput("limit must be at least 1")
     stmt = (
@@ -180,6 +185,7 @@ async def recent_usage_rows(
                 since=since,
                 until=until,
                 errors_only=errors_only,
+                kind=kind,
             )
         )
         .order_by(u.c.created_at.desc(), u.c.id.desc())

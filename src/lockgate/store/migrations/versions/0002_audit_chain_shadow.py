@@ -47,7 +47,9 @@ def _legacy_usage() -> sa.TableClause:
         sa.column("id", sa.BigInteger()),
         sa.column("seq", sa.BigInteger()),
         sa.column("chain_hash", sa.String()),
-        *(sa.column(name, types.get(name, sa.String())) for name in USAGE_FIELDS),
+        # the fields as of this revision ("detail" came in 0004; canonical() skips it unset)
+        *(sa.column(name, types.get(name, sa.String())) for name in USAGE_FIELDS
+          if name != "detail"),
     )
 
 
