@@ -109,7 +109,7 @@ async def reviewed_chat(
     new = build_item(
         task=task, source="http", policy=policy, reasons=verdict.reasons or ["auto-approved"],
         principal=principal, request=request, output=output, confidence=confidence,
-        alternatives=alternatives, response=(result.raw or result.body) if result else None,
+        alternatives=alternatives, response=result.body if result else None,
         request_id=facts.request_id if facts else call.request_id,
         model=facts.model if facts else call.model,
         deployment=facts.deployment if facts else None, contract=schema,

@@ -165,7 +165,9 @@ class ReviewService:
         teams = self.teams_of(principal)
         if teams is None:
             return True
-        return any(t in teams for t in (item.team, *item.reviewers) if t is not None)
+        # the policy's other reviewer teams share the item until it is escalated away
+        others = item.reviewers if item.escalations == 0 else []
+        return any(t in teams for t in (item.team, *others) if t is not None)
 
     def may_read(self, principal: Principal, item: ReviewItem) -> bool:
         return self.may_review(principal, item) or (
