@@ -52,7 +52,8 @@ def test_large_invoice_waits_then_202_and_poll(review_gateway: Gateway) -> None:
     r = httpx.post(
         review_gateway.v1 + "/chat/completions",
         headers={"Authorization": f"Bearer {caller}", "x-lockgate-task": "invoice"},
-        json={"model": "fast", "messages": [{"role": "user", "content": "echo:" + json.dumps(doc)}]},
+        json={"model": "fast",
+              "messages": [{"role": "user", "content": "echo:" + json.dumps(doc)}]},
         timeout=10,
     )
     assert r.status_code == 202, r.text
