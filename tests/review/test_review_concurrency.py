@@ -122,7 +122,7 @@ async def test_sla_breach_escalates_once_across_processes(database_url: str) -> 
         breaches: list[str] = []
 
         async def on_breach(item: object) -> None:
-            breaches.append(getattr(item, "id"))
+            breaches.append(item.id)
 
         for svc in services:
             svc.on_breach.append(on_breach)

@@ -548,7 +548,7 @@ class StubUpstream:
                         "function": {"name": plan.tool_name, "arguments": plan.tool_args},
                     }
                 ]
-            logprobs = None
+            logprobs: dict[str, Any] | None = None
             if body.get("logprobs") is True:
                 # deterministic: -0.05 per token, -1.5 when the question says "unsure"
                 lp = -1.5 if "unsure" in _text(body["messages"][-1].get("content")) else -0.05
