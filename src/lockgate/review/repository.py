@@ -381,9 +381,7 @@ class ReviewRepository:
             stmt = stmt.where(r.c.key_id == key_id)
         if after is not None:
             ts, last = after
-            stmt = stmt.where(
-                sa.or_(r.c.created_at < ts, sa.and_(r.c.created_at == ts, r.c.id < last))
-            )
+            stmt = stmt.where(sa.tuple_(r.c.created_at, r.c.id) < sa.tuple_(ts, last))
         stmt = stmt.order_by(r.c.created_at.desc(), r.c.id.desc()).limit(limit)
         async with self.store.transaction(write=False) as conn:
             rows = (await conn.execute(stmt)).mappings().all()

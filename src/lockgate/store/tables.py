@@ -315,6 +315,7 @@ review_items = sa.Table(
     sa.Column("version", sa.Integer(), nullable=False),
     sa.Index("ix_review_items_state_team_created", "state", "team", "created_at"),
     sa.Index("ix_review_items_state_sla", "state", "sla_due_at"),
+    sa.Index("ix_review_items_state_created", "state", "created_at", "id"),
     sa.Index("ix_review_items_task_decided", "task", "decided_at"),
     sa.Index("ix_review_items_source_ref", "source_ref"),
 )

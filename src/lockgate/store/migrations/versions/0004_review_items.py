@@ -59,6 +59,7 @@ def upgrade() -> None:
         "ix_review_items_state_team_created", "review_items", ["state", "team", "created_at"]
     )
     op.create_index("ix_review_items_state_sla", "review_items", ["state", "sla_due_at"])
+    op.create_index("ix_review_items_state_created", "review_items", ["state", "created_at", "id"])
     op.create_index("ix_review_items_task_decided", "review_items", ["task", "decided_at"])
     op.create_index("ix_review_items_source_ref", "review_items", ["source_ref"])
 
