@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -36,12 +38,14 @@ from lockgate.governance import STATE_CODES, CircuitBreaker, Governor
 from lockgate.guards import Guards
 from lockgate.jobs.backends import open_queue
 from lockgate.jobs.monitor import JobsGauges, QueueMonitor
-from lockgate.jobs.openai_batch import OpenAIBatchService
+from lockgate.jobs.openai_batch import OpenAIBatchService, batch_aware_handler
 from lockgate.jobs.queue import JobQueue, queue_options
+from lockgate.jobs.review_gate import job_resumer, reviewed_handler
 from lockgate.jobs.submission import JobService
 from lockgate.jobs.tasks import TaskRunner
 from lockgate.jobs.taskspec import task_specs
 from lockgate.jobs.webhooks import WebhookSender
+from lockgate.jobs.worker import Handler, task_handler
 from lockgate.metrics import Metrics
 from lockgate.observability.tracing import configure_tracing, shutdown_tracing
 from lockgate.pipeline import Pipeline
@@ -55,6 +59,7 @@ from lockgate.pipeline.routing import Router, Target
 from lockgate.providers import Provider, build_provider
 from lockgate.rag import RagService, RagSettings, RagStore
 from lockgate.rag.deployment import RagDeployment
+from lockgate.review import ReviewRepository, ReviewService
 from lockgate.settings import Config, resolve_secret
 from lockgate.state import Invalidations, MemoryState, StateBackend, open_state
 from lockgate.state.base import StateUnavailable
@@ -86,6 +91,27 @@ def save_master_key_hash(home: Path, key: str) -> None:
     path = home / MASTER_HASH_FILE
     path.write_text(sha256_hex(key) + "\n")
     path.chmod(0o600)
+
+
+def review_notifier(
+    config: Config,
+) -> Callable[[str, dict[str, Any]], Coroutine[Any, Any, None]] | None:
+    """Signed ``review.*`` webhooks to ``review.webhook_url`` (None when not configured)."""
+    settings = config.review
+    if not settings.webhook_url:
+        return None
+    secret = resolve_secret(settings.webhook_secret, "review.webhook_secret")
+    if not secret:
+        return None
+    sender = WebhookSender(secret)
+    url = settings.webhook_url
+
+    async def notify(event: str, payload: dict[str, Any]) -> None:
+        status = await sender.send(url, event, payload)
+        if not status.startswith("delivered"):
+            log.warning("lockgate.review_webhook_failed", event=event, status=status)
+
+    return notify
 
 
 def rag_settings(config: Config) -> RagSettings:
@@ -141,11 +167,23 @@ class Runtime:
     invalidations: Invalidations | None = None
     jobs: JobsParts | None = None
     """None when started with ``jobs=False`` (commands that never touch the queue)."""
+    review: ReviewService | None = None
+    """The review queue (lockgate.review); always built (no policies: nothing is routed)."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def controls(self) -> Controls:
         return self.pipeline.controls
+
+    def job_handler(self) -> Handler:
+        """What a worker runs: batch rows, else the job's task under its review policy."""
+        assert self.jobs is not None and self.review is not None
+        runner = self.task_runner("jobs")
+        return batch_aware_handler(
+            self.jobs.batches, self.pipeline,
+            reviewed_handler(task_handler(runner), runner, self.review),
+        )
 
     def task_runner(self, source: str = "jobs") -> TaskRunner:
         """Runs declared tasks (``jobs.tasks``) through the pipeline as ``source``."""
@@ -222,6 +260,8 @@ class Runtime:
         router.add_virtual(RagDeployment(rag))
         runtime = cls(config, store, audit, pipeline, metrics, rag, providers, state=state,
                       governor=governor)
+        runtime.review = ReviewService(config.review, ReviewRepository(store),
+                                       notify=review_notifier(config))
         try:
             if shared:
                 await runtime._start_shared()
@@ -230,6 +270,11 @@ class Runtime:
             runtime._attach_mirror()
             if jobs:
                 runtime.jobs = await runtime._start_jobs(queue_url, monitor)
+                runtime.review.resumers["jobs"] = job_resumer(runtime.jobs.queue,
+                                                              runtime.jobs.webhooks)
+            if monitor:
+                runtime._tasks.append(asyncio.create_task(
+                    runtime.review.run_sweeper(runtime._stop), name="lockgate-review-sweeper"))
         except BaseException:
             await runtime.aclose()
             raise
@@ -338,9 +383,12 @@ class Runtime:
                 self._tasks.append(task)
 
     async def aclose(self) -> None:
+        self._stop.set()
         for task in self._tasks:
             if not task.done():
                 task.cancel()
+        if self.review is not None:
+            await self.review.aclose()
         if self.jobs is not None:
             await self.jobs.aclose()
         if self.invalidations is not None:

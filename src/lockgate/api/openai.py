@@ -19,6 +19,7 @@ from lockgate.api.request_io import (
     request_id_of,
     started_of,
 )
+from lockgate.api.review_gate import review_policy_of, reviewed_chat
 from lockgate.errors import GatewayError
 from lockgate.guards.request_guards import INJECTION_HEADER, PII_HEADER
 from lockgate.pipeline import Call, Pipeline
@@ -101,6 +102,9 @@ async def chat_completions(request: Request) -> Response:
     call: Call | None = None
     try:
         call = await build_call(request, rt, "chat")
+        reviewed = review_policy_of(rt, call)
+        if reviewed is not None:
+            return await reviewed_chat(rt, call, *reviewed, facts_headers)
         if call.body.get("stream") is True:
             stream = await rt.pipeline.chat_stream(call)
             return StreamingResponse(

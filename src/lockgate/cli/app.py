@@ -13,6 +13,7 @@ from lockgate.cli.common import console, fail
 from lockgate.cli.controls_commands import controls_app
 from lockgate.cli.jobs_commands import batch_app, consume, dlq_app, jobs_app, worker
 from lockgate.cli.rag_commands import rag_app
+from lockgate.cli.review_commands import review_app
 from lockgate.cli.serve_commands import serve, up
 from lockgate.cli.shadow_commands import shadow_app
 from lockgate.errors import ConfigError
@@ -42,6 +43,7 @@ app.command()(consume)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(batch_app, name="batch")
+app.add_typer(review_app, name="review")
 
 
 @config_app.command("check")

@@ -105,8 +105,7 @@ def worker(
     config: Path | None = ConfigOption,
 ) -> None:
     """Run jobs from the queue until SIGTERM/SIGINT (then finish or return in-flight jobs)."""
-    from lockgate.jobs.openai_batch import batch_aware_handler
-    from lockgate.jobs.worker import Worker, task_handler
+    from lockgate.jobs.worker import Worker
     from lockgate.runtime import Runtime
 
     cfg = get_config(config)
@@ -116,8 +115,7 @@ def worker(
         rt = await Runtime.start(cfg, queue_url=queue, monitor=True)
         try:
             assert rt.jobs is not None
-            handler = batch_aware_handler(rt.jobs.batches, rt.pipeline,
-                                          task_handler(rt.task_runner("jobs")))
+            handler = rt.job_handler()
             w = Worker(
                 rt.jobs.queue,
                 handler,

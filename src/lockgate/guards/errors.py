@@ -65,9 +65,13 @@ class ContractViolation(GatewayError):
     type = "api_error"
     code = "output_contract_failed"
 
-    def __init__(self, contract_id: str, errors: Iterable[str]) -> None:
+    def __init__(
+        self, contract_id: str, errors: Iterable[str], *, answer: str | None = None
+    ) -> None:
         self.contract_id = contract_id
         self.errors = tuple(errors)
+        self.answer = answer
+        """The model's last (invalid) answer text, for a review queue to show a person."""
         shown = "; ".join(self.errors[:5])
         more = f" (+{len(self.errors) - 5} more)" if len(self.errors) > 5 else ""
         super().__init__(

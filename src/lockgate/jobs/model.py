@@ -24,15 +24,27 @@ __all__ = [
     "JobNotFound",
     "JobState",
     "NewJob",
+    "ParkForReview",
     "QueueFull",
     "QueueStats",
     "backoff_delay",
     "new_job_id",
 ]
 
-JobState = Literal["queued", "running", "succeeded", "dead", "cancelled", "expired"]
+JobState = Literal[
+    "queued", "running", "awaiting_review", "succeeded", "dead", "cancelled", "expired"
+]
 ACTIVE_STATES: frozenset[str] = frozenset({"queued", "running"})
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "dead", "cancelled", "expired"})
+
+
+class ParkForReview(Exception):
+    """Raised by a handler: the job waits for a person (``awaiting_review``) instead of
+    finishing; the review service finishes it exactly once after the decision."""
+
+    def __init__(self, review_id: str) -> None:
+        super().__init__(review_id)
+        self.review_id = review_id
 
 
 def new_job_id() -> str:

@@ -137,6 +137,16 @@ class JobQueue(Protocol):
 
     async def stats(self) -> QueueStats: ...
 
+    async def park(self, delivery: Delivery, note: Any) -> bool:
+        """running -> ``awaiting_review`` (lease dropped, ``note`` kept as the result);
+        False when the delivery is stale."""
+        ...
+
+    async def finish_review(self, job_id: str, result: Any, error: str | None) -> Job | None:
+        """``awaiting_review`` -> succeeded (``result``) or dead (``error``), exactly once:
+        None when the job was not awaiting review."""
+        ...
+
     async def drop(self) -> None:
         """Delete every table/key this queue owns (tests and ``--reset``)."""
         ...

@@ -285,6 +285,44 @@ return 1
 """
 )
 
+# ARGV: prefix, now, id, msg, worker, note -> 1 parked, 0 stale delivery
+_PARK = (
+    _LIB
+    + r"""
+local now = tonumber(ARGV[2])
+local id, msg, worker = ARGV[3], ARGV[4], ARGV[5]
+local k = jk(id)
+if redis.call('HGET', k, 'state') ~= 'running' or redis.call('HGET', k, 'lease_owner') ~= worker
+then return 0 end
+redis.call('HSET', k, 'state', 'awaiting_review', 'result', ARGV[6])
+redis.call('HDEL', k, 'lease_owner', 'lease_until')
+redis.call('ZREM', P .. ':running', id)
+ack(msg)
+ack(redis.call('HGET', k, 'msg'))
+advance(id, now)
+return 1
+"""
+)
+
+# ARGV: prefix, now, id, error ('' = success), result, expires_at -> 1 finished, 0 not parked
+_FINISH_REVIEW = (
+    _LIB
+    + r"""
+local now = tonumber(ARGV[2])
+local id = ARGV[3]
+local k = jk(id)
+if redis.call('HGET', k, 'state') ~= 'awaiting_review' then return 0 end
+if ARGV[4] == '' then
+  redis.call('HSET', k, 'state', 'succeeded', 'result', ARGV[5], 'finished_at', now,
+    'expires_at', ARGV[6])
+  redis.call('ZADD', P .. ':expiry', ARGV[6], id)
+else
+  to_dead(id, ARGV[4], now)
+end
+return 1
+"""
+)
+
 # ARGV: prefix, now, id, expires_at -> 1 cancelled, 0 not active, -1 missing
 _CANCEL = (
     _LIB
@@ -459,6 +497,8 @@ class RedisQueue:
                 "fail": _FAIL,
                 "release": _RELEASE,
                 "cancel": _CANCEL,
+                "park": _PARK,
+                "finish_review": _FINISH_REVIEW,
                 "dlq_retry": _DLQ_RETRY,
                 "dlq_purge": _DLQ_PURGE,
                 "expire": _EXPIRE,
@@ -640,6 +680,18 @@ class RedisQueue:
         if state == "missing":
             raise JobNotFound(delivery.job.id)
         return str(state)  # type: ignore[return-value]
+
+    async def park(self, delivery: Delivery, note: Any) -> bool:
+        done = await self._run("park", delivery.job.id, delivery.token, delivery.worker_id,
+                               orjson.dumps(note).decode())
+        return bool(int(done))
+
+    async def finish_review(self, job_id: str, result: Any, error: str | None) -> Job | None:
+        done = await self._run(
+            "finish_review", job_id, error or "", orjson.dumps(result).decode(),
+            time.time() + self.options.result_ttl,
+        )
+        return await self.get(job_id) if int(done) else None
 
     async def release(self, delivery: Delivery) -> None:
         await self._run("release", delivery.job.id, delivery.token, delivery.worker_id)

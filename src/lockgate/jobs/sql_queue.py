@@ -302,6 +302,50 @@ class SqlQueue(abc.ABC):
             )
         return n > 0
 
+    async def park(self, delivery: Delivery, note: Any) -> bool:
+        now = time.time()
+        async with self._tx(atomic=False) as tx:
+            n = await tx.execute(
+                self._q(
+                    "UPDATE {t} SET state = 'awaiting_review', result = ?, updated_at = ?,"
+                    " lease_owner = NULL, lease_until = NULL"
+                    " WHERE id = ? AND state = 'running' AND lease_owner = ?"
+                ),
+                _dumps(note),
+                now,
+                delivery.job.id,
+                delivery.worker_id,
+            )
+        return n > 0
+
+    async def finish_review(self, job_id: str, result: Any, error: str | None) -> Job | None:
+        now = time.time()
+        async with self._tx(atomic=False) as tx:
+            if error is None:
+                n = await tx.execute(
+                    self._q(
+                        "UPDATE {t} SET state = 'succeeded', result = ?, finished_at = ?,"
+                        " expires_at = ?, updated_at = ? WHERE id = ? AND state = 'awaiting_review'"
+                    ),
+                    _dumps(result),
+                    now,
+                    now + self.options.result_ttl,
+                    now,
+                    job_id,
+                )
+            else:
+                n = await tx.execute(
+                    self._q(
+                        "UPDATE {t} SET state = 'dead', last_error = ?, finished_at = ?,"
+                        " updated_at = ? WHERE id = ? AND state = 'awaiting_review'"
+                    ),
+                    error,
+                    now,
+                    now,
+                    job_id,
+                )
+        return await self.get(job_id) if n else None
+
     async def fail(
         self, delivery: Delivery, error: str, *, retry_in: float = 0.0, permanent: bool = False
     ) -> JobState:

@@ -67,6 +67,12 @@ class TaskError(Exception):
     permanent = False
 
 
+class ReviewRejected(TaskError):
+    """A person rejected the task's output in review: no retry."""
+
+    permanent = True
+
+
 class UnknownTask(TaskError):
     permanent = True
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lockgate.errors import GatewayError, RateLimited
-from lockgate.jobs.model import Delivery, Job
+from lockgate.jobs.model import Delivery, Job, ParkForReview
 from lockgate.jobs.queue import JobQueue
 from lockgate.jobs.tasks import SYSTEM_PRINCIPAL, TaskError, TaskRunner
 from lockgate.jobs.webhooks import WebhookSender
@@ -122,6 +122,8 @@ class WorkerStats:
     retried: int = 0
     dead: int = 0
     released: int = 0
+    parked: int = 0
+    """Jobs handed to a person (``awaiting_review``)."""
 
 
 class Worker:
@@ -234,6 +236,16 @@ class Worker:
                     await asyncio.shield(self.queue.release(d))
                 self.stats.released += 1
                 raise
+            except ParkForReview as park:
+                beat.cancel()
+                try:
+                    parked = await self.queue.park(d, {"review_id": park.review_id})
+                except Exception:
+                    log.exception("could not park %s for review (lease will expire)", d.job.id)
+                    return
+                if parked:
+                    self.stats.parked += 1
+                return
             except Exception as exc:
                 beat.cancel()
                 await self._fail(d, *classify_error(exc))

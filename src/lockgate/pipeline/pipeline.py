@@ -565,7 +565,7 @@ class Pipeline:
             flow_usage = usage
             self._end_ticket(flow, flow_usage, attempts,
                              cost=self._price(attempts, flow_usage))
-            raise ContractViolation(contract.id, check.errors)
+            raise ContractViolation(contract.id, check.errors, answer=check.raw)
         return Completion(second.body, usage, second.raw)
 
     def _cache_hit(self, call: Call, flow: _Flow, hit: dict[str, Any]) -> Result:

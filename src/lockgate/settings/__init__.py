@@ -38,6 +38,7 @@ from lockgate.settings.models import ModelDeployment, Pricing, Timeouts
 from lockgate.settings.observability import LoggingSettings, TracingSettings
 from lockgate.settings.policies import KillSwitchDefaults, ModelPolicy, Policy, TeamPolicy
 from lockgate.settings.rag import RagCollectionSettings, RagConfig
+from lockgate.settings.review import ConfidenceSource, ReviewPolicy, ReviewSettings, ReviewWhen
 from lockgate.settings.root import DEFAULT_HOME, Config
 from lockgate.settings.rules import RulesHttp, RulesSpec
 from lockgate.settings.server import AuditSettings, ServerSettings
@@ -51,6 +52,7 @@ __all__ = [
     "BreakerConfig",
     "BudgetConfig",
     "CacheSettings",
+    "ConfidenceSource",
     "Config",
     "FailurePolicy",
     "GovernanceConfig",
@@ -68,6 +70,9 @@ __all__ = [
     "Pricing",
     "RagCollectionSettings",
     "RagConfig",
+    "ReviewPolicy",
+    "ReviewSettings",
+    "ReviewWhen",
     "RulesHttp",
     "RulesSpec",
     "ServerSettings",

@@ -39,6 +39,7 @@ from lockgate.settings.models import ModelDeployment
 from lockgate.settings.observability import LoggingSettings, TracingSettings
 from lockgate.settings.policies import KillSwitchDefaults, ModelPolicy, Policy, TeamPolicy
 from lockgate.settings.rag import RagConfig
+from lockgate.settings.review import ReviewSettings
 from lockgate.settings.server import AuditSettings, ServerSettings
 from lockgate.settings.shadow import ShadowSettings
 
@@ -85,6 +86,8 @@ class Config(Strict):
     """Durable job queue, workers, tasks, alerts (lockgate.settings.jobs)."""
     rag: RagConfig = RagConfig()
     """Permission-aware RAG over HTTP and ``model: rag/<collection>`` (lockgate.api.rag)."""
+    review: ReviewSettings = ReviewSettings()
+    """Review policies per task, claims, SLAs, review webhooks (lockgate.review)."""
 
     @model_validator(mode="after")
     def _check_model_refs(self) -> Config:

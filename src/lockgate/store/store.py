@@ -189,6 +189,13 @@ class Store:
         except Exception:
             return False
 
+    def transaction(
+        self, *, write: bool
+    ) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """One transaction for a feature's own tables (``write``: ``BEGIN IMMEDIATE`` on
+        SQLite, so writers serialise). Connection errors become DatabaseUnavailable (503)."""
+        return self._tx(write=write)
+
     @contextlib.asynccontextmanager
     async def _tx(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
         engine = self._writer if write else self._engine

@@ -28,6 +28,7 @@ __all__ = [
     "rag_doc_principals",
     "rag_documents",
     "rag_postings",
+    "review_items",
     "schema_filter",
     "shadow_results",
     "teams",
@@ -275,6 +276,50 @@ rag_postings = sa.Table(
     ),
     sa.Index("ix_rag_postings_chunk", "chunk_pk"),
     info={_ONLY_ON: ("postgresql",)},
+)
+
+
+# Review queue (lockgate.review): one row per call a person must decide (or that a policy
+# auto-approved). Times are unix seconds (Double) so SLA and claim checks are plain comparisons
+# on both backends; JSON documents are Text (orjson).
+_Seconds: sa.types.TypeEngine[float] = sa.Double().with_variant(sa.REAL(), "sqlite")
+review_items = sa.Table(
+    "review_items",
+    metadata,
+    sa.Column("id", sa.String(), primary_key=True),
+    sa.Column("task", sa.String(), nullable=False),
+    sa.Column("source", sa.String(), nullable=False),
+    sa.Column("source_ref", sa.String(), nullable=True),
+    sa.Column("state", sa.String(), nullable=False),
+    sa.Column("created_at", _Seconds, nullable=False),
+    sa.Column("updated_at", _Seconds, nullable=False),
+    sa.Column("team", sa.String(), nullable=True),
+    sa.Column("request_id", sa.String(), nullable=True, index=True),
+    sa.Column("key_id", sa.String(), nullable=True),
+    sa.Column("team_id", sa.String(), nullable=True),
+    sa.Column("model", sa.String(), nullable=True),
+    sa.Column("deployment", sa.String(), nullable=True),
+    sa.Column("confidence", _Seconds, nullable=True),
+    sa.Column("input", sa.Text(), nullable=True),
+    sa.Column("output", sa.Text(), nullable=True),
+    sa.Column("details", sa.Text(), nullable=True),
+    sa.Column("fingerprint", sa.Text(), nullable=True),
+    sa.Column("sla_due_at", _Seconds, nullable=False),
+    sa.Column("sla_breached", sa.Boolean(), nullable=False),
+    sa.Column("escalate_to", sa.String(), nullable=True),
+    sa.Column("escalations", sa.Integer(), nullable=False),
+    sa.Column("claimed_by", sa.String(), nullable=True),
+    sa.Column("claim_until", _Seconds, nullable=True),
+    sa.Column("decision", sa.Text(), nullable=True),
+    sa.Column("decided_by", sa.String(), nullable=True),
+    sa.Column("decided_at", _Seconds, nullable=True),
+    sa.Column("resumed_at", _Seconds, nullable=True),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Index("ix_review_items_state_team_created", "state", "team", "created_at"),
+    sa.Index("ix_review_items_state_sla", "state", "sla_due_at"),
+    sa.Index("ix_review_items_state_created", "state", "created_at", "id"),
+    sa.Index("ix_review_items_task_decided", "task", "decided_at"),
+    sa.Index("ix_review_items_source_ref", "source_ref"),
 )
 
 

@@ -23,7 +23,9 @@ Endpoints
     GET  /_requests             the last 100 requests (path, model, behaviour, headers, body)
     POST /_reset                clear script, counters and request log
 
-Normal answers: the reply text is ``"stub reply: " + <text of the last message>`` (a tool
+Normal answers: the reply text is ``"stub reply: " + <text of the last message>``, or,
+when that text starts with ``echo:``, the rest of it verbatim (e.g. a JSON answer); with
+``logprobs: true`` each word gets logprob -0.05 (-1.5 when the last message says "unsure") (a tool
 result is answered with ``"stub reply: tool result: ..."``); it is cut before the first stop
 sequence found (``stop`` / ``stop_sequences``; Anthropic reports ``stop_sequence``) and to
 ``max_tokens`` words (finish ``length`` / ``max_tokens``). Usage counts whitespace-separated
@@ -524,6 +526,9 @@ class StubUpstream:
                 plan.tool_args = orjson.dumps(_example(schema or {}, last_text)).decode()
                 plan.finish = "tool"
                 return plan
+        if last_text.startswith("echo:"):  # the answer is the rest of the text, verbatim
+            plan.text = last_text[5:]
+            return plan
         reply = "stub reply: " + last_text
         fmt = body.get("response_format")
         if isinstance(fmt, dict) and fmt.get("type") == "json_object":
@@ -572,13 +577,21 @@ class StubUpstream:
                         "function": {"name": plan.tool_name, "arguments": plan.tool_args},
                     }
                 ]
+            logprobs: dict[str, Any] | None = None
+            if body.get("logprobs") is True:
+                # deterministic: -0.05 per token, -1.5 when the question says "unsure"
+                lp = -1.5 if "unsure" in _text(body["messages"][-1].get("content")) else -0.05
+                logprobs = {"content": [
+                    {"token": w, "logprob": lp, "bytes": None, "top_logprobs": []}
+                    for w in (plan.text or "").split()
+                ]}
             doc = {
                 "id": cid,
                 "object": "chat.completion",
                 "created": created,
                 "model": model,
                 "choices": [
-                    {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+                    {"index": 0, "message": message, "finish_reason": finish, "logprobs": logprobs}
                 ],
                 "usage": junk_usage(b[0], usage),
                 "system_fingerprint": None,

@@ -1,0 +1,145 @@
+"""``lockgate review list|show|claim|decide``: the review queue from a terminal.
+
+The CLI acts as an operator (admin rights) against the configured store; ``--as NAME``
+records who decided (default ``cli:$USER``). Decisions resume waiting jobs exactly as
+the HTTP API does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from lockgate.cli.common import ConfigOption, console, fail, get_config, run
+from lockgate.errors import GatewayError
+from lockgate.pipeline import Principal
+from lockgate.review import ReviewService
+from lockgate.store.errors import StoreError
+
+__all__ = ["review_app"]
+
+review_app = typer.Typer(help="The human review queue.", no_args_is_help=True)
+T = TypeVar("T")
+AsOption = typer.Option(None, "--as", help="Reviewer name recorded in the audit chain.")
+
+
+def _operator(name: str | None) -> Principal:
+    who = name or f"cli:{os.environ.get('USER', 'operator')}"
+    return Principal(key_id=who, team_id=None, is_master=True, key_name=who)
+
+
+def _with_review(config: Path | None, fn: Callable[[ReviewService], Awaitable[T]]) -> T:
+    cfg = get_config(config)
+
+    async def go() -> T:
+        from lockgate.runtime import Runtime
+
+        rt = await Runtime.start(cfg, warm_up=False)
+        try:
+            assert rt.review is not None
+            return await fn(rt.review)
+        finally:
+            await rt.aclose()
+
+    try:
+        return run(go)
+    except GatewayError as exc:
+        fail(f"{exc.message} ({exc.status})")
+    except StoreError as exc:
+        fail(str(exc))
+
+
+def _print(doc: Any) -> None:
+    print(json.dumps(doc, indent=2, default=str))
+
+
+@review_app.command("list")
+def review_list(
+    state: str = typer.Option("pending", "--state", help="pending|approved|edited|rejected|all"),
+    task: str | None = typer.Option(None, "--task"),
+    team: str | None = typer.Option(None, "--team"),
+    limit: int = typer.Option(50, "--limit", min=1, max=500),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Review items, newest first."""
+    if state not in ("pending", "approved", "edited", "rejected", "auto_approved", "all"):
+        fail(f"--state must be pending, approved, edited, rejected, auto_approved or all, "
+             f"not '{state}'", 2)
+    items = _with_review(config, lambda svc: svc.repo.find(
+        state=None if state == "all" else state, teams=[team] if team else None, task=task,
+        limit=limit))
+    now = time.time()
+    table = Table()
+    for col in ("id", "task", "state", "team", "reasons", "sla left", "claimed by"):
+        table.add_column(col, no_wrap=col == "id")
+    for i in items:
+        left = "breached" if i.sla_breached else f"{int(i.sla_due_at - now)}s"
+        claimed = i.claimed_by if (i.claim_until or 0) > now else ""
+        table.add_row(i.id, i.task, i.state, i.team or "-", "; ".join(i.reasons)[:60],
+                      left if i.state == "pending" else "", claimed or "")
+    console.print(table)
+
+
+@review_app.command("show")
+def review_show(item_id: str, config: Path | None = ConfigOption) -> None:
+    """One item as a reviewer sees it, with similar past decisions."""
+
+    async def go(svc: ReviewService) -> dict[str, Any]:
+        item = await svc.get(item_id, _operator(None))
+        out = item.public_with_answer(time.time())
+        out["similar"] = await svc.repo.similar(item)
+        return out
+
+    _print(_with_review(config, go))
+
+
+@review_app.command("claim")
+def review_claim(
+    item_id: str | None = typer.Argument(None, help="An item id; none: the next item."),
+    task: str | None = typer.Option(None, "--task"),
+    as_: str | None = AsOption,
+    config: Path | None = ConfigOption,
+) -> None:
+    """Claim an item (exclusive until decided or the claim expires)."""
+    who = _operator(as_)
+
+    async def go(svc: ReviewService) -> Any:
+        if item_id is None:
+            item = await svc.claim_next(who, task)
+            return None if item is None else item.public(time.time())
+        return (await svc.claim(item_id, who)).public(time.time())
+
+    doc = _with_review(config, go)
+    if doc is None:
+        fail("nothing to claim")
+    _print(doc)
+
+
+@review_app.command("decide")
+def review_decide(
+    item_id: str,
+    action: str = typer.Argument(..., help="approve | edit | reject | escalate"),
+    output: str | None = typer.Option(None, "--output", help="Corrected output (JSON) for edit."),
+    reason: str | None = typer.Option(None, "--reason"),
+    team: str | None = typer.Option(None, "--team", help="Target team for escalate."),
+    as_: str | None = AsOption,
+    config: Path | None = ConfigOption,
+) -> None:
+    """Decide an item; a rejection needs --reason, an edit --output."""
+    value: Any = None
+    if output is not None:
+        try:
+            value = json.loads(output)
+        except json.JSONDecodeError as exc:
+            fail(f"--output is not JSON: {exc}", 2)
+    item = _with_review(config, lambda svc: svc.decide(
+        item_id, _operator(as_), action, output=value, reason=reason, team=team,
+        has_output=output is not None))
+    _print(item.public(time.time()))
