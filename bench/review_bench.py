@@ -63,7 +63,8 @@ def bench_overhead(calls: int) -> dict[str, float]:
                               headers={"Authorization": f"Bearer {MASTER}"}) as c:
                 for _ in range(200):  # warm-up
                     c.post("/v1/chat/completions", json=body)
-                    c.post("/v1/chat/completions", json=body, headers={"x-lockgate-task": "invoice"})
+                    c.post("/v1/chat/completions", json=body,
+                           headers={"x-lockgate-task": "invoice"})
                 for block in range(calls // 100):
                     for name in (("plain", "reviewed") if block % 2 else ("reviewed", "plain")):
                         hdr = {"x-lockgate-task": "invoice"} if name == "reviewed" else {}

@@ -36,14 +36,14 @@ from lockgate.review.model import (
 )
 from lockgate.store import Store
 from lockgate.store.chain import insert_chained
-from lockgate.store.records import usage_row
+from lockgate.store.records import REVIEW_KIND, usage_row
 from lockgate.store.tables import review_items
 
 __all__ = ["AUDIT_KIND", "ReviewRepository", "fingerprint"]
 
 _list = list
 
-AUDIT_KIND = "review"
+AUDIT_KIND = REVIEW_KIND
 r = review_items
 _WORD = re.compile(r"[a-z0-9]+")
 _FINGERPRINT_CHARS = 4000

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lockgate.store.errors import InvalidInput
-from lockgate.store.records import ADMIN_KIND, SHADOW_SOURCE, USAGE_FIELDS, UsageRow
+from lockgate.store.records import NOT_CALLS, SHADOW_SOURCE, USAGE_FIELDS, UsageRow
 from lockgate.store.tables import api_keys, teams, usage_records
 
 __all__ = [
@@ -63,9 +63,10 @@ def _filters(
     errors_only: bool = False,
     kind: str | None = None,
 ) -> list[sa.ColumnElement[bool]]:
-    """``kind`` None: every call but administrators' actions (``kind = 'admin'``)."""
+    """``kind`` None: every call, not administrators' actions or review events
+    (``kind`` 'admin' / 'review', which are audit links but no model calls)."""
     where: list[sa.ColumnElement[bool]] = [
-        u.c.kind != ADMIN_KIND if kind is None else u.c.kind == kind
+        u.c.kind.not_in(NOT_CALLS) if kind is None else u.c.kind == kind
     ]
     if team_id is not None:
         where.append(u.c.team_id == team_id)
