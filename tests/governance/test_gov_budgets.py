@@ -16,6 +16,7 @@ from lockgate.governance import (
     estimate_call,
     tokens_for_text,
 )
+from lockgate.governance.estimate import PER_MESSAGE_TOKENS, PER_REQUEST_TOKENS
 from lockgate.settings import BudgetConfig, GovernanceConfig
 from lockgate.state import StateBackend
 
@@ -170,19 +171,21 @@ async def test_budget_guard_alone(backend: StateBackend) -> None:
 
 
 def test_estimate_from_body() -> None:
+    """Prompt: UTF-8 bytes of what the model reads + framing; completion: the cap (x n)."""
     body = {"messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 50}
     e = estimate_call(body, default_max_tokens=1024, prices=[(1.0, 2.0), (3.0, 1.0)])
-    assert e.tokens == 104 + 50
-    assert e.cost == pytest.approx((104 * 3.0 + 50 * 2.0) / 1e6)
+    prompt = 400 + len("user") + PER_MESSAGE_TOKENS + PER_REQUEST_TOKENS
+    assert (e.prompt_tokens, e.completion_tokens, e.tokens) == (prompt, 50, prompt + 50)
+    assert e.cost == pytest.approx((prompt * 3.0 + 50 * 2.0) / 1e6)
     e = estimate_call({"messages": [], "n": 2}, default_max_tokens=100)
-    assert (e.tokens, e.cost) == (200, 0.0)
+    assert (e.tokens, e.cost) == (PER_REQUEST_TOKENS + 200, 0.0)
     e = estimate_call({"input": ["abcd" * 10]}, default_max_tokens=100)
-    assert e.tokens == 10
+    assert e.tokens == 40 + 2  # bytes + [CLS]/[SEP]; embeddings have no completion
+    e = estimate_call(body, default_max_tokens=1024, prompt_tokens=7)  # an exact count wins
+    assert (e.prompt_tokens, e.tokens) == (7, 57)
     assert GovernanceConfig().default_max_tokens == 1024
 
 
 def test_text_estimate_rounds_up() -> None:
-    """The one text estimate never counts fewer tokens than len // 4, nor 0 for some text."""
+    """The preview estimate never counts fewer tokens than len // 4, nor 0 for some text."""
     assert [tokens_for_text("x" * n) for n in (0, 1, 4, 5, 8, 9)] == [0, 1, 1, 2, 2, 3]
-    prompt = {"messages": [{"role": "user", "content": "x" * 9}]}
-    assert estimate_call(prompt, default_max_tokens=0).tokens == tokens_for_text("x" * 9) + 4

@@ -36,8 +36,12 @@ from lockgate.governance.budget import BudgetStatus
 from lockgate.governance.errors import BudgetExceeded
 from lockgate.governance.estimate import (
     Estimate,
+    completion_cap,
     estimate_call,
+    prompt_tokens_bound,
     prompt_tokens_estimate,
+    requested_completion_limit,
+    text_tokens_bound,
     tokens_for_chars,
     tokens_for_text,
 )
@@ -59,9 +63,13 @@ __all__ = [
     "RateLimiter",
     "Scope",
     "Ticket",
+    "completion_cap",
     "estimate_call",
     "openai_duration",
+    "prompt_tokens_bound",
     "prompt_tokens_estimate",
+    "requested_completion_limit",
+    "text_tokens_bound",
     "tokens_for_chars",
     "tokens_for_text",
 ]

@@ -54,11 +54,19 @@ class Governor:
         return self.core.stats
 
     def estimate(
-        self, body: Mapping[str, Any], prices: Iterable[tuple[float, float]] = ()
+        self,
+        body: Mapping[str, Any],
+        prices: Iterable[tuple[float, float]] = (),
+        *,
+        prompt_tokens: int | None = None,
     ) -> Estimate:
-        """Tokens and cost to reserve for an OpenAI request body (see :func:`estimate_call`)."""
+        """Tokens and cost to reserve for an OpenAI request body (see :func:`estimate_call`).
+
+        ``prompt_tokens``: the exact count from the model's tokenizer, when there is one.
+        """
         return estimate_call(body, default_max_tokens=self.config.default_max_tokens,
-                             prices=prices)
+                             prices=prices, prompt_tokens=prompt_tokens,
+                             media_tokens=self.config.media_tokens)
 
     async def admit(self, scopes: Sequence[Scope], *, tokens: int, cost: float = 0.0) -> Ticket:
         """Take every limit and budget of ``scopes`` for a call of ``tokens``/``cost`` estimated."""

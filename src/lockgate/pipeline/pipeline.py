@@ -40,8 +40,10 @@ from lockgate.governance import (
     BudgetExceeded,
     CircuitBreaker,
     Ticket,
-    prompt_tokens_estimate,
-    tokens_for_chars,
+    completion_cap,
+    prompt_tokens_bound,
+    requested_completion_limit,
+    text_tokens_bound,
 )
 from lockgate.guards import (
     Contract,
@@ -69,6 +71,7 @@ from lockgate.pipeline.facts import CallFacts, Result, StreamResult
 from lockgate.pipeline.kill_switch import KillSwitch
 from lockgate.pipeline.mirror import Mirror
 from lockgate.pipeline.quotas import Limits
+from lockgate.pipeline.reservation import count_prompt
 from lockgate.pipeline.resilience import (
     Attempts,
     PrimedStream,
@@ -161,6 +164,12 @@ class _Flow:
     cache_key: str | None = None
     blocked: GatewayError | None = None
     """The input guards refused the call (recorded in its audit row)."""
+    extra: list[Ticket] = field(default_factory=list)
+    """Budget top-ups (a guard lengthened the prompt, a contract repair): settled at 0."""
+    prompt_reserved: int = 0
+    """Prompt tokens the ticket holds (exact count or bound): the settle of last resort."""
+    governed: Call | None = None
+    """The call as admitted (its scopes), for budget top-ups."""
 
 
 class Pipeline:
@@ -316,9 +325,17 @@ class Pipeline:
         flow.body = call.body
         if c.limits is not None and c.limits.active and call.governed:
             deps: list[ModelDeployment] = [t.deployment for t in plan]
+            limits = c.limits
+
+            async def counted(body: dict[str, Any]) -> int:
+                n = await count_prompt(plan, body, media_tokens=limits.media_tokens)
+                flow.prompt_reserved = n
+                return n
+
             try:
                 with span(STAGE.LIMITS):
-                    flow.ticket = await c.limits.admit(call, deps)
+                    flow.ticket = await limits.admit(call, deps, counted)
+                    flow.governed = call
                     if flow.ticket is not None and flow.ticket.headers:
                         flow.facts.rate_limits.update(flow.ticket.headers)
             except BudgetExceeded:
@@ -357,6 +374,41 @@ class Pipeline:
                                                   rg.injection_policy.action).inc()
         if "metadata" in flow.body:
             flow.body = strip_gateway_metadata(flow.body)
+        if flow.ticket is not None:
+            await self._hold_to_reservation(call, plan, flow)
+
+    async def _hold_to_reservation(self, call: Call, plan: list[Target], flow: _Flow) -> None:
+        """Make the upstream call unable to cost more than the ticket holds.
+
+        The completion cap reserved is sent upstream (``max_tokens``) when the client gave
+        none; a guard that lengthened the prompt (PII placeholders) gets a budget top-up.
+        """
+        limits = self.controls.limits
+        assert limits is not None
+        if call.kind == "chat" and requested_completion_limit(flow.body) is None:
+            flow.body = {**flow.body, "max_tokens": limits.default_max_tokens}
+        if flow.guards is not None and any(flow.body.get(k) != call.body.get(k)
+                                           for k in ("messages", "input")):
+            now = await count_prompt(plan, flow.body, media_tokens=limits.media_tokens)
+            if now > flow.prompt_reserved:
+                await self._top_up(plan, flow, now - flow.prompt_reserved, 0)
+
+    async def _top_up(self, plan: list[Target], flow: _Flow, prompt: int, completion: int
+                      ) -> None:
+        limits = self.controls.limits
+        call = flow.governed
+        if limits is None or flow.ticket is None or call is None:
+            return
+        pin = max((t.deployment.pricing.input_per_mtok for t in plan), default=0.0)
+        pout = max((t.deployment.pricing.output_per_mtok for t in plan), default=0.0)
+        try:
+            extra = await limits.top_up(call, prompt + completion,
+                                        (prompt * pin + completion * pout) / 1e6)
+        except BudgetExceeded:
+            self.metrics.governance_denials.labels("budget").inc()
+            raise
+        if extra is not None:
+            flow.extra.append(extra)
 
     # ------------------------------------------------------------ non-stream
 
@@ -552,6 +604,16 @@ class Pipeline:
         self.metrics.guard_actions.labels("contract", "repair").inc()
         flow.facts.contract_repaired = True
         body = repair_body(flow.body, contract, check.raw, check.errors)
+        limits = self.controls.limits
+        if flow.ticket is not None and limits is not None:
+            try:  # the repair is a second upstream call: reserve it like one
+                prompt = await count_prompt(plan, body, media_tokens=limits.media_tokens)
+                await self._top_up(plan, flow, prompt,
+                                   completion_cap(body, limits.default_max_tokens))
+            except BudgetExceeded:
+                self._end_ticket(flow, result.usage, attempts,
+                                 cost=self._price(attempts, result.usage))
+                raise
         second = await call_with_fallback(
             plan, _runner("chat")(body), attempts, on_error=self._count_error,
             breaker=self.controls.breaker,
@@ -769,7 +831,12 @@ class Pipeline:
                         delta = choice.get("delta") or {}
                         content = delta.get("content")
                         if isinstance(content, str):
-                            text_len += len(content)
+                            text_len += text_tokens_bound(content)
+                        for tc in delta.get("tool_calls") or ():
+                            fn = tc.get("function") if isinstance(tc, dict) else None
+                            args = fn.get("arguments") if isinstance(fn, dict) else None
+                            if isinstance(args, str):
+                                text_len += text_tokens_bound(args)
                     if not want_usage and "usage" in chunk:
                         chunk = {k: v for k, v in chunk.items() if k != "usage"}
                     if sg is not None:
@@ -815,8 +882,8 @@ class Pipeline:
             raise err from exc
         finally:
             await stream.aclose()
-            if usage is None:
-                usage = Usage(prompt_tokens_estimate(call.body), tokens_for_chars(text_len))
+            if usage is None:  # no usage reported: settle at bounds, never below the truth
+                usage = self._usage_bound(call, flow, text_len)
             with use_span(flow.span):
                 cost = self._record(call, flow.facts, attempts, status, error_class, usage,
                                     flow=flow)
@@ -859,6 +926,9 @@ class Pipeline:
         cost: float | None = None, cancelled: bool = False,
     ) -> None:
         """Settle (true usage), or release (nothing consumed); off the request path."""
+        for extra in flow.extra:  # top-ups hold budget only: the main ticket charges
+            in_background(extra.release())
+        flow.extra = []
         ticket = flow.ticket
         if ticket is None or ticket.done:
             return
@@ -872,6 +942,17 @@ class Pipeline:
             in_background(ticket.settle())  # the upstream may have charged: keep the estimate
         else:
             in_background(ticket.release())
+
+    def _usage_bound(self, call: Call, flow: _Flow, output_bytes: int) -> Usage:
+        """Usage of a stream whose upstream reported none: the prompt as reserved (exact
+        count or bound), the output by its bytes, capped at the completion limit."""
+        limits = self.controls.limits
+        default = limits.default_max_tokens if limits is not None else output_bytes
+        prompt = flow.prompt_reserved
+        if not prompt:
+            prompt = prompt_tokens_bound(flow.body or call.body)
+        cap = completion_cap(flow.body or call.body, max(default, 1))
+        return Usage(prompt, min(output_bytes, cap))
 
     @staticmethod
     def _price(attempts: Attempts, usage: Usage) -> float:

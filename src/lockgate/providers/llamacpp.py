@@ -45,6 +45,10 @@ llama-cpp-python, in this process, without blocking the event loop:
   ``ProviderError('bad_response', ...)`` before any chunk is yielded, so the
   pipeline retries (a new random seed when none was given) or falls back to
   another deployment.
+* **Counting for budgets.** :meth:`LlamaCppProvider.count_prompt_tokens`
+  tokenises the rendered prompt with a vocabulary-only copy of the model (its
+  own lock, not the worker thread), so a budget reservation holds the exact
+  ``prompt_tokens`` the call will report.
 * **Embeddings are not served.** llama.cpp would need a second context in
   embedding mode, and mean-pooled hidden states of a 270M causal base model
   are poor sentence vectors; :meth:`LlamaCppProvider.embeddings` raises
@@ -185,6 +189,9 @@ class LlamaCppProvider:
         self._jobs: set[_Job] = set()
         self._closed = False
         self.stats = LlamaCppStats()
+        self._vocab: Any = None
+        """A vocabulary-only copy of the model for :meth:`count_prompt_tokens`."""
+        self._vocab_lock = threading.Lock()
 
     # ------------------------------------------------------------ public API
 
@@ -276,6 +283,20 @@ class LlamaCppProvider:
                     yield delta({}, event.finish_reason)
                     usage = Usage(event.prompt_tokens, event.completion_tokens)
                     yield chunk([], usage=_usage_dict(usage))
+
+    async def count_prompt_tokens(self, body: dict[str, Any]) -> int | None:
+        """The exact ``prompt_tokens`` a chat call with ``body`` will report (for budgets).
+
+        Uses a vocabulary-only copy of the model on its own lock, so counting never waits
+        behind a generation on the worker thread. None when the body is not one this
+        model can answer (the call fails later with the precise error).
+        """
+        try:
+            prompt = build_prompt(body.get("messages") or [])
+        except OptionsError:
+            return None
+        self._check_open()
+        return await asyncio.to_thread(self._count, prompt)
 
     async def embeddings(self, body: dict[str, Any]) -> Completion:
         raise ProviderError(
@@ -394,6 +415,26 @@ class LlamaCppProvider:
         llm, self._llm = self._llm, None
         if llm is not None:
             llm.close()
+        with self._vocab_lock:
+            vocab, self._vocab = self._vocab, None
+        if vocab is not None:
+            vocab.close()
+
+    def _count(self, prompt: str) -> int:
+        """Tokens of ``prompt`` exactly as :meth:`_run` tokenises it (any thread)."""
+        with self._vocab_lock:
+            if self._vocab is None:
+                assert self.deployment.path is not None
+                path = ensure_model_file(self.deployment.path, home=self._home,
+                                         where=self._where)
+                try:
+                    self._vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True,
+                                                  verbose=False)
+                except (ValueError, RuntimeError, OSError) as exc:
+                    raise ProviderError(
+                        "server_error", f"llama.cpp cannot load the vocabulary of {path}: {exc}"
+                    ) from None
+            return len(_tokenize(self._vocab, prompt))
 
     def _generate(self, job: _Job) -> None:
         if job.cancelled.is_set():
@@ -410,7 +451,7 @@ class LlamaCppProvider:
     def _run(self, job: _Job) -> _Done:
         llm = self._load()
         opts = job.options
-        prompt = llm.tokenize(job.prompt.encode("utf-8"), add_bos=True, special=False)
+        prompt = _tokenize(llm, job.prompt)
         n_ctx = int(llm.n_ctx())
         room = n_ctx - len(prompt)
         if room < 1:
@@ -469,6 +510,12 @@ class LlamaCppProvider:
             if tail:
                 job.emit(_Token(tail))
         return _Done(finish, len(prompt), sampled)
+
+
+def _tokenize(llm: Any, prompt: str) -> list[int]:
+    """The one tokenisation of a prompt: generation and budget counting share it."""
+    tokens: list[int] = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
+    return tokens
 
 
 def _usage_dict(usage: Usage) -> dict[str, int]:

@@ -97,7 +97,11 @@ class GovernanceConfig(Strict):
     budgets_on_state_error: FailurePolicy = "fail_closed"
     """What budgets do when the state backend (Redis) is unreachable."""
     default_max_tokens: int = Field(1024, ge=1)
-    """Completion tokens reserved when a request gives no ``max_tokens``."""
+    """Completion tokens reserved when a request gives no ``max_tokens``; a governed call
+    without one is sent upstream with ``max_tokens`` set to this, so it cannot cost more."""
+    media_tokens: int = Field(1536, ge=0)
+    """Prompt tokens reserved per image/audio/file part for models without an offline
+    tokenizer (text is bounded by its UTF-8 bytes; media has no such bound)."""
     reservation_ttl_seconds: float = Field(900.0, gt=0)
     """A reservation not settled by then is dropped (its gateway died). Exceed the longest call."""
     version_key: str | None = "keys"
