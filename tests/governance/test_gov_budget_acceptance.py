@@ -27,11 +27,11 @@ import httpx
 import openai
 import pytest
 import redis
+from tests.gateway.conftest import MASTER, free_port
+from tests.support.postgres import fresh_database
 
 from lockgate.store import Store
 from lockgate.testing.stub_upstream import run_stub_in_thread
-from tests.gateway.conftest import MASTER, free_port
-from tests.support.postgres import fresh_database
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 BUDGET = 0.05  # currency units a day

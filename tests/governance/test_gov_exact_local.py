@@ -16,7 +16,6 @@ from pathlib import Path
 
 import openai
 import pytest
-
 from tests.gateway.conftest import MASTER, Gateway, ServerThread
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
