@@ -17,7 +17,6 @@ import openai
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-
 from tests.gateway.conftest import MASTER, Gateway, ServerThread, gateway_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +59,7 @@ def test_dashboard_is_well_formed() -> None:
         assert p["targets"] and all(t["expr"].strip() for t in p["targets"]), p["title"]
         assert p["datasource"]["uid"] == "${datasource}"
         g = p["gridPos"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24
 
 
 def test_alert_rules_are_well_formed() -> None:
