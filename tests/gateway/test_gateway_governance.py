@@ -48,8 +48,8 @@ cache: {{enabled: true, ttl_seconds: 60}}
 teams:
   rl-team: {{limits: {{rpm: 2}}}}
   budget-team: {{budget: {{daily_tokens: 100}}}}
-  cut-team: {{budget: {{daily_tokens: 100}}}}
-  gone-team: {{budget: {{daily_tokens: 100}}}}
+  cut-team: {{budget: {{daily_tokens: 150}}}}
+  gone-team: {{budget: {{daily_tokens: 150}}}}
   slow-team: {{budget: {{daily_tokens: 100}}}}
 keys:
   one-rpm: {{limits: {{rpm: 1}}}}
@@ -199,8 +199,9 @@ def test_stream_cut_settles_budget_and_audits_failure(gw: Gateway) -> None:
         for _ in c.chat.completions.create(model="cuts", stream=True, max_tokens=60,
                                            messages=[{"role": "user", "content": "go"}]):
             pass
-    # the cut call's 65-token reservation was settled at its real (small) use, so another
-    # 65-token call still fits in the 100-token budget
+    # the cut call's 90-token reservation (30 prompt bound + 60) was settled at bounds (the
+    # prompt as reserved + the bytes streamed, ~45) as no usage came, so another 92-token
+    # call fits in the 150-token budget; a reservation still held would leave no room
     wait_for(lambda: _budget_fits(c), "the cut call to settle")
 
     async def rows() -> list[Any]:
