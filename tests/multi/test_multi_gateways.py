@@ -174,7 +174,9 @@ def test_budget_holds_across_two_processes(gateways: tuple[Proc, Proc], pg_db: s
     others = [(s, c) for s, _, c in results if s not in (200, 429)]
     assert not others, others
     assert denied and all(c == "budget_exceeded" for c in denied)
-    assert len(ok) >= 10  # the budget admits at least 1000 / ~50 reserved tokens
+    # the budget admits at least 1000 / ~155 reserved tokens (the prompt's ~130-token byte
+    # bound + 20; see docs/governance.md)
+    assert len(ok) >= 6
     assert sum(ok) <= BUDGET_TOKENS  # actual spend never beyond the shared budget
     print(f"budget {BUDGET_TOKENS}: {len(ok)} answered, {sum(ok)} tokens, "
           f"{len(denied)} denied")
