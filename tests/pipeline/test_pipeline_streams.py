@@ -368,13 +368,18 @@ class FakeTicket:
 
 class FakeLimits:
     active = True
+    default_max_tokens = 1024
+    media_tokens = 0
 
     def __init__(self) -> None:
         self.tickets: list[FakeTicket] = []
 
-    async def admit(self, call: Call, deps: Any) -> FakeTicket:
+    async def admit(self, call: Call, deps: Any, count_prompt: Any = None) -> FakeTicket:
         self.tickets.append(FakeTicket())
         return self.tickets[-1]
+
+    async def top_up(self, call: Call, tokens: int, cost: float) -> None:
+        return None
 
 
 async def test_an_unexpected_exception_mid_stream_is_a_500_error_audited_and_settled() -> None:
