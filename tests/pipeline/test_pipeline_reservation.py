@@ -89,6 +89,21 @@ async def test_count_prompt_takes_the_largest_over_the_plan() -> None:
     assert await count_prompt([big, other], body, media_tokens=0) == 10_000
 
 
+class BrokenCounter(FakeProvider):
+    async def count_prompt_tokens(self, body: dict[str, Any]) -> int | None:
+        raise RuntimeError("tokenizer file is gone")
+
+
+async def test_a_failing_counter_falls_back_to_the_bound() -> None:
+    body = {"messages": [{"role": "user", "content": "hello there"}]}
+    n = await count_prompt([target(deployment("a"), BrokenCounter())], body, media_tokens=0)
+    assert (n, n.exact) == (prompt_tokens_bound(body), False)
+    provider = BrokenCounter()
+    pipe, _, _ = setup(provider)
+    await pipe.chat(chat_call("m", principal=Principal("k1", "t1")))  # the call still runs
+    assert provider.calls == 1
+
+
 async def test_a_stream_without_usage_settles_at_bounds() -> None:
     provider = FakeProvider("one two three")  # streams three words, reports no usage
     pipe, _, sink = setup(provider)

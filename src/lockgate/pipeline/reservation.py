@@ -9,13 +9,13 @@ deployment counts exactly, the reservation is exact.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 from lockgate.governance import prompt_tokens_bound
 from lockgate.pipeline.routing import Target
-from lockgate.providers.base import ProviderError
 
 __all__ = ["PromptCount", "count_prompt"]
 
@@ -51,8 +51,11 @@ async def count_prompt(
         if counter is not None:
             try:
                 n = await counter(body)
-            except ProviderError as exc:  # e.g. the model file is missing: the call will say
-                log.debug("prompt count failed on %s: %s", target.id, exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # counting never fails a call: fall back to the bound
+                log.warning("prompt count failed on %s (%s): reserving the byte bound",
+                            target.id, exc)
                 n = None
         if n is None:
             if bound is None:
