@@ -36,6 +36,8 @@ services:
 	@bash scripts/services.sh
 	@command -v wrk >/dev/null || { echo "==> apt-get install wrk (load generator for bench/ and its tests)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	@command -v promtool >/dev/null || { echo "==> apt-get install prometheus (promtool checks docs/prometheus and docs/grafana)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 test: $(STAMP_DEV) services
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,6 +74,33 @@ def test_alert_rules_are_well_formed() -> None:
         assert r["labels"]["severity"] in ("page", "warn", "info"), r["alert"]
         assert r["annotations"]["summary"], r["alert"]
         assert NAME.search(r["expr"]), r["alert"]
+
+
+def _promtool() -> str:
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.skip("promtool not installed (Debian package 'prometheus')")
+    return tool
+
+
+def test_promtool_accepts_the_alert_rules() -> None:
+    out = subprocess.run([_promtool(), "check", "rules", str(ALERTS)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
+    """Each panel query, with Grafana's variables filled in, as a recording rule."""
+    exprs = [t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"]
+             for t in p.get("targets", [])]
+    rules = [{"record": f"lockgate:panel_{i}",
+              "expr": e.replace("$__rate_interval", "5m").replace("$model", ".*")}
+             for i, e in enumerate(exprs)]
+    path = tmp_path / "panels.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": rules}]}))
+    out = subprocess.run([_promtool(), "check", "rules", str(path)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_metrics_doc_links_them() -> None:
