@@ -65,6 +65,21 @@ async def test_the_reserved_cap_is_sent_when_the_client_gave_none() -> None:
     assert "max_tokens" not in provider.bodies[2]  # not governed: the body is untouched
 
 
+async def test_the_cap_can_travel_as_max_completion_tokens() -> None:
+    provider = FakeProvider()
+    cfg = Config.model_validate({
+        "models": MODELS,
+        "governance": {"default_max_tokens": 9, "max_tokens_field": "max_completion_tokens"},
+        "teams": {"t1": {"budget": {"daily_tokens": 1000}}},
+    })
+    pipe, _, _ = build_pipeline({"m": [target(deployment("m"), provider)]},
+                                controls=Controls(limits=Limits(cfg, Governor(MemoryState(),
+                                                                              cfg.governance))))
+    await pipe.chat(chat_call("m", principal=Principal("k1", "t1")))
+    assert provider.bodies[0]["max_completion_tokens"] == 9
+    assert "max_tokens" not in provider.bodies[0]
+
+
 async def test_an_exact_count_is_reserved_and_budget_fits_exactly() -> None:
     """Budget = 2 x (10 prompt + 50 cap): two calls held at once fit, a third does not."""
     provider = CountingProvider(10)

@@ -369,6 +369,7 @@ class FakeTicket:
 class FakeLimits:
     active = True
     default_max_tokens = 1024
+    max_tokens_field = "max_tokens"
     media_tokens = 0
 
     def __init__(self) -> None:

@@ -380,13 +380,14 @@ class Pipeline:
     async def _hold_to_reservation(self, call: Call, plan: list[Target], flow: _Flow) -> None:
         """Make the upstream call unable to cost more than the ticket holds.
 
-        The completion cap reserved is sent upstream (``max_tokens``) when the client gave
+        The completion cap reserved is sent upstream (``governance.max_tokens_field``, by
+        default ``max_tokens``) when the client gave
         none; a guard that lengthened the prompt (PII placeholders) gets a budget top-up.
         """
         limits = self.controls.limits
         assert limits is not None
         if call.kind == "chat" and requested_completion_limit(flow.body) is None:
-            flow.body = {**flow.body, "max_tokens": limits.default_max_tokens}
+            flow.body = {**flow.body, limits.max_tokens_field: limits.default_max_tokens}
         if flow.guards is not None and any(flow.body.get(k) != call.body.get(k)
                                            for k in ("messages", "input")):
             now = await count_prompt(plan, flow.body, media_tokens=limits.media_tokens)

@@ -73,6 +73,10 @@ class Limits:
         return self.governor.config.default_max_tokens
 
     @property
+    def max_tokens_field(self) -> str:
+        return self.governor.config.max_tokens_field
+
+    @property
     def media_tokens(self) -> int:
         return self.governor.config.media_tokens
 

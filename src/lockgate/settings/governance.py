@@ -99,6 +99,10 @@ class GovernanceConfig(Strict):
     default_max_tokens: int = Field(1024, ge=1)
     """Completion tokens reserved when a request gives no ``max_tokens``; a governed call
     without one is sent upstream with ``max_tokens`` set to this, so it cannot cost more."""
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    """The field that carries ``default_max_tokens`` upstream. ``max_tokens`` is what
+    OpenAI-compatible servers know; OpenAI's reasoning models accept only
+    ``max_completion_tokens``."""
     media_tokens: int = Field(1536, ge=0)
     """Prompt tokens reserved per image/audio/file part for models without an offline
     tokenizer (text is bounded by its UTF-8 bytes; media has no such bound)."""
