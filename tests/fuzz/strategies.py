@@ -9,7 +9,8 @@ from typing import Any
 from hypothesis import strategies as st
 
 SMALL_TEXT = st.text(max_size=12)
-HEADER_TEXT = st.text(alphabet=string.printable.strip() + " ", min_size=1, max_size=40).map(str.strip)
+HEADER_TEXT = st.text(alphabet=string.printable.strip() + " ", min_size=1,
+                      max_size=40).map(str.strip)
 
 JSON: st.SearchStrategy[Any] = st.recursive(
     st.none() | st.booleans()

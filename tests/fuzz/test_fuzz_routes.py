@@ -8,12 +8,11 @@ stays within a few seconds.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-import json
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
