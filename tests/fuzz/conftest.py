@@ -17,7 +17,10 @@ from tests.gateway.conftest import MASTER, Gateway, ServerThread, gateway_config
 BODY_TIMEOUT = 1.0
 COLLECTION = "fuzzdocs"
 
-EXTRA = f"""
+EXTRA = f"""  - name: pauses
+    provider: openai
+    base_url: {{upstream}}/v1
+    model: stall-mid:{BODY_TIMEOUT * 2}
 server: {{body_timeout_seconds: {BODY_TIMEOUT}}}
 cache: {{enabled: true}}
 guards:
@@ -44,7 +47,7 @@ def upstream() -> Iterator[str]:
 def fuzz_gateway(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     home: Path = tmp_path_factory.mktemp("fuzzhome")
     database_url = f"sqlite:///{home / 'lockgate.db'}"
-    text = gateway_config(upstream, home, database_url, EXTRA)
+    text = gateway_config(upstream, home, database_url, EXTRA.replace("{upstream}", upstream))
     server = ServerThread(text, home)
     url = server.start()
     gw = Gateway(url, MASTER, text, home, database_url)
