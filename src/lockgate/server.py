@@ -18,6 +18,7 @@ from lockgate import __version__
 from lockgate.api import admin, anthropic, controls, health, jobs, openai, rag
 from lockgate.api.admin import store_error
 from lockgate.api.middleware import RequestIdMiddleware
+from lockgate.api.openapi_bodies import declare_request_bodies
 from lockgate.api.request_io import error_response, request_id_of
 from lockgate.errors import BadRequest, GatewayError
 from lockgate.observability.logging import configure_logging
@@ -65,6 +66,7 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(rag.router)
     app.include_router(jobs.router)
+    declare_request_bodies(app)
     app.add_middleware(RequestIdMiddleware, body_timeout=cfg.server.body_timeout_seconds)
 
     @app.exception_handler(HTTPException)

@@ -20,7 +20,7 @@ from tests.fuzz import strategies as S
 from tests.fuzz.conftest import COLLECTION, assert_anthropic_error, assert_openai_error, auth
 from tests.gateway.conftest import Gateway
 
-FUZZ = settings(max_examples=60, deadline=None, database=None,
+FUZZ = settings(max_examples=40, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow, HealthCheck.data_too_large])
 
