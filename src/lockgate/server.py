@@ -11,13 +11,15 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from lockgate import __version__
 from lockgate.api import admin, anthropic, controls, health, jobs, openai, rag, reviews
 from lockgate.api.admin import store_error
 from lockgate.api.middleware import RequestIdMiddleware
-from lockgate.api.request_io import error_response
+from lockgate.api.openapi_bodies import declare_request_bodies
+from lockgate.api.request_io import error_response, request_id_of
 from lockgate.errors import BadRequest, GatewayError
 from lockgate.observability.logging import configure_logging
 from lockgate.runtime import Runtime
@@ -65,33 +67,52 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.include_router(rag.router)
     app.include_router(jobs.router)
     app.include_router(reviews.router)
-    app.add_middleware(RequestIdMiddleware)
+    declare_request_bodies(app)
+    app.add_middleware(RequestIdMiddleware, body_timeout=cfg.server.body_timeout_seconds)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         err = GatewayError(str(exc.detail), status=exc.status_code,
                            type="invalid_request_error", code=code)
-        return error_response(err)
+        return render_error(request, err)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         loc = ".".join(str(p) for p in first["loc"])
-        return error_response(BadRequest(f"{loc}: {first['msg']}", param=loc))
+        return render_error(request, BadRequest(f"{loc}: {first['msg']}", param=loc))
 
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> Response:
-        return error_response(exc)
+        return render_error(request, exc)
 
     @app.exception_handler(StoreError)
     async def store_failure(request: Request, exc: StoreError) -> Response:
-        return error_response(store_error(exc))
+        return render_error(request, store_error(exc))
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(request: Request, exc: ClientDisconnect) -> Response:
+        # the client is gone (e.g. mid-upload): nothing to fix on our side, nobody to answer
+        log.info("lockgate.client_disconnected", path=request.url.path)
+        return render_error(request, BadRequest("The client disconnected before the request "
+                                                "body was complete.", code="client_disconnected"))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
+        # runs outside the request-id middleware (Starlette's outermost layer): add the id here
         log.exception("lockgate.unhandled", path=request.url.path)
-        return error_response(GatewayError("Internal error in lockgate; see the server log.",
-                                           status=500, code="internal_error"))
+        return render_error(request, GatewayError("Internal error in lockgate; see the server "
+                                                  "log.", status=500, code="internal_error"))
 
     return app
+
+
+def render_error(request: Request, exc: GatewayError) -> Response:
+    """An error in the shape of the API the client called (Anthropic's on /v1/messages),
+    always carrying the request id."""
+    rid = request_id_of(request)
+    headers = {"x-request-id": rid} if rid else None
+    if request.url.path.rstrip("/") == anthropic.MESSAGES_PATH:
+        return anthropic.anthropic_error(exc, headers)
+    return error_response(exc, headers)

@@ -204,17 +204,18 @@ async def admin_audit(request: Request) -> Response:
 
 
 def parse_since(value: str) -> datetime:
-    """ISO date/datetime, or a relative '24h' / '7d' / '30m'."""
+    """ISO date/datetime (any UTC offset; naive = UTC), or a relative '24h' / '7d' / '30m'
+    (ASCII digits). Always an aware UTC datetime; a date that cannot be one is a 400."""
     from datetime import timedelta
 
+    bad = BadRequest(f"'since' must be an ISO date/time or like 24h, 7d: got '{value[:100]}'",
+                     param="since", code="invalid_value")
     units = {"m": "minutes", "h": "hours", "d": "days"}
-    if value[-1:] in units and value[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(**{units[value[-1]]: int(value[:-1])})
+    amount = value[:-1]
     try:
+        if value[-1:] in units and amount.isascii() and amount.isdigit():
+            return datetime.now(UTC) - timedelta(**{units[value[-1]]: int(amount)})
         parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadRequest(
-            f"'since' must be an ISO date/time or like 24h, 7d: got '{value}'",
-            param="since", code="invalid_value",
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # not a date, or outside datetime's years 1..9999
+        raise bad from None

@@ -26,21 +26,24 @@ from lockgate.formats.anthropic import (
     encode_anthropic_event,
     openai_response_to_anthropic,
 )
+from lockgate.formats.anthropic_request import BadAnthropicRequest, check_messages_request
 from lockgate.pipeline import Call
 from lockgate.pipeline.cache import wants_no_cache
 from lockgate.pipeline.call import new_request_id
-from lockgate.pipeline.validate import model_of
 from lockgate.providers.base import StreamChunk
 from lockgate.runtime import Runtime
 
 router = APIRouter()
 log = logging.getLogger(__name__)
 
+MESSAGES_PATH = "/v1/messages"
+
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    408: "timeout_error",
     413: "request_too_large",
     429: "rate_limit_error",
     504: "timeout_error",
@@ -48,26 +51,29 @@ _ERROR_TYPES = {
 
 
 def anthropic_error(exc: GatewayError, headers: dict[str, str] | None = None) -> Response:
-    kind = _ERROR_TYPES.get(exc.status, "api_error")
+    """Anthropic's error shape (``{"type": "error", "error": {"type", "message"}}``)."""
+    kind = _ERROR_TYPES.get(exc.status,
+                            "invalid_request_error" if exc.status < 500 else "api_error")
     return Response(
         orjson.dumps(anthropic_error_body(exc.message, kind)),
         status_code=exc.status, media_type=JSON, headers={**exc.headers, **(headers or {})},
     )
 
 
-@router.post("/v1/messages")
+@router.post(MESSAGES_PATH)
 async def messages(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
     call: Call | None = None
     try:
         body = await read_json(request, rt.config.server.max_body_bytes)
-        model = model_of(body)
-        if not isinstance(body.get("max_tokens"), int):
-            raise BadRequest("max_tokens: Field required (an integer)", param="max_tokens")
         try:
+            check_messages_request(body)  # the shape first: translation trusts it
             oa_body = anthropic_request_to_openai(body)
+        except BadAnthropicRequest as exc:
+            raise BadRequest(str(exc), param=exc.param) from None
         except TranslationError as exc:
             raise BadRequest(str(exc)) from None
+        model: str = body["model"]
         stream = bool(body.get("stream"))
         if stream:
             oa_body["stream"] = True

@@ -21,6 +21,7 @@ Workers (``lockgate worker``) run the jobs and batches; these routes only enqueu
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,8 +29,16 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
-from lockgate.api.request_io import api_key_of, error_response, json_response, read_json
-from lockgate.errors import BadRequest, GatewayError, PayloadTooLarge
+from lockgate.api.request_io import (
+    api_key_of,
+    capped,
+    error_response,
+    int_param,
+    json_response,
+    read_json,
+)
+from lockgate.errors import BadRequest, GatewayError, NotFound, PayloadTooLarge
+from lockgate.formats.json_limits import MAX_JSON_DEPTH, first_too_deep_line
 from lockgate.jobs.openai_batch import MAX_FILE_BYTES
 from lockgate.pipeline.call import Principal
 from lockgate.runtime import JobsParts, Runtime
@@ -39,6 +48,32 @@ __all__ = ["router"]
 router = APIRouter()
 
 _JOB_FIELDS = {"task", "input", "idempotency_key", "partition_key", "priority", "webhook_url"}
+
+PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
+"""Job priorities are 32-bit integers (the queue tables store them as INTEGER)."""
+
+_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
+"""What a job, file or batch id can look like: anything else is unknown (404) without
+touching the store or the disk (a 5,000-character id is longer than a file name may be)."""
+
+
+def _checked_id(value: str, prefix: str, what: str, code: str) -> str:
+    if not value.startswith(prefix) or not _ID.fullmatch(value):
+        raise NotFound(f"No such {what} object: {value[:200]}", param=f"{what.lower()}_id",
+                       code=code)
+    return value
+
+
+def _file_id(value: str) -> str:
+    return _checked_id(value, "file-", "File", "not_found")
+
+
+def _batch_id(value: str) -> str:
+    return _checked_id(value, "batch_", "Batch", "not_found")
+
+
+def _job_id(value: str) -> str:
+    return _checked_id(value, "", "Job", "job_not_found")
 
 
 def _services(request: Request) -> tuple[Runtime, JobsParts]:
@@ -70,10 +105,7 @@ def _opt_str(body: dict[str, Any], name: str, max_len: int = 512) -> str | None:
 
 def _page(records: list[dict[str, Any]], request: Request) -> dict[str, Any]:
     """An OpenAI list page: ``limit`` (1..10000, default 20 for batches) after ``after``."""
-    raw_limit = request.query_params.get("limit", "20")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 10_000:
-        raise BadRequest("'limit' must be an integer from 1 to 10000", param="limit")
-    limit = int(raw_limit)
+    limit = int_param(request, "limit", 20, 1, 10_000)
     after = request.query_params.get("after")
     if after:
         ids = [r["id"] for r in records]
@@ -106,8 +138,10 @@ async def submit_job(request: Request) -> Response:
         if "input" not in body:
             raise BadRequest("'input' is required", param="input")
         priority = body.get("priority", 0)
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise BadRequest("'priority' must be an integer", param="priority")
+        if (not isinstance(priority, int) or isinstance(priority, bool)
+                or not PRIORITY_MIN <= priority <= PRIORITY_MAX):
+            raise BadRequest(f"'priority' must be an integer from {PRIORITY_MIN} to "
+                             f"{PRIORITY_MAX}", param="priority", code="invalid_value")
         idem = _opt_str(body, "idempotency_key") or request.headers.get("idempotency-key")
         res = await jobs.service.submit(
             task,
@@ -131,7 +165,7 @@ async def get_job(request: Request, job_id: str) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
-        return json_response((await jobs.service.get(job_id, principal)).public())
+        return json_response((await jobs.service.get(_job_id(job_id), principal)).public())
 
     return await _handle(go)
 
@@ -141,7 +175,7 @@ async def cancel_job(request: Request, job_id: str) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
-        return json_response((await jobs.service.cancel(job_id, principal)).public())
+        return json_response((await jobs.service.cancel(_job_id(job_id), principal)).public())
 
     return await _handle(go)
 
@@ -154,13 +188,14 @@ async def create_file(request: Request) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
+        limit = MAX_FILE_BYTES + 65536  # the file plus the multipart framing
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_FILE_BYTES + 65536:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"File uploads are limited to {MAX_FILE_BYTES} bytes.")
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise BadRequest("Expected a multipart/form-data upload with 'file' and 'purpose'.")
-        try:
-            form = await request.form(max_files=1, max_fields=8)
+        try:  # counted while it streams in: a chunked upload has no Content-Length
+            form = await capped(request, limit, "The upload").form(max_files=1, max_fields=8)
         except (AssertionError, ValueError) as exc:
             raise BadRequest(f"Cannot read the multipart upload: {exc}") from None
         try:
@@ -175,6 +210,10 @@ async def create_file(request: Request) -> Response:
             filename = upload.filename or "upload.jsonl"
         finally:
             await form.close()
+        deep = await asyncio.to_thread(first_too_deep_line, data)
+        if deep is not None:
+            raise BadRequest(f"line {deep}: JSON nested more than {MAX_JSON_DEPTH} levels deep",
+                             param="file", code="json_too_deep")
         record = await asyncio.to_thread(
             jobs.batches.files.create, data, filename=filename, purpose="batch",
             principal=principal,
@@ -201,7 +240,7 @@ async def get_file(request: Request, file_id: str) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
-        return json_response(jobs.batches.files.get(file_id, principal))
+        return json_response(jobs.batches.files.get(_file_id(file_id), principal))
 
     return await _handle(go)
 
@@ -211,7 +250,8 @@ async def get_file_content(request: Request, file_id: str) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
-        data = await asyncio.to_thread(jobs.batches.files.content, file_id, principal)
+        data = await asyncio.to_thread(jobs.batches.files.content, _file_id(file_id),
+                                       principal)
         return Response(data, media_type="application/octet-stream")
 
     return await _handle(go)
@@ -222,7 +262,7 @@ async def delete_file(request: Request, file_id: str) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
-        return json_response(jobs.batches.files.delete(file_id, principal))
+        return json_response(jobs.batches.files.delete(_file_id(file_id), principal))
 
     return await _handle(go)
 
@@ -252,7 +292,7 @@ async def create_batch(request: Request) -> Response:
         ):
             raise BadRequest("'metadata' must map strings to strings", param="metadata")
         record = await jobs.batches.create_batch(
-            input_file_id=input_file_id,
+            input_file_id=_file_id(input_file_id),
             endpoint=endpoint,
             completion_window=window,
             metadata=metadata,
@@ -268,7 +308,7 @@ async def get_batch(request: Request, batch_id: str) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
-        return json_response(jobs.batches.get(batch_id, principal))
+        return json_response(jobs.batches.get(_batch_id(batch_id), principal))
 
     return await _handle(go)
 
@@ -278,7 +318,7 @@ async def cancel_batch(request: Request, batch_id: str) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
-        return json_response(jobs.batches.cancel(batch_id, principal))
+        return json_response(jobs.batches.cancel(_batch_id(batch_id), principal))
 
     return await _handle(go)
 

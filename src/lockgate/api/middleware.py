@@ -1,25 +1,43 @@
-"""Pure ASGI middleware: a request id and the overhead header on every response.
+"""Pure ASGI middleware: a request id and the overhead header on every response, and a
+body-read timeout.
 
 Model routes set ``x-lockgate-overhead-ms`` themselves (they subtract upstream
 time); for every other response the whole handling time is overhead.
+
+While the request body is incomplete, every wait for the next piece of it is bounded by
+``body_timeout`` seconds (``server.body_timeout_seconds``): a client that sends less than its
+Content-Length, or stalls mid-upload, gets a 408 instead of holding the request forever.
+Once the body is complete, ``receive`` is passed through untouched (a streaming response
+waits on it for the disconnect).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lockgate.errors import GatewayError
 from lockgate.observability.logging import bind_request
+
+DEFAULT_BODY_TIMEOUT = 30.0
+
+
+class BodyReadTimeout(GatewayError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
 
 _RID = b"x-request-id"
 _OVH = b"x-lockgate-overhead-ms"
 
 
 class RequestIdMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, body_timeout: float = DEFAULT_BODY_TIMEOUT) -> None:
         self.app = app
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -44,4 +62,23 @@ class RequestIdMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        timeout = self.body_timeout
+        body_done = False
+
+        async def receive_with_timeout() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            try:
+                async with asyncio.timeout(timeout):
+                    message = await receive()
+            except TimeoutError:
+                body_done = True
+                raise BodyReadTimeout(
+                    f"The request body did not arrive within {timeout:g} s "
+                    "(shorter than its Content-Length, or stalled).") from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        await self.app(scope, receive_with_timeout, send_with_headers)

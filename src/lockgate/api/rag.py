@@ -58,7 +58,14 @@ from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 
 from lockgate.api.rag_identity import end_user_of
-from lockgate.api.request_io import api_key_of, error_response, json_response, read_json
+from lockgate.api.request_io import (
+    api_key_of,
+    capped,
+    error_response,
+    json_response,
+    parse_json,
+    read_json,
+)
 from lockgate.errors import BadRequest, Forbidden, GatewayError
 from lockgate.pipeline import Principal
 from lockgate.rag import (
@@ -110,7 +117,7 @@ def _query_options(body: dict[str, Any]) -> dict[str, Any]:
     if k is not None and (not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 50):
         raise BadRequest("k must be an integer from 1 to 50.", param="k")
     mode = body.get("mode")
-    if mode is not None and mode not in _MODES:
+    if mode is not None and (not isinstance(mode, str) or mode not in _MODES):
         raise BadRequest(f"mode must be one of {sorted(_MODES)}.", param="mode")
     filters = body.get("filters")
     if filters is not None:
@@ -163,7 +170,8 @@ def _documents(body: dict[str, Any]) -> list[SourceDocument]:
         title = d.get("title") or ""
         meta = d.get("metadata") or {}
         fmt = d.get("format") or "text"
-        if not isinstance(title, str) or not isinstance(meta, dict) or fmt not in _FORMATS:
+        if (not isinstance(title, str) or not isinstance(meta, dict)
+                or not isinstance(fmt, str) or fmt not in _FORMATS):
             raise BadRequest(f"{where}: title is a string, metadata an object, format one of "
                              f"{sorted(_FORMATS)}.", param=where)
         if d.get("acl") is not None:
@@ -183,7 +191,9 @@ def _documents(body: dict[str, Any]) -> list[SourceDocument]:
 
 async def _ingest_upload(svc: RagService, collection: str, request: Request,
                          principal: Principal, limit: int) -> dict[str, Any]:
-    form = await request.form(max_files=100, max_fields=20, max_part_size=limit)
+    # counted while it streams in (a chunked upload has no Content-Length to check first)
+    form = await capped(request, limit).form(max_files=100, max_fields=20,
+                                             max_part_size=limit)
     try:
         uploads = [v for k, v in form.multi_items()
                    if k in ("file", "files") and isinstance(v, UploadFile)]
@@ -197,10 +207,7 @@ async def _ingest_upload(svc: RagService, collection: str, request: Request,
         meta: dict[str, Any] = {}
         meta_field = form.get("metadata")
         if isinstance(meta_field, str) and meta_field:
-            try:
-                parsed = orjson.loads(meta_field)
-            except orjson.JSONDecodeError:
-                parsed = None
+            parsed = parse_json(meta_field, "metadata", param="metadata")
             if not isinstance(parsed, dict):
                 raise BadRequest("metadata must be a JSON object.", param="metadata")
             meta = parsed

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Message
 
 from lockgate.errors import BadRequest, GatewayError, PayloadTooLarge
+from lockgate.formats.json_limits import MAX_JSON_DEPTH, JsonTooDeep, loads_checked
 
 JSON = "application/json"
 
 
 async def read_json(request: Request, limit: int) -> dict[str, Any]:
-    """The request body as a JSON object; 413 past ``limit`` bytes, 400 if not JSON."""
+    """The request body as a JSON object; 413 past ``limit`` bytes, 400 if not JSON or
+    nested deeper than :data:`~lockgate.formats.json_limits.MAX_JSON_DEPTH`."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -34,13 +38,55 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
     raw = b"".join(chunks)
     if not raw:
         raise BadRequest("Request body is empty; expected a JSON object.", code="invalid_json")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+    body = parse_json(raw, "Request body")
     if not isinstance(body, dict):
         raise BadRequest("Request body must be a JSON object.", code="invalid_json")
     return body
+
+
+def parse_json(raw: bytes | str, what: str, param: str | None = None) -> Any:
+    """Client JSON (a body, a form field, a file line) with the depth limit; 400 otherwise."""
+    try:
+        return loads_checked(raw)
+    except JsonTooDeep:
+        raise BadRequest(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep.",
+                         param=param, code="json_too_deep") from None
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"{what} is not valid JSON: {exc}", param=param,
+                         code="invalid_json") from None
+
+
+def capped(request: Request, limit: int, what: str = "Request body") -> Request:
+    """The same request whose body reader raises 413 as soon as more than ``limit`` bytes
+    arrived (for multipart uploads, which would otherwise spool everything first; a
+    chunked upload has no Content-Length to check up front)."""
+    seen = 0
+
+    async def receive() -> Message:
+        nonlocal seen
+        message = await request.receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise PayloadTooLarge(f"{what} exceeds the limit of {limit} bytes.")
+        return message
+
+    return Request(request.scope, receive)
+
+
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+
+def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter in ``low..high`` (ASCII digits only); 400 otherwise."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    value = int(raw) if _DIGITS.fullmatch(raw) else None
+    if value is None or not low <= value <= high:
+        raise BadRequest(f"'{name}' must be an integer from {low} to {high}", param=name,
+                         code="invalid_value")
+    return value
 
 
 def api_key_of(request: Request) -> str | None:

@@ -10,16 +10,36 @@ from pathlib import Path
 import typer
 
 from lockgate.cli.common import ConfigOption, console, fail, get_config, run
-from lockgate.runtime import MASTER_HASH_FILE, master_key_hash, save_master_key_hash
+from lockgate.errors import ConfigError
+from lockgate.runtime import MASTER_HASH_FILE, Runtime, master_key_hash, save_master_key_hash
 from lockgate.server import CONFIG_ENV
 from lockgate.settings import Config
-from lockgate.store import Store
+from lockgate.store import Store, StoreError
 
 DEFAULT_TEAM = "default"
 
 
+def preflight(cfg: Config) -> None:
+    """Build the runtime once and close it before serving, so a start-up problem (an unset
+    ``env:`` key, an unknown shadow candidate, an unreachable database or queue...) is one
+    line naming it and a non-zero exit, not a uvicorn lifespan traceback per worker."""
+
+    async def check() -> None:
+        runtime = await Runtime.start(cfg, warm_up=False)
+        await runtime.aclose()
+
+    try:
+        run(check)
+    except (ConfigError, StoreError, ValueError, OSError) as exc:
+        fail(f"cannot start: {exc}")
+    except Exception as exc:  # anything else still gets one line, with its kind
+        fail(f"cannot start: {type(exc).__name__}: {exc}")
+
+
 def _serve(cfg: Config, config_path: Path | None, host: str, port: int, workers: int) -> None:
     import uvicorn
+
+    preflight(cfg)
 
     if config_path is not None:
         os.environ[CONFIG_ENV] = str(config_path.resolve())

@@ -49,6 +49,8 @@ from typing import Any
 
 import orjson
 
+from lockgate.formats.json_limits import JsonTooDeep, loads_checked
+
 __all__ = [
     "DEFAULT_MAX_TOKENS",
     "AnthropicToOpenAIStream",
@@ -106,8 +108,12 @@ def _json_args(arguments: Any) -> Any:
         return arguments
     if not arguments:
         return {}
+    if not isinstance(arguments, str):
+        raise TranslationError("tool call arguments must be a JSON string")
     try:
-        value = orjson.loads(arguments)
+        value = loads_checked(arguments)
+    except JsonTooDeep as exc:
+        raise TranslationError(f"tool call arguments: {exc}") from None
     except orjson.JSONDecodeError:
         raise TranslationError("tool call arguments are not valid JSON") from None
     if not isinstance(value, dict):

@@ -14,6 +14,8 @@ class ServerSettings(Strict):
     port: int = Field(4000, ge=1, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     workers: int = Field(1, ge=1, le=64)
+    body_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    """How long to wait for the next piece of an incomplete request body (then 408)."""
 
 
 class AuditSettings(Strict):

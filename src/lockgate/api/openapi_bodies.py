@@ -1,0 +1,136 @@
+"""Request bodies in the OpenAPI document (``/openapi.json``).
+
+The routes read their bodies themselves (size limit, depth limit, precise 400s), so FastAPI
+cannot see them; :func:`declare_request_bodies` adds them to the generated document, so
+clients and API fuzzers (schemathesis) know what each route takes. The schemas describe
+the fields lockgate reads; other fields pass through (``additionalProperties``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from lockgate.formats.anthropic_request import MESSAGES_REQUEST_SCHEMA
+
+__all__ = ["REQUEST_BODIES", "declare_request_bodies"]
+
+Schema = dict[str, Any]
+
+_STR: Schema = {"type": "string"}
+_OBJ: Schema = {"type": "object"}
+
+
+def _object(properties: dict[str, Schema], required: tuple[str, ...] = (),
+            extra: bool = True) -> Schema:
+    return {"type": "object", "properties": properties, "required": list(required),
+            "additionalProperties": extra}
+
+
+_MESSAGE = _object({
+    "role": {"type": "string",
+             "enum": ["system", "developer", "user", "assistant", "tool", "function"]},
+    "content": {"anyOf": [_STR, {"type": "array", "items": _OBJ}, {"type": "null"}]},
+    "name": _STR, "tool_call_id": _STR, "tool_calls": {"type": "array", "items": _OBJ},
+}, ("role",))
+
+CHAT: Schema = _object({
+    "model": _STR,
+    "messages": {"type": "array", "items": _MESSAGE, "minItems": 1},
+    "max_tokens": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+    "max_completion_tokens": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+    "n": {"type": "integer", "minimum": 1, "maximum": 128},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+    "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+    "stop": {"anyOf": [_STR, {"type": "array", "items": _STR}]},
+    "stream": {"type": "boolean"}, "stream_options": _OBJ, "user": _STR,
+    "tools": {"type": "array", "items": _OBJ},
+    "tool_choice": {"anyOf": [_STR, _OBJ]}, "response_format": _OBJ,
+    "parallel_tool_calls": {"type": "boolean"},
+}, ("model", "messages"))
+
+EMBEDDINGS: Schema = _object({
+    "model": _STR,
+    "input": {"anyOf": [_STR, {"type": "array", "items": _STR, "minItems": 1},
+                        {"type": "array", "items": {"type": "integer"}, "minItems": 1}]},
+    "dimensions": {"type": "integer", "minimum": 1}, "encoding_format": _STR, "user": _STR,
+}, ("model", "input"))
+
+JOB: Schema = _object({
+    "task": _STR, "input": {}, "idempotency_key": {"type": "string", "maxLength": 512},
+    "partition_key": {"type": "string", "maxLength": 512},
+    "priority": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
+    "webhook_url": {"type": "string", "maxLength": 2048},
+}, ("task", "input"), extra=False)
+
+BATCH: Schema = _object({
+    "input_file_id": _STR, "endpoint": _STR, "completion_window": _STR,
+    "metadata": {"type": "object", "additionalProperties": _STR},
+}, ("input_file_id", "endpoint"))
+
+FILE_UPLOAD: Schema = {"type": "object", "required": ["file", "purpose"], "properties": {
+    "file": {"type": "string", "format": "binary"}, "purpose": {"type": "string",
+                                                               "enum": ["batch"]}}}
+
+RAG_DOCUMENTS: Schema = _object({
+    "documents": {"type": "array", "minItems": 1, "items": _object({
+        "id": _STR, "text": _STR, "title": _STR, "metadata": _OBJ,
+        "acl": {"type": "array", "items": _STR},
+        "format": {"type": "string", "enum": ["text", "markdown", "html"]},
+    }, ("id", "text"))},
+    "acl": {"type": "array", "items": _STR}, "sync": {"type": "boolean"},
+    "embed_model": {"type": ["string", "null"]},
+}, ("documents",))
+
+RAG_QUERY: Schema = _object({
+    "question": _STR, "k": {"type": "integer", "minimum": 1, "maximum": 50},
+    "mode": _STR, "filters": _OBJ, "model": _STR, "stream": {"type": "boolean"},
+}, ("question",))
+
+TEAM: Schema = _object({"name": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "business_unit": {"type": ["string", "null"]}}, ("name",), extra=False)
+KEY: Schema = _object({"team": {"type": "string", "minLength": 1}, "name": _STR,
+                       "models": {"type": ["array", "null"], "items": _STR}},
+                      ("team",), extra=False)
+KILL: Schema = _object({"model": {"type": ["string", "null"]},
+                        "team": {"type": ["string", "null"]}, "off": {"type": "boolean"}},
+                       extra=False)
+
+_MESSAGES = {k: v for k, v in MESSAGES_REQUEST_SCHEMA.items() if k != "$defs"}
+
+REQUEST_BODIES: dict[tuple[str, str], tuple[str, Schema]] = {
+    ("/v1/chat/completions", "post"): ("application/json", CHAT),
+    ("/v1/embeddings", "post"): ("application/json", EMBEDDINGS),
+    ("/v1/messages", "post"): ("application/json", _MESSAGES),
+    ("/v1/jobs", "post"): ("application/json", JOB),
+    ("/v1/files", "post"): ("multipart/form-data", FILE_UPLOAD),
+    ("/v1/batches", "post"): ("application/json", BATCH),
+    ("/v1/rag/{collection}/documents", "post"): ("application/json", RAG_DOCUMENTS),
+    ("/v1/rag/{collection}/query", "post"): ("application/json", RAG_QUERY),
+    ("/admin/teams", "post"): ("application/json", TEAM),
+    ("/admin/keys", "post"): ("application/json", KEY),
+    ("/admin/controls/kill", "post"): ("application/json", KILL),
+}
+
+
+def declare_request_bodies(app: FastAPI) -> None:
+    """Make ``app.openapi()`` include :data:`REQUEST_BODIES` (and the Messages API's
+    component schemas)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = generate()
+        for (path, method), (media, schema) in REQUEST_BODIES.items():
+            op = doc.get("paths", {}).get(path, {}).get(method)
+            if op is not None:
+                op["requestBody"] = {"required": True,
+                                     "content": {media: {"schema": schema}}}
+        components = doc.setdefault("components", {}).setdefault("schemas", {})
+        components.update(MESSAGES_REQUEST_SCHEMA.get("$defs", {}))
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
