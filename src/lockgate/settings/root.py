@@ -30,9 +30,11 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
+from lockgate.settings.alerts import AlertsSettings
 from lockgate.settings.base import Strict, resolve_secret
 from lockgate.settings.cache import CacheSettings
 from lockgate.settings.governance import BreakerConfig, GovernanceConfig
+from lockgate.settings.feedback import FeedbackSettings
 from lockgate.settings.guards import GuardsConfig
 from lockgate.settings.jobs import JobsSettings
 from lockgate.settings.models import ModelDeployment
@@ -85,6 +87,10 @@ class Config(Strict):
     """Durable job queue, workers, tasks, alerts (lockgate.settings.jobs)."""
     rag: RagConfig = RagConfig()
     """Permission-aware RAG over HTTP and ``model: rag/<collection>`` (lockgate.api.rag)."""
+    feedback: FeedbackSettings = FeedbackSettings()
+    """Feedback on calls, quality reports, drift detection (lockgate.feedback)."""
+    alerts: AlertsSettings = AlertsSettings()
+    """Where alerts are delivered, once per incident (lockgate.alerts)."""
 
     @model_validator(mode="after")
     def _check_model_refs(self) -> Config:
