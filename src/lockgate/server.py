@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from lockgate import __version__
-from lockgate.api import admin, anthropic, controls, health, jobs, openai, rag
+from lockgate.api import admin, alerts, anthropic, controls, feedback, health, jobs, openai, rag
 from lockgate.api.admin import store_error
 from lockgate.api.middleware import RequestIdMiddleware
 from lockgate.api.request_io import error_response
@@ -64,6 +64,8 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(rag.router)
     app.include_router(jobs.router)
+    app.include_router(feedback.router)
+    app.include_router(alerts.router)
     app.add_middleware(RequestIdMiddleware)
 
     @app.exception_handler(HTTPException)

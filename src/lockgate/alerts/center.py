@@ -121,10 +121,11 @@ class AlertCenter:
         """
         key = _check(kind, subject)
         now = _now()
-        values = {
+        text, data = str(message)[:_MAX_MESSAGE], _jsonable(details)
+        values: dict[str, Any] = {
             "kind": kind, "subject": subject, "open_key": key, "state": "open",
-            "message": str(message)[:_MAX_MESSAGE], "details": _jsonable(details),
-            "raised_count": 1, "raised_at": now, "last_seen_at": now,
+            "message": text, "details": data, "raised_count": 1, "raised_at": now,
+            "last_seen_at": now,
         }
         async with self._writer.begin() as conn:
             stmt = self._insert().values(**values).on_conflict_do_nothing(
@@ -139,7 +140,7 @@ class AlertCenter:
                 )
                 return False
         alert = Alert(id=int(new_id), kind=kind, subject=subject, state="open",
-                      message=values["message"], details=values["details"], raised_count=1,
+                      message=text, details=data, raised_count=1,
                       raised_at=now, last_seen_at=now)
         status = await self._deliver("alert.raised", alert)
         if status is not None:

@@ -20,7 +20,6 @@ from typing import Any
 import aiohttp
 import orjson
 
-
 __all__ = ["SIGNATURE_HEADER", "WebhookSender", "backoff_delay", "sign", "verify"]
 
 SIGNATURE_HEADER = "X-Lockgate-Signature"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -100,7 +100,8 @@ class FeedbackService:
                 if audited is not None:  # the caller's values win, the audit row fills in
                     found = _merge(audited, found)
             if found is not None:
-                found = replace(found, **{name: value})
+                found = (replace(found, review_id=value) if name == "review_id"
+                         else replace(found, job_id=value))
         if found is None:
             raise NotFoundError(f"unknown {name.replace('_', ' ')} '{value}'")
         return found
@@ -191,6 +192,6 @@ class FeedbackService:
 
 def _merge(base: Subject, given: Subject) -> Subject:
     """``given``'s known values over ``base``'s."""
-    updates = {f: getattr(given, f) for f in given.__slots__  # type: ignore[attr-defined]
-               if getattr(given, f) is not None}
+    updates = {f.name: getattr(given, f.name) for f in fields(given)
+               if getattr(given, f.name) is not None}
     return replace(base, **updates)

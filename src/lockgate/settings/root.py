@@ -33,8 +33,8 @@ from pydantic import Field, field_validator, model_validator
 from lockgate.settings.alerts import AlertsSettings
 from lockgate.settings.base import Strict, resolve_secret
 from lockgate.settings.cache import CacheSettings
-from lockgate.settings.governance import BreakerConfig, GovernanceConfig
 from lockgate.settings.feedback import FeedbackSettings
+from lockgate.settings.governance import BreakerConfig, GovernanceConfig
 from lockgate.settings.guards import GuardsConfig
 from lockgate.settings.jobs import JobsSettings
 from lockgate.settings.models import ModelDeployment
