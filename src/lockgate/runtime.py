@@ -255,6 +255,11 @@ class Runtime:
             runtime._attach_mirror()
             if jobs:
                 runtime.jobs = await runtime._start_jobs(queue_url, monitor)
+            if monitor:
+                assert runtime.alerts is not None
+                runtime._tasks.append(asyncio.create_task(
+                    runtime.alerts.watch(runtime._stop, config.alerts.gauge_interval),
+                    name="lockgate-alerts-gauge"))
             if monitor and config.feedback.drift.enabled:
                 runtime._start_drift()
         except BaseException:

@@ -15,6 +15,8 @@ still over its threshold is not raised again) unless ``resolve=True``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -45,13 +47,28 @@ Hook = Callable[[str, Alert], Awaitable[None]]
 
 
 class AlertCounter:
-    """``lockgate_alerts_total{kind, event}``: deliveries by this process (raised, resolved)."""
+    """``lockgate_alerts_total{kind, event}``: deliveries by this process (raised, resolved;
+    summed over processes, once per incident), and ``lockgate_alerts_open{kind, state}``:
+    incidents open/acknowledged in the store (every process reports the same numbers)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.counter = Counter(
             "lockgate_alerts", "Alerts delivered, once per incident across processes "
             "(event: raised, resolved)", ["kind", "event"], registry=registry,
         )
+        self.open = Gauge(
+            "lockgate_alerts_open", "Incidents not yet resolved, as last read from the store "
+            "(state: open, acked)", ["kind", "state"], registry=registry,
+            multiprocess_mode="max",
+        )
+        self._seen: set[tuple[str, str]] = set()
+
+    def set_open(self, counts: dict[tuple[str, str], int]) -> None:
+        for key in self._seen - set(counts):
+            self.open.labels(*key).set(0)
+        for key, n in counts.items():
+            self.open.labels(*key).set(n)
+        self._seen |= set(counts)
 
     def inc(self, kind: str, event: str) -> None:
         self.counter.labels(kind, event).inc()
@@ -179,6 +196,26 @@ class AlertCenter:
         async with self._engine.connect() as conn:
             found = await conn.execute(sa.select(alerts.c.id).where(alerts.c.open_key == key))
             return found.first() is not None
+
+    async def refresh_gauge(self) -> dict[tuple[str, str], int]:
+        """Read the unresolved incidents per (kind, state) into ``lockgate_alerts_open``."""
+        stmt = (sa.select(alerts.c.kind, alerts.c.state, sa.func.count())
+                .where(alerts.c.open_key.is_not(None))
+                .group_by(alerts.c.kind, alerts.c.state))
+        async with self._engine.connect() as conn:
+            counts = {(k, s): int(n) for k, s, n in await conn.execute(stmt)}
+        self.counter.set_open(counts)
+        return counts
+
+    async def watch(self, stop: asyncio.Event, interval: float) -> None:
+        """Refresh the gauge every ``interval`` seconds until ``stop``."""
+        while not stop.is_set():
+            try:
+                await self.refresh_gauge()
+            except Exception:
+                log.exception("alert gauge refresh failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
 
     # ------------------------------------------------------------ people
 

@@ -81,7 +81,15 @@ async def give_feedback(request: Request) -> Response:
         if id_name == "job_id":
             subject = await _job_subject(rt, id_value, principal)
         else:
-            subject = await service.subject(**{id_name: id_value})
+            try:
+                subject = await service.subject(**{id_name: id_value})
+            except NotFoundError:
+                if id_name != "request_id" or not rt.audit.pending:
+                    raise
+                # feedback right after the call: its audit row may still be in this
+                # gateway's batch; write the batch and look again
+                await rt.audit.flush(timeout=2.0)
+                subject = await service.subject(request_id=id_value)
     except NotFoundError:
         raise not_found from None
     except InvalidInput as exc:

@@ -9,6 +9,7 @@ delivery by the process that opened it. Deliveries go to the log, the
       webhook_url: https://ops.example/hooks/lockgate   # default: jobs.alerts.url
       webhook_secret: env:LOCKGATE_ALERT_SECRET        # default: jobs.webhook_secret
       webhook_attempts: 5
+      gauge_interval: 15          # seconds between refreshes of lockgate_alerts_open
 """
 
 from __future__ import annotations
@@ -27,3 +28,6 @@ class AlertsSettings(Strict):
     webhook_secret: str | None = None
     """HMAC key (``env:NAME``); unset: ``jobs.webhook_secret``. No secret: no webhook."""
     webhook_attempts: int = Field(5, ge=1, le=20)
+    gauge_interval: float = Field(15.0, gt=0)
+    """Seconds between reads of the open incidents into ``lockgate_alerts_open`` (each
+    gateway and worker that runs monitors)."""
