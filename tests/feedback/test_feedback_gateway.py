@@ -44,7 +44,8 @@ def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         pg = fresh_database("lg_fbgw")
         db = next(pg)
     with run_stub_in_thread() as stub:
-        extra = "log_bodies: true\nalerts: {gauge_interval: 0.1}\n"
+        extra = ("log_bodies: true\nalerts: {gauge_interval: 0.1}\n"
+                 "jobs:\n  tasks:\n    - {name: summarize, model: fast, prompt: '{{input}}'}\n")
         text = gateway_config(stub.base_url, home, db, extra=extra)
         config_path = home / "lockgate.yaml"
         config_path.write_text(text)
@@ -97,6 +98,18 @@ def test_feedback_from_the_caller_its_team_and_admin_only(setup: Setup) -> None:
     assert post(setup, "lg-wrong", {"request_id": rid, "thumbs": "up"}).status_code == 401
 
 
+def test_feedback_on_a_job(setup: Setup) -> None:
+    r = httpx.post(setup.gw.v1 + "/jobs", json={"task": "summarize", "input": "long text"},
+                   headers={"Authorization": f"Bearer {setup.key_a}"})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    fb = post(setup, setup.key_a2, {"job_id": job_id, "score": 2, "comment": "too long"})
+    assert fb.status_code == 201, fb.text
+    assert (fb.json()["job_id"], fb.json()["task"], fb.json()["score"]) == (job_id, "summarize",
+                                                                            2.0)
+    assert post(setup, setup.key_b, {"job_id": job_id, "score": 5}).status_code == 404
+
+
 @pytest.mark.parametrize("body", [
     {"thumbs": "up"},
     {"request_id": "x", "job_id": "y", "thumbs": "up"},
@@ -122,8 +135,9 @@ def test_bad_shapes_are_400_never_500(setup: Setup, body: dict[str, object]) -> 
 
 
 def test_quality_endpoint_and_cli(setup: Setup) -> None:
-    rid = call(setup, setup.key_a)
-    assert post(setup, setup.key_a, {"request_id": rid, "thumbs": "up"}).status_code == 201
+    for thumbs in ("up", "down"):
+        rid = call(setup, setup.key_a)
+        assert post(setup, setup.key_a, {"request_id": rid, "thumbs": thumbs}).status_code == 201
     with setup.gw.admin() as admin:
         r = admin.get("/v1/feedback/quality", params={"task": "refunds"})
     assert r.status_code == 200
