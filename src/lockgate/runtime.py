@@ -3,9 +3,11 @@
 ``await Runtime.start(config)`` opens the store (running migrations once, under
 a lock), starts the batched audit writer, builds one provider per deployment,
 the pipeline with its controls, the shadow mirror, the RAG service (registered
-with the router as the virtual deployment ``rag/<collection>``) and — unless
+with the router as the virtual deployment ``rag/<collection>``), the alert center
+(``Runtime.alerts``), the feedback service (``Runtime.feedback``) and — unless
 ``jobs=False`` — the job queue with the job and batch services (and, with
-``monitor=True``, the queue monitor: gauges, alerts, result expiry).
+``monitor=True``, the queue monitor: gauges, alerts, result expiry, and the drift
+monitor of lockgate.feedback).
 ``await runtime.aclose()`` stops them in reverse order: it drains the audit
 writer and closes connections.
 
@@ -34,6 +36,8 @@ from typing import Any
 
 import structlog
 
+from lockgate.alerts import AlertCenter, AlertCounter
+from lockgate.feedback import DriftMonitor, FeedbackService
 from lockgate.governance import STATE_CODES, CircuitBreaker, Governor
 from lockgate.guards import Guards
 from lockgate.jobs.backends import open_queue
@@ -153,6 +157,17 @@ class JobsParts:
         await self.queue.aclose()
 
 
+def alert_center(config: Config, store: Store, metrics: Metrics | None = None) -> AlertCenter:
+    """``alerts:`` (falling back to ``jobs.alerts.url`` / ``jobs.webhook_secret``)."""
+    ac = config.alerts
+    secret = (resolve_secret(ac.webhook_secret, "alerts.webhook_secret")
+              or resolve_secret(config.jobs.webhook_secret, "jobs.webhook_secret"))
+    url = ac.webhook_url or config.jobs.alerts.url
+    sender = WebhookSender(secret, attempts=ac.webhook_attempts) if secret and url else None
+    return AlertCenter(store.engine, sender=sender, url=url,
+                       counter=AlertCounter(metrics.registry if metrics else None))
+
+
 @dataclass
 class Runtime:
     config: Config
@@ -169,6 +184,12 @@ class Runtime:
     """None when started with ``jobs=False`` (commands that never touch the queue)."""
     review: ReviewService | None = None
     """The review queue (lockgate.review); always built (no policies: nothing is routed)."""
+    alerts: AlertCenter | None = None
+    """Alerts once per incident across processes (lockgate.alerts); set by ``start``."""
+    feedback: FeedbackService | None = None
+    """Feedback on calls (lockgate.feedback); set by ``start``."""
+    drift: DriftMonitor | None = None
+    """The drift monitor (with ``monitor=True`` and ``feedback.drift.enabled``)."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -262,6 +283,9 @@ class Runtime:
                       governor=governor)
         runtime.review = ReviewService(config.review, ReviewRepository(store),
                                        notify=review_notifier(config))
+        runtime.alerts = alert_center(config, store, metrics)
+        runtime.feedback = FeedbackService(store.engine,
+                                           max_text_chars=config.feedback.max_text_chars)
         try:
             if shared:
                 await runtime._start_shared()
@@ -275,6 +299,12 @@ class Runtime:
             if monitor:
                 runtime._tasks.append(asyncio.create_task(
                     runtime.review.run_sweeper(runtime._stop), name="lockgate-review-sweeper"))
+                assert runtime.alerts is not None
+                runtime._tasks.append(asyncio.create_task(
+                    runtime.alerts.watch(runtime._stop, config.alerts.gauge_interval),
+                    name="lockgate-alerts-gauge"))
+            if monitor and config.feedback.drift.enabled:
+                runtime._start_drift()
         except BaseException:
             await runtime.aclose()
             raise
@@ -302,10 +332,17 @@ class Runtime:
         if monitor:
             parts.monitor = QueueMonitor(queue, settings.alerts,
                                          gauges=JobsGauges(self.metrics.registry),
-                                         sender=sender, tombstone_ttl=settings.tombstone_ttl)
+                                         sender=sender, tombstone_ttl=settings.tombstone_ttl,
+                                         center=self.alerts)
             parts._task = asyncio.create_task(parts.monitor.run(parts._stop),
                                               name="lockgate-jobs-monitor")
         return parts
+
+    def _start_drift(self) -> None:
+        assert self.alerts is not None
+        self.drift = DriftMonitor(self.store.engine, self.alerts, self.config.feedback.drift)
+        self._tasks.append(asyncio.create_task(self.drift.run(self._stop),
+                                               name="lockgate-drift-monitor"))
 
     async def _start_shared(self) -> None:
         """Key invalidations and kill-switch changes from other gateways (Redis pub/sub)."""
@@ -384,6 +421,10 @@ class Runtime:
 
     async def aclose(self) -> None:
         self._stop.set()
+        if self.drift is not None:
+            drift_tasks = [t for t in self._tasks if t.get_name() == "lockgate-drift-monitor"]
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.gather(*drift_tasks), timeout=5)
         for task in self._tasks:
             if not task.done():
                 task.cancel()
@@ -401,6 +442,8 @@ class Runtime:
             await mirror.aclose()  # finishes queued samples; their rows drain with the audit
         for provider in self.providers:
             await provider.aclose()
+        if self.alerts is not None and self.alerts.sender is not None:
+            await self.alerts.sender.aclose()
         await self.audit.close()
         await self.store.close()
         if self.governor is not None:

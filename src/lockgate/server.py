@@ -15,7 +15,18 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from lockgate import __version__
-from lockgate.api import admin, anthropic, controls, health, jobs, openai, rag, reviews
+from lockgate.api import (
+    admin,
+    alerts,
+    anthropic,
+    controls,
+    feedback,
+    health,
+    jobs,
+    openai,
+    rag,
+    reviews,
+)
 from lockgate.api.admin import store_error
 from lockgate.api.middleware import RequestIdMiddleware
 from lockgate.api.openapi_bodies import declare_request_bodies
@@ -67,6 +78,8 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.include_router(rag.router)
     app.include_router(jobs.router)
     app.include_router(reviews.router)
+    app.include_router(feedback.router)
+    app.include_router(alerts.router)
     declare_request_bodies(app)
     app.add_middleware(RequestIdMiddleware, body_timeout=cfg.server.body_timeout_seconds)
 

@@ -4,9 +4,9 @@ Layers, lowest first (a module may import its own layer or lower ones, never hig
 
     errors, settings                  leaves: configuration imports nothing of lockgate's
     state, store, metrics, observability, formats
-    providers, governance, guards
+    providers, governance, guards, alerts
     pipeline                          the one path every model call takes
-    rag, jobs, events, shadow         features: reach models only through the pipeline
+    rag, jobs, events, shadow, feedback  features: reach models only through the pipeline
     runtime                           the one composition root
     api, cli, server, testing         adapters (and test helpers)
 
@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[2] / "src" / "lockgate"
 LAYERS: list[set[str]] = [
     {"errors", "settings", "py"},
     {"state", "store", "metrics", "observability", "formats"},
-    {"providers", "governance", "guards"},
+    {"providers", "governance", "guards", "alerts"},
     {"pipeline"},
-    {"rag", "jobs", "events", "shadow"},
+    {"rag", "jobs", "events", "shadow", "feedback"},
     {"runtime"},
     {"api", "cli", "server", "testing", "__main__"},
 ]

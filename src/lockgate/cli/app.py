@@ -8,9 +8,11 @@ import typer
 
 from lockgate import __version__
 from lockgate.cli.admin_commands import keys_app, teams_app, usage
+from lockgate.cli.alerts_commands import alerts_app
 from lockgate.cli.audit_commands import audit_app
 from lockgate.cli.common import console, fail
 from lockgate.cli.controls_commands import controls_app
+from lockgate.cli.feedback_commands import feedback_app
 from lockgate.cli.jobs_commands import batch_app, consume, dlq_app, jobs_app, worker
 from lockgate.cli.rag_commands import rag_app
 from lockgate.cli.review_commands import review_app
@@ -44,6 +46,8 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(batch_app, name="batch")
 app.add_typer(review_app, name="review")
+app.add_typer(feedback_app, name="feedback")
+app.add_typer(alerts_app, name="alerts")
 
 
 @config_app.command("check")

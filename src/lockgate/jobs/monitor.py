@@ -2,11 +2,17 @@
 
 :class:`QueueMonitor` polls ``queue.stats()`` every ``alerts.interval``
 seconds, sets the gauges (``lockgate_jobs_depth``, ``lockgate_jobs_oldest_age_seconds``,
-``lockgate_jobs_in_flight``, ``lockgate_jobs_dlq``), sends one ``queue.alert``
-webhook when a threshold is first crossed and one ``queue.resolved`` when it
-clears, drops expired results (``queue.expire_results``) and, ``tombstone_ttl``
-after that, the jobs themselves (``queue.forget``: the idempotency window ends). Run one per
-process that serves the API or runs workers; they are idempotent.
+``lockgate_jobs_in_flight``, ``lockgate_jobs_dlq``), raises an alert when a threshold
+is crossed and resolves it when it clears, drops expired results (``queue.expire_results``)
+and, ``tombstone_ttl`` after that, the jobs themselves (``queue.forget``: the idempotency
+window ends). Run one per process that serves the API or runs workers; they are idempotent.
+
+With an :class:`~lockgate.alerts.AlertCenter` (what :class:`~lockgate.runtime.Runtime`
+passes) the alert is the incident ``kind="queue", subject="<queue>:<metric>"`` in the
+store: N gateways and workers watching one queue raise it once and deliver it once
+(``alert.raised`` / ``alert.resolved`` webhooks, the log, ``lockgate_alerts_total``).
+Without one (a monitor on its own), this process sends ``queue.alert`` /
+``queue.resolved`` webhooks itself, once per process.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from lockgate.alerts import AlertCenter, WebhookSender
 from lockgate.jobs.model import QueueStats
 from lockgate.jobs.queue import JobQueue
-from lockgate.jobs.webhooks import WebhookSender
 from lockgate.settings.jobs import AlertSettings
 
 __all__ = ["JobsGauges", "QueueMonitor", "breaches"]
@@ -87,8 +93,10 @@ class QueueMonitor:
         gauges: JobsGauges | None = None,
         sender: WebhookSender | None = None,
         tombstone_ttl: float = 30 * 24 * 3600.0,
+        center: AlertCenter | None = None,
     ) -> None:
         self.tombstone_ttl = tombstone_ttl
+        self.center = center
         self.queue = queue
         self.alerts = alerts
         self.name = name
@@ -103,14 +111,38 @@ class QueueMonitor:
         stats = await self.queue.stats()
         self.gauges.set(self.name, stats)
         now = breaches(stats, self.alerts)
-        for key in sorted(set(now) - self.active):
-            await self._alert("queue.alert", key, now[key])
-        for key in sorted(self.active - set(now)):
-            await self._alert("queue.resolved", key, {})
+        if self.center is not None:
+            await self._incidents(now)
+        else:
+            for key in sorted(set(now) - self.active):
+                await self._alert("queue.alert", key, now[key])
+            for key in sorted(self.active - set(now)):
+                await self._alert("queue.resolved", key, {})
         self.active = set(now)
         await self.queue.expire_results()
         await self.queue.forget(time.time() - self.tombstone_ttl)
         return stats
+
+    async def _incidents(self, now: dict[str, dict[str, float]]) -> None:
+        """Every round: raise what is breached, resolve what is not (both idempotent in the
+        store, so every process may do it; only the first raise/resolve delivers). A
+        threshold that clears in one process's view resolves the incident for all."""
+        assert self.center is not None
+        limits = {"depth": self.alerts.max_depth, "oldest_age": self.alerts.max_age,
+                  "dlq": self.alerts.max_dlq}
+        for key in (k for k, limit in limits.items() if limit is not None):
+            subject = f"{self.name}:{key}"
+            if key in now:
+                detail = now[key]
+                message = (f"queue {self.name}: {key} {detail['value']} reached the limit "
+                           f"{detail['limit']}")
+                if await self.center.raise_once("queue", subject, message,
+                                                {"queue": self.name, "metric": key, **detail}):
+                    self.sent.append({"event": "alert.raised", "queue": self.name,
+                                      "metric": key, "at": time.time(), **detail})
+            elif await self.center.resolve("queue", subject):
+                self.sent.append({"event": "alert.resolved", "queue": self.name,
+                                  "metric": key, "at": time.time()})
 
     async def _alert(self, event: str, key: str, detail: dict[str, float]) -> None:
         payload: dict[str, Any] = {

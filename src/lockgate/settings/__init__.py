@@ -12,11 +12,13 @@ features build their objects from them.
   :mod:`.rules` (``models[].rules:``), :mod:`.governance` (``governance:``, ``breaker:``,
   limits/budgets), :mod:`.policies` (``teams:``, ``keys:``, ``model_policies:``,
   ``kill_switch:``), :mod:`.cache`, :mod:`.guards`, :mod:`.jobs`, :mod:`.observability`
-  (``tracing:``, ``logging:``), :mod:`.shadow`, :mod:`.rag`.
+  (``tracing:``, ``logging:``), :mod:`.shadow`, :mod:`.rag`, :mod:`.feedback`, :mod:`.alerts`.
 """
 
+from lockgate.settings.alerts import AlertsSettings
 from lockgate.settings.base import Strict, resolve_secret
 from lockgate.settings.cache import CacheSettings
+from lockgate.settings.feedback import DriftSettings, FeedbackSettings
 from lockgate.settings.governance import (
     BreakerConfig,
     BudgetConfig,
@@ -48,13 +50,16 @@ __all__ = [
     "CONTRACT_ID_RE",
     "DEFAULT_HOME",
     "AlertSettings",
+    "AlertsSettings",
     "AuditSettings",
     "BreakerConfig",
     "BudgetConfig",
     "CacheSettings",
     "ConfidenceSource",
     "Config",
+    "DriftSettings",
     "FailurePolicy",
+    "FeedbackSettings",
     "GovernanceConfig",
     "GuardsConfig",
     "InjectionPolicy",

@@ -30,8 +30,10 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
+from lockgate.settings.alerts import AlertsSettings
 from lockgate.settings.base import Strict, resolve_secret
 from lockgate.settings.cache import CacheSettings
+from lockgate.settings.feedback import FeedbackSettings
 from lockgate.settings.governance import BreakerConfig, GovernanceConfig
 from lockgate.settings.guards import GuardsConfig
 from lockgate.settings.jobs import JobsSettings
@@ -88,6 +90,10 @@ class Config(Strict):
     """Permission-aware RAG over HTTP and ``model: rag/<collection>`` (lockgate.api.rag)."""
     review: ReviewSettings = ReviewSettings()
     """Review policies per task, claims, SLAs, review webhooks (lockgate.review)."""
+    feedback: FeedbackSettings = FeedbackSettings()
+    """Feedback on calls, quality reports, drift detection (lockgate.feedback)."""
+    alerts: AlertsSettings = AlertsSettings()
+    """Where alerts are delivered, once per incident (lockgate.alerts)."""
 
     @model_validator(mode="after")
     def _check_model_refs(self) -> Config:

@@ -2,7 +2,8 @@
 
 The Alembic revisions (``migrations/versions/0001_initial.py``, then
 ``0002_audit_chain_shadow.py`` for the audit hash chain and shadow results, then
-``0003_rag_tables.py`` for the RAG feature's tables) create exactly these;
+``0003_rag_tables.py`` for the RAG feature's tables, ``0005_feedback_alerts.py`` for
+alerts, feedback and monitor leases) create exactly these;
 ``tests/store`` checks that the migrated schema and this metadata do not drift
 apart (through :func:`schema_filter`). Timestamps are timezone-aware UTC in
 Python on both engines.
@@ -20,9 +21,12 @@ from sqlalchemy.engine import Dialect
 __all__ = [
     "RAG_FTS_PREFIX",
     "UTCDateTime",
+    "alerts",
     "api_keys",
     "audit_chain",
+    "feedback",
     "metadata",
+    "monitor_leases",
     "rag_chunks",
     "rag_collections",
     "rag_doc_principals",
@@ -320,6 +324,74 @@ review_items = sa.Table(
     sa.Index("ix_review_items_state_created", "state", "created_at", "id"),
     sa.Index("ix_review_items_task_decided", "task", "decided_at"),
     sa.Index("ix_review_items_source_ref", "source_ref"),
+)
+
+# ------------------------------------------------- alerts, feedback (lockgate.alerts, .feedback)
+# Alembic revision 0005. ``alerts.open_key`` is ``<kind>|<subject>`` while the incident is
+# open or acknowledged and NULL once resolved: its UNIQUE constraint is what makes N
+# processes raising the same incident produce one row (NULLs never collide).
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(), nullable=False),
+    sa.Column("subject", sa.String(), nullable=False),
+    sa.Column("open_key", sa.String(), nullable=True, unique=True),
+    sa.Column("state", sa.String(), nullable=False, index=True),
+    sa.Column("message", sa.Text(), nullable=False),
+    sa.Column("details", sa.JSON(), nullable=False),
+    sa.Column("raised_count", sa.Integer(), nullable=False),
+    sa.Column("raised_at", UTCDateTime(), nullable=False),
+    sa.Column("last_seen_at", UTCDateTime(), nullable=False),
+    sa.Column("acked_at", UTCDateTime(), nullable=True),
+    sa.Column("acked_by", sa.String(), nullable=True),
+    sa.Column("resolved_at", UTCDateTime(), nullable=True),
+    sa.Column("delivery", sa.String(), nullable=True),
+)
+
+# One row per piece of feedback on a call (API thumbs/score/comment/correction/outcome,
+# or a reviewer's decision). task/model/deployment/versions are copied from the call's
+# audit row (and the caller) so quality reports need no join.
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("feedback_id", sa.String(), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("request_id", sa.String(), nullable=True, index=True),
+    sa.Column("review_id", sa.String(), nullable=True, index=True),
+    sa.Column("job_id", sa.String(), nullable=True, index=True),
+    sa.Column("kind", sa.String(), nullable=False),
+    sa.Column("source", sa.String(), nullable=False),
+    sa.Column("key_id", sa.String(), nullable=True),
+    sa.Column("team_id", sa.String(), nullable=True),
+    sa.Column("given_by", sa.String(), nullable=True),
+    sa.Column("thumbs", sa.String(), nullable=True),
+    sa.Column("score", sa.Double(), nullable=True),
+    sa.Column("comment", sa.Text(), nullable=True),
+    sa.Column("corrected_output", sa.Text(), nullable=True),
+    sa.Column("outcome", sa.String(), nullable=True),
+    sa.Column("refused", sa.Boolean(), nullable=True),
+    sa.Column("task", sa.String(), nullable=True),
+    sa.Column("model", sa.String(), nullable=True),
+    sa.Column("deployment", sa.String(), nullable=True),
+    sa.Column("prompt_version", sa.String(), nullable=True),
+    sa.Column("contract_version", sa.String(), nullable=True),
+    sa.Column("input", sa.Text(), nullable=True),
+    sa.Column("output", sa.Text(), nullable=True),
+    sa.Index("ix_feedback_quality", "task", "model", "deployment"),
+)
+
+# Leases of singleton background loops (the drift monitor): one holder at a time across
+# processes, and the holder's progress (row-id cursors) so a successor resumes there.
+monitor_leases = sa.Table(
+    "monitor_leases",
+    metadata,
+    sa.Column("name", sa.String(), primary_key=True),
+    sa.Column("owner", sa.String(), nullable=False),
+    sa.Column("expires_at", sa.Double(), nullable=False),
+    sa.Column("cursor", sa.JSON(), nullable=False),
 )
 
 
