@@ -63,7 +63,8 @@ from lockgate.pipeline.routing import Router, Target
 from lockgate.providers import Provider, build_provider
 from lockgate.rag import RagService, RagSettings, RagStore
 from lockgate.rag.deployment import RagDeployment
-from lockgate.review import ReviewRepository, ReviewService
+from lockgate.review import ReviewItem, ReviewRepository, ReviewService
+from lockgate.review.feedback_link import decision_recorder, review_subject
 from lockgate.settings import Config, resolve_secret
 from lockgate.state import Invalidations, MemoryState, StateBackend, open_state
 from lockgate.state.base import StateUnavailable
@@ -286,6 +287,9 @@ class Runtime:
         runtime.alerts = alert_center(config, store, metrics)
         runtime.feedback = FeedbackService(store.engine,
                                            max_text_chars=config.feedback.max_text_chars)
+        runtime.feedback.resolvers["review"] = review_subject(runtime.review.repo)
+        runtime.review.on_decided.append(decision_recorder(runtime.feedback))
+        runtime.review.on_breach.append(runtime._review_breach_alert)
         try:
             if shared:
                 await runtime._start_shared()
@@ -366,6 +370,16 @@ class Runtime:
         ks = self.pipeline.controls.kill_switch
         if ks is not None:
             await ks.start()
+
+    async def _review_breach_alert(self, item: ReviewItem) -> None:
+        """An SLA breach is an alert too (once per item: the sweeper marks it once)."""
+        if self.alerts is not None:
+            await self.alerts.raise_once(
+                "review_sla", item.id,
+                f"review {item.id} (task {item.task}) breached its SLA; now with team "
+                f"{item.team or 'admins'}",
+                {"task": item.task, "team": item.team, "escalations": item.escalations},
+            )
 
     async def revoke_key(self, key_id: str) -> bool:
         """Revoke in the store, drop it here and tell every gateway (awaited)."""

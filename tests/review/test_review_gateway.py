@@ -225,3 +225,35 @@ def test_review_rows_are_in_the_audit_chain(review_gateway: Gateway) -> None:
     assert ok
     for event in ("created", "claimed", "decided", "escalated"):
         assert event in events
+
+
+def test_decisions_become_feedback_and_outcomes_link_by_review_id(
+        review_gateway: Gateway) -> None:
+    caller = review_gateway.new_key("accounts")
+    reviewer = review_gateway.new_key("finance")
+    client = _client(review_gateway, caller)
+    ids = []
+    for amount in (30000, 40000, 50000):
+        raw = _invoice(client, {"vendor": "Q", "amount": amount, "confidence": 0.9},
+                       task="invoice_async")
+        ids.append(raw.headers["x-lockgate-review-id"])
+    with _http(review_gateway, reviewer) as c:
+        assert c.post(f"/v1/reviews/{ids[0]}/decide", json={"action": "approve"}).status_code == 200
+        assert c.post(f"/v1/reviews/{ids[1]}/decide", json={
+            "action": "edit", "output": {"vendor": "Q", "amount": 4000}}).status_code == 200
+        assert c.post(f"/v1/reviews/{ids[2]}/decide", json={
+            "action": "reject", "reason": "fraud"}).status_code == 200
+    with _http(review_gateway, caller) as c:
+        # a business outcome arriving later, linked by the review id
+        r = c.post("/v1/feedback", json={"review_id": ids[0], "outcome": "invoice_paid"})
+        assert r.status_code == 201, r.text
+        assert c.post("/v1/feedback", json={"review_id": "rev_unknown",
+                                            "outcome": "x"}).status_code == 404
+    with review_gateway.admin() as c:
+        q = c.get("/v1/feedback/quality", params={"task": "invoice_async"})
+        assert q.status_code == 200, q.text
+    rows = q.json()["data"]
+    reviews = sum(r["reviews"] for r in rows)
+    overridden = sum(r["overridden"] for r in rows)
+    assert sum(r["outcomes"] for r in rows) >= 1
+    assert reviews >= 3 and overridden >= 2
