@@ -32,13 +32,15 @@ from pathlib import Path
 
 import structlog
 
+from lockgate.errors import ConfigError
 from lockgate.governance import STATE_CODES, CircuitBreaker, Governor
 from lockgate.guards import Guards
 from lockgate.jobs.backends import open_queue
 from lockgate.jobs.monitor import JobsGauges, QueueMonitor
 from lockgate.jobs.openai_batch import OpenAIBatchService
+from lockgate.jobs.outbox import OutboxDeliverer
 from lockgate.jobs.queue import JobQueue, queue_options
-from lockgate.jobs.submission import JobService
+from lockgate.jobs.submission import JobService, job_service
 from lockgate.jobs.tasks import TaskRunner
 from lockgate.jobs.taskspec import task_specs
 from lockgate.jobs.webhooks import WebhookSender
@@ -99,6 +101,18 @@ def rag_settings(config: Config) -> RagSettings:
                        mode=rc.mode, k=rc.k, pinned_thresholds=pinned)
 
 
+async def require_redis_cache(config: Config) -> None:
+    """``cache.backend: redis`` means Redis or nothing: ConfigError (one line) when it is down."""
+    probe = open_state(config.redis_url, prefix=config.redis_prefix, timeout=2.0)
+    try:
+        await probe.get_version("startup-probe")
+    except StateUnavailable as exc:
+        raise ConfigError(f"cache.backend is 'redis' but Redis is unavailable: {exc}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            await probe.close()
+
+
 @dataclass
 class JobsParts:
     """The job queue and what serves it in this process (``Runtime.jobs``)."""
@@ -109,6 +123,9 @@ class JobsParts:
     batches: OpenAIBatchService
     """``/v1/files``, ``/v1/batches`` and the worker's batch handler."""
     webhooks: WebhookSender | None = None
+    """Signs and sends webhooks (None: no ``jobs.webhook_secret`` and unsigned not allowed)."""
+    outbox: OutboxDeliverer | None = None
+    """Delivers completion webhooks from the queue's outbox (workers run it)."""
     monitor: QueueMonitor | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
@@ -169,6 +186,8 @@ class Runtime:
         the queue monitor (the server and the worker do); ``warm_up`` loads local models
         in the background."""
         config.home_path.mkdir(parents=True, exist_ok=True)
+        if config.cache.enabled and config.cache.backend == "redis":
+            await require_redis_cache(config)
         metrics = metrics or Metrics()
         store = await Store.open(config.effective_database_url)
         audit = AuditWriter(
@@ -242,17 +261,24 @@ class Runtime:
     async def _start_jobs(self, queue_url: str | None, monitor: bool) -> JobsParts:
         config = self.config
         settings = config.jobs
-        queue = open_queue(queue_url or settings.effective_queue_url(config.home),
-                           queue_options(settings))
+        url = queue_url or settings.effective_queue_url(config.effective_database_url,
+                                                        config.home_path)
+        queue = open_queue(url, queue_options(settings))
         await queue.open()
         secret = resolve_secret(settings.webhook_secret, "jobs.webhook_secret")
-        sender = WebhookSender(secret, attempts=settings.webhook_attempts) if secret else None
+        service = job_service(queue, settings, task_specs(settings), secret=secret)
+        sender = None
+        if secret or settings.allow_unsigned_webhooks:
+            sender = WebhookSender(secret or None, attempts=settings.webhook_attempts,
+                                   policy=service.policy)
         parts = JobsParts(
             queue=queue,
-            service=JobService(queue, task_specs(settings),
-                               allow_private_webhooks=settings.allow_private_webhooks),
+            service=service,
             batches=OpenAIBatchService(config.home_path / "batches", queue),
             webhooks=sender,
+            outbox=OutboxDeliverer(queue, sender, attempts=settings.webhook_attempts,
+                                   backoff_cap=settings.backoff_cap,
+                                   poll_interval=max(settings.poll_interval, 0.05)),
         )
         if monitor:
             parts.monitor = QueueMonitor(queue, settings.alerts,

@@ -53,7 +53,8 @@ batch_app = typer.Typer(help="Run a task over a file of records.", no_args_is_he
 
 def _queue(cfg: Config, url: str | None) -> JobQueue:
     settings = cfg.jobs
-    return open_queue(url or settings.effective_queue_url(cfg.home), queue_options(settings))
+    url = url or settings.effective_queue_url(cfg.effective_database_url, cfg.home_path)
+    return open_queue(url, queue_options(settings))
 
 
 def _with_queue(cfg: Config, url: str | None, fn: Callable[[JobQueue], Awaitable[T]]) -> T:
@@ -115,6 +116,7 @@ def worker(
                 poll_interval=settings.poll_interval,
                 grace=settings.grace,
                 webhooks=rt.jobs.webhooks,
+                outbox=rt.jobs.outbox,
             )
             stop = asyncio.Event()
             _stop_on_signals(stop)
@@ -146,7 +148,8 @@ def jobs_submit(
     config: Path | None = ConfigOption,
 ) -> None:
     """Queue one job; prints its id."""
-    from lockgate.jobs.submission import JobService
+    from lockgate.jobs.submission import job_service
+    from lockgate.settings import resolve_secret
 
     cfg = get_config(config)
     try:
@@ -156,9 +159,8 @@ def jobs_submit(
 
     async def go(q: JobQueue) -> Any:
         settings = cfg.jobs
-        svc = JobService(
-            q, task_specs(settings), allow_private_webhooks=settings.allow_private_webhooks
-        )
+        secret = resolve_secret(settings.webhook_secret, "jobs.webhook_secret")
+        svc = job_service(q, settings, task_specs(settings), secret=secret)
         return await svc.submit(
             task,
             data,
