@@ -18,6 +18,7 @@ admits named destinations anyway, e.g. ``127.0.0.1/32`` for tests or an internal
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import socket
 from collections.abc import Iterable
@@ -153,12 +154,12 @@ class GuardedResolver(AbstractResolver):
         if not self.policy.name_allowed(host) and (
             host == "localhost" or host.endswith(".localhost")
         ):
-            raise OSError(f"refused: {host} is a loopback name")
+            raise OSError(errno.EACCES, f"refused: {host} is a loopback name")
         infos = await self._inner.resolve(host, port, family)
         try:
             self.policy.check_addresses(host, [str(i["host"]) for i in infos])
         except UnsafeDestination as exc:
-            raise OSError(f"refused: {exc}") from None
+            raise OSError(errno.EACCES, f"refused: {exc}") from None
         return infos
 
     async def close(self) -> None:
