@@ -100,7 +100,7 @@ async def test_submit_refuses_names_resolving_to_private_addresses(
 ) -> None:
     fake_dns.update({"sneaky.test": ["192.168.1.1"], "fine.test": [PUBLIC]})
     svc = JobService(queue, task_specs(JobsSettings()), webhooks_signed=True)
-    with pytest.raises(BadRequest, match="192.168.1.1") as err:
+    with pytest.raises(BadRequest, match=r"192\.168\.1\.1") as err:
         await svc.submit("summarize", 1, webhook_url="https://sneaky.test/h")
     assert err.value.param == "webhook_url"
     assert (await svc.submit("summarize", 1, webhook_url="https://fine.test/h")).created
@@ -170,9 +170,11 @@ async def test_connect_time_guard_refuses_a_rebound_name(
             await session.get(f"http://rebound.test:{port}/hook")
     assert hits == []
     allowed = GuardedResolver(AddressPolicy.of(["127.0.0.0/8"]), _Rebinding())
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=allowed)) as s:
-        async with s.get(f"http://rebound.test:{port}/hook") as resp:
-            assert resp.status == 200
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=allowed)) as s,
+        s.get(f"http://rebound.test:{port}/hook") as resp,
+    ):
+        assert resp.status == 200
     assert hits == ["/hook"]
 
 
