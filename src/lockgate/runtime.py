@@ -274,7 +274,8 @@ class Runtime:
         parts = JobsParts(
             queue=queue,
             service=service,
-            batches=OpenAIBatchService(config.home_path / "batches", queue),
+            batches=OpenAIBatchService(self.store.engine, queue,
+                                       max_attempts=max(settings.max_attempts, 5)),
             webhooks=sender,
             outbox=OutboxDeliverer(queue, sender, attempts=settings.webhook_attempts,
                                    backoff_cap=settings.backoff_cap,

@@ -16,11 +16,13 @@ key or team (the master key sees all). Errors are rendered in the OpenAI error s
   ``GET /v1/batches`` (lists newest first, ``limit`` and ``after`` cursor).
 
 Workers (``lockgate worker``) run the jobs and batches; these routes only enqueue and read.
+Files and batches live in the store (any gateway sharing it serves them); a job's
+``webhook_url`` needs ``jobs.webhook_secret`` (else 400, unless
+``jobs.allow_unsigned_webhooks``) and must pass the SSRF guard.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,7 +32,7 @@ from starlette.responses import Response
 
 from lockgate.api.request_io import api_key_of, error_response, json_response, read_json
 from lockgate.errors import BadRequest, GatewayError, PayloadTooLarge
-from lockgate.jobs.openai_batch import MAX_FILE_BYTES
+from lockgate.jobs.batch_records import MAX_FILE_BYTES
 from lockgate.pipeline.call import Principal
 from lockgate.runtime import JobsParts, Runtime
 
@@ -175,9 +177,8 @@ async def create_file(request: Request) -> Response:
             filename = upload.filename or "upload.jsonl"
         finally:
             await form.close()
-        record = await asyncio.to_thread(
-            jobs.batches.files.create, data, filename=filename, purpose="batch",
-            principal=principal,
+        record = await jobs.batches.create_file(
+            data, filename=filename, purpose="batch", principal=principal
         )
         return json_response(record)
 
@@ -190,7 +191,7 @@ async def list_files(request: Request) -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
         purpose = request.query_params.get("purpose")
-        data = await asyncio.to_thread(jobs.batches.files.list, principal, purpose)
+        data = await jobs.batches.list_files(principal, purpose)
         return json_response(_page(data, request))
 
     return await _handle(go)
@@ -201,7 +202,7 @@ async def get_file(request: Request, file_id: str) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
-        return json_response(jobs.batches.files.get(file_id, principal))
+        return json_response(await jobs.batches.get_file(file_id, principal))
 
     return await _handle(go)
 
@@ -211,7 +212,7 @@ async def get_file_content(request: Request, file_id: str) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
-        data = await asyncio.to_thread(jobs.batches.files.content, file_id, principal)
+        data = await jobs.batches.file_content(file_id, principal)
         return Response(data, media_type="application/octet-stream")
 
     return await _handle(go)
@@ -222,7 +223,7 @@ async def delete_file(request: Request, file_id: str) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
-        return json_response(jobs.batches.files.delete(file_id, principal))
+        return json_response(await jobs.batches.delete_file(file_id, principal))
 
     return await _handle(go)
 
@@ -268,7 +269,7 @@ async def get_batch(request: Request, batch_id: str) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
-        return json_response(jobs.batches.get(batch_id, principal))
+        return json_response(await jobs.batches.get(batch_id, principal))
 
     return await _handle(go)
 
@@ -278,7 +279,7 @@ async def cancel_batch(request: Request, batch_id: str) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
-        return json_response(jobs.batches.cancel(batch_id, principal))
+        return json_response(await jobs.batches.cancel(batch_id, principal))
 
     return await _handle(go)
 
@@ -288,9 +289,7 @@ async def list_batches(request: Request) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
-        records: list[dict[str, Any]] = await asyncio.to_thread(
-            jobs.batches.batches.list, principal, 10**9
-        )
+        records: list[dict[str, Any]] = await jobs.batches.list_records(principal)
         return json_response(_page(records, request))
 
     return await _handle(go)
