@@ -269,3 +269,50 @@ async def test_job_cancel_racing_completion_on_two_gateways_postgres(
     due = await api_q.webhooks_due("x", limit=100)
     assert sorted(d.job_id for d in due) == sorted(ids)
     assert {d.event for d in due} <= {"job.completed", "job.cancelled"}
+
+
+# ---------------------------------------------------------------- the default queue
+
+
+def test_queue_defaults_to_the_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from lockgate.settings import JobsSettings
+
+    monkeypatch.delenv("LOCKGATE_QUEUE_URL", raising=False)
+    s = JobsSettings()
+    pg = "postgresql://lockgate@db:5432/lockgate"
+    assert s.effective_queue_url(pg, tmp_path) == pg
+    lite = f"sqlite:///{tmp_path / 'lockgate.db'}"
+    assert s.effective_queue_url(lite, tmp_path) == lite
+    assert s.effective_queue_url("sqlite://", tmp_path) == f"sqlite:///{tmp_path / 'jobs.db'}"
+    assert JobsSettings(queue_url="redis://r:6379/0").effective_queue_url(pg, tmp_path) == (
+        "redis://r:6379/0"
+    )
+    monkeypatch.setenv("LOCKGATE_QUEUE_URL", "redis://env:6379/0")
+    assert s.effective_queue_url(pg, tmp_path) == "redis://env:6379/0"
+
+
+async def test_two_runtimes_on_one_postgres_store_share_jobs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from lockgate.runtime import Runtime
+    from lockgate.settings import Config
+
+    monkeypatch.delenv("LOCKGATE_QUEUE_URL", raising=False)
+    for url in fresh_database("lg_jobsdefault"):
+        rts = [
+            await Runtime.start(Config(home=str(tmp_path / f"h{i}"), database_url=url),
+                                warm_up=False)
+            for i in range(2)
+        ]
+        try:
+            a, b = (rt.jobs for rt in rts)
+            assert a is not None and b is not None
+            res = await a.service.submit("summarize", "hello")
+            assert (await b.service.get(res.job.id)).id == res.job.id  # any gateway serves it
+            cancelled = await b.service.cancel(res.job.id)
+            assert cancelled.state == "cancelled"
+            assert (await a.service.get(res.job.id)).state == "cancelled"
+            assert not (tmp_path / "h0" / "jobs.db").exists()
+        finally:
+            for rt in rts:
+                await rt.aclose()

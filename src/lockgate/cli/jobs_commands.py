@@ -269,6 +269,33 @@ def dlq_purge(
     console.print(f"purged {n} dead job(s)", highlight=False)
 
 
+@dlq_app.command("webhooks")
+def dlq_webhooks(
+    limit: int = typer.Option(50, "--limit"),
+    queue: str | None = QueueOption,
+    config: Path | None = ConfigOption,
+) -> None:
+    """Dead-lettered completion webhooks (attempts used up, or refused), newest first."""
+    cfg = get_config(config)
+    dead = _with_queue(cfg, queue, lambda q: q.webhook_dlq_list(limit))
+    table = Table()
+    for name in ("delivery id", "job", "event", "attempts", "last error"):
+        table.add_column(name, no_wrap=name in ("delivery id", "job"))
+    for d in dead:
+        table.add_row(d.id, d.job_id, d.event, str(d.attempts), (d.last_error or "")[:80])
+    console.print(table)
+
+
+@dlq_app.command("webhook-retry")
+def dlq_webhook_retry(
+    delivery_id: str, queue: str | None = QueueOption, config: Path | None = ConfigOption
+) -> None:
+    """Send a dead-lettered webhook again (same delivery id; a worker delivers it)."""
+    cfg = get_config(config)
+    d = _with_queue(cfg, queue, lambda q: q.webhook_dlq_retry(delivery_id))
+    console.print(f"{d.id} ({d.job_id}, {d.event}): {d.state}", highlight=False)
+
+
 # ------------------------------------------------------------------ batch
 
 
