@@ -124,6 +124,8 @@ class JobsParts:
     """``/v1/files``, ``/v1/batches`` and the worker's batch handler."""
     webhooks: WebhookSender | None = None
     """Signs and sends webhooks (None: no ``jobs.webhook_secret`` and unsigned not allowed)."""
+    alerts: WebhookSender | None = None
+    """Sends queue alerts (``jobs.alerts.url``, an operator URL: no SSRF guard)."""
     outbox: OutboxDeliverer | None = None
     """Delivers completion webhooks from the queue's outbox (workers run it)."""
     monitor: QueueMonitor | None = None
@@ -139,8 +141,9 @@ class JobsParts:
                 except TimeoutError:
                     self._task.cancel()
                     await self._task
-        if self.webhooks is not None:
-            await self.webhooks.aclose()
+        for sender in (self.webhooks, self.alerts):
+            if sender is not None:
+                await sender.aclose()
         await self.queue.aclose()
 
 
@@ -282,9 +285,12 @@ class Runtime:
                                    poll_interval=max(settings.poll_interval, 0.05)),
         )
         if monitor:
+            # alerts go to the operator's own URL: signed, but not through the SSRF guard
+            alerts = WebhookSender(secret, attempts=settings.webhook_attempts) if secret else None
+            parts.alerts = alerts
             parts.monitor = QueueMonitor(queue, settings.alerts,
                                          gauges=JobsGauges(self.metrics.registry),
-                                         sender=sender, tombstone_ttl=settings.tombstone_ttl)
+                                         sender=alerts, tombstone_ttl=settings.tombstone_ttl)
             parts._task = asyncio.create_task(parts.monitor.run(parts._stop),
                                               name="lockgate-jobs-monitor")
         return parts
