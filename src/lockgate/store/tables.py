@@ -180,6 +180,8 @@ shadow_results = sa.Table(
 # index on PostgreSQL) exists on PostgreSQL only.
 
 RAG_FTS_PREFIX = "rag_fts_"
+JOB_QUEUE_PREFIX = "lockgate_jobs"
+"""Tables of :mod:`lockgate.jobs` queues (created by the queue, outside Alembic)."""
 # DOUBLE PRECISION on PostgreSQL, REAL on SQLite; ids and references BIGINT / INTEGER
 _Real: sa.types.TypeEngine[float] = sa.Double().with_variant(sa.REAL(), "sqlite")
 _RefId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -284,14 +286,16 @@ rag_postings = sa.Table(
 def schema_filter(dialect: str) -> Callable[[Any, str | None, str, bool, Any], bool]:
     """Alembic ``include_object`` for ``dialect``: what this metadata manages there.
 
-    Leaves out tables of another backend only (rag_postings on SQLite) and the
-    per-collection FTS5 tables lockgate.rag makes at run time.
+    Leaves out tables of another backend only (rag_postings on SQLite), the
+    per-collection FTS5 tables lockgate.rag makes at run time and the job queue's own
+    tables (``lockgate_jobs``, ``lockgate_jobs_outbox``: the queue creates them itself
+    when it lives in the store's database, its default).
     """
 
     def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
         if type_ != "table":
             return True
-        if name and name.startswith(RAG_FTS_PREFIX):
+        if name and name.startswith((RAG_FTS_PREFIX, JOB_QUEUE_PREFIX)):
             return False
         only_on = obj.info.get(_ONLY_ON) if isinstance(obj, sa.Table) else None
         return only_on is None or dialect in only_on
