@@ -4,8 +4,8 @@ Files and batch records used to be JSON files under ``<home>/batches`` on one ho
 live in the store so any gateway serves any file or batch and status changes take row locks.
 Files already on disk are not imported.
 
-Revision ID: 0006
-Revises: 0003
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-05
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0003"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
