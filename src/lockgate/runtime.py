@@ -37,15 +37,18 @@ from typing import Any
 import structlog
 
 from lockgate.alerts import AlertCenter, AlertCounter
+from lockgate.alerts.webhooks import WebhookSender as OperatorSender
+from lockgate.errors import ConfigError
 from lockgate.feedback import DriftMonitor, FeedbackService
 from lockgate.governance import STATE_CODES, CircuitBreaker, Governor
 from lockgate.guards import Guards
 from lockgate.jobs.backends import open_queue
 from lockgate.jobs.monitor import JobsGauges, QueueMonitor
 from lockgate.jobs.openai_batch import OpenAIBatchService, batch_aware_handler
+from lockgate.jobs.outbox import OutboxDeliverer
 from lockgate.jobs.queue import JobQueue, queue_options
 from lockgate.jobs.review_gate import job_resumer, reviewed_handler
-from lockgate.jobs.submission import JobService
+from lockgate.jobs.submission import JobService, job_service
 from lockgate.jobs.tasks import TaskRunner
 from lockgate.jobs.taskspec import task_specs
 from lockgate.jobs.webhooks import WebhookSender
@@ -108,7 +111,7 @@ def review_notifier(
     secret = resolve_secret(settings.webhook_secret, "review.webhook_secret")
     if not secret:
         return None
-    sender = WebhookSender(secret)
+    sender = OperatorSender(secret)
     url = settings.webhook_url
 
     async def notify(event: str, payload: dict[str, Any]) -> None:
@@ -130,6 +133,18 @@ def rag_settings(config: Config) -> RagSettings:
                        mode=rc.mode, k=rc.k, pinned_thresholds=pinned)
 
 
+async def require_redis_cache(config: Config) -> None:
+    """``cache.backend: redis`` means Redis or nothing: ConfigError (one line) when it is down."""
+    probe = open_state(config.redis_url, prefix=config.redis_prefix, timeout=2.0)
+    try:
+        await probe.get_version("startup-probe")
+    except StateUnavailable as exc:
+        raise ConfigError(f"cache.backend is 'redis' but Redis is unavailable: {exc}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            await probe.close()
+
+
 @dataclass
 class JobsParts:
     """The job queue and what serves it in this process (``Runtime.jobs``)."""
@@ -140,6 +155,11 @@ class JobsParts:
     batches: OpenAIBatchService
     """``/v1/files``, ``/v1/batches`` and the worker's batch handler."""
     webhooks: WebhookSender | None = None
+    """Signs and sends webhooks (None: no ``jobs.webhook_secret`` and unsigned not allowed)."""
+    alerts: OperatorSender | None = None
+    """Sends queue alerts (``jobs.alerts.url``, an operator URL: no SSRF guard)."""
+    outbox: OutboxDeliverer | None = None
+    """Delivers completion webhooks from the queue's outbox (workers run it)."""
     monitor: QueueMonitor | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
@@ -153,8 +173,9 @@ class JobsParts:
                 except TimeoutError:
                     self._task.cancel()
                     await self._task
-        if self.webhooks is not None:
-            await self.webhooks.aclose()
+        for sender in (self.webhooks, self.alerts):
+            if sender is not None:
+                await sender.aclose()
         await self.queue.aclose()
 
 
@@ -164,7 +185,7 @@ def alert_center(config: Config, store: Store, metrics: Metrics | None = None) -
     secret = (resolve_secret(ac.webhook_secret, "alerts.webhook_secret")
               or resolve_secret(config.jobs.webhook_secret, "jobs.webhook_secret"))
     url = ac.webhook_url or config.jobs.alerts.url
-    sender = WebhookSender(secret, attempts=ac.webhook_attempts) if secret and url else None
+    sender = OperatorSender(secret, attempts=ac.webhook_attempts) if secret and url else None
     return AlertCenter(store.engine, sender=sender, url=url,
                        counter=AlertCounter(metrics.registry if metrics else None))
 
@@ -229,6 +250,8 @@ class Runtime:
         the queue monitor (the server and the worker do); ``warm_up`` loads local models
         in the background."""
         config.home_path.mkdir(parents=True, exist_ok=True)
+        if config.cache.enabled and config.cache.backend == "redis":
+            await require_redis_cache(config)
         metrics = metrics or Metrics()
         store = await Store.open(config.effective_database_url)
         audit = AuditWriter(
@@ -298,8 +321,7 @@ class Runtime:
             runtime._attach_mirror()
             if jobs:
                 runtime.jobs = await runtime._start_jobs(queue_url, monitor)
-                runtime.review.resumers["jobs"] = job_resumer(runtime.jobs.queue,
-                                                              runtime.jobs.webhooks)
+                runtime.review.resumers["jobs"] = job_resumer(runtime.jobs.queue)
             if monitor:
                 runtime._tasks.append(asyncio.create_task(
                     runtime.review.run_sweeper(runtime._stop), name="lockgate-review-sweeper"))
@@ -321,22 +343,34 @@ class Runtime:
     async def _start_jobs(self, queue_url: str | None, monitor: bool) -> JobsParts:
         config = self.config
         settings = config.jobs
-        queue = open_queue(queue_url or settings.effective_queue_url(config.home),
-                           queue_options(settings))
+        url = queue_url or settings.effective_queue_url(config.effective_database_url,
+                                                        config.home_path)
+        queue = open_queue(url, queue_options(settings))
         await queue.open()
         secret = resolve_secret(settings.webhook_secret, "jobs.webhook_secret")
-        sender = WebhookSender(secret, attempts=settings.webhook_attempts) if secret else None
+        service = job_service(queue, settings, task_specs(settings), secret=secret)
+        sender = None
+        if secret or settings.allow_unsigned_webhooks:
+            sender = WebhookSender(secret or None, attempts=settings.webhook_attempts,
+                                   policy=service.policy)
         parts = JobsParts(
             queue=queue,
-            service=JobService(queue, task_specs(settings),
-                               allow_private_webhooks=settings.allow_private_webhooks),
-            batches=OpenAIBatchService(config.home_path / "batches", queue),
+            service=service,
+            batches=OpenAIBatchService(self.store.engine, queue,
+                                       max_attempts=max(settings.max_attempts, 5)),
             webhooks=sender,
+            outbox=OutboxDeliverer(queue, sender, attempts=settings.webhook_attempts,
+                                   backoff_cap=settings.backoff_cap,
+                                   poll_interval=max(settings.poll_interval, 0.05)),
         )
         if monitor:
+            # alerts go to the operator's own URL: signed, but not through the SSRF guard
+            alerts = (OperatorSender(secret, attempts=settings.webhook_attempts)
+                      if secret else None)
+            parts.alerts = alerts
             parts.monitor = QueueMonitor(queue, settings.alerts,
                                          gauges=JobsGauges(self.metrics.registry),
-                                         sender=sender, tombstone_ttl=settings.tombstone_ttl,
+                                         sender=alerts, tombstone_ttl=settings.tombstone_ttl,
                                          center=self.alerts)
             parts._task = asyncio.create_task(parts.monitor.run(parts._stop),
                                               name="lockgate-jobs-monitor")

@@ -4,7 +4,7 @@ Two gateways share the session's stand-in upstream:
 
 * ``jobs_gw`` — once per queue backend (SQLite file, PostgreSQL schema, Redis Streams
   prefix; unique names, dropped after), with a ``lockgate worker`` subprocess reading the
-  same config (same queue, same batch directory);
+  same config (same queue, same store);
 * ``idle_gw`` — no worker, ``jobs.max_depth: 3`` and ``result_ttl: 1.5``: jobs stay queued
   (cancel, 429); the expiry test completes one with an in-process claim on the same queue.
 """
@@ -33,6 +33,7 @@ from lockgate.jobs.backends import open_queue
 from lockgate.jobs.queue import QueueOptions
 from lockgate.jobs.webhooks import SIGNATURE_HEADER, verify
 from tests.gateway.conftest import MASTER, Gateway, ServerThread, gateway_config
+from tests.support.postgres import fresh_database
 
 WEBHOOK_SECRET = "whsec-gateway-jobs-test"
 JOBS_EXTRA = """
@@ -440,3 +441,53 @@ def test_full_queue_is_429_with_retry_after(idle_gw: Gateway) -> None:
         assert len(statuses) <= 4  # max_depth 3 (the batch test's queued job may hold one)
         _assert_openai_error(r, 429, "queue_full")
         assert int(r.headers["retry-after"]) >= 1
+
+
+# ------------------------------------------------------------------ two gateways, one store
+
+
+@pytest.fixture(scope="module")
+def twin_gws(upstream: str, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[tuple[Gateway, Gateway]]:
+    """Two gateways on one PostgreSQL database, no queue_url and no webhook secret."""
+    for db in fresh_database("lg_twin"):
+        servers, gws = [], []
+        try:
+            for i in range(2):
+                home = tmp_path_factory.mktemp(f"twin{i}")
+                text = gateway_config(upstream, home, db, "jobs: {default_model: fast}\n")
+                server = ServerThread(text, home)
+                servers.append(server)
+                gws.append(Gateway(server.start(), MASTER, text, home, db))
+            yield gws[0], gws[1]
+        finally:
+            for server in servers:
+                server.stop()
+
+
+def test_two_gateways_share_jobs_files_and_batches(twin_gws: tuple[Gateway, Gateway]) -> None:
+    a, b = twin_gws
+    key = a.new_key()
+    with _client(a, key) as ca, _client(b, key) as cb:
+        r = ca.post("/jobs", json={"task": "classify", "input": "x"})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        assert cb.get(f"/jobs/{job_id}").json()["status"] == "queued"
+        assert cb.delete(f"/jobs/{job_id}").json()["status"] == "cancelled"
+        assert ca.get(f"/jobs/{job_id}").json()["status"] == "cancelled"
+        # no jobs.webhook_secret and unsigned webhooks not allowed: refused, nothing queued
+        r = ca.post("/jobs", json={"task": "classify", "input": "x",
+                                   "webhook_url": "https://hooks.example.com/h"})
+        _assert_openai_error(r, 400, "webhook_secret_missing")
+        assert r.json()["error"]["param"] == "webhook_url"
+    sa, sb = _sdk(a, key), _sdk(b, key)
+    f = sa.files.create(file=("in.jsonl", _batch_lines()), purpose="batch")
+    assert sb.files.retrieve(f.id).bytes == len(_batch_lines())
+    assert sb.files.content(f.id).read() == _batch_lines()
+    batch = sa.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                              completion_window="24h")
+    assert sb.batches.retrieve(batch.id).status == "validating"
+    assert sb.batches.cancel(batch.id).status == "cancelling"
+    assert sa.batches.retrieve(batch.id).status == "cancelling"
+    assert batch.id in [x.id for x in sb.batches.list().data]
+    assert not (a.home / "jobs.db").exists() and not (a.home / "batches").exists()

@@ -160,3 +160,40 @@ def test_dlq_commands(tmp_path: Path) -> None:
     rows = asyncio.run(admin_rows())  # DLQ actions are links of the audit chain
     assert [(a, t) for a, t, _ in rows] == [("dlq.retry", job_id), ("dlq.purge", "*")]
     assert all((who or "").startswith("cli:") for _, _, who in rows)
+
+def test_webhook_dlq_commands(tmp_path: Path) -> None:
+    """``dlq webhooks`` lists dead-lettered webhooks; ``dlq webhook-retry`` queues one again."""
+    from typer.testing import CliRunner
+
+    from lockgate.cli.jobs_commands import _standalone
+    from lockgate.jobs.backends import open_queue
+    from lockgate.jobs.outbox import OutboxDeliverer
+
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+
+    async def dead_webhook() -> str:
+        q = open_queue(url)
+        await q.open()
+        try:
+            res = await q.enqueue(NewJob(task="t", input=1, webhook_url="https://hooks.example/x"))
+            (d,) = await q.claim("w")
+            await q.complete(d, 1)
+            await OutboxDeliverer(q, None).run_once()  # no sender: dead-lettered at once
+            return res.job.id
+        finally:
+            await q.aclose()
+
+    job_id = asyncio.run(dead_webhook())
+    runner = CliRunner()
+
+    def invoke(*args: str) -> tuple[int, str]:
+        res = runner.invoke(_standalone(), [*args, "-q", url], env={"COLUMNS": "250"})
+        return res.exit_code, res.output
+
+    code, out = invoke("dlq", "webhooks")
+    assert code == 0 and job_id in out and "job.completed" in out, out
+    delivery_id = next(w for w in out.split() if w.startswith("whd_"))
+    code, out = invoke("dlq", "webhook-retry", delivery_id)
+    assert code == 0 and "pending" in out, out
+    code, out = invoke("dlq", "webhooks")
+    assert job_id not in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -67,16 +68,16 @@ def batch_file(ids: list[str], model: str = "m") -> bytes:
     )
 
 
-def read_lines(svc: OpenAIBatchService, file_id: str) -> list[dict[str, object]]:
-    return [orjson.loads(x) for x in svc.files.content(file_id).splitlines()]
+async def read_lines(svc: OpenAIBatchService, file_id: str) -> list[dict[str, Any]]:
+    return [orjson.loads(x) for x in (await svc.file_content(file_id)).splitlines()]
 
 
 async def test_batch_runs_through_the_queue(
     env: tuple[Runtime, StubUpstream, JobQueue], tmp_path: Path
 ) -> None:
     rt, stub, q = env
-    svc = OpenAIBatchService(tmp_path / "batches", q)
-    f = svc.files.create(
+    svc = OpenAIBatchService(rt.store.engine, q)
+    f = await svc.create_file(
         batch_file(["a", "b", "bad", "c"]), filename="in.jsonl", purpose="batch", principal=ALICE
     )
     assert f["object"] == "file" and f["purpose"] == "batch"
@@ -90,21 +91,24 @@ async def test_batch_runs_through_the_queue(
     handler = batch_aware_handler(svc, rt.pipeline, task_handler(TaskRunner(rt.pipeline, {})))
 
     async def finished() -> bool:
-        return bool(svc.get(b["id"])["status"] == "completed")
+        return bool((await svc.get(b["id"]))["status"] == "completed")
 
     await run_worker_until(Worker(q, handler, lease=10, poll_interval=0.02), finished)
-    done = svc.get(b["id"], ALICE)
+    done = await svc.get(b["id"], ALICE)
     assert done["request_counts"] == {"total": 4, "completed": 3, "failed": 1}
-    out = read_lines(svc, done["output_file_id"])
+    out = await read_lines(svc, done["output_file_id"])
     assert sorted(str(x["custom_id"]) for x in out) == ["a", "b", "c"]
     first = next(x for x in out if x["custom_id"] == "a")
     assert first["response"]["body"]["choices"][0]["message"]["content"] == "stub reply: hi a"  # type: ignore[index]
-    (err,) = read_lines(svc, done["error_file_id"])
+    (err,) = await read_lines(svc, done["error_file_id"])
     assert err["custom_id"] == "bad" and err["error"]["code"] == "model_not_found"  # type: ignore[index]
-    assert svc.files.get(done["output_file_id"], ALICE)["purpose"] == "batch_output"
+    assert (await svc.get_file(done["output_file_id"], ALICE))["purpose"] == "batch_output"
     with pytest.raises(NotFound):
-        svc.get(b["id"], BOB)
-    assert svc.list(BOB)["data"] == [] and svc.list(ALICE)["data"][0]["id"] == b["id"]
+        await svc.get(b["id"], BOB)
+    with pytest.raises(NotFound):
+        await svc.file_content(done["output_file_id"], BOB)
+    assert (await svc.list_page(BOB))["data"] == []
+    assert (await svc.list_page(ALICE))["data"][0]["id"] == b["id"]
     assert stub.stats()["total"] == 3
 
 
@@ -112,23 +116,24 @@ async def test_resume_skips_written_lines(
     env: tuple[Runtime, StubUpstream, JobQueue], tmp_path: Path
 ) -> None:
     rt, stub, q = env
-    svc = OpenAIBatchService(tmp_path / "batches", q)
-    f = svc.files.create(
+    svc = OpenAIBatchService(rt.store.engine, q)
+    f = await svc.create_file(
         batch_file([f"r{i}" for i in range(5)]), filename="in.jsonl", purpose="batch"
     )
     b = await svc.create_batch(input_file_id=f["id"], endpoint="/v1/chat/completions")
-    # a previous worker wrote two results and a torn third line, then died
-    out_id = "file-" + "0" * 32
-    svc.batches.update(b["id"], status="in_progress", output_file_id=out_id)
-    svc.files.path(out_id).write_bytes(
-        b'{"id":"x","custom_id":"r0","response":{"status_code":200},"error":null}\n'
-        b'{"id":"y","custom_id":"r3","response":{"status_code":200},"error":null}\n{"id":"z","cus'
-    )
+    # a previous worker stored two results, then died
+    await svc.records.change(b["id"], lambda r: r.update(status="in_progress"))  # type: ignore[func-returns-value]
+    await svc.records.add_results([
+        {"batch_id": b["id"], "custom_id": c, "line_no": n, "ok": True,
+         "line": f'{{"id":"x","custom_id":"{c}","response":{{"status_code":200}},"error":null}}'}
+        for n, c in ((0, "r0"), (3, "r3"))
+    ])
     system = Principal(key_id="sys", team_id=None, is_master=True)
     rec = await svc.execute(rt.pipeline, b["id"], system)
     assert rec["status"] == "completed"
     assert rec["request_counts"] == {"total": 5, "completed": 5, "failed": 0}
-    ids = [str(x["custom_id"]) for x in read_lines(svc, out_id)]
+    out_id = rec["output_file_id"]
+    ids = [str(x["custom_id"]) for x in await read_lines(svc, out_id)]
     assert sorted(ids) == ["r0", "r1", "r2", "r3", "r4"] and len(ids) == 5
     assert stub.stats()["total"] == 3
     again = await svc.execute(rt.pipeline, b["id"], system)  # redelivered job: no-op
@@ -136,15 +141,19 @@ async def test_resume_skips_written_lines(
 
 
 async def test_validation(env: tuple[Runtime, StubUpstream, JobQueue], tmp_path: Path) -> None:
-    _, _, q = env
-    svc = OpenAIBatchService(tmp_path / "batches", q)
-    dup = svc.files.create(batch_file(["a", "a"]), filename="d.jsonl", purpose="batch")
+    rt, _, q = env
+    svc = OpenAIBatchService(rt.store.engine, q)
+    dup = await svc.create_file(batch_file(["a", "a"]), filename="d.jsonl", purpose="batch")
     with pytest.raises(BadRequest, match="duplicate custom_id"):
         await svc.create_batch(input_file_id=dup["id"], endpoint="/v1/chat/completions")
-    ok = svc.files.create(batch_file(["a"]), filename="o.jsonl", purpose="batch")
+    ok = await svc.create_file(batch_file(["a"]), filename="o.jsonl", purpose="batch")
     with pytest.raises(BadRequest, match="url /v1/embeddings"):
         await svc.create_batch(input_file_id=ok["id"], endpoint="/v1/embeddings")
     with pytest.raises(NotFound):
         await svc.create_batch(input_file_id="file-nope", endpoint="/v1/chat/completions")
     b = await svc.create_batch(input_file_id=ok["id"], endpoint="/v1/chat/completions")
-    assert svc.cancel(b["id"])["status"] == "cancelling"
+    assert (await svc.cancel(b["id"]))["status"] == "cancelling"
+    with pytest.raises(NotFound):
+        await svc.get("batch_" + "x" * 300)  # ids past any length limit: 404, not OSError
+    with pytest.raises(NotFound):
+        await svc.get_file("file-" + "x" * 300)

@@ -162,7 +162,7 @@ async def test_worker_runs_tasks_and_dead_letters_poison(runtime: Runtime, queue
 
 async def test_service_scopes_idempotency_and_ownership(queue: JobQueue) -> None:
     specs = task_specs(JobsSettings())
-    svc = JobService(queue, specs)
+    svc = JobService(queue, specs, webhooks_signed=True, webhook_allow=("hooks.example.com",))
     a = Principal(key_id="ka", team_id="ta")
     b = Principal(key_id="kb", team_id="tb")
     ja = await svc.submit("summarize", "x", principal=a, idempotency_key="same")
@@ -187,6 +187,23 @@ async def test_service_scopes_idempotency_and_ownership(queue: JobQueue) -> None
             await svc.submit("summarize", 1, webhook_url=bad)
     ok = await svc.submit("summarize", 1, webhook_url="https://hooks.example.com/x")
     assert ok.job.webhook_url == "https://hooks.example.com/x"
-    local = JobService(queue, specs, allow_private_webhooks=True)
+    local = JobService(queue, specs, allow_private_webhooks=True, webhooks_signed=True)
     assert (await local.submit("summarize", 2, webhook_url="http://127.0.0.1:9/h")).created
     assert (await queue.get(ja.job.id)).max_attempts == specs["summarize"].max_attempts
+    assert (await queue.get(ok.job.id)).webhook_status == "waiting"
+    assert (await queue.get(ja.job.id)).webhook_status is None
+
+
+async def test_jobs_max_attempts_is_the_default_of_tasks_that_set_none() -> None:
+    settings = JobsSettings(
+        max_attempts=7,
+        tasks=[
+            TaskSpec(name="mine", prompt="x"),
+            TaskSpec(name="pinned", prompt="x", max_attempts=2),
+        ],
+    )
+    specs = task_specs(settings)
+    assert specs["mine"].max_attempts == 7
+    assert specs["summarize"].max_attempts == 7  # built-ins too
+    assert specs["pinned"].max_attempts == 2
+    assert task_specs(JobsSettings())["summarize"].max_attempts == 3

@@ -16,6 +16,9 @@ key or team (the master key sees all). Errors are rendered in the OpenAI error s
   ``GET /v1/batches`` (lists newest first, ``limit`` and ``after`` cursor).
 
 Workers (``lockgate worker``) run the jobs and batches; these routes only enqueue and read.
+Files and batches live in the store (any gateway sharing it serves them); a job's
+``webhook_url`` needs ``jobs.webhook_secret`` (else 400, unless
+``jobs.allow_unsigned_webhooks``) and must pass the SSRF guard.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from lockgate.api.request_io import (
 )
 from lockgate.errors import BadRequest, GatewayError, NotFound, PayloadTooLarge
 from lockgate.formats.json_limits import MAX_JSON_DEPTH, first_too_deep_line
-from lockgate.jobs.openai_batch import MAX_FILE_BYTES
+from lockgate.jobs.batch_records import MAX_FILE_BYTES
 from lockgate.pipeline.call import Principal
 from lockgate.runtime import JobsParts, Runtime
 
@@ -214,9 +217,8 @@ async def create_file(request: Request) -> Response:
         if deep is not None:
             raise BadRequest(f"line {deep}: JSON nested more than {MAX_JSON_DEPTH} levels deep",
                              param="file", code="json_too_deep")
-        record = await asyncio.to_thread(
-            jobs.batches.files.create, data, filename=filename, purpose="batch",
-            principal=principal,
+        record = await jobs.batches.create_file(
+            data, filename=filename, purpose="batch", principal=principal
         )
         return json_response(record)
 
@@ -229,7 +231,7 @@ async def list_files(request: Request) -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
         purpose = request.query_params.get("purpose")
-        data = await asyncio.to_thread(jobs.batches.files.list, principal, purpose)
+        data = await jobs.batches.list_files(principal, purpose)
         return json_response(_page(data, request))
 
     return await _handle(go)
@@ -240,7 +242,7 @@ async def get_file(request: Request, file_id: str) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
-        return json_response(jobs.batches.files.get(_file_id(file_id), principal))
+        return json_response(await jobs.batches.get_file(_file_id(file_id), principal))
 
     return await _handle(go)
 
@@ -250,8 +252,7 @@ async def get_file_content(request: Request, file_id: str) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
-        data = await asyncio.to_thread(jobs.batches.files.content, _file_id(file_id),
-                                       principal)
+        data = await jobs.batches.file_content(_file_id(file_id), principal)
         return Response(data, media_type="application/octet-stream")
 
     return await _handle(go)
@@ -262,7 +263,7 @@ async def delete_file(request: Request, file_id: str) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
-        return json_response(jobs.batches.files.delete(_file_id(file_id), principal))
+        return json_response(await jobs.batches.delete_file(_file_id(file_id), principal))
 
     return await _handle(go)
 
@@ -308,7 +309,7 @@ async def get_batch(request: Request, batch_id: str) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
-        return json_response(jobs.batches.get(_batch_id(batch_id), principal))
+        return json_response(await jobs.batches.get(_batch_id(batch_id), principal))
 
     return await _handle(go)
 
@@ -318,7 +319,7 @@ async def cancel_batch(request: Request, batch_id: str) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
-        return json_response(jobs.batches.cancel(_batch_id(batch_id), principal))
+        return json_response(await jobs.batches.cancel(_batch_id(batch_id), principal))
 
     return await _handle(go)
 
@@ -328,9 +329,7 @@ async def list_batches(request: Request) -> Response:
     async def go() -> Response:
         rt, jobs = _services(request)
         principal = await _principal(request, rt)
-        records: list[dict[str, Any]] = await asyncio.to_thread(
-            jobs.batches.batches.list, principal, 10**9
-        )
+        records: list[dict[str, Any]] = await jobs.batches.list_records(principal)
         return json_response(_page(records, request))
 
     return await _handle(go)

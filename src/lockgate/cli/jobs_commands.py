@@ -53,7 +53,8 @@ batch_app = typer.Typer(help="Run a task over a file of records.", no_args_is_he
 
 def _queue(cfg: Config, url: str | None) -> JobQueue:
     settings = cfg.jobs
-    return open_queue(url or settings.effective_queue_url(cfg.home), queue_options(settings))
+    url = url or settings.effective_queue_url(cfg.effective_database_url, cfg.home_path)
+    return open_queue(url, queue_options(settings))
 
 
 def _with_queue(cfg: Config, url: str | None, fn: Callable[[JobQueue], Awaitable[T]]) -> T:
@@ -124,6 +125,7 @@ def worker(
                 poll_interval=settings.poll_interval,
                 grace=settings.grace,
                 webhooks=rt.jobs.webhooks,
+                outbox=rt.jobs.outbox,
             )
             stop = asyncio.Event()
             _stop_on_signals(stop)
@@ -155,7 +157,8 @@ def jobs_submit(
     config: Path | None = ConfigOption,
 ) -> None:
     """Queue one job; prints its id."""
-    from lockgate.jobs.submission import JobService
+    from lockgate.jobs.submission import job_service
+    from lockgate.settings import resolve_secret
 
     cfg = get_config(config)
     try:
@@ -165,9 +168,8 @@ def jobs_submit(
 
     async def go(q: JobQueue) -> Any:
         settings = cfg.jobs
-        svc = JobService(
-            q, task_specs(settings), allow_private_webhooks=settings.allow_private_webhooks
-        )
+        secret = resolve_secret(settings.webhook_secret, "jobs.webhook_secret")
+        svc = job_service(q, settings, task_specs(settings), secret=secret)
         return await svc.submit(
             task,
             data,
@@ -276,6 +278,33 @@ def dlq_purge(
     n = _with_queue(cfg, queue, lambda q: q.dlq_purge(job_id))
     _audit(cfg, "dlq.purge", job_id or "*", {"purged": n})
     console.print(f"purged {n} dead job(s)", highlight=False)
+
+
+@dlq_app.command("webhooks")
+def dlq_webhooks(
+    limit: int = typer.Option(50, "--limit"),
+    queue: str | None = QueueOption,
+    config: Path | None = ConfigOption,
+) -> None:
+    """Dead-lettered completion webhooks (attempts used up, or refused), newest first."""
+    cfg = get_config(config)
+    dead = _with_queue(cfg, queue, lambda q: q.webhook_dlq_list(limit))
+    table = Table()
+    for name in ("delivery id", "job", "event", "attempts", "last error"):
+        table.add_column(name, no_wrap=name in ("delivery id", "job"))
+    for d in dead:
+        table.add_row(d.id, d.job_id, d.event, str(d.attempts), (d.last_error or "")[:80])
+    console.print(table)
+
+
+@dlq_app.command("webhook-retry")
+def dlq_webhook_retry(
+    delivery_id: str, queue: str | None = QueueOption, config: Path | None = ConfigOption
+) -> None:
+    """Send a dead-lettered webhook again (same delivery id; a worker delivers it)."""
+    cfg = get_config(config)
+    d = _with_queue(cfg, queue, lambda q: q.webhook_dlq_retry(delivery_id))
+    console.print(f"{d.id} ({d.job_id}, {d.event}): {d.state}", highlight=False)
 
 
 # ------------------------------------------------------------------ batch

@@ -13,9 +13,13 @@ Modules (each with one job):
 * ``submission`` — JobService: submit/get/cancel for the HTTP adapter and CLI
   (the composition root :class:`lockgate.runtime.Runtime` builds the queue, JobService,
   OpenAIBatchService and QueueMonitor of a process as ``Runtime.jobs``);
-* ``webhooks`` — HMAC-SHA256 signed deliveries with retries; ``monitor`` — gauges, alerts,
-  result expiry (the ``jobs:`` config section is :mod:`lockgate.settings.jobs`);
-* ``batch`` — resumable file batches; ``openai_batch`` — the OpenAI Batch API shape.
+* ``webhooks`` — HMAC-SHA256 signed POSTs (no redirects); ``outbox`` — completion webhooks
+  from the queue's outbox (at least once, stable delivery id, backoff, webhook DLQ);
+  ``ssrf`` — the SSRF guard for webhook URLs (every resolved address, at submit and at
+  each connection); ``monitor`` — gauges, alerts, result expiry (the ``jobs:`` config
+  section is :mod:`lockgate.settings.jobs`);
+* ``batch`` — resumable file batches; ``openai_batch`` — the OpenAI Batch API shape, stored
+  in the store by ``batch_records`` (files, row-locked batches, result lines).
 
 Not built: a NATS JetStream *job queue* backend (NATS is supported for event consumers,
 :mod:`lockgate.events`).

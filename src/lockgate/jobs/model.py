@@ -27,7 +27,10 @@ __all__ = [
     "ParkForReview",
     "QueueFull",
     "QueueStats",
+    "WebhookDelivery",
+    "WebhookOutcome",
     "backoff_delay",
+    "new_delivery_id",
     "new_job_id",
 ]
 
@@ -49,6 +52,10 @@ class ParkForReview(Exception):
 
 def new_job_id() -> str:
     return "job_" + uuid.uuid4().hex
+
+
+def new_delivery_id() -> str:
+    return "whd_" + uuid.uuid4().hex
 
 
 @dataclass(slots=True)
@@ -127,6 +134,32 @@ class Delivery:
     worker_id: str
     lease_until: float
     token: str = ""
+
+
+WebhookOutcome = Literal["delivered", "retry", "dead"]
+
+
+@dataclass(slots=True)
+class WebhookDelivery:
+    """One completion webhook waiting in (or taken from) a queue's outbox.
+
+    The queue writes it in the same transaction (SQL) or script (Redis) that moves
+    the job to ``succeeded``/``dead``/``cancelled``, so a worker killed right after
+    storing a result cannot lose it. ``id`` is stable across retries: receivers
+    deduplicate on the ``X-Lockgate-Delivery`` header.
+    """
+
+    id: str
+    job_id: str
+    event: str
+    """``job.completed``, ``job.failed`` or ``job.cancelled``."""
+    url: str
+    attempts: int
+    """Attempts taken so far, counting the one this delivery was handed out for."""
+    state: str = "pending"
+    """``pending`` (due or retrying), ``delivered`` or ``dead`` (the webhook DLQ)."""
+    last_error: str | None = None
+    created_at: float = 0.0
 
 
 @dataclass(slots=True)

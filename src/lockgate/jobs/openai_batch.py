@@ -2,7 +2,7 @@
 
 The HTTP adapter (:mod:`lockgate.api.jobs`) maps routes onto :class:`OpenAIBatchService`:
 
-* ``POST /v1/files`` (purpose ``batch``) -> ``files.create``; ``GET /v1/files``,
+* ``POST /v1/files`` (purpose ``batch``) -> ``create_file``; ``GET /v1/files``,
   ``GET /v1/files/{id}``, ``GET /v1/files/{id}/content``, ``DELETE /v1/files/{id}``;
 * ``POST /v1/batches`` -> ``create_batch`` (validates every line, queues one durable job);
   ``GET /v1/batches/{id}``, ``GET /v1/batches``, ``POST /v1/batches/{id}/cancel``.
@@ -12,30 +12,33 @@ A worker runs the batch (``execute``): each input line
 goes through the gateway pipeline as the submitter, and lands in the output file
 (``{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error": null}``)
 or the error file (``{"id", "custom_id", "response": null|{...}, "error": {"code", "message"}}``).
-The output and error files are the checkpoint (as in :mod:`lockgate.jobs.batch`): a worker
-killed mid-batch leaves the job to be re-delivered, and the next run skips every
-``custom_id`` already written — no line is sent twice to the model or written twice.
 
-Files and batch records live under one directory (default ``<home>/batches``); with
-several gateway hosts that directory must be shared storage. Partial: no 24 h expiry
-enforcement (``completion_window`` is recorded, not enforced).
+Files, batch records and result lines live in the store (:mod:`lockgate.jobs.batch_records`),
+so any gateway serves any batch. Result lines are the checkpoint: a worker killed mid-batch
+leaves the job to be re-delivered, and the next run skips every ``custom_id`` already stored —
+no line is sent twice to the model or written twice. Status changes take the batch's row
+lock, so a cancel racing the worker is never lost.
+
+``completion_window`` (``24h``, the only value OpenAI accepts) is enforced as OpenAI does:
+a batch not finished by ``expires_at`` stops, becomes ``expired`` (``expired_at``), keeps
+the results it has in its output/error files, and lists each unfinished request in the
+error file with code ``batch_expired``. A batch no worker started before then expires
+when it is next read or picked up. A cancelled batch keeps its partial results too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lockgate.errors import BadRequest, GatewayError, NotFound
-from lockgate.jobs.batch import _repair
+from lockgate.errors import BadRequest, GatewayError
+from lockgate.jobs.batch_records import MAX_FILE_BYTES, BatchRecords, owner_of, public
 from lockgate.jobs.model import Job, NewJob
 from lockgate.jobs.queue import JobQueue
 from lockgate.jobs.tasks import SYSTEM_PRINCIPAL
@@ -46,164 +49,31 @@ from lockgate.pipeline.call import CallKind
 __all__ = [
     "BATCH_TASK",
     "ENDPOINTS",
+    "MAX_FILE_BYTES",
+    "WINDOWS",
     "BatchPipeline",
-    "BatchStore",
-    "FileStore",
     "OpenAIBatchService",
     "batch_aware_handler",
 ]
 
 BATCH_TASK = "openai_batch"
 ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
-MAX_FILE_BYTES = 200 * 1024 * 1024
 MAX_LINES = 50_000
+WINDOWS = {"24h": 24 * 3600}
+"""Accepted ``completion_window`` values and their length in seconds."""
+TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
+PROGRESS_EVERY = 50
+"""Lines between progress saves (request counts; a pending cancel is noticed then)."""
+EXPIRED_ERROR = {
+    "code": "batch_expired",
+    "message": "This request could not be executed before the completion window expired.",
+}
 
 
 class BatchPipeline(Protocol):
     async def chat(self, call: Call) -> Completion: ...
 
     async def embeddings(self, call: Call) -> Completion: ...
-
-
-class _NotFound(NotFound):
-    code = "not_found"
-
-
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + f".{uuid.uuid4().hex[:6]}.tmp")
-    tmp.write_bytes(orjson.dumps(obj))
-    os.replace(tmp, path)
-
-
-def _owner_ok(record: dict[str, Any], principal: Principal | None) -> bool:
-    if principal is None or principal.is_master:
-        return True
-    owner = record.get("_owner") or {}
-    return owner.get("key_id") == principal.key_id or (
-        principal.team_id is not None and owner.get("team_id") == principal.team_id
-    )
-
-
-def _public(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if not k.startswith("_")}
-
-
-class FileStore:
-    """OpenAI file objects: content in ``<root>/files/<id>``, metadata beside it."""
-
-    def __init__(self, root: Path) -> None:
-        self.dir = root / "files"
-        self.dir.mkdir(parents=True, exist_ok=True)
-
-    def _meta(self, file_id: str) -> Path:
-        if not file_id.startswith("file-") or "/" in file_id or ".." in file_id:
-            raise _NotFound(f"No such File object: {file_id}", param="file_id")
-        return self.dir / f"{file_id}.json"
-
-    def path(self, file_id: str) -> Path:
-        self._meta(file_id)
-        return self.dir / f"{file_id}.data"
-
-    def create(
-        self, data: bytes, *, filename: str, purpose: str, principal: Principal | None = None
-    ) -> dict[str, Any]:
-        if len(data) > MAX_FILE_BYTES:
-            raise BadRequest(f"file is larger than {MAX_FILE_BYTES} bytes", param="file")
-        file_id = "file-" + uuid.uuid4().hex
-        self.path(file_id).write_bytes(data)
-        return self.register(file_id, filename=filename, purpose=purpose, principal=principal)
-
-    def register(
-        self, file_id: str, *, filename: str, purpose: str, principal: Principal | None = None
-    ) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "id": file_id,
-            "object": "file",
-            "bytes": self.path(file_id).stat().st_size,
-            "created_at": int(time.time()),
-            "filename": filename,
-            "purpose": purpose,
-            "_owner": principal_to_meta(principal)["principal"] if principal else None,
-        }
-        _write_json(self._meta(file_id), record)
-        return _public(record)
-
-    def _record(self, file_id: str, principal: Principal | None) -> dict[str, Any]:
-        meta = self._meta(file_id)
-        if not meta.exists():
-            raise _NotFound(f"No such File object: {file_id}", param="file_id")
-        record: dict[str, Any] = orjson.loads(meta.read_bytes())
-        if not _owner_ok(record, principal):
-            raise _NotFound(f"No such File object: {file_id}", param="file_id")
-        return record
-
-    def get(self, file_id: str, principal: Principal | None = None) -> dict[str, Any]:
-        return _public(self._record(file_id, principal))
-
-    def content(self, file_id: str, principal: Principal | None = None) -> bytes:
-        self._record(file_id, principal)
-        return self.path(file_id).read_bytes()
-
-    def list(
-        self, principal: Principal | None = None, purpose: str | None = None
-    ) -> list[dict[str, Any]]:
-        """The caller's files, newest first (optionally of one ``purpose``)."""
-        records = []
-        for meta in self.dir.glob("file-*.json"):
-            with contextlib.suppress(OSError, orjson.JSONDecodeError):
-                rec = orjson.loads(meta.read_bytes())
-                if _owner_ok(rec, principal) and (purpose is None or rec["purpose"] == purpose):
-                    records.append(rec)
-        records.sort(key=lambda r: (r.get("created_at", 0), r["id"]), reverse=True)
-        return [_public(r) for r in records]
-
-    def delete(self, file_id: str, principal: Principal | None = None) -> dict[str, Any]:
-        self._record(file_id, principal)
-        for p in (self.path(file_id), self._meta(file_id)):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-        return {"id": file_id, "object": "file", "deleted": True}
-
-
-class BatchStore:
-    """Batch records as JSON files (atomic replace on every update)."""
-
-    def __init__(self, root: Path) -> None:
-        self.dir = root / "batches"
-        self.dir.mkdir(parents=True, exist_ok=True)
-
-    def _path(self, batch_id: str) -> Path:
-        if not batch_id.startswith("batch_") or "/" in batch_id or ".." in batch_id:
-            raise _NotFound(f"No such Batch object: {batch_id}", param="batch_id")
-        return self.dir / f"{batch_id}.json"
-
-    def load(self, batch_id: str, principal: Principal | None = None) -> dict[str, Any]:
-        path = self._path(batch_id)
-        if not path.exists():
-            raise _NotFound(f"No such Batch object: {batch_id}", param="batch_id")
-        record: dict[str, Any] = orjson.loads(path.read_bytes())
-        if not _owner_ok(record, principal):
-            raise _NotFound(f"No such Batch object: {batch_id}", param="batch_id")
-        return record
-
-    def save(self, record: dict[str, Any]) -> None:
-        _write_json(self._path(record["id"]), record)
-
-    def update(self, batch_id: str, **fields: Any) -> dict[str, Any]:
-        record = self.load(batch_id)
-        record.update(fields)
-        self.save(record)
-        return record
-
-    def list(self, principal: Principal | None = None, limit: int = 20) -> list[dict[str, Any]]:
-        records = []
-        for path in self.dir.glob("batch_*.json"):
-            with contextlib.suppress(OSError, orjson.JSONDecodeError):
-                rec = orjson.loads(path.read_bytes())
-                if _owner_ok(rec, principal):
-                    records.append(rec)
-        records.sort(key=lambda r: r.get("created_at", 0), reverse=True)
-        return [_public(r) for r in records[:limit]]
 
 
 def _check_lines(data: bytes, endpoint: str) -> int:
@@ -240,10 +110,35 @@ def _check_lines(data: bytes, endpoint: str) -> int:
 
 
 class OpenAIBatchService:
-    def __init__(self, root: Path, queue: JobQueue) -> None:
-        self.files = FileStore(root)
-        self.batches = BatchStore(root)
+    def __init__(self, engine: AsyncEngine, queue: JobQueue, *, max_attempts: int = 5) -> None:
+        self.records = BatchRecords(engine)
         self.queue = queue
+        self.max_attempts = max_attempts
+
+    # ------------------------------------------------------------ files
+
+    async def create_file(
+        self, data: bytes, *, filename: str, purpose: str, principal: Principal | None = None
+    ) -> dict[str, Any]:
+        return await self.records.create_file(
+            data, filename=filename, purpose=purpose, principal=principal
+        )
+
+    async def get_file(self, file_id: str, principal: Principal | None = None) -> dict[str, Any]:
+        return await self.records.get_file(file_id, principal)
+
+    async def file_content(self, file_id: str, principal: Principal | None = None) -> bytes:
+        return await self.records.content(file_id, principal)
+
+    async def list_files(
+        self, principal: Principal | None = None, purpose: str | None = None
+    ) -> list[dict[str, Any]]:
+        return await self.records.list_files(principal, purpose)
+
+    async def delete_file(self, file_id: str, principal: Principal | None = None) -> dict[str, Any]:
+        return await self.records.delete_file(file_id, principal)
+
+    # ------------------------------------------------------------ batches
 
     async def create_batch(
         self,
@@ -256,10 +151,10 @@ class OpenAIBatchService:
     ) -> dict[str, Any]:
         if endpoint not in ENDPOINTS:
             raise BadRequest(f"endpoint must be one of {', '.join(ENDPOINTS)}", param="endpoint")
-        if completion_window != "24h":
+        if completion_window not in WINDOWS:
             raise BadRequest("completion_window must be 24h", param="completion_window")
-        data = self.files.content(input_file_id, principal)
-        total = _check_lines(data, endpoint)
+        data = await self.records.content(input_file_id, principal)
+        total = await asyncio.to_thread(_check_lines, data, endpoint)
         now = int(time.time())
         batch_id = "batch_" + uuid.uuid4().hex
         record: dict[str, Any] = {
@@ -274,7 +169,7 @@ class OpenAIBatchService:
             "error_file_id": None,
             "created_at": now,
             "in_progress_at": None,
-            "expires_at": now + 24 * 3600,
+            "expires_at": now + WINDOWS[completion_window],
             "finalizing_at": None,
             "completed_at": None,
             "failed_at": None,
@@ -283,25 +178,35 @@ class OpenAIBatchService:
             "cancelled_at": None,
             "request_counts": {"total": total, "completed": 0, "failed": 0},
             "metadata": metadata,
-            "_owner": principal_to_meta(principal)["principal"] if principal else None,
+            "_owner": owner_of(principal),
         }
-        self.batches.save(record)
+        await self.records.insert_batch(record)
         await self.queue.enqueue(
             NewJob(
                 task=BATCH_TASK,
                 input={"batch_id": batch_id},
                 idempotency_key=batch_id,
-                max_attempts=5,
+                max_attempts=self.max_attempts,
                 meta=principal_to_meta(principal) if principal else {},
             )
         )
-        return _public(record)
+        return public(record)
 
-    def get(self, batch_id: str, principal: Principal | None = None) -> dict[str, Any]:
-        return _public(self.batches.load(batch_id, principal))
+    async def get(self, batch_id: str, principal: Principal | None = None) -> dict[str, Any]:
+        record = await self.records.load(batch_id, principal)
+        if record["status"] == "validating" and time.time() >= record["expires_at"]:
+            # no worker started it within its window: it expires (with nothing to show)
+            record = await self._finalize(batch_id)
+        return public(record)
 
-    def list(self, principal: Principal | None = None, limit: int = 20) -> dict[str, Any]:
-        data = self.batches.list(principal, limit)
+    async def list_records(self, principal: Principal | None = None) -> list[dict[str, Any]]:
+        """The caller's batches, newest first."""
+        return await self.records.list_batches(principal)
+
+    async def list_page(
+        self, principal: Principal | None = None, limit: int = 20
+    ) -> dict[str, Any]:
+        data = (await self.list_records(principal))[:limit]
         return {
             "object": "list",
             "data": data,
@@ -310,62 +215,70 @@ class OpenAIBatchService:
             "has_more": False,
         }
 
-    def cancel(self, batch_id: str, principal: Principal | None = None) -> dict[str, Any]:
-        record = self.batches.load(batch_id, principal)
-        if record["status"] in ("validating", "in_progress"):
-            record = self.batches.update(
-                batch_id, status="cancelling", cancelling_at=int(time.time())
-            )
-        return _public(record)
+    async def cancel(self, batch_id: str, principal: Principal | None = None) -> dict[str, Any]:
+        await self.records.load(batch_id, principal)  # 404 unless the caller's
+
+        def to_cancelling(record: dict[str, Any]) -> bool:
+            if record["status"] not in ("validating", "in_progress"):
+                return False  # finalizing or finished: too late, returned as it is
+            record["status"] = "cancelling"
+            record["cancelling_at"] = int(time.time())
+            return True
+
+        return public(await self.records.change(batch_id, to_cancelling))
 
     # ------------------------------------------------------------ execution (worker side)
 
     async def execute(
         self, pipeline: BatchPipeline, batch_id: str, principal: Principal, concurrency: int = 8
     ) -> dict[str, Any]:
-        record = self.batches.load(batch_id)
-        if record["status"] in ("completed", "failed", "cancelled", "expired"):
-            return _public(record)
-        if record["status"] == "cancelling":
-            return _public(self._finish(record, "cancelled"))
-        record = self.batches.update(
-            batch_id,
-            status="in_progress",
-            in_progress_at=record["in_progress_at"] or int(time.time()),
-        )
-        out_id = record["output_file_id"] or "file-" + uuid.uuid4().hex
-        err_id = record["error_file_id"] or "file-" + uuid.uuid4().hex
-        record = self.batches.update(batch_id, output_file_id=out_id, error_file_id=err_id)
-        out_path, err_path = self.files.path(out_id), self.files.path(err_id)
-        done: set[str] = set()
-        counts = {"completed": 0, "failed": 0}
-        for path, key in ((out_path, "completed"), (err_path, "failed")):
-            _repair(path)
-            if path.exists():
-                for line in path.read_bytes().splitlines():
-                    with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
-                        done.add(orjson.loads(line)["custom_id"])
-                        counts[key] += 1
-        lines = [
-            orjson.loads(x)
-            for x in self.files.path(record["input_file_id"]).read_bytes().splitlines()
-            if x.strip()
-        ]
-        out = out_path.open("ab")
-        err = err_path.open("ab")
+        record = await self.records.load(batch_id)
+        if record["status"] in TERMINAL:
+            return public(record)
+
+        def begin(rec: dict[str, Any]) -> bool:
+            if rec["status"] != "validating" or time.time() >= rec["expires_at"]:
+                return False
+            rec["status"] = "in_progress"
+            rec["in_progress_at"] = rec["in_progress_at"] or int(time.time())
+            return True
+
+        record = await self.records.change(batch_id, begin)
+        if record["status"] == "in_progress" and time.time() < record["expires_at"]:
+            await self._run_lines(pipeline, record, principal, concurrency)
+        return public(await self._finalize(batch_id))
+
+    async def _input_lines(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+        data = await self.records.content(record["input_file_id"])
+        return [orjson.loads(x) for x in data.splitlines() if x.strip()]
+
+    async def _run_lines(
+        self,
+        pipeline: BatchPipeline,
+        record: dict[str, Any],
+        principal: Principal,
+        concurrency: int,
+    ) -> None:
+        batch_id = record["id"]
+        done = await self.records.done(batch_id)
+        counts = {
+            "completed": sum(1 for ok in done.values() if ok),
+            "failed": sum(1 for ok in done.values() if not ok),
+        }
+        lines = await self._input_lines(record)
         sem = asyncio.Semaphore(max(1, concurrency))
         kind: CallKind = "chat" if record["endpoint"] == ENDPOINTS[0] else "embeddings"
-        cancelled = False
+        stop = False
+        since_save = 0
 
-        def write(f: Any, obj: dict[str, Any]) -> None:
-            f.write(orjson.dumps(obj) + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
+        def progress(rec: dict[str, Any]) -> bool:
+            rec["request_counts"] = {"total": len(lines), **counts}
+            return True
 
-        async def one(req: dict[str, Any]) -> None:
-            nonlocal cancelled
+        async def one(line_no: int, req: dict[str, Any]) -> None:
+            nonlocal stop, since_save
             async with sem:
-                if cancelled:
+                if stop:
                     return
                 rid = "batch_req_" + uuid.uuid4().hex
                 body = dict(req["body"])
@@ -378,65 +291,107 @@ class OpenAIBatchService:
                     source="batch",
                     request_id=rid,
                 )
+                ok = True
                 try:
                     comp = await (
                         pipeline.chat(call) if kind == "chat" else pipeline.embeddings(call)
                     )
-                except GatewayError as exc:
-                    write(
-                        err,
-                        {
-                            "id": rid,
-                            "custom_id": req["custom_id"],
-                            "response": {
-                                "status_code": exc.status,
-                                "request_id": rid,
-                                "body": exc.body(),
-                            },
-                            "error": {"code": exc.error_class, "message": exc.message},
-                        },
-                    )
-                    counts["failed"] += 1
-                    return
-                write(
-                    out,
-                    {
+                    line: dict[str, Any] = {
                         "id": rid,
                         "custom_id": req["custom_id"],
                         "response": {"status_code": 200, "request_id": rid, "body": comp.body},
                         "error": None,
-                    },
-                )
-                counts["completed"] += 1
-                if (counts["completed"] + counts["failed"]) % 50 == 0:
-                    rec = self.batches.update(
-                        batch_id, request_counts={"total": len(lines), **counts}
-                    )
-                    cancelled = rec["status"] == "cancelling"
+                    }
+                except GatewayError as exc:
+                    ok = False
+                    line = {
+                        "id": rid,
+                        "custom_id": req["custom_id"],
+                        "response": {
+                            "status_code": exc.status,
+                            "request_id": rid,
+                            "body": exc.body(),
+                        },
+                        "error": {"code": exc.error_class, "message": exc.message},
+                    }
+                await self.records.add_results([{
+                    "batch_id": batch_id,
+                    "custom_id": req["custom_id"],
+                    "line_no": line_no,
+                    "ok": ok,
+                    "line": orjson.dumps(line).decode(),
+                }])
+                counts["completed" if ok else "failed"] += 1
+                since_save += 1
+                if since_save >= PROGRESS_EVERY:
+                    since_save = 0
+                    rec = await self.records.change(batch_id, progress)
+                    stop = stop or rec["status"] == "cancelling"
 
+        todo = [(n, req) for n, req in enumerate(lines) if req["custom_id"] not in done]
         try:
-            await asyncio.gather(*(one(r) for r in lines if r["custom_id"] not in done))
-        finally:
-            out.close()
-            err.close()
-        self.batches.update(batch_id, request_counts={"total": len(lines), **counts})
-        for fid, path, name in ((out_id, out_path, "output"), (err_id, err_path, "errors")):
-            if path.exists():
-                self.files.register(
-                    fid,
-                    filename=f"{batch_id}_{name}.jsonl",
-                    purpose="batch_output",
-                    principal=principal,
-                )
-        record = self.batches.load(batch_id)
-        if cancelled or record["status"] == "cancelling":
-            return _public(self._finish(record, "cancelled"))
-        self.batches.update(batch_id, status="finalizing", finalizing_at=int(time.time()))
-        return _public(self._finish(self.batches.load(batch_id), "completed"))
+            async with asyncio.timeout(max(0.0, record["expires_at"] - time.time())):
+                await asyncio.gather(*(one(n, req) for n, req in todo))
+        except TimeoutError:  # the completion window closed: _finalize expires the batch
+            pass
 
-    def _finish(self, record: dict[str, Any], status: str) -> dict[str, Any]:
-        stamp = {"completed": "completed_at", "cancelled": "cancelled_at", "failed": "failed_at"}
-        return self.batches.update(record["id"], status=status, **{stamp[status]: int(time.time())})
+    async def _finalize(self, batch_id: str) -> dict[str, Any]:
+        """Decide the final status under the row lock and publish the result files."""
+        lines: list[dict[str, Any]] | None = None
+        record = await self.records.load(batch_id)
+        if record["status"] in TERMINAL:
+            return record
+        if time.time() >= record["expires_at"]:
+            lines = await self._input_lines(record)
+        async with self.records.locked(batch_id) as (conn, rec):
+            if rec["status"] in TERMINAL:
+                return rec
+            now = int(time.time())
+            sizes = await self.records.result_sizes(conn, batch_id)
+            finished = sum(n for n, _ in sizes.values())
+            total = rec["request_counts"]["total"]
+            if rec["status"] == "cancelling":
+                status = "cancelled"
+            elif finished < total and time.time() >= rec["expires_at"]:
+                status = "expired"
+                done = await self.records.done(batch_id, conn)
+                expired = [
+                    {
+                        "batch_id": batch_id,
+                        "custom_id": req["custom_id"],
+                        "line_no": n,
+                        "ok": False,
+                        "line": orjson.dumps({
+                            "id": "batch_req_" + uuid.uuid4().hex,
+                            "custom_id": req["custom_id"],
+                            "response": None,
+                            "error": EXPIRED_ERROR,
+                        }).decode(),
+                    }
+                    for n, req in enumerate(lines or [])
+                    if req["custom_id"] not in done
+                ]
+                await self.records.add_results(expired, conn)
+                sizes = await self.records.result_sizes(conn, batch_id)
+            else:
+                status = "completed"
+                rec["finalizing_at"] = rec["finalizing_at"] or now
+            ok_lines, ok_bytes = sizes.get(True, (0, 0))
+            bad_lines, bad_bytes = sizes.get(False, (0, 0))
+            owner = rec.get("_owner")
+            if ok_lines:
+                rec["output_file_id"] = await self.records.register_output(
+                    conn, batch_id=batch_id, kind="output", size=ok_bytes, owner=owner
+                )
+            if bad_lines:
+                rec["error_file_id"] = await self.records.register_output(
+                    conn, batch_id=batch_id, kind="errors", size=bad_bytes, owner=owner
+                )
+            rec["request_counts"] = {"total": total, "completed": ok_lines, "failed": bad_lines}
+            rec["status"] = status
+            rec[f"{status}_at"] = now
+            await self.records.save(conn, rec)
+            return rec
 
 
 def batch_aware_handler(

@@ -51,6 +51,19 @@ DDL = [
     "CREATE INDEX IF NOT EXISTS {t}_part ON {t} (partition_key, seq)"
     " WHERE partition_key IS NOT NULL AND state IN ('queued', 'running')",
     "CREATE INDEX IF NOT EXISTS {t}_expiry ON {t} (expires_at) WHERE expires_at IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS {t}_outbox (
+  id TEXT PRIMARY KEY,
+  job_id TEXT NOT NULL,
+  event TEXT NOT NULL,
+  url TEXT NOT NULL,
+  state TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_at DOUBLE PRECISION NOT NULL,
+  last_error TEXT,
+  created_at DOUBLE PRECISION NOT NULL,
+  updated_at DOUBLE PRECISION NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS {t}_outbox_due ON {t}_outbox (state, next_at)",
 ]
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -124,6 +137,7 @@ class PostgresQueue(SqlQueue):
                 await tx.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
             else:
                 await tx.execute(self._q("DROP TABLE IF EXISTS {t}"))
+                await tx.execute(self._q("DROP TABLE IF EXISTS {t}_outbox"))
 
     @asynccontextmanager
     async def _tx(self, *, write: bool = True, atomic: bool = True) -> AsyncIterator[SqlTx]:

@@ -19,6 +19,11 @@ Semantics every backend implements (and ``tests/jobs`` checks on each one):
 * ``fail``: retry after exponential backoff with jitter (at least the given
   ``retry_in``), or dead-letter with the last error once attempts are used up
   (or at once when ``permanent``).
+* completion webhooks: a job with a ``webhook_url`` that becomes ``succeeded``,
+  ``dead`` or ``cancelled`` gets an outbox entry in the same atomic step
+  (``webhooks_due`` / ``webhook_settle``, delivered by
+  :class:`lockgate.jobs.outbox.OutboxDeliverer`): at least once, with a stable
+  delivery id, retries with backoff and a webhook DLQ.
 * results expire ``result_ttl`` seconds after the job finished; ``get`` then
   raises :class:`~lockgate.jobs.model.JobGone` (HTTP 410).
 
@@ -38,6 +43,8 @@ from lockgate.jobs.model import (
     JobState,
     NewJob,
     QueueStats,
+    WebhookDelivery,
+    WebhookOutcome,
 )
 from lockgate.settings.jobs import JobsSettings
 
@@ -134,6 +141,34 @@ class JobQueue(Protocol):
         ...
 
     async def set_webhook_status(self, job_id: str, status: str) -> None: ...
+
+    async def webhooks_due(
+        self, owner: str, *, limit: int = 10, lease: float = 30.0
+    ) -> list[WebhookDelivery]:
+        """Take up to ``limit`` due outbox entries for ``lease`` seconds (counts an attempt).
+
+        An entry whose taker died becomes due again when the lease runs out.
+        """
+        ...
+
+    async def webhook_settle(
+        self,
+        delivery: WebhookDelivery,
+        outcome: WebhookOutcome,
+        status: str,
+        *,
+        retry_at: float = 0.0,
+        error: str | None = None,
+    ) -> None:
+        """Record an attempt: ``delivered``, ``retry`` (due again at ``retry_at``) or
+        ``dead`` (to the webhook DLQ); ``status`` becomes the job's ``webhook_status``."""
+        ...
+
+    async def webhook_dlq_list(self, limit: int = 100) -> list[WebhookDelivery]: ...
+
+    async def webhook_dlq_retry(self, delivery_id: str) -> WebhookDelivery:
+        """Send a dead-lettered webhook again (same delivery id, attempts reset)."""
+        ...
 
     async def stats(self) -> QueueStats: ...
 

@@ -46,6 +46,8 @@ from lockgate.jobs.model import (
     NewJob,
     QueueFull,
     QueueStats,
+    WebhookDelivery,
+    WebhookOutcome,
     backoff_delay,
     new_job_id,
 )
@@ -91,6 +93,16 @@ local function push_error(k, err)
   errs[#errs + 1] = err
   redis.call('HSET', k, 'errors', cjson.encode(errs), 'last_error', err)
 end
+local function outbox_add(id, event, now)
+  local k = jk(id)
+  local url = redis.call('HGET', k, 'webhook_url')
+  if not url or url == '' then return end
+  local did = 'whd_' .. string.sub(id, 5) .. '_' .. redis.call('INCR', P .. ':whseq')
+  redis.call('HSET', P .. ':wh:' .. did, 'id', did, 'job_id', id, 'event', event, 'url', url,
+    'state', 'pending', 'attempts', 0, 'created_at', now)
+  redis.call('ZADD', P .. ':outbox', now, did)
+  redis.call('HSET', k, 'webhook_status', 'pending')
+end
 local function to_dead(id, err, now)
   local k = jk(id)
   push_error(k, err)
@@ -101,6 +113,7 @@ local function to_dead(id, err, now)
   redis.call('ZREM', P .. ':delayed', id)
   redis.call('ZADD', P .. ':dead', now, id)
   advance(id, now)
+  outbox_add(id, 'job.failed', now)
 end
 """
 
@@ -232,6 +245,7 @@ redis.call('ZADD', P .. ':expiry', ARGV[6], id)
 ack(msg)
 ack(redis.call('HGET', k, 'msg'))
 advance(id, now)
+outbox_add(id, 'job.completed', now)
 return 1
 """
 )
@@ -316,6 +330,7 @@ if ARGV[4] == '' then
   redis.call('HSET', k, 'state', 'succeeded', 'result', ARGV[5], 'finished_at', now,
     'expires_at', ARGV[6])
   redis.call('ZADD', P .. ':expiry', ARGV[6], id)
+  outbox_add(id, 'job.completed', now)
 else
   to_dead(id, ARGV[4], now)
 end
@@ -341,6 +356,7 @@ redis.call('ZREM', P .. ':delayed', id)
 redis.call('ZADD', P .. ':expiry', ARGV[4], id)
 if state == 'queued' then ack(redis.call('HGET', k, 'msg')) end
 advance(id, now)
+outbox_add(id, 'job.cancelled', now)
 return 1
 """
 )
@@ -407,6 +423,69 @@ return #ids
 )
 
 
+# ARGV: prefix, now, limit, lease_until -> flat hashes of the outbox entries taken
+_WH_DUE = (
+    _LIB
+    + r"""
+local now = tonumber(ARGV[2])
+local out = {}
+local ids = redis.call('ZRANGEBYSCORE', P .. ':outbox', '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+for _, did in ipairs(ids) do
+  local wk = P .. ':wh:' .. did
+  if redis.call('HGET', wk, 'state') == 'pending' then
+    redis.call('ZADD', P .. ':outbox', tonumber(ARGV[4]), did)
+    redis.call('HINCRBY', wk, 'attempts', 1)
+    out[#out + 1] = redis.call('HGETALL', wk)
+  else
+    redis.call('ZREM', P .. ':outbox', did)
+  end
+end
+return out
+"""
+)
+
+# ARGV: prefix, now, delivery id, state, retry_at, error, status -> 1 recorded
+_WH_SETTLE = (
+    _LIB
+    + r"""
+local now = tonumber(ARGV[2])
+local did, state = ARGV[3], ARGV[4]
+local wk = P .. ':wh:' .. did
+if redis.call('HGET', wk, 'state') ~= 'pending' then return 0 end
+redis.call('HSET', wk, 'state', state, 'last_error', ARGV[6], 'updated_at', now)
+if state == 'pending' then
+  redis.call('ZADD', P .. ':outbox', tonumber(ARGV[5]), did)
+else
+  redis.call('ZREM', P .. ':outbox', did)
+  if state == 'dead' then
+    redis.call('ZADD', P .. ':whdead', now, did)
+  else
+    redis.call('EXPIRE', wk, 7 * 24 * 3600)
+  end
+end
+local k = jk(redis.call('HGET', wk, 'job_id'))
+if redis.call('EXISTS', k) == 1 then redis.call('HSET', k, 'webhook_status', ARGV[7]) end
+return 1
+"""
+)
+
+# ARGV: prefix, now, delivery id -> flat hash, or false when not dead-lettered
+_WH_RETRY = (
+    _LIB
+    + r"""
+local now = tonumber(ARGV[2])
+local did = ARGV[3]
+local wk = P .. ':wh:' .. did
+if redis.call('HGET', wk, 'state') ~= 'dead' then return false end
+redis.call('HSET', wk, 'state', 'pending', 'attempts', 0)
+redis.call('ZREM', P .. ':whdead', did)
+redis.call('ZADD', P .. ':outbox', now, did)
+local k = jk(redis.call('HGET', wk, 'job_id'))
+if redis.call('EXISTS', k) == 1 then redis.call('HSET', k, 'webhook_status', 'pending') end
+return redis.call('HGETALL', wk)
+"""
+)
+
 # ARGV: prefix, now, before -> number forgotten
 _FORGET = (
     _LIB
@@ -457,6 +536,19 @@ def _pairs(flat: list[Any]) -> dict[str, str]:
     return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
+def _hash_to_delivery(h: dict[str, str]) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=h["id"],
+        job_id=h["job_id"],
+        event=h["event"],
+        url=h["url"],
+        attempts=int(h.get("attempts") or 0),
+        state=h.get("state", "pending"),
+        last_error=h.get("last_error") or None,
+        created_at=float(h.get("created_at") or 0),
+    )
+
+
 class RedisQueue:
     """A :class:`~lockgate.jobs.queue.JobQueue` on Redis Streams."""
 
@@ -503,6 +595,9 @@ class RedisQueue:
                 "dlq_purge": _DLQ_PURGE,
                 "expire": _EXPIRE,
                 "forget": _FORGET,
+                "wh_due": _WH_DUE,
+                "wh_settle": _WH_SETTLE,
+                "wh_retry": _WH_RETRY,
             }.items()
         }
 
@@ -538,6 +633,7 @@ class RedisQueue:
             "errors": "[]",
             "created_at": now,
             "webhook_url": new.webhook_url or "",
+            "webhook_status": "waiting" if new.webhook_url else "",
             "meta": orjson.dumps(new.meta).decode(),
             "msg": "",
         }
@@ -727,6 +823,41 @@ class RedisQueue:
 
     async def set_webhook_status(self, job_id: str, status: str) -> None:
         await self.r.hset(f"{self.prefix}:job:{job_id}", "webhook_status", status)
+
+    # ------------------------------------------------------------ webhook outbox
+
+    async def webhooks_due(
+        self, owner: str, *, limit: int = 10, lease: float = 30.0
+    ) -> list[WebhookDelivery]:
+        flat = await self._run("wh_due", int(limit), time.time() + lease)
+        return [_hash_to_delivery(_pairs(h)) for h in flat or []]
+
+    async def webhook_settle(
+        self,
+        delivery: WebhookDelivery,
+        outcome: WebhookOutcome,
+        status: str,
+        *,
+        retry_at: float = 0.0,
+        error: str | None = None,
+    ) -> None:
+        state = "pending" if outcome == "retry" else outcome
+        await self._run("wh_settle", delivery.id, state, retry_at, error or "", status)
+
+    async def webhook_dlq_list(self, limit: int = 100) -> list[WebhookDelivery]:
+        ids = await self.r.zrevrange(f"{self.prefix}:whdead", 0, max(0, limit - 1))
+        out = []
+        for did in ids:
+            h = await self.r.hgetall(f"{self.prefix}:wh:{did!s}")
+            if h:
+                out.append(_hash_to_delivery({str(k): str(v) for k, v in h.items()}))
+        return out
+
+    async def webhook_dlq_retry(self, delivery_id: str) -> WebhookDelivery:
+        flat = await self._run("wh_retry", delivery_id)
+        if not flat:
+            raise JobNotFound(delivery_id)
+        return _hash_to_delivery(_pairs(flat))
 
     async def stats(self) -> QueueStats:
         p = self.prefix

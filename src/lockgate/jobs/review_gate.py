@@ -6,8 +6,8 @@ item is stored (``source = "jobs"``, ``source_ref = <job id>``) and the handler 
 :class:`~lockgate.jobs.model.ParkForReview`: the worker parks the job in
 ``awaiting_review`` (lease dropped, nothing retried). :func:`job_resumer` is registered with
 the review service: after the decision it finishes the job exactly once (``succeeded`` with
-the approved or edited output, ``dead`` with the rejection reason) and sends the job's
-completion webhook.
+the approved or edited output, ``dead`` with the rejection reason) and the queue writes the job's
+completion webhook to its outbox in the same transaction.
 
 Crash safety: the review id is derived from the job id, so a job re-run after a worker died
 between storing the item and parking finds its item instead of making a second one; if the
@@ -25,7 +25,6 @@ from typing import Any
 from lockgate.jobs.model import Job, ParkForReview
 from lockgate.jobs.queue import JobQueue
 from lockgate.jobs.tasks import ReviewRejected, TaskOutputInvalid, TaskRunner
-from lockgate.jobs.webhooks import WebhookSender
 from lockgate.jobs.worker import Handler, principal_from_meta
 from lockgate.review import ReviewItem, ReviewNotFound, ReviewService, build_item
 
@@ -117,8 +116,9 @@ def reviewed_handler(inner: Handler, runner: TaskRunner, review: ReviewService) 
     return handle
 
 
-def job_resumer(queue: JobQueue, webhooks: WebhookSender | None) -> Any:
-    """The review service's resumer for ``source = "jobs"``."""
+def job_resumer(queue: JobQueue) -> Any:
+    """The review service's resumer for ``source = "jobs"``: finishes the parked job; the
+    queue writes its completion webhook to the outbox in the same transaction."""
 
     async def resume(item: ReviewItem) -> None:
         job_id = item.source_ref
@@ -131,16 +131,6 @@ def job_resumer(queue: JobQueue, webhooks: WebhookSender | None) -> Any:
             if current.state in ("queued", "running", "awaiting_review"):
                 # not parked yet (or a store hiccup): the sweeper tries again
                 raise RuntimeError(f"job {job_id} is {current.state}, not finished yet")
-            return  # finished already (a re-run used the decision): nothing to do
-        if job.webhook_url and webhooks is not None:
-            event = "job.failed" if error else "job.completed"
-            payload: dict[str, Any] = {"id": job.id, "object": "job", "task": job.task}
-            payload.update({"status": "dead", "last_error": error} if error
-                           else {"status": "succeeded", "result": result})
-            status = await webhooks.send(job.webhook_url, event, payload)
-            try:
-                await queue.set_webhook_status(job.id, status)
-            except Exception:
-                log.exception("could not record webhook status for %s", job.id)
+            # finished already (a re-run used the decision): nothing to do
 
     return resume

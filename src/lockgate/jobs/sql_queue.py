@@ -28,7 +28,10 @@ from lockgate.jobs.model import (
     NewJob,
     QueueFull,
     QueueStats,
+    WebhookDelivery,
+    WebhookOutcome,
     backoff_delay,
+    new_delivery_id,
     new_job_id,
 )
 from lockgate.jobs.queue import QueueOptions
@@ -73,6 +76,25 @@ def _dumps(value: Any) -> str:
 
 def _loads(text: str | None) -> Any:
     return None if text is None else orjson.loads(text)
+
+
+OUTBOX_COLUMNS = "id, job_id, event, url, state, attempts, last_error, created_at"
+
+EVENTS = {"succeeded": "job.completed", "dead": "job.failed", "cancelled": "job.cancelled"}
+"""The webhook event a job's final state sends."""
+
+
+def row_to_delivery(row: Row) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=row["id"],
+        job_id=row["job_id"],
+        event=row["event"],
+        url=row["url"],
+        attempts=int(row["attempts"]),
+        state=row["state"],
+        last_error=row["last_error"],
+        created_at=float(row["created_at"]),
+    )
 
 
 def row_to_job(row: Row) -> Job:
@@ -177,8 +199,8 @@ class SqlQueue(abc.ABC):
                 self._q(
                     "INSERT INTO {t} (id, task, input, idempotency_key, partition_key, priority,"
                     " state, attempts, max_attempts, run_after, errors, created_at, updated_at,"
-                    " webhook_url, meta) VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, '[]', ?, ?,"
-                    " ?, ?) ON CONFLICT (idempotency_key) DO NOTHING"
+                    " webhook_url, webhook_status, meta) VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?,"
+                    " ?, '[]', ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING"
                     f" RETURNING {COLUMNS}"
                 ),
                 new_job_id(),
@@ -192,6 +214,7 @@ class SqlQueue(abc.ABC):
                 now,
                 now,
                 new.webhook_url,
+                "waiting" if new.webhook_url else None,
                 _dumps(new.meta),
             )
         if not rows:  # the idempotency key exists: same job, nothing queued
@@ -219,7 +242,7 @@ class SqlQueue(abc.ABC):
         """Leases that expired on a job's last attempt: dead-letter, do not rerun."""
         rows = await tx.fetch(
             self._q(
-                "SELECT id, attempts, errors FROM {t} j WHERE j.state = 'running'"
+                "SELECT id, attempts, errors, webhook_url FROM {t} j WHERE j.state = 'running'"
                 " AND j.lease_until <= ? AND j.attempts >= j.max_attempts"
                 + (" FOR UPDATE SKIP LOCKED" if self.skip_locked else "")
             ),
@@ -228,7 +251,7 @@ class SqlQueue(abc.ABC):
         for row in rows:
             error = f"lease expired on attempt {row['attempts']} (worker lost)"
             errors = [*(_loads(row["errors"]) or []), error]
-            await tx.execute(
+            n = await tx.execute(
                 self._q(
                     "UPDATE {t} SET state = 'dead', last_error = ?, errors = ?, finished_at = ?,"
                     " updated_at = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?"
@@ -240,6 +263,8 @@ class SqlQueue(abc.ABC):
                 now,
                 row["id"],
             )
+            if n and row["webhook_url"]:
+                await self._outbox_add(tx, row["id"], row["webhook_url"], "dead", now)
 
     async def claim(self, worker_id: str, *, limit: int = 1, lease: float = 30.0) -> list[Delivery]:
         now = time.time()
@@ -287,7 +312,9 @@ class SqlQueue(abc.ABC):
 
     async def complete(self, delivery: Delivery, result: Any) -> bool:
         now = time.time()
-        async with self._tx(atomic=False) as tx:
+        url = delivery.job.webhook_url
+        # with a webhook: result and outbox entry in one transaction (nothing lost on a crash)
+        async with self._tx(atomic=url is not None) as tx:
             n = await tx.execute(
                 self._q(
                     "UPDATE {t} SET state = 'succeeded', result = ?, finished_at = ?,"
@@ -300,6 +327,8 @@ class SqlQueue(abc.ABC):
                 now,
                 delivery.job.id,
             )
+            if n and url:
+                await self._outbox_add(tx, delivery.job.id, url, "succeeded", now)
         return n > 0
 
     async def park(self, delivery: Delivery, note: Any) -> bool:
@@ -320,12 +349,15 @@ class SqlQueue(abc.ABC):
 
     async def finish_review(self, job_id: str, result: Any, error: str | None) -> Job | None:
         now = time.time()
-        async with self._tx(atomic=False) as tx:
+        async with self._tx() as tx:  # the new state and its webhook in one transaction
+            row = await self._one(tx, job_id)
+            if row is None or row["state"] != "awaiting_review":
+                return None
             if error is None:
-                n = await tx.execute(
+                await tx.execute(
                     self._q(
                         "UPDATE {t} SET state = 'succeeded', result = ?, finished_at = ?,"
-                        " expires_at = ?, updated_at = ? WHERE id = ? AND state = 'awaiting_review'"
+                        " expires_at = ?, updated_at = ? WHERE id = ?"
                     ),
                     _dumps(result),
                     now,
@@ -334,17 +366,22 @@ class SqlQueue(abc.ABC):
                     job_id,
                 )
             else:
-                n = await tx.execute(
+                errors = [*(_loads(row["errors"]) or []), error]
+                await tx.execute(
                     self._q(
-                        "UPDATE {t} SET state = 'dead', last_error = ?, finished_at = ?,"
-                        " updated_at = ? WHERE id = ? AND state = 'awaiting_review'"
+                        "UPDATE {t} SET state = 'dead', last_error = ?, errors = ?,"
+                        " finished_at = ?, updated_at = ? WHERE id = ?"
                     ),
                     error,
+                    _dumps(errors),
                     now,
                     now,
                     job_id,
                 )
-        return await self.get(job_id) if n else None
+            if row["webhook_url"]:
+                await self._outbox_add(tx, job_id, row["webhook_url"],
+                                       "dead" if error else "succeeded", now)
+        return await self.get(job_id)
 
     async def fail(
         self, delivery: Delivery, error: str, *, retry_in: float = 0.0, permanent: bool = False
@@ -371,6 +408,8 @@ class SqlQueue(abc.ABC):
                     now,
                     delivery.job.id,
                 )
+                if row["webhook_url"]:
+                    await self._outbox_add(tx, delivery.job.id, row["webhook_url"], "dead", now)
                 return "dead"
             delay = max(
                 retry_in,
@@ -411,7 +450,7 @@ class SqlQueue(abc.ABC):
     async def cancel(self, job_id: str) -> Job:
         now = time.time()
         async with self._tx() as tx:
-            await tx.execute(
+            n = await tx.execute(
                 self._q(
                     "UPDATE {t} SET state = 'cancelled', finished_at = ?, updated_at = ?,"
                     " expires_at = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?"
@@ -423,6 +462,9 @@ class SqlQueue(abc.ABC):
                 job_id,
             )
             row = await self._one(tx, job_id)
+            if n and row is not None and row["webhook_url"]:
+                await self._outbox_add(tx, job_id, row["webhook_url"], "cancelled", now)
+                row = await self._one(tx, job_id)
         if row is None:
             raise JobNotFound(job_id)
         self._depth_cache = None
@@ -492,6 +534,109 @@ class SqlQueue(abc.ABC):
             await tx.execute(
                 self._q("UPDATE {t} SET webhook_status = ? WHERE id = ?"), status, job_id
             )
+
+    # ------------------------------------------------------------ webhook outbox
+
+    async def _outbox_add(self, tx: SqlTx, job_id: str, url: str, state: str, now: float) -> None:
+        await tx.execute(
+            self._q(
+                "INSERT INTO {t}_outbox (id, job_id, event, url, state, attempts, next_at,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)"
+            ),
+            new_delivery_id(),
+            job_id,
+            EVENTS[state],
+            url,
+            now,
+            now,
+            now,
+        )
+        await tx.execute(
+            self._q("UPDATE {t} SET webhook_status = 'pending' WHERE id = ?"), job_id
+        )
+
+    async def webhooks_due(
+        self, owner: str, *, limit: int = 10, lease: float = 30.0
+    ) -> list[WebhookDelivery]:
+        now = time.time()
+        lock = " FOR UPDATE SKIP LOCKED" if self.skip_locked else ""
+        async with self._tx() as tx:
+            rows = await tx.fetch(
+                self._q(
+                    "UPDATE {t}_outbox SET next_at = ?, attempts = attempts + 1, updated_at = ?"
+                    " WHERE id IN (SELECT id FROM {t}_outbox WHERE state = 'pending'"
+                    f" AND next_at <= ? ORDER BY next_at LIMIT ?{lock})"
+                    f" RETURNING {OUTBOX_COLUMNS}"
+                ),
+                now + lease,
+                now,
+                now,
+                int(limit),
+            )
+        return [row_to_delivery(r) for r in rows]
+
+    async def webhook_settle(
+        self,
+        delivery: WebhookDelivery,
+        outcome: WebhookOutcome,
+        status: str,
+        *,
+        retry_at: float = 0.0,
+        error: str | None = None,
+    ) -> None:
+        now = time.time()
+        state = "pending" if outcome == "retry" else outcome
+        async with self._tx() as tx:
+            n = await tx.execute(
+                self._q(
+                    "UPDATE {t}_outbox SET state = ?, next_at = ?, last_error = ?, updated_at = ?"
+                    " WHERE id = ? AND state = 'pending'"
+                ),
+                state,
+                retry_at if outcome == "retry" else now,
+                error,
+                now,
+                delivery.id,
+            )
+            if n:
+                await tx.execute(
+                    self._q("UPDATE {t} SET webhook_status = ? WHERE id = ?"),
+                    status,
+                    delivery.job_id,
+                )
+
+    async def webhook_dlq_list(self, limit: int = 100) -> list[WebhookDelivery]:
+        async with self._tx(write=False, atomic=False) as tx:
+            rows = await tx.fetch(
+                self._q(
+                    f"SELECT {OUTBOX_COLUMNS} FROM {{t}}_outbox WHERE state = 'dead'"
+                    " ORDER BY updated_at DESC LIMIT ?"
+                ),
+                int(limit),
+            )
+        return [row_to_delivery(r) for r in rows]
+
+    async def webhook_dlq_retry(self, delivery_id: str) -> WebhookDelivery:
+        now = time.time()
+        async with self._tx() as tx:
+            rows = await tx.fetch(
+                self._q(
+                    "UPDATE {t}_outbox SET state = 'pending', attempts = 0, next_at = ?,"
+                    " updated_at = ? WHERE id = ? AND state = 'dead'"
+                    f" RETURNING {OUTBOX_COLUMNS}"
+                ),
+                now,
+                now,
+                delivery_id,
+            )
+            if rows:
+                await tx.execute(
+                    self._q("UPDATE {t} SET webhook_status = 'pending' WHERE id = ?"),
+                    rows[0]["job_id"],
+                )
+        if not rows:
+            raise JobNotFound(delivery_id)
+        return row_to_delivery(rows[0])
 
     async def stats(self) -> QueueStats:
         now = time.time()

@@ -50,6 +50,19 @@ DDL = [
     "CREATE INDEX IF NOT EXISTS {t}_part ON {t} (partition_key, seq)"
     " WHERE partition_key IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS {t}_expiry ON {t} (expires_at) WHERE expires_at IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS {t}_outbox (
+  id TEXT PRIMARY KEY,
+  job_id TEXT NOT NULL,
+  event TEXT NOT NULL,
+  url TEXT NOT NULL,
+  state TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_at REAL NOT NULL,
+  last_error TEXT,
+  created_at REAL NOT NULL,
+  updated_at REAL NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS {t}_outbox_due ON {t}_outbox (state, next_at)",
 ]
 
 
@@ -107,6 +120,7 @@ class SqliteQueue(SqlQueue):
     async def drop(self) -> None:
         async with self._tx() as tx:
             await tx.execute(self._q("DROP TABLE IF EXISTS {t}"))
+            await tx.execute(self._q("DROP TABLE IF EXISTS {t}_outbox"))
 
     @asynccontextmanager
     async def _tx(self, *, write: bool = True, atomic: bool = True) -> AsyncIterator[SqlTx]:

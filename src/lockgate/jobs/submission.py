@@ -2,39 +2,44 @@
 
 ``JobService.submit`` checks the task exists, takes its ``max_attempts``,
 keeps the submitter's principal with the job (so the worker's model calls are
-governed as theirs) and enqueues. Errors are :class:`~lockgate.errors.GatewayError`
-subclasses the adapter renders as-is: ``BadRequest`` (unknown task, bad
-webhook URL), ``QueueFull`` (429 + Retry-After), ``JobNotFound`` (404),
-``JobGone`` (410).
+governed as theirs) and enqueues. A ``webhook_url`` must be http(s), pass the SSRF
+guard (:mod:`lockgate.jobs.ssrf`: its host is resolved and every address checked) and
+have a signing secret to be sent with (``jobs.webhook_secret``), unless unsigned
+webhooks are explicitly allowed (``jobs.allow_unsigned_webhooks``). Errors are
+:class:`~lockgate.errors.GatewayError` subclasses the adapter renders as-is:
+``BadRequest`` (unknown task, bad webhook URL), ``QueueFull`` (429 + Retry-After),
+``JobNotFound`` (404), ``JobGone`` (410).
 """
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from lockgate.errors import BadRequest
 from lockgate.jobs.model import EnqueueResult, Job, JobNotFound, NewJob
 from lockgate.jobs.queue import JobQueue
+from lockgate.jobs.ssrf import AddressPolicy, UnsafeDestination
 from lockgate.jobs.worker import principal_to_meta
 from lockgate.pipeline.call import Principal
-from lockgate.settings.jobs import TaskSpec
+from lockgate.settings.jobs import JobsSettings, TaskSpec
 
-__all__ = ["JobService"]
+__all__ = ["JobService", "job_service"]
 
 
-def _private_host(host: str) -> bool:
-    """Loopback/private/link-local IP literals and ``localhost`` (DNS names are not resolved)."""
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved
+def job_service(
+    queue: JobQueue, settings: JobsSettings, tasks: dict[str, TaskSpec], *, secret: str | None
+) -> JobService:
+    """The JobService of the ``jobs:`` config (``secret``: the resolved webhook secret)."""
+    return JobService(
+        queue,
+        tasks,
+        allow_private_webhooks=settings.allow_private_webhooks,
+        webhook_allow=tuple(settings.webhook_allow),
+        webhooks_signed=bool(secret),
+        allow_unsigned_webhooks=settings.allow_unsigned_webhooks,
+    )
 
 
 @dataclass
@@ -43,6 +48,36 @@ class JobService:
     tasks: dict[str, TaskSpec]
     allow_private_webhooks: bool = False
     """Let webhook_url point at loopback/private addresses (tests, single-host setups)."""
+    webhook_allow: tuple[str, ...] = ()
+    """SSRF guard exceptions: host names and CIDR networks (``jobs.webhook_allow``)."""
+    webhooks_signed: bool = False
+    """A webhook secret is configured (``jobs.webhook_secret``)."""
+    allow_unsigned_webhooks: bool = False
+    policy: AddressPolicy = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.policy = AddressPolicy.of(self.webhook_allow, self.allow_private_webhooks)
+
+    async def check_webhook_url(self, webhook_url: str) -> None:
+        """BadRequest (param ``webhook_url``) unless the URL may receive webhooks."""
+        parts = urlsplit(webhook_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise BadRequest("webhook_url must be an http(s) URL", param="webhook_url")
+        if not (self.webhooks_signed or self.allow_unsigned_webhooks):
+            raise BadRequest(
+                "webhook_url needs jobs.webhook_secret to be configured on the gateway (or"
+                " jobs.allow_unsigned_webhooks: true); the job was not queued",
+                param="webhook_url",
+                code="webhook_secret_missing",
+            )
+        try:
+            await self.policy.check_url(webhook_url)
+        except UnsafeDestination as exc:
+            raise BadRequest(
+                f"webhook_url is not allowed: {exc} (webhooks go to public addresses only,"
+                " or to hosts in jobs.webhook_allow)",
+                param="webhook_url",
+            ) from None
 
     async def submit(
         self,
@@ -64,14 +99,7 @@ class JobService:
                 code="unknown_task",
             )
         if webhook_url is not None:
-            parts = urlsplit(webhook_url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise BadRequest("webhook_url must be an http(s) URL", param="webhook_url")
-            if not self.allow_private_webhooks and _private_host(parts.hostname):
-                raise BadRequest(
-                    "webhook_url may not point at a private or loopback address",
-                    param="webhook_url",
-                )
+            await self.check_webhook_url(webhook_url)
         if idempotency_key is not None and principal is not None:
             # keys are scoped to the submitter: two teams never share a job
             idempotency_key = f"{principal.key_id}:{idempotency_key}"

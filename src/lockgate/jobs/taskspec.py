@@ -38,12 +38,18 @@ def task_specs(settings: JobsSettings) -> dict[str, TaskSpec]:
     """Built-ins overlaid with the configured tasks (``jobs.tasks``).
 
     A task without ``model`` uses the task route (``Config.tasks[name]``) if any, else
-    ``default_model`` (the TaskRunner resolves it).
+    ``default_model`` (the TaskRunner resolves it); one without ``max_attempts`` gets
+    ``jobs.max_attempts``.
     """
     specs = builtin_tasks()
     for spec in settings.tasks:
         specs[spec.name] = spec
-    return specs
+    return {
+        name: spec
+        if "max_attempts" in spec.model_fields_set
+        else spec.model_copy(update={"max_attempts": settings.max_attempts})
+        for name, spec in specs.items()
+    }
 
 
 # ------------------------------------------------------------------ built-ins

@@ -11,9 +11,10 @@ gives them back to the queue (``release``: the attempt is not counted).
 With only a few slots free it waits ``claim_linger`` seconds so one claim fetches
 several jobs (fewer queue round trips under load).
 
-A job's completion webhook (``webhook_url``) is sent in the background after
-the result is stored, signed and retried by :class:`WebhookSender`; the outcome
-is recorded on the job (``webhook_status``).
+Completion webhooks are not sent from here: the queue writes an outbox entry
+with the job's final state, and the worker's :class:`~lockgate.jobs.outbox.OutboxDeliverer`
+(run beside the job loop when the worker has ``webhooks`` or an ``outbox``) sends
+them, at least once, surviving a crash between storing a result and sending.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 from lockgate.errors import GatewayError, RateLimited
 from lockgate.jobs.model import Delivery, Job, ParkForReview
+from lockgate.jobs.outbox import OutboxDeliverer
 from lockgate.jobs.queue import JobQueue
 from lockgate.jobs.tasks import SYSTEM_PRINCIPAL, TaskError, TaskRunner
 from lockgate.jobs.webhooks import WebhookSender
@@ -138,8 +140,11 @@ class Worker:
         poll_interval: float = 0.2,
         grace: float = 30.0,
         webhooks: WebhookSender | None = None,
+        outbox: OutboxDeliverer | None = None,
         claim_linger: float = 0.002,
     ) -> None:
+        """``webhooks``: deliver the queue's completion webhooks with this sender (an
+        :class:`OutboxDeliverer` is built for it); ``outbox``: a ready-made deliverer."""
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self.queue = queue
@@ -150,11 +155,21 @@ class Worker:
         self.poll_interval = poll_interval
         self.grace = grace
         self.webhooks = webhooks
+        if outbox is None and webhooks is not None:
+            outbox = OutboxDeliverer(
+                queue,
+                webhooks,
+                attempts=webhooks.attempts,
+                backoff_base=webhooks.backoff_base,
+                backoff_cap=webhooks.backoff_cap,
+                poll_interval=max(poll_interval, 0.05),
+                owner=self.worker_id,
+            )
+        self.outbox = outbox
         self.claim_linger = claim_linger
         self._batch_min = max(1, concurrency // 4)
         self.stats = WorkerStats()
         self._inflight: dict[asyncio.Task[None], Delivery] = {}
-        self._background: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
 
     @property
@@ -164,6 +179,12 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> WorkerStats:
         """Work until ``stop`` is set, then shut down gracefully."""
         stopper = asyncio.ensure_future(stop.wait())
+        outbox_stop = asyncio.Event()
+        outbox_task = (
+            asyncio.create_task(self.outbox.run(outbox_stop), name="lockgate-webhook-outbox")
+            if self.outbox is not None
+            else None
+        )
         try:
             while not stop.is_set():
                 free = self.concurrency - len(self._inflight)
@@ -196,6 +217,12 @@ class Worker:
         finally:
             stopper.cancel()
             await self._shutdown()
+            if outbox_task is not None:
+                outbox_stop.set()
+                with contextlib.suppress(TimeoutError):  # undelivered entries stay queued
+                    await asyncio.wait_for(outbox_task, timeout=max(self.grace, 1.0))
+            if self.webhooks is not None:
+                await self.webhooks.aclose()
         return self.stats
 
     def _done(self, task: asyncio.Task[None]) -> None:
@@ -209,10 +236,6 @@ class Worker:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-        if self._background:
-            await asyncio.wait(set(self._background), timeout=self.grace)
-        if self.webhooks is not None:
-            await self.webhooks.aclose()
 
     async def _heartbeat(self, d: Delivery) -> None:
         every = max(0.05, self.lease / 3)
@@ -261,7 +284,6 @@ class Worker:
                 return
             if stored:
                 self.stats.completed += 1
-                self._notify(d.job, "job.completed", {"status": "succeeded", "result": result})
             else:
                 self.stats.duplicates += 1
         finally:
@@ -275,22 +297,5 @@ class Worker:
             return
         if state == "dead":
             self.stats.dead += 1
-            self._notify(d.job, "job.failed", {"status": "dead", "last_error": message})
         else:
             self.stats.retried += 1
-
-    def _notify(self, job: Job, event: str, extra: dict[str, Any]) -> None:
-        if not job.webhook_url or self.webhooks is None:
-            return
-        payload = {"id": job.id, "object": "job", "task": job.task, **extra}
-        task = asyncio.create_task(self._send(job, event, payload))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _send(self, job: Job, event: str, payload: dict[str, Any]) -> None:
-        assert self.webhooks is not None and job.webhook_url
-        status = await self.webhooks.send(job.webhook_url, event, payload)
-        try:
-            await self.queue.set_webhook_status(job.id, status)
-        except Exception:
-            log.exception("could not record webhook status for %s", job.id)

@@ -17,4 +17,6 @@ class CacheSettings(Strict):
     enabled: bool = False
     ttl_seconds: float = Field(300.0, gt=0)
     backend: Literal["auto", "memory", "redis"] = "auto"
-    """``auto``: the shared state backend (Redis when ``redis_url`` is set, else memory)."""
+    """``auto``: the shared state backend (Redis when ``redis_url`` is set, else memory);
+    ``memory``: this process only; ``redis``: Redis or nothing -- it needs ``redis_url``,
+    and a start with Redis unreachable fails with a one-line error."""

@@ -3,13 +3,15 @@
 Example::
 
     jobs:
-      queue_url: postgresql://lockgate@db:5432/lockgate?schema=jobs   # default: SQLite file
+      queue_url: redis://cache:6379/0?prefix=jobs   # default: the store (database_url)
       max_depth: 50000          # enqueue -> 429 QueueFull beyond this many waiting jobs
       result_ttl: 604800        # seconds; then GET /v1/jobs/{id} -> 410
       lease: 30                 # visibility timeout; heartbeats every lease/3
       concurrency: 8            # jobs in flight per worker process
       default_model: local
-      webhook_secret: env:LOCKGATE_WEBHOOK_SECRET
+      max_attempts: 3           # tries per job unless its task sets max_attempts
+      webhook_secret: env:LOCKGATE_WEBHOOK_SECRET   # needed for webhook_url (or allow unsigned)
+      webhook_allow: [hooks.internal.example, 10.20.0.0/16]   # SSRF guard exceptions
       alerts: {url: https://ops.example/hooks/lockgate, max_depth: 10000, max_age: 600, max_dlq: 1}
       tasks:
         - {name: ticket_triage, kind: triage, labels: [billing, bug, other], routes: {bug: eng}}
@@ -58,6 +60,7 @@ class TaskSpec(Strict):
     routes: dict[str, str] = Field(default_factory=dict)
     default_team: str = "general"
     max_attempts: int = Field(3, ge=1, le=100)
+    """Tries per job; when not given, ``jobs.max_attempts``."""
     temperature: float = Field(0.0, ge=0, le=2)
     max_tokens: int | None = Field(None, ge=1)
     json_mode: bool = True
@@ -94,7 +97,9 @@ class AlertSettings(Strict):
 
 class JobsSettings(Strict):
     queue_url: str | None = None
-    """``sqlite:///...`` (default ``<home>/jobs.db``), ``postgresql://...?schema=``, ``redis://...?prefix=``."""
+    """``sqlite:///...``, ``postgresql://...?schema=``, ``redis://...?prefix=``; default: the
+    store (``database_url``: its PostgreSQL database, or its SQLite file), so every gateway
+    and worker sharing the store shares the queue."""
     max_depth: int = Field(100_000, ge=1)
     result_ttl: float = Field(7 * 24 * 3600.0, gt=0)
     tombstone_ttl: float = Field(30 * 24 * 3600.0, ge=0)
@@ -104,19 +109,35 @@ class JobsSettings(Strict):
     poll_interval: float = Field(0.2, gt=0)
     grace: float = Field(30.0, ge=0)
     max_attempts: int = Field(3, ge=1, le=100)
+    """Tries per job for tasks that do not set their own ``max_attempts``."""
     backoff_base: float = Field(1.0, gt=0)
     backoff_cap: float = Field(300.0, gt=0)
     full_retry_after: float = Field(5.0, gt=0)
     default_model: str = "local"
     webhook_secret: str | None = None
     webhook_attempts: int = Field(5, ge=1, le=20)
+    """Delivery attempts of a completion webhook before it goes to the webhook DLQ."""
+    allow_unsigned_webhooks: bool = False
+    """Send webhooks unsigned when ``webhook_secret`` is unset (off: such jobs get a 400)."""
     allow_private_webhooks: bool = False
-    """Accept webhook URLs on loopback/private addresses (off: no SSRF into the network)."""
+    """Turn the SSRF guard off: any address, including loopback/private (tests, one host)."""
+    webhook_allow: list[str] = Field(default_factory=list)
+    """Host names or CIDR networks webhooks may reach even though they are not public
+    (e.g. ``127.0.0.1/32`` for a local receiver); everything else must resolve, at submit
+    and at every connection, only to public addresses."""
     alerts: AlertSettings = AlertSettings()
     tasks: list[TaskSpec] = Field(default_factory=list)
 
-    def effective_queue_url(self, home: str | Path) -> str:
+    def effective_queue_url(self, database_url: str, home: str | Path) -> str:
+        """``LOCKGATE_QUEUE_URL``, else ``queue_url``, else the store's database
+        (an in-memory SQLite store: ``<home>/jobs.db``)."""
         env = os.environ.get("LOCKGATE_QUEUE_URL")
         if env:
             return env
-        return self.queue_url or f"sqlite:///{Path(home) / 'jobs.db'}"
+        if self.queue_url:
+            return self.queue_url
+        scheme, _, rest = database_url.partition(":")
+        if scheme.startswith("sqlite") and (not rest.startswith("///") or ":memory:" in rest
+                                            or rest == "///"):
+            return f"sqlite:///{Path(home) / 'jobs.db'}"
+        return database_url

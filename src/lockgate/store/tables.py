@@ -4,6 +4,8 @@ The Alembic revisions (``migrations/versions/0001_initial.py``, then
 ``0002_audit_chain_shadow.py`` for the audit hash chain and shadow results, then
 ``0003_rag_tables.py`` for the RAG feature's tables, ``0005_feedback_alerts.py`` for
 alerts, feedback and monitor leases) create exactly these;
+``0003_rag_tables.py`` for the RAG feature's tables, ``0006_batch_tables.py`` for the
+Batch API's files and batches) create exactly these;
 ``tests/store`` checks that the migrated schema and this metadata do not drift
 apart (through :func:`schema_filter`). Timestamps are timezone-aware UTC in
 Python on both engines.
@@ -24,6 +26,10 @@ __all__ = [
     "alerts",
     "api_keys",
     "audit_chain",
+    "batch_file_chunks",
+    "batch_files",
+    "batch_results",
+    "batches",
     "feedback",
     "metadata",
     "monitor_leases",
@@ -182,6 +188,8 @@ shadow_results = sa.Table(
 # index on PostgreSQL) exists on PostgreSQL only.
 
 RAG_FTS_PREFIX = "rag_fts_"
+JOB_QUEUE_PREFIX = "lockgate_jobs"
+"""Tables of :mod:`lockgate.jobs` queues (created by the queue, outside Alembic)."""
 # DOUBLE PRECISION on PostgreSQL, REAL on SQLite; ids and references BIGINT / INTEGER
 _Real: sa.types.TypeEngine[float] = sa.Double().with_variant(sa.REAL(), "sqlite")
 _RefId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -398,16 +406,73 @@ monitor_leases = sa.Table(
 def schema_filter(dialect: str) -> Callable[[Any, str | None, str, bool, Any], bool]:
     """Alembic ``include_object`` for ``dialect``: what this metadata manages there.
 
-    Leaves out tables of another backend only (rag_postings on SQLite) and the
-    per-collection FTS5 tables lockgate.rag makes at run time.
+    Leaves out tables of another backend only (rag_postings on SQLite), the
+    per-collection FTS5 tables lockgate.rag makes at run time and the job queue's own
+    tables (``lockgate_jobs``, ``lockgate_jobs_outbox``: the queue creates them itself
+    when it lives in the store's database, its default).
     """
 
     def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
         if type_ != "table":
             return True
-        if name and name.startswith(RAG_FTS_PREFIX):
+        if name and name.startswith((RAG_FTS_PREFIX, JOB_QUEUE_PREFIX)):
             return False
         only_on = obj.info.get(_ONLY_ON) if isinstance(obj, sa.Table) else None
         return only_on is None or dialect in only_on
 
     return include
+
+
+# ---------------------------------------------------------------- Batch API (lockgate.jobs)
+# Files and batches of the OpenAI Batch API live in the store, so every gateway and worker
+# sharing it serves any file or batch. Times are Unix seconds (integers, as the API shows
+# them). A batch's record is its public JSON; status and owner are columns for filtering
+# and row locks (``SELECT ... FOR UPDATE``) serialise status changes.
+
+batch_files = sa.Table(
+    "batch_files",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("filename", sa.Text(), nullable=False),
+    sa.Column("purpose", sa.String(32), nullable=False),
+    sa.Column("bytes", sa.BigInteger(), nullable=False),
+    sa.Column("created_at", sa.BigInteger(), nullable=False, index=True),
+    sa.Column("owner_key_id", sa.String(), nullable=True, index=True),
+    sa.Column("owner_team_id", sa.String(), nullable=True),
+    sa.Column("owner", sa.Text(), nullable=True),  # JSON: the uploader's principal
+    # output/error files of a batch: content is the batch's result lines of that kind
+    sa.Column("batch_id", sa.String(64), nullable=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # upload | output | errors
+)
+
+# An uploaded file's content, in chunks of at most 1 MiB.
+batch_file_chunks = sa.Table(
+    "batch_file_chunks",
+    metadata,
+    sa.Column("file_id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("data", sa.LargeBinary(), nullable=False),
+)
+
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("record", sa.Text(), nullable=False),  # JSON: the Batch object + private fields
+    sa.Column("owner_key_id", sa.String(), nullable=True, index=True),
+    sa.Column("owner_team_id", sa.String(), nullable=True),
+    sa.Column("created_at", sa.BigInteger(), nullable=False, index=True),
+    sa.Column("expires_at", sa.BigInteger(), nullable=False),
+)
+
+# One row per finished request line: the checkpoint a re-delivered batch job resumes from.
+batch_results = sa.Table(
+    "batch_results",
+    metadata,
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("custom_id", sa.Text(), primary_key=True),
+    sa.Column("line_no", sa.Integer(), nullable=False),
+    sa.Column("ok", sa.Boolean(), nullable=False),
+    sa.Column("line", sa.Text(), nullable=False),  # the output/error file's JSON line
+)
