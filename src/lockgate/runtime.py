@@ -33,6 +33,7 @@ from pathlib import Path
 import structlog
 
 from lockgate.governance import STATE_CODES, CircuitBreaker, Governor
+from lockgate.governance.canary_stats import open_canary_stats
 from lockgate.guards import Guards
 from lockgate.jobs.backends import open_queue
 from lockgate.jobs.monitor import JobsGauges, QueueMonitor
@@ -47,6 +48,7 @@ from lockgate.observability.tracing import configure_tracing, shutdown_tracing
 from lockgate.pipeline import Pipeline
 from lockgate.pipeline.auth import Authenticator, sha256_hex
 from lockgate.pipeline.cache import ResponseCache
+from lockgate.pipeline.canary import CanaryControl, build_canary
 from lockgate.pipeline.kill_switch import KillSwitch
 from lockgate.pipeline.pipeline import Controls
 from lockgate.pipeline.quotas import Limits
@@ -141,6 +143,8 @@ class Runtime:
     invalidations: Invalidations | None = None
     jobs: JobsParts | None = None
     """None when started with ``jobs=False`` (commands that never touch the queue)."""
+    canary: CanaryControl | None = None
+    """Canary deployments with automatic rollback (None when none is configured)."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -210,6 +214,8 @@ class Runtime:
                 cache_state = MemoryState()
             controls.cache = ResponseCache(cache_state, config.cache.ttl_seconds)
         router = Router(targets)
+        canary = build_canary(config.models, targets, open_canary_stats(state), router,
+                              sink=audit, metrics=metrics)
         pipeline = Pipeline(
             auth=auth,
             router=router,
@@ -221,7 +227,7 @@ class Runtime:
         rag = RagService(RagStore(store.engine), pipeline, rag_settings(config))
         router.add_virtual(RagDeployment(rag))
         runtime = cls(config, store, audit, pipeline, metrics, rag, providers, state=state,
-                      governor=governor)
+                      governor=governor, canary=canary)
         try:
             if shared:
                 await runtime._start_shared()
@@ -230,6 +236,9 @@ class Runtime:
             runtime._attach_mirror()
             if jobs:
                 runtime.jobs = await runtime._start_jobs(queue_url, monitor)
+            if canary is not None:
+                canary.on_rollback.append(runtime._canary_alert)
+                await canary.start()
         except BaseException:
             await runtime.aclose()
             raise
@@ -294,6 +303,14 @@ class Runtime:
             await self.invalidations.announce(key_id)
         return True
 
+    async def _canary_alert(self, doc: dict[str, object]) -> None:
+        """A canary was rolled back: signed ``canary.rollback`` webhook to ``jobs.alerts.url``
+        (when configured; the rollback is logged and counted in any case)."""
+        url = self.config.jobs.alerts.url
+        sender = self.jobs.webhooks if self.jobs is not None else None
+        if url and sender is not None:
+            await sender.send(url, "canary.rollback", {"event": "canary.rollback", **doc})
+
     def _attach_mirror(self) -> None:
         """Shadow traffic (lockgate.shadow): samples go through this pipeline, rows to ``audit``."""
         if self.config.shadow is None:
@@ -341,6 +358,8 @@ class Runtime:
         for task in self._tasks:
             if not task.done():
                 task.cancel()
+        if self.canary is not None:
+            await self.canary.stop()
         if self.jobs is not None:
             await self.jobs.aclose()
         if self.invalidations is not None:

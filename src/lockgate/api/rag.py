@@ -57,6 +57,7 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 
+from lockgate.api.disconnect import unless_disconnected
 from lockgate.api.rag_identity import end_user_of
 from lockgate.api.request_io import api_key_of, error_response, json_response, read_json
 from lockgate.errors import BadRequest, Forbidden, GatewayError
@@ -296,7 +297,8 @@ async def query(collection: str, request: Request) -> Response:
             first = await _first_event(events)
             return StreamingResponse(_query_sse(first, events), media_type="text/event-stream")
         try:
-            ans = await svc.answer(name, question, caller, principal=principal, **opts)
+            ans = await unless_disconnected(
+                request, svc.answer(name, question, caller, principal=principal, **opts))
         except UnknownCollection as exc:
             raise not_found(exc) from None
         return json_response(ans.as_dict())

@@ -36,7 +36,7 @@ from lockgate.governance import (
     tokens_for_chars,
 )
 from lockgate.guards import ContractViolation, GuardError, Guards, RequestGuards
-from lockgate.metrics import Metrics
+from lockgate.metrics import UNKNOWN_MODEL, Metrics
 from lockgate.observability.tracing import (
     STAGE,
     end_span,
@@ -130,6 +130,17 @@ class Pipeline:
 
     async def authenticate(self, api_key: str | None) -> Principal:
         return await self.auth.authenticate(api_key)
+
+    def model_label(self, model: str) -> str:
+        """``model`` as a metric label: a configured model, a virtual model its family knows
+        to exist, else ``unknown`` (labels never grow with client input)."""
+        if self.router.configured(model):
+            return model
+        family = self.router.virtual(model)
+        known = getattr(family, "known", None) if family is not None else None
+        if known is not None and known(model):
+            return model
+        return UNKNOWN_MODEL
 
     def visible_models(self, principal: Principal) -> list[str]:
         """The configured public models this principal may use."""
@@ -468,8 +479,9 @@ class Pipeline:
                               usage=usage, log_bodies=self._log_bodies, response_body=body,
                               cached=True)
         self._sink.submit(record)
-        self.metrics.observe_call(call.model, call.kind, 200, record.latency_ms / 1000.0,
-                                  record.overhead_ms / 1000.0, 0, 0, 0.0)
+        self.metrics.observe_call(self.model_label(call.model), call.kind, 200,
+                                  record.latency_ms / 1000.0, record.overhead_ms / 1000.0,
+                                  0, 0, 0.0)
         if flow.ticket is not None:
             in_background(flow.ticket.settle(tokens=0, cost=0.0))
         return Result(body, usage, None, facts)
@@ -655,7 +667,7 @@ class Pipeline:
         )
         self._sink.submit(record)
         self.metrics.observe_call(
-            call.model, call.kind, status, record.latency_ms / 1000.0,
+            self.model_label(call.model), call.kind, status, record.latency_ms / 1000.0,
             record.overhead_ms / 1000.0, usage.prompt_tokens, usage.completion_tokens,
             record.cost,
         )
