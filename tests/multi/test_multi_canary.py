@@ -49,7 +49,7 @@ class Hooks:
         hooks = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 n = int(self.headers.get("content-length") or 0)
                 hooks.received.append(({k.lower(): v for k, v in self.headers.items()},
                                        self.rfile.read(n)))
