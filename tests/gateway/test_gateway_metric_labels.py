@@ -114,7 +114,8 @@ def test_bogus_model_names_leave_metrics_and_memory_flat(gw: Gateway) -> None:
     coll = "labels-" + uuid.uuid4().hex[:6]
     with gw.admin() as c:
         r = c.post(f"/v1/rag/{coll}/documents", json={"documents": [
-            {"id": "d1", "title": "Leave", "text": "Employees get 25 vacation days.", "acl": ["public"]}]})
+            {"id": "d1", "title": "Leave", "text": "Employees get 25 vacation days.",
+             "acl": ["public"]}]})
     assert r.status_code == 200, r.text
     with httpx.Client(base_url=gw.v1, headers={"Authorization": f"Bearer {key}"},
                       timeout=10) as c:
