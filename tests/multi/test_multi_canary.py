@@ -28,7 +28,9 @@ import orjson
 import psycopg
 import pytest
 import redis
+from typer.testing import CliRunner
 
+from lockgate.cli.controls_commands import controls_app
 from lockgate.jobs.webhooks import SIGNATURE_HEADER, verify
 from lockgate.testing.stub_upstream import run_stub_in_thread
 from tests.gateway.conftest import MASTER, ServerThread
@@ -104,10 +106,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             urls = []
             for i in range(2):
                 home = base / f"home{i}"
-                server = ServerThread(_config(stub.base_url, db, prefix, home, hooks.url), home)
+                text = _config(stub.base_url, db, prefix, home, hooks.url)
+                (base / f"gw{i}.yaml").write_text(text)
+                server = ServerThread(text, home)
                 servers.append(server)
                 urls.append(server.start())
-            yield {"a": urls[0], "b": urls[1], "stub": stub, "db": db, "hooks": hooks}
+            yield {"a": urls[0], "b": urls[1], "stub": stub, "db": db, "hooks": hooks,
+                   "config": base / "gw0.yaml"}
         finally:
             for s in servers:
                 s.stop()
@@ -219,11 +224,17 @@ def test_failing_canary_rolls_back_on_both_gateways(world: dict[str, Any]) -> No
         metrics = c.get("/metrics").text
     assert 'lockgate_canary_state{deployment="chat-canary"} 1.0' in metrics
 
-    # restore through A: both gateways send it traffic again
+    # the CLI shows it; restoring through A (CLI -> admin API): both gateways use it again
+    cli = CliRunner()
+    args = ["--gateway", a, "-c", str(world["config"])]
+    out = cli.invoke(controls_app, ["canary", *args])
+    assert out.exit_code == 0, out.output
+    assert "chat-canary" in out.output and "rolled_back" in out.output
+    out = cli.invoke(controls_app, ["canary", "--restore", "chat-canary", *args])
+    assert out.exit_code == 0, out.output
+    assert "serving" in out.output
+    assert canary_view(a)["state"] == "serving"
     with admin(a) as c:
-        r = c.post("/admin/controls/canary", json={"deployment": "chat-canary"})
-        assert r.status_code == 200, r.text
-        assert r.json()["canary"]["state"] == "serving"
         assert c.post("/admin/controls/canary",
                       json={"deployment": "nope"}).status_code == 404
     assert wait_for(lambda: canary_view(b)["state"] == "serving")
