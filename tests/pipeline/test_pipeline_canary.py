@@ -302,3 +302,16 @@ def test_router_disable_keeps_pinned_calls_and_never_empties_a_model() -> None:
     assert len(router.plan("chat")) == 2
     router.disable(())
     assert len(router.plan("chat")) == 2
+
+
+async def test_memory_store_keeps_only_the_window() -> None:
+    clock = Clock()
+    pipe, control, _, _ = canary_setup(MemoryCanaryStats(), clock, canary=Flaky(),
+                                       stable=Flaky())
+    for _ in range(50):  # 50 checks, each a bucket width (window/10) apart
+        await drive(pipe, 2)
+        await control.check()
+        clock.t += SPEC.window_seconds / 10
+    stats = control.stats
+    assert isinstance(stats, MemoryCanaryStats)
+    assert len(stats._buckets) <= 2 * 12  # two deployments, about one window each

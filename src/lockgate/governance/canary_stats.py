@@ -140,17 +140,15 @@ class MemoryCanaryStats:
     def __init__(self) -> None:
         self._buckets: dict[tuple[str, int], Tally] = {}
         self._marks: dict[str, dict[str, Any]] = {}
-        self._max_bucket = 0
 
     async def add(self, tallies: Mapping[tuple[str, int], Tally], ttl: float) -> None:
         for key, tally in tallies.items():
             self._buckets.setdefault(key, Tally()).merge(tally)
-            self._max_bucket = max(self._max_bucket, key[1])
 
     async def window(self, deployments: Sequence[str], buckets: Sequence[int]) -> dict[str, Tally]:
-        if buckets:  # drop buckets older than the oldest asked for (bounded memory)
-            low = min(buckets)
-            for key in [k for k in self._buckets if k[1] < low - 1]:
+        if buckets:  # drop these deployments' buckets older than the window (bounded memory)
+            low, deps = min(buckets), set(deployments)
+            for key in [k for k in self._buckets if k[0] in deps and k[1] < low - 1]:
                 del self._buckets[key]
         out: dict[str, Tally] = {}
         for dep in deployments:

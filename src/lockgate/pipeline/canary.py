@@ -237,15 +237,20 @@ class CanaryControl:
         self.checks += 1
         now = self.clock()
         pending, self._pending = self._pending, {}
+        ttl = max(g.bucket_seconds * (BUCKETS_PER_WINDOW + 2) for g in self.groups.values())
         try:
-            ttl = max(g.bucket_seconds * (BUCKETS_PER_WINDOW + 2)
-                      for g in self.groups.values())
             await self.stats.add(pending, ttl)
-            self._marks = await self.stats.marks()
         except StateUnavailable as exc:
             self.state_errors += 1
             log.warning("canary stats not shared: %s", exc)
             self._keep_recent(pending, now)
+            self._apply()
+            return []
+        try:
+            self._marks = await self.stats.marks()
+        except StateUnavailable as exc:
+            self.state_errors += 1
+            log.warning("canary rollback marks not read: %s", exc)
             self._apply()
             return []
         made: list[dict[str, Any]] = []
