@@ -22,10 +22,12 @@ env = rag_module.env
 HUGE = "How many vacation days do employees get? " * 14_000  # ~576 KB
 
 
-def test_huge_question_is_400_on_the_rag_api(env: RagEnv) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_huge_question_is_400_on_the_rag_api(env: RagEnv, stream: bool) -> None:
     assert len(HUGE.encode()) > 570_000
     with env.client(env.other_key) as c:
-        r = c.post(f"/v1/rag/{env.coll}/query", json={"question": HUGE}, timeout=10)
+        r = c.post(f"/v1/rag/{env.coll}/query", json={"question": HUGE, "stream": stream},
+                   timeout=10)
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["code"] == "question_too_long" and err["param"] == "question"

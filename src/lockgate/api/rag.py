@@ -294,7 +294,7 @@ async def query(collection: str, request: Request) -> Response:
         svc = rag_service(request)
         if body.get("stream") is True:
             events = svc.answer_stream(name, question, caller, principal=principal, **opts)
-            first = await _first_event(events)
+            first = await unless_disconnected(request, _first_event(events))
             return StreamingResponse(_query_sse(first, events), media_type="text/event-stream")
         try:
             ans = await unless_disconnected(
