@@ -2,6 +2,12 @@
 
 With several worker processes set ``PROMETHEUS_MULTIPROC_DIR`` (``lockgate serve
 --workers N`` does) so ``/metrics`` aggregates all workers.
+
+Labels come from closed sets only, never from client input: a requested model
+becomes the ``model`` label only when it is a configured model or a virtual model
+that exists (``rag/<collection>``); anything else is :data:`UNKNOWN_MODEL`. The
+pipeline decides (``Pipeline.model_label``); :meth:`Metrics.observe_call` also
+refuses over-long names as a last line of defence.
 """
 
 from __future__ import annotations
@@ -17,6 +23,11 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+UNKNOWN_MODEL = "unknown"
+"""The ``model`` label of calls naming no configured (or existing virtual) model."""
+MAX_LABEL_CHARS = 200
+"""Longer label values are replaced by :data:`UNKNOWN_MODEL` (configured names are short)."""
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1)
@@ -74,6 +85,14 @@ class Metrics:
             "budget_denials, state_errors, fail_open_admits, settles, releases, settle_errors, "
             "pending_settles)", ["stat"], registry=r, multiprocess_mode="livesum",
         )
+        self.canary_rollbacks = Counter(
+            "lockgate_canary_rollbacks", "Canary deployments rolled back automatically (counted "
+            "by the gateway that made the rollback)", ["deployment"], registry=r,
+        )
+        self.canary_state = Gauge(
+            "lockgate_canary_state", "Canary deployment as last seen by this process "
+            "(0 serving, 1 rolled back)", ["deployment"], registry=r, multiprocess_mode="max",
+        )
         self._refreshers: list[Callable[[], None]] = []
         self.audit_pending = Gauge(
             "lockgate_audit_pending", "Audit records waiting to be written",
@@ -90,6 +109,9 @@ class Metrics:
         self, model: str, kind: str, status: int, latency_s: float, overhead_s: float,
         prompt_tokens: int, completion_tokens: int, cost: float,
     ) -> None:
+        """``model`` must already be a closed-set label (see the module docstring)."""
+        if len(model) > MAX_LABEL_CHARS:
+            model = UNKNOWN_MODEL
         self.requests.labels(model, kind, str(status)).inc()
         self.latency.labels(model).observe(latency_s)
         self.overhead.labels(model).observe(overhead_s)

@@ -41,6 +41,7 @@ from lockgate.alerts.webhooks import WebhookSender as OperatorSender
 from lockgate.errors import ConfigError
 from lockgate.feedback import DriftMonitor, FeedbackService
 from lockgate.governance import STATE_CODES, CircuitBreaker, Governor
+from lockgate.governance.canary_stats import open_canary_stats
 from lockgate.guards import Guards
 from lockgate.jobs.backends import open_queue
 from lockgate.jobs.monitor import JobsGauges, QueueMonitor
@@ -58,6 +59,7 @@ from lockgate.observability.tracing import configure_tracing, shutdown_tracing
 from lockgate.pipeline import Pipeline
 from lockgate.pipeline.auth import Authenticator, sha256_hex
 from lockgate.pipeline.cache import ResponseCache
+from lockgate.pipeline.canary import CanaryControl, build_canary
 from lockgate.pipeline.kill_switch import KillSwitch
 from lockgate.pipeline.pipeline import Controls
 from lockgate.pipeline.quotas import Limits
@@ -212,6 +214,8 @@ class Runtime:
     """Feedback on calls (lockgate.feedback); set by ``start``."""
     drift: DriftMonitor | None = None
     """The drift monitor (with ``monitor=True`` and ``feedback.drift.enabled``)."""
+    canary: CanaryControl | None = None
+    """Canary deployments with automatic rollback (None when none is configured)."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -293,6 +297,8 @@ class Runtime:
                 cache_state = MemoryState()
             controls.cache = ResponseCache(cache_state, config.cache.ttl_seconds)
         router = Router(targets)
+        canary = build_canary(config.models, targets, open_canary_stats(state), router,
+                              sink=audit, metrics=metrics)
         pipeline = Pipeline(
             auth=auth,
             router=router,
@@ -304,7 +310,7 @@ class Runtime:
         rag = RagService(RagStore(store.engine), pipeline, rag_settings(config))
         router.add_virtual(RagDeployment(rag))
         runtime = cls(config, store, audit, pipeline, metrics, rag, providers, state=state,
-                      governor=governor)
+                      governor=governor, canary=canary)
         runtime.review = ReviewService(config.review, ReviewRepository(store),
                                        notify=review_notifier(config))
         runtime.alerts = alert_center(config, store, metrics)
@@ -331,6 +337,9 @@ class Runtime:
                     name="lockgate-alerts-gauge"))
             if monitor and config.feedback.drift.enabled:
                 runtime._start_drift()
+            if canary is not None:
+                canary.on_rollback.append(runtime._canary_alert)
+                await canary.start()
         except BaseException:
             await runtime.aclose()
             raise
@@ -424,6 +433,16 @@ class Runtime:
             await self.invalidations.announce(key_id)
         return True
 
+    async def _canary_alert(self, doc: dict[str, object]) -> None:
+        """A canary was rolled back: an alert (``kind: canary``), delivered once per incident
+        (log, ``lockgate_alerts_total``, signed ``alert.raised`` webhook to ``alerts:``)."""
+        if self.alerts is not None:
+            deployment = str(doc.get("deployment", "?"))
+            await self.alerts.raise_once(
+                "canary", deployment,
+                f"canary {deployment} rolled back: {doc.get('reason', '')}", dict(doc),
+            )
+
     def _attach_mirror(self) -> None:
         """Shadow traffic (lockgate.shadow): samples go through this pipeline, rows to ``audit``."""
         if self.config.shadow is None:
@@ -478,6 +497,8 @@ class Runtime:
                 task.cancel()
         if self.review is not None:
             await self.review.aclose()
+        if self.canary is not None:
+            await self.canary.stop()
         if self.jobs is not None:
             await self.jobs.aclose()
         if self.invalidations is not None:

@@ -22,6 +22,9 @@ class Family:
     def grantable(self, model: str) -> bool:
         return model.startswith(self.prefix)
 
+    def known(self, model: str) -> bool:
+        return False
+
     def deployment_id(self, model: str) -> str:
         return "virtual:" + model
 

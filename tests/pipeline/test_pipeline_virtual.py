@@ -31,6 +31,9 @@ class Notes:
     def grantable(self, model: str) -> bool:
         return model.startswith(self.prefix)
 
+    def known(self, model: str) -> bool:
+        return model == "notes/handbook"
+
     def deployment_id(self, model: str) -> str:
         return "notes:" + model.removeprefix(self.prefix)
 
@@ -87,6 +90,20 @@ async def test_a_stream_from_the_family_is_audited_once_at_the_end() -> None:
     [record] = sink.records
     assert record.deployment == "notes:handbook" and record.stream
     assert (record.prompt_tokens, record.completion_tokens) == (0, 0)
+
+
+async def test_metric_labels_are_known_models_or_unknown() -> None:
+    pipe, _, _, _ = setup()
+    assert pipe.model_label("chat") == "chat"
+    assert pipe.model_label("notes/handbook") == "notes/handbook"  # the family knows it
+    assert pipe.model_label("notes/made-up") == "unknown"
+    assert pipe.model_label("x" * 5000) == "unknown"
+    await pipe.chat(chat_call("notes/handbook", api_key="lg-notes"))
+    with pytest.raises(Forbidden):
+        await pipe.chat(chat_call("notes/other", api_key="lg-chat"))
+    samples = {s.labels["model"] for m in pipe.metrics.registry.collect()
+               if m.name == "lockgate_requests" for s in m.samples}
+    assert samples == {"notes/handbook", "unknown"}
 
 
 async def test_a_key_without_the_family_gets_403() -> None:

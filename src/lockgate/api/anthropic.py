@@ -14,6 +14,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
+from lockgate.api.disconnect import chat_call
 from lockgate.api.openai import close_quietly, error_headers, facts_headers
 from lockgate.api.rag_identity import end_user_of
 from lockgate.api.request_io import JSON, api_key_of, read_json, request_id_of
@@ -90,7 +91,7 @@ async def messages(request: Request) -> Response:
             return StreamingResponse(anthropic_events(chunks, model, call.request_id),
                                      media_type="text/event-stream",
                                      headers=facts_headers(chunks.facts))
-        result = await rt.pipeline.chat(call)
+        result = await chat_call(request, rt.pipeline, call)
         return Response(orjson.dumps(openai_response_to_anthropic(result.body, model)),
                         media_type=JSON, headers=facts_headers(result.facts))
     except GatewayError as exc:

@@ -3,6 +3,9 @@
 - ``GET  /admin/controls`` -- kill switches, cache/governor/breaker/invalidation counters
 - ``POST /admin/controls/kill`` -- ``{"model": "m"}`` or ``{"team": "t"}``, ``"off": true``
   (default) switches it off on every gateway, ``false`` back on
+- ``POST /admin/controls/canary`` -- ``{"deployment": "id"}`` puts a rolled-back canary
+  back into routing on every gateway (:mod:`lockgate.pipeline.canary`); ``GET`` shows
+  each canary under ``canary``: state, its window against the stable one, the rollback
 
 Key revocation (announced to every gateway) and usage by business unit are in
 :mod:`lockgate.api.admin`: ``POST /admin/keys/{id}/revoke``,
@@ -40,6 +43,11 @@ class KillIn(BaseModel):
         return self
 
 
+class CanaryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    deployment: str
+
+
 def controls_snapshot(rt: Runtime) -> dict[str, Any]:
     c = rt.controls
     out: dict[str, Any] = {
@@ -49,6 +57,7 @@ def controls_snapshot(rt: Runtime) -> dict[str, Any]:
         "governor": rt.governor.stats.as_dict() if rt.governor else None,
         "breakers": c.breaker.state_codes() if c.breaker else None,
         "breaker_rejected": c.breaker.rejected if c.breaker else None,
+        "canary": rt.canary.snapshot() if rt.canary else None,
     }
     if rt.invalidations is not None:
         out["invalidations"] = {"received": rt.invalidations.received,
@@ -84,5 +93,19 @@ async def kill(request: Request) -> Response:
         await audit_admin(rt, who, "kill_switch.set", target=f"{what}:{data.model or data.team}",
                           changes={"off": data.off, "kill_switch": doc})
         return json_response({"kill_switch": doc})
+    except GatewayError as exc:  # StateUnavailable (503) included
+        return error_response(exc)
+
+
+@router.post("/canary")
+async def restore_canary(request: Request) -> Response:
+    try:
+        rt = await _admin(request)
+        data: CanaryIn = _parse(CanaryIn, await read_json(request, 16 * 1024))
+        if rt.canary is None or data.deployment not in rt.canary.canaries():
+            raise NotFound(f"No canary deployment '{data.deployment}' is configured.",
+                           param="deployment", code="canary_not_found")
+        await rt.canary.restore(data.deployment, by="admin")
+        return json_response({"canary": rt.canary.snapshot()["canaries"][data.deployment]})
     except GatewayError as exc:  # StateUnavailable (503) included
         return error_response(exc)

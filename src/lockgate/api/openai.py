@@ -10,6 +10,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
+from lockgate.api.disconnect import chat_call
 from lockgate.api.rag_identity import end_user_of
 from lockgate.api.request_io import (
     api_key_of,
@@ -111,7 +112,7 @@ async def chat_completions(request: Request) -> Response:
                 sse_events(stream, call.request_id), media_type="text/event-stream",
                 headers=facts_headers(stream.facts),
             )
-        result = await rt.pipeline.chat(call)
+        result = await chat_call(request, rt.pipeline, call)
         return json_response(result.raw or result.body, headers=facts_headers(result.facts))
     except GatewayError as exc:
         return error_response(exc, error_headers(exc, call))

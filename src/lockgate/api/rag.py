@@ -57,6 +57,7 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 
+from lockgate.api.disconnect import unless_disconnected
 from lockgate.api.rag_identity import end_user_of
 from lockgate.api.request_io import (
     api_key_of,
@@ -300,10 +301,11 @@ async def query(collection: str, request: Request) -> Response:
         svc = rag_service(request)
         if body.get("stream") is True:
             events = svc.answer_stream(name, question, caller, principal=principal, **opts)
-            first = await _first_event(events)
+            first = await unless_disconnected(request, _first_event(events))
             return StreamingResponse(_query_sse(first, events), media_type="text/event-stream")
         try:
-            ans = await svc.answer(name, question, caller, principal=principal, **opts)
+            ans = await unless_disconnected(
+                request, svc.answer(name, question, caller, principal=principal, **opts))
         except UnknownCollection as exc:
             raise not_found(exc) from None
         return json_response(ans.as_dict())

@@ -126,6 +126,39 @@ def status(gateway: str = GatewayOption, config: Path | None = ConfigOption) -> 
     print(json.dumps(_http(cfg, gateway.rstrip("/") + "/admin/controls"), indent=2))
 
 
+@controls_app.command("canary")
+def canary(
+    restore_id: str | None = typer.Option(None, "--restore",
+                                          help="Put this rolled-back canary back into routing."),
+    gateway: str = GatewayOption,
+    config: Path | None = ConfigOption,
+) -> None:
+    """Canary deployments of a running gateway: state, window, rollback; or restore one."""
+    cfg = get_config(config)
+    base = gateway.rstrip("/") + "/admin/controls"
+    if restore_id is not None:
+        doc = _http(cfg, base + "/canary", "POST", {"deployment": restore_id})["canary"]
+        console.print(f"canary {restore_id}: {doc['state']}", highlight=False)
+        return
+    snap = _http(cfg, base).get("canary")
+    if not snap or not snap.get("canaries"):
+        console.print("no canary deployments configured")
+        return
+    table = Table("canary", "model", "state", "canary window", "stable window", "reason")
+    for dep, c in snap["canaries"].items():
+        w = c.get("window") or {}
+
+        def fmt(t: dict[str, Any] | None) -> str:
+            if not t:
+                return "-"
+            p95 = f", p95 {t['p95_ms']} ms" if t.get("p95_ms") is not None else ""
+            return f"{t['calls']} calls, {t['error_rate']:.1%} errors{p95}"
+
+        table.add_row(dep, c["model"], c["state"], fmt(w.get("canary")), fmt(w.get("stable")),
+                      (c.get("rollback") or {}).get("reason", ""))
+    console.print(table)
+
+
 @controls_app.command("usage")
 def usage(
     by: str = typer.Option("business-unit", "--by", help="Only business-unit here."),

@@ -53,7 +53,7 @@ from lockgate.guards import (
     PassageVerdict,
     RequestGuards,
 )
-from lockgate.metrics import Metrics
+from lockgate.metrics import UNKNOWN_MODEL, Metrics
 from lockgate.observability.tracing import (
     STAGE,
     end_span,
@@ -194,6 +194,17 @@ class Pipeline:
 
     async def authenticate(self, api_key: str | None) -> Principal:
         return await self.auth.authenticate(api_key)
+
+    def model_label(self, model: str) -> str:
+        """``model`` as a metric label: a configured model, a virtual model its family knows
+        to exist, else ``unknown`` (labels never grow with client input)."""
+        if self.router.configured(model):
+            return model
+        family = self.router.virtual(model)
+        known = getattr(family, "known", None) if family is not None else None
+        if known is not None and known(model):
+            return model
+        return UNKNOWN_MODEL
 
     def visible_models(self, principal: Principal) -> list[str]:
         """The configured public models this principal may use."""
@@ -659,8 +670,9 @@ class Pipeline:
                               log_bodies=self._log_bodies, request_body=request_body,
                               response_body=response_body, cached=True, detail=detail)
         self._sink.submit(record)
-        self.metrics.observe_call(call.model, call.kind, status, record.latency_ms / 1000.0,
-                                  record.overhead_ms / 1000.0, 0, 0, 0.0)
+        self.metrics.observe_call(self.model_label(call.model), call.kind, status,
+                                  record.latency_ms / 1000.0, record.overhead_ms / 1000.0,
+                                  0, 0, 0.0)
 
     # ------------------------------------------------------------ stream
 
@@ -1002,7 +1014,7 @@ class Pipeline:
         )
         self._sink.submit(record)
         self.metrics.observe_call(
-            call.model, call.kind, status, record.latency_ms / 1000.0,
+            self.model_label(call.model), call.kind, status, record.latency_ms / 1000.0,
             record.overhead_ms / 1000.0, usage.prompt_tokens, usage.completion_tokens,
             record.cost,
         )

@@ -4,11 +4,14 @@ The first deployment is drawn by weight (A/B, canary); the others follow in
 config order as fallbacks. Model families served by a feature (``rag/<collection>``)
 are virtual deployments registered by prefix (:mod:`lockgate.pipeline.virtual`).
 A pinned call (``Call.deployment_pin``) gets exactly one deployment: :meth:`Router.pinned`.
+Deployments taken out of service (rolled-back canaries, :mod:`lockgate.pipeline.canary`)
+are in no plan until put back (:meth:`Router.disable`); pinned calls still reach them.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lockgate.pipeline.virtual import VirtualDeployment
@@ -28,13 +31,39 @@ class Target:
 
 class Router:
     def __init__(self, targets: dict[str, list[Target]], rng: random.Random | None = None) -> None:
-        self._targets = targets
         self._rng = rng or random.Random()
         self._virtual: dict[str, VirtualDeployment] = {}
+        self._disabled: frozenset[str] = frozenset()
+        self.replace_targets(targets)
+
+    def replace_targets(self, targets: dict[str, list[Target]]) -> None:
+        """Swap the deployments (same models; e.g. providers wrapped for observation)."""
+        self._targets = targets
         self._by_id: dict[str, Target] = {}
         for group in targets.values():
             for t in group:
                 self._by_id.setdefault(t.id, t)
+        self._active = self._without(self._disabled)
+
+    def _without(self, ids: frozenset[str]) -> dict[str, list[Target]]:
+        if not ids:
+            return self._targets
+        out: dict[str, list[Target]] = {}
+        for model, group in self._targets.items():
+            kept = [t for t in group if t.id not in ids]
+            out[model] = kept or group  # never leave a model with nothing
+        return out
+
+    def disable(self, ids: Iterable[str]) -> None:
+        """Leave these deployment ids out of every plan (replaces the previous set)."""
+        new = frozenset(ids)
+        if new != self._disabled:
+            self._disabled = new
+            self._active = self._without(new)
+
+    @property
+    def disabled(self) -> frozenset[str]:
+        return self._disabled
 
     def add_virtual(self, family: VirtualDeployment) -> None:
         """Route every model starting with ``family.prefix`` to ``family``."""
@@ -53,13 +82,17 @@ class Router:
     def virtual_families(self) -> list[VirtualDeployment]:
         return list(self._virtual.values())
 
+    def configured(self, model: str) -> bool:
+        """Is ``model`` a configured public model (O(1))?"""
+        return model in self._targets
+
     def models(self) -> list[str]:
         """The configured public models (virtual families are listed by the pipeline)."""
         return list(self._targets)
 
     def plan(self, model: str) -> list[Target]:
         """Deployments to try, in order. Empty if the model is unknown."""
-        targets = self._targets.get(model)
+        targets = self._active.get(model)
         if not targets:
             return []
         if len(targets) == 1:

@@ -39,6 +39,11 @@ class VirtualDeployment(Protocol):
         whether or not it exists yet.)"""
         ...
 
+    def known(self, model: str) -> bool:
+        """Is ``model`` seen to exist (cheap, no I/O)? Only known names become metric
+        labels, so a client cannot grow ``/metrics`` with made-up names. Default: False."""
+        ...
+
     def deployment_id(self, model: str) -> str:
         """What ``x-lockgate-deployment`` and the audit row name for ``model``."""
         ...

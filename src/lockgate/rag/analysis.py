@@ -14,7 +14,10 @@ from collections import Counter
 
 import Stemmer  # type: ignore[import-not-found]
 
-__all__ = ["STOPWORDS", "analyze", "term_counts"]
+__all__ = ["MAX_QUERY_TERMS", "STOPWORDS", "analyze", "query_terms", "term_counts"]
+
+MAX_QUERY_TERMS = 64
+"""Distinct terms a query searches with at most."""
 
 _APOSTROPHES = "'\u2019"
 _WORD = re.compile(r"[^\W_]+(?:[" + _APOSTROPHES + r"][^\W_]+)?", re.UNICODE)
@@ -55,3 +58,16 @@ def analyze(text: str) -> list[str]:
 
 def term_counts(text: str) -> Counter[str]:
     return Counter(analyze(text))
+
+
+def query_terms(text: str, max_terms: int = MAX_QUERY_TERMS) -> list[str]:
+    """The distinct index terms of a query, at most ``max_terms``, in first-occurrence order.
+
+    When there are more, the ones repeated most in the query are kept (ties: the earlier).
+    """
+    counts = Counter(analyze(text))  # insertion order = first occurrence
+    if len(counts) <= max_terms:
+        return list(counts)
+    order = {t: i for i, t in enumerate(counts)}
+    keep = sorted(counts, key=lambda t: (-counts[t], order[t]))[:max_terms]
+    return sorted(keep, key=order.__getitem__)

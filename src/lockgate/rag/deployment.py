@@ -30,6 +30,7 @@ from lockgate.errors import BadRequest, NotFound
 from lockgate.pipeline import Call, Completion, Principal, StreamChunk, Usage
 from lockgate.rag.answer import Answer
 from lockgate.rag.identity import caller_for
+from lockgate.rag.retrieval import check_question
 from lockgate.rag.service import RagService, StreamEvent, UnknownCollection
 
 __all__ = [
@@ -100,15 +101,21 @@ class RagDeployment:
 
     def __init__(self, service: RagService) -> None:
         self.service = service
+        self._known: set[str] = set()
+        """Models seen to exist (answered, or listed): bounded by the real collections."""
 
     def grantable(self, model: str) -> bool:
         return grantable_rag_model(model)
+
+    def known(self, model: str) -> bool:
+        return model in self._known
 
     def deployment_id(self, model: str) -> str:
         return model
 
     async def models(self, principal: Principal) -> list[str]:
         names = [self.prefix + c.name for c in await self.service.collections()]
+        self._known.update(names)
         return [m for m in names if principal.may_use(m)]
 
     def _question(self, call: Call) -> tuple[str, str]:
@@ -117,6 +124,7 @@ class RagDeployment:
         if not question.strip():
             raise BadRequest("messages must end with a user message that has text.",
                              param="messages")
+        check_question(question, param="messages")
         return name, question
 
     async def chat(self, call: Call) -> Completion:
@@ -127,6 +135,7 @@ class RagDeployment:
             ans = await self.service.answer(name, question, caller, principal=call.principal)
         except UnknownCollection as exc:
             raise not_found(exc) from None
+        self._known.add(call.model)
         usage = _usage(ans)
         body = {
             "id": "chatcmpl-" + uuid.uuid4().hex,
@@ -150,6 +159,7 @@ class RagDeployment:
             first = await events.__anext__()
         except UnknownCollection as exc:
             raise not_found(exc) from None
+        self._known.add(call.model)
         opts = call.body.get("stream_options")
         include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
         render = ChunkRenderer("chatcmpl-" + uuid.uuid4().hex, int(time.time()), call.model,

@@ -16,6 +16,12 @@ Order of work for one query (``Retriever.retrieve``):
    (the record of truth): a chunk deleted or re-permissioned since the index was
    loaded is dropped here.
 
+Cost bounds: a question longer than :data:`MAX_QUESTION_BYTES` (UTF-8) is refused
+with a 400 (``question_too_long``) before any work; the lexical search uses the
+query's distinct terms, at most :data:`~lockgate.rag.analysis.MAX_QUERY_TERMS`
+(:func:`~lockgate.rag.analysis.query_terms`). Every stage awaits, so a caller that
+cancels the retrieval (client gone) stops it between stages.
+
 ``confidence`` is meaningful on its own, for refusal: the best cosine when
 dense retrieval ran, otherwise the best BM25 score divided by the query's
 maximum possible BM25 (sum of idf * (k1 + 1) over its terms), in [0, 1).
@@ -29,9 +35,10 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from lockgate.errors import BadRequest
 from lockgate.pipeline.call import Principal
 from lockgate.rag.access import Filters
-from lockgate.rag.analysis import analyze
+from lockgate.rag.analysis import query_terms
 from lockgate.rag.catalog import CollectionInfo
 from lockgate.rag.dense import DenseIndexes
 from lockgate.rag.models import Embedder
@@ -40,10 +47,12 @@ from lockgate.rag.types import Caller, Hit, Mode
 
 __all__ = [
     "DEFAULT_ALPHA",
+    "MAX_QUESTION_BYTES",
     "Fusion",
     "Reranker",
     "RetrievalResult",
     "Retriever",
+    "check_question",
     "convex_fuse",
     "rrf_fuse",
 ]
@@ -52,6 +61,20 @@ Fusion = Literal["rrf", "convex"]
 DEFAULT_ALPHA = 0.6
 """Weight of the dense score in convex fusion (tuned on held-out CISI queries)."""
 RRF_K = 60
+MAX_QUESTION_BYTES = 8 * 1024
+"""Longest question (UTF-8 bytes) retrieval accepts; longer ones are a 400."""
+
+
+def check_question(question: str, limit: int = MAX_QUESTION_BYTES, *,
+                   param: str = "question") -> str:
+    """``question`` if it fits in ``limit`` UTF-8 bytes, else a 400 ``question_too_long``."""
+    if len(question) > limit or len(question.encode("utf-8", "surrogatepass")) > limit:
+        raise BadRequest(
+            f"The question is too long: at most {limit} bytes (UTF-8) are searched; "
+            "shorten it or split it into several questions.",
+            param=param, code="question_too_long",
+        )
+    return question
 
 
 class Reranker(Protocol):
@@ -134,6 +157,7 @@ class Retriever:
     ) -> RetrievalResult:
         import time
 
+        check_question(query)
         timings: dict[str, float] = {}
         principals = None if caller.all_access else caller.principals()
         version = await self.store.version(coll.id)
@@ -145,7 +169,7 @@ class Retriever:
         if not use_dense:
             mode = "bm25"
         n_cand = max(candidates, k)
-        terms = analyze(query)
+        terms = query_terms(query)
         t0 = time.perf_counter()
         lex: list[tuple[int, float]] = []
         if use_lex:

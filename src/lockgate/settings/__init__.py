@@ -36,7 +36,7 @@ from lockgate.settings.guards import (
 )
 from lockgate.settings.jobs import AlertSettings, JobsSettings, TaskSpec, TaskStep
 from lockgate.settings.loading import apply_env, default_config, load_config, parse_config
-from lockgate.settings.models import ModelDeployment, Pricing, Timeouts
+from lockgate.settings.models import CanarySpec, ModelDeployment, Pricing, Timeouts
 from lockgate.settings.observability import LoggingSettings, TracingSettings
 from lockgate.settings.policies import KillSwitchDefaults, ModelPolicy, Policy, TeamPolicy
 from lockgate.settings.rag import RagCollectionSettings, RagConfig
@@ -55,6 +55,7 @@ __all__ = [
     "BreakerConfig",
     "BudgetConfig",
     "CacheSettings",
+    "CanarySpec",
     "ConfidenceSource",
     "Config",
     "DriftSettings",

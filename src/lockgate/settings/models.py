@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from lockgate.settings.base import Strict, resolve_secret
 from lockgate.settings.rules import RulesSpec
 
-__all__ = ["ModelDeployment", "Pricing", "Timeouts"]
+__all__ = ["CanarySpec", "ModelDeployment", "Pricing", "Timeouts"]
 
 
 class Pricing(Strict):
@@ -28,6 +28,27 @@ class Timeouts(Strict):
     first_token: float = Field(60.0, gt=0)
     idle: float = Field(30.0, gt=0)
     total: float = Field(600.0, gt=0)
+
+
+class CanarySpec(Strict):
+    """``canary:`` of a deployment: it takes ``weight`` of its model's traffic and is rolled
+    back automatically when it does worse than the model's stable (non-canary) deployments.
+
+    Over the last ``window_seconds`` (stats shared by every gateway through Redis), once
+    both sides have ``min_samples`` calls: rollback when the canary's error rate exceeds
+    the stable one's by more than ``max_error_rate_margin`` (absolute: 0.05 is five
+    percentage points), or its p95 latency exceeds the stable p95 by more than
+    ``max_p95_margin_ms`` (when set).
+    """
+
+    max_error_rate_margin: float = Field(0.05, ge=0, le=1)
+    max_p95_margin_ms: float | None = Field(None, ge=0)
+    """None: latency is not compared."""
+    window_seconds: float = Field(300.0, gt=0)
+    min_samples: int = Field(20, ge=1)
+    """Calls each side needs in the window before a verdict."""
+    check_seconds: float = Field(5.0, gt=0)
+    """How often each gateway shares its counts and evaluates the window."""
 
 
 class ModelDeployment(Strict):
@@ -55,6 +76,9 @@ class ModelDeployment(Strict):
     max_concurrency: int = Field(64, ge=1)
     rules: RulesSpec | None = None
     """``provider: rules`` only: the non-AI answer (fixed, template or http)."""
+    canary: CanarySpec | None = None
+    """Mark this deployment a canary of its model (weight = ``weight``), with automatic
+    rollback (:class:`CanarySpec`). Give it its own ``id``."""
 
     @model_validator(mode="after")
     def _check_provider_fields(self) -> ModelDeployment:

@@ -117,6 +117,7 @@ class Config(Strict):
             ref = getattr(self.rag, field_name)
             if ref is not None and ref not in names:
                 raise ValueError(f"rag.{field_name}: unknown model '{ref}'")
+        _check_canaries(self.models)
         if self.cache.backend == "redis" and not self.redis_url:
             raise ValueError("cache.backend 'redis' needs redis_url")
         return self
@@ -147,3 +148,17 @@ class Config(Strict):
 
     def deployments_for(self, name: str) -> list[ModelDeployment]:
         return [m for m in self.models if m.name == name]
+
+
+def _check_canaries(models: list[ModelDeployment]) -> None:
+    """A canary needs a stable deployment of its model and an id of its own."""
+    for m in models:
+        if m.canary is None:
+            continue
+        others = [o for o in models if o.name == m.name and o is not m]
+        if not any(o.canary is None for o in others):
+            raise ValueError(f"models[{m.name}]: canary deployment '{m.deployment_id}' needs "
+                             "a stable (non-canary) deployment of the same model")
+        if any(o.deployment_id == m.deployment_id for o in others):
+            raise ValueError(f"models[{m.name}]: canary deployment '{m.deployment_id}' needs "
+                             "an 'id' different from the model's other deployments")

@@ -46,7 +46,8 @@ SHADOW_SOURCE: Final = "shadow"
 ADMIN_KIND: Final = "admin"
 REVIEW_KIND: Final = "review"
 """``usage_records.kind`` of a review-queue event (lockgate.review): not a model call."""
-NOT_CALLS: Final = (ADMIN_KIND, REVIEW_KIND)
+NOT_CALLS: Final = (ADMIN_KIND, REVIEW_KIND, "canary_rollback", "canary_restore")
+"""Audit links that are no model calls: usage summaries leave them out."""
 """``usage_records.kind`` (and ``source``) of an administrator's action (key created,
 kill switch set, ...): a link in the audit chain, never usage (summaries skip it).
 ``model`` holds the action name, ``key_id`` who did it, ``detail`` what changed."""
