@@ -427,6 +427,7 @@ def consume(
 ) -> None:
     """Enrich every event from SOURCE with TASK and publish it to SINK (until SIGTERM)."""
     from lockgate.events.consumer import EventConsumer
+    from lockgate.events.review_gate import event_resumer, reviewed_enricher
     from lockgate.events.transports import open_transport
     from lockgate.runtime import Runtime
 
@@ -437,6 +438,9 @@ def consume(
         runner = rt.task_runner("events")
         src = open_transport(source, group=group, lease=lease)
         dst = src if sink == source else open_transport(sink, group=group, lease=lease)
+        assert rt.review is not None
+        enricher = reviewed_enricher(runner, task, rt.review, id_field=id_field)
+        rt.review.resumers[f"events:{task}"] = event_resumer(src, dst, id_field)
         from lockgate.events.dedup import DedupStore, MemoryDedup, RedisDedup
 
         store: DedupStore = (
@@ -445,8 +449,7 @@ def consume(
         consumer = EventConsumer(
             src,
             dst,
-            runner,
-            task,
+            enricher,
             key_field=key_field,
             id_field=id_field,
             concurrency=concurrency,
@@ -456,9 +459,13 @@ def consume(
         )
         stop = asyncio.Event()
         _stop_on_signals(stop)
+        # decided reviews of this task's events are published by this process's sweeper
+        sweeper = asyncio.create_task(rt.review.run_sweeper(stop))
         try:
             await consumer.run(stop)
         finally:
+            stop.set()
+            await sweeper
             await src.aclose()
             if dst is not src:
                 await dst.aclose()

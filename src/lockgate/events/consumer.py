@@ -28,7 +28,7 @@ from typing import Any
 
 from lockgate.events.dedup import DedupStore, MemoryDedup
 from lockgate.events.transports import EventTransport, Incoming
-from lockgate.jobs.model import backoff_delay
+from lockgate.jobs.model import ParkForReview, backoff_delay
 from lockgate.jobs.tasks import TaskRunner
 from lockgate.jobs.worker import classify_error
 
@@ -56,6 +56,8 @@ class ConsumerStats:
     dead: int = 0
     duplicates: int = 0
     retries: int = 0
+    parked: int = 0
+    """Events handed to a person (review policy of the task)."""
 
 
 class EventConsumer:
@@ -196,6 +198,13 @@ class EventConsumer:
                 try:
                     enrichment = await self.enrich(m.data)
                     break
+                except ParkForReview:
+                    # a person decides first: the item (holding the event) is durable in the
+                    # review queue; the review resumer publishes it after the decision
+                    self.stats.parked += 1
+                    await self.dedup.mark(event_id)
+                    await self.source.ack(m)
+                    return
                 except Exception as exc:
                     message, permanent, retry_in = classify_error(exc)
                     if permanent or attempt >= self.max_attempts:

@@ -143,7 +143,8 @@ class ReviewItem:
 
     def public(self, now: float) -> dict[str, Any]:
         """The JSON an API client or reviewer sees."""
-        claimed = self.claimed_by if (self.claim_until or 0) > now else None
+        live = self.state == "pending" and (self.claim_until or 0) > now
+        claimed = self.claimed_by if live else None
         return {
             "id": self.id,
             "object": "review",

@@ -333,11 +333,38 @@ class ReviewRepository:
                 **values,
             )
 
+    async def lease_resume(
+        self, item_id: str, owner: str, ttl: float, now: float | None = None
+    ) -> bool:
+        """Take the right to finish a decided item's waiting work for ``ttl`` seconds (the
+        claim columns, free once decided, hold the lease): False when it is finished already
+        or another process holds a live lease. A holder that dies lets the lease lapse."""
+        now = time.time() if now is None else now
+        async with self.store.transaction(write=True) as conn:
+            res = await conn.execute(
+                r.update()
+                .where(r.c.id == item_id, r.c.resumed_at.is_(None),
+                       r.c.state.in_(tuple(DECIDED)),
+                       sa.or_(r.c.claimed_by.is_(None), r.c.claim_until < now))
+                .values(claimed_by=owner, claim_until=now + ttl)
+            )
+            return bool(res.rowcount)
+
+    async def drop_resume_lease(self, item_id: str, owner: str) -> None:
+        """Give a resume lease back after a failed attempt (the next sweep retries)."""
+        async with self.store.transaction(write=True) as conn:
+            await conn.execute(
+                r.update().where(r.c.id == item_id, r.c.claimed_by == owner,
+                                 r.c.resumed_at.is_(None))
+                .values(claimed_by=None, claim_until=None)
+            )
+
     async def mark_resumed(self, item_id: str, now: float | None = None) -> bool:
         now = time.time() if now is None else now
         async with self.store.transaction(write=True) as conn:
             res = await conn.execute(
-                r.update().where(r.c.id == item_id, r.c.resumed_at.is_(None)).values(resumed_at=now)
+                r.update().where(r.c.id == item_id, r.c.resumed_at.is_(None))
+                .values(resumed_at=now, claimed_by=None, claim_until=None)
             )
             return bool(res.rowcount)
 

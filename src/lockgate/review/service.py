@@ -22,6 +22,7 @@ import contextlib
 import logging
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,8 @@ log = logging.getLogger("lockgate.review")
 Hook = Callable[[ReviewItem], Awaitable[None]]
 Notify = Callable[[str, dict[str, Any]], Coroutine[Any, Any, None]]
 MAX_REASON = 2000
+RESUME_LEASE_S = 60.0
+"""How long one process may take to finish a decided item's work before another may."""
 
 
 @dataclass(slots=True)
@@ -82,7 +85,8 @@ class ReviewService:
             for task, pol in settings.policies.items()
         }
         self.resumers: dict[str, Hook] = {}
-        """source -> finishes the waiting work after a decision (``jobs``)."""
+        """``source`` or ``source:task`` -> finishes the waiting work after a decision
+        (``jobs``; ``events:<task>`` in an event consumer)."""
         self.on_decided: list[Hook] = []
         """Called after every decision (feedback rows)."""
         self.on_breach: list[Hook] = []
@@ -91,6 +95,7 @@ class ReviewService:
         self._auto_task: asyncio.Task[None] | None = None
         self._waiters: dict[str, asyncio.Event] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._owner = f"resume:{uuid.uuid4().hex[:12]}"
 
     # ------------------------------------------------------------------ policy
 
@@ -305,16 +310,25 @@ class ReviewService:
     # ------------------------------------------------------------------ after
 
     async def _resume(self, item: ReviewItem) -> None:
-        resumer = self.resumers.get(item.source)
+        resumer = self._resumer_for(item)
         if resumer is None or not item.decided or item.resumed_at is not None:
             return
+        owner = f"{self._owner}:{uuid.uuid4().hex[:8]}"  # one lease per attempt
+        if not await self.repo.lease_resume(item.id, owner, RESUME_LEASE_S):
+            return  # finished already, or another task or process is finishing it
         try:
             await resumer(item)
         except Exception:
+            await self.repo.drop_resume_lease(item.id, owner)
             log.exception("resuming %s (%s %s) failed; the sweeper retries", item.id,
                           item.source, item.source_ref)
             return
         await self.repo.mark_resumed(item.id)
+
+    def _resumer_for(self, item: ReviewItem) -> Hook | None:
+        """``resumers["<source>:<task>"]`` (an event consumer serves one task), else
+        ``resumers["<source>"]``."""
+        return self.resumers.get(f"{item.source}:{item.task}") or self.resumers.get(item.source)
 
     async def sweep(self, now: float | None = None) -> dict[str, int]:
         """SLA breaches (escalate + alert, once) and decided items whose work never resumed."""
@@ -335,9 +349,11 @@ class ReviewService:
                     log.exception("review breach hook failed for %s", item.id)
         resumed = 0
         if self.resumers:
-            for item in await self.repo.unresumed(list(self.resumers)):
-                await self._resume(item)
-                resumed += 1
+            sources = sorted({key.partition(":")[0] for key in self.resumers})
+            for item in await self.repo.unresumed(sources):
+                if self._resumer_for(item) is not None:
+                    await self._resume(item)
+                    resumed += 1
         return {"breached": breached, "resumed": resumed}
 
     async def run_sweeper(self, stop: asyncio.Event) -> None:
