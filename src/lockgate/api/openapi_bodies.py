@@ -97,6 +97,22 @@ KILL: Schema = _object({"model": {"type": ["string", "null"]},
                         "team": {"type": ["string", "null"]}, "off": {"type": "boolean"}},
                        extra=False)
 
+DECIDE: Schema = _object({
+    "action": {"type": "string", "enum": ["approve", "edit", "reject", "escalate"]},
+    "output": {}, "reason": {"type": ["string", "null"], "maxLength": 2000},
+    "team": {"type": ["string", "null"]},
+}, ("action",), extra=False)
+CLAIM_NEXT: Schema = _object({"task": {"type": ["string", "null"]}}, extra=False)
+FEEDBACK: Schema = _object({
+    "request_id": _STR, "review_id": _STR, "job_id": _STR,
+    "thumbs": {"type": "string", "enum": ["up", "down"]}, "score": {"type": "number"},
+    "comment": _STR, "corrected_output": {}, "outcome": _STR, "task": _STR,
+    "prompt_version": _STR, "contract_version": _STR, "input": {}, "output": {},
+    "refused": {"type": "boolean"},
+})
+CANARY: Schema = _object({"deployment": _STR}, ("deployment",))
+ACK: Schema = _object({"by": _STR, "resolve": {"type": "boolean"}})
+
 _MESSAGES = {k: v for k, v in MESSAGES_REQUEST_SCHEMA.items() if k != "$defs"}
 
 REQUEST_BODIES: dict[tuple[str, str], tuple[str, Schema]] = {
@@ -111,6 +127,11 @@ REQUEST_BODIES: dict[tuple[str, str], tuple[str, Schema]] = {
     ("/admin/teams", "post"): ("application/json", TEAM),
     ("/admin/keys", "post"): ("application/json", KEY),
     ("/admin/controls/kill", "post"): ("application/json", KILL),
+    ("/admin/controls/canary", "post"): ("application/json", CANARY),
+    ("/v1/reviews/{item_id}/decide", "post"): ("application/json", DECIDE),
+    ("/v1/reviews/claim", "post"): ("application/json", CLAIM_NEXT),
+    ("/v1/feedback", "post"): ("application/json", FEEDBACK),
+    ("/v1/alerts/{alert_id}/ack", "post"): ("application/json", ACK),
 }
 
 
