@@ -327,7 +327,7 @@ review_items = sa.Table(
     sa.Column("decided_at", _Seconds, nullable=True),
     sa.Column("resumed_at", _Seconds, nullable=True),
     sa.Column("version", sa.Integer(), nullable=False),
-    sa.Index("ix_review_items_state_team_created", "state", "team", "created_at"),
+    sa.Index("ix_review_items_state_team_created", "state", "team", "created_at", "id"),
     sa.Index("ix_review_items_state_sla", "state", "sla_due_at"),
     sa.Index("ix_review_items_state_created", "state", "created_at", "id"),
     sa.Index("ix_review_items_task_decided", "task", "decided_at"),

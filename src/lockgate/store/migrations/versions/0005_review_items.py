@@ -56,7 +56,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_review_items_request_id", "review_items", ["request_id"])
     op.create_index(
-        "ix_review_items_state_team_created", "review_items", ["state", "team", "created_at"]
+        "ix_review_items_state_team_created", "review_items",
+        ["state", "team", "created_at", "id"],
     )
     op.create_index("ix_review_items_state_sla", "review_items", ["state", "sla_due_at"])
     op.create_index("ix_review_items_state_created", "review_items", ["state", "created_at", "id"])
