@@ -32,6 +32,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 
+from lockgate.formats.json_limits import loads_checked
+
 __all__ = [
     "EventTransport",
     "Incoming",
@@ -78,9 +80,9 @@ class EventTransport(Protocol):
 
 
 def _decode(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    try:  # nested past the JSON depth limit: kept as text, like any non-JSON payload
+        return loads_checked(raw)
+    except ValueError:
         return {"raw": raw.decode("utf-8", "replace")}
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 import yaml
 
+from lockgate.formats.json_limits import loads_checked
 from lockgate.rag.types import PUBLIC, SourceDocument, normalize_principal
 
 __all__ = [
@@ -318,8 +319,8 @@ def _beir(
         if not line.strip():
             continue
         try:
-            rec = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+            rec = loads_checked(line)
+        except ValueError as exc:  # not JSON, or nested past the depth limit
             raise LoadError(f"{name}:{lineno}", f"not JSON ({exc})") from exc
         if not isinstance(rec, dict) or "_id" not in rec or "text" not in rec:
             raise LoadError(f"{name}:{lineno}", "a BEIR corpus line needs _id and text")
