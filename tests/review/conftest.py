@@ -25,7 +25,10 @@ INVOICE_SCHEMA = {
     "required": ["vendor", "amount"],
 }
 
-REVIEW_YAML = """
+REVIEW_YAML = """  - name: opinion
+    id: second-opinion
+    provider: rules
+    rules: {fixed: "a different answer"}
 review:
   claim_ttl_s: 30
   sweep_interval_s: 0.2
@@ -42,6 +45,14 @@ review:
       when: {predicates: ["$.amount > 10000", "request:$.metadata.priority == high"]}
       mode: async
       reviewers: [finance]
+    agree_same:
+      when: {confidence_below: 0.9}
+      confidence: {source: agreement, samples: 3}
+      mode: async
+    agree_other:
+      when: {confidence_below: 0.9}
+      confidence: {source: agreement, deployments: [second-opinion]}
+      mode: async
     triage_lp:
       when: {confidence_below: 0.5}
       confidence: {source: logprobs}

@@ -257,3 +257,32 @@ def test_decisions_become_feedback_and_outcomes_link_by_review_id(
     overridden = sum(r["overridden"] for r in rows)
     assert sum(r["outcomes"] for r in rows) >= 1
     assert reviews >= 3 and overridden >= 2
+
+
+def test_agreement_confidence(review_gateway: Gateway) -> None:
+    key = review_gateway.new_key("support")
+    client = _client(review_gateway, key)
+    same = client.chat.completions.with_raw_response.create(
+        model="fast", messages=[{"role": "user", "content": "classify me"}],
+        extra_headers={"x-lockgate-task": "agree_same"})
+    assert same.http_response.status_code == 200  # 3 identical answers: 1.0
+    assert same.headers["x-lockgate-review"] == "auto_approved"
+    other = client.chat.completions.with_raw_response.create(
+        model="fast", messages=[{"role": "user", "content": "classify me"}],
+        extra_headers={"x-lockgate-task": "agree_other"})
+    assert other.http_response.status_code == 202  # the second deployment disagrees: 0.5
+    with review_gateway.admin() as c:
+        item = c.get(f"/v1/reviews/{other.headers['x-lockgate-review-id']}").json()
+    assert item["confidence"] == 0.5
+    answers = sorted(str(a["answer"]) for a in item["alternatives"])
+    assert len(answers) == 2 and any("a different answer" in a for a in answers)
+
+
+def test_unknown_agreement_deployment_is_a_config_error() -> None:
+    from lockgate.errors import ConfigError
+    from lockgate.settings import parse_config
+
+    with pytest.raises(ConfigError) as err:
+        parse_config("review: {policies: {t: {when: {confidence_below: 0.5}, confidence: "
+                     "{source: agreement, deployments: [nope]}}}}")
+    assert "unknown deployment id 'nope'" in str(err.value)

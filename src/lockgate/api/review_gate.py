@@ -15,8 +15,9 @@ decides whether a person must look. Then:
 
 Streams are refused for such tasks (400): an answer a person may still reject cannot be
 streamed out first. Confidence ``logprobs`` asks the provider for ``logprobs``;
-``agreement`` asks the same question ``samples - 1`` more times through the pipeline
-(billed to the caller like any call).
+``agreement`` asks the same question ``samples - 1`` more times through the pipeline, or
+once on each of ``confidence.deployments`` (pinned: no fallback), billed to the caller
+like any call.
 """
 
 from __future__ import annotations
@@ -85,9 +86,9 @@ async def reviewed_chat(
         output = {"text": exc.answer, "contract_errors": list(exc.errors)}
     principal = await rt.pipeline.authenticate(call.api_key)
 
-    async def resample() -> Any:
+    async def resample(pin: str | None) -> Any:
         again = replace(call, request_id=new_request_id(), started=time.perf_counter(),
-                        started_at=time.time(), no_cache=True)
+                        started_at=time.time(), no_cache=True, deployment_pin=pin)
         return output_of((await rt.pipeline.chat(again)).body)
 
     body = result.body if result is not None else None

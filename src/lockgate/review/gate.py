@@ -26,8 +26,9 @@ from lockgate.settings.review import ReviewPolicy
 
 __all__ = ["build_item", "measure_confidence", "message_of", "output_of", "with_output"]
 
-Resample = Callable[[], Awaitable[Any]]
-"""Ask the same question again through the pipeline; returns the answer's output document."""
+Resample = Callable[[str | None], Awaitable[Any]]
+"""Ask the same question again through the pipeline (pinned to a deployment id when given);
+returns the answer's output document."""
 
 
 def message_of(body: Any) -> dict[str, Any] | None:
@@ -71,8 +72,9 @@ async def measure_confidence(
     if resample is None:
         return None, []
     answers = [output]
-    for _ in range(src.samples - 1):
-        answers.append(await resample())
+    pins: list[str | None] = list(src.deployments) or [None] * (src.samples - 1)
+    for pin in pins:
+        answers.append(await resample(pin))
     tally: Counter[bytes] = Counter(_key(a, src.compare_field) for a in answers)
     alts = [
         {"answer": orjson.loads(k), "votes": n, "score": round(n / len(answers), 3)}

@@ -53,6 +53,9 @@ class ConfidenceSource(Strict):
     source: Literal["logprobs", "field", "agreement"] = "field"
     field: str = Field("confidence", min_length=1)
     samples: int = Field(3, ge=2, le=10)
+    deployments: list[str] = Field(default_factory=list, max_length=10)
+    """For ``agreement``: re-ask once on each of these deployment ids (e.g. a second
+    provider) instead of ``samples - 1`` times on the same route."""
     compare_field: str | None = None
     """For ``agreement`` on JSON answers: compare only this field (e.g. ``category``)."""
 

@@ -118,6 +118,14 @@ class Config(Strict):
             if ref is not None and ref not in names:
                 raise ValueError(f"rag.{field_name}: unknown model '{ref}'")
         _check_canaries(self.models)
+        ids = {m.deployment_id for m in self.models}
+        for task, policy in self.review.policies.items():
+            for dep in policy.confidence.deployments:
+                if dep not in ids:
+                    raise ValueError(
+                        f"review.policies.{task}.confidence.deployments: unknown deployment "
+                        f"id '{dep}'"
+                    )
         if self.cache.backend == "redis" and not self.redis_url:
             raise ValueError("cache.backend 'redis' needs redis_url")
         return self
