@@ -119,8 +119,8 @@ class Config(Strict):
                 raise ValueError(f"rag.{field_name}: unknown model '{ref}'")
         _check_canaries(self.models)
         ids = {m.deployment_id for m in self.models}
-        for task, policy in self.review.policies.items():
-            for dep in policy.confidence.deployments:
+        for task, rpolicy in self.review.policies.items():
+            for dep in rpolicy.confidence.deployments:
                 if dep not in ids:
                     raise ValueError(
                         f"review.policies.{task}.confidence.deployments: unknown deployment "
