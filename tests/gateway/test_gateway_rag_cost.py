@@ -107,6 +107,39 @@ async def test_work_finishes_when_the_client_stays() -> None:
         await unless_disconnected(_request(None), fails())
 
 
+def _rag_rows(env: RagEnv) -> list[tuple[int, float]]:
+    async def rows() -> list[tuple[int, float]]:
+        store = await Store.open(env.gw.database_url)
+        try:
+            found = await store.recent_usage(500, model=f"rag/{env.coll}")
+            return [(r.status, r.latency_ms) for r in found]
+        finally:
+            await store.close()
+
+    return asyncio.run(rows())
+
+
+def test_client_gone_before_the_stream_starts_stops_the_work(env: RagEnv, upstream: str) -> None:
+    """A streamed ``rag/*`` call whose client leaves during retrieval / before the first
+    chunk: the work is cancelled then (audited 499 long before the slow upstream answers)."""
+    before = [s for s, _ in _rag_rows(env)].count(CLIENT_CLOSED)
+    httpx.post(upstream + "/_script", json=["slow:6000", "slow:6000"]).raise_for_status()
+    try:
+        with env.client(env.other_key) as c, pytest.raises(httpx.TimeoutException):
+            c.post("/v1/chat/completions", timeout=0.5, json={
+                "model": f"rag/{env.coll}", "stream": True,
+                "messages": [{"role": "user", "content": "How many vacation days, slowly?"}]})
+        deadline = time.monotonic() + 10
+        while ([s for s, _ in _rag_rows(env)].count(CLIENT_CLOSED) == before
+               and time.monotonic() < deadline):
+            time.sleep(0.1)
+        gone = [ms for s, ms in _rag_rows(env) if s == CLIENT_CLOSED]
+        assert len(gone) == before + 1
+        assert gone[0] < 4000  # newest row: stopped when the client left, not at the answer
+    finally:
+        httpx.post(upstream + "/_reset").raise_for_status()
+
+
 def _rag_statuses(env: RagEnv) -> list[int]:
     async def rows() -> list[int]:
         store = await Store.open(env.gw.database_url)

@@ -14,7 +14,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from lockgate.api.disconnect import chat_call
+from lockgate.api.disconnect import chat_call, chat_stream_call
 from lockgate.api.openai import close_quietly, error_headers, facts_headers
 from lockgate.api.rag_identity import end_user_of
 from lockgate.api.request_io import JSON, api_key_of, read_json, request_id_of
@@ -87,7 +87,7 @@ async def messages(request: Request) -> Response:
             acting_for=end_user_of(request, rt.config.rag),
         )
         if stream:
-            chunks = await rt.pipeline.chat_stream(call)
+            chunks = await chat_stream_call(request, rt.pipeline, call)
             return StreamingResponse(anthropic_events(chunks, model, call.request_id),
                                      media_type="text/event-stream",
                                      headers=facts_headers(chunks.facts))

@@ -9,7 +9,8 @@ its next ``await`` (between stages), and :class:`ClientGone` (a 499
 ``GatewayError``, so the handler's usual error path returns it; nobody reads it)
 is raised. The pipeline records such a call as 499 ``client_disconnected``.
 
-:func:`chat_call` is the non-stream chat of the OpenAI and Anthropic routes: calls to
+:func:`chat_call` is the non-stream chat of the OpenAI and Anthropic routes and
+:func:`chat_stream_call` opens their streams: calls to
 a virtual model (``rag/<collection>``) are watched, calls to configured models are
 not (their upstream call is bounded by its timeouts, and the hot path stays lean).
 
@@ -28,9 +29,11 @@ from starlette.requests import Request
 
 from lockgate.errors import GatewayError
 from lockgate.pipeline import Call, Pipeline
-from lockgate.pipeline.facts import Result
+from lockgate.pipeline.facts import Result, StreamResult
 
-__all__ = ["CLIENT_CLOSED", "ClientGone", "chat_call", "unless_disconnected"]
+__all__ = [
+    "CLIENT_CLOSED", "ClientGone", "chat_call", "chat_stream_call", "unless_disconnected",
+]
 
 T = TypeVar("T")
 
@@ -75,6 +78,14 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
     raise ClientGone
+
+
+async def chat_stream_call(request: Request, pipeline: Pipeline, call: Call) -> StreamResult:
+    """``pipeline.chat_stream(call)`` (opening the stream: for ``rag/<collection>`` that is
+    retrieval and the first generated chunk), cancelled when the client leaves first."""
+    if pipeline.router.virtual(call.model) is None:
+        return await pipeline.chat_stream(call)
+    return await unless_disconnected(request, pipeline.chat_stream(call))
 
 
 async def chat_call(request: Request, pipeline: Pipeline, call: Call) -> Result:

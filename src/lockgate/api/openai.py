@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from lockgate.api.disconnect import chat_call
+from lockgate.api.disconnect import chat_call, chat_stream_call
 from lockgate.api.rag_identity import end_user_of
 from lockgate.api.request_io import (
     api_key_of,
@@ -107,7 +107,7 @@ async def chat_completions(request: Request) -> Response:
         if reviewed is not None:
             return await reviewed_chat(rt, call, *reviewed, facts_headers)
         if call.body.get("stream") is True:
-            stream = await rt.pipeline.chat_stream(call)
+            stream = await chat_stream_call(request, rt.pipeline, call)
             return StreamingResponse(
                 sse_events(stream, call.request_id), media_type="text/event-stream",
                 headers=facts_headers(stream.facts),
