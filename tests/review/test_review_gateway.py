@@ -286,3 +286,35 @@ def test_unknown_agreement_deployment_is_a_config_error() -> None:
         parse_config("review: {policies: {t: {when: {confidence_below: 0.5}, confidence: "
                      "{source: agreement, deployments: [nope]}}}}")
     assert "unknown deployment id 'nope'" in str(err.value)
+
+
+def test_anthropic_messages_are_reviewed_too(review_gateway: Gateway) -> None:
+    import anthropic
+
+    caller = review_gateway.new_key("accounts")
+    reviewer = review_gateway.new_key("finance")
+    client = anthropic.Anthropic(base_url=review_gateway.url, api_key=caller, max_retries=0)
+
+    def ask(amount: int) -> Any:
+        doc = json.dumps({"vendor": "A", "amount": amount})
+        return client.messages.with_raw_response.create(
+            model="fast", max_tokens=100, messages=[{"role": "user", "content": "echo:" + doc}],
+            extra_headers={"x-lockgate-task": "invoice_async"})
+
+    small = ask(50)
+    assert small.http_response.status_code == 200
+    assert small.headers["x-lockgate-review"] == "skipped"
+    assert json.loads(small.parse().content[0].text)["amount"] == 50
+    big = ask(70000)
+    assert big.http_response.status_code == 202
+    rid = big.headers["x-lockgate-review-id"]
+    with _http(review_gateway, reviewer) as c:
+        assert c.post(f"/v1/reviews/{rid}/decide",
+                      json={"action": "reject", "reason": "over limit"}).status_code == 200
+    with _http(review_gateway, caller) as c:
+        polled = c.get(f"/v1/reviews/{rid}").json()
+    assert polled["state"] == "rejected" and polled["completion"] is None
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.create(model="fast", max_tokens=10, stream=True,
+                               messages=[{"role": "user", "content": "hi"}],
+                               extra_headers={"x-lockgate-task": "invoice_async"})

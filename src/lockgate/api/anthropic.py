@@ -8,6 +8,7 @@ back. Errors use Anthropic's error shape.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import orjson
@@ -18,6 +19,7 @@ from lockgate.api.disconnect import chat_call, chat_stream_call
 from lockgate.api.openai import close_quietly, error_headers, facts_headers
 from lockgate.api.rag_identity import end_user_of
 from lockgate.api.request_io import JSON, api_key_of, read_json, request_id_of
+from lockgate.api.review_gate import review_call, review_policy_of
 from lockgate.errors import BadRequest, GatewayError
 from lockgate.formats.anthropic import (
     OpenAIToAnthropicStream,
@@ -86,6 +88,18 @@ async def messages(request: Request) -> Response:
             no_cache=wants_no_cache(request.headers.get("cache-control")),
             acting_for=end_user_of(request, rt.config.rag),
         )
+        reviewed = review_policy_of(rt, call)
+        if reviewed is not None:  # a person may have to decide first (docs/review.md)
+            out = await review_call(rt, call, *reviewed, facts_headers)
+            if out.state == "rejected":
+                return anthropic_error(out.rejection(), out.headers)
+            if out.state == "pending":
+                assert out.item is not None
+                return Response(orjson.dumps(out.item.public(time.time())), status_code=202,
+                                media_type=JSON, headers=out.headers)
+            assert out.completion is not None
+            return Response(orjson.dumps(openai_response_to_anthropic(out.completion, model)),
+                            media_type=JSON, headers=out.headers)
         if stream:
             chunks = await chat_stream_call(request, rt.pipeline, call)
             return StreamingResponse(anthropic_events(chunks, model, call.request_id),

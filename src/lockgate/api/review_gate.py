@@ -23,7 +23,7 @@ like any call.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.responses import Response
@@ -34,11 +34,11 @@ from lockgate.guards import ContractViolation
 from lockgate.pipeline import Call, Result
 from lockgate.pipeline.call import new_request_id
 from lockgate.pipeline.contract_repair import contract_for
-from lockgate.review import build_item, measure_confidence, output_of
+from lockgate.review import ReviewItem, build_item, measure_confidence, output_of
 from lockgate.runtime import Runtime
 from lockgate.settings.review import ReviewPolicy
 
-__all__ = ["REVIEW_HEADER", "review_policy_of", "reviewed_chat"]
+__all__ = ["REVIEW_HEADER", "Reviewed", "review_call", "review_policy_of", "reviewed_chat"]
 
 REVIEW_HEADER = "x-lockgate-review"
 
@@ -61,9 +61,41 @@ def review_policy_of(rt: Runtime, call: Call) -> tuple[str, ReviewPolicy] | None
     return (task, policy) if task is not None and policy is not None else None
 
 
+@dataclass(slots=True)
+class Reviewed:
+    """What the review step decided for one call; each API renders it in its own shape."""
+
+    state: str
+    """``auto_approved``, ``skipped``, ``approved``, ``edited``, ``rejected`` or ``pending``."""
+    headers: dict[str, str]
+    completion: dict[str, Any] | None = None
+    """The (OpenAI-shaped) answer to return, unless rejected or pending."""
+    raw: bytes | None = None
+    """The upstream's own bytes when the answer is returned unchanged."""
+    item: ReviewItem | None = None
+
+    def rejection(self) -> Forbidden:
+        reason = ((self.item.decision if self.item else None) or {}).get("reason", "")
+        return Forbidden(f"A reviewer rejected this answer: {reason}", code="review_rejected")
+
+
 async def reviewed_chat(
     rt: Runtime, call: Call, task: str, policy: ReviewPolicy, headers_of: Any,
 ) -> Response:
+    """``/v1/chat/completions`` of a reviewed task, rendered in OpenAI's shape."""
+    out = await review_call(rt, call, task, policy, headers_of)
+    if out.state == "rejected":
+        return error_response(out.rejection(), out.headers)
+    if out.state == "pending":
+        assert out.item is not None
+        return json_response(out.item.public(time.time()), status=202, headers=out.headers)
+    return json_response(out.raw or out.completion, headers=out.headers)
+
+
+async def review_call(
+    rt: Runtime, call: Call, task: str, policy: ReviewPolicy, headers_of: Any,
+) -> Reviewed:
+    """Run the call, apply the task's policy, submit and wait as the policy says."""
     review = rt.review
     assert review is not None
     if call.body.get("stream") is True:
@@ -120,21 +152,17 @@ async def reviewed_chat(
         assert result is not None
         if verdict.auto_approved:
             review.record_auto(new)
-        headers[REVIEW_HEADER] = "auto_approved" if verdict.auto_approved else "skipped"
-        return json_response(result.raw or result.body, headers=headers)
+        state = "auto_approved" if verdict.auto_approved else "skipped"
+        headers[REVIEW_HEADER] = state
+        return Reviewed(state, headers, result.body, result.raw)
     item = await review.submit(new)
     if policy.mode == "sync_wait" and policy.wait_s > 0:
         item = await review.wait(item.id, policy.wait_s)
     headers["x-lockgate-review-id"] = item.id
-    now = time.time()
-    if item.state in ("approved", "edited"):
+    if item.state in ("approved", "edited", "rejected"):
         headers[REVIEW_HEADER] = item.state
-        return json_response(item.public_with_answer(now)["completion"], headers=headers)
-    if item.state == "rejected":
-        reason = (item.decision or {}).get("reason", "")
-        refused = Forbidden(f"A reviewer rejected this answer: {reason}", code="review_rejected")
-        return error_response(refused, {**headers, REVIEW_HEADER: "rejected"})
+        completion = item.public_with_answer(time.time())["completion"]
+        return Reviewed(item.state, headers, completion, None, item)
     headers[REVIEW_HEADER] = "pending"
     headers["location"] = f"/v1/reviews/{item.id}"
-    return json_response(item.public(now), status=202, headers=headers)
-
+    return Reviewed("pending", headers, None, None, item)
