@@ -137,9 +137,10 @@ def test_bogus_model_names_leave_metrics_and_memory_flat(gw: Gateway) -> None:
     assert series(text1) == series(text0)
     assert abs(len(text1) - len(text0)) < 2048  # only counter values changed
     growth = rss1 - rss0
-    # the names alone are 10 MB; as labels they cost several times that
+    # the names alone are 10 MB; as labels they cost several times that (the series check
+    # above is the exact one; RSS on this shared machine moves by several MB on its own)
     print(f"gateway RSS {rss0 / 1e6:.1f} MB -> {rss1 / 1e6:.1f} MB")
-    assert growth < 8 * 1024 * 1024, f"RSS grew by {growth / 1e6:.1f} MB"
+    assert growth < 16 * 1024 * 1024, f"RSS grew by {growth / 1e6:.1f} MB"
     count = re.search(r'lockgate_requests_total\{kind="chat",model="unknown",status="404"\} '
                       r'([0-9.e+]+)', text1)
     assert count is not None and float(count.group(1)) >= N * 2 // 3

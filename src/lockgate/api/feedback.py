@@ -84,11 +84,12 @@ async def give_feedback(request: Request) -> Response:
             try:
                 subject = await service.subject(**{id_name: id_value})
             except NotFoundError:
-                if id_name != "request_id" or not rt.audit.pending:
+                if id_name != "request_id":
                     raise
                 # feedback right after the call: its audit row may still be in this
-                # gateway's batch; write the batch and look again
-                await rt.audit.flush(timeout=2.0)
+                # gateway's batch (or committed just after the first look); write the
+                # batch and look again
+                await rt.audit.flush(timeout=5.0)
                 subject = await service.subject(request_id=id_value)
     except NotFoundError:
         raise not_found from None
