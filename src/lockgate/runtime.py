@@ -104,17 +104,12 @@ def save_master_key_hash(home: Path, key: str) -> None:
 
 
 def review_notifier(
-    config: Config,
+    config: Config, sender: OperatorSender | None,
 ) -> Callable[[str, dict[str, Any]], Coroutine[Any, Any, None]] | None:
     """Signed ``review.*`` webhooks to ``review.webhook_url`` (None when not configured)."""
-    settings = config.review
-    if not settings.webhook_url:
+    url = config.review.webhook_url
+    if not url or sender is None:
         return None
-    secret = resolve_secret(settings.webhook_secret, "review.webhook_secret")
-    if not secret:
-        return None
-    sender = OperatorSender(secret)
-    url = settings.webhook_url
 
     async def notify(event: str, payload: dict[str, Any]) -> None:
         status = await sender.send(url, event, payload)
@@ -164,6 +159,7 @@ class JobsParts:
     """Delivers completion webhooks from the queue's outbox (workers run it)."""
     monitor: QueueMonitor | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _review_sender: OperatorSender | None = None
     _task: asyncio.Task[None] | None = None
 
     async def aclose(self) -> None:
@@ -218,6 +214,7 @@ class Runtime:
     """Canary deployments with automatic rollback (None when none is configured)."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _review_sender: OperatorSender | None = None
 
     @property
     def controls(self) -> Controls:
@@ -311,8 +308,11 @@ class Runtime:
         router.add_virtual(RagDeployment(rag))
         runtime = cls(config, store, audit, pipeline, metrics, rag, providers, state=state,
                       governor=governor, canary=canary)
+        secret = resolve_secret(config.review.webhook_secret, "review.webhook_secret")
+        if config.review.webhook_url and secret:
+            runtime._review_sender = OperatorSender(secret)
         runtime.review = ReviewService(config.review, ReviewRepository(store),
-                                       notify=review_notifier(config))
+                                       notify=review_notifier(config, runtime._review_sender))
         runtime.alerts = alert_center(config, store, metrics)
         runtime.feedback = FeedbackService(store.engine,
                                            max_text_chars=config.feedback.max_text_chars)
@@ -497,6 +497,8 @@ class Runtime:
                 task.cancel()
         if self.review is not None:
             await self.review.aclose()
+        if self._review_sender is not None:
+            await self._review_sender.aclose()
         if self.canary is not None:
             await self.canary.stop()
         if self.jobs is not None:

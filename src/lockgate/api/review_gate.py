@@ -136,6 +136,11 @@ async def review_call(
     verdict = review.assess(task, policy, output=output, request=request,
                             confidence=confidence, contract_failed=contract_failed,
                             guard_flags=flags)
+    headers = headers_of(facts) if facts is not None else {"x-request-id": call.request_id}
+    if not verdict.review and not verdict.auto_approved:  # nothing to record
+        assert result is not None
+        headers[REVIEW_HEADER] = "skipped"
+        return Reviewed("skipped", headers, result.body, result.raw)
     guards = rt.pipeline.controls.guards
     contract = contract_for(request, guards.contracts if guards else None)
     schema = dict(contract.schema) if contract is not None else None
@@ -147,14 +152,11 @@ async def review_call(
         model=facts.model if facts else call.model,
         deployment=facts.deployment if facts else None, contract=schema,
     )
-    headers = headers_of(facts) if facts is not None else {"x-request-id": call.request_id}
-    if not verdict.review:
+    if not verdict.review:  # auto-approved: on record, off the hot path
         assert result is not None
-        if verdict.auto_approved:
-            review.record_auto(new)
-        state = "auto_approved" if verdict.auto_approved else "skipped"
-        headers[REVIEW_HEADER] = state
-        return Reviewed(state, headers, result.body, result.raw)
+        review.record_auto(new)
+        headers[REVIEW_HEADER] = "auto_approved"
+        return Reviewed("auto_approved", headers, result.body, result.raw)
     item = await review.submit(new)
     if policy.mode == "sync_wait" and policy.wait_s > 0:
         item = await review.wait(item.id, policy.wait_s)

@@ -28,7 +28,7 @@ from lockgate.api.admin import _parse, store_error
 from lockgate.api.request_io import api_key_of, error_response, json_response, read_json
 from lockgate.errors import BadRequest, GatewayError
 from lockgate.pipeline import Principal
-from lockgate.review import ReviewService
+from lockgate.review import ReviewNotFound, ReviewService
 from lockgate.runtime import Runtime
 from lockgate.store.errors import StoreError
 
@@ -199,7 +199,5 @@ async def decide(item_id: str, request: Request) -> Response:
 
 def _id(item_id: str) -> str:
     if len(item_id) > 100 or not item_id.isascii():
-        from lockgate.review import ReviewNotFound
-
         raise ReviewNotFound(f"No review item '{item_id[:100]}'.", param="id")
     return item_id

@@ -19,7 +19,6 @@ finished by the review sweeper of any process.
 from __future__ import annotations
 
 import hashlib
-import logging
 from typing import Any
 
 from lockgate.jobs.model import Job, ParkForReview
@@ -29,8 +28,6 @@ from lockgate.jobs.worker import Handler, principal_from_meta
 from lockgate.review import ReviewItem, ReviewNotFound, ReviewService, build_item
 
 __all__ = ["job_resumer", "review_id_for_job", "reviewed_handler"]
-
-log = logging.getLogger("lockgate.jobs.review")
 
 
 def review_id_for_job(job_id: str) -> str:

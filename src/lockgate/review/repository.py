@@ -41,7 +41,6 @@ from lockgate.store.tables import review_items
 
 __all__ = ["AUDIT_KIND", "ReviewRepository", "fingerprint"]
 
-_list = list
 
 AUDIT_KIND = REVIEW_KIND
 r = review_items

@@ -38,6 +38,7 @@ from lockgate.review.model import (
     NewReview,
     ReviewInvalid,
     ReviewItem,
+    ReviewNotFound,
 )
 from lockgate.review.predicates import evaluate
 from lockgate.review.repository import ReviewRepository
@@ -196,8 +197,6 @@ class ReviewService:
         item = await self.repo.get(item_id)
         if not self.may_read(principal, item):
             # the same answer as a missing id: do not confirm other teams' items exist
-            from lockgate.review.model import ReviewNotFound
-
             raise ReviewNotFound(f"No review item '{item_id}'.", param="id")
         return item
 
