@@ -45,7 +45,7 @@ from lockgate.governance.canary_stats import open_canary_stats
 from lockgate.guards import Guards
 from lockgate.jobs.backends import open_queue
 from lockgate.jobs.monitor import JobsGauges, QueueMonitor
-from lockgate.jobs.openai_batch import OpenAIBatchService, batch_aware_handler
+from lockgate.jobs.openai_batch import REVIEW_SOURCE, OpenAIBatchService, batch_aware_handler
 from lockgate.jobs.outbox import OutboxDeliverer
 from lockgate.jobs.queue import JobQueue, queue_options
 from lockgate.jobs.review_gate import job_resumer, reviewed_handler
@@ -328,6 +328,10 @@ class Runtime:
             if jobs:
                 runtime.jobs = await runtime._start_jobs(queue_url, monitor)
                 runtime.review.resumers["jobs"] = job_resumer(runtime.jobs.queue)
+                batches = runtime.jobs.batches
+                batches.review = runtime.review
+                batches.contracts = controls.guards.contracts if controls.guards else None
+                runtime.review.resumers[REVIEW_SOURCE] = batches.resume_row
             if monitor:
                 runtime._tasks.append(asyncio.create_task(
                     runtime.review.run_sweeper(runtime._stop), name="lockgate-review-sweeper"))

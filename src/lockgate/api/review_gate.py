@@ -14,42 +14,30 @@ decides whether a person must look. Then:
 - ``mode: async``: 202 at once.
 
 Streams are refused for such tasks (400): an answer a person may still reject cannot be
-streamed out first. Confidence ``logprobs`` asks the provider for ``logprobs``;
-``agreement`` asks the same question ``samples - 1`` more times through the pipeline, or
-once on each of ``confidence.deployments`` (pinned: no fallback), billed to the caller
-like any call.
+streamed out first. Running the call and applying the policy is
+:func:`lockgate.review.chat_gate.gate_chat` (shared with batch rows).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.responses import Response
 
 from lockgate.api.request_io import error_response, json_response
 from lockgate.errors import BadRequest, Forbidden
-from lockgate.guards import ContractViolation
-from lockgate.pipeline import Call, Result
-from lockgate.pipeline.call import new_request_id
+from lockgate.pipeline import Call
 from lockgate.pipeline.contract_repair import contract_for
-from lockgate.review import ReviewItem, build_item, measure_confidence, output_of
+from lockgate.review import ReviewItem
+from lockgate.review.chat_gate import gate_chat, task_of
 from lockgate.runtime import Runtime
 from lockgate.settings.review import ReviewPolicy
 
 __all__ = ["REVIEW_HEADER", "Reviewed", "review_call", "review_policy_of", "reviewed_chat"]
 
 REVIEW_HEADER = "x-lockgate-review"
-
-
-def task_of(call: Call) -> str | None:
-    if call.task:
-        return call.task
-    meta = call.body.get("metadata")
-    if isinstance(meta, dict) and isinstance(meta.get("task"), str):
-        return str(meta["task"])
-    return None
 
 
 def review_policy_of(rt: Runtime, call: Call) -> tuple[str, ReviewPolicy] | None:
@@ -103,55 +91,20 @@ async def review_call(
             f"Task '{task}' is reviewed by a person before its answer counts; "
             "ask without 'stream'.", param="stream", code="review_requires_non_stream",
         )
-    if policy.confidence.source == "logprobs" and "logprobs" not in call.body:
-        call.body["logprobs"] = True
-    request = call.body
-    contract_failed = False
-    result: Result | None = None
-    try:
-        result = await rt.pipeline.chat(call)
-        output = output_of(result.body)
-    except ContractViolation as exc:
-        if not policy.when.contract_failed:
-            raise
-        contract_failed = True
-        output = {"text": exc.answer, "contract_errors": list(exc.errors)}
     principal = await rt.pipeline.authenticate(call.api_key)
-
-    async def resample(pin: str | None) -> Any:
-        again = replace(call, request_id=new_request_id(), started=time.perf_counter(),
-                        started_at=time.time(), no_cache=True, deployment_pin=pin)
-        return output_of((await rt.pipeline.chat(again)).body)
-
-    body = result.body if result is not None else None
-    confidence: float | None = None
-    alternatives: list[dict[str, Any]] = []
-    if result is not None:
-        confidence, alternatives = await measure_confidence(policy, body, output, resample)
-    facts = result.facts if result is not None else None
-    flags = tuple(
-        name for name, on in (("pii", bool(facts and facts.pii_entities)),
-                              ("injection", bool(facts and facts.injection))) if on
+    guards = rt.pipeline.controls.guards
+    contract = contract_for(call.body, guards.contracts if guards else None)
+    gate = await gate_chat(
+        rt.pipeline.chat, review, call, task, policy, principal=principal, source="http",
+        contract=dict(contract.schema) if contract is not None else None,
     )
-    verdict = review.assess(task, policy, output=output, request=request,
-                            confidence=confidence, contract_failed=contract_failed,
-                            guard_flags=flags)
+    result, verdict, new = gate.result, gate.verdict, gate.item
+    facts = result.facts if result is not None else None
     headers = headers_of(facts) if facts is not None else {"x-request-id": call.request_id}
-    if not verdict.review and not verdict.auto_approved:  # nothing to record
+    if new is None:  # nothing to record
         assert result is not None
         headers[REVIEW_HEADER] = "skipped"
         return Reviewed("skipped", headers, result.body, result.raw)
-    guards = rt.pipeline.controls.guards
-    contract = contract_for(request, guards.contracts if guards else None)
-    schema = dict(contract.schema) if contract is not None else None
-    new = build_item(
-        task=task, source="http", policy=policy, reasons=verdict.reasons or ["auto-approved"],
-        principal=principal, request=request, output=output, confidence=confidence,
-        alternatives=alternatives, response=result.body if result else None,
-        request_id=facts.request_id if facts else call.request_id,
-        model=facts.model if facts else call.model,
-        deployment=facts.deployment if facts else None, contract=schema,
-    )
     if not verdict.review:  # auto-approved: on record, off the hot path
         assert result is not None
         review.record_auto(new)

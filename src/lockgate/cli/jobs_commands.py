@@ -322,9 +322,17 @@ def batch_run(
         1.0, "--confirm-above", help="Ask before running when the estimate exceeds this cost."
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+    wait_reviews: float = typer.Option(
+        0.0, "--wait-reviews", min=0.0,
+        help="Seconds to wait for reviewers' decisions on records the task's review "
+        "policy parked (default: do not wait; run the same command again later).",
+    ),
     config: Path | None = ConfigOption,
 ) -> None:
-    """Run TASK over every record; a killed run resumes where it stopped (same command)."""
+    """Run TASK over every record; a killed run resumes where it stopped (same command).
+
+    Records the task's review policy sends to a person await review (in neither file);
+    the same command run again after the decisions writes them, exactly once."""
     from lockgate.jobs.batch import done_indexes, estimate_record_tokens, read_records, run_batch
     from lockgate.runtime import Runtime
 
@@ -381,7 +389,10 @@ def batch_run(
                     concurrency=concurrency,
                     id_field=id_field,
                     price=pricing.cost if pricing else None,
-                    on_progress=lambda s: bar.update(bid, completed=s.done + s.failed),
+                    on_progress=lambda s: bar.update(
+                        bid, completed=s.done + s.failed + s.awaiting_review),
+                    review=rt.review,
+                    wait_reviews=wait_reviews,
                 )
         finally:
             await rt.aclose()
@@ -394,8 +405,16 @@ def batch_run(
         f"cost {summary.cost:.4f}, {time.perf_counter() - started:.1f}s",
         highlight=False,
     )
+    if summary.awaiting_review:
+        console.print(
+            f"{summary.awaiting_review} record(s) await review (lockgate review list --task "
+            f"{task}); run the same command again after the decisions",
+            highlight=False,
+        )
     if summary.failed:
         raise typer.Exit(3)
+    if summary.awaiting_review:
+        raise typer.Exit(4)
 
 
 # ------------------------------------------------------------------ consume

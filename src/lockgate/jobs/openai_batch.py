@@ -24,11 +24,24 @@ a batch not finished by ``expires_at`` stops, becomes ``expired`` (``expired_at`
 the results it has in its output/error files, and lists each unfinished request in the
 error file with code ``batch_expired``. A batch no worker started before then expires
 when it is next read or picked up. A cancelled batch keeps its partial results too.
+
+Review: a chat line whose task (its body's ``metadata.task``, else the batch's
+``metadata.task``) has a review policy is reviewed like a ``/v1/chat/completions`` call
+(:func:`lockgate.review.chat_gate.gate_chat`). A line that needs a person is stored as a
+review item (``source = "openai_batch"``, id derived from the batch and ``custom_id``) and
+*parks*: it has no result line yet and the batch stays ``in_progress``. After the decision
+the review service's resumer (:meth:`OpenAIBatchService.resume_row`, registered by the
+runtime) writes the line exactly once — approved/edited: status 200 with the (corrected)
+answer; rejected: an error line ``review_rejected`` with the reason — each with a
+``review`` field, and completes the batch when it was the last line. A re-delivered batch
+job finds its items instead of asking the model again. Parked lines still undecided when the
+window closes expire like any unfinished line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -37,26 +50,36 @@ from typing import Any, Protocol
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lockgate.errors import BadRequest, GatewayError
+from lockgate.errors import BadRequest, Forbidden, GatewayError
+from lockgate.guards.contracts import ContractRegistry
 from lockgate.jobs.batch_records import MAX_FILE_BYTES, BatchRecords, owner_of, public
 from lockgate.jobs.model import Job, NewJob
 from lockgate.jobs.queue import JobQueue
 from lockgate.jobs.tasks import SYSTEM_PRINCIPAL
 from lockgate.jobs.worker import Handler, principal_from_meta, principal_to_meta
-from lockgate.pipeline import Call, Completion, Principal
+from lockgate.pipeline import Call, Principal, Result
 from lockgate.pipeline.call import CallKind
+from lockgate.pipeline.contract_repair import contract_for
+from lockgate.review import ReviewItem, ReviewNotFound, ReviewService
+from lockgate.review.chat_gate import gate_chat, task_of
+from lockgate.settings.review import ReviewPolicy
 
 __all__ = [
     "BATCH_TASK",
     "ENDPOINTS",
     "MAX_FILE_BYTES",
+    "REVIEW_SOURCE",
     "WINDOWS",
     "BatchPipeline",
     "OpenAIBatchService",
     "batch_aware_handler",
+    "decided_line",
+    "review_id_for_line",
 ]
 
 BATCH_TASK = "openai_batch"
+REVIEW_SOURCE = "openai_batch"
+"""``source`` of the review items of batch lines (and the resumer's key)."""
 ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
 MAX_LINES = 50_000
 WINDOWS = {"24h": 24 * 3600}
@@ -71,9 +94,9 @@ EXPIRED_ERROR = {
 
 
 class BatchPipeline(Protocol):
-    async def chat(self, call: Call) -> Completion: ...
+    async def chat(self, call: Call) -> Result: ...
 
-    async def embeddings(self, call: Call) -> Completion: ...
+    async def embeddings(self, call: Call) -> Result: ...
 
 
 def _check_lines(data: bytes, endpoint: str) -> int:
@@ -110,6 +133,11 @@ def _check_lines(data: bytes, endpoint: str) -> int:
 
 
 class OpenAIBatchService:
+    review: ReviewService | None = None
+    """Set by the runtime: chat lines of a reviewed task park for a person."""
+    contracts: ContractRegistry | None = None
+    """Set by the runtime: the contracts a reviewed line's item is validated against."""
+
     def __init__(self, engine: AsyncEngine, queue: JobQueue, *, max_attempts: int = 5) -> None:
         self.records = BatchRecords(engine)
         self.queue = queue
@@ -194,8 +222,11 @@ class OpenAIBatchService:
 
     async def get(self, batch_id: str, principal: Principal | None = None) -> dict[str, Any]:
         record = await self.records.load(batch_id, principal)
-        if record["status"] == "validating" and time.time() >= record["expires_at"]:
-            # no worker started it within its window: it expires (with nothing to show)
+        if record["status"] in ("validating", "in_progress") and (
+            time.time() >= record["expires_at"]
+        ):
+            # no worker started or finished it within its window (lines parked for review
+            # and still undecided, say): it expires, keeping what it has
             record = await self._finalize(batch_id)
         return public(record)
 
@@ -225,7 +256,12 @@ class OpenAIBatchService:
             record["cancelling_at"] = int(time.time())
             return True
 
-        return public(await self.records.change(batch_id, to_cancelling))
+        record = await self.records.change(batch_id, to_cancelling)
+        if record["status"] == "cancelling" and record.get("_waiting_review"):
+            # the worker's pass is over (only lines parked for review are left): nobody
+            # else would notice the cancel, so it takes effect now
+            record = await self._finalize(batch_id)
+        return public(record)
 
     # ------------------------------------------------------------ execution (worker side)
 
@@ -246,7 +282,7 @@ class OpenAIBatchService:
         record = await self.records.change(batch_id, begin)
         if record["status"] == "in_progress" and time.time() < record["expires_at"]:
             await self._run_lines(pipeline, record, principal, concurrency)
-        return public(await self._finalize(batch_id))
+        return public(await self._finalize(batch_id, worker_done=True))
 
     async def _input_lines(self, record: dict[str, Any]) -> list[dict[str, Any]]:
         data = await self.records.content(record["input_file_id"])
@@ -290,30 +326,27 @@ class OpenAIBatchService:
                     principal=principal,
                     source="batch",
                     request_id=rid,
+                    task=batch_task,
                 )
                 ok = True
                 try:
-                    comp = await (
-                        pipeline.chat(call) if kind == "chat" else pipeline.embeddings(call)
-                    )
-                    line: dict[str, Any] = {
-                        "id": rid,
-                        "custom_id": req["custom_id"],
-                        "response": {"status_code": 200, "request_id": rid, "body": comp.body},
-                        "error": None,
-                    }
+                    reviewed = self._policy_of(call) if kind == "chat" else None
+                    if reviewed is not None:
+                        out = await self._review_line(
+                            pipeline, call, reviewed, principal, batch_id, line_no,
+                            req["custom_id"],
+                        )
+                        if out is None:  # parked for a person: no result line yet
+                            return
+                        line, ok = out
+                    else:
+                        comp = await (
+                            pipeline.chat(call) if kind == "chat" else pipeline.embeddings(call)
+                        )
+                        line = _ok_line(rid, req["custom_id"], comp.body)
                 except GatewayError as exc:
                     ok = False
-                    line = {
-                        "id": rid,
-                        "custom_id": req["custom_id"],
-                        "response": {
-                            "status_code": exc.status,
-                            "request_id": rid,
-                            "body": exc.body(),
-                        },
-                        "error": {"code": exc.error_class, "message": exc.message},
-                    }
+                    line = _error_line(rid, req["custom_id"], exc)
                 await self.records.add_results([{
                     "batch_id": batch_id,
                     "custom_id": req["custom_id"],
@@ -328,6 +361,9 @@ class OpenAIBatchService:
                     rec = await self.records.change(batch_id, progress)
                     stop = stop or rec["status"] == "cancelling"
 
+        meta = record.get("metadata")
+        batch_task = meta.get("task") if isinstance(meta, dict) else None
+        batch_task = batch_task if isinstance(batch_task, str) and batch_task else None
         todo = [(n, req) for n, req in enumerate(lines) if req["custom_id"] not in done]
         try:
             async with asyncio.timeout(max(0.0, record["expires_at"] - time.time())):
@@ -335,8 +371,65 @@ class OpenAIBatchService:
         except TimeoutError:  # the completion window closed: _finalize expires the batch
             pass
 
-    async def _finalize(self, batch_id: str) -> dict[str, Any]:
-        """Decide the final status under the row lock and publish the result files."""
+    # ------------------------------------------------------------ review of lines
+
+    def _policy_of(self, call: Call) -> tuple[str, ReviewPolicy] | None:
+        review = self.review
+        if review is None or not review.settings.policies:
+            return None
+        task = task_of(call)
+        policy = review.policy_for(task)
+        return (task, policy) if task is not None and policy is not None else None
+
+    async def _review_line(
+        self, pipeline: BatchPipeline, call: Call, reviewed: tuple[str, ReviewPolicy],
+        principal: Principal, batch_id: str, line_no: int, custom_id: str,
+    ) -> tuple[dict[str, Any], bool] | None:
+        """The line's result under its task's review policy, or None: parked."""
+        review = self.review
+        assert review is not None
+        task, policy = reviewed
+        item_id = review_id_for_line(batch_id, custom_id)
+        try:
+            existing: ReviewItem | None = await review.repo.get(item_id)
+        except ReviewNotFound:
+            existing = None
+        if existing is not None:  # a re-delivered batch job: the item is there already
+            return None if not existing.decided else decided_line(existing, call.request_id)
+        contract = contract_for(call.body, self.contracts)
+        gate = await gate_chat(
+            pipeline.chat, review, call, task, policy, principal=principal,
+            source=REVIEW_SOURCE, source_ref=f"{batch_id}:{line_no}:{custom_id}",
+            contract=dict(contract.schema) if contract is not None else None,
+        )
+        if gate.item is not None and gate.verdict.review:
+            gate.item.id = item_id
+            await review.submit(gate.item)
+            return None
+        if gate.item is not None:
+            review.record_auto(gate.item)
+        assert gate.result is not None
+        return _ok_line(call.request_id, custom_id, gate.result.body), True
+
+    async def resume_row(self, item: ReviewItem) -> None:
+        """The review service's resumer for ``source = "openai_batch"``: write the decided
+        line (once: a stored line is kept) and complete the batch if it was the last."""
+        batch_id, _, rest = (item.source_ref or "").partition(":")
+        line_no, _, custom_id = rest.partition(":")
+        if not batch_id or not line_no.isdigit():
+            return
+        line, ok = decided_line(item, "batch_req_" + uuid.uuid4().hex)
+        await self.records.add_results([{
+            "batch_id": batch_id, "custom_id": custom_id, "line_no": int(line_no), "ok": ok,
+            "line": orjson.dumps(line).decode(),
+        }])
+        await self._finalize(batch_id)
+
+    async def _finalize(self, batch_id: str, *, worker_done: bool = False) -> dict[str, Any]:
+        """Decide the final status under the row lock and publish the result files.
+
+        Lines still parked for review (unfinished, window open, not cancelled) keep the
+        batch ``in_progress``; the resumer of the last decision calls this again."""
         lines: list[dict[str, Any]] | None = None
         record = await self.records.load(batch_id)
         if record["status"] in TERMINAL:
@@ -350,6 +443,17 @@ class OpenAIBatchService:
             sizes = await self.records.result_sizes(conn, batch_id)
             finished = sum(n for n, _ in sizes.values())
             total = rec["request_counts"]["total"]
+            if (
+                rec["status"] != "cancelling" and finished < total
+                and time.time() < rec["expires_at"]
+            ):
+                ok_n, _ = sizes.get(True, (0, 0))
+                bad_n, _ = sizes.get(False, (0, 0))
+                rec["request_counts"] = {"total": total, "completed": ok_n, "failed": bad_n}
+                if worker_done:
+                    rec["_waiting_review"] = True
+                await self.records.save(conn, rec)
+                return rec
             if rec["status"] == "cancelling":
                 status = "cancelled"
             elif finished < total and time.time() >= rec["expires_at"]:
@@ -392,6 +496,44 @@ class OpenAIBatchService:
             rec[f"{status}_at"] = now
             await self.records.save(conn, rec)
             return rec
+
+
+def review_id_for_line(batch_id: str, custom_id: str) -> str:
+    """The review item id of one batch line (stable across re-deliveries of the batch)."""
+    return "rev_" + hashlib.sha256(f"openai_batch:{batch_id}:{custom_id}".encode()).hexdigest()[:32]
+
+
+def _ok_line(rid: str, custom_id: str, body: Any) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "custom_id": custom_id,
+        "response": {"status_code": 200, "request_id": rid, "body": body},
+        "error": None,
+    }
+
+
+def _error_line(rid: str, custom_id: str, exc: GatewayError) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "custom_id": custom_id,
+        "response": {"status_code": exc.status, "request_id": rid, "body": exc.body()},
+        "error": {"code": exc.error_class, "message": exc.message},
+    }
+
+
+def decided_line(item: ReviewItem, rid: str) -> tuple[dict[str, Any], bool]:
+    """A batch result line from a reviewer's decision (and whether it is a success)."""
+    review = {"id": item.id, "state": item.state, "decided_by": item.decided_by,
+              "decided_at": item.decided_at}
+    custom_id = (item.source_ref or "").split(":", 2)[-1]
+    if item.state == "rejected":
+        reason = (item.decision or {}).get("reason", "")
+        exc = Forbidden(f"A reviewer rejected this answer: {reason}", code="review_rejected")
+        line = _error_line(rid, custom_id, exc)
+        line["error"]["code"] = "review_rejected"
+        return {**line, "review": review}, False
+    completion = item.public_with_answer(time.time())["completion"]
+    return {**_ok_line(rid, custom_id, completion), "review": review}, True
 
 
 def batch_aware_handler(
