@@ -55,6 +55,7 @@ from lockgate.jobs.taskspec import task_specs
 from lockgate.jobs.webhooks import WebhookSender
 from lockgate.jobs.worker import Handler, task_handler
 from lockgate.metrics import Metrics
+from lockgate.mining import MiningService
 from lockgate.observability.tracing import configure_tracing, shutdown_tracing
 from lockgate.pipeline import Pipeline
 from lockgate.pipeline.auth import Authenticator, sha256_hex
@@ -212,6 +213,8 @@ class Runtime:
     """The drift monitor (with ``monitor=True`` and ``feedback.drift.enabled``)."""
     canary: CanaryControl | None = None
     """Canary deployments with automatic rollback (None when none is configured)."""
+    mining: MiningService | None = None
+    """Process mining over the store's records and imported logs (lockgate.mining)."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _review_sender: OperatorSender | None = None
@@ -314,6 +317,7 @@ class Runtime:
         runtime.review = ReviewService(config.review, ReviewRepository(store),
                                        notify=review_notifier(config, runtime._review_sender))
         runtime.alerts = alert_center(config, store, metrics)
+        runtime.mining = MiningService(store.engine, pipeline, config.mining)
         runtime.feedback = FeedbackService(store.engine,
                                            max_text_chars=config.feedback.max_text_chars)
         runtime.feedback.resolvers["review"] = review_subject(runtime.review.repo)
