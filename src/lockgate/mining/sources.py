@@ -5,7 +5,8 @@ A source is anything with a ``name`` and ``async events(since, until) -> list[Ev
 
 * ``calls`` (:class:`CallSource`, audit rows ``usage_records``): case = the request id,
   activity ``call <source>/<kind>`` (``... failed`` for status >= 400, ``... cached`` for a
-  cache hit), resource = the key id;
+  cache hit), resource = the key id; audit rows that are no model calls (admin actions,
+  review-queue links, canary changes) are left out;
 * ``reviews`` (:class:`ReviewSource`, ``review_items``): ``review queued`` at creation, then
   ``review <state>`` (approved/edited/rejected/auto_approved) when decided (resource = the
   reviewer) and ``review resumed``. The case is the job (``job:<id>``) for reviews of jobs,
@@ -31,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lockgate.mining.log import Event, MiningInputError
+from lockgate.store.records import NOT_CALLS
 from lockgate.store.tables import review_items, usage_records
 
 __all__ = [
@@ -67,7 +69,7 @@ class CallSource:
     async def events(self, since: float | None, until: float | None) -> list[Event]:
         t = usage_records
         q = sa.select(t.c.request_id, t.c.created_at, t.c.key_id, t.c.kind, t.c.source,
-                      t.c.status, t.c.cached)
+                      t.c.status, t.c.cached).where(t.c.kind.not_in(NOT_CALLS))
         if since is not None:
             q = q.where(t.c.created_at >= _dt(since))
         if until is not None:
