@@ -69,6 +69,7 @@ from lockgate.pipeline.routing import Router, Target
 from lockgate.providers import Provider, build_provider
 from lockgate.rag import RagService, RagSettings, RagStore
 from lockgate.rag.deployment import RagDeployment
+from lockgate.rag.graph import GraphOptions
 from lockgate.review import ReviewItem, ReviewRepository, ReviewService
 from lockgate.review.feedback_link import decision_recorder, review_subject
 from lockgate.settings import Config, resolve_secret
@@ -127,8 +128,12 @@ def rag_settings(config: Config) -> RagSettings:
               for name, c in rc.collections.items() if c.threshold is not None}
     embed = rc.embed_model or next(
         (m.name for m in config.models if m.mode == "embeddings"), None)
+    kg = config.knowledge_graph
+    graph = GraphOptions(hops=kg.hops, weight=kg.weight, max_facts=kg.max_facts) \
+        if kg.enabled else None
     return RagSettings(embed_model=embed, generation_model=rc.generation_model,
-                       mode=rc.mode, k=rc.k, pinned_thresholds=pinned)
+                       mode=rc.mode, k=rc.k, pinned_thresholds=pinned, graph=graph,
+                       graph_model=kg.extractor_model)
 
 
 async def require_redis_cache(config: Config) -> None:

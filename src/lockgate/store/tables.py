@@ -559,7 +559,8 @@ kg_relations = sa.Table(
     sa.Column("doc_pk", _RefId, sa.ForeignKey("rag_documents.id", ondelete="CASCADE"),
               nullable=False),
     sa.Column("evidence", sa.Text(), nullable=False),
-    sa.Index("ix_kg_relations_subject", "collection_id", "subject_id"),
-    sa.Index("ix_kg_relations_object", "collection_id", "object_id"),
+    sa.Index("ix_kg_relations_subject", "subject_id"),
+    sa.Index("ix_kg_relations_object", "object_id"),
+    sa.Index("ix_kg_relations_chunk_pk", "chunk_pk"),
     sa.Index("ix_kg_relations_doc_pk", "doc_pk"),
 )

@@ -102,8 +102,9 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["doc_pk"], ["rag_documents.id"], ondelete="CASCADE",
                                 name="fk_kg_relations_doc_pk_rag_documents"),
     )
-    op.create_index("ix_kg_relations_subject", "kg_relations", ["collection_id", "subject_id"])
-    op.create_index("ix_kg_relations_object", "kg_relations", ["collection_id", "object_id"])
+    op.create_index("ix_kg_relations_subject", "kg_relations", ["subject_id"])
+    op.create_index("ix_kg_relations_object", "kg_relations", ["object_id"])
+    op.create_index("ix_kg_relations_chunk_pk", "kg_relations", ["chunk_pk"])
     op.create_index("ix_kg_relations_doc_pk", "kg_relations", ["doc_pk"])
 
 
