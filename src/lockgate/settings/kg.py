@@ -6,7 +6,7 @@ Example::
       enabled: true
       extractor_model: local-chat   # extraction through the pipeline; unset = offline rules
       hops: 2                       # k-hop expansion from the entities a question names
-      weight: 0.5                   # graph score added to the fused BM25/dense score
+      weight: 1.0                   # graph score added to the fused BM25/dense score
       max_facts: 12                 # facts returned (and cited as [G1]...) per question
 """
 
@@ -23,5 +23,5 @@ class KnowledgeGraphSettings(Strict):
     enabled: bool = False
     extractor_model: str | None = None
     hops: int = Field(2, ge=1, le=4)
-    weight: float = Field(0.5, ge=0, le=10)
+    weight: float = Field(1.0, ge=0, le=10)
     max_facts: int = Field(12, ge=1, le=100)

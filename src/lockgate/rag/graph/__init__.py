@@ -53,7 +53,7 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class GraphOptions:
     hops: int = 2
-    weight: float = 0.5
+    weight: float = 1.0
     """How much the graph's passage score (0..1) adds to the normalised fused score."""
     max_facts: int = 12
     per_hop: int = 500

@@ -5,12 +5,17 @@
    the caller may see (:meth:`GraphStore.link`).
 2. **Expansion**: relations touching the linked entities (hop 1), then relations touching
    the entities those reached (hop 2, ... up to ``hops``), each read through the ACL of the
-   passage it came from. A fact scores ``(1 + 0.5 * overlap) / hop`` where ``overlap``
-   counts question terms among the fact's predicate and far end (stemmed BM25 terms): the
-   fact that matches the question's wording at the second hop beats an unrelated neighbour.
-   At most ``per_hop`` facts are read per hop, ``max_facts`` kept.
+   passage it came from. A fact reached from entity ``e`` scores
+   ``reach(e) * bonus * (1 + 0.5 * overlap) / hop``: ``reach(e)`` is the best score of the
+   path that reached ``e`` (1 for a linked entity), ``bonus`` is 2 when ``e`` is the fact's
+   subject (the fact describes ``e``; "Lyon is a city in France" describes Lyon, "Ann was
+   born in Lyon" describes Ann) and 1 otherwise, ``overlap`` counts question terms among the
+   fact's predicate and far end (stemmed BM25 terms, the linked names' own terms left out).
+   A fact is scored at the first hop that reaches it. So the path that follows the
+   question's wording beats the many neighbours of a hub entity. At most ``per_hop`` facts
+   are read per hop, ``max_facts`` kept.
 3. **Passage scores**: each passage gets the best score of the facts extracted from it,
-   divided by the best overall (so in [0, 1]); the retriever adds ``weight`` times this to
+   divided by the best overall and squared (so in [0, 1], sharpened); the retriever adds ``weight`` times this to
    its own fused score (:func:`merge_graph_scores`).
 """
 
@@ -82,9 +87,11 @@ async def expand(store: GraphStore, cid: int, question: str, *,
     if not linked:
         return result
     result.linked = [name for _, name in linked]
-    q_terms = set(analyze(question))
-    seen_entities = {eid for eid, _ in linked}
-    frontier = set(seen_entities)
+    # question terms that are not the linked names: what the path should match
+    q_terms = set(analyze(question)) - {t for _, name in linked for t in analyze(name)}
+    reach: dict[int, float] = {eid: 1.0 for eid, _ in linked}
+    """entity -> best path score that reached it (linked entities: 1)."""
+    frontier = dict(reach)
     best: dict[int, GraphFact] = {}
     for hop in range(1, hops + 1):
         if not frontier:
@@ -92,25 +99,29 @@ async def expand(store: GraphStore, cid: int, question: str, *,
         rows: list[FactRow] = await store.facts(
             cid, sorted(frontier), principals=principals, filters=filters,
             exclude_doc_ids=exclude_doc_ids, limit=per_hop)
-        nxt: set[int] = set()
+        nxt: dict[int, float] = {}
         for r in rows:
-            far_is_object = r.subject_id in frontier
-            far_id = r.object_id if far_is_object else r.subject_id
-            far_name = r.object if far_is_object else r.subject
-            overlap = len(q_terms & set(analyze(f"{r.predicate} {far_name}")))
-            score = (1.0 + 0.5 * overlap) / hop
-            old = best.get(r.id)
-            if old is None or score > old.score:
-                best[r.id] = GraphFact(r.id, r.subject, r.predicate, r.object, r.doc_id,
-                                       r.chunk_id, r.chunk_pk, r.evidence, hop, score)
-            if far_id not in seen_entities:
-                nxt.add(far_id)
-        seen_entities |= nxt
+            for here, far_id, far_name, bonus in (
+                    (r.subject_id, r.object_id, r.object, 2.0),
+                    (r.object_id, r.subject_id, r.subject, 1.0)):
+                if here not in frontier:
+                    continue
+                overlap = len(q_terms & set(analyze(f"{r.predicate} {far_name}")))
+                score = frontier[here] * bonus * (1.0 + 0.5 * overlap) / hop
+                old = best.get(r.id)
+                if old is not None and old.hop < hop:
+                    continue  # scored at an earlier hop; not again from its other end
+                if old is None or score > old.score:
+                    best[r.id] = GraphFact(r.id, r.subject, r.predicate, r.object, r.doc_id,
+                                           r.chunk_id, r.chunk_pk, r.evidence, hop, score)
+                if far_id not in reach and score > nxt.get(far_id, 0.0):
+                    nxt[far_id] = score
+        reach.update(nxt)
         frontier = nxt
     facts = sorted(best.values(), key=lambda f: (-f.score, f.hop, f.id))
     top = facts[0].score if facts else 1.0
     for f in facts:
-        s = f.score / top
+        s = (f.score / top) ** 2  # sharpened: a hub's many weak neighbours stay low
         if s > result.chunk_scores.get(f.chunk_pk, 0.0):
             result.chunk_scores[f.chunk_pk] = s
     result.facts = facts[:max_facts]

@@ -109,8 +109,12 @@ def _is_cap(tok: str) -> bool:
     return tok[:1].isupper() or (tok[:1].isdigit() and any(c.isupper() for c in tok))
 
 
-def _sentence_entities(tokens: list[str]) -> list[tuple[int, int, str]]:
-    """(start, end, name) spans of entities in one sentence's tokens."""
+def _sentence_entities(tokens: list[str], lower_words: set[str] = frozenset()  # type: ignore[assignment]
+                       ) -> list[tuple[int, int, str]]:
+    """(start, end, name) spans of entities in one sentence's tokens. A single capitalised
+    word opening the sentence counts only when it is not a common word and the text never
+    uses it in lower case (``Lyon is ...`` yes, ``Colleagues say ...`` only if no
+    ``colleagues`` elsewhere)."""
     spans: list[tuple[int, int, str]] = []
     i = 0
     n = len(tokens)
@@ -136,7 +140,8 @@ def _sentence_entities(tokens: list[str]) -> list[tuple[int, int, str]]:
             single = len(words) == 1
             w = words[0]
             strong = (w.isupper() and len(w) > 1) or any(c.isupper() for c in w[1:])
-            if not (single and (w.lower() in _COMMON or (i == 0 and not strong))):
+            opener = i == 0 and not strong and w.lower() in lower_words
+            if not (single and (w.lower() in _COMMON or opener)):
                 name = " ".join(words)
                 name = re.sub(r"'s$|\u2019s$", "", name)
                 spans.append((i, i + len(words), name))
@@ -166,12 +171,13 @@ class RuleExtractor:
         out = Extraction()
         seen: dict[str, Entity] = {}
         rel_seen: set[tuple[str, str, str]] = set()
+        lower_words = {t for t in _WORD.findall(text) if t.islower()}
         for sentence in _SENT.split(text):
             sentence = sentence.strip()
             if not sentence:
                 continue
             tokens = _WORD.findall(sentence)
-            spans = _sentence_entities(tokens)
+            spans = _sentence_entities(tokens, lower_words)
             for start, _, name in spans:
                 key = normalize(name)
                 if key and key not in seen and len(seen) < MAX_ENTITIES:
