@@ -15,8 +15,8 @@
    question's wording beats the many neighbours of a hub entity. At most ``per_hop`` facts
    are read per hop, ``max_facts`` kept.
 3. **Passage scores**: each passage gets the best score of the facts extracted from it,
-   divided by the best overall and squared (so in [0, 1], sharpened); the retriever adds ``weight`` times this to
-   its own fused score (:func:`merge_graph_scores`).
+   divided by the best overall and squared (so in [0, 1], sharpened); the retriever adds
+   ``weight`` times this to its own fused score (:func:`merge_graph_scores`).
 """
 
 from __future__ import annotations
