@@ -161,3 +161,13 @@ async def test_graph_off_changes_nothing(kg_service: RagService, graph: bool) ->
     res = await kg_service.retrieve("n", "Bob Jones", PUBLIC, graph=graph)
     assert res.hits[0].doc_id == "people/bob.md"
     assert bool(res.facts) is graph
+
+
+async def test_dropping_the_collection_drops_its_graph(kg_service: RagService) -> None:
+    await kg_service.ingest_documents("d", DOCS[:4], principal=OPERATOR)
+    cid = (await kg_service.collection("d")).id
+    assert kg_service.graph is not None
+    assert (await kg_service.graph.store.stats(cid))["relations"] > 0
+    await kg_service.drop("d")
+    assert await kg_service.graph.store.stats(cid) == {"entities": 0, "relations": 0,
+                                                      "mentions": 0}

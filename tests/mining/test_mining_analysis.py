@@ -217,3 +217,9 @@ def test_facts_carry_the_numbers_and_dot_names_every_activity(hand: EventLog) ->
     for name in ("A", "B", "C"):
         assert f'label="{name}\\n' in dot
     assert "style=dashed" in dot  # the B -> B rework edge
+
+
+def test_xes_in_another_encoding_is_refused() -> None:
+    bomb = '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE l [<!ENTITY a "x">]><log/>'
+    with pytest.raises(MiningInputError, match="not UTF-8"):
+        read_xes(bomb.encode("utf-16"))

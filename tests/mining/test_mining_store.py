@@ -53,8 +53,8 @@ async def test_lockgate_records_become_cases(store: Store) -> None:
             "UPDATE review_items SET state = 'approved', decided_at = :t, decided_by = 'ann'"
             " WHERE id = :id"), {"t": t0 + 70, "id": item.id})
         await conn.execute(sa.text(
-            "CREATE TABLE lockgate_jobs (id TEXT, task TEXT, state TEXT, created_at REAL,"
-            " finished_at REAL)"))
+            "CREATE TABLE lockgate_jobs (id TEXT, task TEXT, state TEXT,"
+            " created_at DOUBLE PRECISION, finished_at DOUBLE PRECISION)"))
         await conn.execute(sa.text(
             "INSERT INTO lockgate_jobs VALUES ('j1', 'summarise', 'succeeded', :a, :b)"),
             {"a": t0 + 1, "b": t0 + 31})

@@ -10,8 +10,9 @@ XES (IEEE 1849): ``<trace>`` elements with a ``concept:name`` string, ``<event>`
 ``concept:name``, ``time:timestamp``, optional ``org:resource`` and
 ``lifecycle:transition``. A ``start`` event is paired with the next ``complete`` of the same
 activity in the trace (its time becomes the event's start); other transitions than
-start/complete are skipped. Documents with a DTD (``<!DOCTYPE``/``<!ENTITY``) are refused,
-so entity expansion cannot be used against the parser.
+start/complete are skipped. Documents must be UTF-8, and ones with a DTD
+(``<!DOCTYPE``/``<!ENTITY``) are refused, so entity expansion cannot be used against the
+parser.
 
 Every problem is a :class:`~lockgate.mining.log.MiningInputError` naming the line/event.
 """
@@ -119,12 +120,13 @@ def _attrs(elem: ET.Element) -> dict[str, str]:
 
 
 def _xes_events(data: bytes, max_events: int) -> Iterator[Event]:
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+    text = _decode(data)  # UTF-8 only: a DTD cannot hide in another encoding
+    if "<!DOCTYPE" in text or "<!ENTITY" in text:
         raise MiningInputError("XES documents with a DTD (<!DOCTYPE/<!ENTITY) are not accepted")
     n_trace = 0
     n_events = 0
     try:
-        for _, elem in ET.iterparse(io.BytesIO(data), events=("end",)):
+        for _, elem in ET.iterparse(io.BytesIO(text.encode()), events=("end",)):
             if _local(elem.tag) != "trace":
                 continue
             n_trace += 1
