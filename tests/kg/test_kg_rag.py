@@ -171,3 +171,14 @@ async def test_dropping_the_collection_drops_its_graph(kg_service: RagService) -
     await kg_service.drop("d")
     assert await kg_service.graph.store.stats(cid) == {"entities": 0, "relations": 0,
                                                       "mentions": 0}
+
+
+async def test_fact_names_come_from_the_readable_passage(kg_service: RagService) -> None:
+    # the secret passage introduces the entity first, with its own spelling
+    await kg_service.ingest_documents("names", [SourceDocument(
+        "a-secret.md", "ZORG-HOLDINGS owns Vaduz Bank.", principals=("group:secret",))],
+        principal=OPERATOR)
+    await kg_service.ingest_documents("names", [SourceDocument(
+        "b-public.md", "Alice Smith works for Zorg Holdings.")], principal=OPERATOR)
+    res = await kg_service.retrieve("names", "Who employs Alice Smith?", PUBLIC, graph=True)
+    assert [(f.subject, f.object) for f in res.facts] == [("Alice Smith", "Zorg Holdings")]

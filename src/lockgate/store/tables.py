@@ -554,6 +554,10 @@ kg_relations = sa.Table(
     sa.Column("predicate", sa.String(80), nullable=False),
     sa.Column("object_id", _RefId, sa.ForeignKey("kg_entities.id", ondelete="CASCADE"),
               nullable=False),
+    # the names as this passage writes them (an entity's stored name may come from another,
+    # less visible passage)
+    sa.Column("subject_name", sa.Text(), nullable=False),
+    sa.Column("object_name", sa.Text(), nullable=False),
     sa.Column("chunk_pk", _RefId, sa.ForeignKey("rag_chunks.id", ondelete="CASCADE"),
               nullable=False),
     sa.Column("doc_pk", _RefId, sa.ForeignKey("rag_documents.id", ondelete="CASCADE"),

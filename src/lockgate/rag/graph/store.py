@@ -5,7 +5,9 @@ Every read joins ``rag_documents d`` on the row's ``doc_pk`` and applies
 :func:`~lockgate.rag.access.readable_where` (the caller's principals, metadata filters and
 excluded documents) in SQL, so an entity is only linked when the caller may read a passage
 that mentions it, and a relation is only returned when the caller may read the passage it
-was extracted from. Rows of a replaced or deleted document go with it (ON DELETE CASCADE).
+was extracted from. A fact shows the names as its own passage writes them (an entity's
+stored name comes from whichever passage introduced it first, possibly one the caller may
+not read). Rows of a replaced or deleted document go with it (ON DELETE CASCADE).
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ class GraphStore:
                     if s in ids and o in ids:
                         rels.append({"collection_id": cid, "subject_id": ids[s],
                                      "predicate": r.predicate[:80], "object_id": ids[o],
+                                     "subject_name": r.subject[:200],
+                                     "object_name": r.object[:200],
                                      "chunk_pk": chunk_pk, "doc_pk": doc_pk,
                                      "evidence": r.evidence[:1000]})
                         mentions.add((ids[s], chunk_pk))
@@ -137,11 +141,9 @@ class GraphStore:
         params: dict[str, Any] = {"cid": cid, "ids": sorted(set(entity_ids)), "lim": limit}
         where, binds = readable_where(self._sqlite, principals, filters, exclude_doc_ids,
                                       params)
-        sql = ("SELECT r.id, r.subject_id, s.name AS subject, r.predicate, r.object_id,"
-               " o.name AS object, r.chunk_pk, c.chunk_id, d.doc_id, r.evidence"
-               " FROM kg_relations r"
-               " JOIN kg_entities s ON s.id = r.subject_id"
-               " JOIN kg_entities o ON o.id = r.object_id"
+        sql = ("SELECT r.id, r.subject_id, r.subject_name AS subject, r.predicate,"
+               " r.object_id, r.object_name AS object, r.chunk_pk, c.chunk_id, d.doc_id,"
+               " r.evidence FROM kg_relations r"
                " JOIN rag_documents d ON d.id = r.doc_pk"
                " JOIN rag_chunks c ON c.id = r.chunk_pk"
                " WHERE r.collection_id = :cid AND (r.subject_id IN :ids OR r.object_id IN :ids)"

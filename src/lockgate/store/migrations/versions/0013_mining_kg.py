@@ -89,6 +89,8 @@ def upgrade() -> None:
         sa.Column("subject_id", _REF, nullable=False),
         sa.Column("predicate", sa.String(80), nullable=False),
         sa.Column("object_id", _REF, nullable=False),
+        sa.Column("subject_name", sa.Text(), nullable=False),
+        sa.Column("object_name", sa.Text(), nullable=False),
         sa.Column("chunk_pk", _REF, nullable=False),
         sa.Column("doc_pk", _REF, nullable=False),
         sa.Column("evidence", sa.Text(), nullable=False),
