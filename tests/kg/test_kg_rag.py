@@ -182,3 +182,9 @@ async def test_fact_names_come_from_the_readable_passage(kg_service: RagService)
         "b-public.md", "Alice Smith works for Zorg Holdings.")], principal=OPERATOR)
     res = await kg_service.retrieve("names", "Who employs Alice Smith?", PUBLIC, graph=True)
     assert [(f.subject, f.object) for f in res.facts] == [("Alice Smith", "Zorg Holdings")]
+
+
+async def test_status_reports_the_graph(kg_service: RagService) -> None:
+    await kg_service.ingest_documents("s", DOCS[:4], principal=OPERATOR)
+    st = await kg_service.status("s")
+    assert st["graph"]["relations"] >= 4 and st["graph"]["entities"] >= 6

@@ -200,6 +200,8 @@ class RagService:
     async def status(self, collection: str) -> dict[str, Any]:
         coll = await self.collection(collection)
         st = await self.store.status(coll.id)
+        if self.graph is not None:  # entity, relation and mention counts
+            st["graph"] = await self.graph.store.stats(coll.id)
         return {
             "collection": coll.name,
             "embed_model": coll.embed_model,
