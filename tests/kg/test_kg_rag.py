@@ -188,3 +188,26 @@ async def test_status_reports_the_graph(kg_service: RagService) -> None:
     await kg_service.ingest_documents("s", DOCS[:4], principal=OPERATOR)
     st = await kg_service.status("s")
     assert st["graph"]["relations"] >= 4 and st["graph"]["entities"] >= 6
+
+
+async def test_rebuild_fills_the_graph_of_an_existing_collection(kg_db_url: str) -> None:
+    engine = create_engine(kg_db_url)
+    try:
+        store = await RagStore.migrated(engine)
+        off = RagService(store, FakePipeline(), RagSettings(mode="bm25"))
+        await off.ingest_documents("old", DOCS[:4], principal=OPERATOR)
+        on = RagService(store, FakePipeline(), RagSettings(mode="bm25", graph=GraphOptions()))
+        q = "In which city is the employer of Alice Smith headquartered?"
+        assert (await on.retrieve("old", q, PUBLIC)).facts == []
+        # re-sending unchanged documents does not extract (content unchanged): rebuild does
+        await on.ingest_documents("old", DOCS[:4], principal=OPERATOR)
+        assert (await on.retrieve("old", q, PUBLIC)).facts == []
+        stats = await on.rebuild_graph("old", principal=OPERATOR)
+        assert stats["documents"] == 4 and stats["relations"] >= 4
+        assert any(f.object == "Lyon" for f in (await on.retrieve("old", q, PUBLIC)).facts)
+        again = await on.rebuild_graph("old", principal=OPERATOR)
+        assert again == stats  # replaced, not duplicated
+        with pytest.raises(ValueError, match="off"):
+            await off.rebuild_graph("old")
+    finally:
+        await engine.dispose()

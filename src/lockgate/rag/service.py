@@ -193,6 +193,14 @@ class RagService:
             docs, report, sync=sync, progress=progress
         )
 
+    async def rebuild_graph(self, collection: str, *,
+                            principal: Principal | None = None) -> dict[str, int]:
+        """Extract the knowledge graph of every document again (model calls as ``principal``)."""
+        if self.graph is None:
+            raise ValueError("the knowledge graph is off (knowledge_graph.enabled: false)")
+        coll = await self.collection(collection)
+        return await self.graph.for_principal(principal).rebuild(coll.id)
+
     async def delete_documents(self, collection: str, doc_ids: Sequence[str]) -> int:
         coll = await self.collection(collection)
         return await self.store.delete_documents(coll.id, doc_ids)

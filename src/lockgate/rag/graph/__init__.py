@@ -75,14 +75,26 @@ class KnowledgeGraph:
                              chunks: Sequence[Chunk]) -> tuple[int, int]:
         """Extract from each chunk (title included) and store; (mentions, relations)."""
         pks = await self.store.chunk_pks(doc_pk)
+        texts = [(pks[c.chunk_id], c.text) for c in chunks if c.chunk_id in pks]
+        return await self._index(cid, doc_pk, title, texts)
+
+    async def _index(self, cid: int, doc_pk: int, title: str,
+                     texts: Sequence[tuple[int, str]]) -> tuple[int, int]:
         extracted: list[tuple[int, Extraction]] = []
-        for c in chunks:
-            pk = pks.get(c.chunk_id)
-            if pk is None:
-                continue
-            text = f"{title}. {c.text}" if title and title not in c.text[:200] else c.text
+        for pk, chunk_text in texts:
+            text = (f"{title}. {chunk_text}" if title and title not in chunk_text[:200]
+                    else chunk_text)
             extracted.append((pk, await self.extractor.extract(text)))
         return await self.store.write_document(cid, doc_pk, extracted)
+
+    async def rebuild(self, cid: int) -> dict[str, int]:
+        """Re-extract every document of a collection (after enabling the graph on an
+        existing collection, or changing the extractor): its rows are replaced."""
+        docs = await self.store.documents(cid)
+        for doc_pk, title in docs:
+            await self.store.clear_document(doc_pk)
+            await self._index(cid, doc_pk, title, await self.store.chunk_texts(doc_pk))
+        return {"documents": len(docs), **await self.store.stats(cid)}
 
     async def expand(self, cid: int, question: str, *, principals: Sequence[str] | None,
                      filters: Filters | None = None,

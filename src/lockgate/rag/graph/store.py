@@ -109,6 +109,26 @@ class GraphStore:
             out.update({r.norm: int(r.id) for r in rows})
         return out
 
+    async def documents(self, cid: int) -> list[tuple[int, str]]:
+        """(doc_pk, title) of every document of the collection."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.text(
+                "SELECT id, title FROM rag_documents WHERE collection_id = :c ORDER BY id"),
+                {"c": cid})
+            return [(int(r.id), str(r.title)) for r in rows]
+
+    async def chunk_texts(self, doc_pk: int) -> list[tuple[int, str]]:
+        """(chunk_pk, text) of a document's chunks, in order."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.text(
+                "SELECT id, text FROM rag_chunks WHERE doc_pk = :d ORDER BY ord"), {"d": doc_pk})
+            return [(int(r.id), str(r.text)) for r in rows]
+
+    async def clear_document(self, doc_pk: int) -> None:
+        async with writer_engine(self.engine).begin() as conn:
+            await conn.execute(sa.delete(kg_relations).where(kg_relations.c.doc_pk == doc_pk))
+            await conn.execute(sa.delete(kg_mentions).where(kg_mentions.c.doc_pk == doc_pk))
+
     async def chunk_pks(self, doc_pk: int) -> dict[str, int]:
         async with self.engine.connect() as conn:
             rows = await conn.execute(sa.text(
