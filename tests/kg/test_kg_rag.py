@@ -211,3 +211,16 @@ async def test_rebuild_fills_the_graph_of_an_existing_collection(kg_db_url: str)
             await off.rebuild_graph("old")
     finally:
         await engine.dispose()
+
+
+async def test_a_contract_violation_falls_back_to_rules() -> None:
+    from lockgate.guards.errors import ContractViolation
+
+    class Violating(FakePipeline):
+        async def chat(self, call):  # type: ignore[no-untyped-def]
+            raise ContractViolation("response-format-x@0", ["$: not an object"])
+
+    ex = ModelExtractor(Violating(), "chat")
+    out = await ex.extract("Alice Smith works for Acme Robotics.")
+    assert [(r.subject, r.object) for r in out.relations] == [("Alice Smith", "Acme Robotics")]
+    assert ex.fallbacks == 1

@@ -12,11 +12,13 @@ Two extractors with one output shape (:class:`Extraction`):
   (``works for``, ``is headquartered in``). Types are guessed from suffixes (``Inc`` ->
   org) and the preposition before the name (``in``/``at`` -> place), else ``entity``.
 * :class:`ModelExtractor`: one chat call per chunk through the pipeline with a JSON-schema
-  ``response_format`` (the contract :data:`EXTRACTION_SCHEMA`); the answer is validated
-  against the schema, and every entity and both ends of every relation must occur in the
+  ``response_format`` (the contract :data:`EXTRACTION_SCHEMA`; with ``guards:`` configured
+  the pipeline enforces it as an output contract with one repair attempt); the answer is
+  validated against the schema here too, and every entity and both ends of every relation must occur in the
   chunk text (case-insensitive), so a model cannot add facts the passage does not hold.
-  An answer that fails the contract falls back to the rule extractor for that chunk (and
-  is counted in ``fallbacks``).
+  An answer that fails the contract (or a ``ContractViolation`` from the pipeline) falls
+  back to the rule extractor for that chunk (counted in ``fallbacks``); other errors
+  (budget, unknown model) propagate and the ingest reports the document.
 
 Partial: the rule extractor is English-centric and misses pronoun references ("she").
 """
@@ -28,6 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from lockgate.guards.errors import ContractViolation
 from lockgate.pipeline import Call, Completion, Principal
 
 __all__ = [
@@ -271,7 +274,7 @@ class ModelExtractor:
             comp = await self.pipeline.chat(call)
             doc = json.loads(_message_text(comp.body))
             jsonschema.validate(doc, EXTRACTION_SCHEMA)
-        except (ValueError, jsonschema.ValidationError):
+        except (ValueError, jsonschema.ValidationError, ContractViolation):
             self.fallbacks += 1
             return self.rules.extract_sync(text)
         low = text.lower()
