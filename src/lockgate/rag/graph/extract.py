@@ -14,8 +14,9 @@ Two extractors with one output shape (:class:`Extraction`):
 * :class:`ModelExtractor`: one chat call per chunk through the pipeline with a JSON-schema
   ``response_format`` (the contract :data:`EXTRACTION_SCHEMA`; with ``guards:`` configured
   the pipeline enforces it as an output contract with one repair attempt); the answer is
-  validated against the schema here too, and every entity and both ends of every relation must occur in the
-  chunk text (case-insensitive), so a model cannot add facts the passage does not hold.
+  validated against the schema here too, and every entity and both ends of every relation
+  must occur in the chunk text (case-insensitive), so a model cannot add facts the passage
+  does not hold.
   An answer that fails the contract (or a ``ContractViolation`` from the pipeline) falls
   back to the rule extractor for that chunk (counted in ``fallbacks``); other errors
   (budget, unknown model) propagate and the ingest reports the document.
