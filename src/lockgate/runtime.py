@@ -55,6 +55,7 @@ from lockgate.jobs.taskspec import task_specs
 from lockgate.jobs.webhooks import WebhookSender
 from lockgate.jobs.worker import Handler, task_handler
 from lockgate.metrics import Metrics
+from lockgate.mining import MiningService
 from lockgate.observability.tracing import configure_tracing, shutdown_tracing
 from lockgate.pipeline import Pipeline
 from lockgate.pipeline.auth import Authenticator, sha256_hex
@@ -68,6 +69,7 @@ from lockgate.pipeline.routing import Router, Target
 from lockgate.providers import Provider, build_provider
 from lockgate.rag import RagService, RagSettings, RagStore
 from lockgate.rag.deployment import RagDeployment
+from lockgate.rag.graph import GraphOptions
 from lockgate.review import ReviewItem, ReviewRepository, ReviewService
 from lockgate.review.feedback_link import decision_recorder, review_subject
 from lockgate.settings import Config, resolve_secret
@@ -126,8 +128,12 @@ def rag_settings(config: Config) -> RagSettings:
               for name, c in rc.collections.items() if c.threshold is not None}
     embed = rc.embed_model or next(
         (m.name for m in config.models if m.mode == "embeddings"), None)
+    kg = config.knowledge_graph
+    graph = GraphOptions(hops=kg.hops, weight=kg.weight, max_facts=kg.max_facts) \
+        if kg.enabled else None
     return RagSettings(embed_model=embed, generation_model=rc.generation_model,
-                       mode=rc.mode, k=rc.k, pinned_thresholds=pinned)
+                       mode=rc.mode, k=rc.k, pinned_thresholds=pinned, graph=graph,
+                       graph_model=kg.extractor_model)
 
 
 async def require_redis_cache(config: Config) -> None:
@@ -212,6 +218,8 @@ class Runtime:
     """The drift monitor (with ``monitor=True`` and ``feedback.drift.enabled``)."""
     canary: CanaryControl | None = None
     """Canary deployments with automatic rollback (None when none is configured)."""
+    mining: MiningService | None = None
+    """Process mining over the store's records and imported logs (lockgate.mining)."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _review_sender: OperatorSender | None = None
@@ -314,6 +322,7 @@ class Runtime:
         runtime.review = ReviewService(config.review, ReviewRepository(store),
                                        notify=review_notifier(config, runtime._review_sender))
         runtime.alerts = alert_center(config, store, metrics)
+        runtime.mining = MiningService(store.engine, pipeline, config.mining)
         runtime.feedback = FeedbackService(store.engine,
                                            max_text_chars=config.feedback.max_text_chars)
         runtime.feedback.resolvers["review"] = review_subject(runtime.review.repo)

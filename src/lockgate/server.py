@@ -23,6 +23,7 @@ from lockgate.api import (
     feedback,
     health,
     jobs,
+    mining,
     openai,
     rag,
     reviews,
@@ -80,6 +81,7 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.include_router(reviews.router)
     app.include_router(feedback.router)
     app.include_router(alerts.router)
+    app.include_router(mining.router)
     declare_request_bodies(app)
     app.add_middleware(RequestIdMiddleware, body_timeout=cfg.server.body_timeout_seconds)
 

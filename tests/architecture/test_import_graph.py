@@ -6,7 +6,7 @@ Layers, lowest first (a module may import its own layer or lower ones, never hig
     state, store, metrics, observability, formats
     providers, governance, guards, alerts
     pipeline                          the one path every model call takes
-    rag, jobs, events, shadow, feedback, review  features: reach models only through the pipeline
+    rag, jobs, events, shadow, feedback, review, mining  features (models via the pipeline)
     runtime                           the one composition root
     api, cli, server, testing         adapters (and test helpers)
 
@@ -29,7 +29,7 @@ LAYERS: list[set[str]] = [
     {"state", "store", "metrics", "observability", "formats"},
     {"providers", "governance", "guards", "alerts"},
     {"pipeline"},
-    {"rag", "jobs", "events", "shadow", "feedback", "review"},
+    {"rag", "jobs", "events", "shadow", "feedback", "review", "mining"},
     {"runtime"},
     {"api", "cli", "server", "testing", "__main__"},
 ]

@@ -115,6 +115,16 @@ ACK: Schema = _object({"by": _STR, "resolve": {"type": "boolean"}})
 
 _MESSAGES = {k: v for k, v in MESSAGES_REQUEST_SCHEMA.items() if k != "$defs"}
 
+MINING_ANALYZE: Schema = _object({
+    "log": {"anyOf": [_STR, {"type": "null"}]},
+    "sources": {"type": "array", "items": _STR},
+    "since": _STR, "until": _STR,
+    "reference": {"type": "array", "items": {"type": "array", "items": _STR}},
+    "reference_name": _STR, "svg": {"type": "boolean"}, "summary": {"type": "boolean"},
+    "model": _STR, "max_variants": {"type": "integer", "minimum": 1, "maximum": 10000},
+}, extra=False)
+MINING_LOG: Schema = {"type": "string", "description": "CSV (header row) or XES document"}
+
 REQUEST_BODIES: dict[tuple[str, str], tuple[str, Schema]] = {
     ("/v1/chat/completions", "post"): ("application/json", CHAT),
     ("/v1/embeddings", "post"): ("application/json", EMBEDDINGS),
@@ -132,6 +142,8 @@ REQUEST_BODIES: dict[tuple[str, str], tuple[str, Schema]] = {
     ("/v1/reviews/claim", "post"): ("application/json", CLAIM_NEXT),
     ("/v1/feedback", "post"): ("application/json", FEEDBACK),
     ("/v1/alerts/{alert_id}/ack", "post"): ("application/json", ACK),
+    ("/v1/mining/analyze", "post"): ("application/json", MINING_ANALYZE),
+    ("/v1/mining/logs/{name}", "put"): ("text/csv", MINING_LOG),
 }
 
 

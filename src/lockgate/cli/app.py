@@ -14,6 +14,8 @@ from lockgate.cli.common import console, fail
 from lockgate.cli.controls_commands import controls_app
 from lockgate.cli.feedback_commands import feedback_app
 from lockgate.cli.jobs_commands import batch_app, consume, dlq_app, jobs_app, worker
+from lockgate.cli.kg_commands import kg_app
+from lockgate.cli.mining_commands import mine
 from lockgate.cli.rag_commands import rag_app
 from lockgate.cli.review_commands import review_app
 from lockgate.cli.serve_commands import serve, up
@@ -48,6 +50,8 @@ app.add_typer(batch_app, name="batch")
 app.add_typer(review_app, name="review")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(alerts_app, name="alerts")
+app.command()(mine)
+app.add_typer(kg_app, name="kg")
 
 
 @config_app.command("check")

@@ -62,6 +62,9 @@ class Answer:
     usage: dict[str, int] = field(default_factory=dict)
     flagged_passages: list[dict[str, Any]] = field(default_factory=list)
     """Passages the injection guard flagged: ``n``, ``doc_id``, ``rules``, ``withheld``."""
+    facts: list[dict[str, Any]] = field(default_factory=list)
+    """Knowledge-graph facts given to the answer: ``n`` (cited as [Gn]), subject,
+    predicate, object, doc_id, chunk_id, evidence, ``cited``."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,20 +80,27 @@ class Answer:
             "extractive": self.extractive,
             "usage": self.usage,
             "flagged_passages": self.flagged_passages,
+            "facts": self.facts,
         }
 
 
 def build_messages(
-    question: str, hits: Sequence[Hit], withheld: Collection[int] = ()
+    question: str, hits: Sequence[Hit], withheld: Collection[int] = (),
+    facts: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """The prompt; passage numbers in ``withheld`` (1-based) are replaced by :data:`WITHHELD`."""
+    """The prompt; passage numbers in ``withheld`` (1-based) are replaced by :data:`WITHHELD`;
+    ``facts`` (knowledge-graph facts as text) are listed as [G1]..."""
     blocks = []
     for i, h in enumerate(hits, 1):
         head = h.title + (f" — {h.heading}" if h.heading else "")
         blocks.append(f"[{i}] {head}\n{WITHHELD if i in withheld else h.text}")
     context = "\n\n".join(blocks)
+    system = SYSTEM_PROMPT
+    if facts:
+        context += "\n\nGraph facts:\n" + "\n".join(f"[G{i}] {f}" for i, f in enumerate(facts, 1))
+        system += " Graph facts are numbered [G1], [G2]...; cite them the same way."
     return [
-        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "system", "content": system},
         {"role": "user", "content": f"Passages:\n\n{context}\n\nQuestion: {question}"},
     ]
 

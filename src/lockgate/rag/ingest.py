@@ -25,6 +25,7 @@ from lockgate.rag.analysis import term_counts
 from lockgate.rag.catalog import CollectionInfo
 from lockgate.rag.chunking import ChunkingOptions, chunk_document
 from lockgate.rag.dense import to_blob
+from lockgate.rag.graph import KnowledgeGraph
 from lockgate.rag.loaders import DEFAULT_MAX_BYTES, LoadError, iter_files, load_file
 from lockgate.rag.models import Embedder
 from lockgate.rag.repository import RagStore
@@ -124,12 +125,14 @@ class Ingestor:
         *,
         chunking: ChunkingOptions | None = None,
         embed_batch_chunks: int = 256,
+        graph: KnowledgeGraph | None = None,
     ) -> None:
         self.store = store
         self.coll = coll
         self.embedder = embedder
         self.chunking = chunking or ChunkingOptions()
         self.embed_batch_chunks = embed_batch_chunks
+        self.graph = graph
 
     async def run(
         self,
@@ -231,9 +234,15 @@ class Ingestor:
                 if self.coll.dim is None and len(vecs):
                     await self.store.set_collection(self.coll.id, dim=int(vecs.shape[1]))
         for p in pending:
-            await self.store.replace_document(
+            pk = await self.store.replace_document(
                 self.coll.id, p.doc, p.chash, p.chunks, p.terms, p.vectors
             )
+            if self.graph is not None:  # entities/relations of the chunks, same ACL
+                try:
+                    await self.graph.index_document(self.coll.id, pk, p.doc.title, p.chunks)
+                except Exception as exc:  # the passages are in; report the missing facts
+                    report.failed.append((p.doc.source or p.doc.doc_id,
+                                          f"graph extraction failed: {exc}"))
             report.chunks_written += len(p.chunks)
             if p.is_new:
                 report.added += 1

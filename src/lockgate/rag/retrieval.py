@@ -41,6 +41,7 @@ from lockgate.rag.access import Filters
 from lockgate.rag.analysis import query_terms
 from lockgate.rag.catalog import CollectionInfo
 from lockgate.rag.dense import DenseIndexes
+from lockgate.rag.graph import GraphFact, KnowledgeGraph, merge_graph_scores
 from lockgate.rag.models import Embedder
 from lockgate.rag.repository import RagStore
 from lockgate.rag.types import Caller, Hit, Mode
@@ -92,6 +93,8 @@ class RetrievalResult:
     candidates: int = 0
     dropped_on_recheck: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
+    facts: list[GraphFact] = field(default_factory=list)
+    """Knowledge-graph facts used (retrieval with ``graph=True``), ACL-checked like passages."""
 
 
 def rrf_fuse(lists: Sequence[Sequence[tuple[int, float]]], k: int = RRF_K) -> dict[int, float]:
@@ -134,6 +137,8 @@ class Retriever:
         self.embedders = embedder_for
         self.reranker = reranker
         self.rerank_depth = rerank_depth
+        self.graph: KnowledgeGraph | None = None
+        """Knowledge-graph expansion (lockgate.rag.graph), set when enabled."""
 
     def embedder(self, coll: CollectionInfo) -> Embedder | None:
         if not coll.embed_model:
@@ -154,6 +159,7 @@ class Retriever:
         fusion: Fusion = "convex",
         alpha: float = DEFAULT_ALPHA,
         principal: Principal | None = None,
+        graph: bool = False,
     ) -> RetrievalResult:
         import time
 
@@ -210,6 +216,15 @@ class Retriever:
             fused = rrf_fuse([lex, dense_list])
         else:
             fused = convex_fuse(bm, cos, alpha)
+        facts: list[GraphFact] = []
+        if graph and self.graph is not None:  # entity linking + k-hop expansion
+            t0 = time.perf_counter()
+            gres = await self.graph.expand(coll.id, query, principals=principals,
+                                           filters=filters, exclude_doc_ids=exclude_doc_ids)
+            if gres.chunk_scores:
+                fused = merge_graph_scores(fused, gres.chunk_scores, self.graph.options.weight)
+            facts = gres.facts
+            timings["graph"] = (time.perf_counter() - t0) * 1000
         ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
         take = ranked[: k + 10]
         t0 = time.perf_counter()
@@ -248,7 +263,7 @@ class Retriever:
             confidence, kind = (0.0, "bm25_norm") if not hits else (None, "none")
         return RetrievalResult(
             hits=hits, mode=mode, confidence=confidence, confidence_kind=kind,
-            candidates=len(fused), dropped_on_recheck=dropped, timings_ms=timings,
+            candidates=len(fused), dropped_on_recheck=dropped, timings_ms=timings, facts=facts,
         )
 
     async def _bm25_norm(

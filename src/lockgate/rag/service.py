@@ -32,6 +32,15 @@ from lockgate.rag.answer import (
 from lockgate.rag.catalog import CollectionInfo
 from lockgate.rag.chunking import ChunkingOptions
 from lockgate.rag.dense import DenseIndexes
+from lockgate.rag.graph import (
+    Extractor,
+    GraphOptions,
+    GraphStore,
+    KnowledgeGraph,
+    ModelExtractor,
+    RuleExtractor,
+)
+from lockgate.rag.graph.cite import cite_facts, extractive_facts
 from lockgate.rag.ingest import Ingestor, IngestReport, Progress, documents_from_paths
 from lockgate.rag.loaders import DEFAULT_MAX_BYTES
 from lockgate.rag.models import Embedder, ModelPipeline, chat_call
@@ -67,6 +76,10 @@ class RagSettings:
     pinned_thresholds: Mapping[str, tuple[float, str | None]] = field(default_factory=dict)
     """collection -> (threshold, kind or None for any): the operator's config
     (``rag.collections.<name>.threshold``) wins over a calibrated/stored one."""
+    graph: GraphOptions | None = None
+    """Knowledge graph (lockgate.rag.graph): extracted at ingest, expanded at query; None = off."""
+    graph_model: str | None = None
+    """Chat model extracting entities/relations through the pipeline; None = rule extractor."""
 
 
 @dataclass(slots=True)
@@ -93,6 +106,13 @@ class RagService:
         self.dense = DenseIndexes(store)
         self._embedders: dict[str, Embedder] = {}
         self.retriever = Retriever(store, self.dense, self._embedders, reranker=reranker)
+        self.graph: KnowledgeGraph | None = None
+        if self.settings.graph is not None:
+            extractor: Extractor = (ModelExtractor(pipeline, self.settings.graph_model)
+                                    if self.settings.graph_model else RuleExtractor())
+            self.graph = KnowledgeGraph(GraphStore(store.engine), extractor,
+                                        self.settings.graph)
+            self.retriever.graph = self.graph
 
     # ------------------------------------------------------------ collections
 
@@ -132,7 +152,8 @@ class RagService:
         if emb is not None:
             emb = Embedder(self.pipeline, emb.model, principal,
                            batch_size=self.settings.embed_batch)
-        return Ingestor(self.store, coll, emb, chunking=self.settings.chunking)
+        graph = self.graph.for_principal(principal) if self.graph is not None else None
+        return Ingestor(self.store, coll, emb, chunking=self.settings.chunking, graph=graph)
 
     async def ingest_documents(
         self,
@@ -172,6 +193,14 @@ class RagService:
             docs, report, sync=sync, progress=progress
         )
 
+    async def rebuild_graph(self, collection: str, *,
+                            principal: Principal | None = None) -> dict[str, int]:
+        """Extract the knowledge graph of every document again (model calls as ``principal``)."""
+        if self.graph is None:
+            raise ValueError("the knowledge graph is off (knowledge_graph.enabled: false)")
+        coll = await self.collection(collection)
+        return await self.graph.for_principal(principal).rebuild(coll.id)
+
     async def delete_documents(self, collection: str, doc_ids: Sequence[str]) -> int:
         coll = await self.collection(collection)
         return await self.store.delete_documents(coll.id, doc_ids)
@@ -179,6 +208,8 @@ class RagService:
     async def status(self, collection: str) -> dict[str, Any]:
         coll = await self.collection(collection)
         st = await self.store.status(coll.id)
+        if self.graph is not None:  # entity, relation and mention counts
+            st["graph"] = await self.graph.store.stats(coll.id)
         return {
             "collection": coll.name,
             "embed_model": coll.embed_model,
@@ -204,14 +235,16 @@ class RagService:
         alpha: float | None = None,
         candidates: int | None = None,
         principal: Principal | None = None,
+        graph: bool | None = None,
     ) -> RetrievalResult:
+        """``graph``: add knowledge-graph expansion (default: on when the graph is enabled)."""
         coll = await self.collection(collection)
         s = self.settings
         return await self.retriever.retrieve(
             coll, query, caller, mode=mode or s.mode, k=k or s.k, filters=filters,
             exclude_doc_ids=exclude_doc_ids, candidates=candidates or s.candidates,
             fusion=fusion or s.fusion, alpha=s.alpha if alpha is None else alpha,
-            principal=principal,
+            principal=principal, graph=self.graph is not None if graph is None else graph,
         )
 
     def threshold_for(self, coll: CollectionInfo, kind: str) -> float | None:
@@ -261,21 +294,26 @@ class RagService:
                 extractive=False, **base)  # type: ignore[arg-type]
         if not gen:
             text, used = clean_citations(extractive_answer(question, res.hits), len(res.hits))
+            text, facts = cite_facts(" ".join(
+                p for p in (text, extractive_facts(res.facts)) if p), res.facts)
             return Answer(answer=text, citations=citations_for(used, res.hits), refused=False,
-                          model=None, extractive=True, **base)  # type: ignore[arg-type]
+                          model=None, extractive=True, facts=facts,
+                          **base)  # type: ignore[arg-type]
         flagged, withheld = self._screen(res.hits, principal)
-        call = chat_call(gen, build_messages(question, res.hits, withheld), principal,
+        call = chat_call(gen, build_messages(question, res.hits, withheld,
+                                             [f.text() for f in res.facts]), principal,
                          max_tokens=self.settings.max_tokens, end_user=caller.user_id)
         comp = await self.pipeline.chat(call)
         content = _message_text(comp.body)
         text, used = clean_citations(content, len(res.hits))
+        text, facts = cite_facts(text, res.facts)
         refused = text.strip().startswith(REFUSAL[:20])
         return Answer(
             answer=text, citations=citations_for(used, res.hits), refused=refused, model=gen,
             extractive=False,
             usage={"prompt_tokens": comp.usage.prompt_tokens,
                    "completion_tokens": comp.usage.completion_tokens},
-            flagged_passages=flagged,
+            flagged_passages=flagged, facts=facts,
             **base,  # type: ignore[arg-type]
         )
 
@@ -306,7 +344,8 @@ class RagService:
             yield StreamEvent("done", answer=ans)
             return
         flagged, withheld = self._screen(res.hits, principal)
-        call = chat_call(gen, build_messages(question, res.hits, withheld), principal,
+        call = chat_call(gen, build_messages(question, res.hits, withheld,
+                                             [f.text() for f in res.facts]), principal,
                          max_tokens=self.settings.max_tokens, stream=True,
                          end_user=caller.user_id)
         filt = CitationFilter(len(res.hits))
@@ -330,11 +369,12 @@ class RagService:
             parts.append(tail)
             yield StreamEvent("delta", text=tail)
         text = "".join(parts).strip()
+        _, facts = cite_facts(text, res.facts)
         yield StreamEvent("done", answer=Answer(
             answer=text, citations=citations_for(filt.used, res.hits), passages=res.hits,
             refused=text.startswith(REFUSAL[:20]), confidence=res.confidence,
             confidence_kind=res.confidence_kind, threshold=threshold, mode=res.mode,
-            model=gen, extractive=False, usage=usage, flagged_passages=flagged,
+            model=gen, extractive=False, usage=usage, flagged_passages=flagged, facts=facts,
         ))
 
     def _screen(

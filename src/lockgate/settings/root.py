@@ -37,6 +37,8 @@ from lockgate.settings.feedback import FeedbackSettings
 from lockgate.settings.governance import BreakerConfig, GovernanceConfig
 from lockgate.settings.guards import GuardsConfig
 from lockgate.settings.jobs import JobsSettings
+from lockgate.settings.kg import KnowledgeGraphSettings
+from lockgate.settings.mining import MiningSettings
 from lockgate.settings.models import ModelDeployment
 from lockgate.settings.observability import LoggingSettings, TracingSettings
 from lockgate.settings.policies import KillSwitchDefaults, ModelPolicy, Policy, TeamPolicy
@@ -94,6 +96,10 @@ class Config(Strict):
     """Feedback on calls, quality reports, drift detection (lockgate.feedback)."""
     alerts: AlertsSettings = AlertsSettings()
     """Where alerts are delivered, once per incident (lockgate.alerts)."""
+    mining: MiningSettings = MiningSettings()
+    knowledge_graph: KnowledgeGraphSettings = KnowledgeGraphSettings()
+    """Entities/relations of RAG passages for k-hop retrieval (lockgate.rag.graph)."""
+    """Process mining: default sources, reference paths, summary model (lockgate.mining)."""
 
     @model_validator(mode="after")
     def _check_model_refs(self) -> Config:
@@ -117,6 +123,11 @@ class Config(Strict):
             ref = getattr(self.rag, field_name)
             if ref is not None and ref not in names:
                 raise ValueError(f"rag.{field_name}: unknown model '{ref}'")
+        kg_model = self.knowledge_graph.extractor_model
+        if kg_model is not None and kg_model not in names:
+            raise ValueError(f"knowledge_graph.extractor_model: unknown model '{kg_model}'")
+        if self.mining.summary_model is not None and self.mining.summary_model not in names:
+            raise ValueError(f"mining.summary_model: unknown model '{self.mining.summary_model}'")
         _check_canaries(self.models)
         ids = {m.deployment_id for m in self.models}
         for task, rpolicy in self.review.policies.items():

@@ -31,7 +31,12 @@ __all__ = [
     "batch_results",
     "batches",
     "feedback",
+    "kg_entities",
+    "kg_mentions",
+    "kg_relations",
     "metadata",
+    "mining_events",
+    "mining_logs",
     "monitor_leases",
     "rag_chunks",
     "rag_collections",
@@ -475,4 +480,91 @@ batch_results = sa.Table(
     sa.Column("line_no", sa.Integer(), nullable=False),
     sa.Column("ok", sa.Boolean(), nullable=False),
     sa.Column("line", sa.Text(), nullable=False),  # the output/error file's JSON line
+)
+
+
+# ------------------------------------------- process mining (lockgate.mining), revision 0013
+# Imported event logs (CSV/XES or snapshots of lockgate's own records). Times are Unix
+# seconds (Double) so mining reads plain numbers on both backends.
+
+mining_logs = sa.Table(
+    "mining_logs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("source", sa.String(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("n_events", sa.BigInteger(), nullable=False),
+    sa.Column("n_cases", sa.BigInteger(), nullable=False),
+)
+
+mining_events = sa.Table(
+    "mining_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("log_id", _RefId, sa.ForeignKey("mining_logs.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("case_id", sa.Text(), nullable=False),
+    sa.Column("activity", sa.Text(), nullable=False),
+    sa.Column("ts", _Real, nullable=False),
+    sa.Column("start_ts", _Real, nullable=True),
+    sa.Column("resource", sa.Text(), nullable=True),
+    sa.Index("ix_mining_events_log_case", "log_id", "case_id", "ts", "id"),
+)
+
+# ------------------------------------- knowledge graph of RAG collections (lockgate.kg), 0013
+# Entities are names per collection; every mention and relation row names the chunk and the
+# document it was extracted from and is read only through that document's ACL
+# (rag_doc_principals), so a graph fact is never more visible than its source passage.
+# Deleting or replacing a document deletes its mentions and relations (ON DELETE CASCADE).
+
+kg_entities = sa.Table(
+    "kg_entities",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("collection_id", _RefId,
+              sa.ForeignKey("rag_collections.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("norm", sa.Text(), nullable=False),
+    sa.Column("name", sa.Text(), nullable=False),
+    sa.Column("type", sa.String(40), nullable=False),
+    sa.UniqueConstraint("collection_id", "norm"),
+)
+
+kg_mentions = sa.Table(
+    "kg_mentions",
+    metadata,
+    sa.Column("entity_id", _RefId, sa.ForeignKey("kg_entities.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("chunk_pk", _RefId, sa.ForeignKey("rag_chunks.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("doc_pk", _RefId, sa.ForeignKey("rag_documents.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("collection_id", _RefId, nullable=False),
+    sa.Index("ix_kg_mentions_chunk_pk", "chunk_pk"),
+    sa.Index("ix_kg_mentions_doc_pk", "doc_pk"),
+)
+
+kg_relations = sa.Table(
+    "kg_relations",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("collection_id", _RefId, nullable=False),
+    sa.Column("subject_id", _RefId, sa.ForeignKey("kg_entities.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("predicate", sa.String(80), nullable=False),
+    sa.Column("object_id", _RefId, sa.ForeignKey("kg_entities.id", ondelete="CASCADE"),
+              nullable=False),
+    # the names as this passage writes them (an entity's stored name may come from another,
+    # less visible passage)
+    sa.Column("subject_name", sa.Text(), nullable=False),
+    sa.Column("object_name", sa.Text(), nullable=False),
+    sa.Column("chunk_pk", _RefId, sa.ForeignKey("rag_chunks.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("doc_pk", _RefId, sa.ForeignKey("rag_documents.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("evidence", sa.Text(), nullable=False),
+    sa.Index("ix_kg_relations_subject", "subject_id"),
+    sa.Index("ix_kg_relations_object", "object_id"),
+    sa.Index("ix_kg_relations_chunk_pk", "chunk_pk"),
+    sa.Index("ix_kg_relations_doc_pk", "doc_pk"),
 )
