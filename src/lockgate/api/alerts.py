@@ -31,7 +31,7 @@ def _center(rt: Runtime) -> AlertCenter:
 
 
 def _alert_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise NotFound(f"No alert with id '{raw}'.", code="alert_not_found")
     return int(raw)
 
@@ -41,7 +41,7 @@ async def list_alerts(request: Request) -> Response:
     rt = await _admin(request)
     q = request.query_params
     raw_limit = q.get("limit", "100")
-    if not raw_limit.isdigit():
+    if not (raw_limit.isascii() and raw_limit.isdigit()):
         raise BadRequest("'limit' must be an integer from 1 to 10000", param="limit")
     try:
         found = await _center(rt).list(q.get("state") or None, kind=q.get("kind") or None,

@@ -193,7 +193,7 @@ async def create_file(request: Request) -> Response:
         principal = await _principal(request, rt)
         limit = MAX_FILE_BYTES + 65536  # the file plus the multipart framing
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"File uploads are limited to {MAX_FILE_BYTES} bytes.")
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise BadRequest("Expected a multipart/form-data upload with 'file' and 'purpose'.")

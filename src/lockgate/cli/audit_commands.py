@@ -49,7 +49,8 @@ def _anchor(text: str | None) -> tuple[int, str] | None:
     if text is None:
         return None
     seq, sep, digest = text.partition(":")
-    if not sep or not seq.strip().isdigit() or len(digest.strip()) != 64:
+    seq = seq.strip()
+    if not sep or not (seq.isascii() and seq.isdigit()) or len(digest.strip()) != 64:
         fail("--anchor must be SEQ:HASH as printed by `lockgate audit verify`", 2)
     return int(seq), digest.strip().lower()
 

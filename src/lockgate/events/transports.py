@@ -186,7 +186,7 @@ class RedisStreamTransport:
         parts = urlsplit(url)
         segs = [s for s in parts.path.split("/") if s]
         db = "0"
-        if segs and segs[0].isdigit():
+        if segs and segs[0].isascii() and segs[0].isdigit():
             db = segs.pop(0)
         if not segs:
             raise ValueError(f"Redis URL needs a stream: redis://host:6379/0/<stream>, got {url!r}")
