@@ -38,6 +38,8 @@ services:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	@command -v promtool >/dev/null || { echo "==> apt-get install prometheus (promtool checks docs/prometheus and docs/grafana)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v chromium >/dev/null || { echo "==> apt-get install chromium (console browser tests drive it through Playwright)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 test: $(STAMP_DEV) services
 	$(BIN)/python -m pytest -q -p no:cacheprovider

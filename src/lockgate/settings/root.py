@@ -33,6 +33,7 @@ from pydantic import Field, field_validator, model_validator
 from lockgate.settings.alerts import AlertsSettings
 from lockgate.settings.base import Strict, resolve_secret
 from lockgate.settings.cache import CacheSettings
+from lockgate.settings.console import ConsoleSettings
 from lockgate.settings.feedback import FeedbackSettings
 from lockgate.settings.governance import BreakerConfig, GovernanceConfig
 from lockgate.settings.guards import GuardsConfig
@@ -94,6 +95,8 @@ class Config(Strict):
     """Feedback on calls, quality reports, drift detection (lockgate.feedback)."""
     alerts: AlertsSettings = AlertsSettings()
     """Where alerts are delivered, once per incident (lockgate.alerts)."""
+    console: ConsoleSettings = ConsoleSettings()
+    """The web console (/console) and the embeddable assistant panel (lockgate.console)."""
 
     @model_validator(mode="after")
     def _check_model_refs(self) -> Config:
