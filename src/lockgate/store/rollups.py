@@ -87,6 +87,7 @@ class Overview:
     window: str
     step: int
     times: list[int] = field(default_factory=list)
+    requests: list[int] = field(default_factory=list)
     rps: list[float] = field(default_factory=list)
     error_rate: list[float | None] = field(default_factory=list)
     p50: list[float | None] = field(default_factory=list)
@@ -96,7 +97,8 @@ class Overview:
     by_team_model: list[dict[str, Any]] = field(default_factory=list)
 
     def series(self) -> dict[str, Any]:
-        return {"window": self.window, "step": self.step, "t": self.times, "rps": self.rps,
+        return {"window": self.window, "step": self.step, "t": self.times,
+                "requests": self.requests, "rps": self.rps,
                 "error_rate": self.error_rate, "p50": self.p50, "p95": self.p95,
                 "cost": self.cost}
 
@@ -106,7 +108,7 @@ def _bucket_expr(dialect: str, grain: int) -> sa.ColumnElement[Any]:
         epoch = sa.func.floor(sa.extract("epoch", u.c.created_at) / grain)
         return sa.cast(epoch, sa.BigInteger) * grain
     epoch_s = sa.cast(sa.func.strftime("%s", u.c.created_at), sa.Integer)
-    return (epoch_s / grain) * grain  # integer division in SQLite
+    return (epoch_s // grain) * grain
 
 
 def _bin_exprs() -> list[sa.ColumnElement[Any]]:
@@ -237,8 +239,7 @@ class Rollups:
         where = [r.c.grain == grain, r.c.bucket >= start - (start % grain)]
         if team_id is not None:
             where.append(r.c.team_id == team_id)
-        point = (sa.cast(r.c.bucket / step, sa.BigInteger) * step
-                 if self.dialect == "postgresql" else (r.c.bucket / step) * step).label("t")
+        point = ((r.c.bucket // step) * step).label("t")
         sums = [sa.func.sum(getattr(r.c, n)).label(n) for n in _SUMS]
         series_q = sa.select(point, *sums).where(*where).group_by(point).order_by(point)
         split_q = (sa.select(r.c.team_id, r.c.model, *sums).where(*where)
@@ -252,6 +253,7 @@ class Rollups:
             p = points.get(t)
             ov.times.append(t)
             if p is None:
+                ov.requests.append(0)
                 ov.rps.append(0.0)
                 ov.error_rate.append(None)
                 ov.p50.append(None)
@@ -261,6 +263,7 @@ class Rollups:
             hist = [int(p[f"h{i}"] or 0) for i in range(ROLLUP_BINS)]
             total_hist = [a + b for a, b in zip(total_hist, hist, strict=True)]
             req = int(p["requests"] or 0)
+            ov.requests.append(req)
             ov.rps.append(round(req / step, 4))
             ov.error_rate.append(round(int(p["errors"] or 0) / req, 4) if req else None)
             ov.p50.append(_round(percentile(hist, 0.5)))

@@ -23,8 +23,14 @@
       });
       var width = Math.max(320, el.clientWidth || 560);
       el.setAttribute("data-points", String(data.t.length));
+      var fmt = function (u, vals) {
+        return vals.map(function (v) {
+          if (v === null || v === undefined) { return ""; }
+          return Math.abs(v) >= 100 || v === 0 ? String(Math.round(v)) : String(+v.toPrecision(2));
+        });
+      };
       new uPlot({ width: width, height: 200, series: series,
-                  axes: [{}, { size: 60 }], scales: { x: { time: true } } }, cols, el);
+                  axes: [{}, { size: 60, values: fmt }], scales: { x: { time: true } } }, cols, el);
       el.setAttribute("data-drawn", "1");
     });
   }
