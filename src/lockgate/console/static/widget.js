@@ -198,11 +198,11 @@
       var row = el("div", "fb");
       row.setAttribute("role", "group");
       row.setAttribute("aria-label", "Was this answer helpful?");
-      var up = el("button", null, "\uD83D\uDC4D");
+      var up = el("button", null, "Helpful");
       up.type = "button";
       up.setAttribute("aria-label", "Helpful");
       up.setAttribute("aria-pressed", "false");
-      var down = el("button", null, "\uD83D\uDC4E");
+      var down = el("button", null, "Not helpful");
       down.type = "button";
       down.setAttribute("aria-label", "Not helpful");
       down.setAttribute("aria-pressed", "false");
