@@ -95,6 +95,10 @@ def test_widget_streams_a_rag_answer_with_citations_and_thumbs_down_is_feedback(
         page.click("lockgate-assistant >> text=Send comment")
         page.wait_for_selector("lockgate-assistant >> text=Comment sent.")
         shot(page, "widget")
+        axe = pytest.importorskip("axe_playwright_python.sync_playwright").Axe()
+        serious = [v["id"] for v in axe.run(page).response["violations"]
+                   if v["impact"] in ("serious", "critical")]
+        assert serious == []
         rows = _feedback_rows(gw, rid)
         assert [(r["source"], r["thumbs"], r["given_by"]) for r in rows][:1] == [
             ("widget", "down", "widget:alice")]
