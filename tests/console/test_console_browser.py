@@ -81,6 +81,8 @@ def test_create_and_revoke_a_key(console_gateway: ConsoleGateway, context: Any) 
     plaintext = page.input_value("#new-key")
     assert plaintext.startswith("lg-")
     assert plaintext not in page.url
+    page.eval_on_selector("#new-key", "e => { e.value = e.value.slice(0, 10) + '… (masked in "
+                          "this screenshot)'; }")
     shot(page, "keys")
     reply = _client(gw, plaintext).chat.completions.create(
         model="fast", messages=[{"role": "user", "content": "new key works"}])

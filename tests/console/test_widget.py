@@ -225,3 +225,20 @@ def test_token_minting_rules(console_gateway: ConsoleGateway, rag_env: dict[str,
                                                     "Origin": gw.host_origin},
                    json={"request_id": rid, "thumbs": "down"})
         assert r.status_code == 404
+
+
+def test_revoking_the_minting_key_stops_its_widget_tokens(console_gateway: ConsoleGateway
+                                                          ) -> None:
+    gw = console_gateway
+    _team, key = gw.new_team_key()
+    tok = _mint(gw, key, origin=gw.host_origin, model="fast", user="carol").json()["token"]
+    headers = {"Authorization": f"Bearer {tok}", "Origin": gw.host_origin}
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    with httpx.Client(base_url=gw.url, timeout=20) as c:
+        assert c.post("/v1/widget/chat", headers=headers, json=body).status_code == 200
+        with gw.admin() as a:
+            key_id = next(k["id"] for k in a.get("/admin/keys").json()["data"]
+                          if k["key_prefix"] == key[:10])
+            assert a.post(f"/admin/keys/{key_id}/revoke").status_code == 200
+        r = c.post("/v1/widget/chat", headers=headers, json=body)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "revoked_api_key"

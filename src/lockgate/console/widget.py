@@ -189,20 +189,27 @@ async def feedback_preflight(request: Request) -> Response:
     return _preflight(request)
 
 
-async def _token_principal(request: Request, rt: Runtime) -> tuple[WidgetToken, Principal]:
-    """The token (checked: known, not expired, right origin) and the minting key's principal."""
-    raw = api_key_of(request)
+_CACHE: dict[str, tuple[WidgetToken, Principal, float, int]] = {}
+"""token -> (record, minting key's principal, cached until (monotonic), auth generation)."""
+
+
+def _auth_generation(rt: Runtime) -> int:
+    # bumped by Authenticator.drop(): a key revoked here or announced by another gateway
+    return int(getattr(rt.pipeline.auth, "_generation", 0))
+
+
+async def _lookup(rt: Runtime, raw: str) -> tuple[WidgetToken, Principal] | None:
+    """The token's record and its key's principal: from the store, then cached for at most
+    ``key_cache_ttl`` seconds (as API keys are), dropped at once when a key is revoked."""
+    now = time.monotonic()
+    gen = _auth_generation(rt)
+    hit = _CACHE.get(raw)
+    if hit is not None and hit[2] > now and hit[3] == gen:
+        return hit[0], hit[1]
     assert rt.console is not None
-    tok = await rt.console.widget_token(raw) if raw else None
+    tok = await rt.console.widget_token(raw)
     if tok is None:
-        raise Unauthorized("Unknown widget token.", code="invalid_widget_token")
-    origin = request.headers.get("origin")
-    if origin != tok.origin or origin not in _allowed(rt):
-        raise Forbidden("This page's origin may not use this widget token.",
-                        code="origin_not_allowed")
-    if tok.expires_at <= time.time():
-        raise Unauthorized("The widget token has expired; reload the page.",
-                           code="widget_token_expired")
+        return None
     key = await rt.store.get_key(tok.key_id)
     if key is None or key.revoked_at is not None:
         raise Unauthorized("The key that minted this widget token was revoked.",
@@ -211,6 +218,27 @@ async def _token_principal(request: Request, rt: Runtime) -> tuple[WidgetToken, 
         key_id=key.id, team_id=key.team_id, team_name=key.team_name,
         allowed_models=frozenset(key.allowed_models) if key.allowed_models is not None
         else None, key_name=key.name or None)
+    if len(_CACHE) > 10_000:
+        _CACHE.clear()
+    _CACHE[raw] = (tok, principal, now + rt.config.key_cache_ttl, gen)
+    return tok, principal
+
+
+async def _token_principal(request: Request, rt: Runtime) -> tuple[WidgetToken, Principal]:
+    """The token (checked: known, not expired, right origin) and the minting key's principal."""
+    raw = api_key_of(request)
+    found = await _lookup(rt, raw) if raw and raw.startswith("lgw_") and len(raw) < 200 \
+        else None
+    if found is None:
+        raise Unauthorized("Unknown widget token.", code="invalid_widget_token")
+    tok, principal = found
+    origin = request.headers.get("origin")
+    if origin != tok.origin or origin not in _allowed(rt):
+        raise Forbidden("This page's origin may not use this widget token.",
+                        code="origin_not_allowed")
+    if tok.expires_at <= time.time():
+        raise Unauthorized("The widget token has expired; reload the page.",
+                           code="widget_token_expired")
     return tok, principal
 
 
