@@ -35,10 +35,11 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from tests.gateway.conftest import MASTER, ServerThread  # noqa: E402
+
 from lockgate.store import Store  # noqa: E402
 from lockgate.store.console import ConsoleData  # noqa: E402
 from lockgate.testing.stub_upstream import run_stub_in_thread  # noqa: E402
-from tests.gateway.conftest import MASTER, ServerThread  # noqa: E402
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 ORIGIN = "http://127.0.0.1:9"
@@ -46,7 +47,7 @@ ORIGIN = "http://127.0.0.1:9"
 
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
 def fill(db_url: str, rows: int) -> float:

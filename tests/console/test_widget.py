@@ -218,11 +218,14 @@ def test_token_minting_rules(console_gateway: ConsoleGateway, rag_env: dict[str,
     assert ok.status_code == 201 and ok.json()["token"].startswith("lgw_")
     # feedback only on calls made with a token of the same key
     with httpx.Client(base_url=gw.url, timeout=20) as c:
-        other_call = c.post("/v1/chat/completions", headers={"Authorization": f"Bearer {gw.master}"},
-                            json={"model": "fast", "messages": [{"role": "user", "content": "x"}]})
+        other_call = c.post("/v1/chat/completions",
+                            headers={"Authorization": f"Bearer {gw.master}"},
+                            json={"model": "fast",
+                                  "messages": [{"role": "user", "content": "x"}]})
         rid = other_call.headers["x-request-id"]
-        r = c.post("/v1/widget/feedback", headers={"Authorization": f"Bearer {ok.json()['token']}",
-                                                    "Origin": gw.host_origin},
+        r = c.post("/v1/widget/feedback",
+                   headers={"Authorization": f"Bearer {ok.json()['token']}",
+                            "Origin": gw.host_origin},
                    json={"request_id": rid, "thumbs": "down"})
         assert r.status_code == 404
 
