@@ -132,7 +132,7 @@ async def overview(request: Request, user: ConsoleUser) -> Response:
             for r in ov.by_team_model]
     return page(request, "overview.html", user=user, title="Overview", ov=ov,
                 series=ov.series(), rows=rows, windows=list(WINDOWS), window=window,
-                teams=teams, team_id=team_id)
+                teams=teams, team_id=team_id, behind=rollups.behind)
 
 
 # --------------------------------------------------------------- request log

@@ -16,11 +16,14 @@ What holds:
 - Latency percentiles are estimated from a fixed histogram (:data:`EDGES_MS`), linear
   inside a bin: p50/p95 are approximate to the bin width, never computed from raw rows.
 
-Partial: rows whose id is below the cursor when they commit (a writer that took its id
+Partial: a row whose id is below the cursor when it commits (a writer that took its id
 before a fold and committed after it) would be missed. Audit rows are written under the
 chain-head lock (:mod:`lockgate.store.chain`), which serialises writers, so ids commit in
-order in practice; the fold still stays ``lag_ids`` ids behind the newest committed id on
-PostgreSQL to leave room for in-flight sequences of other writers.
+order; a deployment that writes rows around the chain can keep the fold ``lag_ids`` ids
+behind the newest one (default 0). A page view folds at most one step (``step_ids`` rows);
+the server's background loop (``console.rollup_interval``) catches up on a backlog (the
+first fold of 1,000,000 existing rows took about a minute on PostgreSQL here) and the
+overview says how many rows are still to fold.
 """
 
 from __future__ import annotations
@@ -131,13 +134,15 @@ class Rollups:
     """Folds audit rows into ``console_rollups`` and reads the overview from them."""
 
     def __init__(self, engine: AsyncEngine, writer: AsyncEngine | None = None, *,
-                 step_ids: int = 200_000, lag_ids: int = 0) -> None:
+                 step_ids: int = 50_000, lag_ids: int = 0) -> None:
         self._engine = engine
         self._writer = writer or engine
         self.step_ids = step_ids
         self.lag_ids = lag_ids
         self.last_refresh = 0.0
         self.folded = 0
+        self.behind = 0
+        """Audit rows (by id) not yet folded, as of this process's last fold step."""
 
     @property
     def dialect(self) -> str:
@@ -158,9 +163,11 @@ class Rollups:
         self.folded += folded
         return folded
 
-    async def refresh_if_stale(self, max_age: float) -> None:
+    async def refresh_if_stale(self, max_age: float, *, max_steps: int = 1) -> None:
+        """Fold at most ``max_steps`` steps when the last fold is older than ``max_age`` s
+        (a page view; the background loop catches up on large backlogs)."""
         if time.monotonic() - self.last_refresh >= max_age:
-            await self.refresh()
+            await self.refresh(max_steps=max_steps)
 
     async def _step(self) -> int:
         """One fold; -1 when there was nothing to do (or another process holds the lock)."""
@@ -172,6 +179,7 @@ class Rollups:
             if newest is None:
                 return -1
             hi = min(int(newest) - self.lag_ids, cursor + self.step_ids)
+            self.behind = max(0, int(newest) - max(hi, cursor))
             if hi <= cursor:
                 return -1
             rows = 0
