@@ -182,6 +182,11 @@ def test_retry_a_dlq_job(console_gateway: ConsoleGateway, context: Any) -> None:
     page.wait_for_url(gw.url + "/console/jobs")
     assert page.locator(f"#job-{job_id}").count() == 0
     assert _run(_job_state(queue_url, job_id)) in ("queued", "running")
+    doomed = _run(_dead_job(queue_url))
+    page.goto(gw.url + "/console/jobs")
+    page.click(f"button[aria-label='Purge job {doomed}']")
+    page.wait_for_url(gw.url + "/console/jobs")
+    assert page.locator(f"#job-{doomed}").count() == 0
     with gw.admin() as c:
         audit = c.get("/admin/audit", params={"action": "dlq.retry"}).json()["data"]
     assert any(a["target"] == job_id for a in audit)

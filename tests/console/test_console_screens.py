@@ -155,3 +155,58 @@ def test_axe_finds_no_serious_violations_on_the_main_pages(console_gateway: Cons
                      "<input id='x'></main></body></html>")
     bad = [v["id"] for v in axe.run(page).response["violations"]]
     assert "label" in bad
+
+
+async def _raise_alert(database_url: str, subject: str) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from lockgate.alerts import AlertCenter, AlertCounter
+
+    store = await Store.open(database_url)
+    try:
+        center = AlertCenter(store.engine, counter=AlertCounter(CollectorRegistry()))
+        assert await center.raise_once("queue_depth", subject,
+                                       f"<i>{subject}</i> is 900 jobs deep", {"depth": 900})
+    finally:
+        await store.close()
+
+
+def test_alerts_list_acknowledge_and_resolve(console_gateway: ConsoleGateway,
+                                             context: Any) -> None:
+    gw = console_gateway
+    subject = "queue-" + uuid.uuid4().hex[:6]
+    _run(_raise_alert(gw.database_url, subject))
+    page = context.new_page()
+    sign_in(page, gw.url, gw.master)
+    page.goto(gw.url + "/console/alerts?state=open")
+    row = page.locator("tbody tr", has_text=subject)
+    assert f"<i>{subject}</i> is 900 jobs deep" in row.inner_text()  # text, not markup
+    row.locator("button:has-text('Acknowledge')").click()
+    page.goto(gw.url + "/console/alerts?state=acked")
+    row = page.locator("tbody tr", has_text=subject)
+    assert "acked" in row.inner_text()
+    row.locator("button:has-text('Resolve')").click()
+    page.goto(gw.url + "/console/alerts?state=resolved")
+    assert subject in page.inner_text("tbody")
+
+
+def test_pages_read_without_javascript(console_gateway: ConsoleGateway, browser: Any) -> None:
+    gw = console_gateway
+    ctx = browser.new_context(java_script_enabled=False)
+    try:
+        page = ctx.new_page()
+        sign_in(page, gw.url, gw.master)
+        for path in ("/console?window=24h", "/console/requests", "/console/keys",
+                     "/console/teams"):
+            page.goto(gw.url + path)
+            assert page.locator("main table").count() >= 1, path
+        page.goto(gw.url + "/console?window=24h")
+        assert page.inner_text("#total-requests").strip()
+        # a form posts without htmx too: the playground answers on a full page
+        page.goto(gw.url + "/console/playground")
+        page.select_option("#p-model", "fast")
+        page.fill("#p-prompt", "no script here")
+        page.click("text=Send")
+        assert page.inner_text("#chat-answer .answer-text") == "stub reply: no script here"
+    finally:
+        ctx.close()

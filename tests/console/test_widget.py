@@ -245,3 +245,21 @@ def test_revoking_the_minting_key_stops_its_widget_tokens(console_gateway: Conso
             assert a.post(f"/admin/keys/{key_id}/revoke").status_code == 200
         r = c.post("/v1/widget/chat", headers=headers, json=body)
         assert r.status_code == 401 and r.json()["error"]["code"] == "revoked_api_key"
+
+
+def test_the_panel_says_so_when_the_model_is_down(console_gateway: ConsoleGateway,
+                                                  context: Any) -> None:
+    gw = console_gateway
+    _team, key = gw.new_team_key()
+    host = serve_host_page(gw.host_port, gw.url, key, model="broken", user="dave")
+    try:
+        page = context.new_page()
+        page.goto(gw.host_origin + "/")
+        page.fill("lockgate-assistant textarea", "anyone there?")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("lockgate-assistant .msg.err")
+        assert "unavailable right now" in page.inner_text("lockgate-assistant .msg.err")
+        assert page.get_attribute("lockgate-assistant .msg.err", "role") == "alert"
+    finally:
+        host.shutdown()
+        host.server_close()
