@@ -160,8 +160,7 @@ def _time(request: Request, name: str) -> datetime | None:
 @screen()
 async def request_log(request: Request, user: ConsoleUser) -> Response:
     rt = runtime_of(request)
-    status = _opt(request, "status", 3 if (request.query_params.get("status") or "x")[0]
-                  .isdigit() else 10)
+    status = _opt(request, "status", 10)
     if status is not None and status not in _STATUS and not (
             status.isascii() and status.isdigit() and 100 <= int(status) <= 599):
         raise BadRequest("'status' must be ok, error or an HTTP status code.", param="status")
