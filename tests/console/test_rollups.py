@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,13 +27,19 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield from fresh_database("lg_rollups")
 
 
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[Store]:
-    s = await Store.open(db_url)
-    try:
-        yield s
-    finally:
-        await s.close()
+def _with_store(db_url: str, check: Callable[[Store], Awaitable[None]]) -> None:
+    """Run ``check`` on a fresh store, on a thread of its own: these tests share a session
+    with Playwright's sync API, which owns the main thread's event loop."""
+
+    async def go() -> None:
+        s = await Store.open(db_url)
+        try:
+            await check(s)
+        finally:
+            await s.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, go()).result()
 
 
 def _rec(i: int, *, at: float, team: str | None = "team_a", model: str = "fast",
@@ -43,7 +51,11 @@ def _rec(i: int, *, at: float, team: str | None = "team_a", model: str = "fast",
                        cost=cost, latency_ms=latency, overhead_ms=0.2, stream=False)
 
 
-async def test_rollups_match_the_audit_rows_and_fold_each_row_once(store: Store) -> None:
+def test_rollups_match_the_audit_rows_and_fold_each_row_once(db_url: str) -> None:
+    _with_store(db_url, _rollups_match_the_audit_rows_and_fold_each_row_once)
+
+
+async def _rollups_match_the_audit_rows_and_fold_each_row_once(store: Store) -> None:
     now = time.time()
     data = ConsoleData(store.engine)
     first = [_rec(i, at=now - 30 * i, latency=15.0 + i, status=500 if i % 5 == 0 else 200)
@@ -84,7 +96,11 @@ def test_percentile_from_the_histogram() -> None:
     assert p95 is not None and 100 < p95 <= 250
 
 
-async def test_sessions_expire_and_end(store: Store) -> None:
+def test_sessions_expire_and_end(db_url: str) -> None:
+    _with_store(db_url, _sessions_expire_and_end)
+
+
+async def _sessions_expire_and_end(store: Store) -> None:
     data = ConsoleData(store.engine)
     sid, rec = await data.create_session(key_id="master", team_id=None, team_name=None,
                                          is_master=True, ttl=60)
@@ -99,7 +115,11 @@ async def test_sessions_expire_and_end(store: Store) -> None:
     assert await data.get_session(short) is None
 
 
-async def test_widget_tokens_are_stored_hashed(store: Store) -> None:
+def test_widget_tokens_are_stored_hashed(db_url: str) -> None:
+    _with_store(db_url, _widget_tokens_are_stored_hashed)
+
+
+async def _widget_tokens_are_stored_hashed(store: Store) -> None:
     data = ConsoleData(store.engine)
     token, rec = await data.mint_widget_token(key_id="k", team_id="t", origin="https://a.example",
                                               model="rag/kb", user_id="alice",
@@ -115,7 +135,11 @@ async def test_widget_tokens_are_stored_hashed(store: Store) -> None:
         assert token not in list(raw)
 
 
-async def test_request_log_filters(store: Store) -> None:
+def test_request_log_filters(db_url: str) -> None:
+    _with_store(db_url, _request_log_filters)
+
+
+async def _request_log_filters(store: Store) -> None:
     now = time.time()
     await store.write_usage([_rec(1, at=now, model="fast"),
                              _rec(2, at=now, model="other", status=502),
