@@ -123,7 +123,7 @@ def host_port() -> int:
     return free_port()
 
 
-@pytest.fixture(scope="session", params=["sqlite"])
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def console_gateway(request: pytest.FixtureRequest, upstream: str, host_port: int,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleGateway]:
     tmp = tmp_path_factory.mktemp("console")

@@ -44,8 +44,8 @@ def _mint(gw: ConsoleGateway, key: str, **body: Any) -> httpx.Response:
 
 
 def _feedback_rows(gw: ConsoleGateway, request_id: str) -> list[dict[str, Any]]:
-    path = gw.database_url.split("///", 1)[1]
-    eng = sa.create_engine(f"sqlite:///{path}")
+    url = gw.database_url
+    eng = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     try:
         with eng.connect() as conn:
             rows = conn.execute(sa.text(
