@@ -183,6 +183,8 @@ async def request_log(request: Request, user: ConsoleUser) -> Response:
     query: dict[str, Any] = {k: v for k, v in request.query_params.items() if k != "before"}
     return page(request, "requests.html", user=user, title="Requests", rows=rows,
                 query=query, next_before=last_id, teams=teams,
+                team_names={t.id: t.name for t in teams} if teams else
+                {user.record.team_id: user.record.team_name},
                 models=rt.pipeline.router.models())
 
 

@@ -169,8 +169,21 @@ class Rollups:
         if time.monotonic() - self.last_refresh >= max_age:
             await self.refresh(max_steps=max_steps)
 
+    async def _nothing_new(self) -> bool:
+        """A read-only look first, so an idle fold never takes SQLite's write lock."""
+        async with self._engine.connect() as conn:
+            cursor = (await conn.execute(sa.select(console_rollup_cursor.c.last_id).where(
+                console_rollup_cursor.c.id == 1))).scalar()
+            newest = (await conn.execute(sa.select(sa.func.max(u.c.id)))).scalar()
+        if newest is None:
+            return True
+        return cursor is not None and int(newest) - self.lag_ids <= int(cursor)
+
     async def _step(self) -> int:
         """One fold; -1 when there was nothing to do (or another process holds the lock)."""
+        if await self._nothing_new():
+            self.behind = 0
+            return -1
         async with self._writer.begin() as conn:
             cursor = await self._lock_cursor(conn)
             if cursor is None:
