@@ -60,6 +60,8 @@ models:
   - {{name: offline, provider: rules, rules: {{fixed: "The assistant is offline (fallback)."}}}}
 model_policies:
   fast: {{fallback_model: offline}}
+teams:
+  budgeted: {{budget: {{daily_tokens: 100000}}}}
 rag:
   embed_model: embed
   generation_model: fast

@@ -210,3 +210,22 @@ def test_pages_read_without_javascript(console_gateway: ConsoleGateway, browser:
         assert page.inner_text("#chat-answer .answer-text") == "stub reply: no script here"
     finally:
         ctx.close()
+
+
+def test_teams_page_shows_budget_use_now(console_gateway: ConsoleGateway,
+                                         context: Any) -> None:
+    gw = console_gateway
+    _team, key = gw.new_team_key("budgeted")
+    client = _client(gw, key)
+    for i in range(3):
+        client.chat.completions.create(model="fast",
+                                       messages=[{"role": "user", "content": f"count me {i}"}])
+    page = context.new_page()
+    sign_in(page, gw.url, gw.master)
+    page.goto(gw.url + "/console/teams")
+    row = page.locator("tbody tr", has_text="budgeted")
+    text = row.locator("td.budget").inner_text()
+    assert "day tokens" in text or "tokens" in text
+    spent = float(text.split(" spent")[0].split(":")[-1].replace(",", ""))
+    assert spent > 0
+    assert "of 100,000.00" in text

@@ -11,8 +11,8 @@ routing, jobs and the DLQ, alerts (:mod:`.pages_admin`), review queue, RAG colle
 a query playground, chat playground (:mod:`.pages_work`), the widget (:mod:`.widget`).
 
 Partial: no agent-runs screen (the agents feature is being built; ``/console/agents`` says
-so with a 501). Budgets show the configured policies and the last 24 h of use from the
-rollups, not the governor's live counters.
+so with a 501). Budget use is shown for team budgets (``teams.<t>.budget``) from the
+governor's shared counters; per-key budgets and rate-limit headroom are not shown.
 """
 
 from __future__ import annotations

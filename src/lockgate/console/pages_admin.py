@@ -50,8 +50,25 @@ async def teams_page(request: Request, user: ConsoleUser) -> Response:
             agg["cost"] += row["cost"]
             agg["tokens"] += row["tokens"]
     policies = {name: p.model_dump(exclude_none=True) for name, p in rt.config.teams.items()}
+    budgets = {t.id: await _budget_status(rt, t.id, t.name) for t in teams}
     return page(request, "teams.html", user=user, title="Teams, budgets and limits",
-                teams=teams, use=use, policies=policies, created=None)
+                teams=teams, use=use, policies=policies, budgets=budgets, created=None)
+
+
+async def _budget_status(rt: Any, team_id: str, team_name: str) -> list[dict[str, Any]] | str:
+    """The team budget's ceilings now (spent and reserved in the current windows), read from
+    the governor's shared counters: what the next call is checked against."""
+    pol = rt.config.teams.get(team_id) or rt.config.teams.get(team_name)
+    if pol is None or pol.budget is None or pol.budget.is_empty() or rt.governor is None:
+        return []
+    from lockgate.governance.scope import Scope
+    from lockgate.state.base import StateUnavailable
+
+    try:
+        found = await rt.governor.budgets.status(Scope("team", team_id, pol.limits, pol.budget))
+    except StateUnavailable:
+        return "the shared state is unavailable"
+    return [asdict(b) for b in found]
 
 
 @router.post("/teams")
