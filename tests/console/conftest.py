@@ -140,8 +140,10 @@ def console_gateway(request: pytest.FixtureRequest, upstream: str, host_port: in
             server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Per module, not per session: Playwright's sync API runs an event loop on this thread
+    while it is open, and asyncio tests elsewhere in the suite need the thread free again."""
     pw_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed (make services installs Debian's chromium)")
