@@ -34,6 +34,9 @@ master_key: {MASTER}
 home: {home}
 database_url: {database_url}
 key_cache_ttl: 30
+log_bodies: true
+guards:
+  pii: {{action: redact_restore}}
 audit: {{flush_interval_ms: 50}}
 models:
   - name: fast

@@ -46,6 +46,7 @@ def test_request_log_filters_and_detail(console_gateway: ConsoleGateway, context
     page.click("tbody tr a")
     assert "/console/requests/req_" in page.url
     assert "other" in page.inner_text("dl.kv")
+    assert "stub reply: a" in page.inner_text("main")  # bodies are stored (log_bodies)
     # a team user does not see another team's calls, even by id
     detail_url = page.url
     _other_team, other_key = gw.new_team_key()
@@ -229,3 +230,22 @@ def test_teams_page_shows_budget_use_now(console_gateway: ConsoleGateway,
     spent = float(text.split(" spent")[0].split(":")[-1].replace(",", ""))
     assert spent > 0
     assert "of 100,000.00" in text
+
+
+def test_request_detail_shows_bodies_with_pii_redacted(console_gateway: ConsoleGateway,
+                                                       context: Any) -> None:
+    gw = console_gateway
+    _team, key = gw.new_team_key()
+    raw = _client(gw, key).chat.completions.with_raw_response.create(
+        model="fast", messages=[{"role": "user", "content": "mail me at jane.doe@example.com"}])
+    assert "jane.doe@example.com" in (raw.parse().choices[0].message.content or "")
+    rid = raw.headers["x-request-id"]
+    page = context.new_page()
+    sign_in(page, gw.url, gw.master)
+    for _ in range(50):
+        resp = page.goto(gw.url + f"/console/requests/{rid}")
+        if resp is not None and resp.status == 200:
+            break
+    bodies = page.inner_text("main")
+    assert "mail me at" in bodies
+    assert "jane.doe@example.com" not in bodies
