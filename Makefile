@@ -40,6 +40,8 @@ services:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 	@command -v dot >/dev/null || { echo "==> apt-get install graphviz (SVG process maps of lockgate mine)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends graphviz >/dev/null; }
+	@command -v chromium >/dev/null || { echo "==> apt-get install chromium (console browser tests drive it through Playwright)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 test: $(STAMP_DEV) services
 	$(BIN)/python -m pytest -q -p no:cacheprovider

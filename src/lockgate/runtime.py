@@ -76,6 +76,7 @@ from lockgate.settings import Config, resolve_secret
 from lockgate.state import Invalidations, MemoryState, StateBackend, open_state
 from lockgate.state.base import StateUnavailable
 from lockgate.store import AuditWriter, Store
+from lockgate.store.console import ConsoleData
 
 MASTER_HASH_FILE = "master_key.sha256"
 
@@ -220,6 +221,8 @@ class Runtime:
     """Canary deployments with automatic rollback (None when none is configured)."""
     mining: MiningService | None = None
     """Process mining over the store's records and imported logs (lockgate.mining)."""
+    console: ConsoleData | None = None
+    """Console sessions, widget tokens, request log and usage rollups (lockgate.console)."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _review_sender: OperatorSender | None = None
@@ -328,6 +331,7 @@ class Runtime:
         runtime.feedback.resolvers["review"] = review_subject(runtime.review.repo)
         runtime.review.on_decided.append(decision_recorder(runtime.feedback))
         runtime.review.on_breach.append(runtime._review_breach_alert)
+        runtime.console = ConsoleData(store.engine)
         try:
             if shared:
                 await runtime._start_shared()
@@ -348,6 +352,9 @@ class Runtime:
                 runtime._tasks.append(asyncio.create_task(
                     runtime.alerts.watch(runtime._stop, config.alerts.gauge_interval),
                     name="lockgate-alerts-gauge"))
+            if monitor and config.console.enabled:
+                runtime._tasks.append(asyncio.create_task(
+                    runtime._fold_rollups(), name="lockgate-console-rollups"))
             if monitor and config.feedback.drift.enabled:
                 runtime._start_drift()
             if canary is not None:
@@ -397,6 +404,17 @@ class Runtime:
             parts._task = asyncio.create_task(parts.monitor.run(parts._stop),
                                               name="lockgate-jobs-monitor")
         return parts
+
+    async def _fold_rollups(self) -> None:
+        """Fold new audit rows into the console's rollups every ``console.rollup_interval``."""
+        assert self.console is not None
+        while not self._stop.is_set():
+            try:
+                await self.console.rollups.refresh()
+            except Exception as exc:  # the database is down: try again next round
+                log.warning("lockgate.rollups_failed", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.config.console.rollup_interval)
 
     def _start_drift(self) -> None:
         assert self.alerts is not None

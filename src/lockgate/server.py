@@ -82,6 +82,10 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.include_router(feedback.router)
     app.include_router(alerts.router)
     app.include_router(mining.router)
+    if cfg.console.enabled:
+        from lockgate import console
+
+        console.install(app)
     declare_request_bodies(app)
     app.add_middleware(RequestIdMiddleware, body_timeout=cfg.server.body_timeout_seconds)
 

@@ -31,7 +31,7 @@ LAYERS: list[set[str]] = [
     {"pipeline"},
     {"rag", "jobs", "events", "shadow", "feedback", "review", "mining"},
     {"runtime"},
-    {"api", "cli", "server", "testing", "__main__"},
+    {"api", "cli", "server", "testing", "__main__", "console"},
 ]
 FEATURES = LAYERS[4]
 

@@ -28,6 +28,8 @@ guards:
   injection: {{action: flag}}
 rag:
   generation_model: fast
+console:
+  widget: {{allowed_origins: ["http://fuzz.example"]}}
 jobs:
   default_model: fast
   tasks:

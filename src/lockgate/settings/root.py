@@ -33,6 +33,7 @@ from pydantic import Field, field_validator, model_validator
 from lockgate.settings.alerts import AlertsSettings
 from lockgate.settings.base import Strict, resolve_secret
 from lockgate.settings.cache import CacheSettings
+from lockgate.settings.console import ConsoleSettings
 from lockgate.settings.feedback import FeedbackSettings
 from lockgate.settings.governance import BreakerConfig, GovernanceConfig
 from lockgate.settings.guards import GuardsConfig
@@ -97,9 +98,11 @@ class Config(Strict):
     alerts: AlertsSettings = AlertsSettings()
     """Where alerts are delivered, once per incident (lockgate.alerts)."""
     mining: MiningSettings = MiningSettings()
+    """Process mining: default sources, reference paths, summary model (lockgate.mining)."""
     knowledge_graph: KnowledgeGraphSettings = KnowledgeGraphSettings()
     """Entities/relations of RAG passages for k-hop retrieval (lockgate.rag.graph)."""
-    """Process mining: default sources, reference paths, summary model (lockgate.mining)."""
+    console: ConsoleSettings = ConsoleSettings()
+    """The web console (/console) and the embeddable assistant panel (lockgate.console)."""
 
     @model_validator(mode="after")
     def _check_model_refs(self) -> Config:

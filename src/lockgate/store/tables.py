@@ -30,6 +30,9 @@ __all__ = [
     "batch_files",
     "batch_results",
     "batches",
+    "console_rollup_cursor",
+    "console_rollups",
+    "console_sessions",
     "feedback",
     "kg_entities",
     "kg_mentions",
@@ -48,6 +51,7 @@ __all__ = [
     "shadow_results",
     "teams",
     "usage_records",
+    "widget_tokens",
 ]
 
 NAMING = {
@@ -567,4 +571,65 @@ kg_relations = sa.Table(
     sa.Index("ix_kg_relations_object", "object_id"),
     sa.Index("ix_kg_relations_chunk_pk", "chunk_pk"),
     sa.Index("ix_kg_relations_doc_pk", "doc_pk"),
+)
+
+
+# ------------------------------------------------------- console (lockgate.console), revision 0009
+# Sign-in sessions of the web console: only the sha256 of the cookie value is stored, never a
+# key. Times are unix seconds.
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("key_id", sa.String(), nullable=False),
+    sa.Column("team_id", sa.String(), nullable=True),
+    sa.Column("team_name", sa.String(), nullable=True),
+    sa.Column("is_master", sa.Boolean(), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("expires_at", sa.Double(), nullable=False, index=True),
+)
+
+# Short-lived tokens of the embeddable assistant panel, minted by a team key: bound to an
+# origin, a model (or rag/<collection>), an end user and an expiry. Only the hash is stored.
+widget_tokens = sa.Table(
+    "widget_tokens",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("key_id", sa.String(), nullable=False),
+    sa.Column("team_id", sa.String(), nullable=True),
+    sa.Column("origin", sa.String(), nullable=False),
+    sa.Column("model", sa.String(), nullable=False),
+    sa.Column("user_id", sa.String(), nullable=False),
+    sa.Column("groups", sa.Text(), nullable=False),  # JSON list
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("expires_at", sa.Double(), nullable=False, index=True),
+)
+
+# Per-minute (grain 60) and per-hour (grain 3600) totals of model calls per team and model,
+# folded in from usage_records by id (lockgate.store.rollups); latency as a histogram
+# (ROLLUP_EDGES_MS) so p50/p95 come from the rollup, not from the audit rows.
+ROLLUP_BINS = 12
+console_rollups = sa.Table(
+    "console_rollups",
+    metadata,
+    sa.Column("grain", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("bucket", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("team_id", sa.String(), primary_key=True),
+    sa.Column("model", sa.String(), primary_key=True),
+    sa.Column("requests", sa.BigInteger(), nullable=False),
+    sa.Column("errors", sa.BigInteger(), nullable=False),
+    sa.Column("prompt_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("completion_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("cost", sa.Double(), nullable=False),
+    sa.Column("latency_sum", sa.Double(), nullable=False),
+    *[sa.Column(f"h{i}", sa.BigInteger(), nullable=False) for i in range(ROLLUP_BINS)],
+)
+
+# How far the rollups have read usage_records (one row, id 1).
+console_rollup_cursor = sa.Table(
+    "console_rollup_cursor",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("last_id", sa.BigInteger(), nullable=False),
 )
