@@ -57,9 +57,8 @@ from lockgate.jobs.model import Job, NewJob
 from lockgate.jobs.queue import JobQueue
 from lockgate.jobs.tasks import SYSTEM_PRINCIPAL
 from lockgate.jobs.worker import Handler, principal_from_meta, principal_to_meta
-from lockgate.pipeline import Call, Principal, Result
+from lockgate.pipeline import Call, Principal, Result, contract_for
 from lockgate.pipeline.call import CallKind
-from lockgate.pipeline.contract_repair import contract_for
 from lockgate.review import ReviewItem, ReviewNotFound, ReviewService
 from lockgate.review.chat_gate import gate_chat, task_of
 from lockgate.settings.review import ReviewPolicy

@@ -6,6 +6,7 @@ never import a provider module.
 """
 
 from lockgate.pipeline.call import Call, EndUser, Principal, UsageRecord
+from lockgate.pipeline.contract_repair import contract_for
 from lockgate.pipeline.facts import CallFacts, Result, StreamResult
 from lockgate.pipeline.pipeline import Controls, Pipeline
 from lockgate.pipeline.virtual import VirtualDeployment
@@ -25,4 +26,5 @@ __all__ = [
     "Usage",
     "UsageRecord",
     "VirtualDeployment",
+    "contract_for",
 ]
