@@ -74,6 +74,7 @@ from lockgate.settings import Config, resolve_secret
 from lockgate.state import Invalidations, MemoryState, StateBackend, open_state
 from lockgate.state.base import StateUnavailable
 from lockgate.store import AuditWriter, Store
+from lockgate.store.retention import AuditRetainer
 
 MASTER_HASH_FILE = "master_key.sha256"
 
@@ -212,6 +213,8 @@ class Runtime:
     """The drift monitor (with ``monitor=True`` and ``feedback.drift.enabled``)."""
     canary: CanaryControl | None = None
     """Canary deployments with automatic rollback (None when none is configured)."""
+    retainer: AuditRetainer | None = None
+    """Archives old audit rows on a timer (with ``monitor=True`` and ``audit.retention``)."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _review_sender: OperatorSender | None = None
@@ -337,6 +340,8 @@ class Runtime:
                     name="lockgate-alerts-gauge"))
             if monitor and config.feedback.drift.enabled:
                 runtime._start_drift()
+            if monitor:
+                runtime._start_retention()
             if canary is not None:
                 canary.on_rollback.append(runtime._canary_alert)
                 await canary.start()
@@ -467,6 +472,9 @@ class Runtime:
                     pending_gauge.set(value)
                 else:
                     audit_gauge.labels(name).set(value)
+            if self.retainer is not None:
+                audit_gauge.labels("archived").set(self.retainer.archived)
+                audit_gauge.labels("archive_failures").set(self.retainer.failures)
             if breaker is not None:
                 for dep, code in breaker.state_codes().items():  # STATE_CODES values
                     gauge.labels(dep).set(code)
@@ -485,6 +493,18 @@ class Runtime:
                 task = asyncio.get_running_loop().create_task(warmup())
                 task.add_done_callback(_log_warmup_failure)
                 self._tasks.append(task)
+
+    def _start_retention(self) -> None:
+        """Archive old audit rows on a timer (``audit.retention``; lockgate.store.retention)."""
+        retention = self.config.audit.retention
+        if retention is None or retention.interval_seconds <= 0:
+            return
+        self.retainer = AuditRetainer(
+            self.store, retention.directory(self.config.home_path),
+            interval=retention.interval_seconds, max_age=retention.max_age,
+            max_rows=retention.max_rows, file_rows=retention.file_rows)
+        self._tasks.append(asyncio.create_task(self.retainer.run(self._stop),
+                                               name="lockgate-audit-retention"))
 
     async def aclose(self) -> None:
         self._stop.set()

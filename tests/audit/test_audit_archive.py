@@ -202,3 +202,38 @@ async def _record(store: Store, request_id: str) -> dict[str, Any]:
         row = await get_chained_record(conn, request_id)
     assert row is not None
     return row
+
+
+async def test_the_retention_loop_archives_on_its_timer(
+        store: Store, make_record: RecordFactory, tmp_path: Path) -> None:
+    from lockgate.store.retention import AuditRetainer
+
+    await seed(store, make_record, 9)
+    retainer = AuditRetainer(store, tmp_path, interval=0.05, max_age=None, max_rows=4,
+                             file_rows=100)
+    stop = asyncio.Event()
+    task = asyncio.create_task(retainer.run(stop))
+    deadline = time.monotonic() + 10
+    while retainer.archived < 5 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await seed(store, make_record, 2, start=50)
+    while retainer.archived < 7 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert retainer.archived == 7 and retainer.failures == 0
+    assert await live_count(store) == 4
+    assert (await verify(store, tmp_path)).records == 11
+
+
+async def test_a_failing_round_is_counted_not_raised(
+        store: Store, make_record: RecordFactory, tmp_path: Path) -> None:
+    from lockgate.store.retention import AuditRetainer
+
+    await seed(store, make_record, 5)
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the archive directory should be")
+    retainer = AuditRetainer(store, blocked, interval=1, max_age=None, max_rows=1,
+                             file_rows=100)
+    assert await retainer.run_once() == 0
+    assert retainer.failures == 1 and await live_count(store) == 5
