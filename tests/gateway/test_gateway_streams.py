@@ -223,9 +223,9 @@ def test_a_contract_violation_ends_the_stream_with_an_error_event(gw: Gateway, k
             model="fast", stream=True, metadata={"contract": "triage@1"},
             messages=[{"role": "user", "content": f"{uuid.uuid4().hex} again"}]))
     assert "triage@1" in err.value.message
-    rows = audit_rows(gw, "fast")
-    assert any(r.stream and r.status == 502 and r.error_class == "output_contract_failed"
-               for r in rows)
+    # the audit writer flushes every 50 ms: wait for the row
+    wait_for(lambda: any(r.stream and r.status == 502 and r.error_class == "output_contract_failed"
+                         for r in audit_rows(gw, "fast")), "the failed stream's audit row")
 
 
 def test_a_valid_streamed_answer_passes_its_contract(gw: Gateway, key: str) -> None:
