@@ -465,6 +465,7 @@ class Runtime:
         gov_gauge = self.metrics.governance
         audit = self.audit
         audit_gauge, pending_gauge = self.metrics.audit, self.metrics.audit_pending
+        backlog_gauge = self.metrics.audit_backlog
 
         def refresh() -> None:
             for name, value in asdict(audit.stats()).items():
@@ -472,6 +473,7 @@ class Runtime:
                     pending_gauge.set(value)
                 else:
                     audit_gauge.labels(name).set(value)
+            backlog_gauge.set(audit.backlog_seconds())
             if self.retainer is not None:
                 audit_gauge.labels("archived").set(self.retainer.archived)
                 audit_gauge.labels("archive_failures").set(self.retainer.failures)
