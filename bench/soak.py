@@ -99,12 +99,26 @@ def _count_rows(url: str) -> int:
         store = await Store.open(url)
         try:
             async with store.engine.connect() as conn:
-                count = sa.text("SELECT count(*) FROM usage_records WHERE kind = 'chat'")
+                count = sa.text("SELECT count(*) FROM usage_records WHERE kind = 'chat' "
+                                "AND request_id NOT LIKE 'req_prefill_%'")
                 return int((await conn.execute(count)).scalar_one())
         finally:
             await store.close()
 
     return asyncio.run(go())
+
+
+def _prefill(store: str, db_url: str, db_name: str | None, workdir: Path, rows: int) -> None:
+    import asyncio
+
+    from bench.audit_ceiling import _migrate, prefill_postgres, prefill_sqlite
+
+    asyncio.run(_migrate(db_url))
+    _log(f"prefilling {rows:,} audit rows")
+    if store == "sqlite":
+        prefill_sqlite(workdir / "soak.db", rows)
+    else:
+        prefill_postgres(f"host=127.0.0.1 port=5432 user=postgres dbname={db_name}", rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lockgate-bin", type=Path, default=Path(sys.executable).parent / "lockgate")
     p.add_argument("--results", type=Path, default=REPO / "bench" / "RESULTS.md")
     p.add_argument("--record", action="store_true", help="append the section to RESULTS.md")
+    p.add_argument("--prefill", type=int, default=0, metavar="ROWS",
+                   help="chained rows already in usage_records before the load (e.g. 2500000)")
     args = p.parse_args(argv)
     seconds = args.minutes * 60.0
     workdir = Path(tempfile.mkdtemp(prefix="lockgate-soak-"))
@@ -129,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         db_url = f"postgresql://postgres@127.0.0.1:5432/{db_name}"
     else:
         db_url = f"sqlite:///{workdir / 'soak.db'}"
+    if args.prefill > 0:
+        _prefill(args.store, db_url, db_name, workdir, args.prefill)
     run = SoakRun()
     wrk_out = ""
     cpu_ms = None
@@ -202,7 +220,9 @@ def render(args: argparse.Namespace, started_at: str, soak: SoakResult, run: Soa
         f"Command: `{' '.join([Path(sys.executable).name, 'bench/soak.py', *sys.argv[1:]])}`",
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()) + ".",
-        f"Store: {store}; lockgate w=1, audit on; wrk c={args.concurrency}; "
+        f"Store: {store}"
+        + (f" prefilled with {args.prefill:,} chained audit rows" if args.prefill else "")
+        + f"; lockgate w=1, audit on; wrk c={args.concurrency}; "
         f"samples every {args.interval:g} s.",
         "",
         *_soak_lines(soak),
