@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +35,13 @@ if str(REPO) not in sys.path:  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(REPO))
 
 from bench.gcprobe import read_totals  # noqa: E402
+from bench.hotpath import (  # noqa: E402
+    CONTROLS_YAML,
+    issue12_verdicts,
+    measure_stream_cpu,
+    probe_stream_ttfb,
+    write_varying_wrk_script,
+)
 from bench.loadgen import (  # noqa: E402
     parse_wrk_output,
     probe_overhead_header,
@@ -101,6 +109,8 @@ class Options:
     profile_dir: Path | None = None
     profile_concurrency: int = 8
     profile_seconds: float = 10.0
+    stream_requests: int = 0
+    """With ``--stream``: sequential streamed chats for the TTFB probe (direct, lockgate w=1)."""
 
 
 def measure_target(target: Target, upstream: Started, opts: Options) -> TargetResult:
@@ -108,7 +118,11 @@ def measure_target(target: Target, upstream: Started, opts: Options) -> TargetRe
     levels, duration, warmup, threads = opts.levels, opts.duration, opts.warmup, opts.threads
     workdir, probe_requests = opts.workdir, opts.probe_requests
     result = TargetResult(target.name, target.kind, target.workers, notes=list(target.notes))
-    script = write_wrk_script(workdir / f"{_slug(target.name)}.lua", BENCH_BODY, target.headers)
+    if target.varying_body:
+        script = write_varying_wrk_script(workdir / f"{_slug(target.name)}.lua", target.headers)
+    else:
+        script = write_wrk_script(workdir / f"{_slug(target.name)}.lua", BENCH_BODY,
+                                  target.headers)
     own = target.server if target.server is not None else upstream
     if warmup > 0:
         run_wrk(target.url, script, max(levels), warmup, threads)
@@ -141,6 +155,14 @@ def measure_target(target: Target, upstream: Started, opts: Options) -> TargetRe
         if not result.probe.values_ms:
             result.notes.append(f"no {target.overhead_header} header in the responses")
     result.rss_mb = rss_bytes(own.pids()) / 2**20
+    if opts.stream_requests > 0 and target.name in ("direct", "lockgate w=1"):
+        streamed = probe_stream_ttfb(target.url, target.headers, opts.stream_requests)
+        if target.server is not None and target.kind != "direct":
+            streamed.cpu_ms_per_stream, streamed.streams_per_s = measure_stream_cpu(
+                target, workdir, 8, duration, threads)
+        result.stream = streamed
+        _log(f"  {target.name:14s} stream: first data p50 {streamed.ttfb_p50 or 0:.3f} ms, "
+             f"cpu {streamed.cpu_ms_per_stream or 0:.3f} ms/stream, {streamed.failures} failed")
     if opts.profile_dir is not None and target.server is not None:
         summary = profile_under_load(target.server.pids(), target.url, script,
                                      opts.profile_concurrency, opts.profile_seconds,
@@ -261,6 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mem-probe", action="store_true",
                    help="run the soak's lockgate under bench/memprobe.py and report malloc "
                         "in-use and Python allocated blocks beside RSS")
+    p.add_argument("--lockgate-src", action="append", default=[], metavar="LABEL=DIR",
+                   help="also run lockgate w=1 from another source tree (PYTHONPATH=DIR), "
+                   "named 'lockgate[LABEL] w=1': a before/after comparison in one run")
+    p.add_argument("--controls", action="store_true",
+                   help="also run 'lockgate w=1 controls': Redis limits + budget, PII redact, "
+                   "response cache on with a new body per request (every call a miss)")
+    p.add_argument("--stream", action="store_true",
+                   help="also measure streaming: time to the first data line (direct and "
+                   "lockgate w=1) and CPU per stream and per chunk")
+    p.add_argument("--stream-requests", type=int, default=300)
     p.add_argument("--results", type=Path, default=REPO / "bench" / "RESULTS.md")
     rec = p.add_mutually_exclusive_group()
     rec.add_argument("--record", dest="record", action="store_true", default=None,
@@ -294,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--soak-only needs --soak SECONDS", file=sys.stderr)
         return 2
     extra_env = dict(kv.split("=", 1) for kv in args.lockgate_env)
+    variants = [tuple(kv.split("=", 1)) for kv in args.lockgate_src]
     lockgate_workers = [] if args.no_lockgate else args.lockgate_workers
     lockgate_cmd = lockgate_command(args.lockgate_bin)
     litellm_workers = [] if args.no_litellm else args.litellm_workers
@@ -343,12 +376,13 @@ def main(argv: list[str] | None = None) -> int:
             ]
             opts = Options(args.concurrency, duration, warmup, workdir, probe_n,
                            args.wrk_threads, args.profile, args.profile_concurrency,
-                           args.profile_seconds)
+                           args.profile_seconds, args.stream_requests if args.stream else 0)
             if not args.soak_only:
                 _log("direct upstream")
                 run.targets.append(measure_target(
                     upstream, upstream.server,
-                    Options(args.concurrency, duration, warmup, workdir, 0, args.wrk_threads)))
+                    Options(args.concurrency, duration, warmup, workdir, 0, args.wrk_threads,
+                            stream_requests=opts.stream_requests)))
                 for w in lockgate_workers:
                     run.targets.append(_run_one(
                         f"lockgate w={w}", "lockgate", w,
@@ -356,6 +390,26 @@ def main(argv: list[str] | None = None) -> int:
                             group, workdir, up_url, w, lockgate_cmd, extra_env,
                             gc_probe=args.gc_probe),
                         group, upstream.server, opts))
+                for label, src in variants:
+                    run.targets.append(_run_one(
+                        f"lockgate[{label}] w=1", "lockgate-variant", 1,
+                        lambda label=label, src=src: _kind(start_lockgate(  # type: ignore[misc]
+                            group, workdir, up_url, 1, lockgate_cmd, extra_env,
+                            tag=f"-{_slug(label)}", src=Path(src),
+                            name=f"lockgate[{label}] w=1"), "lockgate-variant"),
+                        group, upstream.server, opts))
+                if args.controls:
+                    prefix = f"lgbench:{uuid.uuid4().hex[:8]}:"
+                    try:
+                        run.targets.append(_run_one(
+                            "lockgate w=1 controls", "lockgate-controls", 1,
+                            lambda: _controls(start_lockgate(
+                                group, workdir, up_url, 1, lockgate_cmd, extra_env,
+                                tag="-controls", config_extra=CONTROLS_YAML.format(
+                                    prefix=prefix), name="lockgate w=1 controls")),
+                            group, upstream.server, opts))
+                    finally:
+                        _drop_redis_prefix(prefix)
                 if litellm_workers:
                     try:
                         exe = ensure_litellm_venv(args.litellm_venv, args.litellm_version)
@@ -407,11 +461,44 @@ def main(argv: list[str] | None = None) -> int:
     if exit_code:
         return exit_code
     section = render_markdown(run)
+    streams = {t.name: t.stream for t in run.targets if t.stream is not None}
+    if any(t.name == "lockgate w=1" for t in run.targets):
+        section += "\n".join(issue12_verdicts(run, streams)) + "\n"
     print(section)
     if do_record:
         record(args.results, section)
         _log(f"recorded in {args.results}")
     return 1 if any(t.error for t in run.targets) or run.soak_error else 0
+
+
+def _kind(target: Target, kind: str) -> Target:
+    target.kind = kind
+    return target
+
+
+def _controls(target: Target) -> Target:
+    """The controls-on target: its own kind, a cache miss per request, no header probe (the
+    probe repeats one body: cache hits)."""
+    target.kind = "lockgate-controls"
+    target.varying_body = True
+    target.overhead_header = None
+    return target
+
+
+def _drop_redis_prefix(prefix: str) -> None:
+    try:
+        import redis
+    except ImportError:
+        return
+    r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        keys = list(r.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            r.delete(*keys)
+    except redis.RedisError:
+        pass
+    finally:
+        r.close()
 
 
 def _run_one(

@@ -23,6 +23,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.loadgen import HeaderProbe, WrkResult
 
@@ -82,6 +83,8 @@ class TargetResult:
     rss_mb: float | None = None
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    stream: Any = None
+    """bench.hotpath.StreamResult with ``--stream`` (direct and lockgate w=1)."""
 
     @property
     def peak_rps(self) -> float | None:

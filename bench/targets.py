@@ -67,6 +67,8 @@ class Target:
     """Where bench/gcprobe.py writes GC totals for this target (``--gc-probe``)."""
     mem_dir: Path | None = None
     """Where bench/memprobe.py writes memory samples for this target (``--mem-probe``)."""
+    varying_body: bool = False
+    """Every request a new body (a cache miss each time): the controls-on target."""
 
 
 def _clean_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -136,6 +138,9 @@ def start_lockgate(
     tag: str = "",
     gc_probe: bool = False,
     mem_probe: bool = False,
+    src: Path | None = None,
+    config_extra: str = "",
+    name: str | None = None,
 ) -> Target:
     """Start ``lockgate serve`` with a fresh home; create a team and a virtual key.
 
@@ -143,15 +148,22 @@ def start_lockgate(
     its garbage collections; with ``mem_probe`` under ``bench/memprobe.py``, which samples
     malloc and Python memory (not both at once).
 
-    ``lockgate_cmd`` is how to run the CLI (see :func:`lockgate_command`).
+    ``lockgate_cmd`` is how to run the CLI (see :func:`lockgate_command`). With ``src`` the
+    CLI runs from that source tree instead (``PYTHONPATH=src``: e.g. the main branch's, for
+    a before/after comparison in one run). ``config_extra`` is appended to the config.
     """
     stem = f"lockgate-w{workers}{tag}"
     home = workdir / f"{stem}-home"
     home.mkdir(parents=True, exist_ok=True)
     config = _lockgate_config(workdir / f"{stem}.yaml", upstream_url)
+    if config_extra:
+        config.write_text(config.read_text() + config_extra)
     env = _clean_env({"LOCKGATE_MASTER_KEY": MASTER_KEY, "LOCKGATE_HOME": str(home),
                       **(extra_env or {})})
-    if lockgate_cmd[0] == sys.executable:  # not installed: run from the source tree
+    if src is not None:
+        lockgate_cmd = lockgate_command(Path("/nonexistent"))
+        env["PYTHONPATH"] = str(src)
+    elif lockgate_cmd[0] == sys.executable:  # not installed: run from the source tree
         _add_src_path(env)
     notes: list[str] = []
     key = _create_virtual_key(lockgate_cmd, config, env, notes)
@@ -165,7 +177,8 @@ def start_lockgate(
                                  (mem_dir, "LOCKGATE_BENCH_MEM_DIR", "memprobe.py")):
         if out_dir is not None:  # the CLI under a probe script that imports it from src/
             env[var] = str(out_dir)
-            _add_src_path(env)
+            if src is None:
+                _add_src_path(env)
             serve_cmd = [sys.executable, str(REPO / "bench" / script)]
     argv = [*serve_cmd, "serve", "--config", str(config), "--host", "127.0.0.1",
             "--port", str(port), "--workers", str(workers)]
@@ -173,7 +186,7 @@ def start_lockgate(
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
     url = f"http://127.0.0.1:{port}{CHAT_PATH}"
     wait_until(lambda: _answers_chat(url, headers), 90, server, f"lockgate ({workers} workers)")
-    target = Target(f"lockgate w={workers}", "lockgate", workers, url, headers, server,
+    target = Target(name or f"lockgate w={workers}", "lockgate", workers, url, headers, server,
                     overhead_header="x-lockgate-overhead-ms", notes=notes, gc_dir=gc_dir,
                     mem_dir=mem_dir)
     _check_chat(target)

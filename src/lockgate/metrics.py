@@ -98,6 +98,11 @@ class Metrics:
             "lockgate_audit_pending", "Audit records waiting to be written",
             registry=r, multiprocess_mode="livesum",
         )
+        self.audit_backlog = Gauge(
+            "lockgate_audit_backlog_seconds", "Age of the oldest audit record waiting to be "
+            "written (0 when none): how far the audit database is behind",
+            registry=r, multiprocess_mode="max",
+        )
         self.audit = Gauge(
             "lockgate_audit", "Audit writer counters of this process since start (written, "
             "duplicates, batches, failed_flushes, spilled, replayed, rejected, lost, "

@@ -77,6 +77,7 @@ from lockgate.state import Invalidations, MemoryState, StateBackend, open_state
 from lockgate.state.base import StateUnavailable
 from lockgate.store import AuditWriter, Store
 from lockgate.store.console import ConsoleData
+from lockgate.store.retention import AuditRetainer
 
 MASTER_HASH_FILE = "master_key.sha256"
 
@@ -223,6 +224,8 @@ class Runtime:
     """Process mining over the store's records and imported logs (lockgate.mining)."""
     console: ConsoleData | None = None
     """Console sessions, widget tokens, request log and usage rollups (lockgate.console)."""
+    retainer: AuditRetainer | None = None
+    """Archives old audit rows on a timer (with ``monitor=True`` and ``audit.retention``)."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _review_sender: OperatorSender | None = None
@@ -357,6 +360,8 @@ class Runtime:
                     runtime._fold_rollups(), name="lockgate-console-rollups"))
             if monitor and config.feedback.drift.enabled:
                 runtime._start_drift()
+            if monitor:
+                runtime._start_retention()
             if canary is not None:
                 canary.on_rollback.append(runtime._canary_alert)
                 await canary.start()
@@ -491,6 +496,7 @@ class Runtime:
         gov_gauge = self.metrics.governance
         audit = self.audit
         audit_gauge, pending_gauge = self.metrics.audit, self.metrics.audit_pending
+        backlog_gauge = self.metrics.audit_backlog
 
         def refresh() -> None:
             for name, value in asdict(audit.stats()).items():
@@ -498,6 +504,10 @@ class Runtime:
                     pending_gauge.set(value)
                 else:
                     audit_gauge.labels(name).set(value)
+            backlog_gauge.set(audit.backlog_seconds())
+            if self.retainer is not None:
+                audit_gauge.labels("archived").set(self.retainer.archived)
+                audit_gauge.labels("archive_failures").set(self.retainer.failures)
             if breaker is not None:
                 for dep, code in breaker.state_codes().items():  # STATE_CODES values
                     gauge.labels(dep).set(code)
@@ -516,6 +526,18 @@ class Runtime:
                 task = asyncio.get_running_loop().create_task(warmup())
                 task.add_done_callback(_log_warmup_failure)
                 self._tasks.append(task)
+
+    def _start_retention(self) -> None:
+        """Archive old audit rows on a timer (``audit.retention``; lockgate.store.retention)."""
+        retention = self.config.audit.retention
+        if retention is None or retention.interval_seconds <= 0:
+            return
+        self.retainer = AuditRetainer(
+            self.store, retention.directory(self.config.home_path),
+            interval=retention.interval_seconds, max_age=retention.max_age,
+            max_rows=retention.max_rows, file_rows=retention.file_rows)
+        self._tasks.append(asyncio.create_task(self.retainer.run(self._stop),
+                                               name="lockgate-audit-retention"))
 
     async def aclose(self) -> None:
         self._stop.set()

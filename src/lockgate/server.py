@@ -28,10 +28,12 @@ from lockgate.api import (
     rag,
     reviews,
 )
-from lockgate.api.admin import store_error
+from lockgate.api.error_render import gateway_error_of
+from lockgate.api.error_render import render_error as render_error_as
+from lockgate.api.lean import LeanGateway
 from lockgate.api.middleware import RequestIdMiddleware
 from lockgate.api.openapi_bodies import declare_request_bodies
-from lockgate.api.request_io import error_response, request_id_of
+from lockgate.api.request_io import request_id_of
 from lockgate.errors import BadRequest, GatewayError
 from lockgate.observability.logging import configure_logging
 from lockgate.runtime import Runtime
@@ -43,8 +45,10 @@ log = structlog.get_logger("lockgate.server")
 CONFIG_ENV = "LOCKGATE_CONFIG"
 
 
-def create_app(config: Config | None = None) -> FastAPI:
-    """The gateway app. Without ``config`` it loads ``$LOCKGATE_CONFIG`` (or the default)."""
+def create_app(config: Config | None = None) -> LeanGateway:
+    """The gateway app. Without ``config`` it loads ``$LOCKGATE_CONFIG`` (or the default).
+
+    The model routes run on the lean path (:mod:`lockgate.api.lean`); the rest is FastAPI."""
     if config is None:
         config = load_config(os.environ.get(CONFIG_ENV) or None)
     cfg = config
@@ -65,7 +69,7 @@ def create_app(config: Config | None = None) -> FastAPI:
             await runtime.aclose()
             log.info("lockgate.stopped", pid=os.getpid())
 
-    app = FastAPI(
+    app = LeanGateway(
         title="lockgate", version=__version__, lifespan=lifespan,
         docs_url="/docs", redoc_url=None,
         # lockgate has its own metrics/tracing; FastAPI's per-request telemetry probe cost ~9%
@@ -87,6 +91,7 @@ def create_app(config: Config | None = None) -> FastAPI:
 
         console.install(app)
     declare_request_bodies(app)
+    app.body_timeout = cfg.server.body_timeout_seconds  # the lean model routes' body timeout
     app.add_middleware(RequestIdMiddleware, body_timeout=cfg.server.body_timeout_seconds)
 
     @app.exception_handler(HTTPException)
@@ -107,31 +112,16 @@ def create_app(config: Config | None = None) -> FastAPI:
         return render_error(request, exc)
 
     @app.exception_handler(StoreError)
-    async def store_failure(request: Request, exc: StoreError) -> Response:
-        return render_error(request, store_error(exc))
-
     @app.exception_handler(ClientDisconnect)
-    async def client_left(request: Request, exc: ClientDisconnect) -> Response:
-        # the client is gone (e.g. mid-upload): nothing to fix on our side, nobody to answer
-        log.info("lockgate.client_disconnected", path=request.url.path)
-        return render_error(request, BadRequest("The client disconnected before the request "
-                                                "body was complete.", code="client_disconnected"))
-
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        # runs outside the request-id middleware (Starlette's outermost layer): add the id here
-        log.exception("lockgate.unhandled", path=request.url.path)
-        return render_error(request, GatewayError("Internal error in lockgate; see the server "
-                                                  "log.", status=500, code="internal_error"))
+    async def other_error(request: Request, exc: Exception) -> Response:
+        # Exception's handler runs outside the request-id middleware (Starlette's outermost
+        # layer): render_error adds the id itself
+        return render_error(request, gateway_error_of(exc, request.url.path))
 
     return app
 
 
 def render_error(request: Request, exc: GatewayError) -> Response:
-    """An error in the shape of the API the client called (Anthropic's on /v1/messages),
-    always carrying the request id."""
-    rid = request_id_of(request)
-    headers = {"x-request-id": rid} if rid else None
-    if request.url.path.rstrip("/") == anthropic.MESSAGES_PATH:
-        return anthropic.anthropic_error(exc, headers)
-    return error_response(exc, headers)
+    """An error in the shape of the API the client called, always carrying the request id."""
+    return render_error_as(request.url.path, request_id_of(request), exc)

@@ -89,3 +89,43 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "cannot migrate database" in lines[0]
+
+
+def test_archive_then_verify_archived_and_live(tmp_path: Path) -> None:
+    db = tmp_path / "audit.db"
+    cfg = tmp_path / "lockgate.yaml"
+    cfg.write_text(f"database_url: sqlite:///{db}\nhome: {tmp_path}\n"
+                   "audit: {retention: {max_rows: 3, interval_seconds: 0}}\n")
+    seed(f"sqlite:///{db}", 10)
+    before = lockgate("audit", "verify", "-c", str(cfg), home=tmp_path)
+    head = before.stdout.split("(head ", 1)[1].split(")", 1)[0]
+
+    done = lockgate("audit", "archive", "-c", str(cfg), home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("archived 7 records #1..#7 into 1 file(s)")
+    files = list((tmp_path / "audit-archive").glob("audit-*.jsonl.gz"))
+    assert len(files) == 1
+    ok = lockgate("audit", "verify", "-c", str(cfg), "--anchor", head, home=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("ok, 10 records (7 archived in 1 file(s), 3 live)")
+    assert f"(head {head})" in ok.stdout
+    again = lockgate("audit", "archive", "-c", str(cfg), home=tmp_path)
+    assert again.stdout.startswith("nothing to archive (archived up to #7)")
+    show = lockgate("audit", "show", "req_cli_7", "-c", str(cfg), home=tmp_path)
+    assert json.loads(show.stdout)["link_ok"] is True  # its predecessor is archived
+
+    files[0].unlink()
+    bad = lockgate("audit", "verify", "-c", str(cfg), home=tmp_path)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "is missing" in lines[0]
+    live = lockgate("audit", "verify", "--live-only", "-c", str(cfg), home=tmp_path)
+    assert live.returncode == 0 and "NOT read" in live.stdout
+
+
+def test_archive_needs_a_policy(tmp_path: Path) -> None:
+    cfg = tmp_path / "lockgate.yaml"
+    cfg.write_text(f"database_url: sqlite:///{tmp_path / 'a.db'}\n")
+    proc = lockgate("audit", "archive", "-c", str(cfg), home=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--max-age-days or --max-rows" in proc.stderr

@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
+import lockgate.api.error_render
 import lockgate.server
 from lockgate.settings import parse_config
 from tests.fuzz.conftest import BODY_TIMEOUT, assert_anthropic_error, assert_openai_error, auth
@@ -124,6 +125,7 @@ def test_client_disconnect_mid_upload_is_not_an_unhandled_error(
             return lambda *a, **k: None
 
     monkeypatch.setattr(lockgate.server, "log", Spy())
+    monkeypatch.setattr(lockgate.api.error_render, "log", Spy())  # renders handler failures
     for path in ("/v1/chat/completions", "/v1/files"):
         ctype = ("application/json" if path != "/v1/files"
                  else "multipart/form-data; boundary=b")

@@ -46,6 +46,7 @@ def test_metrics_exposed(gateway: Gateway, key: str) -> None:
     assert "lockgate_overhead_seconds_bucket" in text
     assert 'lockgate_tokens_total{direction="prompt",model="fast"}' in text
     assert "lockgate_audit_pending " in text
+    assert "lockgate_audit_backlog_seconds " in text
     assert 'lockgate_audit{stat="spilled"} 0.0' in text
     assert 'lockgate_audit{stat="lost"} 0.0' in text
 

@@ -165,8 +165,9 @@ def test_a_stream_is_cached_and_a_repeat_is_replayed_as_a_stream(gw: Gateway, ke
     # and a non-stream call of the same request is a hit on the stream's answer
     r = c.chat.completions.with_raw_response.create(model="fast", messages=messages)  # type: ignore[arg-type]
     assert r.headers["x-lockgate-cache"] == "hit" and r.parse().choices[0].message.content == text
-    rows = audit_rows(gw, "fast")
-    assert any(row.cached and row.stream and row.status == 200 for row in rows)
+    # the audit writer flushes every 50 ms: wait for the replayed stream's row
+    wait_for(lambda: any(row.cached and row.stream and row.status == 200
+                         for row in audit_rows(gw, "fast")), "the replayed stream's audit row")
 
 
 def test_an_anthropic_stream_is_replayed_from_the_cache(gw: Gateway, key: str) -> None:
@@ -222,9 +223,9 @@ def test_a_contract_violation_ends_the_stream_with_an_error_event(gw: Gateway, k
             model="fast", stream=True, metadata={"contract": "triage@1"},
             messages=[{"role": "user", "content": f"{uuid.uuid4().hex} again"}]))
     assert "triage@1" in err.value.message
-    rows = audit_rows(gw, "fast")
-    assert any(r.stream and r.status == 502 and r.error_class == "output_contract_failed"
-               for r in rows)
+    # the audit writer flushes every 50 ms: wait for the row
+    wait_for(lambda: any(r.stream and r.status == 502 and r.error_class == "output_contract_failed"
+                         for r in audit_rows(gw, "fast")), "the failed stream's audit row")
 
 
 def test_a_valid_streamed_answer_passes_its_contract(gw: Gateway, key: str) -> None:

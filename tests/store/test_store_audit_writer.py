@@ -442,3 +442,19 @@ async def test_malformed_shadow_row_is_dead_lettered_alone(
     assert await shadow_ids(store) == ["req_shadow_good"]
     dead = b"".join(p.read_bytes() for p in (tmp_path / "spill").glob("rejected-*.jsonl"))
     assert b"req_shadow_bad" in dead and b"candidate_deployment" in dead
+
+
+async def test_backlog_seconds_is_the_age_of_the_oldest_queued_record(
+    store: Store, make_record: RecordFactory, tmp_path: Path
+) -> None:
+    w = writer(store, tmp_path)  # not started: records stay queued
+    assert w.backlog_seconds() == 0.0
+    now = time.time()
+    w.submit(make_record("old", created_at=now - 42.0))
+    w.submit(make_record("new", created_at=now - 1.0))
+    assert w.backlog_seconds(now) == pytest.approx(42.0)
+    w.submit_shadow({"request_id": "s", "created_at": now - 50.0})  # behind the oldest
+    assert w.backlog_seconds(now) == pytest.approx(42.0)
+    await w.flush(timeout=30)
+    assert w.pending == 0 and w.backlog_seconds() == 0.0
+    await w.close()

@@ -33,6 +33,61 @@ class BodyReadTimeout(GatewayError):
 _RID = b"x-request-id"
 _OVH = b"x-lockgate-overhead-ms"
 
+__all__ = ["BodyReadTimeout", "RequestIdMiddleware", "add_request_headers", "bounded_receive",
+           "start_request"]
+
+
+def start_request(scope: Scope) -> tuple[str, float]:
+    """Give the request its id and start its overhead clock (``scope["state"]``); every log
+    line of the current task carries the id from now on."""
+    started = time.perf_counter()
+    rid = "req_" + uuid.uuid4().hex
+    state = scope.setdefault("state", {})
+    state["request_id"] = rid
+    state["started"] = started
+    bind_request(request_id=rid)
+    return rid, started
+
+
+def add_request_headers(headers: list[tuple[bytes, bytes]], rid: str, started: float) -> None:
+    """Append ``x-request-id`` and ``x-lockgate-overhead-ms`` unless already set."""
+    has_rid = has_ovh = False
+    for raw, _ in headers:
+        name = raw.lower()
+        if name == _RID:
+            has_rid = True
+        elif name == _OVH:
+            has_ovh = True
+    if not has_rid:
+        headers.append((_RID, rid.encode()))
+    if not has_ovh:
+        ms = (time.perf_counter() - started) * 1000.0
+        headers.append((_OVH, f"{ms:.3f}".encode()))
+
+
+def bounded_receive(receive: Receive, timeout: float) -> Receive:
+    """``receive`` whose waits for the next piece of an incomplete body are bounded by
+    ``timeout`` seconds (then :class:`BodyReadTimeout`); passed through once it is complete."""
+    body_done = False
+
+    async def receive_with_timeout() -> Message:
+        nonlocal body_done
+        if body_done:
+            return await receive()
+        try:
+            async with asyncio.timeout(timeout):
+                message = await receive()
+        except TimeoutError:
+            body_done = True
+            raise BodyReadTimeout(
+                f"The request body did not arrive within {timeout:g} s "
+                "(shorter than its Content-Length, or stalled).") from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            body_done = True
+        return message
+
+    return receive_with_timeout
+
 
 class RequestIdMiddleware:
     def __init__(self, app: ASGIApp, body_timeout: float = DEFAULT_BODY_TIMEOUT) -> None:
@@ -43,42 +98,13 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        rid = "req_" + uuid.uuid4().hex
-        state = scope.setdefault("state", {})
-        state["request_id"] = rid
-        state["started"] = started
-        bind_request(request_id=rid)  # every log line of this request's task carries it
+        rid, started = start_request(scope)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                names = {name.lower() for name, _ in headers}
-                if _RID not in names:
-                    headers.append((_RID, rid.encode()))
-                if _OVH not in names:
-                    ms = (time.perf_counter() - started) * 1000.0
-                    headers.append((_OVH, f"{ms:.3f}".encode()))
+                add_request_headers(headers, rid, started)
                 message["headers"] = headers
             await send(message)
 
-        timeout = self.body_timeout
-        body_done = False
-
-        async def receive_with_timeout() -> Message:
-            nonlocal body_done
-            if body_done:
-                return await receive()
-            try:
-                async with asyncio.timeout(timeout):
-                    message = await receive()
-            except TimeoutError:
-                body_done = True
-                raise BodyReadTimeout(
-                    f"The request body did not arrive within {timeout:g} s "
-                    "(shorter than its Content-Length, or stalled).") from None
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_done = True
-            return message
-
-        await self.app(scope, receive_with_timeout, send_with_headers)
+        await self.app(scope, bounded_receive(receive, self.body_timeout), send_with_headers)

@@ -1,4 +1,8 @@
-"""``lockgate audit verify|tail|show``: the tamper-evident audit chain from the command line.
+"""``lockgate audit verify|archive|tail|show``: the tamper-evident audit chain from the CLI.
+
+``archive`` moves old records to compressed JSONL files (:mod:`lockgate.store.archive`,
+policy from ``audit.retention`` or ``--max-age-days`` / ``--max-rows``); ``verify`` then
+checks the archive files and the live rows as one chain.
 
 ``verify`` walks the hash chain (:mod:`lockgate.store.chain`) and prints
 ``ok, N records (head SEQ:HASH)`` (exit 0) or one line naming the first edited,
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,8 +28,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from lockgate.cli.admin_commands import with_store as _with_store
 from lockgate.cli.common import ConfigOption, console, fail, get_config
 from lockgate.settings import Config
+from lockgate.settings.audit_retention import DEFAULT_ARCHIVE_DIR
 from lockgate.store import Store, StoreError
-from lockgate.store.chain import ChainReport, get_chained_record, verify_chain
+from lockgate.store.archive import ArchiveReport, AuditVerdict, archive_audit, verify_audit
+from lockgate.store.chain import get_chained_record
 from lockgate.store.tables import usage_records
 
 __all__ = ["audit_app"]
@@ -55,25 +62,77 @@ def _anchor(text: str | None) -> tuple[int, str] | None:
     return int(seq), digest.strip().lower()
 
 
+def _archive_dir(cfg: Config, given: Path | None) -> Path:
+    if given is not None:
+        return given
+    retention = cfg.audit.retention
+    if retention is not None:
+        return retention.directory(cfg.home_path)
+    return cfg.home_path / DEFAULT_ARCHIVE_DIR
+
+
 @audit_app.command("verify")
 def verify(
     anchor: str | None = typer.Option(
         None, "--anchor", help="SEQ:HASH saved from an earlier verify; must still match."
     ),
+    archive_dir: Path | None = typer.Option(
+        None, "--archive-dir", help="Where the archive files are (default: audit.retention's "
+        "archive_dir, else <home>/audit-archive)."),
+    live_only: bool = typer.Option(
+        False, "--live-only", help="Do not read the archive files; check the live rows from "
+        "the archived base (and that the archive rows are contiguous)."),
     config: Path | None = ConfigOption,
 ) -> None:
-    """Walk the audit hash chain; report the first edited, deleted or inserted record."""
+    """Walk the audit hash chain, archived files and live rows; report the first edited,
+    deleted or inserted record."""
     cfg = get_config(config)
     expected = _anchor(anchor)
+    directory = _archive_dir(cfg, archive_dir)
 
-    async def go(store: Store) -> ChainReport:
+    async def go(store: Store) -> AuditVerdict:
         async with store.engine.connect() as conn:
-            return await verify_chain(conn, anchor=expected)
+            return await verify_audit(conn, directory, anchor=expected,
+                                      read_files=not live_only)
 
     report = with_store(cfg, go)
     if not report.ok:
         fail(report.line())
     console.print(report.line(), highlight=False, soft_wrap=True)
+
+
+@audit_app.command("archive")
+def archive(
+    max_age_days: float | None = typer.Option(
+        None, "--max-age-days", min=0.0, help="Archive records older than this (default: "
+        "audit.retention.max_age_days)."),
+    max_rows: int | None = typer.Option(
+        None, "--max-rows", min=0, help="Keep at most this many live records (default: "
+        "audit.retention.max_rows)."),
+    archive_dir: Path | None = typer.Option(None, "--archive-dir", help="Where to write."),
+    file_rows: int | None = typer.Option(None, "--file-rows", min=1,
+                                         help="Records per file at most (default 100000)."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Move old audit records to compressed JSONL files; `audit verify` still proves them."""
+    cfg = get_config(config)
+    retention = cfg.audit.retention
+    if max_age_days is None and max_rows is None:
+        if retention is None:
+            fail("nothing to do: give --max-age-days or --max-rows (or set audit.retention)", 2)
+        max_age_days, max_rows = retention.max_age_days, retention.max_rows
+    directory = _archive_dir(cfg, archive_dir)
+    rows_per_file = file_rows or (retention.file_rows if retention else 100_000)
+
+    async def go(store: Store) -> ArchiveReport:
+        return await archive_audit(
+            store, directory,
+            max_age=timedelta(days=max_age_days) if max_age_days is not None else None,
+            max_rows=max_rows, file_rows=rows_per_file)
+
+    report = with_store(cfg, go)
+    console.print(report.line() + (f" in {directory}" if report.files else ""),
+                  highlight=False, soft_wrap=True)
 
 
 @audit_app.command("tail")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from lockgate.settings.audit_retention import AuditRetention
 from lockgate.settings.base import Strict
 
 __all__ = ["AuditSettings", "ServerSettings"]
@@ -22,3 +23,5 @@ class AuditSettings(Strict):
     flush_interval_ms: int = Field(200, ge=10)
     batch_size: int = Field(500, ge=1)
     max_queue: int = Field(100_000, ge=100)
+    retention: AuditRetention | None = None
+    """Archive old audit rows to compressed JSONL (lockgate.settings.audit_retention)."""

@@ -36,6 +36,12 @@ Guarantees
   logged at ERROR as JSON lines and counted in ``lost``: the one case where rows
   leave lockgate's hands, always loudly).
 
+How far behind it is: ``pending`` (records in memory) and :meth:`AuditWriter.backlog_seconds`
+(age of the oldest of them), exported as ``lockgate_audit_pending`` and
+``lockgate_audit_backlog_seconds``. Memory is bounded by ``max_queue``: past it the queue goes
+to spill files (``lockgate_audit{stat="spilled"}``), which are written back once the database
+keeps up again (docs/audit-retention.md has the measured ceiling).
+
 Counters for metrics: ``pending``, ``written``, ``duplicates``, ``batches``
 (transactions committed), ``failed_flushes``, ``spilled``, ``replayed``,
 ``rejected``, ``lost`` (rows of either kind), ``shadow_written``; ``stats()``
@@ -52,6 +58,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -153,6 +160,22 @@ class AuditWriter:
     def pending(self) -> int:
         """Records accepted but not yet committed (queued plus the batch being written)."""
         return len(self._buf) + self._inflight
+
+    def backlog_seconds(self, now: float | None = None) -> float:
+        """Age of the oldest queued record (its ``created_at``), 0 when nothing is queued:
+        how far the database is behind. Records spilled to disk are not counted here (see
+        ``spilled`` - ``replayed``)."""
+        if not self._buf:
+            return 0.0
+        head = self._buf[0]
+        created = (head.get("created_at") if isinstance(head, Mapping)
+                   else getattr(head, "created_at", None))
+        if isinstance(created, datetime):
+            created = created.timestamp()
+        try:
+            return max(0.0, (time.time() if now is None else now) - float(created))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return 0.0
 
     def stats(self) -> AuditStats:
         return AuditStats(

@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lockgate.store.errors import StoreError
 from lockgate.store.records import USAGE_FIELDS
-from lockgate.store.tables import audit_chain, usage_records
+from lockgate.store.tables import audit_archives, audit_chain, usage_records
 
 __all__ = [
     "GENESIS",
@@ -287,7 +287,8 @@ async def chain_head(conn: AsyncConnection) -> tuple[int, str] | None:
 
 
 async def verify_chain(
-    conn: AsyncConnection, *, page: int = 5000, anchor: tuple[int, str] | None = None
+    conn: AsyncConnection, *, page: int = 5000, anchor: tuple[int, str] | None = None,
+    base: tuple[int, str] | None = None,
 ) -> ChainReport:
     """Walk the whole chain; the first problem found is reported (see the module doc).
 
@@ -297,14 +298,19 @@ async def verify_chain(
 
     ``anchor`` is a ``(seq, hash)`` saved earlier from a verified chain: the row
     at that seq must still carry that hash.
+
+    ``base`` is ``(seq, hash)`` of the last archived record (:mod:`lockgate.store.archive`):
+    the live rows start after it and link to its hash. An ``anchor`` at or before it is the
+    archive's to check (:func:`~lockgate.store.archive.verify_archives`), not this walk's.
     """
     if conn.dialect.name == "postgresql" and not conn.in_transaction():
         # one snapshot for the head and every page: writers may append meanwhile
         await conn.execution_options(isolation_level="REPEATABLE READ")
     head = await chain_head(conn)
     head_seq, head_hash = head if head is not None else (0, GENESIS)
-    prev, expected, count = GENESIS, 1, 0
-    anchor_seen = anchor is None or anchor[0] == 0
+    base_seq, prev = base if base is not None else (0, GENESIS)
+    expected, count = base_seq + 1, 0
+    anchor_seen = anchor is None or anchor[0] <= base_seq
 
     def bad(problem: str, seq: int | None = None, rid: str | None = None) -> ChainReport:
         return ChainReport(False, count, head_seq, head_hash, problem, seq, rid)
@@ -397,6 +403,8 @@ async def get_chained_record(conn: AsyncConnection, request_id: str) -> dict[str
         seq = int(row["seq"])
         if seq == 1:
             prev: str | None = GENESIS
+        elif (archived := await _archived_hash(conn, seq - 1)) is not None:
+            prev = archived
         else:
             prev = (
                 await conn.execute(sa.select(u.c.chain_hash).where(u.c.seq == seq - 1))
@@ -404,3 +412,12 @@ async def get_chained_record(conn: AsyncConnection, request_id: str) -> dict[str
         link_ok = prev is not None and link(prev, seq, row) == row["chain_hash"]
     out["link_ok"] = link_ok
     return out
+
+
+async def _archived_hash(conn: AsyncConnection, seq: int) -> str | None:
+    """The hash of record ``seq`` when it is the last one of an archive file."""
+    return (  # type: ignore[no-any-return]
+        await conn.execute(
+            sa.select(audit_archives.c.last_hash).where(audit_archives.c.last_seq == seq)
+        )
+    ).scalar()

@@ -25,6 +25,7 @@ __all__ = [
     "UTCDateTime",
     "alerts",
     "api_keys",
+    "audit_archives",
     "audit_chain",
     "batch_file_chunks",
     "batch_files",
@@ -157,6 +158,24 @@ audit_chain = sa.Table(
     sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
     sa.Column("seq", sa.BigInteger(), nullable=False),
     sa.Column("head_hash", sa.String(64), nullable=False),
+)
+
+# Audit rows moved out of usage_records into compressed JSONL files (lockgate.store.archive):
+# one row per file, in chain order; the last one's (last_seq, last_hash) is where the live
+# chain continues. Migration 0010.
+audit_archives = sa.Table(
+    "audit_archives",
+    metadata,
+    sa.Column("first_seq", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("last_seq", sa.BigInteger(), nullable=False, unique=True),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("last_hash", sa.String(64), nullable=False),
+    sa.Column("rows", sa.BigInteger(), nullable=False),
+    sa.Column("file", sa.String(), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("oldest_at", UTCDateTime(), nullable=False),
+    sa.Column("newest_at", UTCDateTime(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
 )
 
 # Shadow traffic (lockgate.shadow): the primary and candidate answers side by side; written by
