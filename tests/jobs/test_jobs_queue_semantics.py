@@ -218,13 +218,34 @@ async def test_partition_order_one_at_a_time(queue: JobQueue) -> None:
     assert nxt.job.id == ids[1]
 
 
-async def test_priority(queue: JobQueue, backend: str) -> None:
-    if backend == "redis":
-        pytest.skip("Redis Streams backend is FIFO (documented)")
+async def test_priority(queue: JobQueue) -> None:
     low = await queue.enqueue(NewJob(task="echo", input=1, priority=0))
     high = await queue.enqueue(NewJob(task="echo", input=2, priority=5))
     got = await queue.claim("w1", limit=2)
     assert [d.job.id for d in got] == [high.job.id, low.job.id]
+
+
+async def test_priority_orders_bands_and_keeps_fifo_within_one(queue: JobQueue) -> None:
+    """Several priorities (negative too), submitted lowest first: claimed one at a time they
+    come out highest first, in submission order within a priority; a retry keeps its band."""
+    order = [-2, 0, 3, 0, 7, 3, -2]
+    ids = [(await queue.enqueue(NewJob(task="echo", input=i, priority=p))).job.id
+           for i, p in enumerate(order)]
+    expected = [ids[i] for i in sorted(range(len(order)), key=lambda i: (-order[i], i))]
+    first = await claim_one(queue, "w1")
+    assert first.job.id == expected[0] and first.job.priority == 7
+    assert await queue.fail(first, "flaky", retry_in=0.0) == "queued"
+    await asyncio.sleep(0.25)  # the retry's backoff (0.05-0.2 s here) has passed
+    got = [first.job.id]
+    while len(got) < len(order) + 1:
+        deadline = time.time() + 5
+        batch: list[Delivery] = []
+        while not batch and time.time() < deadline:
+            batch = await queue.claim("w1", limit=1)
+        assert batch, got
+        got.append(batch[0].job.id)
+        assert await queue.complete(batch[0], "ok")
+    assert got == [expected[0], *expected]  # the retried top job first, then by priority
 
 
 async def test_stats(queue: JobQueue) -> None:
