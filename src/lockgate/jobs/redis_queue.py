@@ -26,7 +26,8 @@ pending by a consumer that died before starting them are picked up with
 ``XAUTOCLAIM`` once idle longer than the lease. Priority: jobs of priority 0 use
 ``stream``, every other priority its own ``stream:<priority>`` (registered in the ``bands``
 zset, created with its group on first use); a claim reads the bands highest first, so a
-higher-priority job always starts before a lower one that waits (FIFO within a band). Keys are built inside scripts, so this targets a single Redis (not
+higher-priority job always starts before a lower one that waits (FIFO within a band).
+Keys are built inside scripts, so this targets a single Redis (not
 Redis Cluster).
 """
 
@@ -696,8 +697,8 @@ class RedisQueue:
         producers add bands)."""
         now = time.monotonic()
         if now - self._bands_at >= BANDS_REFRESH:
-            bands = await self.r.zrange(f"{self.prefix}:bands", 0, -1, withscores=True)
-            order = [(float(score), str(key)) for key, score in bands] + [(0.0, self._stream)]
+            bands: Any = await self.r.zrange(f"{self.prefix}:bands", 0, -1, withscores=True)
+            order = [(float(b[1]), str(b[0])) for b in bands] + [(0.0, self._stream)]
             self._bands = [key for _, key in sorted(order, key=lambda b: -b[0])]
             self._bands_at = now
         return self._bands
