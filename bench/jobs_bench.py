@@ -72,6 +72,8 @@ def queue_url(backend: str, tmp: Path) -> str:
         return f"postgresql://postgres@127.0.0.1:5432/test?schema={tag}"
     if backend == "redis":
         return f"redis://127.0.0.1:6379/0?prefix={tag}"
+    if backend == "nats":
+        return f"nats://127.0.0.1:4222?prefix={tag}"
     raise SystemExit(f"unknown backend {backend}")
 
 

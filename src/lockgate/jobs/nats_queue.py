@@ -237,9 +237,11 @@ class NatsQueue:
     def _wait_subject(self, job_id: str) -> str:
         return f"{self.prefix}.w.{job_id}"
 
-    async def _publish_ready(self, doc: Doc) -> None:
+    async def _publish_ready(self, doc: Doc, rev: int) -> None:
+        """The job may run: its record (as of revision ``rev``) rides along, so the taker
+        can compare-and-set without reading it first (a stale copy just costs a read)."""
         await self._ensure_band(int(doc["priority"]))
-        body = orjson.dumps({"id": doc["id"], "c": doc["created_at"]})
+        body = orjson.dumps({"id": doc["id"], "c": doc["created_at"], "rev": rev, "doc": doc})
         await self.js.publish(self._ready_subject(doc), body)
 
     async def _ack(self, msg: Msg) -> None:
@@ -337,7 +339,7 @@ class NatsQueue:
                 doc = cur[0]
                 if (doc["state"] == "queued" and not doc["partition_key"]
                         and doc["created_at"] < time.time() - 2 and not doc["attempts"]):
-                    await self._publish_ready(doc)  # heal a job whose producer died
+                    await self._publish_ready(doc, cur[1])  # heal: its producer died
                 return _job(doc), int(entry.revision or 0)
             await asyncio.sleep(0.05)
         return None, int(entry.revision or 0)
@@ -398,15 +400,15 @@ class NatsQueue:
                     break
                 except KeyWrongLastSequenceError:
                     continue
-        await self.cas.create(f"j.{job_id}", doc)
+        rev = await self.cas.create(f"j.{job_id}", doc) or 0
         if new.partition_key:
-            await self._join_partition(doc)
+            await self._join_partition(doc, rev)
         else:
-            await self._publish_ready(doc)
+            await self._publish_ready(doc, rev)
         self._bump_depth(1)
         return EnqueueResult(_job(doc), created=True)
 
-    async def _join_partition(self, doc: Doc) -> None:
+    async def _join_partition(self, doc: Doc, rev: int) -> None:
         """Queue behind the partition's earlier jobs: a waiting entry first, then the list
         (so the finisher of the head, promoting us, always finds the entry to remove)."""
         body = orjson.dumps({"id": doc["id"], "c": doc["created_at"]})
@@ -424,7 +426,7 @@ class NatsQueue:
 
         await self.cas.change(key, append)
         if head:
-            await self._publish_ready(doc)
+            await self._publish_ready(doc, rev)
             await self._purge(self.s_queue, self._wait_subject(doc["id"]))
 
     async def _advance(self, doc: Doc) -> None:
@@ -442,7 +444,7 @@ class NatsQueue:
             return
         head = await self._load(cur[0]["ids"][0])
         if head is not None and head[0]["state"] == "queued":
-            await self._publish_ready(head[0])
+            await self._publish_ready(head[0], head[1])
             await self._purge(self.s_queue, self._wait_subject(head[0]["id"]))
 
     async def get(self, job_id: str) -> Job:
@@ -459,8 +461,9 @@ class NatsQueue:
     async def _start(self, msg: Msg, worker_id: str, until: float) -> Delivery | None:
         """A ready message: run its job if it is queued and due (exactly one taker wins)."""
         now = time.time()
-        job_id = orjson.loads(msg.data)["id"]
-        cur = await self._load(job_id)
+        body = orjson.loads(msg.data)
+        job_id = body["id"]
+        cur = (body["doc"], int(body["rev"])) if body.get("rev") else await self._load(job_id)
         if cur is None:
             if msg_age(msg, now) < START_GRACE:
                 await self._nak(msg, delay=0.2)  # its producer is still writing the record
@@ -554,7 +557,7 @@ class NatsQueue:
             self._held[job_id] = after
             return Delivery(_job(after[0]), worker_id, until, token=str(seq))
         if state == "queued":  # failed/released, its worker died before republishing it
-            await self._publish_ready(doc)
+            await self._publish_ready(doc, cur[1])
             await self._delete_watcher(seq)
             return None
         await self._after_finish(doc)  # finished or parked: redo the idempotent after-steps
@@ -618,9 +621,11 @@ class NatsQueue:
         if doc["partition_key"]:
             await self._advance(doc)
         p = self.prefix
-        if state in ("succeeded", "cancelled") and doc["expires_at"] is not None:
+        if state in ("succeeded", "cancelled") and doc["expires_at"] is not None and self._nc:
             body = orjson.dumps({"id": doc["id"], "at": doc["expires_at"]})
-            await self.js.publish(f"{p}.x.{doc['id']}", body)
+            # no wait for the stream's ack: a lost entry only delays dropping the result
+            # (``get`` answers 410 from the record's expires_at anyway)
+            await self._nc.publish(f"{p}.x.{doc['id']}", body)
         if state == "dead":
             await self.js.publish(f"{p}.d.{doc['id']}", orjson.dumps({"id": doc["id"]}))
         if doc["webhook_url"] and state in EVENTS and doc["finish_no"]:
@@ -675,7 +680,7 @@ class NatsQueue:
         if doc["state"] == "dead":
             await self._after_finish(doc)
             return "dead"
-        await self._publish_ready(doc)  # nak'd by takers until the backoff is over
+        await self._publish_ready(doc, after[1])  # nak'd by takers until the backoff ends
         await self._delete_watcher(int(doc["run_msg"]))
         self._bump_depth(1)
         return "queued"
@@ -693,7 +698,7 @@ class NatsQueue:
 
         after, won = await self._change(job_id, back, self._held.pop(job_id, None))
         if won and after is not None:
-            await self._publish_ready(after[0])
+            await self._publish_ready(after[0], after[1])
             await self._delete_watcher(int(after[0]["run_msg"]))
             self._bump_depth(1)
 
@@ -790,9 +795,9 @@ class NatsQueue:
         if won:
             await self._purge(self.s_dead, f"{self.prefix}.d.{job_id}")
             if doc["partition_key"]:
-                await self._join_partition(doc)
+                await self._join_partition(doc, after[1])
             else:
-                await self._publish_ready(doc)
+                await self._publish_ready(doc, after[1])
             self._bump_depth(1)
         return _job(doc)
 
