@@ -106,27 +106,14 @@ def worker(
     config: Path | None = ConfigOption,
 ) -> None:
     """Run jobs from the queue until SIGTERM/SIGINT (then finish or return in-flight jobs)."""
-    from lockgate.jobs.worker import Worker
     from lockgate.runtime import Runtime
 
     cfg = get_config(config)
-    settings = cfg.jobs
 
     async def go() -> None:
         rt = await Runtime.start(cfg, queue_url=queue, monitor=True)
         try:
-            assert rt.jobs is not None
-            handler = rt.job_handler()
-            w = Worker(
-                rt.jobs.queue,
-                handler,
-                concurrency=concurrency or settings.concurrency,
-                lease=lease or settings.lease,
-                poll_interval=settings.poll_interval,
-                grace=settings.grace,
-                webhooks=rt.jobs.webhooks,
-                outbox=rt.jobs.outbox,
-            )
+            w = rt.new_worker(concurrency, lease)
             stop = asyncio.Event()
             _stop_on_signals(stop)
             console.print(f"worker {w.worker_id}: {w.concurrency} concurrent", highlight=False)
