@@ -13,9 +13,18 @@ After each run it checks that every job succeeded exactly once (no job lost,
 no result stored twice: the worker counts refused duplicate completions) and
 prints a table; ``--record`` appends it to ``bench/RESULTS.md`` (section "Jobs").
 
-Run: ``.venv/bin/python bench/jobs_bench.py [--jobs 3000] [--backends sqlite,postgres,redis]
-[--modes queue,e2e] [--concurrency 64] [--record]``. Needs the PostgreSQL and Redis
-servers of this machine for those backends (unique schema / key prefix, dropped after).
+In the same run, ``--rivals`` puts the same workload through Dramatiq and Celery
+(``bench/jobs_rivals.py``: one worker process each, on Redis and on RabbitMQ). Neither
+speaks NATS, so the comparable broker class for lockgate-on-NATS-JetStream is the other
+dedicated message broker with acknowledgements and redelivery, RabbitMQ; lockgate-on-Redis
+compares with both on the very same Redis. Their ``e2e`` jobs POST straight to the stand-in
+upstream (no gateway), lockgate's go through the whole pipeline.
+
+Run: ``.venv/bin/python bench/jobs_bench.py [--jobs 3000] [--backends sqlite,postgres,redis,nats]
+[--modes queue,e2e] [--concurrency 64] [--worker-procs 1]
+[--rivals dramatiq:redis,celery:redis,dramatiq:rabbitmq,celery:rabbitmq] [--record]``. Needs
+the PostgreSQL, Redis, NATS and RabbitMQ servers of this machine for those backends (unique
+schema / key prefix / queue, dropped after) and ``pip install dramatiq celery`` for rivals.
 """
 
 from __future__ import annotations
@@ -160,7 +169,11 @@ async def one_run_procs(
                     text=True,
                 )
             )
-        await asyncio.sleep(1.0)  # let them connect (not timed)
+        # warm-up job (not timed): the workers are up and draining before the clock starts
+        warm = (await q.enqueue(NewJob(task="bench", input={"i": -1, "text": "warm"}))).job.id
+        deadline = time.monotonic() + 120
+        while (await q.get(warm)).state != "succeeded" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         ids: list[str] = []
 
         async def producer(start: int) -> None:
@@ -298,6 +311,24 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
                         flush=True,
                     )
                     rows.append(row)
+                for rival in filter(None, args.rivals.split(",")):
+                    if not port:
+                        port = free_port()
+                        upstream = subprocess.Popen(
+                            [sys.executable, str(HERE / "upstream.py"), "--port", str(port)],
+                            start_new_session=True,
+                        )
+                        wait_until(lambda: _health(port), timeout=15)
+                    system, broker = rival.split(":")
+                    from bench.jobs_rivals import run_rival
+
+                    seconds, lost, dup = run_rival(system, broker, mode, args.jobs,
+                                                   args.producers, args.rival_threads, port)
+                    row = Row(f"{system}+{broker}", mode, args.jobs, seconds, 0.0,
+                              args.jobs - lost, dup, lost)
+                    print(f"{row.backend:16s} {mode:6s} {row.rate:8.0f} jobs/s  "
+                          f"(lost {lost}, dup {dup})", flush=True)
+                    rows.append(row)
         finally:
             if runtime is not None:
                 await runtime.aclose()
@@ -332,7 +363,10 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
             if args.worker_procs
             else "a worker in the same process and event loop"
         )
-        + f" ({args.concurrency} jobs in flight each) drain. `queue` = no-op job (the queue's "
+        + f" ({args.concurrency} jobs in flight each) drain. Rivals ({args.rivals or 'none'}):"
+        f" one Dramatiq/Celery worker process with {args.rival_threads} threads, the same"
+        " producers; their `e2e` jobs POST straight to the stand-in upstream (no gateway)."
+        " `queue` = no-op job (the queue's "
         "own cost: enqueue, claim under a lease, complete); `e2e` = a prompt task through the "
         "gateway pipeline (routing, accounting, batched audit) to the fast stand-in upstream. "
         "jobs/s = jobs / (first enqueue .. last completion). Lost/duplicated are checked after "
@@ -343,9 +377,10 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        enq = f"{r.jobs / r.enqueue_seconds:.0f}" if r.enqueue_seconds else "-"
         lines.append(
             f"| {r.backend} | {r.mode} | {r.jobs} | {r.rate:.0f} | "
-            f"{r.jobs / r.enqueue_seconds:.0f} | {r.lost} | {r.duplicates} |"
+            f"{enq} | {r.lost} | {r.duplicates} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -363,6 +398,9 @@ def main() -> None:
         default=0,
         help="run workers in N separate processes (0: in this process)",
     )
+    p.add_argument("--rivals", default="dramatiq:redis,celery:redis,dramatiq:rabbitmq,"
+                   "celery:rabbitmq", help="system:broker list run in the same session ('' none)")
+    p.add_argument("--rival-threads", type=int, default=16)
     p.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
     p.add_argument("--_worker", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
