@@ -318,7 +318,7 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
                             [sys.executable, str(HERE / "upstream.py"), "--port", str(port)],
                             start_new_session=True,
                         )
-                        wait_until(lambda: _health(port), timeout=15)
+                        wait_until(lambda p=port: _health(p), timeout=15)
                     system, broker = rival.split(":")
                     from bench.jobs_rivals import run_rival
 
