@@ -145,6 +145,8 @@ class NatsQueue:
         self._wh_msgs: dict[str, Msg] = {}
         self._depth_cache: tuple[int, float] | None = None
         self._last_housekeeping = 0.0
+        self._void = ""
+        """A reply subject nobody listens on (requests whose answer we do not wait for)."""
         p = prefix
         self.s_queue, self.s_run, self.s_dead = f"{p}_Q", f"{p}_R", f"{p}_D"
         self.s_expiry, self.s_gone = f"{p}_X", f"{p}_G"
@@ -190,6 +192,7 @@ class NatsQueue:
         except Exception as exc:
             raise OSError(f"cannot reach NATS at {self._base}: {exc}") from None
         self._nc = nc
+        self._void = nc.new_inbox()
         self._js = nc.jetstream(timeout=10)
         p = self.prefix
         js = self._js
@@ -261,13 +264,16 @@ class NatsQueue:
         with contextlib.suppress(NotFoundError):
             await self.js.purge_stream(stream, subject=subject)
 
-    async def _delete_watcher(self, seq: int) -> None:
+    async def _delete_watcher(self, seq: int, wait: bool = True) -> None:
+        """Delete a running job's watcher by its sequence (never a newer one). ``wait=False``
+        sends the request without waiting for the answer (the hot path of ``complete``: a
+        watcher that survives a lost request finds the job finished and goes)."""
+        if seq and not wait and self._nc is not None:
+            await self._nc.publish(f"$JS.API.STREAM.MSG.DELETE.{self.s_run}",
+                                   orjson.dumps({"seq": seq, "no_erase": True}), reply=self._void)
+            return
         if seq:
-            try:
-                await self.js.delete_msg(self.s_run, seq)
-            except APIError as exc:  # already gone: 404, or 10057 "no message found"
-                if exc.code != 404 and exc.err_code != 10057:
-                    raise
+            await self._delete(self.s_run, seq)
 
     async def _load(self, job_id: str) -> tuple[Doc, int] | None:
         return await self.cas.load(f"j.{job_id}")
@@ -614,7 +620,7 @@ class NatsQueue:
         self._held.pop(job_id, None)
         return False
 
-    async def _after_finish(self, doc: Doc) -> None:
+    async def _after_finish(self, doc: Doc, wait: bool = True) -> None:
         """Everything that follows a job leaving ``running``/``queued``; idempotent, so a
         watcher can redo it after the worker died half way."""
         state = doc["state"]
@@ -630,7 +636,7 @@ class NatsQueue:
             await self.js.publish(f"{p}.d.{doc['id']}", orjson.dumps({"id": doc["id"]}))
         if doc["webhook_url"] and state in EVENTS and doc["finish_no"]:
             await self._outbox_add(doc)
-        await self._delete_watcher(int(doc["run_msg"] or 0))
+        await self._delete_watcher(int(doc["run_msg"] or 0), wait=wait)
 
     async def complete(self, delivery: Delivery, result: Any) -> bool:
         now = time.time()
@@ -648,7 +654,7 @@ class NatsQueue:
 
         after, won = await self._change(job_id, finish, self._held.pop(job_id, None))
         if after is not None and after[0]["state"] != "queued":
-            await self._after_finish(after[0])
+            await self._after_finish(after[0], wait=False)
         return won
 
     async def fail(
@@ -841,9 +847,14 @@ class NatsQueue:
         return out
 
     async def _delete(self, stream: str, seq: int) -> None:
+        """Delete one message (no secure erase: nothing secret in it)."""
         try:
-            await self.js.delete_msg(stream, seq)
-        except APIError as exc:
+            await self.js._api_request(  # nats-py's delete_msg always erases
+                f"$JS.API.STREAM.MSG.DELETE.{stream}",
+                orjson.dumps({"seq": seq, "no_erase": True}),
+                timeout=10,
+            )
+        except APIError as exc:  # already gone: 404, or 10057 "no message found"
             if exc.code != 404 and exc.err_code != 10057:
                 raise
 
