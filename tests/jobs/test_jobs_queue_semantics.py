@@ -255,3 +255,39 @@ async def test_stats(queue: JobQueue) -> None:
     await claim_one(queue, "w1")
     st = await queue.stats()
     assert st.depth == 2 and st.in_flight == 1 and st.dlq == 0 and st.oldest_age > 0
+
+
+async def test_park_for_review_then_finish_exactly_once(queue: JobQueue) -> None:
+    """A parked job leaves the lease and its partition (the next job runs), is not handed out
+    again, and the review decision finishes it once (success or dead letter)."""
+    a = await queue.enqueue(NewJob(task="echo", input="a", partition_key="P",
+                                   webhook_url="https://hooks.example/a"))
+    b = await queue.enqueue(NewJob(task="echo", input="b", partition_key="P"))
+    c = await queue.enqueue(NewJob(task="echo", input="c"))
+    d = await claim_one(queue, "w1")
+    d2 = await claim_one(queue, "w1")
+    assert {d.job.id, d2.job.id} == {a.job.id, c.job.id}
+    da = d if d.job.id == a.job.id else d2
+    dc = d2 if da is d else d
+    assert await queue.park(da, {"review_id": "rv_1"}) is True
+    assert await queue.park(da, {"review_id": "rv_1"}) is False  # no longer running
+    parked = await queue.get(a.job.id)
+    assert parked.state == "awaiting_review" and parked.result == {"review_id": "rv_1"}
+    nxt = await claim_one(queue, "w2")  # the partition moved on to b
+    assert nxt.job.id == b.job.id
+    assert await queue.complete(nxt, "b-done")
+    st = await queue.stats()
+    assert st.in_flight == 1 and st.depth == 0  # only c runs; the parked job is neither
+    assert await queue.complete(da, "late") is False  # the parked delivery cannot finish it
+    done = await queue.finish_review(a.job.id, {"label": "ok"}, None)
+    assert done is not None and done.state == "succeeded" and done.result == {"label": "ok"}
+    assert await queue.finish_review(a.job.id, {"label": "again"}, None) is None
+    assert (await queue.get(a.job.id)).result == {"label": "ok"}
+    due = await queue.webhooks_due("o1", limit=10)
+    assert [(w.job_id, w.event) for w in due] == [(a.job.id, "job.completed")]
+    # a rejected review dead-letters the job
+    assert await queue.park(dc, {"review_id": "rv_2"}) is True
+    dead = await queue.finish_review(c.job.id, None, "rejected by reviewer")
+    assert dead is not None and dead.state == "dead" and dead.last_error == "rejected by reviewer"
+    assert [j.id for j in await queue.dlq_list()] == [c.job.id]
+    assert await queue.claim("w3", limit=5) == []

@@ -213,7 +213,6 @@ class NatsQueue:
             kv = await js.create_key_value(KeyValueConfig(bucket=self.bucket, history=1))
         self._cas = Cas(kv)
         self._pulls = Pulls(nc)
-        await self._pulls.start()
 
     async def aclose(self) -> None:
         if self._nc is not None:

@@ -3,7 +3,8 @@
 * :class:`Pulls` — "give me up to N messages that are ready *now*" on a durable pull
   consumer: one ``no_wait`` pull request, answered by the messages and a 404/408 status.
   nats-py's ``fetch`` waits out its timeout when a consumer is empty; a job queue polls
-  empty consumers all the time, so it pulls by hand (one inbox subscription per connection);
+  empty consumers all the time, so it pulls by hand (one inbox subscription per consumer,
+  one pull at a time on it: JetStream delivers under the messages' own subjects);
 * :func:`ensure_stream` / :func:`ensure_consumer` — idempotent creation;
 * :class:`Cas` — a JSON document in a KV bucket changed by compare-and-set on its revision
   (the building block that replaces the Lua scripts of the Redis backend).
@@ -102,9 +103,6 @@ class Pulls:
     def __init__(self, nc: Client) -> None:
         self._nc = nc
         self._lanes: dict[tuple[str, str], _Lane] = {}
-
-    async def start(self) -> None:
-        return None
 
     async def pull(self, stream: str, consumer: str, batch: int, timeout: float = 5.0) -> list[Msg]:
         lane = self._lanes.get((stream, consumer))
