@@ -32,6 +32,7 @@ from lockgate.api.middleware import RequestIdMiddleware
 from lockgate.api.openapi_bodies import declare_request_bodies
 from lockgate.api.request_io import error_response, request_id_of
 from lockgate.errors import BadRequest, GatewayError
+from lockgate.events.embedded import EmbeddedConsumers
 from lockgate.jobs.embedded import EmbeddedWorker, embedded_worker_enabled
 from lockgate.observability.logging import configure_logging
 from lockgate.runtime import Runtime
@@ -57,6 +58,9 @@ def create_app(config: Config | None = None) -> FastAPI:
         worker = (EmbeddedWorker(runtime.new_worker()).start()
                   if embedded_worker_enabled(cfg.jobs) else None)
         app.state.embedded_worker = worker
+        consumers = (EmbeddedConsumers.start(cfg.events.consumers, runtime.task_runner("events"),
+                                             runtime.review)
+                     if worker is not None and cfg.events.consumers and runtime.review else None)
         log.info("lockgate.started", models=runtime.pipeline.router.models(), pid=os.getpid(),
                  embedded_worker=worker is not None)
         # Start-up leaves ~140k long-lived objects (FastAPI, SQLAlchemy, pydantic); full GC
@@ -66,6 +70,8 @@ def create_app(config: Config | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if consumers is not None:
+                await consumers.stop()
             if worker is not None:
                 await worker.stop()
             await runtime.aclose()

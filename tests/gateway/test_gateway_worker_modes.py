@@ -176,3 +176,48 @@ def test_without_an_embedded_worker_a_worker_process_runs_the_jobs(
             assert done["status"] == "succeeded", done
             assert _wait_batch(client, batch).status == "completed"
             assert worker.poll() is None
+
+
+def test_up_runs_the_configured_event_consumers(upstream: str, tmp_path: Path) -> None:
+    """``events.consumers`` in the config: ``lockgate up`` alone enriches events from a NATS
+    JetStream subject through the pipeline and publishes them to the sink."""
+    import asyncio
+    import uuid
+
+    from lockgate.events.transports import open_transport
+    from tests.events.test_events_consumer import read_all
+
+    tag = "lgup" + uuid.uuid4().hex[:8]
+    src_url, dst_url = f"nats://127.0.0.1:4222/{tag}.in", f"nats://127.0.0.1:4222/{tag}.out"
+    home = tmp_path / "home"
+    cfg = _config(upstream, home)
+    cfg.write_text(cfg.read_text() + f"""
+events:
+  consumers:
+    - source: {src_url}
+      sink: {dst_url}
+      task: summarize
+      group: up-test
+""")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    async def roundtrip() -> list[Any]:
+        src = open_transport(src_url, group="producer")
+        dst = open_transport(dst_url, group="reader")
+        await src.open()
+        await dst.open()
+        try:
+            for i in range(3):
+                await src.publish({"id": f"ev{i}", "text": f"event {i}"}, event_id=f"ev{i}")
+            return await read_all(dst, 3, timeout=60)
+        finally:
+            for t in (src, dst):
+                await t.drop()
+                await t.aclose()
+
+    with _process(["up", "-c", str(cfg), "--port", str(port)]) as proc:
+        _wait_healthy(proc, url)
+        got = asyncio.run(roundtrip())
+    assert sorted(e["id"] for e in got) == ["ev0", "ev1", "ev2"], got
+    assert all(e["enrichment"] for e in got)
