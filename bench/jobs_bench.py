@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -264,6 +265,25 @@ async def one_run(
         await q.aclose()
 
 
+async def _lockgate_run(args: argparse.Namespace, backend: str, mode: str, tmp: Path,
+                        port: int, runtime: Runtime | None) -> Row:
+    if args.worker_procs:
+        return await one_run_procs(backend, mode, args.jobs, args.concurrency, args.producers,
+                                   args.worker_procs, tmp, port)
+    return await one_run(backend, mode, args.jobs, args.concurrency, args.producers, tmp,
+                         runtime)
+
+
+def _rival_run(args: argparse.Namespace, rival: str, mode: str, port: int) -> Row:
+    from bench.jobs_rivals import run_rival
+
+    system, broker = rival.split(":")
+    seconds, lost, dup = run_rival(system, broker, mode, args.jobs, args.producers,
+                                   args.rival_threads, port)
+    return Row(f"{system}+{broker}", f"{mode} x1p", args.jobs, seconds, 0.0, args.jobs - lost,
+               dup, lost)
+
+
 async def main_async(args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
     modes = args.modes.split(",")
@@ -281,54 +301,31 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
                 )
                 wait_until(lambda: _health(port), timeout=15)
                 runtime = await Runtime.start(fast_config(tmp / "home", port))
-            for mode in modes:
-                for backend in args.backends.split(","):
-                    if args.worker_procs:
-                        row = await one_run_procs(
-                            backend,
-                            mode,
-                            args.jobs,
-                            args.concurrency,
-                            args.producers,
-                            args.worker_procs,
-                            tmp,
-                            port,
+            if not port and args.rivals:
+                port = free_port()
+                upstream = subprocess.Popen(
+                    [sys.executable, str(HERE / "upstream.py"), "--port", str(port)],
+                    start_new_session=True,
+                )
+                wait_until(lambda p=port: _health(p), timeout=15)
+            systems = [("lockgate", b) for b in args.backends.split(",")] + [
+                ("rival", r) for r in filter(None, args.rivals.split(","))
+            ]
+            for rnd in range(args.rounds):
+                # rotate the order every round: no system always runs first (or last)
+                k = rnd % len(systems)
+                for mode in modes:
+                    for kind, name in systems[k:] + systems[:k]:
+                        if kind == "lockgate":
+                            row = await _lockgate_run(args, name, mode, tmp, port, runtime)
+                        else:
+                            row = _rival_run(args, name, mode, port)
+                        print(
+                            f"round {rnd + 1} {row.backend:17s} {row.mode:9s} {row.rate:8.0f} "
+                            f"jobs/s (lost {row.lost}, dup {row.duplicates})",
+                            flush=True,
                         )
-                    else:
-                        row = await one_run(
-                            backend,
-                            mode,
-                            args.jobs,
-                            args.concurrency,
-                            args.producers,
-                            tmp,
-                            runtime,
-                        )
-                    print(
-                        f"{backend:9s} {row.mode:6s} {row.rate:8.0f} jobs/s  "
-                        f"(enqueue {args.jobs / row.enqueue_seconds:7.0f}/s, "
-                        f"ok {row.succeeded}, lost {row.lost}, dup {row.duplicates})",
-                        flush=True,
-                    )
-                    rows.append(row)
-                for rival in filter(None, args.rivals.split(",")):
-                    if not port:
-                        port = free_port()
-                        upstream = subprocess.Popen(
-                            [sys.executable, str(HERE / "upstream.py"), "--port", str(port)],
-                            start_new_session=True,
-                        )
-                        wait_until(lambda p=port: _health(p), timeout=15)
-                    system, broker = rival.split(":")
-                    from bench.jobs_rivals import run_rival
-
-                    seconds, lost, dup = run_rival(system, broker, mode, args.jobs,
-                                                   args.producers, args.rival_threads, port)
-                    row = Row(f"{system}+{broker}", mode, args.jobs, seconds, 0.0,
-                              args.jobs - lost, dup, lost)
-                    print(f"{row.backend:16s} {mode:6s} {row.rate:8.0f} jobs/s  "
-                          f"(lost {lost}, dup {dup})", flush=True)
-                    rows.append(row)
+                        rows.append(row)
         finally:
             if runtime is not None:
                 await runtime.aclose()
@@ -355,7 +352,8 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
         f"## Jobs ({stamp})",
         "",
         f"`bench/jobs_bench.py --jobs {args.jobs} --concurrency {args.concurrency} "
-        f"--producers {args.producers} --worker-procs {args.worker_procs}` on "
+        f"--producers {args.producers} --worker-procs {args.worker_procs} "
+        f"--backends {args.backends} --modes {args.modes} --rounds {args.rounds}` on "
         f"{os.cpu_count()} CPUs ({platform.python_implementation()} "
         f"{platform.python_version()}). {args.producers} concurrent producers enqueue; "
         + (
@@ -373,14 +371,25 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
         "each run: every job must end `succeeded`, stored once. "
         f"Machine load average at the end: {os.getloadavg()[0]:.1f} (shared with other work).",
         "",
-        "| backend | mode | jobs | jobs/s end to end | enqueue/s | lost | duplicated |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        f"Each configuration ran {args.rounds} time(s), the order rotated every round; the "
+        "table shows the median and the range.",
+        "",
+        "| system | mode | jobs | jobs/s end to end, median | range | enqueue/s (median) "
+        "| lost | duplicated |",
+        "|---|---|---:|---:|---|---:|---:|---:|",
     ]
+    groups: dict[tuple[str, str], list[Row]] = {}
     for r in rows:
-        enq = f"{r.jobs / r.enqueue_seconds:.0f}" if r.enqueue_seconds else "-"
+        groups.setdefault((r.backend, r.mode), []).append(r)
+    for (backend, mode), rs in groups.items():
+        rates = sorted(r.rate for r in rs)
+        enq = sorted(r.jobs / r.enqueue_seconds for r in rs if r.enqueue_seconds)
+        name = backend if backend.count("+") else f"lockgate on {backend}"
         lines.append(
-            f"| {r.backend} | {r.mode} | {r.jobs} | {r.rate:.0f} | "
-            f"{enq} | {r.lost} | {r.duplicates} |"
+            f"| {name} | {mode} | {rs[0].jobs} | {statistics.median(rates):.0f} | "
+            f"{rates[0]:.0f}-{rates[-1]:.0f} | "
+            f"{f'{statistics.median(enq):.0f}' if enq else '-'} | "
+            f"{sum(r.lost for r in rs)} | {sum(r.duplicates for r in rs)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -401,6 +410,7 @@ def main() -> None:
     p.add_argument("--rivals", default="dramatiq:redis,celery:redis,dramatiq:rabbitmq,"
                    "celery:rabbitmq", help="system:broker list run in the same session ('' none)")
     p.add_argument("--rival-threads", type=int, default=16)
+    p.add_argument("--rounds", type=int, default=1, help="repeat everything, rotating order")
     p.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
     p.add_argument("--_worker", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
