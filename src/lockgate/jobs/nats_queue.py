@@ -1006,7 +1006,7 @@ class NatsQueue:
             try:
                 first = await self.js.get_msg(self.s_queue, seq=q.state.first_seq)
                 age = max(0.0, time.time() - float(orjson.loads(first.data or b"{}")["c"]))
-            except NotFoundError:  # taken meanwhile
+            except APIError:  # taken meanwhile
                 age = 0.0
         return QueueStats(
             depth=int(q.state.messages), oldest_age=age, in_flight=int(r.state.messages),
