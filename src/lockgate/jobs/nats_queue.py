@@ -84,9 +84,11 @@ __all__ = ["NatsQueue"]
 
 HOUSEKEEPING_INTERVAL = 0.1
 """Seconds between two looks at due watchers by one queue client."""
-ACK_WAIT = 30.0
-"""Seconds a pulled message may stay unanswered before JetStream hands it out again
-(a client killed between pulling and answering)."""
+ACK_WAIT = 5.0
+"""Seconds a pulled message may stay unanswered before JetStream hands it out again (a
+client killed between pulling and answering). Answers take milliseconds; one that comes
+later than this only means a second reader also looks at the message, and the record's
+compare-and-set lets one of them act."""
 BANDS_REFRESH = 1.0
 """Seconds between re-reads of the priorities in use (other producers add bands)."""
 START_GRACE = 10.0
