@@ -3,7 +3,8 @@
 Example::
 
     jobs:
-      queue_url: redis://cache:6379/0?prefix=jobs   # default: the store (database_url)
+      queue_url: redis://cache:6379/0?prefix=jobs   # or nats://...?prefix=; default: the store
+      embedded_worker: false    # true: every gateway process runs a worker (lockgate up: on)
       max_depth: 50000          # enqueue -> 429 QueueFull beyond this many waiting jobs
       result_ttl: 604800        # seconds; then GET /v1/jobs/{id} -> 410
       lease: 30                 # visibility timeout; heartbeats every lease/3
