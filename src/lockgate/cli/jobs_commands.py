@@ -111,7 +111,10 @@ def worker(
     cfg = get_config(config)
 
     async def go() -> None:
-        rt = await Runtime.start(cfg, queue_url=queue, monitor=True)
+        try:
+            rt = await Runtime.start(cfg, queue_url=queue, monitor=True)
+        except Exception as exc:  # an unreachable queue/broker/database: one line, exit 1
+            fail(f"cannot start the worker: {type(exc).__name__}: {exc}")
         try:
             w = rt.new_worker(concurrency, lease)
             stop = asyncio.Event()

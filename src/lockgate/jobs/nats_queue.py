@@ -182,17 +182,20 @@ class NatsQueue:
         async def quiet(_exc: Exception) -> None:
             return None
 
-        try:
-            nc = await nats.connect(
+        try:  # the first connection must work (then reconnects are retried forever)
+            nc = await asyncio.wait_for(nats.connect(
                 servers=[self._base],
                 name="lockgate-jobs",
                 connect_timeout=3,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,  # nats-py: 0 would retry the first connect forever
                 error_cb=quiet,
-            )
+            ), timeout=10)
         except Exception as exc:
-            raise OSError(f"cannot reach NATS at {self._base}: {exc}") from None
+            raise OSError(f"cannot reach NATS at {self._base}: {str(exc) or type(exc).__name__}"
+                          ) from None
+        nc.options["allow_reconnect"] = True
+        nc.options["max_reconnect_attempts"] = -1
         self._nc = nc
         self._void = nc.new_inbox()
         self._js = nc.jetstream(timeout=10)
