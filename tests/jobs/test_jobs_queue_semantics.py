@@ -291,3 +291,22 @@ async def test_park_for_review_then_finish_exactly_once(queue: JobQueue) -> None
     assert dead is not None and dead.state == "dead" and dead.last_error == "rejected by reviewer"
     assert [j.id for j in await queue.dlq_list()] == [c.job.id]
     assert await queue.claim("w3", limit=5) == []
+
+
+async def test_prioritised_job_is_redelivered_after_its_lease_and_heartbeats(
+        queue: JobQueue) -> None:
+    """Leases, heartbeats and redelivery behave the same for a job outside the default
+    priority (its own stream/consumer on the broker backends)."""
+    res = await queue.enqueue(NewJob(task="echo", input=1, priority=4))
+    d = await claim_one(queue, "w1", lease=0.3)
+    for _ in range(2):
+        await asyncio.sleep(0.15)
+        assert await queue.heartbeat(d, 0.3)
+    assert await queue.claim("w2", lease=0.3) == []  # still held
+    await asyncio.sleep(0.45)  # w1 stops heartbeating: the lease runs out
+    again = await claim_one(queue, "w2", lease=30)
+    assert again.job.id == res.job.id and again.job.attempts == 2
+    assert await queue.heartbeat(d, 0.3) is False
+    assert await queue.complete(again, "ok")
+    st = await queue.stats()
+    assert (st.depth, st.in_flight) == (0, 0)
