@@ -105,3 +105,22 @@ async def test_producer_killed_before_publishing_is_healed_by_resubmitting(
     got = await _claim_within(nq, "w2", 5)
     assert [g.job.id for g in got] == [res.job.id]
     assert d.job.id == res.job.id
+
+
+async def test_forgotten_jobs_leave_nothing_in_the_bucket() -> None:
+    q = NatsQueue(f"nats://127.0.0.1:4222?prefix=lgjobs_{uuid.uuid4().hex[:10]}",
+                  QueueOptions(result_ttl=0.1))
+    await q.open()
+    try:
+        res = await q.enqueue(NewJob(task="t", input=1, idempotency_key="k-forget"))
+        (d,) = await q.claim("w1")
+        assert await q.complete(d, "r")
+        await asyncio.sleep(0.2)
+        assert await q.expire_results() == 1
+        assert await q.forget(time.time() + 1) == 1
+        info = await q.js.stream_info(f"KV_{q.bucket}", subjects_filter=f"$KV.{q.bucket}.>")
+        left = set(info.state.subjects or {})
+        assert not any(res.job.id in s or s.startswith(f"$KV.{q.bucket}.i.") for s in left), left
+    finally:
+        await q.drop()
+        await q.aclose()

@@ -32,10 +32,12 @@ the result for expiry, delete the watcher) is idempotent and is redone by whoeve
 the job's watcher, so a worker killed between two steps loses nothing. Leases use
 wall-clock time, as on the other backends.
 
-Partial: a producer killed between writing a job and publishing it leaves a ``queued``
-job that never runs — submitting again with the same idempotency key republishes it
-(jobs without a partition key); ``stats().oldest_age`` counts from the job's
-``created_at`` like the SQL backends. Targets one NATS server or cluster (JetStream on).
+Partial: a partition key's list stays in the bucket (empty) after its last job; delivered
+webhook outbox entries are kept, as on SQL. A producer killed between writing a job and
+publishing it leaves a ``queued`` job that never runs — submitting again with the same
+idempotency key republishes it (jobs without a partition key). ``stats().oldest_age``
+counts from the job's ``created_at`` like the SQL backends. Targets one NATS server or
+cluster (JetStream on).
 """
 
 from __future__ import annotations
@@ -812,9 +814,10 @@ class NatsQueue:
         return _job(doc)
 
     async def _forget_one(self, doc: Doc) -> None:
+        """Erase a job for good (its record and idempotency key, no tombstones left)."""
         if doc["idempotency_key"]:
-            await self.cas.delete(f"i.{_h(doc['idempotency_key'])}")
-        await self.cas.delete(f"j.{doc['id']}")
+            await self.cas.erase(self.js, self.bucket, f"i.{_h(doc['idempotency_key'])}")
+        await self.cas.erase(self.js, self.bucket, f"j.{doc['id']}")
 
     async def dlq_purge(self, job_id: str | None = None) -> int:
         ids = [job_id] if job_id else await self._subject_ids(self.s_dead, f"{self.prefix}.d")

@@ -175,6 +175,11 @@ class Cas:
         except KeyWrongLastSequenceError:
             return None
 
+    async def erase(self, js: JetStreamContext, bucket: str, key: str) -> None:
+        """Remove ``key`` and leave nothing behind (``delete`` keeps a tombstone per key)."""
+        with contextlib.suppress(NotFoundError):
+            await js.purge_stream(f"KV_{bucket}", subject=f"$KV.{bucket}.{key}")
+
     async def delete(self, key: str) -> None:
         with contextlib.suppress(KeyNotFoundError, NotFoundError):
             await self.kv.delete(key)
