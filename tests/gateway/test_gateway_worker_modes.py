@@ -10,6 +10,7 @@ on the same config runs them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -178,9 +179,13 @@ def test_without_an_embedded_worker_a_worker_process_runs_the_jobs(
             assert worker.poll() is None
 
 
-def test_up_runs_the_configured_event_consumers(upstream: str, tmp_path: Path) -> None:
-    """``events.consumers`` in the config: ``lockgate up`` alone enriches events from a NATS
-    JetStream subject through the pipeline and publishes them to the sink."""
+@pytest.mark.parametrize("commands", [[["up"]], [["serve"], ["worker", "-n", "2"]]],
+                         ids=["up", "serve+worker"])
+def test_configured_event_consumers_run_in_the_worker(upstream: str, tmp_path: Path,
+                                                      commands: list[list[str]]) -> None:
+    """``events.consumers`` in the config: ``lockgate up`` alone (or ``serve`` with a
+    ``lockgate worker``) enriches events from a NATS JetStream subject through the pipeline
+    and publishes them to the sink."""
     import asyncio
     import uuid
 
@@ -216,8 +221,12 @@ events:
                 await t.drop()
                 await t.aclose()
 
-    with _process(["up", "-c", str(cfg), "--port", str(port)]) as proc:
-        _wait_healthy(proc, url)
+    with contextlib.ExitStack() as stack:
+        gateway = stack.enter_context(
+            _process([*commands[0], "-c", str(cfg), "--port", str(port)]))
+        _wait_healthy(gateway, url)
+        for extra in commands[1:]:
+            stack.enter_context(_process([*extra, "-c", str(cfg)]))
         got = asyncio.run(roundtrip())
     assert sorted(e["id"] for e in got) == ["ev0", "ev1", "ev2"], got
     assert all(e["enrichment"] for e in got)

@@ -9,9 +9,9 @@ Example::
           task: triage
           key_field: customer        # per-key ordering (optional)
 
-A process with an embedded job worker (``lockgate up``; ``jobs.embedded_worker``) runs every
-listed consumer, so events need no second command; elsewhere run ``lockgate consume`` with the
-same options. The fields mirror ``lockgate consume``'s flags.
+Every job worker runs the listed consumers: the one embedded in the gateway (``lockgate up``;
+``jobs.embedded_worker``) and each ``lockgate worker`` process, so events need no command of
+their own. The fields mirror ``lockgate consume``'s flags.
 """
 
 from __future__ import annotations

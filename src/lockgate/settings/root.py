@@ -87,7 +87,7 @@ class Config(Strict):
     """Structured logs: ``{level, format: json|console}``; every line carries the request id."""
     jobs: JobsSettings = JobsSettings()
     events: EventsSettings = EventsSettings()
-    """Event consumers run by a process with an embedded worker (``lockgate up``)."""
+    """Event consumers run by every job worker (``lockgate up``'s, ``lockgate worker``)."""
     """Durable job queue, workers, tasks, alerts (lockgate.settings.jobs)."""
     rag: RagConfig = RagConfig()
     """Permission-aware RAG over HTTP and ``model: rag/<collection>`` (lockgate.api.rag)."""
