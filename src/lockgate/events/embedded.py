@@ -3,8 +3,8 @@
 :class:`EmbeddedConsumers` opens each consumer's source and sink, wires the task (through the
 pipeline, under its review policy, exactly as ``lockgate consume`` does) and runs them as
 tasks of the current event loop until :meth:`stop`. The gateway starts them beside its
-embedded job worker (``lockgate up``), ``lockgate worker`` beside its own. A consumer whose broker cannot be reached logs the
-error and stops; the others keep running.
+embedded job worker (``lockgate up``), ``lockgate worker`` beside its own. A consumer whose
+broker cannot be reached logs the error and stops; the others keep running.
 """
 
 from __future__ import annotations
