@@ -5,7 +5,8 @@ Modules (each with one job):
 * ``model`` — Job/Delivery records, states, QueueFull (429) / JobNotFound (404) / JobGone (410);
 * ``queue`` — the JobQueue contract; backends ``sqlite_queue``, ``postgres_queue`` (shared
   logic in ``sql_queue``), ``redis_queue`` (Redis Streams) and ``nats_queue`` (NATS
-  JetStream; its plumbing in ``nats_wire``); ``backends`` — ``open_queue(url)``;
+  JetStream; its plumbing in ``nats_wire``, its webhook outbox in ``nats_outbox``);
+  ``backends`` — ``open_queue(url)``;
 * ``taskspec`` — the steps a task runs (``task_chain``), the built-in tasks and the configured
   ones overlaid on them (``task_specs``); the declarations (TaskSpec: prompt/chain, model or
   task route, JSON schema, confidence) are config, in :mod:`lockgate.settings.jobs`;

@@ -72,8 +72,10 @@ from lockgate.jobs.model import (
     backoff_delay,
     new_job_id,
 )
+from lockgate.jobs.nats_outbox import EVENTS, NatsOutbox
 from lockgate.jobs.nats_wire import (
     Cas,
+    Conn,
     Doc,
     Pulls,
     ensure_consumer,
@@ -95,7 +97,6 @@ BANDS_REFRESH = 1.0
 """Seconds between re-reads of the priorities in use (other producers add bands)."""
 START_GRACE = 10.0
 """Seconds a message may point at a record not yet written (a producer mid-enqueue)."""
-EVENTS = {"succeeded": "job.completed", "dead": "job.failed", "cancelled": "job.cancelled"}
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
 
@@ -110,19 +111,6 @@ def _band(priority: int) -> str:
 
 def _job(doc: Doc) -> Job:
     return Job(**{k: doc[k] for k in _JOB_FIELDS if k in doc})
-
-
-def _delivery(doc: Doc) -> WebhookDelivery:
-    return WebhookDelivery(
-        id=doc["id"],
-        job_id=doc["job_id"],
-        event=doc["event"],
-        url=doc["url"],
-        attempts=int(doc["attempts"]),
-        state=doc["state"],
-        last_error=doc.get("last_error"),
-        created_at=float(doc["created_at"]),
-    )
 
 
 class NatsQueue:
@@ -146,7 +134,8 @@ class NatsQueue:
         self._consumers: set[str] = set()
         self._held: dict[str, tuple[Doc, int]] = {}
         """Records of the jobs this client runs, as last written (saves a read per step)."""
-        self._wh_msgs: dict[str, Msg] = {}
+        self._outbox: NatsOutbox | None = None
+        self._conn: Conn | None = None
         self._depth_cache: tuple[int, float] | None = None
         self._last_housekeeping = 0.0
         self._void = ""
@@ -220,11 +209,13 @@ class NatsQueue:
             kv = await js.create_key_value(KeyValueConfig(bucket=self.bucket, history=1))
         self._cas = Cas(kv)
         self._pulls = Pulls(nc)
+        self._conn = Conn(nc, js, self._cas, self._pulls)
+        self._outbox = NatsOutbox(self._conn, p, self.set_webhook_status)
 
     async def aclose(self) -> None:
         if self._nc is not None:
             nc, self._nc = self._nc, None
-            self._js = self._cas = self._pulls = None
+            self._js = self._cas = self._pulls = self._conn = self._outbox = None
             await nc.close()
 
     async def drop(self) -> None:
@@ -253,22 +244,20 @@ class NatsQueue:
         body = orjson.dumps({"id": doc["id"], "c": doc["created_at"], "rev": rev, "doc": doc})
         await self.js.publish(self._ready_subject(doc), body)
 
+    @property
+    def conn(self) -> Conn:
+        if self._conn is None:
+            raise RuntimeError("queue is not open: await queue.open() first")
+        return self._conn
+
     async def _ack(self, msg: Msg) -> None:
-        """Acknowledge through ``msg``'s reply subject (any delivery's reply acks the message)."""
-        if self._nc is not None and msg.reply:
-            await self._nc.publish(msg.reply, b"+ACK")
+        await self.conn.ack(msg)
 
     async def _nak(self, msg: Msg, delay: float = 0.0) -> None:
-        """Hand ``msg`` back to be delivered again in ``delay`` seconds (repeatable)."""
-        if self._nc is not None and msg.reply:
-            body = b"-NAK"
-            if delay > 0:
-                body += b" " + orjson.dumps({"delay": int(delay * 1e9)})
-            await self._nc.publish(msg.reply, body)
+        await self.conn.nak(msg, delay)
 
     async def _purge(self, stream: str, subject: str) -> None:
-        with contextlib.suppress(NotFoundError):
-            await self.js.purge_stream(stream, subject=subject)
+        await self.conn.purge(stream, subject)
 
     async def _delete_watcher(self, seq: int, wait: bool = True) -> None:
         """Delete a running job's watcher by its sequence (never a newer one). ``wait=False``
@@ -641,7 +630,7 @@ class NatsQueue:
         if state == "dead":
             await self.js.publish(f"{p}.d.{doc['id']}", orjson.dumps({"id": doc["id"]}))
         if doc["webhook_url"] and state in EVENTS and doc["finish_no"]:
-            await self._outbox_add(doc)
+            await self.outbox.add(doc)
         await self._delete_watcher(int(doc["run_msg"] or 0), wait=wait)
 
     async def complete(self, delivery: Delivery, result: Any) -> bool:
@@ -780,12 +769,8 @@ class NatsQueue:
 
     # ------------------------------------------------------------ dead letters
 
-    async def _subject_ids(self, stream: str, prefix: str) -> list[str]:
-        info = await self.js.stream_info(stream, subjects_filter=f"{prefix}.*")
-        return [s.rsplit(".", 1)[-1] for s in (info.state.subjects or {})]
-
     async def dlq_list(self, limit: int = 100) -> list[Job]:
-        ids = await self._subject_ids(self.s_dead, f"{self.prefix}.d")
+        ids = await self.conn.subject_ids(self.s_dead, f"{self.prefix}.d")
         docs = [c[0] for c in await asyncio.gather(*(self._load(i) for i in ids)) if c]
         dead = [d for d in docs if d["state"] == "dead"]
         dead.sort(key=lambda d: float(d["finished_at"] or 0), reverse=True)
@@ -820,7 +805,7 @@ class NatsQueue:
         await self.cas.erase(self.js, self.bucket, f"j.{doc['id']}")
 
     async def dlq_purge(self, job_id: str | None = None) -> int:
-        ids = [job_id] if job_id else await self._subject_ids(self.s_dead, f"{self.prefix}.d")
+        ids = [job_id] if job_id else await self.conn.subject_ids(self.s_dead, f"{self.prefix}.d")
         n = 0
         for i in ids:
             cur = await self._load(i)
@@ -854,16 +839,7 @@ class NatsQueue:
         return out
 
     async def _delete(self, stream: str, seq: int) -> None:
-        """Delete one message (no secure erase: nothing secret in it)."""
-        try:
-            await self.js._api_request(  # nats-py's delete_msg always erases
-                f"$JS.API.STREAM.MSG.DELETE.{stream}",
-                orjson.dumps({"seq": seq, "no_erase": True}),
-                timeout=10,
-            )
-        except APIError as exc:  # already gone: 404, or 10057 "no message found"
-            if exc.code != 404 and exc.err_code != 10057:
-                raise
+        await self.conn.delete(stream, seq)
 
     async def expire_results(self) -> int:
         now = time.time()
@@ -905,44 +881,16 @@ class NatsQueue:
 
     # ------------------------------------------------------------ webhook outbox
 
-    async def _outbox_add(self, doc: Doc) -> None:
-        did = f"whd_{doc['id'][4:]}_{doc['finish_no']}"
-        now = time.time()
-        entry = {
-            "id": did, "job_id": doc["id"], "event": EVENTS[doc["state"]],
-            "url": doc["webhook_url"], "state": "pending", "attempts": 0, "last_error": None,
-            "created_at": now, "updated_at": now, "next_at": now,
-        }
-        if await self.cas.create(f"w.{did}", entry) is not None:
-            await self.js.publish(f"{self.prefix}.wh.{did}", did.encode())
+    @property
+    def outbox(self) -> NatsOutbox:
+        if self._outbox is None:
+            raise RuntimeError("queue is not open: await queue.open() first")
+        return self._outbox
 
     async def webhooks_due(
         self, owner: str, *, limit: int = 10, lease: float = 30.0
     ) -> list[WebhookDelivery]:
-        out: list[WebhookDelivery] = []
-        for m in await self.pulls.pull(self.s_hooks, "wh", limit):
-            now = time.time()
-            did = m.data.decode()
-            cur = await self.cas.load(f"w.{did}")
-            if cur is None or cur[0]["state"] != "pending":
-                await self._ack(m)
-                continue
-            if float(cur[0]["next_at"]) > now:
-                await self._nak(m, delay=float(cur[0]["next_at"]) - now)
-                continue
-
-            def take(w: Doc, now: float = now) -> bool:
-                if w["state"] != "pending" or float(w["next_at"]) > now:
-                    return False
-                w.update(attempts=int(w["attempts"]) + 1, next_at=now + lease, updated_at=now)
-                return True
-
-            after, won = await self.cas.change(f"w.{did}", take, cur)
-            await self._nak(m, delay=lease if won else 0.05)
-            if won and after is not None:
-                self._wh_msgs[did] = m
-                out.append(_delivery(after[0]))
-        return out
+        return await self.outbox.due(limit=limit, lease=lease)
 
     async def webhook_settle(
         self,
@@ -953,52 +901,13 @@ class NatsQueue:
         retry_at: float = 0.0,
         error: str | None = None,
     ) -> None:
-        now = time.time()
-        state = "pending" if outcome == "retry" else outcome
-
-        def settle(w: Doc) -> bool:
-            if w["state"] != "pending":
-                return False
-            w.update(state=state, last_error=error, updated_at=now,
-                     next_at=retry_at if outcome == "retry" else now)
-            return True
-
-        _, won = await self.cas.change(f"w.{delivery.id}", settle)
-        msg = self._wh_msgs.pop(delivery.id, None)
-        if not won:
-            return
-        await self.set_webhook_status(delivery.job_id, status)
-        if outcome == "dead":
-            await self.js.publish(f"{self.prefix}.whd.{delivery.id}", delivery.id.encode())
-        if msg is not None:
-            if outcome == "retry":
-                await self._nak(msg, delay=max(0.0, retry_at - now))
-            else:
-                await self._ack(msg)
+        await self.outbox.settle(delivery, outcome, status, retry_at=retry_at, error=error)
 
     async def webhook_dlq_list(self, limit: int = 100) -> list[WebhookDelivery]:
-        ids = await self._subject_ids(self.s_hooks_dead, f"{self.prefix}.whd")
-        loaded = await asyncio.gather(*(self.cas.load(f"w.{i}") for i in ids))
-        dead = [c[0] for c in loaded if c and c[0]["state"] == "dead"]
-        dead.sort(key=lambda w: float(w["updated_at"]), reverse=True)
-        return [_delivery(w) for w in dead[:limit]]
+        return await self.outbox.dlq_list(limit)
 
     async def webhook_dlq_retry(self, delivery_id: str) -> WebhookDelivery:
-        now = time.time()
-
-        def again(w: Doc) -> bool:
-            if w["state"] != "dead":
-                return False
-            w.update(state="pending", attempts=0, next_at=now, updated_at=now)
-            return True
-
-        after, won = await self.cas.change(f"w.{delivery_id}", again)
-        if after is None or not won:
-            raise JobNotFound(delivery_id)
-        await self._purge(self.s_hooks_dead, f"{self.prefix}.whd.{delivery_id}")
-        await self.js.publish(f"{self.prefix}.wh.{delivery_id}", delivery_id.encode())
-        await self.set_webhook_status(after[0]["job_id"], "pending")
-        return _delivery(after[0])
+        return await self.outbox.dlq_retry(delivery_id)
 
     async def stats(self) -> QueueStats:
         nc = self._nc

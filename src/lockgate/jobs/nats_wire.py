@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -34,6 +35,7 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import (
+    APIError,
     BadRequestError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
@@ -41,7 +43,7 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-__all__ = ["Cas", "Doc", "Pulls", "ensure_consumer", "ensure_stream", "msg_age"]
+__all__ = ["Cas", "Conn", "Doc", "Pulls", "ensure_consumer", "ensure_stream", "msg_age"]
 
 Doc = dict[str, Any]
 
@@ -210,3 +212,47 @@ class Cas:
                 continue
             return (new, int(rev2)), True
         raise RuntimeError(f"job queue: no compare-and-set on {key!r} won after 1000 tries")
+
+
+@dataclass
+class Conn:
+    """One connection's JetStream handles and the small steps every part of the queue takes."""
+
+    nc: Client
+    js: JetStreamContext
+    cas: Cas
+    pulls: Pulls
+
+    async def ack(self, msg: Msg) -> None:
+        """Acknowledge through ``msg``'s reply subject (any delivery's reply acks it)."""
+        if msg.reply:
+            await self.nc.publish(msg.reply, b"+ACK")
+
+    async def nak(self, msg: Msg, delay: float = 0.0) -> None:
+        """Hand ``msg`` back to be delivered again in ``delay`` seconds (repeatable)."""
+        if msg.reply:
+            body = b"-NAK"
+            if delay > 0:
+                body += b" " + orjson.dumps({"delay": int(delay * 1e9)})
+            await self.nc.publish(msg.reply, body)
+
+    async def purge(self, stream: str, subject: str) -> None:
+        with contextlib.suppress(NotFoundError):
+            await self.js.purge_stream(stream, subject=subject)
+
+    async def delete(self, stream: str, seq: int) -> None:
+        """Delete one message (no secure erase: nothing secret in it)."""
+        try:
+            await self.js._api_request(  # nats-py's delete_msg always erases (4x slower)
+                f"$JS.API.STREAM.MSG.DELETE.{stream}",
+                orjson.dumps({"seq": seq, "no_erase": True}),
+                timeout=10,
+            )
+        except APIError as exc:  # already gone: 404, or 10057 "no message found"
+            if exc.code != 404 and exc.err_code != 10057:
+                raise
+
+    async def subject_ids(self, stream: str, prefix: str) -> list[str]:
+        """The last tokens of the subjects ``<prefix>.*`` that hold a message."""
+        info = await self.js.stream_info(stream, subjects_filter=f"{prefix}.*")
+        return [s.rsplit(".", 1)[-1] for s in (info.state.subjects or {})]
