@@ -13,9 +13,18 @@ After each run it checks that every job succeeded exactly once (no job lost,
 no result stored twice: the worker counts refused duplicate completions) and
 prints a table; ``--record`` appends it to ``bench/RESULTS.md`` (section "Jobs").
 
-Run: ``.venv/bin/python bench/jobs_bench.py [--jobs 3000] [--backends sqlite,postgres,redis]
-[--modes queue,e2e] [--concurrency 64] [--record]``. Needs the PostgreSQL and Redis
-servers of this machine for those backends (unique schema / key prefix, dropped after).
+In the same run, ``--rivals`` puts the same workload through Dramatiq and Celery
+(``bench/jobs_rivals.py``: one worker process each, on Redis and on RabbitMQ). Neither
+speaks NATS, so the comparable broker class for lockgate-on-NATS-JetStream is the other
+dedicated message broker with acknowledgements and redelivery, RabbitMQ; lockgate-on-Redis
+compares with both on the very same Redis. Their ``e2e`` jobs POST straight to the stand-in
+upstream (no gateway), lockgate's go through the whole pipeline.
+
+Run: ``.venv/bin/python bench/jobs_bench.py [--jobs 3000] [--backends sqlite,postgres,redis,nats]
+[--modes queue,e2e] [--concurrency 64] [--worker-procs 1]
+[--rivals dramatiq:redis,celery:redis,dramatiq:rabbitmq,celery:rabbitmq] [--record]``. Needs
+the PostgreSQL, Redis, NATS and RabbitMQ servers of this machine for those backends (unique
+schema / key prefix / queue, dropped after) and ``pip install dramatiq celery`` for rivals.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import argparse
 import asyncio
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,6 +82,8 @@ def queue_url(backend: str, tmp: Path) -> str:
         return f"postgresql://postgres@127.0.0.1:5432/test?schema={tag}"
     if backend == "redis":
         return f"redis://127.0.0.1:6379/0?prefix={tag}"
+    if backend == "nats":
+        return f"nats://127.0.0.1:4222?prefix={tag}"
     raise SystemExit(f"unknown backend {backend}")
 
 
@@ -158,7 +170,11 @@ async def one_run_procs(
                     text=True,
                 )
             )
-        await asyncio.sleep(1.0)  # let them connect (not timed)
+        # warm-up job (not timed): the workers are up and draining before the clock starts
+        warm = (await q.enqueue(NewJob(task="bench", input={"i": -1, "text": "warm"}))).job.id
+        deadline = time.monotonic() + 120
+        while (await q.get(warm)).state != "succeeded" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         ids: list[str] = []
 
         async def producer(start: int) -> None:
@@ -249,6 +265,25 @@ async def one_run(
         await q.aclose()
 
 
+async def _lockgate_run(args: argparse.Namespace, backend: str, mode: str, tmp: Path,
+                        port: int, runtime: Runtime | None) -> Row:
+    if args.worker_procs:
+        return await one_run_procs(backend, mode, args.jobs, args.concurrency, args.producers,
+                                   args.worker_procs, tmp, port)
+    return await one_run(backend, mode, args.jobs, args.concurrency, args.producers, tmp,
+                         runtime)
+
+
+def _rival_run(args: argparse.Namespace, rival: str, mode: str, port: int) -> Row:
+    from bench.jobs_rivals import run_rival
+
+    system, broker = rival.split(":")
+    seconds, lost, dup = run_rival(system, broker, mode, args.jobs, args.producers,
+                                   args.rival_threads, port)
+    return Row(f"{system}+{broker}", f"{mode} x1p", args.jobs, seconds, 0.0, args.jobs - lost,
+               dup, lost)
+
+
 async def main_async(args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
     modes = args.modes.split(",")
@@ -266,36 +301,31 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
                 )
                 wait_until(lambda: _health(port), timeout=15)
                 runtime = await Runtime.start(fast_config(tmp / "home", port))
-            for mode in modes:
-                for backend in args.backends.split(","):
-                    if args.worker_procs:
-                        row = await one_run_procs(
-                            backend,
-                            mode,
-                            args.jobs,
-                            args.concurrency,
-                            args.producers,
-                            args.worker_procs,
-                            tmp,
-                            port,
+            if not port and args.rivals:
+                port = free_port()
+                upstream = subprocess.Popen(
+                    [sys.executable, str(HERE / "upstream.py"), "--port", str(port)],
+                    start_new_session=True,
+                )
+                wait_until(lambda p=port: _health(p), timeout=15)
+            systems = [("lockgate", b) for b in args.backends.split(",")] + [
+                ("rival", r) for r in filter(None, args.rivals.split(","))
+            ]
+            for rnd in range(args.rounds):
+                # rotate the order every round: no system always runs first (or last)
+                k = rnd % len(systems)
+                for mode in modes:
+                    for kind, name in systems[k:] + systems[:k]:
+                        if kind == "lockgate":
+                            row = await _lockgate_run(args, name, mode, tmp, port, runtime)
+                        else:
+                            row = _rival_run(args, name, mode, port)
+                        print(
+                            f"round {rnd + 1} {row.backend:17s} {row.mode:9s} {row.rate:8.0f} "
+                            f"jobs/s (lost {row.lost}, dup {row.duplicates})",
+                            flush=True,
                         )
-                    else:
-                        row = await one_run(
-                            backend,
-                            mode,
-                            args.jobs,
-                            args.concurrency,
-                            args.producers,
-                            tmp,
-                            runtime,
-                        )
-                    print(
-                        f"{backend:9s} {row.mode:6s} {row.rate:8.0f} jobs/s  "
-                        f"(enqueue {args.jobs / row.enqueue_seconds:7.0f}/s, "
-                        f"ok {row.succeeded}, lost {row.lost}, dup {row.duplicates})",
-                        flush=True,
-                    )
-                    rows.append(row)
+                        rows.append(row)
         finally:
             if runtime is not None:
                 await runtime.aclose()
@@ -322,7 +352,8 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
         f"## Jobs ({stamp})",
         "",
         f"`bench/jobs_bench.py --jobs {args.jobs} --concurrency {args.concurrency} "
-        f"--producers {args.producers} --worker-procs {args.worker_procs}` on "
+        f"--producers {args.producers} --worker-procs {args.worker_procs} "
+        f"--backends {args.backends} --modes {args.modes} --rounds {args.rounds}` on "
         f"{os.cpu_count()} CPUs ({platform.python_implementation()} "
         f"{platform.python_version()}). {args.producers} concurrent producers enqueue; "
         + (
@@ -330,20 +361,35 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
             if args.worker_procs
             else "a worker in the same process and event loop"
         )
-        + f" ({args.concurrency} jobs in flight each) drain. `queue` = no-op job (the queue's "
+        + f" ({args.concurrency} jobs in flight each) drain. Rivals ({args.rivals or 'none'}):"
+        f" one Dramatiq/Celery worker process with {args.rival_threads} threads, the same"
+        " producers; their `e2e` jobs POST straight to the stand-in upstream (no gateway)."
+        " `queue` = no-op job (the queue's "
         "own cost: enqueue, claim under a lease, complete); `e2e` = a prompt task through the "
         "gateway pipeline (routing, accounting, batched audit) to the fast stand-in upstream. "
         "jobs/s = jobs / (first enqueue .. last completion). Lost/duplicated are checked after "
         "each run: every job must end `succeeded`, stored once. "
         f"Machine load average at the end: {os.getloadavg()[0]:.1f} (shared with other work).",
         "",
-        "| backend | mode | jobs | jobs/s end to end | enqueue/s | lost | duplicated |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        f"Each configuration ran {args.rounds} time(s), the order rotated every round; the "
+        "table shows the median and the range.",
+        "",
+        "| system | mode | jobs | jobs/s end to end, median | range | enqueue/s (median) "
+        "| lost | duplicated |",
+        "|---|---|---:|---:|---|---:|---:|---:|",
     ]
+    groups: dict[tuple[str, str], list[Row]] = {}
     for r in rows:
+        groups.setdefault((r.backend, r.mode), []).append(r)
+    for (backend, mode), rs in groups.items():
+        rates = sorted(r.rate for r in rs)
+        enq = sorted(r.jobs / r.enqueue_seconds for r in rs if r.enqueue_seconds)
+        name = backend if backend.count("+") else f"lockgate on {backend}"
         lines.append(
-            f"| {r.backend} | {r.mode} | {r.jobs} | {r.rate:.0f} | "
-            f"{r.jobs / r.enqueue_seconds:.0f} | {r.lost} | {r.duplicates} |"
+            f"| {name} | {mode} | {rs[0].jobs} | {statistics.median(rates):.0f} | "
+            f"{rates[0]:.0f}-{rates[-1]:.0f} | "
+            f"{f'{statistics.median(enq):.0f}' if enq else '-'} | "
+            f"{sum(r.lost for r in rs)} | {sum(r.duplicates for r in rs)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -361,6 +407,10 @@ def main() -> None:
         default=0,
         help="run workers in N separate processes (0: in this process)",
     )
+    p.add_argument("--rivals", default="dramatiq:redis,celery:redis,dramatiq:rabbitmq,"
+                   "celery:rabbitmq", help="system:broker list run in the same session ('' none)")
+    p.add_argument("--rival-threads", type=int, default=16)
+    p.add_argument("--rounds", type=int, default=1, help="repeat everything, rotating order")
     p.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
     p.add_argument("--_worker", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()

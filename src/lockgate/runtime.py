@@ -53,7 +53,7 @@ from lockgate.jobs.submission import JobService, job_service
 from lockgate.jobs.tasks import TaskRunner
 from lockgate.jobs.taskspec import task_specs
 from lockgate.jobs.webhooks import WebhookSender
-from lockgate.jobs.worker import Handler, task_handler
+from lockgate.jobs.worker import Handler, Worker, task_handler
 from lockgate.metrics import Metrics
 from lockgate.mining import MiningService
 from lockgate.observability.tracing import configure_tracing, shutdown_tracing
@@ -242,6 +242,15 @@ class Runtime:
             self.jobs.batches, self.pipeline,
             reviewed_handler(task_handler(runner), runner, self.review),
         )
+
+    def new_worker(self, concurrency: int | None = None, lease: float | None = None) -> Worker:
+        """A job worker on this runtime's queue (``lockgate worker``, the embedded one)."""
+        assert self.jobs is not None
+        settings = self.config.jobs
+        return Worker(self.jobs.queue, self.job_handler(),
+                      concurrency=concurrency or settings.concurrency,
+                      lease=lease or settings.lease, poll_interval=settings.poll_interval,
+                      grace=settings.grace, webhooks=self.jobs.webhooks, outbox=self.jobs.outbox)
 
     def task_runner(self, source: str = "jobs") -> TaskRunner:
         """Runs declared tasks (``jobs.tasks``) through the pipeline as ``source``."""

@@ -35,6 +35,8 @@ from lockgate.api.middleware import RequestIdMiddleware
 from lockgate.api.openapi_bodies import declare_request_bodies
 from lockgate.api.request_io import request_id_of
 from lockgate.errors import BadRequest, GatewayError
+from lockgate.events.embedded import EmbeddedConsumers
+from lockgate.jobs.embedded import EmbeddedWorker, embedded_worker_enabled
 from lockgate.observability.logging import configure_logging
 from lockgate.runtime import Runtime
 from lockgate.settings import Config, load_config
@@ -58,7 +60,14 @@ def create_app(config: Config | None = None) -> LeanGateway:
         configure_logging(cfg.logging)  # once per process; JSON lines with the request id
         runtime = await Runtime.start(cfg, monitor=True)
         app.state.runtime = runtime
-        log.info("lockgate.started", models=runtime.pipeline.router.models(), pid=os.getpid())
+        worker = (EmbeddedWorker(runtime.new_worker()).start()
+                  if embedded_worker_enabled(cfg.jobs) else None)
+        app.state.embedded_worker = worker
+        consumers = (EmbeddedConsumers.start(cfg.events.consumers, runtime.task_runner("events"),
+                                             runtime.review)
+                     if worker is not None and cfg.events.consumers and runtime.review else None)
+        log.info("lockgate.started", models=runtime.pipeline.router.models(), pid=os.getpid(),
+                 embedded_worker=worker is not None)
         # Start-up leaves ~140k long-lived objects (FastAPI, SQLAlchemy, pydantic); full GC
         # passes over them stalled the loop 40-200 ms every 1-2 s under load (bench/RESULTS.md).
         gc.collect()
@@ -66,6 +75,10 @@ def create_app(config: Config | None = None) -> LeanGateway:
         try:
             yield
         finally:
+            if consumers is not None:
+                await consumers.stop()
+            if worker is not None:
+                await worker.stop()
             await runtime.aclose()
             log.info("lockgate.stopped", pid=os.getpid())
 

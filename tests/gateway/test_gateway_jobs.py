@@ -3,8 +3,8 @@
 Two gateways share the session's stand-in upstream:
 
 * ``jobs_gw`` — once per queue backend (SQLite file, PostgreSQL schema, Redis Streams
-  prefix; unique names, dropped after), with a ``lockgate worker`` subprocess reading the
-  same config (same queue, same store);
+  prefix, NATS JetStream prefix; unique names, dropped after), with a ``lockgate worker``
+  subprocess reading the same config (same queue, same store);
 * ``idle_gw`` — no worker, ``jobs.max_depth: 3`` and ``result_ttl: 1.5``: jobs stay queued
   (cancel, 429); the expiry test completes one with an in-process claim on the same queue.
 """
@@ -61,6 +61,7 @@ def _queue_url(backend: str, home: Path) -> str:
         "sqlite": f"sqlite:///{home / 'jobs.db'}",
         "postgres": f"postgresql://postgres@127.0.0.1:5432/test?schema={tag}",
         "redis": f"redis://127.0.0.1:6379/0?prefix={tag}",
+        "nats": f"nats://127.0.0.1:4222?prefix={tag}",
     }[backend]
 
 
@@ -90,7 +91,7 @@ async def _drop(queue_url: str) -> None:
         await q.aclose()
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres", "redis"])
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "redis", "nats"])
 def jobs_gw(upstream: str, tmp_path_factory: pytest.TempPathFactory,
             request: pytest.FixtureRequest) -> Iterator[Gateway]:
     home = tmp_path_factory.mktemp("jobsgw")

@@ -11,7 +11,7 @@ import pytest
 from lockgate.jobs.backends import open_queue
 from lockgate.jobs.queue import JobQueue, QueueOptions
 
-BACKENDS = ["sqlite", "postgres", "redis"]
+BACKENDS = ["sqlite", "postgres", "redis", "nats"]
 
 
 def queue_url(backend: str, tmp_path: Path) -> str:
@@ -22,6 +22,8 @@ def queue_url(backend: str, tmp_path: Path) -> str:
         return f"postgresql://postgres@127.0.0.1:5432/test?schema={tag}"
     if backend == "redis":
         return f"redis://127.0.0.1:6379/0?prefix={tag}"
+    if backend == "nats":
+        return f"nats://127.0.0.1:4222?prefix={tag}"
     raise AssertionError(backend)
 
 

@@ -197,3 +197,16 @@ def test_webhook_dlq_commands(tmp_path: Path) -> None:
     assert code == 0 and "pending" in out, out
     code, out = invoke("dlq", "webhooks")
     assert job_id not in out
+
+
+async def test_worker_on_an_unreachable_or_bad_queue_is_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "lockgate.yaml"
+    cfg.write_text(f"home: {tmp_path / 'home'}\n")
+    for url, named in [("nats://127.0.0.1:1?prefix=x", "cannot reach NATS"),
+                       ("redis://127.0.0.1:1/0", "127.0.0.1:1"),
+                       ("nats://127.0.0.1:4222?prefix=bad.name", "bad.name")]:
+        code, out = await run("worker", "--queue", url, "-c", str(cfg))
+        lines = [ln for ln in out.strip().splitlines() if ln.strip()]
+        assert code != 0 and "Traceback" not in out, out
+        assert len(lines) == 1 and "cannot start the worker" in lines[0], out
+        assert named in lines[0], out

@@ -218,13 +218,34 @@ async def test_partition_order_one_at_a_time(queue: JobQueue) -> None:
     assert nxt.job.id == ids[1]
 
 
-async def test_priority(queue: JobQueue, backend: str) -> None:
-    if backend == "redis":
-        pytest.skip("Redis Streams backend is FIFO (documented)")
+async def test_priority(queue: JobQueue) -> None:
     low = await queue.enqueue(NewJob(task="echo", input=1, priority=0))
     high = await queue.enqueue(NewJob(task="echo", input=2, priority=5))
     got = await queue.claim("w1", limit=2)
     assert [d.job.id for d in got] == [high.job.id, low.job.id]
+
+
+async def test_priority_orders_bands_and_keeps_fifo_within_one(queue: JobQueue) -> None:
+    """Several priorities (negative too), submitted lowest first: claimed one at a time they
+    come out highest first, in submission order within a priority; a retry keeps its band."""
+    order = [-2, 0, 3, 0, 7, 3, -2]
+    ids = [(await queue.enqueue(NewJob(task="echo", input=i, priority=p))).job.id
+           for i, p in enumerate(order)]
+    expected = [ids[i] for i in sorted(range(len(order)), key=lambda i: (-order[i], i))]
+    first = await claim_one(queue, "w1")
+    assert first.job.id == expected[0] and first.job.priority == 7
+    assert await queue.fail(first, "flaky", retry_in=0.0) == "queued"
+    await asyncio.sleep(0.25)  # the retry's backoff (0.05-0.2 s here) has passed
+    got = [first.job.id]
+    while len(got) < len(order) + 1:
+        deadline = time.time() + 5
+        batch: list[Delivery] = []
+        while not batch and time.time() < deadline:
+            batch = await queue.claim("w1", limit=1)
+        assert batch, got
+        got.append(batch[0].job.id)
+        assert await queue.complete(batch[0], "ok")
+    assert got == [expected[0], *expected]  # the retried top job first, then by priority
 
 
 async def test_stats(queue: JobQueue) -> None:
@@ -234,3 +255,58 @@ async def test_stats(queue: JobQueue) -> None:
     await claim_one(queue, "w1")
     st = await queue.stats()
     assert st.depth == 2 and st.in_flight == 1 and st.dlq == 0 and st.oldest_age > 0
+
+
+async def test_park_for_review_then_finish_exactly_once(queue: JobQueue) -> None:
+    """A parked job leaves the lease and its partition (the next job runs), is not handed out
+    again, and the review decision finishes it once (success or dead letter)."""
+    a = await queue.enqueue(NewJob(task="echo", input="a", partition_key="P",
+                                   webhook_url="https://hooks.example/a"))
+    b = await queue.enqueue(NewJob(task="echo", input="b", partition_key="P"))
+    c = await queue.enqueue(NewJob(task="echo", input="c"))
+    d = await claim_one(queue, "w1")
+    d2 = await claim_one(queue, "w1")
+    assert {d.job.id, d2.job.id} == {a.job.id, c.job.id}
+    da = d if d.job.id == a.job.id else d2
+    dc = d2 if da is d else d
+    assert await queue.park(da, {"review_id": "rv_1"}) is True
+    assert await queue.park(da, {"review_id": "rv_1"}) is False  # no longer running
+    parked = await queue.get(a.job.id)
+    assert parked.state == "awaiting_review" and parked.result == {"review_id": "rv_1"}
+    nxt = await claim_one(queue, "w2")  # the partition moved on to b
+    assert nxt.job.id == b.job.id
+    assert await queue.complete(nxt, "b-done")
+    st = await queue.stats()
+    assert st.in_flight == 1 and st.depth == 0  # only c runs; the parked job is neither
+    assert await queue.complete(da, "late") is False  # the parked delivery cannot finish it
+    done = await queue.finish_review(a.job.id, {"label": "ok"}, None)
+    assert done is not None and done.state == "succeeded" and done.result == {"label": "ok"}
+    assert await queue.finish_review(a.job.id, {"label": "again"}, None) is None
+    assert (await queue.get(a.job.id)).result == {"label": "ok"}
+    due = await queue.webhooks_due("o1", limit=10)
+    assert [(w.job_id, w.event) for w in due] == [(a.job.id, "job.completed")]
+    # a rejected review dead-letters the job
+    assert await queue.park(dc, {"review_id": "rv_2"}) is True
+    dead = await queue.finish_review(c.job.id, None, "rejected by reviewer")
+    assert dead is not None and dead.state == "dead" and dead.last_error == "rejected by reviewer"
+    assert [j.id for j in await queue.dlq_list()] == [c.job.id]
+    assert await queue.claim("w3", limit=5) == []
+
+
+async def test_prioritised_job_is_redelivered_after_its_lease_and_heartbeats(
+        queue: JobQueue) -> None:
+    """Leases, heartbeats and redelivery behave the same for a job outside the default
+    priority (its own stream/consumer on the broker backends)."""
+    res = await queue.enqueue(NewJob(task="echo", input=1, priority=4))
+    d = await claim_one(queue, "w1", lease=0.3)
+    for _ in range(2):
+        await asyncio.sleep(0.15)
+        assert await queue.heartbeat(d, 0.3)
+    assert await queue.claim("w2", lease=0.3) == []  # still held
+    await asyncio.sleep(0.45)  # w1 stops heartbeating: the lease runs out
+    again = await claim_one(queue, "w2", lease=30)
+    assert again.job.id == res.job.id and again.job.attempts == 2
+    assert await queue.heartbeat(d, 0.3) is False
+    assert await queue.complete(again, "ok")
+    st = await queue.stats()
+    assert (st.depth, st.in_flight) == (0, 0)

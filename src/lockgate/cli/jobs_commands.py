@@ -105,33 +105,34 @@ def worker(
     queue: str | None = QueueOption,
     config: Path | None = ConfigOption,
 ) -> None:
-    """Run jobs from the queue until SIGTERM/SIGINT (then finish or return in-flight jobs)."""
-    from lockgate.jobs.worker import Worker
+    """Run jobs from the queue until SIGTERM/SIGINT (then finish or return in-flight jobs);
+    also the event consumers listed under ``events.consumers`` in the config."""
     from lockgate.runtime import Runtime
 
     cfg = get_config(config)
-    settings = cfg.jobs
 
     async def go() -> None:
-        rt = await Runtime.start(cfg, queue_url=queue, monitor=True)
         try:
-            assert rt.jobs is not None
-            handler = rt.job_handler()
-            w = Worker(
-                rt.jobs.queue,
-                handler,
-                concurrency=concurrency or settings.concurrency,
-                lease=lease or settings.lease,
-                poll_interval=settings.poll_interval,
-                grace=settings.grace,
-                webhooks=rt.jobs.webhooks,
-                outbox=rt.jobs.outbox,
-            )
+            rt = await Runtime.start(cfg, queue_url=queue, monitor=True)
+        except Exception as exc:  # an unreachable queue/broker/database: one line, exit 1
+            fail(f"cannot start the worker: {type(exc).__name__}: {exc}")
+        consumers = None
+        try:
+            w = rt.new_worker(concurrency, lease)
             stop = asyncio.Event()
             _stop_on_signals(stop)
-            console.print(f"worker {w.worker_id}: {w.concurrency} concurrent", highlight=False)
+            if cfg.events.consumers and rt.review is not None:
+                from lockgate.events.embedded import EmbeddedConsumers
+
+                consumers = EmbeddedConsumers.start(cfg.events.consumers,
+                                                    rt.task_runner("events"), rt.review)
+            console.print(f"worker {w.worker_id}: {w.concurrency} concurrent"
+                          + (f", {len(consumers.running)} event consumer(s)" if consumers
+                             else ""), highlight=False)
             stats = await w.run(stop)
         finally:
+            if consumers is not None:
+                await consumers.stop()
             await rt.aclose()
         console.print(
             f"stopped: {stats.completed} completed, {stats.retried} retried, {stats.dead} "

@@ -11,6 +11,7 @@ import typer
 
 from lockgate.cli.common import ConfigOption, console, fail, get_config, run
 from lockgate.errors import ConfigError
+from lockgate.jobs.embedded import EMBEDDED_WORKER_ENV
 from lockgate.runtime import MASTER_HASH_FILE, Runtime, master_key_hash, save_master_key_hash
 from lockgate.server import CONFIG_ENV
 from lockgate.settings import Config
@@ -71,7 +72,11 @@ def serve(
     port: int | None = typer.Option(None, "--port", "-p"),
     workers: int | None = typer.Option(None, "--workers", "-w"),
 ) -> None:
-    """Serve the gateway with a config file."""
+    """Serve the gateway with a config file.
+
+    Jobs, batches and reviewed-job resumptions run in separate ``lockgate worker``
+    processes (any number, on any machine sharing the queue), unless ``jobs.embedded_worker``
+    is on or LOCKGATE_EMBEDDED_WORKER=1 (then every gateway process runs one as well)."""
     cfg = get_config(config)
     if master_key_hash(cfg) is None:
         fail("no master key: set LOCKGATE_MASTER_KEY or master_key in the config "
@@ -105,8 +110,15 @@ def up(
     config: Path | None = ConfigOption,
     host: str | None = typer.Option(None, "--host"),
     port: int | None = typer.Option(None, "--port", "-p"),
+    worker: bool = typer.Option(
+        True, "--worker/--no-worker",
+        help="Run a job worker in the gateway process (jobs and batches need no second "
+             "command); --no-worker when 'lockgate worker' processes run elsewhere.",
+    ),
 ) -> None:
-    """Start with embedded defaults: SQLite under .lockgate/, the bundled local model."""
+    """Start with embedded defaults: SQLite under .lockgate/, the bundled local model, a job
+    worker in the same process."""
+    os.environ[EMBEDDED_WORKER_ENV] = "1" if worker else "0"
     cfg = get_config(config)
     cfg.home_path.mkdir(parents=True, exist_ok=True)
     master, key = _first_run(cfg)
@@ -124,7 +136,9 @@ def up(
     shown = key or "<virtual key>  (create one: lockgate keys create --team default)"
     model = cfg.model_names()[0] if cfg.model_names() else "local"
     console.print(f"\nmodels: {', '.join(cfg.model_names())}   store: "
-                  f"{cfg.effective_database_url}\n", highlight=False)
+                  f"{cfg.effective_database_url}   job worker: "
+                  f"{'in this process' if worker else 'off (run lockgate worker)'}\n",
+                  highlight=False)
     console.print("[bold]curl[/]", highlight=False)
     console.print(
         f"  curl {base}/v1/chat/completions -H 'Authorization: Bearer {shown}' \\\n"

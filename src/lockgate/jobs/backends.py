@@ -2,7 +2,7 @@
 
 The backends import only the contract in :mod:`lockgate.jobs.queue`; this module
 sits above them (each is imported on demand, so a SQLite deployment never loads
-asyncpg or redis).
+asyncpg, redis or nats).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ def open_queue(url: str, options: QueueOptions | None = None) -> JobQueue:
 
     * ``sqlite:///path/jobs.db`` (``sqlite+aiosqlite://`` accepted) — embedded default;
     * ``postgresql://user@host:5432/db?schema=name`` — ``FOR UPDATE SKIP LOCKED``;
-    * ``redis://host:6379/0?prefix=name`` — Redis Streams + consumer group.
+    * ``redis://host:6379/0?prefix=name`` — Redis Streams + consumer group;
+    * ``nats://host:4222?prefix=name`` — NATS JetStream (streams + a KV bucket).
     """
     opts = options or QueueOptions()
     scheme = url.split(":", 1)[0].lower()
@@ -33,6 +34,11 @@ def open_queue(url: str, options: QueueOptions | None = None) -> JobQueue:
         from lockgate.jobs.redis_queue import RedisQueue
 
         return RedisQueue(url, opts)
+    if scheme in ("nats", "tls"):
+        from lockgate.jobs.nats_queue import NatsQueue
+
+        return NatsQueue(url, opts)
     raise ValueError(
-        f"unsupported job queue URL {url!r}: use sqlite:///..., postgresql://... or redis://..."
+        f"unsupported job queue URL {url!r}: use sqlite:///..., postgresql://..., redis://..."
+        " or nats://..."
     )

@@ -11,8 +11,9 @@ Semantics every backend implements (and ``tests/jobs`` checks on each one):
   already used all its attempts it goes to the dead-letter queue instead.
   Jobs sharing a ``partition_key`` are handed out in submission order, one at
   a time (the next waits until the previous one finished, died or was
-  cancelled); different keys run in parallel. ``priority`` (higher first) is
-  honoured by the SQL backends; the Redis Streams backend is FIFO.
+  cancelled); different keys run in parallel. ``priority``: a waiting job of higher
+  priority is handed out before any of lower priority (every backend; Redis Streams and
+  NATS JetStream keep one stream/consumer per priority in use).
 * ``complete``: stores the result once. A delivery whose job already has a
   result (a redelivery after a lease expiry, a duplicate stream entry) stores
   nothing and returns False: the effect is exactly-once.

@@ -23,8 +23,11 @@ exactly-once effect. Lease expiry is tracked in the ``running`` zset (a
 worker's heartbeat moves the deadline and re-claims the entry to reset its
 idle time); expired leases are re-claimed with ``XCLAIM``, and entries left
 pending by a consumer that died before starting them are picked up with
-``XAUTOCLAIM`` once idle longer than the lease. Priority is not supported
-(FIFO). Keys are built inside scripts, so this targets a single Redis (not
+``XAUTOCLAIM`` once idle longer than the lease. Priority: jobs of priority 0 use
+``stream``, every other priority its own ``stream:<priority>`` (registered in the ``bands``
+zset, created with its group on first use); a claim reads the bands highest first, so a
+higher-priority job always starts before a lower one that waits (FIFO within a band).
+Keys are built inside scripts, so this targets a single Redis (not
 Redis Cluster).
 """
 
@@ -56,12 +59,23 @@ from lockgate.jobs.queue import QueueOptions, split_url_options
 __all__ = ["RedisQueue"]
 
 GROUP = "workers"
+BANDS_REFRESH = 1.0
+"""Seconds between re-reads of the priority bands in use."""
 HOUSEKEEPING_INTERVAL = 0.1
 """Seconds between promote/reclaim sweeps of one queue client (every claim is too often)."""
 
 _LIB = r"""
 local P = ARGV[1]
 local function jk(id) return P .. ':job:' .. id end
+local function skey(id)
+  local pr = tonumber(redis.call('HGET', jk(id), 'priority') or '0') or 0
+  if pr == 0 then return P .. ':stream' end
+  local key = P .. ':stream:' .. pr
+  if redis.call('ZADD', P .. ':bands', 'NX', pr, key) == 1 then
+    redis.pcall('XGROUP', 'CREATE', key, 'workers', '0', 'MKSTREAM')
+  end
+  return key
+end
 local function schedule(id, now)
   local k = jk(id)
   local ra = tonumber(redis.call('HGET', k, 'run_after') or '0')
@@ -69,7 +83,7 @@ local function schedule(id, now)
     redis.call('ZADD', P .. ':delayed', ra, id)
     redis.call('HSET', k, 'msg', '')
   else
-    local msg = redis.call('XADD', P .. ':stream', '*', 'id', id)
+    local msg = redis.call('XADD', skey(id), '*', 'id', id)
     redis.call('HSET', k, 'msg', msg)
   end
 end
@@ -85,8 +99,8 @@ local function advance(id, now)
     end
   end
 end
-local function ack(msg)
-  if msg and msg ~= '' then redis.call('XACK', P .. ':stream', 'workers', msg) end
+local function ack(id, msg)
+  if msg and msg ~= '' then redis.call('XACK', skey(id), 'workers', msg) end
 end
 local function push_error(k, err)
   local errs = cjson.decode(redis.call('HGET', k, 'errors') or '[]')
@@ -155,7 +169,7 @@ local ids = redis.call('ZRANGEBYSCORE', P .. ':delayed', '-inf', now, 'LIMIT', 0
 for _, id in ipairs(ids) do
   redis.call('ZREM', P .. ':delayed', id)
   if redis.call('HGET', jk(id), 'state') == 'queued' then
-    local msg = redis.call('XADD', P .. ':stream', '*', 'id', id)
+    local msg = redis.call('XADD', skey(id), '*', 'id', id)
     redis.call('HSET', jk(id), 'msg', msg)
   end
 end
@@ -163,7 +177,7 @@ return #ids
 """
 )
 
-# ARGV: prefix, now, id, msg, worker, lease_until -> job fields or false
+# ARGV: prefix, now, id, msg, worker, lease_until, stream -> job fields or false
 _START = (
     _LIB
     + r"""
@@ -171,18 +185,18 @@ local now = tonumber(ARGV[2])
 local id, msg, worker, lu = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local k = jk(id)
 local state = redis.call('HGET', k, 'state')
-if not state then ack(msg) return false end
-if redis.call('HGET', k, 'msg') ~= msg then ack(msg) return false end
+if not state then redis.call('XACK', ARGV[7], 'workers', msg) return false end
+if redis.call('HGET', k, 'msg') ~= msg then ack(id, msg) return false end
 if state == 'running' then
   if tonumber(redis.call('HGET', k, 'lease_until') or '0') > now then return false end
   local attempts = tonumber(redis.call('HGET', k, 'attempts'))
   if attempts >= tonumber(redis.call('HGET', k, 'max_attempts')) then
     to_dead(id, 'lease expired on attempt ' .. attempts .. ' (worker lost)', now)
-    ack(msg)
+    ack(id, msg)
     return false
   end
 elseif state ~= 'queued' then
-  ack(msg)
+  ack(id, msg)
   return false
 end
 redis.call('HINCRBY', k, 'attempts', 1)
@@ -193,7 +207,8 @@ return redis.call('HGETALL', k)
 """
 )
 
-# ARGV: prefix, now, limit -> {id, msg, ...} of expired leases (dead-letters the used-up ones)
+# ARGV: prefix, now, limit -> {id, msg, stream, ...} of expired leases (dead-letters the
+# used-up ones)
 _EXPIRED = (
     _LIB
     + r"""
@@ -206,10 +221,11 @@ for _, id in ipairs(ids) do
   local msg = redis.call('HGET', k, 'msg') or ''
   if attempts >= tonumber(redis.call('HGET', k, 'max_attempts') or '1') then
     to_dead(id, 'lease expired on attempt ' .. attempts .. ' (worker lost)', now)
-    ack(msg)
+    ack(id, msg)
   elseif msg ~= '' then
     out[#out + 1] = id
     out[#out + 1] = msg
+    out[#out + 1] = skey(id)
   end
 end
 return out
@@ -236,14 +252,14 @@ _COMPLETE = (
 local now = tonumber(ARGV[2])
 local id, msg = ARGV[3], ARGV[4]
 local k = jk(id)
-if redis.call('HGET', k, 'state') ~= 'running' then ack(msg) return 0 end
+if redis.call('HGET', k, 'state') ~= 'running' then ack(id, msg) return 0 end
 redis.call('HSET', k, 'state', 'succeeded', 'result', ARGV[5], 'finished_at', now,
   'expires_at', ARGV[6])
 redis.call('HDEL', k, 'lease_owner', 'lease_until')
 redis.call('ZREM', P .. ':running', id)
 redis.call('ZADD', P .. ':expiry', ARGV[6], id)
-ack(msg)
-ack(redis.call('HGET', k, 'msg'))
+ack(id, msg)
+ack(id, redis.call('HGET', k, 'msg'))
 advance(id, now)
 outbox_add(id, 'job.completed', now)
 return 1
@@ -260,8 +276,8 @@ local k = jk(id)
 local state = redis.call('HGET', k, 'state')
 if not state then return 'missing' end
 if state ~= 'running' or redis.call('HGET', k, 'lease_owner') ~= worker then return state end
-ack(msg)
-ack(redis.call('HGET', k, 'msg'))
+ack(id, msg)
+ack(id, redis.call('HGET', k, 'msg'))
 local attempts = tonumber(redis.call('HGET', k, 'attempts'))
 if ARGV[8] == '1' or attempts >= tonumber(redis.call('HGET', k, 'max_attempts')) then
   to_dead(id, err, now)
@@ -287,8 +303,8 @@ local id, msg, worker = ARGV[3], ARGV[4], ARGV[5]
 local k = jk(id)
 if redis.call('HGET', k, 'state') ~= 'running' or redis.call('HGET', k, 'lease_owner') ~= worker
 then return 0 end
-ack(msg)
-ack(redis.call('HGET', k, 'msg'))
+ack(id, msg)
+ack(id, redis.call('HGET', k, 'msg'))
 redis.call('HINCRBY', k, 'attempts', -1)
 redis.call('HSET', k, 'state', 'queued', 'run_after', now)
 redis.call('HDEL', k, 'lease_owner', 'lease_until')
@@ -311,8 +327,8 @@ then return 0 end
 redis.call('HSET', k, 'state', 'awaiting_review', 'result', ARGV[6])
 redis.call('HDEL', k, 'lease_owner', 'lease_until')
 redis.call('ZREM', P .. ':running', id)
-ack(msg)
-ack(redis.call('HGET', k, 'msg'))
+ack(id, msg)
+ack(id, redis.call('HGET', k, 'msg'))
 advance(id, now)
 return 1
 """
@@ -354,7 +370,7 @@ redis.call('ZREM', P .. ':queued', id)
 redis.call('ZREM', P .. ':running', id)
 redis.call('ZREM', P .. ':delayed', id)
 redis.call('ZADD', P .. ':expiry', ARGV[4], id)
-if state == 'queued' then ack(redis.call('HGET', k, 'msg')) end
+if state == 'queued' then ack(id, redis.call('HGET', k, 'msg')) end
 advance(id, now)
 outbox_add(id, 'job.cancelled', now)
 return 1
@@ -561,6 +577,8 @@ class RedisQueue:
         self._r: aioredis.Redis | None = None
         self._stream = f"{self.prefix}:stream"
         self._last_housekeeping = 0.0
+        self._bands: list[str] = [self._stream]
+        self._bands_at = 0.0
 
     @property
     def r(self) -> aioredis.Redis:
@@ -640,6 +658,8 @@ class RedisQueue:
         flat: list[Any] = []
         for k, v in fields.items():
             flat += [k, v]
+        if new.priority and self._stream_for(new.priority) not in self._bands:
+            self._bands_at = 0.0  # a new band: claims from this client see it at once
         code, value = await self._run(
             "enqueue",
             job_id,
@@ -668,53 +688,72 @@ class RedisQueue:
 
     # ------------------------------------------------------------ claim / lease
 
+    def _stream_for(self, priority: int) -> str:
+        """Priority 0 keeps the original stream; other priorities get one stream each."""
+        return self._stream if priority == 0 else f"{self._stream}:{priority}"
+
+    async def _streams(self) -> list[str]:
+        """Every band's stream, highest priority first (re-read once a second: other
+        producers add bands)."""
+        now = time.monotonic()
+        if now - self._bands_at >= BANDS_REFRESH:
+            bands: Any = await self.r.zrange(f"{self.prefix}:bands", 0, -1, withscores=True)
+            order = [(float(b[1]), str(b[0])) for b in bands] + [(0.0, self._stream)]
+            self._bands = [key for _, key in sorted(order, key=lambda b: -b[0])]
+            self._bands_at = now
+        return self._bands
+
     async def _start_many(
-        self, entries: list[tuple[str, str]], worker_id: str, until: float
+        self, entries: list[tuple[str, str, str]], worker_id: str, until: float
     ) -> list[Delivery]:
-        """Run the start script for many (msg, job id) entries in one round trip."""
+        """Run the start script for many (stream, msg, job id) entries in one round trip."""
         if not entries:
             return []
         now = time.time()
         script = self._scripts["start"]
         async with self.r.pipeline(transaction=False) as pipe:
-            for msg, job_id in entries:
+            for stream, msg, job_id in entries:
                 await script(
-                    keys=[], args=[self.prefix, now, job_id, msg, worker_id, until], client=pipe
+                    keys=[],
+                    args=[self.prefix, now, job_id, msg, worker_id, until, stream],
+                    client=pipe,
                 )
             results = await pipe.execute()
         return [
             Delivery(_hash_to_job(_pairs(flat)), worker_id, until, token=msg)
-            for (msg, _), flat in zip(entries, results, strict=True)
+            for (_, msg, _), flat in zip(entries, results, strict=True)
             if flat
         ]
 
     async def _housekeeping(
         self, worker_id: str, limit: int, lease: float
-    ) -> list[tuple[str, str]]:
-        """Due retries into the stream; expired leases and orphaned entries to re-run."""
+    ) -> list[tuple[str, str, str]]:
+        """Due retries into the streams; expired leases and orphaned entries to re-run."""
         now = time.monotonic()
         if now - self._last_housekeeping < HOUSEKEEPING_INTERVAL:
             return []
         self._last_housekeeping = now
         await self._run("promote")
-        entries: list[tuple[str, str]] = []
+        entries: list[tuple[str, str, str]] = []
         # 1. leases that expired (authoritative deadline: the ``running`` zset)
         expired = await self._run("expired", limit)
-        for i in range(0, len(expired), 2):
-            job_id, msg = str(expired[i]), str(expired[i + 1])
-            await self.r.xclaim(self._stream, GROUP, worker_id, 0, [msg], justid=True)
-            entries.append((msg, job_id))
+        for i in range(0, len(expired), 3):
+            job_id, msg, stream = str(expired[i]), str(expired[i + 1]), str(expired[i + 2])
+            await self.r.xclaim(stream, GROUP, worker_id, 0, [msg], justid=True)
+            entries.append((stream, msg, job_id))
         # 2. entries left pending by a consumer that vanished before starting them
-        if len(entries) < limit:
+        for stream in await self._streams():
+            if len(entries) >= limit:
+                break
             res = await self.r.xautoclaim(
-                self._stream,
+                stream,
                 GROUP,
                 worker_id,
                 int(lease * 1000),
                 "0-0",
                 count=limit - len(entries),
             )
-            entries.extend((msg, f["id"]) for msg, f in res[1] if f and "id" in f)
+            entries.extend((stream, msg, f["id"]) for msg, f in res[1] if f and "id" in f)
         return entries
 
     async def claim(self, worker_id: str, *, limit: int = 1, lease: float = 30.0) -> list[Delivery]:
@@ -722,15 +761,21 @@ class RedisQueue:
         out = await self._start_many(
             await self._housekeeping(worker_id, limit, lease), worker_id, until
         )
-        # 3. new entries
-        if len(out) < limit:
-            fresh: Any = await self.r.xreadgroup(
-                GROUP, worker_id, {self._stream: ">"}, count=limit - len(out)
-            )
-            entries = [
-                (msg, fields.get("id", "")) for _s, batch in fresh or [] for msg, fields in batch
-            ]
-            out += await self._start_many(entries, worker_id, until)
+        # 3. new entries, highest priority band first
+        for stream in await self._streams():
+            while len(out) < limit:
+                need = limit - len(out)
+                fresh: Any = await self.r.xreadgroup(GROUP, worker_id, {stream: ">"}, count=need)
+                entries = [
+                    (stream, msg, fields.get("id", ""))
+                    for _s, batch in fresh or []
+                    for msg, fields in batch
+                ]
+                out += await self._start_many(entries, worker_id, until)
+                if len(entries) < need:
+                    break
+            if len(out) >= limit:
+                break
         return out
 
     async def heartbeat(self, delivery: Delivery, lease: float) -> bool:
@@ -739,7 +784,8 @@ class RedisQueue:
         if int(ok):
             delivery.lease_until = until
             await self.r.xclaim(
-                self._stream, GROUP, delivery.worker_id, 0, [delivery.token], justid=True
+                self._stream_for(delivery.job.priority), GROUP, delivery.worker_id, 0,
+                [delivery.token], justid=True,
             )
         return bool(int(ok))
 

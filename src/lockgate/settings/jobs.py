@@ -3,7 +3,8 @@
 Example::
 
     jobs:
-      queue_url: redis://cache:6379/0?prefix=jobs   # default: the store (database_url)
+      queue_url: redis://cache:6379/0?prefix=jobs   # or nats://...?prefix=; default: the store
+      embedded_worker: false    # true: every gateway process runs a worker (lockgate up: on)
       max_depth: 50000          # enqueue -> 429 QueueFull beyond this many waiting jobs
       result_ttl: 604800        # seconds; then GET /v1/jobs/{id} -> 410
       lease: 30                 # visibility timeout; heartbeats every lease/3
@@ -97,7 +98,8 @@ class AlertSettings(Strict):
 
 class JobsSettings(Strict):
     queue_url: str | None = None
-    """``sqlite:///...``, ``postgresql://...?schema=``, ``redis://...?prefix=``; default: the
+    """``sqlite:///...``, ``postgresql://...?schema=``, ``redis://...?prefix=``,
+    ``nats://...?prefix=``; default: the
     store (``database_url``: its PostgreSQL database, or its SQLite file), so every gateway
     and worker sharing the store shares the queue."""
     max_depth: int = Field(100_000, ge=1)
@@ -125,6 +127,10 @@ class JobsSettings(Strict):
     """Host names or CIDR networks webhooks may reach even though they are not public
     (e.g. ``127.0.0.1/32`` for a local receiver); everything else must resolve, at submit
     and at every connection, only to public addresses."""
+    embedded_worker: bool = False
+    """Run a job worker inside every gateway process (``lockgate up`` turns it on unless
+    ``--no-worker``; ``LOCKGATE_EMBEDDED_WORKER=1/0`` overrides). Off: run ``lockgate worker``
+    processes beside the gateways."""
     alerts: AlertSettings = AlertSettings()
     tasks: list[TaskSpec] = Field(default_factory=list)
 

@@ -34,6 +34,7 @@ from lockgate.settings.alerts import AlertsSettings
 from lockgate.settings.base import Strict, resolve_secret
 from lockgate.settings.cache import CacheSettings
 from lockgate.settings.console import ConsoleSettings
+from lockgate.settings.events import EventsSettings
 from lockgate.settings.feedback import FeedbackSettings
 from lockgate.settings.governance import BreakerConfig, GovernanceConfig
 from lockgate.settings.guards import GuardsConfig
@@ -88,6 +89,8 @@ class Config(Strict):
     logging: LoggingSettings = LoggingSettings()
     """Structured logs: ``{level, format: json|console}``; every line carries the request id."""
     jobs: JobsSettings = JobsSettings()
+    events: EventsSettings = EventsSettings()
+    """Event consumers run by every job worker (``lockgate up``'s, ``lockgate worker``)."""
     """Durable job queue, workers, tasks, alerts (lockgate.settings.jobs)."""
     rag: RagConfig = RagConfig()
     """Permission-aware RAG over HTTP and ``model: rag/<collection>`` (lockgate.api.rag)."""

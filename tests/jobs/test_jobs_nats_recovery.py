@@ -1,0 +1,126 @@
+"""NATS JetStream specifics: the crash windows between a state change and its follow-up steps
+(the other backends do both in one transaction or script) are closed by whoever next sees
+the job's watcher or ready message."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+
+from lockgate.jobs.model import NewJob
+from lockgate.jobs.nats_queue import NatsQueue
+from lockgate.jobs.queue import QueueOptions
+
+
+@pytest.fixture
+async def nq() -> AsyncIterator[NatsQueue]:
+    q = NatsQueue(f"nats://127.0.0.1:4222?prefix=lgjobs_{uuid.uuid4().hex[:10]}",
+                  QueueOptions(backoff_base=0.05, backoff_cap=0.2))
+    await q.open()
+    yield q
+    await q.drop()
+    await q.aclose()
+
+
+async def _claim_within(q: NatsQueue, worker: str, seconds: float, lease: float = 30.0
+                        ) -> list[Any]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        got = await q.claim(worker, limit=5, lease=lease)
+        if got:
+            return got
+        await asyncio.sleep(0.05)
+    return []
+
+
+async def test_duplicate_ready_message_of_a_finished_job_is_not_run(nq: NatsQueue) -> None:
+    res = await nq.enqueue(NewJob(task="t", input=1))
+    (d,) = await nq.claim("w1")
+    assert await nq.complete(d, "done")
+    # the broker carries the job again (a producer retry, a replayed message)
+    body = orjson.dumps({"id": res.job.id, "c": res.job.created_at})
+    await nq.js.publish(f"{nq.prefix}.r.p0.{res.job.id}", body)
+    assert await nq.claim("w2", limit=5) == []
+    assert (await nq.stats()).depth == 0  # acknowledged, not left waiting
+    assert (await nq.get(res.job.id)).result == "done"
+
+
+async def test_worker_killed_between_finishing_and_the_follow_up_steps(nq: NatsQueue) -> None:
+    """The job's record says succeeded but the partition was not advanced and the watcher not
+    dropped (the worker died in between): when the lease would have ended, the watcher's next
+    reader does the rest, so the partition's next job runs and nothing stays in flight."""
+    first = await nq.enqueue(NewJob(task="t", input=1, partition_key="K"))
+    second = await nq.enqueue(NewJob(task="t", input=2, partition_key="K"))
+    (d,) = await nq.claim("w1", limit=5, lease=0.3)
+    assert d.job.id == first.job.id
+
+    def finish(doc: dict[str, Any]) -> bool:  # the compare-and-set alone, nothing after it
+        doc.update(state="succeeded", result="r", finished_at=time.time(),
+                   expires_at=time.time() + 3600, lease_owner=None, lease_until=None,
+                   finish_no=1)
+        return True
+
+    await nq._change(first.job.id, finish)
+    assert await nq.claim("w2", limit=5, lease=0.3) == []  # second still waits behind it
+    got = await _claim_within(nq, "w2", 10)
+    assert [g.job.id for g in got] == [second.job.id]
+    assert await nq.complete(got[0], "r2")
+    st = await nq.stats()
+    assert st.in_flight == 0 and st.depth == 0
+
+
+async def test_killed_worker_with_a_short_lease_is_redelivered_then_dead_lettered(
+        nq: NatsQueue) -> None:
+    res = await nq.enqueue(NewJob(task="t", input=1, max_attempts=2))
+    (d1,) = await nq.claim("w1", lease=0.2)  # w1 "dies": no heartbeat, no answer
+    got = await _claim_within(nq, "w2", 10, lease=0.2)
+    assert [g.job.id for g in got] == [res.job.id] and got[0].job.attempts == 2
+    assert await _claim_within(nq, "w3", 1.0, lease=0.2) == []  # attempts used up
+    job = await nq.get(res.job.id)
+    assert job.state == "dead" and "lease expired on attempt 2" in (job.last_error or "")
+    assert await nq.complete(d1, "too late") is False
+    st = await nq.stats()
+    assert (st.in_flight, st.dlq) == (0, 1)
+
+
+async def test_producer_killed_before_publishing_is_healed_by_resubmitting(
+        nq: NatsQueue) -> None:
+    """A record written without its ready message (the producer died in between) runs once
+    the same idempotency key is submitted again."""
+    res = await nq.enqueue(NewJob(task="t", input=1, idempotency_key="order-7"))
+    (d,) = await nq.claim("w1")  # take the message away, then put the job back as "queued"
+    await nq._change(res.job.id, lambda doc: doc.update(
+        state="queued", attempts=0, created_at=time.time() - 10, lease_owner=None,
+        lease_until=None) is None)
+    await nq._delete_watcher(int((await nq._load(res.job.id))[0]["run_msg"]))  # type: ignore[index]
+    assert await nq.claim("w2") == []  # nothing announces it
+    again = await nq.enqueue(NewJob(task="t", input=1, idempotency_key="order-7"))
+    assert not again.created and again.job.id == res.job.id
+    got = await _claim_within(nq, "w2", 5)
+    assert [g.job.id for g in got] == [res.job.id]
+    assert d.job.id == res.job.id
+
+
+async def test_forgotten_jobs_leave_nothing_in_the_bucket() -> None:
+    q = NatsQueue(f"nats://127.0.0.1:4222?prefix=lgjobs_{uuid.uuid4().hex[:10]}",
+                  QueueOptions(result_ttl=0.1))
+    await q.open()
+    try:
+        res = await q.enqueue(NewJob(task="t", input=1, idempotency_key="k-forget"))
+        (d,) = await q.claim("w1")
+        assert await q.complete(d, "r")
+        await asyncio.sleep(0.2)
+        assert await q.expire_results() == 1
+        assert await q.forget(time.time() + 1) == 1
+        info = await q.js.stream_info(f"KV_{q.bucket}", subjects_filter=f"$KV.{q.bucket}.>")
+        left = set(info.state.subjects or {})
+        assert not any(res.job.id in s or s.startswith(f"$KV.{q.bucket}.i.") for s in left), left
+    finally:
+        await q.drop()
+        await q.aclose()
