@@ -32,6 +32,7 @@ from lockgate.api.middleware import RequestIdMiddleware
 from lockgate.api.openapi_bodies import declare_request_bodies
 from lockgate.api.request_io import error_response, request_id_of
 from lockgate.errors import BadRequest, GatewayError
+from lockgate.facade import Facades
 from lockgate.observability.logging import configure_logging
 from lockgate.runtime import Runtime
 from lockgate.settings import Config, load_config
@@ -53,6 +54,7 @@ def create_app(config: Config | None = None) -> FastAPI:
         configure_logging(cfg.logging)  # once per process; JSON lines with the request id
         runtime = await Runtime.start(cfg, monitor=True)
         app.state.runtime = runtime
+        facades = await Facades.start(runtime) if cfg.facades else None  # lockgate.facade
         log.info("lockgate.started", models=runtime.pipeline.router.models(), pid=os.getpid())
         # Start-up leaves ~140k long-lived objects (FastAPI, SQLAlchemy, pydantic); full GC
         # passes over them stalled the loop 40-200 ms every 1-2 s under load (bench/RESULTS.md).
@@ -61,6 +63,8 @@ def create_app(config: Config | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if facades is not None:
+                await facades.aclose()
             await runtime.aclose()
             log.info("lockgate.stopped", pid=os.getpid())
 

@@ -12,6 +12,7 @@ from lockgate.cli.alerts_commands import alerts_app
 from lockgate.cli.audit_commands import audit_app
 from lockgate.cli.common import console, fail
 from lockgate.cli.controls_commands import controls_app
+from lockgate.cli.facade_commands import facade
 from lockgate.cli.feedback_commands import feedback_app
 from lockgate.cli.jobs_commands import batch_app, consume, dlq_app, jobs_app, worker
 from lockgate.cli.rag_commands import rag_app
@@ -48,6 +49,7 @@ app.add_typer(batch_app, name="batch")
 app.add_typer(review_app, name="review")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(alerts_app, name="alerts")
+app.command()(facade)
 
 
 @config_app.command("check")
