@@ -44,6 +44,12 @@ async def legacy() -> AsyncIterator[str]:
 
 
 FacadeFactory = Callable[..., Awaitable[str]]
+RUNTIMES: dict[str, Runtime] = {}
+"""Facade base URL -> the Runtime serving it (metrics, job queue)."""
+
+
+def runtime_of(base: str) -> Runtime:
+    return RUNTIMES[base]
 
 
 @pytest.fixture
@@ -70,6 +76,7 @@ async def facade(stub: StubUpstream, legacy: str, tmp_path: Path
         rt = await Runtime.start(cfg, warm_up=False)
         fac = await Facades.start(rt)
         opened.append((rt, fac))
+        RUNTIMES[f"http://127.0.0.1:{port}"] = rt
         return f"http://127.0.0.1:{port}"
 
     yield make

@@ -200,9 +200,9 @@ class FacadeProxy:
         if transform is None and length is not None and length <= SMALL_BODY \
                 and request.method != "HEAD" and resp.status not in (204, 304):
             data = await resp.read()
-            out = web.Response(status=resp.status, reason=resp.reason, headers=headers)
-            out.body = data
-            return out
+            small = web.Response(status=resp.status, reason=resp.reason, headers=headers)
+            small.body = data
+            return small
         if transform is not None:
             headers.popall("Content-Length", None)
         out = web.StreamResponse(status=resp.status, reason=resp.reason, headers=headers)

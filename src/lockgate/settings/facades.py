@@ -56,7 +56,7 @@ class FacadeMatch(Strict):
     content_type: str | None = None
     """Media type the inspected body must have (e.g. ``application/json``; no parameters)."""
     json_: dict[str, Any] = Field(default_factory=dict, alias="json")
-    """(``json:`` in YAML) Dot path -> value: every one must equal the inspected JSON body's value there."""
+    """(``json:`` in YAML) Dot path -> value: each must equal the JSON body's value there."""
 
     @field_validator("methods")
     @classmethod
