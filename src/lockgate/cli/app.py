@@ -10,6 +10,7 @@ from lockgate import __version__
 from lockgate.cli.admin_commands import keys_app, teams_app, usage
 from lockgate.cli.alerts_commands import alerts_app
 from lockgate.cli.audit_commands import audit_app
+from lockgate.cli.cdc_commands import cdc_app
 from lockgate.cli.common import console, fail
 from lockgate.cli.controls_commands import controls_app
 from lockgate.cli.facade_commands import facade
@@ -50,6 +51,7 @@ app.add_typer(review_app, name="review")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(alerts_app, name="alerts")
 app.command()(facade)
+app.add_typer(cdc_app, name="cdc")
 
 
 @config_app.command("check")
