@@ -3,6 +3,7 @@ capture, the stand-in model upstream and a Runtime whose pipeline runs the tasks
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -87,10 +88,8 @@ def userdb(request: pytest.FixtureRequest) -> Iterator[UserDb]:
     try:
         yield db
     finally:
-        try:
+        with contextlib.suppress(StopIteration):
             next(gen)
-        except StopIteration:
-            pass
 
 
 @pytest.fixture
