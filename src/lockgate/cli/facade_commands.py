@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from pathlib import Path
 
@@ -41,6 +42,9 @@ async def _serve(cfg: Config, ready: asyncio.Event | None = None) -> None:
         try:
             for line in facades.addresses():
                 console.print(f"facade {line}", highlight=False)
+            # long-lived start-up objects out of the collector's way (as the gateway does)
+            gc.collect()
+            gc.freeze()
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
