@@ -81,7 +81,7 @@ def install(
             await db.aclose()
         console.print(f"installed capture '{spec.name}' on {spec.table} ({db.kind}): columns "
                       f"{', '.join(spec.columns)}; key {', '.join(spec.key)}"
-                      + (f"; where {spec.where}" if spec.where else ""), highlight=False)
+                      + (f"; where {spec.where}" if spec.where else ""), highlight=False, soft_wrap=True)
 
     _run(go())
 
@@ -103,7 +103,7 @@ def uninstall(
         if name and not removed:
             fail(f"no capture '{name}' is installed")
         console.print(f"removed: {', '.join(removed) or 'nothing was installed'}",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
 
     _run(go())
 
@@ -119,7 +119,7 @@ def list_captures(dsn: str = DsnOption) -> None:
             for spec in await db.captures():
                 console.print(f"{spec.name}: {spec.table} columns={','.join(spec.columns)} "
                               f"key={','.join(spec.key)} where={spec.where or '-'} "
-                              f"pending={await db.depth(spec)}", highlight=False)
+                              f"pending={await db.depth(spec)}", highlight=False, soft_wrap=True)
         finally:
             await db.aclose()
 
@@ -175,10 +175,10 @@ def run(
                     with contextlib.suppress(NotImplementedError):
                         loop.add_signal_handler(sig, stop.set)
                 console.print(f"consuming capture '{capture}' ({db.kind}); Ctrl-C to stop",
-                              highlight=False)
+                              highlight=False, soft_wrap=True)
                 stats = await consumer.run(stop)
             console.print(f"applied={stats.applied} duplicates={stats.duplicates} "
-                          f"retries={stats.retries} dead={stats.dead}", highlight=False)
+                          f"retries={stats.retries} dead={stats.dead}", highlight=False, soft_wrap=True)
         finally:
             if sink is not None:
                 with contextlib.suppress(Exception):
