@@ -59,8 +59,9 @@ def _ms(value: str) -> float:
 def wrk(url: str, conns: int, seconds: float) -> tuple[float, float, float]:
     """(requests/s, p50 ms, p99 ms)."""
     threads = 1 if conns == 1 else 2
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency",
-                          url], capture_output=True, text=True, check=True).stdout
+    secs = max(1, round(seconds))
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{secs}s", "--latency", url],
+                         capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]

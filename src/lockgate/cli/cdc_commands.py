@@ -81,7 +81,8 @@ def install(
             await db.aclose()
         console.print(f"installed capture '{spec.name}' on {spec.table} ({db.kind}): columns "
                       f"{', '.join(spec.columns)}; key {', '.join(spec.key)}"
-                      + (f"; where {spec.where}" if spec.where else ""), highlight=False, soft_wrap=True)
+                      + (f"; where {spec.where}" if spec.where else ""),
+                      highlight=False, soft_wrap=True)
 
     _run(go())
 
@@ -178,7 +179,8 @@ def run(
                               highlight=False, soft_wrap=True)
                 stats = await consumer.run(stop)
             console.print(f"applied={stats.applied} duplicates={stats.duplicates} "
-                          f"retries={stats.retries} dead={stats.dead}", highlight=False, soft_wrap=True)
+                          f"retries={stats.retries} dead={stats.dead}",
+                          highlight=False, soft_wrap=True)
         finally:
             if sink is not None:
                 with contextlib.suppress(Exception):
