@@ -114,3 +114,64 @@ async def runtime(stub: StubUpstream, tmp_path: Path) -> AsyncIterator[Runtime]:
                              warm_up=False)
     yield rt
     await rt.aclose()
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+WAL2JSON = Path("/usr/lib/postgresql/15/lib/wal2json.so")
+
+
+@pytest.fixture(scope="session")
+def logical_pg() -> Iterator[str]:
+    """A private PostgreSQL cluster with ``wal_level=logical`` on a free port (the shared
+    server runs ``replica``; restarting it would disturb everything else), dropped after.
+    Skipped when the PostgreSQL binaries or wal2json are not installed."""
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    if not (PG_BIN / "initdb").exists() or not WAL2JSON.exists() or not shutil.which("runuser"):
+        pytest.skip("needs PostgreSQL 15 binaries and postgresql-15-wal2json")
+    tmp = Path(tempfile.mkdtemp(prefix="lgcdc-pg-"))
+    shutil.chown(tmp, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = tmp / "data"
+    as_pg = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_pg, str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U",
+                    "postgres"], check=True, capture_output=True)
+    opts = (f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={tmp} "
+            "-c wal_level=logical -c max_replication_slots=8 -c fsync=off "
+            "-c output_plugin_libraries=wal2json")
+    started = subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts,
+                              "-l", str(tmp / "log"), "-w", "start"], capture_output=True)
+    if started.returncode != 0:  # e.g. a build without output_plugin_libraries
+        opts = opts.replace(" -c output_plugin_libraries=wal2json", "")
+        subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l",
+                        str(tmp / "log"), "-w", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                        "stop"], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def walldb(logical_pg: str) -> Iterator[UserDb]:
+    """A fresh database with the tickets table on the logical-decoding cluster."""
+    name = "lgwal_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(logical_pg, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = logical_pg.rsplit("/", 1)[0] + "/" + name
+    db = UserDb("postgres", url)
+    db.q(TABLE_SQL["postgres"])
+    try:
+        yield db
+    finally:
+        with psycopg.connect(logical_pg, autocommit=True) as admin:
+            for (slot,) in admin.execute("SELECT slot_name FROM pg_replication_slots WHERE "
+                                         "database = %s", (name,)).fetchall():
+                admin.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

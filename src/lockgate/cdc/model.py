@@ -23,6 +23,8 @@ class CaptureSpec:
     """SQL condition on the new row (column names as written in the table)."""
     epoch: str = ""
     """When it was installed (part of every change id: a reinstall never reuses ids)."""
+    source: str = "trigger"
+    """``trigger`` (outbox) or ``wal2json`` (logical decoding, PostgreSQL)."""
 
 
 @dataclass(slots=True)

@@ -129,6 +129,7 @@ class PostgresCdc:
                     key jsonb NOT NULL,
                     where_sql text,
                     epoch text NOT NULL,
+                    source text NOT NULL DEFAULT 'trigger',
                     installed_at timestamptz NOT NULL DEFAULT now());
             """)
             exists = await conn.fetchval(f"SELECT 1 FROM {SCHEMA}.captures WHERE name = $1",
@@ -136,7 +137,10 @@ class PostgresCdc:
             if exists:
                 raise CdcSqlError(f"capture '{spec.name}' is already installed (uninstall "
                                   "it first)")
-            await conn.execute(f"""
+            if spec.source == "wal2json":
+                await self._install_source(conn, spec)
+            else:
+                await conn.execute(f"""
                 CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $lgcdc$
                 BEGIN
                     IF current_setting({_lit(GUC)}, true) = 'on' THEN
@@ -156,11 +160,15 @@ class PostgresCdc:
                     FOR EACH ROW {when} EXECUTE FUNCTION {fn}();
             """)
             await conn.execute(
-                f"INSERT INTO {SCHEMA}.captures (name, tbl, columns, key, where_sql, epoch) "
-                "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, "
-                "to_char(clock_timestamp(), 'YYYYMMDDHH24MISSUS'))",
+                f"INSERT INTO {SCHEMA}.captures (name, tbl, columns, key, where_sql, epoch, "
+                "source) VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, "
+                "to_char(clock_timestamp(), 'YYYYMMDDHH24MISSUS'), $6)",
                 spec.name, spec.table, orjson.dumps(list(spec.columns)).decode(),
-                orjson.dumps(list(spec.key)).decode(), spec.where)
+                orjson.dumps(list(spec.key)).decode(), spec.where, spec.source)
+
+    async def _install_source(self, conn: asyncpg.Connection, spec: CaptureSpec) -> None:
+        """A capture without triggers (:mod:`lockgate.cdc.wal2json` overrides this)."""
+        raise CdcSqlError("this database object installs trigger captures only")
 
     async def uninstall(self, name: str | None) -> list[str]:
         """Remove capture ``name`` (None: every capture); returns what was removed. The
@@ -169,7 +177,7 @@ class PostgresCdc:
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('lockgate_cdc_install'))")
             if await conn.fetchval("SELECT to_regclass($1)", f"{SCHEMA}.captures") is None:
                 return []
-            rows = await conn.fetch(f"SELECT name, tbl FROM {SCHEMA}.captures"
+            rows = await conn.fetch(f"SELECT name, tbl, source FROM {SCHEMA}.captures"
                                     + (" WHERE name = $1" if name else ""),
                                     *([name] if name else []))
             for r in rows:
@@ -177,6 +185,12 @@ class PostgresCdc:
                                    f'{pg_quote(r["tbl"])}')
                 await conn.execute(f'DROP FUNCTION IF EXISTS {SCHEMA}."capture_{r["name"]}"()')
                 await conn.execute(f"DELETE FROM {SCHEMA}.outbox WHERE capture = $1", r["name"])
+                if r["source"] == "wal2json":
+                    await conn.execute(f"ALTER TABLE {pg_quote(r['tbl'])} REPLICA IDENTITY "
+                                       "DEFAULT")
+                await conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM "
+                                   "pg_replication_slots WHERE slot_name = $1",
+                                   f"lockgate_{r['name']}")
                 await conn.execute(f"DELETE FROM {SCHEMA}.captures WHERE name = $1", r["name"])
             left = await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.captures")
             if not left:
@@ -190,7 +204,8 @@ class PostgresCdc:
         if r is None:
             return None
         return CaptureSpec(r["name"], r["tbl"], tuple(orjson.loads(r["columns"])),
-                           tuple(orjson.loads(r["key"])), r["where_sql"], r["epoch"])
+                           tuple(orjson.loads(r["key"])), r["where_sql"], r["epoch"],
+                           r["source"])
 
     async def captures(self) -> list[CaptureSpec]:
         if await self.pool.fetchval("SELECT to_regclass($1)", f"{SCHEMA}.captures") is None:

@@ -19,6 +19,7 @@ from lockgate.cdc import (
     open_database,
     task_transform,
 )
+from lockgate.cdc.database import CdcDatabase, open_capture
 from lockgate.cli.common import ConfigOption, console, fail, get_config
 from lockgate.errors import ConfigError
 from lockgate.jobs.tasks import TaskError
@@ -66,6 +67,8 @@ def install(
     name: str | None = typer.Option(None, "--name", help="Capture name (default: the table)."),
     key: str | None = typer.Option(None, "--key", help="Row key columns (default: the PK)."),
     where: str | None = typer.Option(None, "--where", help="SQL condition on the new row."),
+    source: str = typer.Option("trigger", "--source",
+                               help="trigger (outbox) or wal2json (PostgreSQL logical decoding)"),
 ) -> None:
     """Install triggers + outbox (+ NOTIFY on PostgreSQL) for a table."""
     cols = [c.strip() for c in columns.split(",") if c.strip()]
@@ -73,7 +76,7 @@ def install(
     capture = name or table.split(".")[-1]
 
     async def go() -> None:
-        db = open_database(dsn)
+        db = open_database(dsn, source=source)
         await db.open()
         try:
             spec = await install_capture(db, capture, table, cols, key=keys, where=where)
@@ -154,13 +157,10 @@ def run(
         from lockgate.runtime import Runtime
 
         runtime = await Runtime.start(cfg, jobs=False, warm_up=False)
-        db = open_database(dsn, pool_size=concurrency + 2)
         sink = open_transport(event, group=f"cdc-{capture}") if event else None
+        db: CdcDatabase | None = None
         try:
-            await db.open()
-            spec = await db.capture(capture)
-            if spec is None:
-                raise CdcSqlError(f"no capture '{capture}' is installed (lockgate cdc install)")
+            db, spec = await open_capture(dsn, capture, pool_size=concurrency + 2)
             consumer = CdcConsumer(
                 db, CdcLedger(runtime.store.engine), spec,
                 task_transform(runtime.task_runner("cdc"), task, select),
@@ -175,7 +175,7 @@ def run(
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     with contextlib.suppress(NotImplementedError):
                         loop.add_signal_handler(sig, stop.set)
-                console.print(f"consuming capture '{capture}' ({db.kind}); Ctrl-C to stop",
+                console.print(f"consuming capture '{capture}' ({spec.source}); Ctrl-C to stop",
                               highlight=False, soft_wrap=True)
                 stats = await consumer.run(stop)
             console.print(f"applied={stats.applied} duplicates={stats.duplicates} "
@@ -185,7 +185,8 @@ def run(
             if sink is not None:
                 with contextlib.suppress(Exception):
                     await sink.aclose()
-            await db.aclose()
+            if db is not None:
+                await db.aclose()
             await runtime.aclose()
 
     _run(go())
