@@ -14,7 +14,8 @@ wake-up on PostgreSQL with polling everywhere.
 
 Partial: INSERT and UPDATE are captured, DELETE is not; leases are not extended while a
 task runs (set ``--lease`` above the slowest task); the PostgreSQL logical-decoding
-(wal2json) source is in :mod:`.wal2json` and needs ``wal_level=logical`` on the server.
+(wal2json) source (:mod:`.wal2json`, ``--source wal2json``) needs ``wal_level=logical`` on
+the server, has no ``--where`` and allows one consumer per capture.
 """
 
 from lockgate.cdc.consumer import CdcConsumer, CdcStats, Destination, task_transform
