@@ -4,6 +4,7 @@ PostgreSQL: the rule's task is an audited pipeline call with source ``facade``."
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,13 +31,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 def legacy_url() -> Iterator[str]:
     loop = asyncio.new_event_loop()
     runner, url = loop.run_until_complete(start_legacy())
-    import threading
-
     t = threading.Thread(target=loop.run_forever, daemon=True)
     t.start()
     yield url
     loop.call_soon_threadsafe(loop.stop)
     t.join(10)
+    loop.run_until_complete(runner.cleanup())
+    loop.close()
 
 
 def _count_facade_calls(database_url: str) -> int:
