@@ -187,3 +187,28 @@ async def test_notify_wakes_the_consumer_on_postgres(userdb: UserDb, db: CdcData
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def test_lease_is_extended_while_the_task_runs(
+        userdb: UserDb, db: CdcDatabase, stub: StubUpstream, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from lockgate.settings import parse_config
+    from tests.cdc.conftest import config_text
+
+    rt = await Runtime.start(parse_config(config_text(stub, Path(str(tmp_path)) / "slow",
+                                                      model="slow:1500")),
+                             jobs=False, warm_up=False)
+    try:
+        userdb.q("INSERT INTO tickets (id, body) VALUES (1, 'slow one')")
+        consumer = await _consumer(rt, db, Destination(side_table="ai_slow"), lease=0.6)
+        work = asyncio.create_task(consumer.drain())
+        await asyncio.sleep(1.0)  # past the first lease: only the extension keeps the claim
+        spec = await db.capture("tickets")
+        assert spec is not None
+        assert await db.claim(spec, 5, 0.6) == []  # nobody else can take it
+        stats = await work
+        assert stats.applied == 1
+        assert userdb.q("SELECT count(*) FROM ai_slow")[0][0] == 1
+    finally:
+        await rt.aclose()

@@ -9,11 +9,10 @@ removes everything install added. lockgate's own store keeps the dedup record an
 
 What holds: at-least-once delivery with effects applied once (write-back + outbox delete in
 one transaction; events carry the change id), per-row order across consumers, SIGKILL
-safety (leases), poison changes to the DLQ, write-backs that never re-trigger, NOTIFY
+safety (leases, extended while a task runs), poison changes to the DLQ, write-backs that never re-trigger, NOTIFY
 wake-up on PostgreSQL with polling everywhere.
 
-Partial: INSERT and UPDATE are captured, DELETE is not; leases are not extended while a
-task runs (set ``--lease`` above the slowest task); the PostgreSQL logical-decoding
+Partial: INSERT and UPDATE are captured, DELETE is not; the PostgreSQL logical-decoding
 (wal2json) source (:mod:`.wal2json`, ``--source wal2json``) needs ``wal_level=logical`` on
 the server, has no ``--where`` and allows one consumer per capture.
 """

@@ -166,6 +166,7 @@ class CdcConsumer:
         return len(changes)
 
     async def _one(self, change: Change) -> None:
+        beat = asyncio.create_task(self._keep(change))
         try:
             if await self.ledger.applied(change):
                 await self.db.delete(change)
@@ -175,6 +176,19 @@ class CdcConsumer:
             await self._apply(change, value)
         except Exception as exc:
             await self._failed(change, exc)
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+
+    async def _keep(self, change: Change) -> None:
+        """Extend the lease every third of it while the change is being handled."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await self.db.extend(change, self.lease)
+            except Exception:
+                log.warning("cdc could not extend the lease of %s", change.change_id)
 
     async def _apply(self, change: Change, value: Any) -> None:
         d = self.destination

@@ -250,6 +250,12 @@ class MariaCdc:
                 f"UPDATE {OUTBOX} SET not_before = NOW(6) + INTERVAL %s MICROSECOND, "
                 "last_error = %s WHERE id = %s", (int(delay * 1e6), error[:2000], change.outbox_id))
 
+    async def extend(self, change: Change, lease: float) -> None:
+        async with self._tx() as cur:
+            await cur.execute(
+                f"UPDATE {OUTBOX} SET not_before = NOW(6) + INTERVAL %s MICROSECOND "
+                "WHERE id = %s", (int(lease * 1e6), change.outbox_id))
+
     async def delete(self, change: Change) -> bool:
         async with self._tx() as cur:
             await cur.execute(f"DELETE FROM {OUTBOX} WHERE id = %s", (change.outbox_id,))

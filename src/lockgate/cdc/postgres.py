@@ -242,6 +242,11 @@ class PostgresCdc:
             f"UPDATE {SCHEMA}.outbox SET not_before = now() + make_interval(secs => $2), "
             "last_error = $3 WHERE id = $1", change.outbox_id, delay, error[:2000])
 
+    async def extend(self, change: Change, lease: float) -> None:
+        await self.pool.execute(
+            f"UPDATE {SCHEMA}.outbox SET not_before = now() + make_interval(secs => $2) "
+            "WHERE id = $1", change.outbox_id, lease)
+
     async def delete(self, change: Change) -> bool:
         return await self.pool.fetchval(
             f"DELETE FROM {SCHEMA}.outbox WHERE id = $1 RETURNING id", change.outbox_id

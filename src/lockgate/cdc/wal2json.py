@@ -186,6 +186,9 @@ class Wal2JsonCdc(PostgresCdc):
         self._inflight.discard(change.outbox_id)
         self._not_before[change.outbox_id] = time.monotonic() + delay
 
+    async def extend(self, change: Change, lease: float) -> None:
+        return None  # claims live in this process: nobody else can take them
+
     async def delete(self, change: Change) -> bool:
         self._finish(change)
         return True
