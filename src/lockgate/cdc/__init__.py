@@ -9,8 +9,8 @@ removes everything install added. lockgate's own store keeps the dedup record an
 
 What holds: at-least-once delivery with effects applied once (write-back + outbox delete in
 one transaction; events carry the change id), per-row order across consumers, SIGKILL
-safety (leases, extended while a task runs), poison changes to the DLQ, write-backs that never re-trigger, NOTIFY
-wake-up on PostgreSQL with polling everywhere.
+safety (leases, extended while a task runs), poison changes to the DLQ, write-backs that
+never re-trigger, NOTIFY wake-up on PostgreSQL with polling everywhere.
 
 Partial: INSERT and UPDATE are captured, DELETE is not; the PostgreSQL logical-decoding
 (wal2json) source (:mod:`.wal2json`, ``--source wal2json``) needs ``wal_level=logical`` on
