@@ -212,3 +212,30 @@ async def test_lease_is_extended_while_the_task_runs(
         assert userdb.q("SELECT count(*) FROM ai_slow")[0][0] == 1
     finally:
         await rt.aclose()
+
+
+async def test_two_consumers_share_a_capture_in_row_order(userdb: UserDb, db: CdcDatabase,
+                                                          runtime: Runtime) -> None:
+    rows, versions = 8, 4
+    for i in range(rows):
+        userdb.q("INSERT INTO tickets (id, body) VALUES (%s, %s)", (i, f"r{i} v0"))
+    for v in range(1, versions):
+        for i in range(rows):
+            userdb.q("UPDATE tickets SET body = %s WHERE id = %s", (f"r{i} v{v}", i))
+    other = open_database(userdb.url, pool_size=10)
+    await other.open()
+    try:
+        a = await _consumer(runtime, db, Destination(side_table="ai_two"), concurrency=4)
+        b = await _consumer(runtime, other, Destination(side_table="ai_two"), concurrency=4)
+        sa_, sb = await asyncio.gather(a.drain(idle_rounds=5), b.drain(idle_rounds=5))
+    finally:
+        await other.aclose()
+    assert sa_.applied + sb.applied == rows * versions
+    assert sa_.applied and sb.applied  # both did work
+    got = userdb.q("SELECT row_key, result FROM ai_two ORDER BY seq")
+    by_row: dict[str, list[str]] = {}
+    for row_key, result in got:
+        value = json.loads(result) if userdb.kind == "mariadb" else result
+        by_row.setdefault(row_key.replace(" ", ""), []).append(value)
+    for i in range(rows):
+        assert by_row[f"[{i}]"] == [f"r{i} v{v}" for v in range(versions)]

@@ -132,6 +132,8 @@ class MariaCdc:
                     f"JSON_OBJECT({data})); END IF; END")
 
         async with self._tx() as cur:
+            # "table already exists" notes of CREATE ... IF NOT EXISTS are not news
+            await cur.execute("SET SESSION sql_notes = 0")
             await cur.execute("SELECT GET_LOCK('lockgate_cdc_install', 30)")
             try:
                 await cur.execute(f"""CREATE TABLE IF NOT EXISTS {OUTBOX} (
@@ -171,6 +173,7 @@ class MariaCdc:
                      orjson.dumps(list(spec.key)).decode(), spec.where))
             finally:
                 await cur.execute("SELECT RELEASE_LOCK('lockgate_cdc_install')")
+                await cur.execute("SET SESSION sql_notes = 1")
 
     async def _has_tables(self) -> bool:
         rows = await self._all(
@@ -298,12 +301,14 @@ class MariaCdc:
     async def ensure_side_table(self, table: str) -> None:
         check_table(table)
         async with self._tx() as cur:
+            await cur.execute("SET SESSION sql_notes = 0")
             await cur.execute(
                 f"CREATE TABLE IF NOT EXISTS {my_quote(table)} (seq BIGINT AUTO_INCREMENT "
                 "PRIMARY KEY, change_id VARCHAR(160) NOT NULL UNIQUE, capture VARCHAR(64) NOT "
                 "NULL, row_key VARCHAR(512) NOT NULL, op VARCHAR(8) NOT NULL, result LONGTEXT "
                 "NOT NULL, created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) "
                 "ENGINE=InnoDB")
+            await cur.execute("SET SESSION sql_notes = 1")
 
     async def wait(self, spec: CaptureSpec, timeout: float) -> None:
         await asyncio.sleep(timeout)  # no NOTIFY on MariaDB: poll

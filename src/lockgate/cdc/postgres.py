@@ -288,11 +288,14 @@ class PostgresCdc:
 
     async def ensure_side_table(self, table: str) -> None:
         check_table(table)
-        await self.pool.execute(
-            f"CREATE TABLE IF NOT EXISTS {pg_quote(table)} (seq bigserial PRIMARY KEY, "
-            "change_id text NOT NULL UNIQUE, capture text NOT NULL, row_key text NOT NULL, "
-            "op text NOT NULL, result jsonb NOT NULL, "
-            "created_at timestamptz NOT NULL DEFAULT now())")
+        async with self.pool.acquire() as conn, conn.transaction():
+            # concurrent CREATE TABLE IF NOT EXISTS can collide: consumers start together
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('lockgate_cdc_install'))")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {pg_quote(table)} (seq bigserial PRIMARY KEY, "
+                "change_id text NOT NULL UNIQUE, capture text NOT NULL, row_key text NOT NULL, "
+                "op text NOT NULL, result jsonb NOT NULL, "
+                "created_at timestamptz NOT NULL DEFAULT now())")
 
     async def wait(self, spec: CaptureSpec, timeout: float) -> None:
         """Until a NOTIFY for ``spec`` or ``timeout`` seconds (the polling fallback)."""

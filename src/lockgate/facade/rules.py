@@ -69,7 +69,7 @@ class Body:
             return get_path(self.doc, path)
         if path == "":
             text = self.text()
-            return MISSING if text is None else text
+            return text if text else MISSING
         return MISSING
 
     def encode(self) -> bytes:
