@@ -118,8 +118,13 @@ class CdcConsumer:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.stats = CdcStats()
+        self._prepared = False
 
     async def prepare(self) -> None:
+        """Side table, write-back column check, event sink: once per consumer."""
+        if self._prepared:
+            return
+        self._prepared = True
         d = self.destination
         if d.side_table:
             await self.db.ensure_side_table(d.side_table)

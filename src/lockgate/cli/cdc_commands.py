@@ -23,6 +23,7 @@ from lockgate.cdc.database import CdcDatabase, open_capture
 from lockgate.cli.common import ConfigOption, console, fail, get_config
 from lockgate.errors import ConfigError
 from lockgate.jobs.tasks import TaskError
+from lockgate.settings import Config
 from lockgate.store import StoreError
 
 __all__ = ["cdc_app"]
@@ -132,9 +133,10 @@ def list_captures(dsn: str = DsnOption) -> None:
 
 @cdc_app.command("run")
 def run(
-    dsn: str = DsnOption,
-    capture: str = typer.Option(..., "--capture", help="The capture name."),
-    task: str = typer.Option(..., "--task", help="Task (jobs.tasks or a built-in)."),
+    dsn: str | None = typer.Option(None, "--dsn", envvar="LOCKGATE_CDC_DSN"),
+    capture: str | None = typer.Option(None, "--capture",
+                                       help="The capture name (none: the config's cdc:)."),
+    task: str | None = typer.Option(None, "--task", help="Task (jobs.tasks or a built-in)."),
     select: str | None = typer.Option(None, "--select", help="Output field to write."),
     write_column: str | None = typer.Option(None, "--write-column"),
     side_table: str | None = typer.Option(None, "--side-table"),
@@ -147,10 +149,18 @@ def run(
     once: bool = typer.Option(False, "--once", help="Stop when nothing is ready."),
     config: Path | None = ConfigOption,
 ) -> None:
-    """Consume a capture: each change -> the task through the pipeline -> write-back/event."""
+    """Consume a capture: each change -> the task through the pipeline -> write-back/event.
+    Without --capture: every consumer of the config's ``cdc:`` until Ctrl-C."""
+    cfg = get_config(config)
+    if capture is None:
+        if not cfg.cdc:
+            fail("give --capture (with --dsn and --task) or configure 'cdc:' consumers", 2)
+        _run(_run_configured(cfg))
+        return
+    if dsn is None or task is None:
+        fail("--capture needs --dsn and --task", 2)
     if sum(x is not None for x in (write_column, side_table, event)) != 1:
         fail("give exactly one of --write-column, --side-table, --event", 2)
-    cfg = get_config(config)
 
     async def go() -> None:
         from lockgate.events.transports import open_transport
@@ -190,6 +200,27 @@ def run(
             await runtime.aclose()
 
     _run(go())
+
+
+async def _run_configured(cfg: Config) -> None:
+    from lockgate.cdc.service import run_configured
+    from lockgate.runtime import Runtime
+
+    runtime = await Runtime.start(cfg, jobs=False, warm_up=False)
+    try:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        console.print(f"consuming {len(cfg.cdc)} configured capture(s); Ctrl-C to stop",
+                      highlight=False, soft_wrap=True)
+        for stats in await run_configured(runtime, list(cfg.cdc), stop):
+            console.print(f"applied={stats.applied} duplicates={stats.duplicates} "
+                          f"retries={stats.retries} dead={stats.dead}",
+                          highlight=False, soft_wrap=True)
+    finally:
+        await runtime.aclose()
 
 
 @cdc_app.command("dead")

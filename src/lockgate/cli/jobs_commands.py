@@ -130,7 +130,15 @@ def worker(
             stop = asyncio.Event()
             _stop_on_signals(stop)
             console.print(f"worker {w.worker_id}: {w.concurrency} concurrent", highlight=False)
+            cdc = None
+            if cfg.cdc:  # change-data-capture consumers of the config (lockgate.cdc)
+                from lockgate.cdc.service import run_configured
+
+                cdc = asyncio.create_task(run_configured(rt, list(cfg.cdc), stop))
             stats = await w.run(stop)
+            if cdc is not None:
+                stop.set()
+                await cdc
         finally:
             await rt.aclose()
         console.print(

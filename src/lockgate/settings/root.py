@@ -33,6 +33,7 @@ from pydantic import Field, field_validator, model_validator
 from lockgate.settings.alerts import AlertsSettings
 from lockgate.settings.base import Strict, resolve_secret
 from lockgate.settings.cache import CacheSettings
+from lockgate.settings.cdc import CdcConsumerSettings
 from lockgate.settings.facades import FacadeSettings
 from lockgate.settings.feedback import FeedbackSettings
 from lockgate.settings.governance import BreakerConfig, GovernanceConfig
@@ -97,6 +98,8 @@ class Config(Strict):
     """Where alerts are delivered, once per incident (lockgate.alerts)."""
     facades: list[FacadeSettings] = Field(default_factory=list)
     """Reverse proxies in front of legacy HTTP services, with AI rules (lockgate.facade)."""
+    cdc: list[CdcConsumerSettings] = Field(default_factory=list)
+    """Change-data-capture consumers that ``lockgate worker`` runs (lockgate.cdc)."""
 
     @model_validator(mode="after")
     def _check_model_refs(self) -> Config:
