@@ -143,6 +143,17 @@ class FacadeProxy:
 
     # ------------------------------------------------------------------ entry
 
+    def has_rule(self, method: str, path: str) -> bool:
+        """Some rule matches ``method`` + ``path`` (the front sends such requests here)."""
+        rules = self._by_method.get(method)
+        return bool(rules) and any(r.path_matches(path) for r in rules)  # type: ignore[union-attr]
+
+    def count_pass(self) -> None:
+        self._c_pass.inc()
+
+    def count_upstream_error(self) -> None:
+        self._c_upstream.inc()
+
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         rules = self._by_method.get(request.method)
         if rules:

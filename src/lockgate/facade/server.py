@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from lockgate.facade.fastpath import FastFront
 from lockgate.facade.metrics import FacadeMetrics
 from lockgate.facade.proxy import FacadeProxy, JobSubmitter
 from lockgate.facade.rules import RuleEngine
@@ -29,20 +33,51 @@ from lockgate.settings.facades import FacadeSettings
 if TYPE_CHECKING:
     from lockgate.runtime import Runtime
 
-__all__ = ["FACADE_PRINCIPAL", "Facades", "serve_facade"]
+__all__ = ["FACADE_PRINCIPAL", "Facades", "Listener", "serve_facade"]
 
 FACADE_PRINCIPAL = Principal(key_id="system:facade", team_id=None, is_master=True)
 
 
-async def serve_facade(proxy: FacadeProxy) -> asyncio.AbstractServer:
-    """Bind ``proxy``'s listener (reuse_port) and return the server."""
+@dataclass
+class Listener:
+    """One facade's sockets: the public front and the rule engine's private Unix socket."""
+
+    front: FastFront
+    servers: list[asyncio.AbstractServer]
+    socket_dir: str
+
+    async def aclose(self) -> None:
+        for server in self.servers:
+            server.close()
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), timeout=5)
+        self.front.close()
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+async def serve_facade(proxy: FacadeProxy) -> Listener:
+    """Bind ``proxy``'s public listener (reuse_port: every worker process of the gateway
+    binds it) and its rule engine's Unix socket (one per process)."""
     async def handler(request: web.BaseRequest) -> web.StreamResponse:
         return await proxy.handle(request)
 
     lowlevel = web.Server(handler, access_log=None)
     loop = asyncio.get_running_loop()
     s = proxy.settings
-    return await loop.create_server(lowlevel, s.host, s.port, reuse_port=True, backlog=1024)
+    socket_dir = tempfile.mkdtemp(prefix="lockgate-facade-")
+    path = os.path.join(socket_dir, "rules.sock")
+    inner = await loop.create_unix_server(lowlevel, path)
+    front = FastFront(s.upstream, path, proxy.has_rule, preserve_host=s.preserve_host,
+                      connect_timeout=s.connect_timeout, read_timeout=s.read_timeout,
+                      on_pass=proxy.count_pass, on_error=proxy.count_upstream_error)
+    try:
+        outer = await loop.create_server(front, s.host, s.port, reuse_port=True, backlog=1024)
+    except BaseException:
+        inner.close()
+        shutil.rmtree(socket_dir, ignore_errors=True)
+        raise
+    return Listener(front, [outer, inner], socket_dir)
 
 
 def _job_submitter(runtime: Runtime) -> JobSubmitter | None:
@@ -61,7 +96,7 @@ def _job_submitter(runtime: Runtime) -> JobSubmitter | None:
 @dataclass
 class Facades:
     proxies: list[FacadeProxy] = field(default_factory=list)
-    servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    servers: list[Listener] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: list[FacadeSettings], runtime: Runtime) -> Facades:
@@ -88,10 +123,7 @@ class Facades:
                 f"{p.settings.upstream}" for p in self.proxies]
 
     async def aclose(self) -> None:
-        for server in self.servers:
-            server.close()
-        for server in self.servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), timeout=5)
+        for listener in self.servers:
+            await listener.aclose()
         for proxy in self.proxies:
             await proxy.aclose()
