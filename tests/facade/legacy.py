@@ -87,7 +87,7 @@ async def _status(request: web.Request) -> web.Response:
 
 
 def legacy_app() -> web.Application:
-    app = web.Application()
+    app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_get("/tickets/{id}", _ticket)
     app.router.add_route("*", "/echo", _echo)
     app.router.add_route("*", "/echo/{rest:.*}", _echo)
