@@ -3,6 +3,10 @@
 ``facades:`` in lockgate.yaml (:mod:`lockgate.settings.facades`); served by
 ``lockgate serve``/``up`` next to the gateway, or alone by ``lockgate facade``.
 
+Two layers per facade: :mod:`.fastpath` (the public listener: raw asyncio protocols +
+httptools) proxies requests no rule matches straight to the upstream and routes the others
+over a private Unix socket to :class:`FacadeProxy` (aiohttp), which applies the rules.
+
 What holds: exact streaming pass-through for requests no rule matches; rules by method +
 path (+ media type + JSON predicate) that run a task through the pipeline and place the
 result in a response JSON field, a response header, a request field, an event or a job;

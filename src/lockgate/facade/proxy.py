@@ -1,4 +1,7 @@
-"""One facade: an HTTP reverse proxy in front of a legacy service, with AI rules.
+"""One facade's rule engine: an HTTP reverse proxy in front of a legacy service, with AI
+rules. Behind :mod:`lockgate.facade.fastpath` it only sees requests a rule matches (the
+front proxies the rest itself, with the same pass-through guarantees below); on its own it
+serves everything.
 
 Pass-through (no rule matches method + path) streams both ways and changes nothing but
 hop-by-hop headers (RFC 9110 7.6.1) and, unless ``preserve_host``, ``Host``: method, path
