@@ -36,6 +36,10 @@ services:
 	@bash scripts/services.sh
 	@command -v wrk >/dev/null || { echo "==> apt-get install wrk (load generator for bench/ and its tests)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	@command -v nginx >/dev/null || { echo "==> apt-get install nginx (bench/facade_bench.py: the pass-through yardstick)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; }
+	@test -e /usr/lib/postgresql/15/lib/wal2json.so || { echo "==> apt-get install postgresql-15-wal2json (lockgate cdc: logical decoding source)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15-wal2json >/dev/null; }
 	@command -v promtool >/dev/null || { echo "==> apt-get install prometheus (promtool checks docs/prometheus and docs/grafana)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 	@command -v dot >/dev/null || { echo "==> apt-get install graphviz (SVG process maps of lockgate mine)"; \

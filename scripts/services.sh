@@ -16,4 +16,5 @@ start redis 6379 redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 
 start rabbitmq 5672 rabbitmq-server -detached
 start nats 4222 start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
 start mariadb 3306 start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+up 3306 && mysql -h127.0.0.1 -uroot -e "CREATE DATABASE IF NOT EXISTS test" >/dev/null 2>&1 || true
 exit 0

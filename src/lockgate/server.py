@@ -36,6 +36,7 @@ from lockgate.api.openapi_bodies import declare_request_bodies
 from lockgate.api.request_io import request_id_of
 from lockgate.errors import BadRequest, GatewayError
 from lockgate.events.embedded import EmbeddedConsumers
+from lockgate.facade import Facades
 from lockgate.jobs.embedded import EmbeddedWorker, embedded_worker_enabled
 from lockgate.observability.logging import configure_logging
 from lockgate.runtime import Runtime
@@ -68,6 +69,7 @@ def create_app(config: Config | None = None) -> LeanGateway:
                      if worker is not None and cfg.events.consumers and runtime.review else None)
         log.info("lockgate.started", models=runtime.pipeline.router.models(), pid=os.getpid(),
                  embedded_worker=worker is not None)
+        facades = await Facades.start(runtime) if cfg.facades else None  # lockgate.facade
         # Start-up leaves ~140k long-lived objects (FastAPI, SQLAlchemy, pydantic); full GC
         # passes over them stalled the loop 40-200 ms every 1-2 s under load (bench/RESULTS.md).
         gc.collect()
@@ -79,6 +81,8 @@ def create_app(config: Config | None = None) -> LeanGateway:
                 await consumers.stop()
             if worker is not None:
                 await worker.stop()
+            if facades is not None:
+                await facades.aclose()
             await runtime.aclose()
             log.info("lockgate.stopped", pid=os.getpid())
 

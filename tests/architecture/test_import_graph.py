@@ -6,9 +6,9 @@ Layers, lowest first (a module may import its own layer or lower ones, never hig
     state, store, metrics, observability, formats
     providers, governance, guards, alerts
     pipeline                          the one path every model call takes
-    rag, jobs, events, shadow, feedback, review, mining  features (models via the pipeline)
+    rag, jobs, events, shadow, feedback, review, mining, cdc  features (models via the pipeline)
     runtime                           the one composition root
-    api, cli, server, testing         adapters (and test helpers)
+    api, cli, server, testing, facade adapters (and test helpers)
 
 Features must not import ``providers`` (they use the pipeline's public surface). Imports
 under ``if TYPE_CHECKING:`` do not count (they vanish at run time). The graph is read
@@ -29,9 +29,9 @@ LAYERS: list[set[str]] = [
     {"state", "store", "metrics", "observability", "formats"},
     {"providers", "governance", "guards", "alerts"},
     {"pipeline"},
-    {"rag", "jobs", "events", "shadow", "feedback", "review", "mining"},
+    {"rag", "jobs", "events", "shadow", "feedback", "review", "mining", "cdc"},
     {"runtime"},
-    {"api", "cli", "server", "testing", "__main__", "console"},
+    {"api", "cli", "server", "testing", "__main__", "console", "facade"},
 ]
 FEATURES = LAYERS[4]
 

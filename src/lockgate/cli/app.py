@@ -10,8 +10,10 @@ from lockgate import __version__
 from lockgate.cli.admin_commands import keys_app, teams_app, usage
 from lockgate.cli.alerts_commands import alerts_app
 from lockgate.cli.audit_commands import audit_app
+from lockgate.cli.cdc_commands import cdc_app
 from lockgate.cli.common import console, fail
 from lockgate.cli.controls_commands import controls_app
+from lockgate.cli.facade_commands import facade
 from lockgate.cli.feedback_commands import feedback_app
 from lockgate.cli.jobs_commands import batch_app, consume, dlq_app, jobs_app, worker
 from lockgate.cli.kg_commands import kg_app
@@ -52,6 +54,8 @@ app.add_typer(feedback_app, name="feedback")
 app.add_typer(alerts_app, name="alerts")
 app.command()(mine)
 app.add_typer(kg_app, name="kg")
+app.command()(facade)
+app.add_typer(cdc_app, name="cdc")
 
 
 @config_app.command("check")

@@ -129,7 +129,15 @@ def worker(
             console.print(f"worker {w.worker_id}: {w.concurrency} concurrent"
                           + (f", {len(consumers.running)} event consumer(s)" if consumers
                              else ""), highlight=False)
+            cdc = None
+            if cfg.cdc:  # change-data-capture consumers of the config (lockgate.cdc)
+                from lockgate.cdc.service import run_configured
+
+                cdc = asyncio.create_task(run_configured(rt, list(cfg.cdc), stop))
             stats = await w.run(stop)
+            if cdc is not None:
+                stop.set()
+                await cdc
         finally:
             if consumers is not None:
                 await consumers.stop()

@@ -10,8 +10,10 @@ from pathlib import Path
 import typer
 
 from lockgate.cli.common import ConfigOption, console, fail, get_config, run
+from lockgate.cli.facade_commands import check_facades
 from lockgate.errors import ConfigError
 from lockgate.jobs.embedded import EMBEDDED_WORKER_ENV
+from lockgate.jobs.tasks import TaskError
 from lockgate.runtime import MASTER_HASH_FILE, Runtime, master_key_hash, save_master_key_hash
 from lockgate.server import CONFIG_ENV
 from lockgate.settings import Config
@@ -28,10 +30,12 @@ def preflight(cfg: Config) -> None:
     async def check() -> None:
         runtime = await Runtime.start(cfg, warm_up=False)
         await runtime.aclose()
+        if cfg.facades:
+            await check_facades(cfg)  # unknown rule tasks: one line here
 
     try:
         run(check)
-    except (ConfigError, StoreError, ValueError, OSError) as exc:
+    except (ConfigError, StoreError, ValueError, OSError, TaskError) as exc:
         fail(f"cannot start: {exc}")
     except Exception as exc:  # anything else still gets one line, with its kind
         fail(f"cannot start: {type(exc).__name__}: {exc}")

@@ -33,8 +33,10 @@ from pydantic import Field, field_validator, model_validator
 from lockgate.settings.alerts import AlertsSettings
 from lockgate.settings.base import Strict, resolve_secret
 from lockgate.settings.cache import CacheSettings
+from lockgate.settings.cdc import CdcConsumerSettings
 from lockgate.settings.console import ConsoleSettings
 from lockgate.settings.events import EventsSettings
+from lockgate.settings.facades import FacadeSettings
 from lockgate.settings.feedback import FeedbackSettings
 from lockgate.settings.governance import BreakerConfig, GovernanceConfig
 from lockgate.settings.guards import GuardsConfig
@@ -106,6 +108,10 @@ class Config(Strict):
     """Entities/relations of RAG passages for k-hop retrieval (lockgate.rag.graph)."""
     console: ConsoleSettings = ConsoleSettings()
     """The web console (/console) and the embeddable assistant panel (lockgate.console)."""
+    facades: list[FacadeSettings] = Field(default_factory=list)
+    """Reverse proxies in front of legacy HTTP services, with AI rules (lockgate.facade)."""
+    cdc: list[CdcConsumerSettings] = Field(default_factory=list)
+    """Change-data-capture consumers that ``lockgate worker`` runs (lockgate.cdc)."""
 
     @model_validator(mode="after")
     def _check_model_refs(self) -> Config:
@@ -143,6 +149,7 @@ class Config(Strict):
                         f"review.policies.{task}.confidence.deployments: unknown deployment "
                         f"id '{dep}'"
                     )
+        _check_facades(self.facades)
         if self.cache.backend == "redis" and not self.redis_url:
             raise ValueError("cache.backend 'redis' needs redis_url")
         return self
@@ -187,3 +194,16 @@ def _check_canaries(models: list[ModelDeployment]) -> None:
         if any(o.deployment_id == m.deployment_id for o in others):
             raise ValueError(f"models[{m.name}]: canary deployment '{m.deployment_id}' needs "
                              "an 'id' different from the model's other deployments")
+
+
+def _check_facades(facades: list[FacadeSettings]) -> None:
+    """Facade names and listen addresses are unique."""
+    seen: set[str] = set()
+    ports: set[tuple[str, int]] = set()
+    for f in facades:
+        if f.name in seen:
+            raise ValueError(f"facades: duplicate name '{f.name}'")
+        if (f.host, f.port) in ports:
+            raise ValueError(f"facades[{f.name}]: {f.host}:{f.port} is used by another facade")
+        seen.add(f.name)
+        ports.add((f.host, f.port))

@@ -31,6 +31,8 @@ __all__ = [
     "batch_files",
     "batch_results",
     "batches",
+    "cdc_applied",
+    "cdc_dead",
     "console_rollup_cursor",
     "console_rollups",
     "console_sessions",
@@ -651,4 +653,31 @@ console_rollup_cursor = sa.Table(
     metadata,
     sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
     sa.Column("last_id", sa.BigInteger(), nullable=False),
+)
+
+
+# ---------------------------------------------------------------- CDC (lockgate.cdc)
+# A change applied by a CDC consumer (dedup by change id: ``<capture>:<epoch>:<outbox id>``),
+# and a change that went to the dead-letter list (poison: out of attempts, or permanent).
+
+cdc_applied = sa.Table(
+    "cdc_applied",
+    metadata,
+    sa.Column("capture", sa.String(64), primary_key=True),
+    sa.Column("change_id", sa.String(160), primary_key=True),
+    sa.Column("applied_at", UTCDateTime(), nullable=False, index=True),
+)
+
+cdc_dead = sa.Table(
+    "cdc_dead",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("capture", sa.String(64), nullable=False, index=True),
+    sa.Column("change_id", sa.String(160), nullable=False, unique=True),
+    sa.Column("row_key", sa.Text(), nullable=False),
+    sa.Column("op", sa.String(16), nullable=False),
+    sa.Column("payload", sa.JSON(), nullable=False),
+    sa.Column("error", sa.Text(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
 )

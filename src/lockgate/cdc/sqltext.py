@@ -1,0 +1,64 @@
+"""SQL text for CDC DDL: identifier checks and ``--where`` rewriting (pure functions).
+
+Identifiers are plain ``[A-Za-z_][A-Za-z0-9_]*`` (optionally ``schema.table``): nothing
+else reaches DDL. A ``--where`` condition is tokenised (quoted strings and quoted
+identifiers kept whole); bare words naming a column of the table become ``NEW.<column>``
+so the condition works inside a trigger; ``;`` and SQL comments are refused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+__all__ = ["CdcSqlError", "check_ident", "check_table", "rewrite_where"]
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`(?:[^`]|``)*`|[A-Za-z_][A-Za-z0-9_$]*|.""",
+                    re.S)
+
+
+class CdcSqlError(ValueError):
+    """Bad capture input (identifier, condition): a one-line message."""
+
+
+def check_ident(name: str, what: str) -> str:
+    if not _IDENT.match(name):
+        raise CdcSqlError(f"{what} '{name}' is not a plain identifier (letters, digits, _)")
+    return name
+
+
+def check_table(name: str) -> str:
+    parts = name.split(".")
+    if len(parts) > 2:
+        raise CdcSqlError(f"table '{name}': use 'table' or 'schema.table'")
+    for p in parts:
+        check_ident(p, "table")
+    return name
+
+
+def rewrite_where(expr: str, columns: Iterable[str], new: Callable[[str], str]) -> str:
+    """``status = 'open'`` -> ``NEW."status" = 'open'`` (``new`` renders a column)."""
+    cols = {c.lower(): c for c in columns}
+    out: list[str] = []
+    if "--" in _strip_strings(expr) or "/*" in _strip_strings(expr):
+        raise CdcSqlError("--where may not contain SQL comments")
+    prev_dot = False
+    for m in _TOKEN.finditer(expr):
+        tok = m.group()
+        if tok == ";":
+            raise CdcSqlError("--where may not contain ';'")
+        if not prev_dot and tok.lower() in cols:
+            out.append(new(cols[tok.lower()]))
+        else:
+            out.append(tok)
+        if not tok.isspace():
+            prev_dot = tok == "."
+    text = "".join(out).strip()
+    if not text:
+        raise CdcSqlError("--where is empty")
+    return text
+
+
+def _strip_strings(expr: str) -> str:
+    return re.sub(r"'(?:[^']|'')*'", "''", expr)

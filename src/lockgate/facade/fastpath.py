@@ -1,0 +1,522 @@
+"""The facade's front: a lean HTTP/1.1 router on raw asyncio protocols (httptools parsing).
+
+Every client connection is parsed here. A request whose method + path matches no rule is
+proxied directly to the upstream over pooled keep-alive connections: the request head is
+rewritten (hop-by-hop headers dropped, ``Host`` set to the upstream's unless
+``preserve_host``), bodies stream through in both directions (chunked bodies are re-framed
+chunk for chunk, fixed-length ones pass as bytes), status line, reason and headers come
+back as sent (minus hop-by-hop), and responses stream as they arrive. A request that
+matches a rule is sent unchanged to the facade's rule engine (:class:`FacadeProxy` on an
+internal aiohttp listener on a Unix socket), which applies the rules and answers.
+
+Requests on one client connection are handled one at a time (pipelined requests wait,
+their bodies buffered). The upstream's silence beyond ``read_timeout`` ends the exchange
+(504 before the answer started, a cut connection after). Trailers are dropped; ``Upgrade``
+(WebSocket) is not proxied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import httptools
+import orjson
+from yarl import URL
+
+from lockgate.facade.headers import HOP_BY_HOP
+
+__all__ = ["FastFront", "Target"]
+
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+def _error_bytes(status: int, reason: str, code: str, message: str) -> bytes:
+    body = orjson.dumps({"error": {"message": message, "type": "facade_error", "code": code}})
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+@dataclass
+class Target:
+    """Where requests go: the upstream (TCP) or the rule engine (a Unix socket)."""
+
+    host: str = ""
+    port: int = 0
+    path: str | None = None
+    prefix: bytes = b""
+    host_header: bytes = b""
+    ssl: bool = False
+    idle: list[_UpConn] = field(default_factory=list)
+
+    async def connect(self, timeout: float) -> _UpConn:
+        loop = asyncio.get_running_loop()
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed:
+                conn.reused = True
+                return conn
+        conn = _UpConn(self)
+        if self.path is not None:
+            coro = loop.create_unix_connection(lambda: conn, self.path)
+        else:
+            coro = loop.create_connection(lambda: conn, self.host, self.port,
+                                          ssl=True if self.ssl else None)
+        await asyncio.wait_for(coro, timeout)
+        return conn
+
+
+class _Exchange:
+    """One request/response pair."""
+
+    __slots__ = ("body", "chunked", "client", "done_reading", "had_body", "head", "is_head",
+                 "keep_alive", "started", "target")
+
+    def __init__(self, client: _Client) -> None:
+        self.client = client
+        self.head = b""
+        self.body: deque[bytes] = deque()
+        self.chunked = False
+        self.done_reading = False
+        self.is_head = False
+        self.keep_alive = True
+        self.started = False
+        self.had_body = False
+        self.target: Target | None = None
+
+
+class _UpConn(asyncio.Protocol):
+    """A pooled connection to a target; parses one response at a time."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.reused = False
+        self.exchange: _Exchange | None = None
+        self.parser: Any = None
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.reason = b""
+        self.resp_chunked = False
+        self.resp_length: bytes | None = None
+        self.head_sent = False
+        self.close_after = False
+        self.got_bytes = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.timeout = 300.0
+
+    # -- protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        ex = self.exchange
+        if ex is not None:
+            self._cancel_timer()
+            self.exchange = None
+            ex.client.upstream_lost(self, ex)
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.client.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.client.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.exchange is None:
+            if self.transport is not None:
+                self.transport.close()  # unsolicited bytes: not reusable
+            return
+        self.got_bytes = True
+        self._arm()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._fail()
+
+    # -- exchange
+    def start(self, ex: _Exchange, timeout: float) -> None:
+        self.exchange = ex
+        self.timeout = timeout
+        self.parser = httptools.HttpResponseParser(self)
+        self.status, self.headers, self.reason = 0, [], b""
+        self.resp_chunked, self.resp_length = False, None
+        self.head_sent = self.close_after = self.got_bytes = False
+        self._arm()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def _arm(self) -> None:
+        self._cancel_timer()
+        self.timer = asyncio.get_running_loop().call_later(self.timeout, self._timed_out)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        ex = self.exchange
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.close()
+        if ex is not None:
+            ex.client.upstream_failed(ex, self.head_sent, 504, "Gateway Timeout",
+                                      "upstream_timeout",
+                                      "The service behind the facade timed out.")
+
+    def _fail(self) -> None:
+        ex = self.exchange
+        self.exchange = None
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.close()
+        if ex is not None:
+            ex.client.upstream_failed(ex, self.head_sent, 502, "Bad Gateway", "upstream_invalid",
+                                      "The service behind the facade sent an invalid answer.")
+
+    # -- httptools callbacks
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        ex = self.exchange
+        assert ex is not None
+        self.status = self.parser.get_status_code()
+        skip = set(HOP_BY_HOP)
+        for name, value in self.headers:
+            low = name.lower()
+            if low == b"connection":
+                tokens = {t.strip().lower() for t in value.decode("latin-1").split(",")}
+                skip.update(t for t in tokens if t)
+                if "close" in tokens:
+                    self.close_after = True
+            elif low == b"transfer-encoding" and b"chunked" in value.lower():
+                self.resp_chunked = True
+            elif low == b"content-length":
+                self.resp_length = value
+        if self.parser.get_http_version() == "1.0":
+            self.close_after = True
+        lines = [b"HTTP/1.1 %d %s\r\n" % (self.status, self.reason)]
+        lines += [n + b": " + v + b"\r\n" for n, v in self.headers
+                  if n.decode("latin-1").lower() not in skip]
+        interim = 100 <= self.status < 200
+        bodyless = ex.is_head or interim or self.status in _NO_BODY_STATUS
+        if not bodyless and self.resp_chunked:
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        elif not bodyless and self.resp_length is None:
+            ex.keep_alive = False  # read to the upstream's close: close the client after
+            self.close_after = True
+        if not interim and not ex.keep_alive:
+            lines.append(b"Connection: close\r\n")
+        lines.append(b"\r\n")
+        ex.client.write(b"".join(lines))
+        if interim:
+            self.headers, self.reason = [], b""
+            return
+        self.head_sent = True
+        if ex.is_head:
+            self._complete()
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.exchange
+        if ex is None or ex.is_head:
+            return
+        if self.resp_chunked:
+            ex.client.write(b"%x\r\n%s\r\n" % (len(body), body))
+        else:
+            ex.client.write(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.exchange
+        if ex is None or not self.head_sent:
+            return  # an interim (1xx) answer: the final one follows
+        if self.resp_chunked and not ex.is_head:
+            ex.client.write(b"0\r\n\r\n")
+        self._complete()
+
+    def _complete(self) -> None:
+        ex = self.exchange
+        self.exchange = None
+        self._cancel_timer()
+        if ex is None:
+            return
+        reusable = not self.close_after and not self.closed
+        if reusable and ex.done_reading:
+            self.target.idle.append(self)
+        elif self.transport is not None:
+            self.transport.close()
+        ex.client.exchange_done(ex)
+
+
+class _Client(asyncio.Protocol):
+    def __init__(self, front: FastFront) -> None:
+        self.front = front
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[_Exchange] = deque()
+        self.parsing: _Exchange | None = None
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.up: _UpConn | None = None
+        self.closing = False
+        self._paused = False
+
+    # -- protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # the upgrade request was routed already; its extra bytes are dropped
+        except httptools.HttpParserError:
+            if self.transport is not None:
+                self.transport.write(_error_bytes(400, "Bad Request", "bad_request",
+                                                  "Malformed HTTP request."))
+                self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        up = self.up
+        if up is not None and up.exchange is not None:
+            up.exchange = None
+            if up.transport is not None:
+                up.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.up is not None and self.up.transport is not None:
+            self.up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.up is not None and self.up.transport is not None:
+            self.up.transport.resume_reading()
+
+    def pause_reading(self) -> None:
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.write(data)
+
+    # -- request parsing
+    def on_message_begin(self) -> None:
+        self.parsing = _Exchange(self)
+        self.url = b""
+        self.headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        ex = self.parsing
+        assert ex is not None
+        method = self.parser.get_method()
+        ex.is_head = method == b"HEAD"
+        ex.keep_alive = self.parser.should_keep_alive()
+        path = self.url.split(b"?", 1)[0].decode("latin-1")
+        front = self.front
+        ruled = self.parser.should_upgrade() or front.is_ruled(method.decode("latin-1"), path)
+        ex.target = front.rules_target if ruled else front.upstream
+        if not ruled:
+            front.count()
+        lines = [b"%s %s%s HTTP/1.1\r\n" % (method, ex.target.prefix, self.url)]
+        if ruled:  # the rule engine sees the request as it came
+            lines += [n + b": " + v + b"\r\n" for n, v in self.headers]
+            ex.chunked = any(n.lower() == b"transfer-encoding" and b"chunked" in v.lower()
+                             for n, v in self.headers)
+        else:
+            skip = set(HOP_BY_HOP)
+            if not front.preserve_host:
+                skip.add("host")
+            for n, v in self.headers:
+                low = n.lower()
+                if low == b"connection":
+                    skip.update(t.strip().lower() for t in v.decode("latin-1").split(",")
+                                if t.strip())
+                elif low == b"transfer-encoding" and b"chunked" in v.lower():
+                    ex.chunked = True
+            lines += [n + b": " + v + b"\r\n" for n, v in self.headers
+                      if n.decode("latin-1").lower() not in skip]
+            if not front.preserve_host:
+                lines.append(b"Host: " + ex.target.host_header + b"\r\n")
+            if ex.chunked:
+                lines.append(b"Transfer-Encoding: chunked\r\n")
+        lines.append(b"\r\n")
+        ex.head = b"".join(lines)
+        self.queue.append(ex)
+        if len(self.queue) == 1:
+            self.front.spawn(self._start(ex))
+        else:
+            self.pause_reading()  # pipelined: one at a time
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.parsing
+        if ex is None:
+            return
+        ex.had_body = True
+        data = b"%x\r\n%s\r\n" % (len(body), body) if ex.chunked else body
+        if ex.started and self.up is not None and self.queue and self.queue[0] is ex:
+            self.up.write(data)
+        else:
+            ex.body.append(data)
+
+    def on_message_complete(self) -> None:
+        ex = self.parsing
+        if ex is None:
+            return
+        self.parsing = None
+        ex.done_reading = True
+        if ex.chunked:
+            if ex.started and self.up is not None and self.queue and self.queue[0] is ex:
+                self.up.write(b"0\r\n\r\n")
+            else:
+                ex.body.append(b"0\r\n\r\n")
+        if not ex.keep_alive:
+            self.pause_reading()
+
+    # -- exchanges
+    async def _start(self, ex: _Exchange) -> None:
+        assert ex.target is not None
+        front = self.front
+        try:
+            up = await ex.target.connect(front.connect_timeout)
+        except (OSError, TimeoutError):
+            self._reply_error(ex, 502, "Bad Gateway", "upstream_unreachable",
+                              "The service behind the facade is unreachable.")
+            return
+        if self.closing:
+            ex.target.idle.append(up)
+            return
+        self.up = up
+        up.start(ex, front.read_timeout)
+        ex.started = True
+        up.write(ex.head)
+        while ex.body:
+            up.write(ex.body.popleft())
+
+    def upstream_lost(self, up: _UpConn, ex: _Exchange) -> None:
+        """The upstream closed during the exchange."""
+        if not up.got_bytes and up.reused and ex.done_reading and not ex.had_body:
+            # a kept-alive connection the server had closed meanwhile: once more, on a new one
+            ex.started = False
+            self.front.spawn(self._start(ex))
+            return
+        if up.head_sent and not up.resp_chunked and up.resp_length is None:
+            self.exchange_done(ex, close=True)  # a close-delimited body ends here
+            return
+        self.upstream_failed(ex, up.head_sent, 502, "Bad Gateway", "upstream_unreachable",
+                             "The service behind the facade closed the connection.")
+
+    def upstream_failed(self, ex: _Exchange, head_sent: bool, status: int, reason: str,
+                        code: str, message: str) -> None:
+        if head_sent:
+            if self.transport is not None:
+                self.transport.close()  # cut: the client sees an incomplete answer
+            return
+        self._reply_error(ex, status, reason, code, message)
+
+    def _reply_error(self, ex: _Exchange, status: int, reason: str, code: str,
+                     message: str) -> None:
+        self.front.count_error()
+        self.write(_error_bytes(status, reason, code, message))
+        ex.keep_alive = ex.keep_alive and ex.done_reading
+        self.exchange_done(ex)
+
+    def exchange_done(self, ex: _Exchange, close: bool = False) -> None:
+        if self.queue and self.queue[0] is ex:
+            self.queue.popleft()
+        self.up = None
+        if close or not ex.keep_alive or not ex.done_reading:
+            self.closing = True
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if self.queue:
+            self.front.spawn(self._start(self.queue[0]))
+        self.resume_reading()
+
+
+class FastFront:
+    """The listener's protocol factory: route by rules, proxy the rest."""
+
+    def __init__(
+        self,
+        upstream: str,
+        rules_socket: str,
+        is_ruled: Callable[[str, str], bool],
+        *,
+        preserve_host: bool = False,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 300.0,
+        on_pass: Callable[[], None] | None = None,
+        on_error: Callable[[], None] | None = None,
+    ) -> None:
+        u = URL(upstream)
+        host = u.raw_host or "127.0.0.1"
+        port = u.port or 80
+        default = (u.scheme == "http" and port == 80) or (u.scheme == "https" and port == 443)
+        host_header = host if default else f"{host}:{port}"
+        prefix = u.raw_path.rstrip("/").encode()
+        if u.port is None and u.scheme == "https":
+            port = 443
+        self.upstream = Target(host, port, None, prefix, host_header.encode(),
+                               ssl=u.scheme == "https")
+        self.rules_target = Target(path=rules_socket)
+        self.is_ruled = is_ruled
+        self.preserve_host = preserve_host
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._on_pass = on_pass
+        self._on_error = on_error
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a task, holding a reference until it ends."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def count(self) -> None:
+        if self._on_pass is not None:
+            self._on_pass()
+
+    def count_error(self) -> None:
+        if self._on_error is not None:
+            self._on_error()
+
+    def __call__(self) -> _Client:
+        return _Client(self)
+
+    def close(self) -> None:
+        for target in (self.upstream, self.rules_target):
+            for conn in target.idle:
+                if conn.transport is not None:
+                    with contextlib.suppress(Exception):
+                        conn.transport.close()
+            target.idle.clear()
