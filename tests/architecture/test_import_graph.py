@@ -29,9 +29,9 @@ LAYERS: list[set[str]] = [
     {"state", "store", "metrics", "observability", "formats"},
     {"providers", "governance", "guards", "alerts"},
     {"pipeline"},
-    {"rag", "jobs", "events", "shadow", "feedback", "review"},
+    {"rag", "jobs", "events", "shadow", "feedback", "review", "agents"},
     {"runtime"},
-    {"api", "cli", "server", "testing", "__main__"},
+    {"api", "cli", "server", "testing", "__main__", "mcp_server"},
 ]
 FEATURES = LAYERS[4]
 

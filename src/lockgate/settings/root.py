@@ -30,6 +30,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
+from lockgate.settings.agents import AgentsSettings
 from lockgate.settings.alerts import AlertsSettings
 from lockgate.settings.base import Strict, resolve_secret
 from lockgate.settings.cache import CacheSettings
@@ -94,6 +95,8 @@ class Config(Strict):
     """Feedback on calls, quality reports, drift detection (lockgate.feedback)."""
     alerts: AlertsSettings = AlertsSettings()
     """Where alerts are delivered, once per incident (lockgate.alerts)."""
+    agents: AgentsSettings = AgentsSettings()
+    """Permissioned agents, their tools and grants (lockgate.agents)."""
 
     @model_validator(mode="after")
     def _check_model_refs(self) -> Config:
@@ -126,6 +129,9 @@ class Config(Strict):
                         f"review.policies.{task}.confidence.deployments: unknown deployment "
                         f"id '{dep}'"
                     )
+        for aname, agent in self.agents.agents.items():
+            if agent.model not in names:
+                raise ValueError(f"agents.agents.{aname}.model: unknown model '{agent.model}'")
         if self.cache.backend == "redis" and not self.redis_url:
             raise ValueError("cache.backend 'redis' needs redis_url")
         return self
