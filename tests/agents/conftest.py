@@ -117,8 +117,9 @@ async def make_env(stub: StubUpstream, database_url: str, tmp_path: Path
                    ) -> AsyncIterator[MakeEnv]:
     made: list[Runtime] = []
 
-    async def make(agents_yaml: str, extra: str = "", tools: bool = True) -> AgentEnv:
-        brain = "agent-brain-" + uuid.uuid4().hex[:8]
+    async def make(agents_yaml: str, extra: str = "", tools: bool = True,
+                   brain: str | None = None) -> AgentEnv:
+        brain = brain or "agent-brain-" + uuid.uuid4().hex[:8]
         home = tmp_path / f"home{len(made)}"
         cfg = parse_config(agent_config(stub.base_url, home, database_url, brain, agents_yaml,
                                         extra))
