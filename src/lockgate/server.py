@@ -17,6 +17,7 @@ from starlette.responses import Response
 from lockgate import __version__
 from lockgate.api import (
     admin,
+    agents,
     alerts,
     anthropic,
     controls,
@@ -80,6 +81,7 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.include_router(reviews.router)
     app.include_router(feedback.router)
     app.include_router(alerts.router)
+    app.include_router(agents.router)
     declare_request_bodies(app)
     app.add_middleware(RequestIdMiddleware, body_timeout=cfg.server.body_timeout_seconds)
 

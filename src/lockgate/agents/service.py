@@ -74,12 +74,16 @@ __all__ = ["AGENT_PREFIX", "AgentService", "messages_of"]
 log = logging.getLogger("lockgate.agents")
 AGENT_PREFIX = "agent/"
 MAX_INPUT_MESSAGES = 200
+MAX_INPUT_CHARS = 200_000
 Alert = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]
 
 
 def messages_of(value: Any) -> list[dict[str, Any]]:
     """A run's opening conversation from a string or OpenAI chat ``messages``."""
     if isinstance(value, str):
+        if len(value) > MAX_INPUT_CHARS:
+            raise BadAgentInput(f"'input' is at most {MAX_INPUT_CHARS} characters.",
+                                param="input")
         if not value.strip():
             raise BadAgentInput("'input' must be non-empty text.", param="input")
         return [{"role": "user", "content": value}]

@@ -112,6 +112,10 @@ FEEDBACK: Schema = _object({
 })
 CANARY: Schema = _object({"deployment": _STR}, ("deployment",))
 ACK: Schema = _object({"by": _STR, "resolve": {"type": "boolean"}})
+AGENT_RUN: Schema = _object({
+    "input": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+    "wait": {"type": "boolean"},
+}, ("input",), extra=False)
 
 _MESSAGES = {k: v for k, v in MESSAGES_REQUEST_SCHEMA.items() if k != "$defs"}
 
@@ -132,6 +136,7 @@ REQUEST_BODIES: dict[tuple[str, str], tuple[str, Schema]] = {
     ("/v1/reviews/claim", "post"): ("application/json", CLAIM_NEXT),
     ("/v1/feedback", "post"): ("application/json", FEEDBACK),
     ("/v1/alerts/{alert_id}/ack", "post"): ("application/json", ACK),
+    ("/v1/agents/{name}/runs", "post"): ("application/json", AGENT_RUN),
 }
 
 
