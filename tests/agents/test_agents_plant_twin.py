@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from examples.plant_twin.twin import Twin, run_twin_in_thread
+
 from lockgate.agents.store import RunStore
 from lockgate.pipeline import EndUser, Principal
 from tests.agents.conftest import OPERATOR, MakeEnv, call
