@@ -26,7 +26,7 @@ from lockgate.store.errors import StoreError
 if TYPE_CHECKING:
     from lockgate.agents import AgentService
 
-__all__ = ["agents_app"]
+__all__ = ["agents_app", "mcp_app"]
 
 agents_app = typer.Typer(help="Permissioned agents: run them, list and show runs.",
                          no_args_is_help=True)
@@ -153,3 +153,42 @@ def agents_show(
     if doc["status"] == "succeeded":
         out = doc["output"]
         print(out if isinstance(out, str) else json.dumps(out))
+
+
+mcp_app = typer.Typer(help="lockgate as an MCP server.", no_args_is_help=True)
+
+
+@mcp_app.command("serve")
+def mcp_serve(
+    transport: str = typer.Option("stdio", "--transport", help="stdio or http."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8765, "--port", min=1, max=65535),
+    key: str | None = typer.Option(None, "--key", envvar="LOCKGATE_API_KEY",
+                                   help="The lockgate key tools act as (stdio; HTTP "
+                                        "requests may send their own bearer key)."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Expose RAG search, jobs, reviews and agents as MCP tools under lockgate keys."""
+    if transport not in ("stdio", "http"):
+        fail("--transport must be stdio or http", 2)
+    if transport == "stdio" and not key:
+        fail("--key (or LOCKGATE_API_KEY) is required over stdio", 2)
+    cfg = get_config(config)
+
+    async def go() -> None:
+        from lockgate.mcp_server.server import _stderr_logging, serve
+        from lockgate.runtime import Runtime
+
+        _stderr_logging()
+        rt = await Runtime.start(cfg, warm_up=False)
+        try:
+            await serve(rt, transport=transport, key=key, host=host, port=port)
+        finally:
+            await rt.aclose()
+
+    try:
+        run(go)
+    except GatewayError as exc:
+        fail(f"{exc.message} ({exc.status})")
+    except StoreError as exc:
+        fail(str(exc))

@@ -8,7 +8,7 @@ import typer
 
 from lockgate import __version__
 from lockgate.cli.admin_commands import keys_app, teams_app, usage
-from lockgate.cli.agents_commands import agents_app
+from lockgate.cli.agents_commands import agents_app, mcp_app
 from lockgate.cli.alerts_commands import alerts_app
 from lockgate.cli.audit_commands import audit_app
 from lockgate.cli.common import console, fail
@@ -50,6 +50,7 @@ app.add_typer(review_app, name="review")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(agents_app, name="agents")
+app.add_typer(mcp_app, name="mcp")
 
 
 @config_app.command("check")
