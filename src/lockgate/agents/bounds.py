@@ -21,11 +21,12 @@ __all__ = ["Breakers", "LoopDetector", "RateLimiter", "SlidingBreaker"]
 
 
 class SlidingBreaker:
-    __slots__ = ("_clock", "_events", "open_until", "settings")
+    __slots__ = ("_clock", "_events", "_failures", "open_until", "settings")
 
     def __init__(self, settings: AgentBreaker, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self._events: deque[tuple[float, bool]] = deque()
+        self._failures = 0
         self.open_until = 0.0
         self._clock = clock
 
@@ -33,6 +34,7 @@ class SlidingBreaker:
         if self.open_until and self._clock() >= self.open_until:
             self.open_until = 0.0
             self._events.clear()
+            self._failures = 0
         return self.open_until > 0.0
 
     def record(self, ok: bool) -> bool:
@@ -40,21 +42,21 @@ class SlidingBreaker:
         now = self._clock()
         s = self.settings
         self._events.append((now, ok))
+        self._failures += not ok
         while self._events and self._events[0][0] < now - s.window_s:
-            self._events.popleft()
+            self._failures -= not self._events.popleft()[1]
         if self.open_until:
             return False
         n = len(self._events)
         if n >= s.min_calls:
-            failures = sum(1 for _, good in self._events if not good)
-            if failures / n >= s.error_rate:
+            if self._failures / n >= s.error_rate:
                 self.open_until = now + s.pause_s
                 return True
         return False
 
     def failure_rate(self) -> float:
         n = len(self._events)
-        return 0.0 if n == 0 else sum(1 for _, g in self._events if not g) / n
+        return 0.0 if n == 0 else self._failures / n
 
 
 class Breakers:

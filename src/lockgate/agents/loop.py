@@ -64,6 +64,8 @@ log = logging.getLogger("lockgate.agents")
 Event = Callable[[dict[str, Any]], Awaitable[None]]
 AlertFn = Callable[[str, str, str, dict[str, Any]], Coroutine[Any, Any, None]]
 REPAIR_PREFIX = "[lockgate] "
+CHECKPOINT_S = 0.5
+"""Reads-only turns are written at most this often (and at every end, pause and write)."""
 
 
 class Catalog:
@@ -207,10 +209,14 @@ class Stepper:
             run.steps += 1
             return s
 
+        last_save = time.monotonic()
+
         async def save() -> None:
+            nonlocal last_save
             run.active_s = base_active + time.monotonic() - start
             await self.deps.store.save(run, pending_steps)
             pending_steps.clear()
+            last_save = time.monotonic()
 
         ctx = ToolContext(principal=principal, acting_for=end_user, run_id=run.id,
                           agent=self.name, depth=run.depth, request_id=run.request_id,
@@ -218,9 +224,11 @@ class Stepper:
         try:
             while True:
                 while run.pending:
-                    await self._tool_call(run, run.pending[0], ctx, seen, left, step, emit,
-                                          save)
+                    wrote = await self._tool_call(run, run.pending[0], ctx, seen, left, step,
+                                                  emit, save)
                     run.pending.pop(0)
+                    if wrote:  # a change to the world is on record at once
+                        await save()
                 if left() <= 0:
                     raise _Stop("stopped", f"run timeout ({self.spec.timeout_s:g} s) reached")
                 if run.turns >= self.spec.max_steps:
@@ -232,7 +240,8 @@ class Stepper:
                     raise _Stop("stopped", f"agent '{self.name}' is paused by its error-rate "
                                            "breaker")
                 done = await self._model_turn(run, principal, end_user, left, step, emit)
-                await save()
+                if done or time.monotonic() - last_save >= CHECKPOINT_S:
+                    await save()
                 if done:
                     if on_event is not None:
                         await on_event({"type": "done", "run_id": run.id, "status": run.state})
@@ -392,7 +401,8 @@ class Stepper:
     async def _tool_call(self, run: Run, tc: dict[str, Any], ctx: ToolContext,
                          seen: dict[str, int], left: Callable[[], float],
                          step: Callable[..., Step], emit: Callable[[Step], Awaitable[None]],
-                         save: Callable[[], Awaitable[None]]) -> None:
+                         save: Callable[[], Awaitable[None]]) -> bool:
+        """Handle one tool call; True when a write tool ran (or was tried)."""
         fn = tc.get("function") or {}
         name = str(fn.get("name") or "")
         call_id = str(tc.get("id") or "")
@@ -412,12 +422,12 @@ class Stepper:
         if tool is None or not permitted:
             await answer("denied", f"error: the tool '{name[:80]}' is not available to this "
                                    "run; it was not called.")
-            return
+            return False
         try:
             args = check_arguments(tool, raw)
         except ToolRefused as exc:
             await answer("error", f"error: {exc}; the tool was not called.")
-            return
+            return False
         if decision is None and self.deps.loops.looping(seen, name, args):
             raise _Stop("stopped", f"loop detected: {name} called "
                                    f"{self.deps.loops.repeats} times with the same arguments")
@@ -430,29 +440,29 @@ class Stepper:
                 await answer("rejected", "error: a reviewer rejected this call: "
                              + str(decision.get("reason") or "(no reason given)"),
                              args=args, detail={"review_id": decision.get("review_id")})
-                return
+                return False
             if tool.pauses:  # ask_human: the person's answer is the result
                 await answer("ok", decision.get("answer"), args=args,
                              detail={"review_id": decision.get("review_id")})
-                return
+                return False
             if state == "edited":
                 try:
                     args = check_arguments(tool, decision.get("output"))
                 except ToolRefused as exc:
                     await answer("error", f"error: the reviewer's edit is not usable: {exc}")
-                    return
+                    return False
         elif tool.klass == "write" and self.spec.mode == "read_only":
             await answer("denied", f"error: {name} writes and this agent is read-only; "
                                    "it was not called.")
-            return
+            return False
         if not self.deps.limiter.take(name, tool.rate_per_minute):
             await answer("error", f"error: {name} is rate limited "
                                   f"({tool.rate_per_minute}/minute); try later.", args=args)
-            return
+            return False
         if self.deps.breakers.tool(name).is_open():
             await answer("error", f"error: {name} is temporarily disabled (too many "
                                   "failures).", args=args)
-            return
+            return False
         t0 = time.perf_counter()
         try:
             result = await asyncio.wait_for(tool.call(args, ctx), max(left(), 0.001))
@@ -468,14 +478,14 @@ class Stepper:
             await answer("error", f"error: {name} failed: {exc}", args=args, ms=ms)
             if self.spec.on_tool_failure == "stop":
                 raise _Stop("failed", f"tool {name} failed: {exc}") from None
-            return
+            return tool.klass == "write"
         except GatewayError as exc:
             ms = (time.perf_counter() - t0) * 1000.0
             self._tool_outcome(name, False)
             await answer("error", f"error: {name} failed: {exc.message}", args=args, ms=ms)
             if self.spec.on_tool_failure == "stop":
                 raise _Stop("failed", f"tool {name} failed: {exc.message}") from None
-            return
+            return tool.klass == "write"
         except Exception as exc:
             ms = (time.perf_counter() - t0) * 1000.0
             log.exception("tool %s failed in run %s", name, run.id)
@@ -484,7 +494,7 @@ class Stepper:
                          args=args, ms=ms)
             if self.spec.on_tool_failure == "stop":
                 raise _Stop("failed", f"tool {name} failed: {type(exc).__name__}") from None
-            return
+            return tool.klass == "write"
         ms = (time.perf_counter() - t0) * 1000.0
         self._tool_outcome(name, True)
         detail: dict[str, Any] = {}
@@ -492,6 +502,7 @@ class Stepper:
             detail["review_id"] = decision.get("review_id")
             detail["approved_by"] = decision.get("decided_by")
         await answer("ok", result, args=args, ms=ms, detail=detail)
+        return tool.klass == "write"
 
     async def _pause(self, run: Run, tc: dict[str, Any], tool: Tool, args: dict[str, Any],
                      raw: Any, step: Callable[..., Step],
