@@ -48,10 +48,9 @@ class SlidingBreaker:
         if self.open_until:
             return False
         n = len(self._events)
-        if n >= s.min_calls:
-            if self._failures / n >= s.error_rate:
-                self.open_until = now + s.pause_s
-                return True
+        if n >= s.min_calls and self._failures / n >= s.error_rate:
+            self.open_until = now + s.pause_s
+            return True
         return False
 
     def failure_rate(self) -> float:
