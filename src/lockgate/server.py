@@ -82,6 +82,7 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.include_router(feedback.router)
     app.include_router(alerts.router)
     app.include_router(agents.router)
+    app.include_router(agents.admin_router)
     declare_request_bodies(app)
     app.add_middleware(RequestIdMiddleware, body_timeout=cfg.server.body_timeout_seconds)
 

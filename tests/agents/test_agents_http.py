@@ -204,3 +204,33 @@ def test_runs_202_poll_and_approval_over_http(gw: Gateway, stub: StubUpstream, b
     other = gw.new_key(team="elsewhere")
     with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {other}"}) as h:
         assert h.get(f"/v1/agents/operator/runs/{run['id']}").status_code == 404
+
+
+def test_agents_defined_over_the_admin_api(gw: Gateway, stub: StubUpstream, brain: str,
+                                           ops_key: str) -> None:
+    with gw.admin() as admin:
+        r = admin.put("/admin/agents/dyn", json={"model": "brain", "mode": "read_only",
+                                                 "tools": ["sql__plant"], "max_steps": 3})
+        assert r.status_code == 200, r.text
+        assert r.json()["source"] == "api" and r.json()["max_steps"] == 3
+        assert admin.put("/admin/agents/watcher", json={"model": "brain"}).status_code == 409
+        bad = admin.put("/admin/agents/dyn2", json={"model": "brain", "mode": "yolo"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] in (None, "name",
+                                                                          "model", "mode")
+        assert admin.put("/admin/agents/dyn2", json={"model": "nope"}).status_code == 400
+        assert admin.put("/admin/agents/a__b", json={"model": "brain"}).status_code == 400
+        listed = {a["id"]: a["source"] for a in admin.get("/admin/agents").json()["data"]}
+        assert listed["dyn"] == "api" and listed["watcher"] == "config"
+    with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {ops_key}"}) as h:
+        assert h.put("/admin/agents/x", json={"model": "brain"}).status_code == 403
+    stub.script_replies(brain, [{"content": "dynamic answer"}])
+    resp = client(gw, ops_key).chat.completions.create(
+        model="agent/dyn", messages=[{"role": "user", "content": "hi"}])
+    assert resp.choices[0].message.content == "dynamic answer"
+    with gw.admin() as admin:
+        assert admin.delete("/admin/agents/dyn").status_code == 200
+        assert admin.delete("/admin/agents/dyn").status_code == 404
+        assert admin.delete("/admin/agents/watcher").status_code == 409
+    with pytest.raises(openai.NotFoundError):
+        client(gw, ops_key).chat.completions.create(
+            model="agent/dyn", messages=[{"role": "user", "content": "hi"}])

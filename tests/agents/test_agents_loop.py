@@ -159,3 +159,26 @@ async def test_open_tool_breaker_refuses_the_tool(make_env: MakeEnv) -> None:
     assert env.rec.calls == []
     steps = await RunStore(env.rt.store).steps(run.id)
     assert "temporarily disabled" in steps[1].result
+
+
+CONTRACT = """
+  grants: {teams: {ops: ["*"]}}
+  agents:
+    reporter:
+      model: brain
+      tools: []
+      mode: read_only
+      output_contract: {type: object, required: [answer], properties: {answer: {type: string}}}
+"""
+
+
+async def test_output_contract_gets_one_repair(make_env: MakeEnv) -> None:
+    env = await make_env(CONTRACT)
+    env.script({"content": "p1 is hot"}, {"content": '{"answer": "p1 is hot"}'})
+    run = await env.run("reporter", "report")
+    assert run.state == "succeeded" and run.output == {"answer": "p1 is hot"}
+    reqs = [r["body"] for r in env.stub.requests if r["model"] == env.brain]
+    assert "must be JSON matching this schema" in reqs[1]["messages"][-1]["content"]
+    env.script({"content": "nope"}, {"content": '{"answer": 5}'})
+    run = await env.run("reporter", "report again")
+    assert run.state == "failed" and "output contract" in (run.error or "")

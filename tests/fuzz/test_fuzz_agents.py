@@ -69,3 +69,23 @@ def test_agent_models(client: httpx.Client, fuzz_gateway: Gateway, fuzz_key: str
     assert r.status_code in (200, 400, 404, 403), (r.status_code, r.text[:300])
     if model == "agent/nope":
         assert r.status_code in (400, 404)
+
+
+DEF = S.body({"model": S.maybe(st.sampled_from(["fast", "nope", ""]))}, {
+    "tools": st.one_of(st.lists(S.SMALL_TEXT, max_size=3), S.JSON),
+    "mode": S.maybe(st.sampled_from(["read_only", "approve_writes", "autonomous"])),
+    "max_steps": S.INT, "max_cost": S.NUMBER, "delegates": st.lists(S.SMALL_TEXT, max_size=2),
+    "output_contract": S.JSON, "instructions": S.maybe(S.SMALL_TEXT)})
+
+
+@FUZZ
+@given(agent=AGENTS, body=st.one_of(DEF, S.JSON))
+def test_admin_agent_definitions(client: httpx.Client, fuzz_gateway: Gateway, agent: str,
+                                 body: Any) -> None:
+    path = f"/admin/agents/{quote(agent, safe='') or 'x'}"
+    r = client.put(path, content=__import__("json").dumps(body),
+                   headers={**auth(fuzz_gateway.master), "content-type": "application/json"})
+    assert_openai_error(r)
+    assert r.status_code in (200, 400, 404, 405, 409), (r.status_code, r.text[:300])
+    if r.status_code == 200:
+        assert client.delete(path, headers=auth(fuzz_gateway.master)).status_code == 200

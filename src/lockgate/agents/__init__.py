@@ -67,4 +67,5 @@ def build_agent_service(
     pricing = {m.deployment_id: m.pricing for m in config.models}
     return AgentService(config.agents, chat=pipeline.chat, store=store, pricing=pricing,
                         review=review, alert=alert, rag=rag, jobs=jobs,
-                        job_tasks=sorted(t.name for t in config.jobs.tasks))
+                        job_tasks=sorted(t.name for t in config.jobs.tasks),
+                        models=set(config.model_names()))

@@ -84,12 +84,13 @@ class AgentDeployment:
         return grantable_agent_model(model)
 
     def known(self, model: str) -> bool:
-        return model[len(self.prefix):] in self.service.settings.agents
+        return model[len(self.prefix):] in self.service.specs()
 
     def deployment_id(self, model: str) -> str:
         return model
 
     async def models(self, principal: Principal) -> list[str]:
+        await self.service.refresh()
         return [self.prefix + n for n in self.service.visible(principal)]
 
     async def _start(self, call: Call) -> Run:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 
 from lockgate.agents.bounds import Breakers, LoopDetector, RateLimiter
 from lockgate.agents.grants import Grants
@@ -363,7 +364,11 @@ class Stepper:
             doc = orjson.loads(content)
         except orjson.JSONDecodeError:
             return "not valid JSON"
-        errors = sorted(self._contract.iter_errors(doc), key=lambda e: list(e.absolute_path))
+        try:
+            errors = sorted(self._contract.iter_errors(doc),
+                            key=lambda e: list(e.absolute_path))
+        except (SchemaError, RecursionError, TypeError, ValueError) as exc:
+            return f"the contract cannot check it: {exc}"[:300]
         if errors:
             where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"
             return f"at {where}: {errors[0].message[:200]}"

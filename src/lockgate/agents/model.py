@@ -20,6 +20,7 @@ from lockgate.errors import BadRequest, GatewayError, NotFound
 
 __all__ = [
     "FINAL_STATES",
+    "AgentConflict",
     "AgentForbidden",
     "AgentNotFound",
     "AgentPaused",
@@ -46,6 +47,12 @@ class AgentNotFound(NotFound):
 
 class RunNotFound(NotFound):
     code = "run_not_found"
+
+
+class AgentConflict(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "agent_conflict"
 
 
 class AgentForbidden(GatewayError):

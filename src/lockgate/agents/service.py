@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,7 @@ from lockgate.agents.loop import (
     principal_doc,
 )
 from lockgate.agents.model import (
+    AgentConflict,
     AgentForbidden,
     AgentNotFound,
     AgentPaused,
@@ -56,11 +58,11 @@ from lockgate.agents.model import (
     new_run_id,
 )
 from lockgate.agents.openapi_tools import HttpTools
-from lockgate.agents.store import RunStore
+from lockgate.agents.store import DefinitionStore, RunStore
 from lockgate.agents.tools import Tool, ToolContext, ToolFailed
 from lockgate.pipeline import Call, EndUser, Principal, Result
 from lockgate.settings import Pricing, resolve_secret
-from lockgate.settings.agents import AgentSpec, AgentsSettings
+from lockgate.settings.agents import NAME_RE, AgentSpec, AgentsSettings
 from lockgate.store import Store
 
 if TYPE_CHECKING:
@@ -75,6 +77,7 @@ log = logging.getLogger("lockgate.agents")
 AGENT_PREFIX = "agent/"
 MAX_INPUT_MESSAGES = 200
 MAX_INPUT_CHARS = 200_000
+DEFINITIONS_TTL_S = 2.0
 Alert = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]
 
 
@@ -123,8 +126,13 @@ class AgentService:
         rag: RagService | None = None,
         jobs: Callable[[], JobService | None] | None = None,
         job_tasks: list[str] | None = None,
+        models: set[str] | None = None,
     ) -> None:
         self.settings = settings
+        self.defs = DefinitionStore(store)
+        self._defined: dict[str, AgentSpec] = {}
+        self._defined_at = float("-inf")
+        self._models = models
         self.runs = RunStore(store)
         self._store = store
         self._pricing = pricing
@@ -154,7 +162,7 @@ class AgentService:
                      ) -> None:
         t = self.settings.tools
         self.catalog.add(ask_human_tool())
-        self.catalog.add(delegate_tool(self._delegate, list(self.settings.agents)))
+        self.catalog.add(delegate_tool(self._delegate, []))
         if jobs is not None:
             self.catalog.add(submit_job_tool(jobs, job_tasks))
         if rag is not None:
@@ -197,20 +205,79 @@ class AgentService:
 
     # ------------------------------------------------------------------ agents
 
+    def specs(self) -> dict[str, AgentSpec]:
+        """Every agent: ``lockgate.yaml``'s, and those defined over the admin API."""
+        return {**self._defined, **self.settings.agents}
+
     def spec(self, name: str) -> AgentSpec:
-        spec = self.settings.agents.get(name)
+        spec = self.specs().get(name)
         if spec is None:
             raise AgentNotFound(f"No agent '{name[:100]}'.", param="agent")
         return spec
 
     def stepper(self, name: str) -> Stepper:
+        spec = self.spec(name)
         s = self._steppers.get(name)
-        if s is None:
-            s = self._steppers[name] = Stepper(self.deps, name, self.spec(name))
+        if s is None or s.spec is not spec:
+            s = self._steppers[name] = Stepper(self.deps, name, spec)
         return s
 
     def names(self) -> list[str]:
-        return sorted(self.settings.agents)
+        return sorted(self.specs())
+
+    async def refresh(self, *, force: bool = False) -> None:
+        """Reload the admin-defined agents (every ``DEFINITIONS_TTL_S`` at most), so every
+        gateway sees a definition change within that time."""
+        now = time.monotonic()
+        if not force and now - self._defined_at < DEFINITIONS_TTL_S:
+            return
+        self._defined_at = now
+        loaded: dict[str, AgentSpec] = {}
+        for name, raw in (await self.defs.all()).items():
+            try:
+                spec = AgentSpec.model_validate(raw)
+            except ValueError as exc:
+                log.warning("agent definition %s is not valid any more: %s", name, exc)
+                continue
+            old = self._defined.get(name)
+            loaded[name] = old if old is not None and old == spec else spec
+        self._defined = loaded
+
+    async def define(self, name: str, raw: Any, who: str | None) -> AgentSpec:
+        """Create or replace an agent over the admin API (not one of ``lockgate.yaml``'s)."""
+        if not isinstance(name, str) or not NAME_RE.match(name) or "__" in name:
+            raise BadAgentInput("Agent names are 1-48 letters, digits, '_' or '-' "
+                                "(no '__').", param="name")
+        if name in self.settings.agents:
+            raise AgentConflict(f"The agent '{name}' is defined in lockgate.yaml; change it "
+                                "there.", param="name")
+        if not isinstance(raw, dict):
+            raise BadAgentInput("The body must be an agent definition object.")
+        try:
+            spec = AgentSpec.model_validate(raw)
+        except ValueError as exc:
+            first = str(exc).splitlines()
+            raise BadAgentInput(f"Invalid agent definition: {' '.join(first[:3])[:400]}"
+                                ) from None
+        if self._models is not None and spec.model not in self._models:
+            raise BadAgentInput(f"Unknown model '{spec.model}'.", param="model")
+        await self.refresh(force=True)
+        known = self.specs()
+        for d in spec.delegates:
+            if d not in known and d != name:
+                raise BadAgentInput(f"Unknown delegate agent '{d}'.", param="delegates")
+        await self.defs.put(name, spec.model_dump(mode="json"), who)
+        await self.refresh(force=True)
+        return spec
+
+    async def undefine(self, name: str) -> None:
+        if name in self.settings.agents:
+            raise AgentConflict(f"The agent '{name}' is defined in lockgate.yaml.",
+                                param="name")
+        if not await self.defs.delete(name):
+            raise AgentNotFound(f"No agent '{name[:100]}' defined over the API.",
+                                param="name")
+        await self.refresh(force=True)
 
     def may_use(self, name: str, principal: Principal) -> bool:
         spec = self.spec(name)
@@ -244,6 +311,7 @@ class AgentService:
         self, name: str, input: Any, principal: Principal, *, end_user: EndUser | None = None,
         request_id: str | None = None, parent: Run | None = None, check_models: bool = False,
     ) -> Run:
+        await self.refresh()
         spec = self.spec(name)
         if not self.may_use(name, principal) or (
                 check_models and not principal.may_use(AGENT_PREFIX + name)):

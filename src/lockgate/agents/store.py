@@ -20,9 +20,9 @@ from sqlalchemy.engine import RowMapping
 
 from lockgate.agents.model import Run, RunNotFound, Step
 from lockgate.store import Store
-from lockgate.store.tables import agent_runs, agent_steps, agent_tool_pins
+from lockgate.store.tables import agent_defs, agent_runs, agent_steps, agent_tool_pins
 
-__all__ = ["RunConflict", "RunStore"]
+__all__ = ["DefinitionStore", "RunConflict", "RunStore"]
 
 R = agent_runs
 S = agent_steps
@@ -178,3 +178,29 @@ class RunStore:
             await conn.execute(agent_tool_pins.insert().values(
                 source=source, tool=tool, hash=digest, pinned_at=time.time()))
             return digest
+
+
+class DefinitionStore:
+    """Agents defined over the admin API (``agent_defs``): name -> spec JSON."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def all(self) -> dict[str, dict[str, Any]]:
+        async with self.store.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(agent_defs))).mappings().all()
+        return {r["name"]: orjson.loads(r["spec"]) for r in rows}
+
+    async def put(self, name: str, spec: dict[str, Any], who: str | None) -> None:
+        values = {"spec": orjson.dumps(spec).decode(), "updated_at": time.time(),
+                  "updated_by": who}
+        async with self.store.transaction(write=True) as conn:
+            res = await conn.execute(agent_defs.update().where(agent_defs.c.name == name)
+                                     .values(**values))
+            if not res.rowcount:
+                await conn.execute(agent_defs.insert().values(name=name, **values))
+
+    async def delete(self, name: str) -> bool:
+        async with self.store.transaction(write=True) as conn:
+            res = await conn.execute(agent_defs.delete().where(agent_defs.c.name == name))
+            return bool(res.rowcount)

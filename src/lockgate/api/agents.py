@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 
 from lockgate.agents import AgentNotFound, AgentService, RunNotFound
-from lockgate.api.admin import _parse, store_error
+from lockgate.api.admin import _parse, admin_principal, store_error
 from lockgate.api.rag_identity import end_user_of
 from lockgate.api.request_io import (
     api_key_of,
@@ -39,9 +39,10 @@ from lockgate.pipeline.call import new_request_id
 from lockgate.runtime import Runtime
 from lockgate.store.errors import StoreError
 
-__all__ = ["router"]
+__all__ = ["admin_router", "router"]
 
 router = APIRouter(prefix="/v1/agents")
+admin_router = APIRouter(prefix="/admin/agents")
 _BODY_LIMIT = 1024 * 1024
 
 
@@ -58,8 +59,9 @@ async def _who(request: Request) -> tuple[Runtime, AgentService, Principal]:
     return rt, rt.agents, principal
 
 
-def _name(svc: AgentService, name: str) -> str:
-    if len(name) > 100 or name not in svc.settings.agents:
+async def _name(svc: AgentService, name: str) -> str:
+    await svc.refresh()
+    if len(name) > 100 or name not in svc.specs():
         raise AgentNotFound(f"No agent '{name[:100]}'.", param="agent")
     return name
 
@@ -83,6 +85,7 @@ async def _guarded(coro: Any) -> Response:
 async def list_agents(request: Request) -> Response:
     async def run() -> Response:
         _, svc, principal = await _who(request)
+        await svc.refresh()
         data = []
         for name in svc.visible(principal):
             spec = svc.spec(name)
@@ -98,7 +101,7 @@ async def list_agents(request: Request) -> Response:
 async def start_run(name: str, request: Request) -> Response:
     async def run() -> Response:
         rt, svc, principal = await _who(request)
-        agent = _name(svc, name)
+        agent = await _name(svc, name)
         body: RunIn = _parse(RunIn, await read_json(request, _BODY_LIMIT))
         started = await svc.start(agent, body.input, principal,
                                   end_user=end_user_of(request, rt.config.rag),
@@ -118,7 +121,7 @@ async def start_run(name: str, request: Request) -> Response:
 async def list_runs(name: str, request: Request) -> Response:
     async def run() -> Response:
         _, svc, principal = await _who(request)
-        agent = _name(svc, name)
+        agent = await _name(svc, name)
         limit = int_param(request, "limit", 50, 1, 500)
         runs = await svc.find(principal, agent=agent, limit=limit)
         return json_response({"object": "list", "data": [r.public() for r in runs]})
@@ -130,7 +133,52 @@ async def list_runs(name: str, request: Request) -> Response:
 async def get_run(name: str, run_id: str, request: Request) -> Response:
     async def run() -> Response:
         _, svc, principal = await _who(request)
-        agent = _name(svc, name)
+        agent = await _name(svc, name)
         return json_response(await svc.show(_run_id(run_id), principal, agent))
+
+    return await _guarded(run())
+
+
+# ---------------------------------------------------------------- admin: definitions
+
+
+def _definition(name: str, svc: AgentService) -> dict[str, Any]:
+    spec = svc.spec(name)
+    return {"id": name, "object": "agent.definition",
+            "source": "config" if name in svc.settings.agents else "api",
+            **spec.model_dump(mode="json")}
+
+
+@admin_router.get("")
+async def admin_list_agents(request: Request) -> Response:
+    async def run() -> Response:
+        rt, _ = await admin_principal(request)
+        assert rt.agents is not None
+        await rt.agents.refresh(force=True)
+        return json_response({"object": "list", "data": [
+            _definition(n, rt.agents) for n in rt.agents.names()]})
+
+    return await _guarded(run())
+
+
+@admin_router.put("/{name}")
+async def admin_define_agent(name: str, request: Request) -> Response:
+    async def run() -> Response:
+        rt, principal = await admin_principal(request)
+        assert rt.agents is not None
+        raw = await read_json(request, _BODY_LIMIT)
+        await rt.agents.define(name[:200], raw, principal.key_name or principal.key_id)
+        return json_response(_definition(name, rt.agents))
+
+    return await _guarded(run())
+
+
+@admin_router.delete("/{name}")
+async def admin_delete_agent(name: str, request: Request) -> Response:
+    async def run() -> Response:
+        rt, _ = await admin_principal(request)
+        assert rt.agents is not None
+        await rt.agents.undefine(name[:200])
+        return json_response({"id": name, "object": "agent.definition", "deleted": True})
 
     return await _guarded(run())

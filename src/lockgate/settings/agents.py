@@ -219,6 +219,20 @@ class AgentSpec(Strict):
     def _tool_globs(cls, v: list[str]) -> list[str]:
         return _check_globs(v, "agents.agents.<name>.tools")
 
+    @field_validator("output_contract")
+    @classmethod
+    def _schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            from jsonschema import Draft202012Validator
+            from jsonschema.exceptions import SchemaError
+
+            try:
+                Draft202012Validator.check_schema(v)
+            except SchemaError as exc:
+                raise ValueError(f"output_contract is not a JSON Schema: {exc.message}"
+                                 ) from None
+        return v
+
 
 class AgentsSettings(Strict):
     agents: dict[str, AgentSpec] = Field(default_factory=dict)

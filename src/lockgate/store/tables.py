@@ -23,6 +23,7 @@ from sqlalchemy.engine import Dialect
 __all__ = [
     "RAG_FTS_PREFIX",
     "UTCDateTime",
+    "agent_defs",
     "agent_runs",
     "agent_steps",
     "agent_tool_pins",
@@ -543,4 +544,13 @@ agent_tool_pins = sa.Table(
     sa.Column("hash", sa.String(), nullable=False),
     sa.Column("pinned_at", _Seconds, nullable=False),
     sa.PrimaryKeyConstraint("source", "tool", name="pk_agent_tool_pins"),
+)
+
+agent_defs = sa.Table(
+    "agent_defs",
+    metadata,
+    sa.Column("name", sa.String(), primary_key=True),
+    sa.Column("spec", sa.Text(), nullable=False),
+    sa.Column("updated_at", _Seconds, nullable=False),
+    sa.Column("updated_by", sa.String(), nullable=True),
 )

@@ -1,4 +1,5 @@
-"""Agent runs, their steps and pinned MCP tool definitions (lockgate.agents).
+"""Agent runs, their steps, pinned MCP tool definitions and agents defined over the
+admin API (lockgate.agents).
 
 Revision ID: 0008
 Revises: 0007
@@ -75,9 +76,18 @@ def upgrade() -> None:
         sa.Column("pinned_at", _Seconds, nullable=False),
         sa.PrimaryKeyConstraint("source", "tool", name="pk_agent_tool_pins"),
     )
+    op.create_table(
+        "agent_defs",
+        sa.Column("name", sa.String(), nullable=False),
+        sa.Column("spec", sa.Text(), nullable=False),
+        sa.Column("updated_at", _Seconds, nullable=False),
+        sa.Column("updated_by", sa.String(), nullable=True),
+        sa.PrimaryKeyConstraint("name", name="pk_agent_defs"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("agent_defs")
     op.drop_table("agent_tool_pins")
     op.drop_table("agent_steps")
     op.drop_index("ix_agent_runs_review_id", table_name="agent_runs")
