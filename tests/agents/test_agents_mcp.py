@@ -127,3 +127,69 @@ async def test_lockgate_mcp_serve_over_stdio(make_env: MakeEnv, tmp_path: Path) 
             assert res.structured_content["output"] == "hello from the agent"
             res = await cs.call_tool("run_agent", {"agent": "nope", "input": "hi"})
             assert res.is_error and "No agent 'nope'" in str(res.content)
+
+
+async def test_mcp_over_streamable_http_with_per_request_keys(make_env: MakeEnv,
+                                                             tmp_path: Path) -> None:
+    """``lockgate mcp serve --transport http`` and the agents' MCP client over HTTP: each
+    request's bearer key decides; a request without one is refused."""
+    import asyncio
+    import socket
+    import subprocess
+
+    from lockgate.agents import ToolContext, ToolFailed
+    from lockgate.agents.mcp_client import McpTools
+    from lockgate.settings.agents import McpServerSpec
+
+    env = await make_env("""
+  agents:
+    helper: {model: brain, tools: [], mode: read_only}
+""", tools=False)
+    cfg = tmp_path / "lockgate.yaml"
+    cfg.write_text(env.rt.config.model_dump_json())
+    await env.rt.rag.ingest_paths("handbook",
+                                  [HERE.parents[1] / "examples/plant_twin/manual.md"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = str(Path(__file__).parents[2] / "src")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lockgate", "mcp", "serve", "--transport", "http", "--port",
+         str(port), "--config", str(cfg)], env={**os.environ, "PYTHONPATH": src},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        alerts: list[str] = []
+
+        async def alert(kind: str, subject: str, message: str, details: dict) -> None:  # type: ignore[type-arg]
+            alerts.append(kind)
+
+        url = f"http://127.0.0.1:{port}/mcp"
+        store = RunStore(env.rt.store)
+        keyed = McpTools("lg", McpServerSpec(transport="http", url=url, headers={
+            "Authorization": f"Bearer {MASTER}"}), store, alert)
+        tools = {t.name: t for t in await keyed.tools()}
+        assert tools["lg__rag_search"].klass == "read"
+        assert tools["lg__submit_job"].klass == "write"
+        ctx = ToolContext(principal=OPERATOR, acting_for=None, run_id="r", agent="a", depth=0)
+        found = await tools["lg__rag_search"].call(
+            {"collection": "handbook", "query": "bearing worn"}, ctx)
+        assert "bearing is worn" in str(found)
+        keyless = McpTools("lg", McpServerSpec(transport="http", url=url), store, alert)
+        bare = {t.name: t for t in await keyless.tools()}
+        with pytest.raises(ToolFailed, match="no lockgate key"):
+            await bare["lg__list_agents"].call({}, ctx)
+        wrong = McpTools("lg", McpServerSpec(transport="http", url=url, headers={
+            "Authorization": "Bearer sk-wrong"}), store, alert)
+        with pytest.raises(ToolFailed):
+            await {t.name: t for t in await wrong.tools()}["lg__list_agents"].call({}, ctx)
+        assert alerts == []
+    finally:
+        proc.terminate()
+        proc.wait(10)
