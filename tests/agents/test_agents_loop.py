@@ -182,3 +182,21 @@ async def test_output_contract_gets_one_repair(make_env: MakeEnv) -> None:
     env.script({"content": "nope"}, {"content": '{"answer": 5}'})
     run = await env.run("reporter", "report again")
     assert run.state == "failed" and "output contract" in (run.error or "")
+
+
+async def test_a_run_whose_process_died_is_marked_lost(make_env: MakeEnv) -> None:
+    env = await make_env(BASIC)
+    svc = env.rt.agents
+    assert svc is not None
+    run = await svc.start("watcher", "never stepped", OPERATOR)
+    assert (await svc.get(run.id, OPERATOR)).state == "running"  # fresh: left alone
+    run.updated_at -= 10_000  # as if its process stopped long ago
+    store = RunStore(env.rt.store)
+    await store.save(run)
+    async with env.rt.store.transaction(write=True) as conn:
+        from lockgate.store.tables import agent_runs
+
+        await conn.execute(agent_runs.update().where(agent_runs.c.id == run.id)
+                           .values(updated_at=run.updated_at - 10_000))
+    got = await svc.get(run.id, OPERATOR)
+    assert got.state == "failed" and "lost" in (got.error or "")

@@ -15,8 +15,9 @@ serve``. It never calls a provider: each model turn is a pipeline call.
   bounded by the parent's ``max_depth`` and ``max_fanout``; its cost is added to the
   parent's; the tree is ``root_id``/``parent_id`` on the rows (:meth:`show`).
 
-Partial: a run whose process dies while it is ``running`` stays ``running`` (no lease
-takes it over); background runs are cancelled at shutdown and are left ``running``.
+A run whose process dies while it is ``running`` (or that shutdown cancelled) is marked
+``failed`` ("lost") when it is next read after its agent's timeout plus 30 s. Partial: it
+is not taken over and continued by another process.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ AGENT_PREFIX = "agent/"
 MAX_INPUT_MESSAGES = 200
 MAX_INPUT_CHARS = 200_000
 DEFINITIONS_TTL_S = 2.0
+STALE_GRACE_S = 30.0
 Alert = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]
 
 
@@ -381,7 +383,22 @@ class AgentService:
         run = await self.runs.get(run_id)
         if not self.may_read(run, principal) or (agent is not None and run.agent != agent):
             raise RunNotFound(f"No agent run '{run_id}'.", param="run_id")
-        return run
+        return await self._reap(run)
+
+    async def _reap(self, run: Run) -> Run:
+        """A ``running`` run whose row has not moved for longer than its agent's timeout
+        (plus a grace) has lost its process: it is marked ``failed`` so no poll waits on it
+        forever. A live run writes its row at least once per model turn or tool call, each
+        bounded by the timeout."""
+        if run.state != "running":
+            return run
+        spec = self.specs().get(run.agent)
+        limit = (spec.timeout_s if spec else 86400.0) + STALE_GRACE_S
+        if time.time() - run.updated_at <= limit:
+            return run
+        if await self.runs.fail_stale(run, "lost: the process running it stopped"):
+            return await self.runs.get(run.id)
+        return await self.runs.get(run.id)
 
     async def show(self, run_id: str, principal: Principal,
                    agent: str | None = None) -> dict[str, Any]:

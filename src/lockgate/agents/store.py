@@ -126,6 +126,16 @@ class RunStore:
                 return None
         return await self.get(run_id)
 
+    async def fail_stale(self, run: Run, error: str) -> bool:
+        """``running`` -> ``failed`` if the row has not moved since it was read."""
+        async with self.store.transaction(write=True) as conn:
+            res = await conn.execute(
+                R.update().where(R.c.id == run.id, R.c.version == run.version,
+                                 R.c.state == "running")
+                .values(state="failed", error=error, pending=_dumps([]),
+                        version=run.version + 1, updated_at=time.time()))
+            return bool(res.rowcount)
+
     async def get(self, run_id: str) -> Run:
         async with self.store.engine.connect() as conn:
             row = (await conn.execute(sa.select(R).where(R.c.id == run_id))).mappings().first()
