@@ -234,3 +234,22 @@ def test_agents_defined_over_the_admin_api(gw: Gateway, stub: StubUpstream, brai
     with pytest.raises(openai.NotFoundError):
         client(gw, ops_key).chat.completions.create(
             model="agent/dyn", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_revoked_key_ends_a_waiting_run(gw: Gateway, stub: StubUpstream, brain: str) -> None:
+    key = gw.new_key(team="ops")
+    stub.script_replies(brain, [
+        {"tool_calls": [call("submit_job", task="summarize", input={"text": "x"})]},
+        {"content": "never"}])
+    with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {key}"}) as h:
+        run = h.post("/v1/agents/operator/runs", json={"input": "go", "wait": True}).json()
+    assert run["status"] == "awaiting_approval"
+    with gw.admin() as admin:
+        key_id = next(k["id"] for k in admin.get("/admin/keys").json()["data"]
+                      if key.startswith(k.get("key_prefix", "~")))
+        assert admin.post(f"/admin/keys/{key_id}/revoke").status_code == 200
+        assert admin.post(f"/v1/reviews/{run['review_id']}/decide",
+                          json={"action": "approve"}).status_code == 200
+    doc = poll(gw, gw.master, f"/v1/agents/operator/runs/{run['id']}", {"failed", "succeeded"})
+    assert doc["status"] == "failed" and "revoked" in doc["error"]
+    assert not any(s["kind"] == "tool" for s in doc["steps"])

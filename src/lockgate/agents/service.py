@@ -366,6 +366,17 @@ class AgentService:
         task.add_done_callback(self._tasks.discard)
 
     async def _continue(self, run: Run) -> None:
+        """After a decision: go on in the background, unless the run's key was revoked
+        while it waited (then the run fails and the approved call does not run)."""
+        p = run.principal or {}
+        if not p.get("is_master") and p.get("key_id"):
+            key = await self._store.get_key(str(p["key_id"]))
+            if key is not None and key.revoked:
+                run.state = "failed"
+                run.error = "the key that started the run was revoked while it waited"
+                run.pending = []
+                await self.runs.save(run)
+                return
         self.launch(run)
 
     async def wait_idle(self, timeout: float = 10.0) -> None:
