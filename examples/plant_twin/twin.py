@@ -69,6 +69,8 @@ class Twin:
     started: float = field(default_factory=time.monotonic)
     pumps: dict[str, Pump] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    auth_seen: list[str] = field(default_factory=list)
+    """The Authorization header of each request (demos and tests check the tool auth)."""
 
     def __post_init__(self) -> None:
         if not self.pumps:
@@ -128,7 +130,13 @@ def app(twin: Twin) -> web.Application:
     async def history(request: web.Request) -> web.Response:
         return web.json_response(twin.history)
 
-    a = web.Application()
+    @web.middleware
+    async def record_auth(request: web.Request, handler: Any) -> web.StreamResponse:
+        twin.auth_seen.append(request.headers.get("Authorization", ""))
+        del twin.auth_seen[:-100]
+        return await handler(request)  # type: ignore[no-any-return]
+
+    a = web.Application(middlewares=[record_auth])
     a.router.add_get("/pumps", pumps)
     a.router.add_get("/pumps/{pump_id}", pump)
     a.router.add_put("/pumps/{pump_id}/setpoint", setpoint)

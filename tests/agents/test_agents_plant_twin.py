@@ -24,7 +24,10 @@ PLANT = """
     teams: {operators: ["twin__*", "rag__manual"]}
   tools:
     openapi:
-      twin: {spec: "ROOT/examples/plant_twin/openapi.json", base_url: "TWIN"}
+      twin:
+        spec: "ROOT/examples/plant_twin/openapi.json"
+        base_url: "TWIN"
+        auth: {header: Authorization, value: "env:LG_TEST_PLANT_SECRET", prefix: "Bearer "}
     rag:
       manual: {collection: plant-manual, k: 3}
   agents:
@@ -42,6 +45,11 @@ PLANT = """
 def twin() -> Iterator[tuple[str, Twin]]:
     with run_twin_in_thread(Twin(time_scale=600.0)) as t:  # 10 simulated minutes a second
         yield t
+
+
+@pytest.fixture(autouse=True)
+def twin_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LG_TEST_PLANT_SECRET", "twin-secret-1")
 
 
 async def test_plant_twin_agent_end_to_end(make_env: MakeEnv,
@@ -86,6 +94,7 @@ async def test_plant_twin_agent_end_to_end(make_env: MakeEnv,
     assert run.state == "succeeded", run.error
     assert "worn bearing" in str(run.output)
     assert [h["to"] for h in state.history] == [60.0]
+    assert set(state.auth_seen) == {"Bearer twin-secret-1"}  # the env: secret, every call
     for _ in range(100):  # the twin cools down after the change
         if state.reading(state.pumps["p2"])["temperature_c"] < 85:
             break

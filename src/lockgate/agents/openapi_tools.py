@@ -144,7 +144,11 @@ class HttpTools:
         if a is None:
             return {}
         if self._auth is None:
-            secret = resolve_secret(a.value, f"agents.tools.openapi.{self.source}.auth.value")
+            try:
+                secret = resolve_secret(a.value,
+                                        f"agents.tools.openapi.{self.source}.auth.value")
+            except ConfigError as exc:
+                raise ToolFailed(str(exc)) from None
             self._auth = (a.header, a.prefix + (secret or ""))
         return {self._auth[0]: self._auth[1]}
 
