@@ -138,7 +138,9 @@ def record(result: dict[str, Any], command: str) -> None:
              "| measure | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in result.items()]
     lines.append("\nOverhead = run wall time minus time inside the pipeline's chat calls and "
-                 "the tool, per model turn (SQLite store, one transaction per turn).")
+                 "the tool, per model turn (SQLite store: the run row at start, at most every "
+                 "0.5 s of read-only turns, at the end). Compare the ratio to the model call "
+                 "within one run: on a loaded machine the store's transactions wait for CPU.")
     with RESULTS.open("a") as f:
         f.write("\n".join(lines) + "\n")
 
