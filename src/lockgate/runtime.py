@@ -36,6 +36,7 @@ from typing import Any
 
 import structlog
 
+from lockgate.agents import AgentDeployment, AgentService, build_agent_service
 from lockgate.alerts import AlertCenter, AlertCounter
 from lockgate.alerts.webhooks import WebhookSender as OperatorSender
 from lockgate.errors import ConfigError
@@ -226,6 +227,8 @@ class Runtime:
     """Console sessions, widget tokens, request log and usage rollups (lockgate.console)."""
     retainer: AuditRetainer | None = None
     """Archives old audit rows on a timer (with ``monitor=True`` and ``audit.retention``)."""
+    agents: AgentService | None = None
+    """Permissioned agents (lockgate.agents), ``model: agent/<name>``; set by ``start``."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _review_sender: OperatorSender | None = None
@@ -345,6 +348,12 @@ class Runtime:
         runtime.review.on_breach.append(runtime._review_breach_alert)
         runtime.console = ConsoleData(store.engine)
         try:
+            runtime.agents = build_agent_service(
+                config, pipeline, store, review=runtime.review, alerts=runtime.alerts,
+                rag=rag, jobs=lambda: runtime.jobs.service if runtime.jobs else None)
+            router.add_virtual(AgentDeployment(runtime.agents))
+            if runtime.agents.approvals is not None:
+                runtime.review.resumers["agent"] = runtime.agents.approvals.resume
             if shared:
                 await runtime._start_shared()
             elif controls.kill_switch is not None:
@@ -557,6 +566,8 @@ class Runtime:
         for task in self._tasks:
             if not task.done():
                 task.cancel()
+        if self.agents is not None:
+            await self.agents.aclose()
         if self.review is not None:
             await self.review.aclose()
         if self._review_sender is not None:

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from lockgate import __version__
 from lockgate.api import (
     admin,
+    agents,
     alerts,
     anthropic,
     controls,
@@ -107,6 +108,8 @@ def create_app(config: Config | None = None) -> LeanGateway:
         from lockgate import console
 
         console.install(app)
+    app.include_router(agents.router)
+    app.include_router(agents.admin_router)
     declare_request_bodies(app)
     app.body_timeout = cfg.server.body_timeout_seconds  # the lean model routes' body timeout
     app.add_middleware(RequestIdMiddleware, body_timeout=cfg.server.body_timeout_seconds)

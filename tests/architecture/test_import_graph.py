@@ -6,7 +6,8 @@ Layers, lowest first (a module may import its own layer or lower ones, never hig
     state, store, metrics, observability, formats
     providers, governance, guards, alerts
     pipeline                          the one path every model call takes
-    rag, jobs, events, shadow, feedback, review, mining, cdc  features (models via the pipeline)
+    rag, jobs, events, shadow, feedback, review, mining, cdc, agents
+                                      features (models via the pipeline)
     runtime                           the one composition root
     api, cli, server, testing, facade adapters (and test helpers)
 
@@ -29,9 +30,9 @@ LAYERS: list[set[str]] = [
     {"state", "store", "metrics", "observability", "formats"},
     {"providers", "governance", "guards", "alerts"},
     {"pipeline"},
-    {"rag", "jobs", "events", "shadow", "feedback", "review", "mining", "cdc"},
+    {"rag", "jobs", "events", "shadow", "feedback", "review", "mining", "cdc", "agents"},
     {"runtime"},
-    {"api", "cli", "server", "testing", "__main__", "console", "facade"},
+    {"api", "cli", "server", "testing", "__main__", "console", "facade", "mcp_server"},
 ]
 FEATURES = LAYERS[4]
 

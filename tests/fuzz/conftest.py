@@ -36,6 +36,10 @@ jobs:
     - name: echo
       model: fast
       prompt: "{{{{input}}}}"
+agents:
+  grants: {{teams: {{fuzzers: ["*"]}}}}
+  agents:
+    fuzzbot: {{model: fast, tools: [ask_human], mode: read_only, max_steps: 2}}
 """
 
 

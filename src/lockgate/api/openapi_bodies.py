@@ -112,6 +112,22 @@ FEEDBACK: Schema = _object({
 })
 CANARY: Schema = _object({"deployment": _STR}, ("deployment",))
 ACK: Schema = _object({"by": _STR, "resolve": {"type": "boolean"}})
+AGENT_RUN: Schema = _object({
+    "input": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+    "wait": {"type": "boolean"},
+}, ("input",), extra=False)
+AGENT_DEF: Schema = _object({
+    "model": _STR, "instructions": _STR, "tools": {"type": "array", "items": _STR},
+    "mode": {"type": "string", "enum": ["read_only", "approve_writes", "autonomous"]},
+    "max_steps": {"type": "integer"}, "max_cost": {"type": ["number", "null"]},
+    "timeout_s": {"type": "number"}, "allowed_teams": {"type": "array", "items": _STR},
+    "reviewers": {"type": "array", "items": _STR}, "review_sla_s": {"type": "number"},
+    "output_contract": {"type": ["object", "null"]},
+    "delegates": {"type": "array", "items": _STR}, "max_depth": {"type": "integer"},
+    "max_fanout": {"type": "integer"},
+    "on_tool_failure": {"type": "string", "enum": ["continue", "stop"]},
+    "description": _STR,
+}, ("model",), extra=False)
 
 _MESSAGES = {k: v for k, v in MESSAGES_REQUEST_SCHEMA.items() if k != "$defs"}
 
@@ -144,6 +160,8 @@ REQUEST_BODIES: dict[tuple[str, str], tuple[str, Schema]] = {
     ("/v1/alerts/{alert_id}/ack", "post"): ("application/json", ACK),
     ("/v1/mining/analyze", "post"): ("application/json", MINING_ANALYZE),
     ("/v1/mining/logs/{name}", "put"): ("text/csv", MINING_LOG),
+    ("/v1/agents/{name}/runs", "post"): ("application/json", AGENT_RUN),
+    ("/admin/agents/{name}", "put"): ("application/json", AGENT_DEF),
 }
 
 

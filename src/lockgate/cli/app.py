@@ -8,6 +8,7 @@ import typer
 
 from lockgate import __version__
 from lockgate.cli.admin_commands import keys_app, teams_app, usage
+from lockgate.cli.agents_commands import agents_app, mcp_app
 from lockgate.cli.alerts_commands import alerts_app
 from lockgate.cli.audit_commands import audit_app
 from lockgate.cli.cdc_commands import cdc_app
@@ -56,6 +57,8 @@ app.command()(mine)
 app.add_typer(kg_app, name="kg")
 app.command()(facade)
 app.add_typer(cdc_app, name="cdc")
+app.add_typer(agents_app, name="agents")
+app.add_typer(mcp_app, name="mcp")
 
 
 @config_app.command("check")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
+from lockgate.settings.agents import AgentsSettings
 from lockgate.settings.alerts import AlertsSettings
 from lockgate.settings.base import Strict, resolve_secret
 from lockgate.settings.cache import CacheSettings
@@ -112,6 +113,8 @@ class Config(Strict):
     """Reverse proxies in front of legacy HTTP services, with AI rules (lockgate.facade)."""
     cdc: list[CdcConsumerSettings] = Field(default_factory=list)
     """Change-data-capture consumers that ``lockgate worker`` runs (lockgate.cdc)."""
+    agents: AgentsSettings = AgentsSettings()
+    """Permissioned agents, their tools and grants (lockgate.agents)."""
 
     @model_validator(mode="after")
     def _check_model_refs(self) -> Config:
@@ -150,6 +153,9 @@ class Config(Strict):
                         f"id '{dep}'"
                     )
         _check_facades(self.facades)
+        for aname, agent in self.agents.agents.items():
+            if agent.model not in names:
+                raise ValueError(f"agents.agents.{aname}.model: unknown model '{agent.model}'")
         if self.cache.backend == "redis" and not self.redis_url:
             raise ValueError("cache.backend 'redis' needs redis_url")
         return self

@@ -23,6 +23,10 @@ from sqlalchemy.engine import Dialect
 __all__ = [
     "RAG_FTS_PREFIX",
     "UTCDateTime",
+    "agent_defs",
+    "agent_runs",
+    "agent_steps",
+    "agent_tool_pins",
     "alerts",
     "api_keys",
     "audit_archives",
@@ -680,4 +684,78 @@ cdc_dead = sa.Table(
     sa.Column("error", sa.Text(), nullable=False),
     sa.Column("attempts", sa.Integer(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+
+# ------------------------------------------------- agent runs (lockgate.agents), revision 0008
+# A run is a row (its conversation so far in ``messages``, the tool calls still to do in
+# ``pending``) plus one ``agent_steps`` row per model turn, tool call, approval or delegation.
+# ``state`` changes are compare-and-set on (id, state, version): a paused run resumes once.
+
+agent_runs = sa.Table(
+    "agent_runs",
+    metadata,
+    sa.Column("id", sa.String(), primary_key=True),
+    sa.Column("agent", sa.String(), nullable=False),
+    sa.Column("parent_id", sa.String(), nullable=True),
+    sa.Column("root_id", sa.String(), nullable=False),
+    sa.Column("depth", sa.Integer(), nullable=False),
+    sa.Column("state", sa.String(), nullable=False),
+    sa.Column("created_at", _Seconds, nullable=False),
+    sa.Column("updated_at", _Seconds, nullable=False),
+    sa.Column("key_id", sa.String(), nullable=True),
+    sa.Column("team_id", sa.String(), nullable=True),
+    sa.Column("principal", sa.Text(), nullable=True),
+    sa.Column("acting_for", sa.Text(), nullable=True),
+    sa.Column("request_id", sa.String(), nullable=True),
+    sa.Column("input", sa.Text(), nullable=True),
+    sa.Column("messages", sa.Text(), nullable=True),
+    sa.Column("pending", sa.Text(), nullable=True),
+    sa.Column("review_id", sa.String(), nullable=True),
+    sa.Column("output", sa.Text(), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("steps", sa.Integer(), nullable=False),
+    sa.Column("cost", _Seconds, nullable=False),
+    sa.Column("active_s", _Seconds, nullable=False),
+    sa.Column("delegations", sa.Integer(), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Index("ix_agent_runs_agent_created", "agent", "created_at"),
+    sa.Index("ix_agent_runs_root_id", "root_id"),
+    sa.Index("ix_agent_runs_review_id", "review_id"),
+)
+
+agent_steps = sa.Table(
+    "agent_steps",
+    metadata,
+    sa.Column("run_id", sa.String(), nullable=False),
+    sa.Column("seq", sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column("created_at", _Seconds, nullable=False),
+    sa.Column("kind", sa.String(), nullable=False),
+    sa.Column("name", sa.String(), nullable=True),
+    sa.Column("status", sa.String(), nullable=False),
+    sa.Column("arguments", sa.Text(), nullable=True),
+    sa.Column("result", sa.Text(), nullable=True),
+    sa.Column("duration_ms", _Seconds, nullable=False),
+    sa.Column("cost", _Seconds, nullable=False),
+    sa.Column("detail", sa.Text(), nullable=True),
+    sa.PrimaryKeyConstraint("run_id", "seq", name="pk_agent_steps"),
+)
+
+agent_tool_pins = sa.Table(
+    "agent_tool_pins",
+    metadata,
+    sa.Column("source", sa.String(), nullable=False),
+    sa.Column("tool", sa.String(), nullable=False),
+    sa.Column("hash", sa.String(), nullable=False),
+    sa.Column("pinned_at", _Seconds, nullable=False),
+    sa.PrimaryKeyConstraint("source", "tool", name="pk_agent_tool_pins"),
+)
+
+agent_defs = sa.Table(
+    "agent_defs",
+    metadata,
+    sa.Column("name", sa.String(), primary_key=True),
+    sa.Column("spec", sa.Text(), nullable=False),
+    sa.Column("updated_at", _Seconds, nullable=False),
+    sa.Column("updated_by", sa.String(), nullable=True),
 )

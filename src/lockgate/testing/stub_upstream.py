@@ -22,6 +22,11 @@ Endpoints
     GET  /_stats                request counts (total, by model id, by path, by behaviour)
     GET  /_requests             the last 100 requests (path, model, behaviour, headers, body)
     POST /_reset                clear script, counters and request log
+    POST /_replies              ``{"model": id, "replies": [...]}``: scripted OpenAI chat answers
+                                for that upstream model id, in order (agents' tool-call
+                                sequences); each reply is ``{"content": text}`` or
+                                ``{"tool_calls": [{"name": n, "arguments": {...}}], "content":
+                                optional}``; when a model's list is empty it answers normally
 
 Normal answers: the reply text is ``"stub reply: " + <text of the last message>``, or,
 when that text starts with ``echo:``, the rest of it verbatim (e.g. a JSON answer); with
@@ -214,7 +219,8 @@ def _embedding(text: str, dim: int) -> list[float]:
 class _Plan:
     """What to answer for one chat request, shared by the OpenAI and Anthropic renderers."""
 
-    __slots__ = ("finish", "prompt_tokens", "stop_sequence", "text", "tool_args", "tool_name")
+    __slots__ = ("extra_calls", "finish", "prompt_tokens", "stop_sequence", "text", "tool_args",
+                 "tool_name")
 
     def __init__(self) -> None:
         self.text = ""
@@ -223,10 +229,16 @@ class _Plan:
         self.finish = "stop"  # stop | length | tool | stop_sequence
         self.prompt_tokens = 0
         self.stop_sequence: str | None = None
+        self.extra_calls: list[tuple[str, str]] = []
+        """Scripted answers: tool calls after the first (name, JSON arguments)."""
 
     @property
     def completion_tokens(self) -> int:
-        return _words(self.text) + _words(self.tool_args.replace('"', " "))
+        return _words(self.text) + sum(_words(a.replace('"', " ")) for _, a in self.calls())
+
+    def calls(self) -> list[tuple[str, str]]:
+        first = [(self.tool_name, self.tool_args)] if self.tool_name else []
+        return first + self.extra_calls
 
 
 def _apply_stop(reply: str, stop: Any) -> tuple[str, str | None]:
@@ -278,6 +290,8 @@ class StubUpstream:
         self.requests: deque[dict[str, Any]] = deque(maxlen=100)
         self._runner: web.AppRunner | None = None
         self._seq = 0
+        self.replies: dict[str, deque[dict[str, Any]]] = {}
+        """Scripted chat answers per upstream model id (:meth:`script_replies`)."""
 
     # -------------------------------------------------------- lifecycle
 
@@ -293,6 +307,7 @@ class StubUpstream:
         app.router.add_get("/_stats", self._stats_endpoint)
         app.router.add_get("/_requests", self._requests_endpoint)
         app.router.add_post("/_reset", self._reset_endpoint)
+        app.router.add_post("/_replies", self._replies_endpoint)
         return app
 
     async def start(self) -> str:
@@ -335,7 +350,25 @@ class StubUpstream:
                 parsed.append(b)
         self.script_queue.extend(parsed)
 
+    def script_replies(self, model: str, replies: list[dict[str, Any]]) -> None:
+        """Queue scripted OpenAI chat answers for requests naming upstream model ``model``."""
+        for r in replies:
+            if not isinstance(r, dict) or not ("content" in r or "tool_calls" in r):
+                raise ValueError("a reply is {'content': ...} or {'tool_calls': [...]}")
+        self.replies.setdefault(model, deque()).extend(replies)
+
+    async def _replies_endpoint(self, request: web.Request) -> web.Response:
+        try:
+            doc = orjson.loads(await request.read())
+            if not isinstance(doc, dict) or not isinstance(doc.get("replies"), list):
+                raise ValueError("body must be {'model': id, 'replies': [...]}")
+            self.script_replies(str(doc.get("model") or ""), doc["replies"])
+        except (ValueError, orjson.JSONDecodeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"queued": len(self.replies[str(doc.get("model") or "")])})
+
     def reset(self) -> None:
+        self.replies.clear()
         self.script_queue.clear()
         self.total = 0
         self.counts.clear()
@@ -500,6 +533,10 @@ class StubUpstream:
 
     # -------------------------------------------------------- OpenAI
 
+    def _scripted(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        queue = self.replies.get(str(body.get("model") or ""))
+        return queue.popleft() if queue else None
+
     def _plan_openai(self, body: dict[str, Any]) -> _Plan:
         plan = _Plan()
         messages = body.get("messages") or []
@@ -557,7 +594,16 @@ class StubUpstream:
         await self._pre(b, stream=stream)
         if b[0].startswith("error-"):
             return self._error(int(b[0][6:]), b[1], anthropic=False)
+        scripted = self._scripted(body)
         plan = self._plan_openai(body)
+        if scripted is not None:
+            plan.text = str(scripted.get("content") or "")
+            calls = [(str(c.get("name")), c["arguments"] if isinstance(c.get("arguments"), str)
+                      else orjson.dumps(c.get("arguments") or {}).decode())
+                     for c in scripted.get("tool_calls") or ()]
+            plan.tool_name, plan.tool_args = calls[0] if calls else (None, "")
+            plan.extra_calls = calls[1:]
+            plan.finish = "tool" if calls else "stop"
         model = str(body.get("model") or "stub-model")
         cid = self._next_id("chatcmpl-stub")
         created = int(time.time())
@@ -574,8 +620,9 @@ class StubUpstream:
                     {
                         "id": self._next_id("call_stub"),
                         "type": "function",
-                        "function": {"name": plan.tool_name, "arguments": plan.tool_args},
+                        "function": {"name": name, "arguments": args},
                     }
+                    for name, args in plan.calls()
                 ]
             logprobs: dict[str, Any] | None = None
             if body.get("logprobs") is True:
@@ -618,26 +665,28 @@ class StubUpstream:
 
         frames = [chunk({"role": "assistant", "content": ""})]
         if plan.tool_name:
-            args = plan.tool_args
-            half = len(args) // 2
-            frames.append(
-                chunk(
-                    {
-                        "tool_calls": [
-                            {
-                                "index": 0,
-                                "id": self._next_id("call_stub"),
-                                "type": "function",
-                                "function": {"name": plan.tool_name, "arguments": ""},
-                            }
-                        ]
-                    }
-                )
-            )
-            for piece in (args[:half], args[half:]):
+            if plan.text:
+                frames.append(chunk({"content": plan.text}))
+            for index, (name, args) in enumerate(plan.calls()):
+                half = len(args) // 2
                 frames.append(
-                    chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+                    chunk(
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": index,
+                                    "id": self._next_id("call_stub"),
+                                    "type": "function",
+                                    "function": {"name": name, "arguments": ""},
+                                }
+                            ]
+                        }
+                    )
                 )
+                for piece in (args[:half], args[half:]):
+                    frames.append(
+                        chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                    )
         else:
             frames.extend(chunk({"content": piece}) for piece in _split4(plan.text))
         if b[0] == "bad-choices":

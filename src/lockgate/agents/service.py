@@ -1,0 +1,479 @@
+"""The agent service: agents by name, their tools, runs started, resumed and shown.
+
+One per process (built by the Runtime). Adapters call it: the virtual deployment
+``agent/<name>`` (chat completions), ``/v1/agents``, ``lockgate agents``, ``lockgate mcp
+serve``. It never calls a provider: each model turn is a pipeline call.
+
+- :meth:`AgentService.start` checks the agent exists (404), the caller may use it (its
+  team in ``allowed_teams``; the key's allowed models naming ``agent/<name>`` or
+  ``agent/*`` are checked by the pipeline for chat, here for ``/v1/agents``), the agent is
+  not paused by its breaker (503), and stores a new run;
+- :meth:`advance` steps a run in the caller's task; :meth:`launch` in the background;
+- a paused run is resumed by :class:`~lockgate.agents.approvals.Approvals` (the review
+  service's resumer for ``source = "agent"``), then stepped on in the background here;
+- ``delegate`` (the mesh): a child run of another agent, same caller, ``depth + 1``,
+  bounded by the parent's ``max_depth`` and ``max_fanout``; its cost is added to the
+  parent's; the tree is ``root_id``/``parent_id`` on the rows (:meth:`show`).
+
+A run whose process dies while it is ``running`` (or that shutdown cancelled) is marked
+``failed`` ("lost") when it is next read after its agent's timeout plus 30 s. Partial: it
+is not taken over and continued by another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from lockgate.agents.approvals import Approvals
+from lockgate.agents.bounds import Breakers, LoopDetector, RateLimiter
+from lockgate.agents.builtins import (
+    ask_human_tool,
+    delegate_tool,
+    rag_tool,
+    sql_tool,
+    submit_job_tool,
+)
+from lockgate.agents.grants import Grants
+from lockgate.agents.loop import (
+    Catalog,
+    Deps,
+    Event,
+    Stepper,
+    end_user_doc,
+    principal_doc,
+)
+from lockgate.agents.model import (
+    AgentConflict,
+    AgentForbidden,
+    AgentNotFound,
+    AgentPaused,
+    BadAgentInput,
+    Run,
+    RunNotFound,
+    Step,
+    new_run_id,
+)
+from lockgate.agents.openapi_tools import HttpTools
+from lockgate.agents.store import DefinitionStore, RunStore
+from lockgate.agents.tools import Tool, ToolContext, ToolFailed
+from lockgate.pipeline import Call, EndUser, Principal, Result
+from lockgate.settings import Pricing, resolve_secret
+from lockgate.settings.agents import NAME_RE, AgentSpec, AgentsSettings
+from lockgate.store import Store
+
+if TYPE_CHECKING:
+    from lockgate.agents.mcp_client import McpTools
+    from lockgate.jobs.submission import JobService
+    from lockgate.rag import RagService
+    from lockgate.review import ReviewService
+
+__all__ = ["AGENT_PREFIX", "AgentService", "messages_of"]
+
+log = logging.getLogger("lockgate.agents")
+AGENT_PREFIX = "agent/"
+MAX_INPUT_MESSAGES = 200
+MAX_INPUT_CHARS = 200_000
+DEFINITIONS_TTL_S = 2.0
+STALE_GRACE_S = 30.0
+Alert = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]
+
+
+def messages_of(value: Any) -> list[dict[str, Any]]:
+    """A run's opening conversation from a string or OpenAI chat ``messages``."""
+    if isinstance(value, str):
+        if len(value) > MAX_INPUT_CHARS:
+            raise BadAgentInput(f"'input' is at most {MAX_INPUT_CHARS} characters.",
+                                param="input")
+        if not value.strip():
+            raise BadAgentInput("'input' must be non-empty text.", param="input")
+        return [{"role": "user", "content": value}]
+    if not isinstance(value, list) or not value:
+        raise BadAgentInput("'input' must be text or a non-empty list of messages.",
+                            param="input")
+    if len(value) > MAX_INPUT_MESSAGES:
+        raise BadAgentInput(f"at most {MAX_INPUT_MESSAGES} messages.", param="messages")
+    out: list[dict[str, Any]] = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+            raise BadAgentInput(f"messages[{i}] must be a system, user or assistant message.",
+                                param="messages")
+        c = m.get("content")
+        if isinstance(c, list):
+            c = " ".join(str(p.get("text", "")) for p in c
+                         if isinstance(p, dict) and p.get("type") == "text")
+        if not isinstance(c, str):
+            raise BadAgentInput(f"messages[{i}].content must be text.", param="messages")
+        out.append({"role": m["role"], "content": c})
+    if out[-1]["role"] != "user" or not out[-1]["content"].strip():
+        raise BadAgentInput("the last message must be a user message with text.",
+                            param="messages")
+    return out
+
+
+class AgentService:
+    def __init__(
+        self,
+        settings: AgentsSettings,
+        *,
+        chat: Callable[[Call], Awaitable[Result]],
+        store: Store,
+        pricing: dict[str, Pricing],
+        review: ReviewService | None = None,
+        alert: Alert | None = None,
+        rag: RagService | None = None,
+        jobs: Callable[[], JobService | None] | None = None,
+        job_tasks: list[str] | None = None,
+        models: set[str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.defs = DefinitionStore(store)
+        self._defined: dict[str, AgentSpec] = {}
+        self._defined_at = float("-inf")
+        self._models = models
+        self.runs = RunStore(store)
+        self._store = store
+        self._pricing = pricing
+        self._alert = alert
+        self.catalog = Catalog()
+        self.grants = Grants(settings.grants)
+        self.breakers = Breakers(settings.breaker)
+        self.approvals = (Approvals(review, self.runs, self._continue)
+                          if review is not None else None)
+        self.deps = Deps(chat=chat, price=self.price, catalog=self.catalog,
+                         grants=self.grants, breakers=self.breakers, limiter=RateLimiter(),
+                         loops=LoopDetector(settings.loop_repeats), store=self.runs,
+                         alert=self._raise, approvals=self.approvals)
+        self._steppers: dict[str, Stepper] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._slots = asyncio.Semaphore(settings.max_parallel_runs)
+        self._http: list[HttpTools] = []
+        self.mcp: list[McpTools] = []
+        self._mcp_ready = False
+        self._mcp_lock = asyncio.Lock()
+        self._build_tools(rag, jobs, job_tasks or [])
+
+    # ------------------------------------------------------------------ tools
+
+    def _build_tools(self, rag: RagService | None,
+                     jobs: Callable[[], JobService | None] | None, job_tasks: list[str]
+                     ) -> None:
+        t = self.settings.tools
+        self.catalog.add(ask_human_tool())
+        self.catalog.add(delegate_tool(self._delegate, []))
+        if jobs is not None:
+            self.catalog.add(submit_job_tool(jobs, job_tasks))
+        if rag is not None:
+            for name, rspec in t.rag.items():
+                self.catalog.add(rag_tool(name, rspec, rag))
+        for name, sspec in t.sql.items():
+            from lockgate.store.engine import create_engine
+
+            url = resolve_secret(sspec.url, f"agents.tools.sql.{name}.url") or sspec.url
+            self.catalog.add(sql_tool(name, sspec, create_engine(url)))
+        for name, ospec in t.openapi.items():
+            http = HttpTools(name, ospec)
+            self._http.append(http)
+            for tool in http.tools():
+                self.catalog.add(tool)
+        if t.mcp:
+            from lockgate.agents.mcp_client import McpTools
+
+            for name, mspec in t.mcp.items():
+                self.mcp.append(McpTools(name, mspec, self.runs, self._raise))
+
+    async def ensure_tools(self) -> None:
+        """Connect to the MCP servers once (first use, not at start-up) and add their tools."""
+        if self._mcp_ready or not self.mcp:
+            return
+        async with self._mcp_lock:
+            if self._mcp_ready:
+                return
+            for m in self.mcp:
+                try:
+                    for tool in await m.tools():
+                        self.catalog.add(tool)
+                except Exception as exc:
+                    log.warning("MCP server %s: could not list its tools: %s", m.name, exc)
+            self._mcp_ready = True
+
+    def add_tool(self, tool: Tool) -> None:
+        """Register a tool (tests, embedding applications)."""
+        self.catalog.add(tool)
+
+    # ------------------------------------------------------------------ agents
+
+    def specs(self) -> dict[str, AgentSpec]:
+        """Every agent: ``lockgate.yaml``'s, and those defined over the admin API."""
+        return {**self._defined, **self.settings.agents}
+
+    def spec(self, name: str) -> AgentSpec:
+        spec = self.specs().get(name)
+        if spec is None:
+            raise AgentNotFound(f"No agent '{name[:100]}'.", param="agent")
+        return spec
+
+    def stepper(self, name: str) -> Stepper:
+        spec = self.spec(name)
+        s = self._steppers.get(name)
+        if s is None or s.spec is not spec:
+            s = self._steppers[name] = Stepper(self.deps, name, spec)
+        return s
+
+    def names(self) -> list[str]:
+        return sorted(self.specs())
+
+    async def refresh(self, *, force: bool = False) -> None:
+        """Reload the admin-defined agents (every ``DEFINITIONS_TTL_S`` at most), so every
+        gateway sees a definition change within that time."""
+        now = time.monotonic()
+        if not force and now - self._defined_at < DEFINITIONS_TTL_S:
+            return
+        self._defined_at = now
+        loaded: dict[str, AgentSpec] = {}
+        for name, raw in (await self.defs.all()).items():
+            try:
+                spec = AgentSpec.model_validate(raw)
+            except ValueError as exc:
+                log.warning("agent definition %s is not valid any more: %s", name, exc)
+                continue
+            old = self._defined.get(name)
+            loaded[name] = old if old is not None and old == spec else spec
+        self._defined = loaded
+
+    async def define(self, name: str, raw: Any, who: str | None) -> AgentSpec:
+        """Create or replace an agent over the admin API (not one of ``lockgate.yaml``'s)."""
+        if not isinstance(name, str) or not NAME_RE.match(name) or "__" in name:
+            raise BadAgentInput("Agent names are 1-48 letters, digits, '_' or '-' "
+                                "(no '__').", param="name")
+        if name in self.settings.agents:
+            raise AgentConflict(f"The agent '{name}' is defined in lockgate.yaml; change it "
+                                "there.", param="name")
+        if not isinstance(raw, dict):
+            raise BadAgentInput("The body must be an agent definition object.")
+        try:
+            spec = AgentSpec.model_validate(raw)
+        except ValueError as exc:
+            first = str(exc).splitlines()
+            raise BadAgentInput(f"Invalid agent definition: {' '.join(first[:3])[:400]}"
+                                ) from None
+        if self._models is not None and spec.model not in self._models:
+            raise BadAgentInput(f"Unknown model '{spec.model}'.", param="model")
+        await self.refresh(force=True)
+        known = self.specs()
+        for d in spec.delegates:
+            if d not in known and d != name:
+                raise BadAgentInput(f"Unknown delegate agent '{d}'.", param="delegates")
+        await self.defs.put(name, spec.model_dump(mode="json"), who)
+        await self.refresh(force=True)
+        return spec
+
+    async def undefine(self, name: str) -> None:
+        if name in self.settings.agents:
+            raise AgentConflict(f"The agent '{name}' is defined in lockgate.yaml.",
+                                param="name")
+        if not await self.defs.delete(name):
+            raise AgentNotFound(f"No agent '{name[:100]}' defined over the API.",
+                                param="name")
+        await self.refresh(force=True)
+
+    def may_use(self, name: str, principal: Principal) -> bool:
+        spec = self.spec(name)
+        if principal.is_master or not spec.allowed_teams:
+            return True
+        return any(t in spec.allowed_teams for t in (principal.team_name, principal.team_id)
+                   if t)
+
+    def visible(self, principal: Principal) -> list[str]:
+        return [n for n in self.names() if self.may_use(n, principal)
+                and principal.may_use(AGENT_PREFIX + n)]
+
+    def price(self, res: Result) -> float:
+        dep = res.facts.deployment if res.facts is not None else None
+        pricing = self._pricing.get(dep or "")
+        if pricing is None:
+            return 0.0
+        return pricing.cost(res.usage.prompt_tokens, res.usage.completion_tokens)
+
+    async def _raise(self, kind: str, subject: str, message: str,
+                     details: dict[str, Any]) -> None:
+        if self._alert is not None:
+            try:
+                await self._alert(kind, subject, message, details)
+            except Exception:
+                log.exception("could not raise the %s alert for %s", kind, subject)
+
+    # ------------------------------------------------------------------ runs
+
+    async def start(
+        self, name: str, input: Any, principal: Principal, *, end_user: EndUser | None = None,
+        request_id: str | None = None, parent: Run | None = None, check_models: bool = False,
+    ) -> Run:
+        await self.refresh()
+        spec = self.spec(name)
+        if not self.may_use(name, principal) or (
+                check_models and not principal.may_use(AGENT_PREFIX + name)):
+            raise AgentForbidden(f"This key may not use the agent '{name}'.", param="agent")
+        if self.breakers.agent(name).is_open():
+            raise AgentPaused(f"The agent '{name}' is paused after too many failures; "
+                              "try again later.")
+        messages = messages_of(input)
+        await self.ensure_tools()
+        rid = new_run_id()
+        run = Run(
+            id=rid, agent=name, state="running",
+            root_id=parent.root_id if parent else rid,
+            depth=parent.depth + 1 if parent else 0,
+            parent_id=parent.id if parent else None,
+            key_id=principal.key_id, team_id=principal.team_id,
+            principal=principal_doc(principal), acting_for=end_user_doc(end_user),
+            request_id=request_id, input=input, messages=messages,
+        )
+        assert spec is not None
+        return await self.runs.create(run)
+
+    async def advance(self, run: Run, on_event: Event | None = None) -> Run:
+        await self.ensure_tools()
+        return await self.stepper(run.agent).advance(run, on_event)
+
+    def launch(self, run: Run, on_event: Event | None = None) -> asyncio.Task[Run]:
+        async def go() -> Run:
+            async with self._slots:
+                try:
+                    return await self.advance(run, on_event)
+                except Exception:
+                    log.exception("agent run %s failed unexpectedly", run.id)
+                    with contextlib.suppress(Exception):
+                        current = await self.runs.get(run.id)
+                        if not current.final:
+                            current.state = "failed"
+                            current.error = "internal error (logged)"
+                            await self.runs.save(current)
+                    return run
+
+        task = asyncio.get_running_loop().create_task(go(), name=f"agent-run-{run.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def adopt(self, task: asyncio.Task[Any]) -> None:
+        """Keep a run task alive (and cancel it at shutdown) after its caller left."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _continue(self, run: Run) -> None:
+        """After a decision: go on in the background, unless the run's key was revoked
+        while it waited (then the run fails and the approved call does not run)."""
+        p = run.principal or {}
+        if not p.get("is_master") and p.get("key_id"):
+            key = await self._store.get_key(str(p["key_id"]))
+            if key is not None and key.revoked:
+                run.state = "failed"
+                run.error = "the key that started the run was revoked while it waited"
+                run.pending = []
+                await self.runs.save(run)
+                return
+        self.launch(run)
+
+    async def wait_idle(self, timeout: float = 10.0) -> None:
+        """Wait for the background runs of this process (tests, shutdown)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+
+    def may_read(self, run: Run, principal: Principal) -> bool:
+        if principal.is_master:
+            return True
+        return run.key_id == principal.key_id or (
+            run.team_id is not None and run.team_id == principal.team_id)
+
+    async def get(self, run_id: str, principal: Principal, agent: str | None = None) -> Run:
+        run = await self.runs.get(run_id)
+        if not self.may_read(run, principal) or (agent is not None and run.agent != agent):
+            raise RunNotFound(f"No agent run '{run_id}'.", param="run_id")
+        return await self._reap(run)
+
+    async def _reap(self, run: Run) -> Run:
+        """A ``running`` run whose row has not moved for longer than its agent's timeout
+        (plus a grace) has lost its process: it is marked ``failed`` so no poll waits on it
+        forever. A live run writes its row at least once per model turn or tool call, each
+        bounded by the timeout."""
+        if run.state != "running":
+            return run
+        spec = self.specs().get(run.agent)
+        limit = (spec.timeout_s if spec else 86400.0) + STALE_GRACE_S
+        if time.time() - run.updated_at <= limit:
+            return run
+        if await self.runs.fail_stale(run, "lost: the process running it stopped"):
+            return await self.runs.get(run.id)
+        return await self.runs.get(run.id)
+
+    async def show(self, run_id: str, principal: Principal,
+                   agent: str | None = None) -> dict[str, Any]:
+        """The run with its steps and its sub-runs (the tree below it, with costs)."""
+        run = await self.get(run_id, principal, agent)
+        tree = await self.runs.tree(run.root_id)
+        by_parent: dict[str | None, list[Run]] = {}
+        for r in tree:
+            by_parent.setdefault(r.parent_id, []).append(r)
+
+        def node(r: Run, depth: int = 0) -> dict[str, Any]:
+            kids = [node(c, depth + 1) for c in by_parent.get(r.id, [])] if depth < 16 else []
+            return {"id": r.id, "agent": r.agent, "status": r.state, "cost": round(r.cost, 8),
+                    "input": r.input, "output": r.output, "error": r.error,
+                    "children": kids}
+
+        steps = await self.runs.steps(run.id)
+        return run.public(steps, [node(c) for c in by_parent.get(run.id, [])])
+
+    async def find(self, principal: Principal, agent: str | None = None,
+                   limit: int = 50) -> list[Run]:
+        if principal.is_master:
+            return await self.runs.find(agent=agent, limit=limit)
+        return await self.runs.find(agent=agent, key_id=principal.key_id,
+                                    team_id=principal.team_id, limit=limit)
+
+    async def steps(self, run_id: str) -> list[Step]:
+        return await self.runs.steps(run_id)
+
+    # ------------------------------------------------------------------ the mesh
+
+    async def _delegate(self, args: dict[str, Any], ctx: ToolContext) -> Any:
+        parent: Run = ctx.extra["run"]
+        spec = self.spec(parent.agent)
+        target = str(args["agent"])
+        if target not in spec.delegates:
+            raise ToolFailed(f"agent '{parent.agent}' may not delegate to '{target}' "
+                             f"(it may: {', '.join(spec.delegates) or 'none'})")
+        if parent.depth + 1 > spec.max_depth:
+            raise ToolFailed(f"delegation depth {spec.max_depth} reached")
+        if parent.delegations >= spec.max_fanout:
+            raise ToolFailed(f"at most {spec.max_fanout} delegations per run")
+        parent.delegations += 1
+        child = await self.start(target, str(args["task"]), ctx.principal,
+                                 end_user=ctx.acting_for, request_id=parent.request_id,
+                                 parent=parent)
+        child = await self.advance(child)
+        parent.cost += child.cost
+        if child.state == "succeeded":
+            return {"agent": target, "run_id": child.id, "answer": child.output}
+        if child.state == "awaiting_approval":
+            return {"agent": target, "run_id": child.id, "status": "awaiting_approval",
+                    "note": "the sub-task waits for a person's approval; its result is not "
+                            "available in this run"}
+        raise ToolFailed(f"sub-run {child.id} of {target} {child.state}: {child.error}")
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        for http in self._http:
+            await http.aclose()
+        for m in self.mcp:
+            with contextlib.suppress(Exception):
+                await m.aclose()

@@ -1,0 +1,91 @@
+"""Fuzz the agent routes: ``/v1/agents`` runs, run lookups and ``model: agent/<name>``.
+No 5xx, every error in OpenAI's shape; an unknown agent is a 404."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.fuzz import strategies as S
+from tests.fuzz.conftest import assert_openai_error, auth
+from tests.fuzz.test_fuzz_routes import FUZZ, post
+from tests.gateway.conftest import Gateway
+
+AGENTS = st.sampled_from(["fuzzbot", "nope", "", "fuzz bot", "a" * 120, "ünï", "..", "%2F"])
+_MSG = st.fixed_dictionaries({"role": S.maybe(st.sampled_from(["user", "system", "assistant",
+                                                               "tool"])),
+                              "content": st.one_of(S.SMALL_TEXT, S.JSON)})
+RUN = S.body({"input": st.one_of(S.SMALL_TEXT, st.lists(_MSG, max_size=3), S.JSON)},
+             {"wait": S.maybe(st.booleans())})
+
+
+@FUZZ
+@given(agent=AGENTS, body=RUN)
+def test_agent_runs(client: httpx.Client, fuzz_gateway: Gateway, agent: str,
+                    body: dict[str, Any]) -> None:
+    r = post(client, f"/v1/agents/{quote(agent, safe='')}/runs", fuzz_gateway.master, body)
+    err = assert_openai_error(r)
+    assert r.status_code in (200, 202, 400, 404, 405), (r.status_code, r.text[:300])
+    if agent != "fuzzbot" and r.status_code == 404:
+        assert err["code"] in ("agent_not_found", "not_found", None)
+    if r.status_code == 202:
+        run_id = r.json()["id"]
+        got = client.get(f"/v1/agents/fuzzbot/runs/{run_id}", headers=auth(fuzz_gateway.master))
+        assert got.status_code == 200 and got.json()["id"] == run_id
+
+
+@FUZZ
+@given(agent=AGENTS, run_id=st.one_of(S.SMALL_TEXT, st.just("run_" + "0" * 32)),
+       limit=st.one_of(st.none(), S.SMALL_TEXT, st.integers(-5, 600).map(str)))
+def test_agent_lookups(client: httpx.Client, fuzz_gateway: Gateway, agent: str, run_id: str,
+                       limit: str | None) -> None:
+    a = quote(agent, safe="")
+    h = auth(fuzz_gateway.master)
+    r = client.get(f"/v1/agents/{a}/runs/{quote(run_id, safe='') or 'x'}", headers=h)
+    assert_openai_error(r)
+    # an empty name makes ``//`` in the path: the framework redirects (not our route)
+    assert r.status_code in ((404, 405, 307) if not agent else (404, 405)), r.text[:300]
+    r = client.get(f"/v1/agents/{a}/runs", headers=h,
+                   params={"limit": limit} if limit is not None else None)
+    assert_openai_error(r)
+    assert r.status_code in (200, 400, 404, 405, 307)
+
+
+@FUZZ
+@given(messages=st.one_of(st.lists(_MSG, max_size=3), S.JSON),
+       model=st.sampled_from(["agent/fuzzbot", "agent/nope", "agent/", "agent/*"]),
+       stream=S.maybe(st.booleans()))
+def test_agent_models(client: httpx.Client, fuzz_gateway: Gateway, fuzz_key: str,
+                      messages: Any, model: str, stream: Any) -> None:
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    if stream is not None:
+        body["stream"] = stream
+    r = post(client, "/v1/chat/completions", fuzz_gateway.master, body)
+    assert_openai_error(r)
+    assert r.status_code in (200, 400, 404, 403), (r.status_code, r.text[:300])
+    if model == "agent/nope":
+        assert r.status_code in (400, 404)
+
+
+DEF = S.body({"model": S.maybe(st.sampled_from(["fast", "nope", ""]))}, {
+    "tools": st.one_of(st.lists(S.SMALL_TEXT, max_size=3), S.JSON),
+    "mode": S.maybe(st.sampled_from(["read_only", "approve_writes", "autonomous"])),
+    "max_steps": S.INT, "max_cost": S.NUMBER, "delegates": st.lists(S.SMALL_TEXT, max_size=2),
+    "output_contract": S.JSON, "instructions": S.maybe(S.SMALL_TEXT)})
+
+
+@FUZZ
+@given(agent=AGENTS, body=st.one_of(DEF, S.JSON))
+def test_admin_agent_definitions(client: httpx.Client, fuzz_gateway: Gateway, agent: str,
+                                 body: Any) -> None:
+    path = f"/admin/agents/{quote(agent, safe='') or 'x'}"
+    r = client.put(path, content=__import__("json").dumps(body),
+                   headers={**auth(fuzz_gateway.master), "content-type": "application/json"})
+    assert_openai_error(r)
+    assert r.status_code in (200, 400, 404, 405, 409), (r.status_code, r.text[:300])
+    if r.status_code == 200:
+        assert client.delete(path, headers=auth(fuzz_gateway.master)).status_code == 200
