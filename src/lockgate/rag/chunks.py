@@ -22,6 +22,8 @@ __all__ = [
     "counts",
     "delete_for_documents",
     "embedded",
+    "embedded_after",
+    "embedded_count",
     "embeddings",
     "embeddings_of_document",
     "hits",
@@ -97,6 +99,32 @@ async def embedded(conn: AsyncConnection, cid: int) -> list[tuple[int, int]]:
         )
     ).all()
     return [(int(a), int(b)) for a, b in rows]
+
+
+async def embedded_after(conn: AsyncConnection, cid: int, after: int) -> list[tuple[int, int]]:
+    """(chunk pk, doc pk) of the chunks with an embedding and a pk above ``after``, in pk order."""
+    rows = (
+        await conn.execute(
+            text(
+                "SELECT id, doc_pk FROM rag_chunks WHERE collection_id = :c AND id > :a"
+                " AND embedding IS NOT NULL ORDER BY id"
+            ),
+            {"c": cid, "a": after},
+        )
+    ).all()
+    return [(int(a), int(b)) for a, b in rows]
+
+
+async def embedded_count(conn: AsyncConnection, cid: int) -> int:
+    """How many chunks of the collection have an embedding."""
+    n = (
+        await conn.execute(
+            text("SELECT COUNT(*) FROM rag_chunks WHERE collection_id = :c"
+                 " AND embedding IS NOT NULL"),
+            {"c": cid},
+        )
+    ).scalar()
+    return int(n or 0)
 
 
 async def embeddings(conn: AsyncConnection, pks: Sequence[int]) -> dict[int, bytes]:

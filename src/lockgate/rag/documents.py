@@ -27,6 +27,7 @@ __all__ = [
     "insert",
     "pk_of",
     "pks_of",
+    "principal_pks",
     "readable_pks",
     "rows",
     "set_principals",
@@ -184,6 +185,18 @@ async def readable_pks(
     """Documents ``d`` of the collection satisfying ``where`` (:func:`access.readable_where`)."""
     sql = f"SELECT d.id FROM rag_documents d WHERE d.collection_id = :c AND {where}"
     result = await conn.execute(text(sql).bindparams(*binds), {**params, "c": cid})
+    return [int(r[0]) for r in result.all()]
+
+
+async def principal_pks(conn: AsyncConnection, cid: int, principal: str) -> list[int]:
+    """Documents of the collection whose ACL names ``principal`` (keyed lookup)."""
+    result = await conn.execute(
+        text(
+            "SELECT ap.doc_pk FROM rag_doc_principals ap JOIN rag_documents d"
+            " ON d.id = ap.doc_pk WHERE ap.principal = :p AND d.collection_id = :c"
+        ),
+        {"p": principal, "c": cid},
+    )
     return [int(r[0]) for r in result.all()]
 
 

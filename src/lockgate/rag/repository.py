@@ -218,6 +218,20 @@ class RagStore:
         async with self.engine.connect() as conn:
             return await chunks.embedded(conn, cid)
 
+    async def chunk_rows_after(self, cid: int, after: int) -> list[tuple[int, int]]:
+        """(chunk pk, doc pk) of embedded chunks with a pk above ``after``, in pk order."""
+        async with self.engine.connect() as conn:
+            return await chunks.embedded_after(conn, cid, after)
+
+    async def embedded_count(self, cid: int) -> int:
+        async with self.engine.connect() as conn:
+            return await chunks.embedded_count(conn, cid)
+
+    async def principal_doc_pks(self, cid: int, principal: str) -> list[int]:
+        """Documents whose ACL names ``principal`` (the dense index's per-principal bitmaps)."""
+        async with self.engine.connect() as conn:
+            return await documents.principal_pks(conn, cid, principal)
+
     async def embeddings_for(self, pks: Sequence[int]) -> dict[int, bytes]:
         async with self.engine.connect() as conn:
             return await chunks.embeddings(conn, pks)

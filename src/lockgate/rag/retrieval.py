@@ -191,15 +191,14 @@ class Retriever:
                 exclude_doc_ids=exclude_doc_ids, k=n_cand,
             )
             cos = dict(dense_list)
-            if lex and len(index.chunk_pks):
-                missing = [pk for pk, _ in lex if pk not in cos]
-                if missing:
-                    pos = np.searchsorted(index.chunk_pks, np.array(missing, dtype=np.int64))
-                    pos = np.clip(pos, 0, len(index.chunk_pks) - 1)
-                    sims = index.matrix[pos] @ qvec
-                    for pk, p, s in zip(missing, pos.tolist(), sims.tolist(), strict=True):
-                        if int(index.chunk_pks[p]) == pk:
-                            cos[pk] = float(s)
+            missing = [pk for pk, _ in lex if pk not in cos]
+            if missing and index.size:
+                found = [(pk, p) for pk, p in zip(missing, index.positions(missing), strict=True)
+                         if p is not None]
+                if found:
+                    sims = index.matrix[[p for _, p in found]] @ qvec.astype(np.float32)
+                    cos.update((pk, float(s)) for (pk, _), s in zip(found, sims.tolist(),
+                                                                     strict=True))
             timings["dense"] = (time.perf_counter() - t0) * 1000
         bm = dict(lex)
         if mode == "bm25":

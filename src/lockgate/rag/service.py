@@ -31,7 +31,7 @@ from lockgate.rag.answer import (
 )
 from lockgate.rag.catalog import CollectionInfo
 from lockgate.rag.chunking import ChunkingOptions
-from lockgate.rag.dense import DenseIndexes
+from lockgate.rag.dense import DenseIndexes, DenseOptions
 from lockgate.rag.ingest import Ingestor, IngestReport, Progress, documents_from_paths
 from lockgate.rag.loaders import DEFAULT_MAX_BYTES
 from lockgate.rag.models import Embedder, ModelPipeline, chat_call
@@ -86,13 +86,18 @@ class RagService:
         settings: RagSettings | None = None,
         *,
         reranker: Reranker | None = None,
+        dense: DenseOptions | None = None,
     ) -> None:
         self.store = store
         self.pipeline = pipeline
         self.settings = settings or RagSettings()
-        self.dense = DenseIndexes(store)
+        self.dense = DenseIndexes(store, dense)
         self._embedders: dict[str, Embedder] = {}
         self.retriever = Retriever(store, self.dense, self._embedders, reranker=reranker)
+
+    async def aclose(self) -> None:
+        """Stop background work (dense graph builds)."""
+        await self.dense.aclose()
 
     # ------------------------------------------------------------ collections
 
