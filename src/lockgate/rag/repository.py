@@ -137,17 +137,35 @@ class RagStore:
         vectors: Sequence[bytes | None],
     ) -> int:
         """Insert or atomically replace a document with its chunks, ACL and index terms."""
+        return (await self.replace_documents(
+            cid, [(doc, content_hash, chunk_list, terms, vectors)]))[0]
+
+    async def replace_documents(
+        self,
+        cid: int,
+        items: Sequence[tuple[SourceDocument, str, Sequence[Chunk], Sequence[Counter[str]],
+                              Sequence[bytes | None]]],
+    ) -> list[int]:
+        """:meth:`replace_document` for many documents in one transaction (one commit and
+        one version bump per batch: ingest's write cost is per batch, not per document)."""
         now = time.time()
+        out: list[int] = []
+        if not items:
+            return out
         async with self._writer().begin() as conn:
-            old = await documents.pk_of(conn, cid, doc.doc_id)
-            if old is not None:
-                await self._delete_documents(conn, cid, [old])
-            pk = await documents.insert(conn, cid, doc, content_hash, len(chunk_list), now)
-            await documents.set_principals(conn, pk, doc.principals)
-            chunk_pks = await chunks.insert(conn, cid, pk, chunk_list, terms, vectors)
-            await self.lexical.add(conn, cid, list(zip(chunk_pks, terms, strict=True)))
+            entries: list[tuple[int, Counter[str]]] = []
+            for doc, content_hash, chunk_list, terms, vectors in items:
+                old = await documents.pk_of(conn, cid, doc.doc_id)
+                if old is not None:
+                    await self._delete_documents(conn, cid, [old])
+                pk = await documents.insert(conn, cid, doc, content_hash, len(chunk_list), now)
+                await documents.set_principals(conn, pk, doc.principals)
+                chunk_pks = await chunks.insert(conn, cid, pk, chunk_list, terms, vectors)
+                entries.extend(zip(chunk_pks, terms, strict=True))
+                out.append(pk)
+            await self.lexical.add(conn, cid, entries)
             await catalog.bump(conn, cid, time.time())
-        return pk
+        return out
 
     async def update_attributes(self, cid: int, doc: SourceDocument) -> None:
         """Same content, new ACL / title / metadata: swap them in one transaction."""
