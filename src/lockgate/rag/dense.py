@@ -43,6 +43,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -53,12 +54,26 @@ from lockgate.rag.access import Filters
 from lockgate.rag.masks import PrincipalMasks
 from lockgate.rag.repository import RagStore
 
-__all__ = ["DenseIndex", "DenseIndexes", "DenseOptions", "from_blob", "to_blob"]
+__all__ = [
+    "DenseIndex", "DenseIndexes", "DenseOptions", "from_blob", "one_blas_thread", "to_blob",
+]
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 log = logging.getLogger("lockgate.rag.dense")
+_BLAS: Any = None
+
+
+def one_blas_thread() -> Any:
+    """A context capping BLAS at one thread: on a busy 2-core machine OpenBLAS's threaded
+    matrix-vector product was 7x slower than one thread (24 vs 3.7 ms for 20k x 384)."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
 
 
 def to_blob(vec: Sequence[float] | F32) -> bytes:
@@ -401,13 +416,15 @@ class DenseIndex:
         rows: npt.NDArray[np.intp] | None = None
         if graph is not None and not exact and readable > self.opt.exact_below:
             rows = await self._graph_rows_for(graph, graph_rows, q, mask, readable, k)
-        if rows is None:
-            idx = np.flatnonzero(mask)
-            scores = matrix[idx] @ q if len(idx) < n // 2 else (matrix[:n] @ q)[idx]
-            top = np.argpartition(-scores, k - 1)[:k] if k < len(idx) else np.arange(len(idx))
-            rows, sims = idx[top], scores[top]
-        else:
-            sims = matrix[rows] @ q
+        with one_blas_thread():
+            if rows is None:
+                idx = np.flatnonzero(mask)
+                scores = matrix[idx] @ q if len(idx) < n // 4 else (matrix[:n] @ q)[idx]
+                top = (np.argpartition(-scores, k - 1)[:k] if k < len(idx)
+                       else np.arange(len(idx)))
+                rows, sims = idx[top], scores[top]
+            else:
+                sims = matrix[rows] @ q
         order = np.lexsort((chunk_pks[rows], -sims))[:k]
         return [(int(chunk_pks[rows[i]]), float(sims[i])) for i in order]
 

@@ -152,17 +152,21 @@ class RagStore:
         out: list[int] = []
         if not items:
             return out
+        if len({doc.doc_id for doc, *_ in items}) != len(items):
+            raise ValueError("replace_documents: a document id appears twice in one batch")
         async with self._writer().begin() as conn:
-            entries: list[tuple[int, Counter[str]]] = []
-            for doc, content_hash, chunk_list, terms, vectors in items:
-                old = await documents.pk_of(conn, cid, doc.doc_id)
-                if old is not None:
-                    await self._delete_documents(conn, cid, [old])
-                pk = await documents.insert(conn, cid, doc, content_hash, len(chunk_list), now)
-                await documents.set_principals(conn, pk, doc.principals)
-                chunk_pks = await chunks.insert(conn, cid, pk, chunk_list, terms, vectors)
-                entries.extend(zip(chunk_pks, terms, strict=True))
-                out.append(pk)
+            old = await documents.pk_map(conn, cid, [doc.doc_id for doc, *_ in items])
+            for part in documents.batches(list(old.values())):
+                await self._delete_documents(conn, cid, part)
+            pks = await documents.insert_many(
+                conn, cid, [(doc, chash, len(cl)) for doc, chash, cl, _, _ in items], now)
+            out = [pks[doc.doc_id] for doc, *_ in items]
+            chunk_pks = await chunks.insert_many(
+                conn, cid, [(pk, cl, terms, vecs)
+                            for pk, (_, _, cl, terms, vecs) in zip(out, items, strict=True)])
+            entries = [(cpk, tc) for pks_of_doc, (_, _, _, terms, _) in
+                       zip(chunk_pks, items, strict=True)
+                       for cpk, tc in zip(pks_of_doc, terms, strict=True)]
             await self.lexical.add(conn, cid, entries)
             await catalog.bump(conn, cid, time.time())
         return out

@@ -40,7 +40,7 @@ from lockgate.pipeline.call import Principal
 from lockgate.rag.access import Filters
 from lockgate.rag.analysis import query_terms
 from lockgate.rag.catalog import CollectionInfo
-from lockgate.rag.dense import DenseIndexes
+from lockgate.rag.dense import DenseIndexes, one_blas_thread
 from lockgate.rag.models import Embedder
 from lockgate.rag.repository import RagStore
 from lockgate.rag.types import Caller, Hit, Mode
@@ -196,7 +196,8 @@ class Retriever:
                 found = [(pk, p) for pk, p in zip(missing, index.positions(missing), strict=True)
                          if p is not None]
                 if found:
-                    sims = index.matrix[[p for _, p in found]] @ qvec.astype(np.float32)
+                    with one_blas_thread():
+                        sims = index.matrix[[p for _, p in found]] @ qvec.astype(np.float32)
                     cos.update((pk, float(s)) for (pk, _), s in zip(found, sims.tolist(),
                                                                      strict=True))
             timings["dense"] = (time.perf_counter() - t0) * 1000
