@@ -64,7 +64,7 @@ CALLER = Caller(user_id="u7", groups=("g3", "g11", "g27", "g40"))
 COLD_CALLER = Caller(user_id="u8", groups=("g5", "g6", "g7"))
 
 
-def documents(n: int, corpus: str, seed: int = 1, batch: int = 5_000
+def documents(n: int, corpus: str, seed: int = 1, batch: int = 20_000
               ) -> Iterator[list[SourceDocument]]:
     size, s, per, _ = CORPORA[corpus]
     rng = random.Random(seed)

@@ -62,6 +62,8 @@ class Answer:
     usage: dict[str, int] = field(default_factory=dict)
     flagged_passages: list[dict[str, Any]] = field(default_factory=list)
     """Passages the injection guard flagged: ``n``, ``doc_id``, ``rules``, ``withheld``."""
+    mode_note: str | None = None
+    """Why ``mode`` differs from the mode asked for (e.g. hybrid without embeddings)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +79,7 @@ class Answer:
             "extractive": self.extractive,
             "usage": self.usage,
             "flagged_passages": self.flagged_passages,
+            **({"mode_note": self.mode_note} if self.mode_note else {}),
         }
 
 

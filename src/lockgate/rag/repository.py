@@ -74,10 +74,12 @@ class RagStore:
         async with self.engine.connect() as conn:
             return await catalog.get(conn, name)
 
-    async def create_collection(self, name: str, embed_model: str | None) -> CollectionInfo:
+    async def create_collection(self, name: str, embed_model: str | None, *,
+                                owner_team: str | None = None) -> CollectionInfo:
+        """The collection (created when absent; ``owner_team`` only applies to a new one)."""
         async with self._writer().begin() as conn:
             if await catalog.collection_id(conn, name) is None:
-                cid = await catalog.insert(conn, name, embed_model, time.time())
+                cid = await catalog.insert(conn, name, embed_model, time.time(), owner_team)
                 await self.lexical.create(conn, cid)
         info = await self.get_collection(name)
         assert info is not None

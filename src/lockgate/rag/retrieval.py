@@ -92,6 +92,8 @@ class RetrievalResult:
     candidates: int = 0
     dropped_on_recheck: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
+    note: str | None = None
+    """Set when the mode asked for is not the mode that ran (hybrid without embeddings)."""
 
 
 def rrf_fuse(lists: Sequence[Sequence[tuple[int, float]]], k: int = RRF_K) -> dict[int, float]:
@@ -166,6 +168,11 @@ class Retriever:
             raise ValueError(f"collection {coll.name!r} has no embeddings model: use --mode bm25")
         use_dense = mode in ("dense", "hybrid") and embedder is not None
         use_lex = mode in ("bm25", "hybrid")
+        note = None
+        if mode == "hybrid" and not use_dense:
+            note = (f"hybrid ran as BM25 only: collection {coll.name!r} has no embeddings model"
+                    + (f" ({coll.embed_model!r} is not configured)" if coll.embed_model else "")
+                    + "; ingest it with one (rag.embed_model) for dense and hybrid retrieval")
         if not use_dense:
             mode = "bm25"
         n_cand = max(candidates, k)
@@ -248,7 +255,7 @@ class Retriever:
             confidence, kind = (0.0, "bm25_norm") if not hits else (None, "none")
         return RetrievalResult(
             hits=hits, mode=mode, confidence=confidence, confidence_kind=kind,
-            candidates=len(fused), dropped_on_recheck=dropped, timings_ms=timings,
+            candidates=len(fused), dropped_on_recheck=dropped, timings_ms=timings, note=note,
         )
 
     async def _bm25_norm(

@@ -258,7 +258,7 @@ class RagService:
         gen = model or self.settings.generation_model
         base = dict(
             passages=res.hits, confidence=res.confidence, confidence_kind=res.confidence_kind,
-            threshold=threshold, mode=res.mode,
+            threshold=threshold, mode=res.mode, mode_note=res.note,
         )
         if refuse:
             return Answer(answer=REFUSAL, citations=citations_for(
@@ -306,7 +306,7 @@ class RagService:
                                     model=None, mode=mode, k=k, filters=filters) if not refuse \
                 else Answer(REFUSAL, citations_for(range(1, len(res.hits) + 1), res.hits),
                             res.hits, True, res.confidence, res.confidence_kind, threshold,
-                            res.mode, None, False)
+                            res.mode, None, False, mode_note=res.note)
             yield StreamEvent("delta", text=ans.answer)
             yield StreamEvent("done", answer=ans)
             return
@@ -340,6 +340,7 @@ class RagService:
             refused=text.startswith(REFUSAL[:20]), confidence=res.confidence,
             confidence_kind=res.confidence_kind, threshold=threshold, mode=res.mode,
             model=gen, extractive=False, usage=usage, flagged_passages=flagged,
+            mode_note=res.note,
         ))
 
     def _screen(

@@ -208,6 +208,8 @@ rag_collections = sa.Table(
     sa.Column("version", _RefId, nullable=False, server_default=sa.text("0")),
     sa.Column("created_at", _Real, nullable=False),
     sa.Column("updated_at", _Real, nullable=False),
+    # the team whose keys may ingest here (0011); NULL = the operator's (master key only)
+    sa.Column("owner_team", sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint("id", name="rag_collections_pkey"),
     sa.UniqueConstraint("name", name="rag_collections_name_key"),
     sqlite_autoincrement=True,
