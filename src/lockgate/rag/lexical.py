@@ -62,29 +62,32 @@ class LexicalIndex:
         self._stats_cache.pop(cid, None)
 
     async def add(
-        self, conn: AsyncConnection, cid: int, entries: Sequence[tuple[int, Counter[str]]]
+        self, conn: AsyncConnection, cid: int, entries: Sequence[tuple[int, int, Counter[str]]]
     ) -> None:
-        """Index (chunk pk, term counts) pairs."""
+        """Index (chunk pk, doc pk, term counts) triples.
+
+        PostgreSQL: the postings go in with ``COPY`` (asyncpg's binary copy, inside the
+        caller's transaction): ~80 rows per chunk made row-by-row INSERTs the ingest cost.
+        """
         if not entries:
             return
         if self.sqlite:
             await conn.execute(
                 text(f"INSERT INTO {fts_table(cid)} (rowid, terms) VALUES (:r, :t)"),
-                [{"r": pk, "t": " ".join(tc.elements())} for pk, tc in entries],
+                [{"r": pk, "t": " ".join(tc.elements())} for pk, _, tc in entries],
             )
             return
-        postings = [
-            {"c": cid, "t": term, "p": pk, "f": tf}
-            for pk, tc in entries
+        records = [
+            (cid, term, pk, tf, doc_pk, n)
+            for pk, doc_pk, tc in entries
+            for n in (sum(tc.values()),)
             for term, tf in tc.items()
         ]
-        if postings:
-            await conn.execute(
-                text(
-                    "INSERT INTO rag_postings (collection_id, term, chunk_pk, tf)"
-                    " VALUES (:c, :t, :p, :f)"
-                ),
-                postings,
+        if records:
+            raw = await conn.get_raw_connection()
+            await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+                "rag_postings", records=records,
+                columns=["collection_id", "term", "chunk_pk", "tf", "doc_pk", "n_terms"],
             )
 
     async def remove_documents(self, conn: AsyncConnection, cid: int, doc_pks: list[int]) -> None:
@@ -199,14 +202,20 @@ class LexicalIndex:
         n, avgdl = await self.stats(conn, cid, version)
         dfs = await self.document_frequencies(conn, cid, terms)
         params.update(bm25.pg_score_params(bm25.query_weights(terms, n, dfs), avgdl))
+        # scored from the postings alone (index-only scan of ix_rag_postings_scan), ranked,
+        # then the ACL is checked in rank order until k rows pass (an indexed probe each;
+        # OFFSET 0 keeps EXISTS a per-row subplan: pulled up into a hash join it could
+        # reorder the rows before the LIMIT)
         sql = (
             "WITH q AS (SELECT * FROM unnest(CAST(:ts AS text[]), CAST(:ws AS float8[]))"
-            " AS q(term, w))"
-            f" SELECT p.chunk_pk, SUM({bm25.PG_SCORE_SQL}) AS s"
-            " FROM rag_postings p JOIN q ON q.term = p.term"
-            " JOIN rag_chunks c ON c.id = p.chunk_pk JOIN rag_documents d ON d.id = c.doc_pk"
-            f" WHERE p.collection_id = :c AND {where}"
-            " GROUP BY p.chunk_pk ORDER BY s DESC, p.chunk_pk LIMIT :k"
+            " AS q(term, w)),"
+            f" s AS MATERIALIZED (SELECT p.chunk_pk, p.doc_pk, SUM({bm25.PG_SCORE_SQL}) AS s"
+            " FROM rag_postings p JOIN q ON q.term = p.term WHERE p.collection_id = :c"
+            " GROUP BY p.chunk_pk, p.doc_pk ORDER BY s DESC, p.chunk_pk)"
+            " SELECT s.chunk_pk, s.s FROM s WHERE EXISTS (SELECT 1 FROM rag_documents d"
+            f" WHERE d.id = s.doc_pk AND {where} OFFSET 0) LIMIT :k"
         )
         rows = (await conn.execute(text(sql).bindparams(*binds), params)).all()
-        return [(int(r[0]), float(r[1])) for r in rows]
+        out = [(int(r[0]), float(r[1])) for r in rows]
+        out.sort(key=lambda r: (-r[1], r[0]))  # the CTE's order, made explicit
+        return out

@@ -166,8 +166,8 @@ class RagStore:
             chunk_pks = await chunks.insert_many(
                 conn, cid, [(pk, cl, terms, vecs)
                             for pk, (_, _, cl, terms, vecs) in zip(out, items, strict=True)])
-            entries = [(cpk, tc) for pks_of_doc, (_, _, _, terms, _) in
-                       zip(chunk_pks, items, strict=True)
+            entries = [(cpk, dpk, tc) for dpk, pks_of_doc, (_, _, _, terms, _) in
+                       zip(out, chunk_pks, items, strict=True)
                        for cpk, tc in zip(pks_of_doc, terms, strict=True)]
             await self.lexical.add(conn, cid, entries)
             await catalog.bump(conn, cid, time.time())
