@@ -27,8 +27,10 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -156,8 +158,32 @@ def build_usearch(x: F32, threads: int, k: int) -> Searcher:
     return searcher
 
 
+def build_lockgate(x: F32, threads: int, k: int) -> Searcher:
+    """What lockgate.rag.dense runs: faiss HNSW over 8-bit vectors, the ACL bitmap in the
+    walk, efSearch widened by the readable share (ann.ef_for), k + k/2 candidates rescored
+    with the exact float32 vectors."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+    from lockgate.rag import ann
+
+    graph = ann.AnnGraph(x.shape[1], train=x[:50_000])
+    graph.add(x, threads)
+
+    def searcher(mask: npt.NDArray[np.bool_] | None) -> Callable[[F32], list[int]]:
+        bits = None if mask is None else np.packbits(mask, bitorder="little")
+        share = 1.0 if mask is None else float(mask.mean())
+        fetch = k + max(10, k // 2)
+
+        def go(v: F32) -> list[int]:
+            rows = np.asarray(graph.search(v, fetch, bits, ann.ef_for(fetch, share)))
+            sims = x[rows] @ v
+            return [int(r) for r in rows[np.argsort(-sims)[:k]]]
+        return go
+    return searcher
+
+
 BUILDERS: dict[str, Callable[[F32, int, int], Searcher]] = {
-    "faiss": build_faiss, "hnswlib": build_hnswlib, "usearch": build_usearch}
+    "faiss": build_faiss, "hnswlib": build_hnswlib, "usearch": build_usearch,
+    "lockgate": build_lockgate}
 
 
 def run(n: int, dim: int, nq: int, threads: int, libs: list[str]) -> dict[str, Any]:
