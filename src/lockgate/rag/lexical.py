@@ -2,10 +2,11 @@
 
 * SQLite: one FTS5 table per collection (``rag_fts_<id>``, rowid = chunk pk)
   holding the analysed terms (:mod:`lockgate.rag.analysis`), scored by FTS5's
-  ``bm25()``. The table is made and dropped with its collection; it is not part
+  ``bm25()``; matches are ranked first and the ACL checked in rank order. The table is made and dropped with its collection; it is not part
   of the migrated schema.
-* PostgreSQL: ``rag_postings`` (collection, term, chunk, tf), scored in SQL with
-  :data:`lockgate.rag.bm25.PG_SCORE_SQL`.
+* PostgreSQL: ``rag_postings`` (collection, term, chunk, tf, doc, chunk length),
+  scored in SQL with :data:`lockgate.rag.bm25.PG_SCORE_SQL` from a covering index, then
+  the ACL checked in rank order.
 
 Both rank with the same formula (:mod:`lockgate.rag.bm25`). Every method works on
 the caller's connection, so index writes share the transaction of the rows they
@@ -192,13 +193,18 @@ class LexicalIndex:
         if self.sqlite:
             fts = fts_table(cid)
             params["q"] = " OR ".join(_fts_quote(t) for t in terms)
+            # rank every match by bm25() first, then check the ACL in rank order until k
+            # pass (not for every match: at 1M chunks that join was most of the cost)
             sql = (
-                f"SELECT f.rowid, bm25({fts}) AS s FROM {fts} f"
-                " JOIN rag_chunks c ON c.id = f.rowid JOIN rag_documents d ON d.id = c.doc_pk"
-                f" WHERE {fts} MATCH :q AND {where} ORDER BY s LIMIT :k"
+                f"SELECT o.r, o.s FROM (SELECT rowid AS r, bm25({fts}) AS s FROM {fts}"
+                f" WHERE {fts} MATCH :q ORDER BY s) o WHERE EXISTS (SELECT 1 FROM rag_chunks c"
+                " JOIN rag_documents d ON d.id = c.doc_pk WHERE c.id = o.r AND"
+                f" {where}) LIMIT :k"
             )
             rows = (await conn.execute(text(sql).bindparams(*binds), params)).all()
-            return [(int(r[0]), -float(r[1])) for r in rows]
+            out = [(int(r[0]), -float(r[1])) for r in rows]
+            out.sort(key=lambda r: (-r[1], r[0]))
+            return out
         n, avgdl = await self.stats(conn, cid, version)
         dfs = await self.document_frequencies(conn, cid, terms)
         params.update(bm25.pg_score_params(bm25.query_weights(terms, n, dfs), avgdl))
