@@ -160,7 +160,7 @@ def build_usearch(x: F32, threads: int, k: int) -> Searcher:
 
 def build_lockgate(x: F32, threads: int, k: int) -> Searcher:
     """What lockgate.rag.dense runs: faiss HNSW over 8-bit vectors, the ACL bitmap in the
-    walk, efSearch widened by the readable share (ann.ef_for), k + k/2 candidates rescored
+    walk, efSearch widened by the readable share (ann.ef_for), max(2k, k+20) candidates rescored
     with the exact float32 vectors."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
     from lockgate.rag import ann
@@ -171,7 +171,7 @@ def build_lockgate(x: F32, threads: int, k: int) -> Searcher:
     def searcher(mask: npt.NDArray[np.bool_] | None) -> Callable[[F32], list[int]]:
         bits = None if mask is None else np.packbits(mask, bitorder="little")
         share = 1.0 if mask is None else float(mask.mean())
-        fetch = k + max(10, k // 2)
+        fetch = max(2 * k, k + 20)
 
         def go(v: F32) -> list[int]:
             rows = np.asarray(graph.search(v, fetch, bits, ann.ef_for(fetch, share)))

@@ -33,7 +33,7 @@ __all__ = ["AnnGraph", "available", "ef_for"]
 F32 = npt.NDArray[np.float32]
 M = 32
 EF_CONSTRUCTION = 80
-EF_SEARCH = 96
+EF_SEARCH = 320
 """Search breadth when every row is readable; widened as the readable share falls."""
 ADD_SLICE = 4096
 
@@ -54,9 +54,10 @@ def available() -> bool:
 def ef_for(k: int, readable_share: float) -> int:
     """efSearch for ``k`` results when ``readable_share`` of the rows pass the filter.
 
-    A filtered HNSW walk visits unreadable nodes too; widening the beam by
-    1/sqrt(share) kept recall@10 >= 0.95 down to a 5% share in bench/rag_ann.py
-    (below ``exact_below`` rows the dense index searches exactly anyway).
+    A filtered HNSW walk visits unreadable nodes too, so the beam widens by
+    1/sqrt(share). Measured (bench/rag_ann.py, 100k topic-mixture vectors, k=10 with
+    2k candidates rescored): recall@10 0.958 unfiltered, 0.950 at a 22% share, 0.845 at
+    1% -- which is why callers reading few rows (``exact_below``) are searched exactly.
     """
     share = min(max(readable_share, 1e-3), 1.0)
     return int(min(2048, max(k + 16, EF_SEARCH / share**0.5)))

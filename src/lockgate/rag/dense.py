@@ -434,7 +434,7 @@ class DenseIndex:
         """Candidate rows from the graph (None: fall back to exact)."""
         bits = np.packbits(mask[:graph_rows], bitorder="little")
         ef = ann.ef_for(k, readable / max(graph_rows, 1))
-        fetch = min(readable, k + max(10, k // 2))  # a few extra, re-ranked exactly
+        fetch = min(readable, max(2 * k, k + 20))  # extra candidates, re-ranked exactly
         found = await asyncio.to_thread(graph.search, q, fetch, bits, ef)
         tail = np.flatnonzero(mask[graph_rows:]) + graph_rows  # rows not in the graph yet
         in_graph = int(mask[:graph_rows].sum())

@@ -2,8 +2,8 @@
 
 * SQLite: one FTS5 table per collection (``rag_fts_<id>``, rowid = chunk pk)
   holding the analysed terms (:mod:`lockgate.rag.analysis`), scored by FTS5's
-  ``bm25()``; matches are ranked first and the ACL checked in rank order. The table is made and dropped with its collection; it is not part
-  of the migrated schema.
+  ``bm25()``; matches are ranked first and the ACL checked in rank order. The table
+  is made and dropped with its collection; it is not part of the migrated schema.
 * PostgreSQL: ``rag_postings`` (collection, term, chunk, tf, doc, chunk length),
   scored in SQL with :data:`lockgate.rag.bm25.PG_SCORE_SQL` from a covering index, then
   the ACL checked in rank order.
