@@ -4,7 +4,8 @@ Order of work for one query (``Retriever.retrieve``):
 
 1. BM25 candidates from the store (SQL with the ACL and caller filters in the
    WHERE clause, then ORDER BY score LIMIT n);
-2. dense candidates from the in-memory index (ACL mask applied before top-n);
+2. dense candidates from the in-memory index (ACL mask applied before top-n),
+   concurrently with step 1 (the database and the index work at the same time);
 3. fusion: ``rrf`` (reciprocal rank fusion, k=60) or ``convex`` (default):
    ``alpha * cosine' + (1 - alpha) * bm25'`` where bm25' = bm25 / max bm25 of the
    query's candidates (theoretical minimum 0) and cosine' the same min-max with
@@ -29,6 +30,7 @@ maximum possible BM25 (sum of idf * (k1 + 1) over its terms), in [0, 1).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -40,7 +42,7 @@ from lockgate.pipeline.call import Principal
 from lockgate.rag.access import Filters
 from lockgate.rag.analysis import query_terms
 from lockgate.rag.catalog import CollectionInfo
-from lockgate.rag.dense import DenseIndexes, one_blas_thread
+from lockgate.rag.dense import F32, DenseIndex, DenseIndexes, one_blas_thread
 from lockgate.rag.models import Embedder
 from lockgate.rag.repository import RagStore
 from lockgate.rag.types import Caller, Hit, Mode
@@ -177,26 +179,47 @@ class Retriever:
             mode = "bm25"
         n_cand = max(candidates, k)
         terms = query_terms(query)
-        t0 = time.perf_counter()
-        lex: list[tuple[int, float]] = []
-        if use_lex:
-            lex = await self.store.lexical_search(
-                coll.id, terms, principals=principals, filters=filters,
-                exclude_doc_ids=exclude_doc_ids, k=n_cand, version=version,
-            )
-        timings["bm25"] = (time.perf_counter() - t0) * 1000
-        cos: dict[int, float] = {}
-        dense_list: list[tuple[int, float]] = []
-        if use_dense and embedder is not None:
+        # the lexical query (database) and the dense search (embedding + in-memory index)
+        # run concurrently; a failure or cancellation of either cancels the other
+        async def lexical() -> list[tuple[int, float]]:
+            t0 = time.perf_counter()
+            found: list[tuple[int, float]] = []
+            if use_lex:
+                found = await self.store.lexical_search(
+                    coll.id, terms, principals=principals, filters=filters,
+                    exclude_doc_ids=exclude_doc_ids, k=n_cand, version=version,
+                )
+            timings["bm25"] = (time.perf_counter() - t0) * 1000
+            return found
+
+        async def dense() -> tuple[list[tuple[int, float]], DenseIndex, F32] | None:
+            if not use_dense or embedder is None:
+                return None
             t0 = time.perf_counter()
             qvec = (await embedder.embed([query], principal=principal))[0]
             timings["embed"] = (time.perf_counter() - t0) * 1000
             t0 = time.perf_counter()
             index = await self.dense.get(coll.id, version)
-            dense_list = await index.search(
+            found = await index.search(
                 qvec, principals=principals, filters=filters,
                 exclude_doc_ids=exclude_doc_ids, k=n_cand,
             )
+            timings["dense"] = (time.perf_counter() - t0) * 1000
+            return found, index, qvec
+
+        tasks = (asyncio.ensure_future(lexical()), asyncio.ensure_future(dense()))
+        for task in tasks:  # a second failure is consumed, not logged as never retrieved
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        try:
+            lex, dense_out = await asyncio.gather(*tasks)  # the first error, unwrapped
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        cos: dict[int, float] = {}
+        dense_list: list[tuple[int, float]] = []
+        if dense_out is not None:
+            dense_list, index, qvec = dense_out
             cos = dict(dense_list)
             missing = [pk for pk, _ in lex if pk not in cos]
             if missing and index.size:
@@ -207,7 +230,6 @@ class Retriever:
                         sims = index.matrix[[p for _, p in found]] @ qvec.astype(np.float32)
                     cos.update((pk, float(s)) for (pk, _), s in zip(found, sims.tolist(),
                                                                      strict=True))
-            timings["dense"] = (time.perf_counter() - t0) * 1000
         bm = dict(lex)
         if mode == "bm25":
             fused = bm
