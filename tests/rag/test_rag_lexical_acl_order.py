@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from lockgate.rag.service import RagService
 from lockgate.rag.types import Caller, SourceDocument
 from tests.rag.rag_support import OPERATOR
 
 
-async def test_acl_filtered_bm25_is_the_filtered_full_ranking(service: RagService) -> None:
+@pytest.mark.parametrize("window", [1000, 1])
+async def test_acl_filtered_bm25_is_the_filtered_full_ranking(
+    service: RagService, window: int
+) -> None:
+    """``window`` 1: SQLite's first ranked window (k rows) is too narrow for selective callers,
+    so the widening path runs too."""
+    service.store.lexical.first_window = window
     rng = random.Random(5)
     vocab = [f"v{i}" for i in range(120)]
     docs = []
@@ -28,7 +36,7 @@ async def test_acl_filtered_bm25_is_the_filtered_full_ranking(service: RagServic
             q = " ".join(rng.sample(vocab[:40], 3))
             full = await service.retrieve("lex", q, Caller(all_access=True), mode="bm25",
                                           k=400, candidates=400)
-            mine = await service.retrieve("lex", q, caller, mode="bm25", k=15)
+            mine = await service.retrieve("lex", q, caller, mode="bm25", k=15, candidates=15)
             want = [h for h in full.hits if acl_of[h.doc_id] & allowed][:15]
             assert [h.doc_id for h in mine.hits] == [h.doc_id for h in want]
             assert [round(h.score, 9) for h in mine.hits] == [round(h.score, 9) for h in want]
