@@ -125,6 +125,7 @@ class DenseIndex:
         self._graph_rows = 0  # rows of the matrix the graph holds
         self._saved_rows = 0
         self._building: asyncio.Task[None] | None = None
+        self._saving: asyncio.Task[None] | None = None
         self._loaded_file = False
         self._lock = asyncio.Lock()
         self.masks = PrincipalMasks(store, cid)
@@ -253,7 +254,12 @@ class DenseIndex:
                                     self.opt.build_threads)
             self._graph_rows = stop
             if stop - self._saved_rows >= max(1000, self.opt.save_every * stop):
-                await self._save()
+                self._schedule_save()
+
+    def _schedule_save(self) -> None:
+        """Save in the background (a 1M-chunk index is ~2 GB: never under the refresh lock)."""
+        if self._saving is None or self._saving.done():
+            self._saving = asyncio.create_task(self._save())
 
     async def _build(self) -> None:
         """A fresh graph over the live rows (compacted first), built in a thread, swapped in."""
@@ -284,12 +290,14 @@ class DenseIndex:
             self.graph, self._graph_rows = graph, self._n
             log.info("rag dense graph built: collection %s, %s rows in %.1f s",
                      self.cid, self._n, time.perf_counter() - t0)
-            await self._save()
+            self._schedule_save()
 
     async def wait_built(self) -> None:
-        """Await a graph build in progress (tests, benches and the CLI use it)."""
+        """Await a graph build and a save in progress (tests, benches and the CLI use it)."""
         if self._building is not None:
             await self._building
+        if self._saving is not None:
+            await self._saving
 
     # ------------------------------------------------------------ files
 
