@@ -106,6 +106,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/lockgate-rag-cisi"))
     ap.add_argument("--alphas", default="0.3,0.4,0.5,0.6,0.7,0.8")
     ap.add_argument("--fresh", action="store_true", help="delete the database first")
+    ap.add_argument("--engine", choices=["auto", "numpy", "onnx-int8"], default="auto",
+                    help="embeddings engine of the bundled model (models[].engine)")
     args = ap.parse_args()
     out: Path = args.out
     beir = out / "beir"
@@ -119,9 +121,9 @@ def main() -> None:
         f"database_url: sqlite:///{db}\n"
         "models:\n"
         "  - name: embed\n    provider: embedded\n    path: bundled:all-minilm-l6-v2\n"
-        "    mode: embeddings\n"
+        f"    mode: embeddings\n    engine: {args.engine}\n"
     )
-    results: dict[str, Any] = {"data": sizes}
+    results: dict[str, Any] = {"data": sizes, "engine": args.engine}
     stdout, took = lockgate(config, "ingest", "cisi", str(beir / "corpus.jsonl"), "--json")
     rep = json.loads(stdout)
     results["ingest"] = {**rep, "seconds": round(took, 1),

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -69,6 +70,7 @@ from lockgate.pipeline.resilience import in_background
 from lockgate.pipeline.routing import Router, Target
 from lockgate.providers import Provider, build_provider
 from lockgate.rag import RagService, RagSettings, RagStore
+from lockgate.rag.dense import DenseOptions
 from lockgate.rag.deployment import RagDeployment
 from lockgate.rag.graph import GraphOptions
 from lockgate.review import ReviewItem, ReviewRepository, ReviewService
@@ -137,6 +139,15 @@ def rag_settings(config: Config) -> RagSettings:
     return RagSettings(embed_model=embed, generation_model=rc.generation_model,
                        mode=rc.mode, k=rc.k, pinned_thresholds=pinned, graph=graph,
                        graph_model=kg.extractor_model)
+
+
+def dense_options(config: Config) -> DenseOptions:
+    """``rag.dense`` as the dense index's options; graphs saved per database under the home."""
+    d = config.rag.dense
+    url = config.effective_database_url
+    where = hashlib.sha256(url.encode()).hexdigest()[:12]
+    return DenseOptions(ann_min_rows=d.ann_min_rows, exact_below=d.exact_below,
+                        index_dir=config.home_path / "rag-index" / where if d.persist else None)
 
 
 async def require_redis_cache(config: Config) -> None:
@@ -330,7 +341,8 @@ class Runtime:
             log_bodies=config.log_bodies,
             controls=controls,
         )
-        rag = RagService(RagStore(store.engine), pipeline, rag_settings(config))
+        rag = RagService(RagStore(store.engine), pipeline, rag_settings(config),
+                         dense=dense_options(config))
         router.add_virtual(RagDeployment(rag))
         runtime = cls(config, store, audit, pipeline, metrics, rag, providers, state=state,
                       governor=governor, canary=canary)
@@ -568,6 +580,7 @@ class Runtime:
                 task.cancel()
         if self.agents is not None:
             await self.agents.aclose()
+        await self.rag.aclose()
         if self.review is not None:
             await self.review.aclose()
         if self._review_sender is not None:

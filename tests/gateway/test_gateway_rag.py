@@ -155,7 +155,46 @@ def test_reingest_unchanged_and_status(env: RagEnv) -> None:
     assert body["embedded_chunks"] == body["chunks"] > 0
 
 
-def test_ingest_is_master_only_and_needs_acl(env: RagEnv) -> None:
+def test_team_key_ingests_only_into_its_own_collection_for_its_team(env: RagEnv) -> None:
+    coll = "team-" + uuid.uuid4().hex[:8]
+    own = [{"id": "plan.md", "text": f"The team offsite plan code is {TEAM_SECRET}.",
+            "acl": [f"team:{env.team}"]}]
+    with env.client(env.team_key) as c:
+        # a public or foreign ACL is refused, and nothing is created
+        for acl in (["public"], [f"team:{env.team}", "group:hr"], ["team:someone-else"]):
+            r = c.post(f"/v1/rag/{coll}/documents",
+                       json={"documents": [{**own[0], "acl": acl}]})
+            assert r.status_code == 403, r.text
+            assert r.json()["error"]["code"] == "acl_not_allowed"
+        r = c.post(f"/v1/rag/{coll}/documents",
+                   files=[("file", ("x.md", b"# x\n\nhello", "text/markdown"))],
+                   data={"acl": "public"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "acl_not_allowed"
+        # its own team's ACL: the collection is created, owned by the team, and embedded
+        r = c.post(f"/v1/rag/{coll}/documents", json={"documents": own})
+        assert r.status_code == 200, r.text
+        assert r.json()["added"] == 1 and r.json()["chunks_embedded"] == 1
+        r = c.post(f"/v1/rag/{coll}/documents",
+                   files=[("file", ("y.md", b"# y\n\nhello there", "text/markdown"))],
+                   data={"acl": f"team:{env.team}"})
+        assert r.status_code == 200 and r.json()["added"] == 1, r.text
+    # another team's key may not write into it; the master key may
+    with env.client(env.other_key) as c:
+        r = c.post(f"/v1/rag/{coll}/documents",
+                   json={"documents": [{"id": "z", "text": "z", "acl": ["public"]}]})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "ingest_not_allowed"
+    with env.gw.admin() as c:
+        r = c.post(f"/v1/rag/{coll}/documents",
+                   json={"documents": [{"id": "ops.md", "text": "ops", "acl": ["public"]}]})
+        assert r.status_code == 200, r.text
+    # the team reads its document; another team does not
+    r = env.query(env.team_key, "What is the team offsite plan code?", coll=coll)
+    assert r.status_code == 200 and TEAM_SECRET in r.text, r.text
+    r = env.query(env.other_key, "What is the team offsite plan code?", coll=coll)
+    assert r.status_code == 200 and not leaks(r.text), r.text
+
+
+def test_ingest_into_operator_collection_is_master_only_and_needs_acl(env: RagEnv) -> None:
     doc = {"id": "x", "text": "hello", "acl": ["public"]}
     with env.client(env.team_key) as c:
         r = c.post(f"/v1/rag/{env.coll}/documents", json={"documents": [doc]})

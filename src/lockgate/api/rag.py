@@ -2,8 +2,10 @@
 
 Routes (every one needs an API key; errors in OpenAI's shape)
 
-``POST /v1/rag/{collection}/documents`` — master key only (ingestion decides what
-every user may see, so it is an operator action; team keys get 403). JSON::
+``POST /v1/rag/{collection}/documents`` — the master key, anywhere; a team key only
+into a collection its team owns (the first team key to ingest into a new name creates
+it, owned by its team) and with ACLs naming its own team only (``team:<team>``):
+anything else is a 403 (``ingest_not_allowed`` / ``acl_not_allowed``). JSON::
 
     {"documents": [{"id": "hr/leave.md", "title": "Leave", "text": "...",
                     "metadata": {"dept": "hr"}, "acl": ["group:hr", "team:finance"],
@@ -191,7 +193,8 @@ def _documents(body: dict[str, Any]) -> list[SourceDocument]:
 
 
 async def _ingest_upload(svc: RagService, collection: str, request: Request,
-                         principal: Principal, limit: int) -> dict[str, Any]:
+                         principal: Principal, limit: int, team: str | None
+                         ) -> dict[str, Any]:
     # counted while it streams in (a chunked upload has no Content-Length to check first)
     form = await capped(request, limit).form(max_files=100, max_fields=20,
                                              max_part_size=limit)
@@ -205,6 +208,9 @@ async def _ingest_upload(svc: RagService, collection: str, request: Request,
             raise BadRequest("multipart upload needs an 'acl' field (comma separated).",
                              param="acl")
         acl = _acl(acl_field, "acl")
+        _check_team_acl(team, [acl])
+        if team is not None:
+            await _create_owned(svc, collection, team, svc.settings.embed_model)
         meta: dict[str, Any] = {}
         meta_field = form.get("metadata")
         if isinstance(meta_field, str) and meta_field:
@@ -233,21 +239,59 @@ async def _ingest_upload(svc: RagService, collection: str, request: Request,
         await form.close()
 
 
+async def _team_may_ingest(svc: RagService, name: str, principal: Principal) -> str | None:
+    """None for the master key; a team key's team when it may ingest into ``name`` (its team
+    owns it, or it does not exist yet and will be created owned by the team); else 403."""
+    if principal.is_master:
+        return None
+    team = principal.team_name or principal.team_id
+    if not team:
+        raise Forbidden("Only the master key or a team key may ingest RAG documents.",
+                        code="ingest_not_allowed")
+    info = await svc.store.get_collection(name)
+    if info is not None and info.owner_team != team:
+        raise Forbidden(f"Collection {name!r} is not owned by team {team!r}: a team key may "
+                        "ingest only into collections its team created (the master key "
+                        "may ingest anywhere).", code="ingest_not_allowed")
+    return team
+
+
+def _check_team_acl(team: str | None, acls: list[tuple[str, ...]]) -> None:
+    """A team key's documents may be readable by its own team only (``team:<team>``)."""
+    if team is None:
+        return
+    own = f"team:{team}"
+    for acl in acls:
+        bad = sorted(set(acl) - {own})
+        if bad:
+            raise Forbidden(f"A team key may give access to its own team only (acl "
+                            f"[\"{own}\"]), not {', '.join(bad)}.", code="acl_not_allowed",
+                            param="acl")
+
+
+async def _create_owned(svc: RagService, name: str, team: str, embed_model: str | None) -> None:
+    """Create the team's collection (or find it) and check it is still the team's."""
+    info = await svc.store.create_collection(name, embed_model, owner_team=team)
+    if info.owner_team != team:  # created by someone else in between
+        raise Forbidden(f"Collection {name!r} is not owned by team {team!r}.",
+                        code="ingest_not_allowed")
+
+
 @router.post("/v1/rag/{collection}/documents")
 async def ingest(collection: str, request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
     try:
         principal = await rt.pipeline.authenticate(api_key_of(request))
-        if not principal.is_master:
-            raise Forbidden("Only the master key may ingest RAG documents.",
-                            code="ingest_not_allowed")
         name = _collection(collection)
         svc = rag_service(request)
+        team = await _team_may_ingest(svc, name, principal)
         limit = rt.config.server.max_body_bytes
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            return json_response(await _ingest_upload(svc, name, request, principal, limit))
+            return json_response(await _ingest_upload(svc, name, request, principal, limit,
+                                                      team))
         body = await read_json(request, limit)
         docs = _documents(body)
+        _check_team_acl(team, [d.principals for d in docs])
         embed_model: str | None = rt.config.rag.embed_model
         if "embed_model" in body:
             em = body["embed_model"]
@@ -258,7 +302,10 @@ async def ingest(collection: str, request: Request) -> Response:
             embed_model = em
             if em is None and await svc.store.get_collection(name) is None:
                 # RagService reads embed_model=None as "the default": create BM25-only here
-                await svc.store.create_collection(name, None)
+                await svc.store.create_collection(name, None, owner_team=team)
+        if team is not None:
+            await _create_owned(svc, name, team, embed_model if "embed_model" in body
+                                else svc.settings.embed_model)
         report = await svc.ingest_documents(name, docs, principal=principal,
                                             sync=body.get("sync") is True,
                                             embed_model=embed_model)

@@ -220,6 +220,8 @@ def query_cmd(
     if as_json:
         print(json.dumps(out))
         return
+    if out.get("mode_note"):
+        console.print(f"note: {out['mode_note']}", style="yellow", highlight=False)
     console.print(out["answer"], highlight=False)
     for c in out["citations"]:
         console.print(

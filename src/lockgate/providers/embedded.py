@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -293,6 +294,7 @@ def _blas_threads(n: int | None) -> Iterator[None]:
 
 
 _ENCODERS: dict[Path, MiniLMEncoder] = {}
+_ONNX_ENCODERS: dict[Path, Any] = {}
 _ENCODERS_LOCK = threading.Lock()
 
 
@@ -304,6 +306,30 @@ def _shared_encoder(model_dir: Path) -> MiniLMEncoder:
             enc = MiniLMEncoder(model_dir)
             _ENCODERS[model_dir] = enc
         return enc
+
+
+def _shared_onnx_encoder(model_dir: Path) -> Any:
+    """One ONNX Runtime int8 encoder per model directory per process
+    (:mod:`lockgate.providers.embedded_onnx`)."""
+    from lockgate.providers.embedded_onnx import OnnxMiniLMEncoder
+
+    with _ENCODERS_LOCK:
+        enc = _ONNX_ENCODERS.get(model_dir)
+        if enc is None:
+            cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+            limit = min(_MAX_TOKENS, int(cfg["max_position_embeddings"]))
+            enc = OnnxMiniLMEncoder(model_dir, load_tokenizer(model_dir, limit))
+            _ONNX_ENCODERS[model_dir] = enc
+        return enc
+
+
+def engine_for(requested: str) -> str:
+    """``auto`` -> ``onnx-int8`` when onnx and onnxruntime are installed, else ``numpy``."""
+    if requested != "auto":
+        return requested
+    from lockgate.providers import embedded_onnx
+
+    return "onnx-int8" if embedded_onnx.available() else "numpy"
 
 
 _TOKENIZERS: dict[Path, Any] = {}
@@ -352,20 +378,24 @@ class EmbeddedEmbeddingsProvider:
             raise ProviderError("not_found", "provider 'embedded' needs 'path'")
         self.model_name = deployment.name
         self.model_dir = resolve_model_dir(deployment.path)
-        self._encoder: MiniLMEncoder | None = None
+        self.engine = engine_for(str(getattr(deployment, "engine", "auto")))
+        self._encoder: Any = None
 
-    def _get_encoder(self) -> MiniLMEncoder:
+    def _get_encoder(self) -> Any:
         if self._encoder is None:
             try:
-                self._encoder = _shared_encoder(self.model_dir)
-            except (OSError, KeyError, ValueError) as exc:
+                self._encoder = (_shared_onnx_encoder(self.model_dir)
+                                 if self.engine == "onnx-int8"
+                                 else _shared_encoder(self.model_dir))
+            except (OSError, KeyError, ValueError, ImportError, RuntimeError) as exc:
                 raise ProviderError(
                     "not_found", f"cannot load embeddings model from {self.model_dir}: {exc}"
                 ) from exc
         return self._encoder
 
     def _run(self, texts: list[str]) -> tuple[F32, int]:
-        return self._get_encoder().encode(texts)
+        vectors, tokens = self._get_encoder().encode(texts)
+        return vectors, int(tokens)
 
     def _get_tokenizer(self) -> Any:
         if self._encoder is not None:

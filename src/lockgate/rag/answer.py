@@ -65,6 +65,8 @@ class Answer:
     facts: list[dict[str, Any]] = field(default_factory=list)
     """Knowledge-graph facts given to the answer: ``n`` (cited as [Gn]), subject,
     predicate, object, doc_id, chunk_id, evidence, ``cited``."""
+    mode_note: str | None = None
+    """Why ``mode`` differs from the mode asked for (e.g. hybrid without embeddings)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +83,7 @@ class Answer:
             "usage": self.usage,
             "flagged_passages": self.flagged_passages,
             "facts": self.facts,
+            **({"mode_note": self.mode_note} if self.mode_note else {}),
         }
 
 

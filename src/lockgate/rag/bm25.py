@@ -24,8 +24,9 @@ __all__ = ["K1", "PG_SCORE_SQL", "B", "idf", "max_score", "pg_score_params", "qu
 K1 = 1.2
 B = 0.75
 
-PG_SCORE_SQL = "q.w * p.tf * (:k1 + 1) / (p.tf + :k1 * (1 - :b + :b * c.n_terms / :avgdl))"
-"""One term's part of the score, over ``q`` (term, w), ``p`` (rag_postings), ``c`` (rag_chunks)."""
+PG_SCORE_SQL = "q.w * p.tf * (:k1 + 1) / (p.tf + :k1 * (1 - :b + :b * p.n_terms / :avgdl))"
+"""One term's part of the score, over ``q`` (term, w) and ``p`` (rag_postings, which
+carries its chunk's ``n_terms``)."""
 
 
 def idf(n_docs: int, df: int) -> float:

@@ -25,7 +25,9 @@ __all__ = [
     "version",
 ]
 
-_COLUMNS = "id, name, embed_model, dim, threshold, version, created_at, threshold_kind"
+_COLUMNS = (
+    "id, name, embed_model, dim, threshold, version, created_at, threshold_kind, owner_team"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +41,14 @@ class CollectionInfo:
     created_at: float
     threshold_kind: str | None = None
     """The confidence kind (cosine, bm25_norm) the threshold was calibrated on."""
+    owner_team: str | None = None
+    """The team whose keys may ingest here; None = the operator's (master key only)."""
 
 
 def _info(row: Sequence[Any]) -> CollectionInfo:
     return CollectionInfo(
-        int(row[0]), row[1], row[2], row[3], row[4], int(row[5]), float(row[6]), row[7]
+        int(row[0]), row[1], row[2], row[3], row[4], int(row[5]), float(row[6]), row[7],
+        row[8],
     )
 
 
@@ -68,13 +73,14 @@ async def collection_id(conn: AsyncConnection, name: str) -> int | None:
     return None if cid is None else int(cid)
 
 
-async def insert(conn: AsyncConnection, name: str, embed_model: str | None, now: float) -> int:
+async def insert(conn: AsyncConnection, name: str, embed_model: str | None, now: float,
+                 owner_team: str | None = None) -> int:
     await conn.execute(
         text(
             "INSERT INTO rag_collections (name, embed_model, version, created_at,"
-            " updated_at) VALUES (:n, :m, 0, :t, :t)"
+            " updated_at, owner_team) VALUES (:n, :m, 0, :t, :t, :o)"
         ),
-        {"n": name, "m": embed_model, "t": now},
+        {"n": name, "m": embed_model, "t": now, "o": owner_team},
     )
     cid = await collection_id(conn, name)
     assert cid is not None

@@ -22,10 +22,13 @@ __all__ = [
     "counts",
     "delete_for_documents",
     "embedded",
+    "embedded_after",
+    "embedded_count",
     "embeddings",
     "embeddings_of_document",
     "hits",
     "insert",
+    "insert_many",
 ]
 
 _EMBEDDINGS_PER_QUERY = 5000
@@ -65,6 +68,44 @@ async def insert(
     return [by_ord[ch.ord] for ch in chunks]
 
 
+async def insert_many(
+    conn: AsyncConnection,
+    cid: int,
+    docs: Sequence[tuple[int, Sequence[Chunk], Sequence[Counter[str]], Sequence[bytes | None]]],
+) -> list[list[int]]:
+    """Insert the chunks of several documents (doc pk, chunks, terms, vectors) in one
+    statement; returns each document's chunk pks in the order of its chunks."""
+    rows = [
+        {
+            "d": doc_pk, "c": cid, "cid": ch.chunk_id, "o": ch.ord, "h": ch.heading,
+            "t": ch.text, "s": ch.char_start, "e": ch.char_end,
+            "n": sum(tc.values()), "v": vec,
+        }
+        for doc_pk, chunks, terms, vectors in docs
+        for ch, tc, vec in zip(chunks, terms, vectors, strict=True)
+    ]
+    if not rows:
+        return [[] for _ in docs]
+    await conn.execute(
+        text(
+            "INSERT INTO rag_chunks (doc_pk, collection_id, chunk_id, ord, heading, text,"
+            " char_start, char_end, n_terms, embedding)"
+            " VALUES (:d, :c, :cid, :o, :h, :t, :s, :e, :n, :v)"
+        ),
+        rows,
+    )
+    by_key: dict[tuple[int, int], int] = {}
+    doc_pks = [d[0] for d in docs]
+    for start in range(0, len(doc_pks), 500):
+        result = await conn.execute(
+            text("SELECT id, doc_pk, ord FROM rag_chunks WHERE doc_pk IN :ds").bindparams(
+                bindparam("ds", expanding=True)),
+            {"ds": doc_pks[start : start + 500]},
+        )
+        by_key.update(((int(r[1]), int(r[2])), int(r[0])) for r in result)
+    return [[by_key[(doc_pk, ch.ord)] for ch in chunks] for doc_pk, chunks, _, _ in docs]
+
+
 async def delete_for_documents(conn: AsyncConnection, doc_pks: list[int]) -> None:
     if doc_pks:
         await conn.execute(
@@ -97,6 +138,32 @@ async def embedded(conn: AsyncConnection, cid: int) -> list[tuple[int, int]]:
         )
     ).all()
     return [(int(a), int(b)) for a, b in rows]
+
+
+async def embedded_after(conn: AsyncConnection, cid: int, after: int) -> list[tuple[int, int]]:
+    """(chunk pk, doc pk) of the chunks with an embedding and a pk above ``after``, in pk order."""
+    rows = (
+        await conn.execute(
+            text(
+                "SELECT id, doc_pk FROM rag_chunks WHERE collection_id = :c AND id > :a"
+                " AND embedding IS NOT NULL ORDER BY id"
+            ),
+            {"c": cid, "a": after},
+        )
+    ).all()
+    return [(int(a), int(b)) for a, b in rows]
+
+
+async def embedded_count(conn: AsyncConnection, cid: int) -> int:
+    """How many chunks of the collection have an embedding."""
+    n = (
+        await conn.execute(
+            text("SELECT COUNT(*) FROM rag_chunks WHERE collection_id = :c"
+                 " AND embedding IS NOT NULL"),
+            {"c": cid},
+        )
+    ).scalar()
+    return int(n or 0)
 
 
 async def embeddings(conn: AsyncConnection, pks: Sequence[int]) -> dict[int, bytes]:

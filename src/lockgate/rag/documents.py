@@ -25,8 +25,11 @@ __all__ = [
     "delete",
     "freshness",
     "insert",
+    "insert_many",
+    "pk_map",
     "pk_of",
     "pks_of",
+    "principal_pks",
     "readable_pks",
     "rows",
     "set_principals",
@@ -82,6 +85,54 @@ async def pks_of(conn: AsyncConnection, cid: int, doc_ids: Sequence[str]) -> lis
             {"c": cid, "ids": part},
         )
         pks.extend(int(r[0]) for r in result)
+    return pks
+
+
+async def pk_map(conn: AsyncConnection, cid: int, doc_ids: Sequence[str]) -> dict[str, int]:
+    """doc_id -> pk for those of ``doc_ids`` stored in the collection."""
+    out: dict[str, int] = {}
+    for part in batches(doc_ids):
+        result = await conn.execute(
+            text(
+                "SELECT doc_id, id FROM rag_documents WHERE collection_id = :c"
+                " AND doc_id IN :ids"
+            ).bindparams(bindparam("ids", expanding=True)),
+            {"c": cid, "ids": part},
+        )
+        out.update((str(r[0]), int(r[1])) for r in result)
+    return out
+
+
+async def insert_many(
+    conn: AsyncConnection,
+    cid: int,
+    docs: Sequence[tuple[SourceDocument, str, int]],
+    now: float,
+) -> dict[str, int]:
+    """Insert (document, content hash, chunk count) rows and their ACLs; doc_id -> pk."""
+    if not docs:
+        return {}
+    await conn.execute(
+        text(
+            "INSERT INTO rag_documents (collection_id, doc_id, title, source, content_hash,"
+            " attrs_hash, metadata, indexed_at, source_mtime, n_chunks) VALUES"
+            " (:c, :d, :title, :src, :h, :a, :m, :t, :mt, :n)"
+        ),
+        [
+            {
+                "c": cid, "d": doc.doc_id, "title": doc.title, "src": doc.source,
+                "h": chash, "a": acl_hash(doc.principals, doc.metadata, doc.title),
+                "m": orjson.dumps(doc.metadata).decode(), "t": now,
+                "mt": doc.source_mtime, "n": n_chunks,
+            }
+            for doc, chash, n_chunks in docs
+        ],
+    )
+    pks = await pk_map(conn, cid, [d.doc_id for d, _, _ in docs])
+    await conn.execute(
+        text("INSERT INTO rag_doc_principals (doc_pk, principal) VALUES (:d, :p)"),
+        [{"d": pks[doc.doc_id], "p": p} for doc, _, _ in docs for p in sorted(set(doc.principals))],
+    )
     return pks
 
 
@@ -184,6 +235,18 @@ async def readable_pks(
     """Documents ``d`` of the collection satisfying ``where`` (:func:`access.readable_where`)."""
     sql = f"SELECT d.id FROM rag_documents d WHERE d.collection_id = :c AND {where}"
     result = await conn.execute(text(sql).bindparams(*binds), {**params, "c": cid})
+    return [int(r[0]) for r in result.all()]
+
+
+async def principal_pks(conn: AsyncConnection, cid: int, principal: str) -> list[int]:
+    """Documents of the collection whose ACL names ``principal`` (keyed lookup)."""
+    result = await conn.execute(
+        text(
+            "SELECT ap.doc_pk FROM rag_doc_principals ap JOIN rag_documents d"
+            " ON d.id = ap.doc_pk WHERE ap.principal = :p AND d.collection_id = :c"
+        ),
+        {"p": principal, "c": cid},
+    )
     return [int(r[0]) for r in result.all()]
 
 

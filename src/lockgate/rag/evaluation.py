@@ -20,7 +20,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,7 @@ def compute_metrics(
 class EvalRun:
     run: dict[str, dict[str, float]]
     latencies_ms: list[float]
+    notes: list[str] = field(default_factory=list)
 
 
 async def run_queries(
@@ -127,12 +128,15 @@ async def run_queries(
 ) -> EvalRun:
     run: dict[str, dict[str, float]] = {}
     lat: list[float] = []
+    notes: set[str] = set()
     for qid, text in queries.items():
         t0 = time.perf_counter()
         res = await svc.retrieve(collection, text, OPERATOR, mode=mode, k=depth * 3,
                                  candidates=max(depth * 3, 100), fusion=fusion, alpha=alpha,
                                  principal=principal)
         lat.append((time.perf_counter() - t0) * 1000)
+        if res.note:
+            notes.add(res.note)
         docs: dict[str, float] = {}
         for h in res.hits:
             if h.doc_id not in docs:
@@ -140,7 +144,7 @@ async def run_queries(
             if len(docs) >= depth:
                 break
         run[qid] = docs
-    return EvalRun(run, lat)
+    return EvalRun(run, lat, sorted(notes))
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -168,7 +172,10 @@ async def evaluate(
                            alpha=alpha, principal=principal)
     out = compute_metrics({q: qrels[q] for q in judged}, er.run, ks)
     out["mode"] = mode
-    if mode == "hybrid":
+    if er.notes:
+        out["mode"] = "bm25"
+        out["mode_note"] = "; ".join(er.notes)
+    elif mode == "hybrid":
         out["fusion"] = fusion or svc.settings.fusion
         if (fusion or svc.settings.fusion) == "convex":
             out["alpha"] = svc.settings.alpha if alpha is None else alpha

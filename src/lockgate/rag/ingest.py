@@ -33,6 +33,9 @@ from lockgate.rag.types import PUBLIC, Chunk, SourceDocument
 
 __all__ = ["IngestReport", "Ingestor", "content_hash", "documents_from_paths"]
 
+MAX_BATCH_DOCS = 256
+"""Documents written per transaction at most (also without embeddings)."""
+
 Progress = Callable[[int, int | None], None]
 """Called with (documents done, total or None)."""
 
@@ -181,7 +184,7 @@ class Ingestor:
             item.is_new = old is None
             pending.append(item)
             n_pending_chunks += len(item.todo)
-            if n_pending_chunks >= self.embed_batch_chunks:
+            if n_pending_chunks >= self.embed_batch_chunks or len(pending) >= MAX_BATCH_DOCS:
                 await self._flush(pending, report)
                 pending, n_pending_chunks = [], 0
             if progress:
@@ -233,10 +236,10 @@ class Ingestor:
                 report.chunks_embedded += len(texts)
                 if self.coll.dim is None and len(vecs):
                     await self.store.set_collection(self.coll.id, dim=int(vecs.shape[1]))
-        for p in pending:
-            pk = await self.store.replace_document(
-                self.coll.id, p.doc, p.chash, p.chunks, p.terms, p.vectors
-            )
+        pks = await self.store.replace_documents(
+            self.coll.id, [(p.doc, p.chash, p.chunks, p.terms, p.vectors) for p in pending]
+        )
+        for p, pk in zip(pending, pks, strict=True):
             if self.graph is not None:  # entities/relations of the chunks, same ACL
                 try:
                     await self.graph.index_document(self.coll.id, pk, p.doc.title, p.chunks)

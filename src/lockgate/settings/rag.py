@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 
 from lockgate.settings.base import Strict, resolve_secret
 
-__all__ = ["RagCollectionSettings", "RagConfig"]
+__all__ = ["RagCollectionSettings", "RagConfig", "RagDenseSettings"]
 
 
 class RagCollectionSettings(Strict):
@@ -18,6 +18,17 @@ class RagCollectionSettings(Strict):
     """Refusal threshold on the confidence score (cosine or bm25_norm); None = stored/default."""
     threshold_kind: Literal["cosine", "bm25_norm"] | None = None
     """Apply ``threshold`` only when the query's confidence is this kind; None = any."""
+
+
+class RagDenseSettings(Strict):
+    """``rag.dense``: the dense index (exact below ``ann_min_rows``, an HNSW graph above)."""
+
+    ann_min_rows: int = Field(50_000, ge=0)
+    """Build the ANN graph once a collection has this many embedded chunks."""
+    exact_below: int = Field(20_000, ge=0)
+    """Search exactly when the caller may read at most this many chunks."""
+    persist: bool = True
+    """Save graphs under ``<home>/rag-index/`` and load them at start (else rebuild)."""
 
 
 class RagConfig(Strict):
@@ -35,6 +46,7 @@ class RagConfig(Strict):
     end_user_max_age: float = Field(300.0, gt=0)
     """Seconds a signed end-user header stays valid (clock skew allowed the same way)."""
     collections: dict[str, RagCollectionSettings] = Field(default_factory=dict)
+    dense: RagDenseSettings = Field(default_factory=RagDenseSettings)
 
     @field_validator("end_user_secret")
     @classmethod

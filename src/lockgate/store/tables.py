@@ -242,6 +242,8 @@ rag_collections = sa.Table(
     sa.Column("version", _RefId, nullable=False, server_default=sa.text("0")),
     sa.Column("created_at", _Real, nullable=False),
     sa.Column("updated_at", _Real, nullable=False),
+    # the team whose keys may ingest here (0011); NULL = the operator's (master key only)
+    sa.Column("owner_team", sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint("id", name="rag_collections_pkey"),
     sa.UniqueConstraint("name", name="rag_collections_name_key"),
     sqlite_autoincrement=True,
@@ -316,11 +318,16 @@ rag_postings = sa.Table(
     sa.Column("term", sa.Text(), nullable=False),
     sa.Column("chunk_pk", _RefId, nullable=False),
     sa.Column("tf", sa.Integer(), nullable=False),
+    # copied from the chunk (0011): BM25 is scored from ix_rag_postings_scan alone
+    sa.Column("doc_pk", _RefId, nullable=False),
+    sa.Column("n_terms", sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint("collection_id", "term", "chunk_pk", name="rag_postings_pkey"),
     sa.ForeignKeyConstraint(
         ["chunk_pk"], ["rag_chunks.id"], ondelete="CASCADE", name="rag_postings_chunk_pk_fkey"
     ),
     sa.Index("ix_rag_postings_chunk", "chunk_pk"),
+    sa.Index("ix_rag_postings_scan", "collection_id", "term",
+             postgresql_include=["chunk_pk", "tf", "doc_pk", "n_terms"]),
     info={_ONLY_ON: ("postgresql",)},
 )
 
