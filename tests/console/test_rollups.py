@@ -155,3 +155,21 @@ async def _request_log_filters(store: Store) -> None:
     page2 = await data.request_log(LogFilter(before_id=page1[-1][0]), limit=2)
     assert len(page1) == 2 and len(page2) == 1
     assert {r.request_id for _i, r in page1}.isdisjoint({r.request_id for _i, r in page2})
+
+
+def test_made_up_model_names_roll_up_as_unknown(db_url: str) -> None:
+    _with_store(db_url, _made_up_model_names_roll_up_as_unknown)
+
+
+async def _made_up_model_names_roll_up_as_unknown(store: Store) -> None:
+    now = time.time()
+    data = ConsoleData(store.engine)
+    bogus = [_rec(i, at=now, model=f"made-up-{i}-" + "x" * 300, status=404) for i in range(30)]
+    bogus += [_rec(50 + i, at=now, model=f"nope-{i}", status=401) for i in range(5)]
+    real = [_rec(80 + i, at=now, model="fast", status=502) for i in range(3)]
+    await store.write_usage(bogus + real)
+    assert await data.rollups.refresh() == 38
+    ov = await data.rollups.overview("1h", now=now)
+    by = {r["model"]: r["requests"] for r in ov.by_team_model}
+    assert by == {"unknown": 35, "fast": 3}  # a known model's errors keep its name
+    assert ov.totals["errors"] == 38

@@ -83,6 +83,12 @@ def percentile(hist: list[int], q: float) -> float | None:
     return EDGES_MS[-1] * 2
 
 
+UNTRUSTED_MODEL_STATUSES = (400, 401, 403, 404, 408, 413, 422)
+"""Statuses of calls refused before their model was known to exist."""
+UNKNOWN_MODEL = "unknown"
+MAX_MODEL_LABEL = 200
+
+
 @dataclass
 class Overview:
     """What the overview page draws: one point per chart step, and totals per team/model."""
@@ -220,9 +226,17 @@ class Rollups:
         bucket = _bucket_expr(self.dialect, grain).label("bucket")
         team = sa.func.coalesce(u.c.team_id, "").label("team_id")
         is_error = sa.or_(u.c.status >= 400, u.c.error_class.is_not(None))
+        # A client error before routing (bad key, unknown or disallowed model, bad body) may
+        # carry any name a client made up: it is rolled up as "unknown", so made-up names
+        # cannot grow the rollups or the overview (the metrics' closed label set does the same).
+        model = sa.case(
+            (u.c.status.in_(UNTRUSTED_MODEL_STATUSES), UNKNOWN_MODEL),
+            (sa.func.length(u.c.model) > MAX_MODEL_LABEL, UNKNOWN_MODEL),
+            else_=u.c.model,
+        ).label("model")
         stmt = (
             sa.select(
-                bucket, team, u.c.model.label("model"),
+                bucket, team, model,
                 sa.func.count().label("requests"),
                 sa.func.sum(sa.case((is_error, 1), else_=0)).label("errors"),
                 sa.func.sum(u.c.prompt_tokens).label("prompt_tokens"),
@@ -233,7 +247,7 @@ class Rollups:
             )
             .where(u.c.id > lo, u.c.id <= hi, u.c.kind.not_in(NOT_CALLS),
                    u.c.source != SHADOW_SOURCE)
-            .group_by(bucket, team, u.c.model)
+            .group_by(bucket, team, model)
         )
         groups = [dict(m) for m in (await conn.execute(stmt)).mappings()]
         if not groups:
