@@ -10,7 +10,6 @@ API or ``lockgate review decide``, resumes it in the process that records it).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -18,9 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import typer
 from rich.tree import Tree
 
-from lockgate.cli.common import ConfigOption, console, fail, get_config, run
+from lockgate.cli.common import ConfigOption, console, fail, get_config, operator, run
 from lockgate.errors import GatewayError
-from lockgate.pipeline import Principal
 from lockgate.store.errors import StoreError
 
 if TYPE_CHECKING:
@@ -34,9 +32,7 @@ T = TypeVar("T")
 AsOption = typer.Option(None, "--as", help="Operator name recorded with the run.")
 
 
-def _operator(name: str | None) -> Principal:
-    who = name or f"cli:{os.environ.get('USER', 'operator')}"
-    return Principal(key_id=who, team_id=None, is_master=True, key_name=who)
+_operator = operator
 
 
 def _with_agents(config: Path | None, fn: Callable[[AgentService], Awaitable[T]]) -> T:

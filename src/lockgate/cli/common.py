@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 
 from lockgate.errors import ConfigError
+from lockgate.pipeline.call import Principal
 from lockgate.settings import Config, load_config
 
 T = TypeVar("T")
@@ -43,3 +45,9 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
 
     coro: Coroutine[Any, Any, T] = wrapper()
     return asyncio.run(coro)
+
+
+def operator(name: str | None) -> Principal:
+    """The CLI's operator (admin rights): ``--as NAME``, else ``cli:$USER``."""
+    who = name or f"cli:{os.environ.get('USER', 'operator')}"
+    return Principal(key_id=who, team_id=None, is_master=True, key_name=who)

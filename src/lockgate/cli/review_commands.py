@@ -8,7 +8,6 @@ the HTTP API does.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,9 +16,8 @@ from typing import Any, TypeVar
 import typer
 from rich.table import Table
 
-from lockgate.cli.common import ConfigOption, console, fail, get_config, run
+from lockgate.cli.common import ConfigOption, console, fail, get_config, operator, run
 from lockgate.errors import GatewayError
-from lockgate.pipeline import Principal
 from lockgate.review import ReviewService
 from lockgate.store.errors import StoreError
 
@@ -30,9 +28,7 @@ T = TypeVar("T")
 AsOption = typer.Option(None, "--as", help="Reviewer name recorded in the audit chain.")
 
 
-def _operator(name: str | None) -> Principal:
-    who = name or f"cli:{os.environ.get('USER', 'operator')}"
-    return Principal(key_id=who, team_id=None, is_master=True, key_name=who)
+_operator = operator
 
 
 def _with_review(config: Path | None, fn: Callable[[ReviewService], Awaitable[T]]) -> T:
