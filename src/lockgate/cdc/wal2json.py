@@ -180,6 +180,12 @@ class Wal2JsonCdc(PostgresCdc):
         async with self.pool.acquire() as c:  # captures installed before it existed
             await c.execute("SELECT pg_advisory_xact_lock(hashtext('lockgate_cdc_install'))")
             await self._applied_table(c)
+            ident = await c.fetchval("SELECT relreplident::text FROM pg_class WHERE oid = "
+                                     "to_regclass($1)", pg_quote(spec.table))
+        if ident != "f":
+            log.warning("cdc %s: %s no longer has REPLICA IDENTITY FULL (it is '%s'): deletes "
+                        "carry only the key, updates of unwatched columns are not skipped",
+                        spec.name, spec.table, ident)
         self._reset()
         self.leading = True
         log.info("cdc %s: leading the wal2json capture (pid %d)", spec.name, os.getpid())
