@@ -21,7 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from typer.testing import CliRunner
+
 from lockgate.cdc import install_capture, open_database
+from lockgate.cli.app import app
 from lockgate.testing.stub_upstream import run_stub_in_thread
 from tests.cdc.conftest import UserDb, config_text
 
@@ -168,6 +171,8 @@ def test_wal2json_leader_fails_over_after_sigkill(walldb: UserDb, tmp_path: Path
             procs[leader][0].wait(10)
             [(follower, (fproc, flog))] = [(k, v) for k, v in procs.items() if k != leader]
             _wait(lambda: _leader_pid(walldb) == follower, [fproc], "the follower takes over")
+            listed = CliRunner().invoke(app, ["cdc", "list", "--dsn", walldb.url])
+            assert f"leader=lockgate-cdc:{follower} " in listed.output, listed.output
             _wait(lambda: walldb.q(done)[0][0] >= total, [fproc], "everything applied")
             time.sleep(1.0)  # a double apply would show up now
             applied_f = _stop(fproc, flog)

@@ -249,6 +249,20 @@ class PostgresCdc:
                                                      "ORDER BY name")]
         return [c for c in [await self.capture(n) for n in names] if c is not None]
 
+    async def wal_status(self, name: str) -> dict[str, Any]:
+        """A wal2json capture's leader (``lockgate-cdc:<pid>`` or None) and how many bytes
+        of WAL its slot still holds back."""
+        leader = await self.pool.fetchval(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2"
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND l.classid::bigint = (hashtext('lockgate_cdc_wal')::bigint & 4294967295)"
+            " AND l.objid::bigint = (hashtext($1)::bigint & 4294967295) LIMIT 1", name)
+        lag = await self.pool.fetchval(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM "
+            "pg_replication_slots WHERE slot_name = $1", f"lockgate_{name}")
+        return {"leader": leader, "lag_bytes": lag}
+
     # ------------------------------------------------------------------ consuming
 
     async def claim(self, spec: CaptureSpec, n: int, lease: float) -> list[Change]:

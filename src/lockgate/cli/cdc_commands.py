@@ -123,14 +123,21 @@ def list_captures(dsn: str = DsnOption) -> None:
     """Installed captures and their outbox depth."""
 
     async def go() -> None:
+        from lockgate.cdc.postgres import PostgresCdc
+
         db = open_database(dsn)
         await db.open()
         try:
             for spec in await db.captures():
+                if spec.source == "wal2json" and isinstance(db, PostgresCdc):
+                    st = await db.wal_status(spec.name)
+                    state = f"leader={st['leader'] or '-'} slot_lag_bytes={st['lag_bytes']}"
+                else:
+                    state = f"pending={await db.depth(spec)}"
                 console.print(f"{spec.name}: {spec.table} columns={','.join(spec.columns)} "
                               f"key={','.join(spec.key)} where={spec.where or '-'} "
-                              f"ops={','.join(spec.ops).lower()} source={spec.source} "
-                              f"pending={await db.depth(spec)}", highlight=False, soft_wrap=True)
+                              f"ops={','.join(spec.ops).lower()} source={spec.source} {state}",
+                              highlight=False, soft_wrap=True)
         finally:
             await db.aclose()
 
