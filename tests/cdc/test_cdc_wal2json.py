@@ -157,3 +157,34 @@ async def test_wal2json_where_is_typed_in_the_database_and_deletes_are_captured(
     finally:
         await db.aclose()
     assert walldb.q("SELECT count(*) FROM pg_namespace WHERE nspname = 'lockgate_cdc'") == [(0,)]
+
+
+async def test_wal2json_one_leader_and_no_double_apply(walldb: UserDb) -> None:
+    from lockgate.cdc import WriteBack
+
+    db = open_database(walldb.url, source="wal2json")
+    await db.open()
+    try:
+        await install_capture(db, "tickets", "tickets", ["body"])
+    finally:
+        await db.aclose()
+    walldb.q("INSERT INTO tickets (id, body) VALUES (1, 'once')")
+    a, spec = await open_capture(walldb.url, "tickets")
+    b, _ = await open_capture(walldb.url, "tickets")
+    try:
+        [change] = await a.claim(spec, 5, 5)
+        assert await b.claim(spec, 5, 5) == []  # a leads: b does not touch the slot
+        await a.ensure_side_table("ai_once")
+        wb = WriteBack("side", "ai_once", "result")
+        assert await a.complete(spec, change, wb) is True
+        # b believing it leads (split brain) cannot apply the same change again
+        assert await b.complete(spec, change, wb) is False
+        assert walldb.q("SELECT count(*) FROM ai_once") == [(1,)]
+        await a.aclose()  # the leader goes away: b takes over and skips what was applied
+        assert await b.claim(spec, 5, 5) == []
+        assert getattr(b, "leading", False)
+        walldb.q("INSERT INTO tickets (id, body) VALUES (2, 'next')")
+        assert [c.row_key for c in await b.claim(spec, 5, 5)] == ["[2]"]
+    finally:
+        await a.aclose()
+        await b.aclose()
