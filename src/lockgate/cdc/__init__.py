@@ -10,11 +10,13 @@ removes everything install added. lockgate's own store keeps the dedup record an
 What holds: at-least-once delivery with effects applied once (write-back + outbox delete in
 one transaction; events carry the change id), per-row order across consumers, SIGKILL
 safety (leases, extended while a task runs), poison changes to the DLQ, write-backs that
-never re-trigger, NOTIFY wake-up on PostgreSQL with polling everywhere.
-
-Partial: INSERT and UPDATE are captured, DELETE is not; the PostgreSQL logical-decoding
-(wal2json) source (:mod:`.wal2json`, ``--source wal2json``) needs ``wal_level=logical`` on
-the server, has no ``--where`` and allows one consumer per capture.
+never re-trigger, NOTIFY wake-up on PostgreSQL with polling everywhere. INSERT, UPDATE and
+(with ``--ops``) DELETE are captured; a delete removes or marks the row's side-table results,
+runs the task on its old values, or is published as a ``deleted`` event (``on_delete``).
+Several consumers may run one capture: trigger captures split the work (SKIP LOCKED claims
+of each row's oldest change), wal2json captures elect a leader (advisory lock) and fail over.
+The PostgreSQL logical-decoding source (:mod:`.wal2json`, ``--source wal2json``) needs
+``wal_level=logical`` on the server.
 """
 
 from lockgate.cdc.consumer import CdcConsumer, CdcStats, Destination, task_transform

@@ -16,6 +16,14 @@ For one change:
    the same id, for the receiver's dedup);
 4. the change id is recorded in ``cdc_applied``.
 
+A DELETE (captured with ``--ops ...,delete``) does what ``on_delete`` says: ``remove``
+(default; no model call) deletes the row's side-table results, ``mark`` (no model call)
+adds a side-table tombstone (op ``DELETE``, result ``null``), ``task`` runs the task on the
+deleted row's old values and writes its result to the side table. With a column
+write-back the row and its column are gone already: nothing is written (``task`` is
+refused). An event destination publishes ``{"event": "deleted", ...}`` (result ``null``
+unless ``task``). Each of these consumes the change like any other: once, in row order.
+
 A failure is retried with backoff up to ``max_attempts`` deliveries (a delivery that a
 killed consumer never finished counts too), then -- or at once for a permanent error such
 as a bad template input -- the change goes to the DLQ (``cdc_dead``) and leaves the outbox.
@@ -28,7 +36,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from lockgate.cdc.database import CdcDatabase
 from lockgate.cdc.ledger import CdcLedger
@@ -38,11 +46,15 @@ from lockgate.jobs.model import backoff_delay
 from lockgate.jobs.tasks import TaskRunner
 from lockgate.jobs.worker import classify_error
 
-__all__ = ["CdcConsumer", "CdcStats", "Destination", "task_transform"]
+__all__ = ["ON_DELETE", "CdcConsumer", "CdcStats", "Destination", "OnDelete", "task_transform"]
 
 log = logging.getLogger("lockgate.cdc")
 
 Transform = Callable[[dict[str, Any]], Awaitable[Any]]
+
+OnDelete = Literal["remove", "mark", "task"]
+ON_DELETE: tuple[str, ...] = ("remove", "mark", "task")
+EVENT_NAMES = {"INSERT": "inserted", "UPDATE": "updated", "DELETE": "deleted"}
 
 
 def task_transform(runner: TaskRunner, task: str, select: str | None = None) -> Transform:
@@ -96,6 +108,7 @@ class CdcConsumer:
         poll_interval: float = 1.0,
         backoff_base: float = 1.0,
         backoff_cap: float = 300.0,
+        on_delete: OnDelete = "remove",
     ) -> None:
         n = sum(x is not None for x in (destination.column, destination.side_table,
                                         destination.event))
@@ -106,6 +119,11 @@ class CdcConsumer:
                              f"'{spec.name}': results would feed back into it")
         if destination.column and destination.column in spec.key:
             raise ValueError(f"write-back column '{destination.column}' is part of the key")
+        if on_delete not in ON_DELETE:
+            raise ValueError(f"on_delete '{on_delete}': remove, mark or task")
+        if destination.column and on_delete == "task" and "DELETE" in spec.ops:
+            raise ValueError("on_delete 'task' needs a side table or an event: a deleted row "
+                             "has no column to write to")
         self.db = db
         self.ledger = ledger
         self.spec = spec
@@ -117,6 +135,7 @@ class CdcConsumer:
         self.poll_interval = poll_interval
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.on_delete = on_delete
         self.stats = CdcStats()
         self._prepared = False
 
@@ -177,7 +196,9 @@ class CdcConsumer:
                 await self.db.delete(change)
                 self.stats.duplicates += 1
                 return
-            value = await self.transform(change.data)
+            value = None
+            if change.op != "DELETE" or self.on_delete == "task":
+                value = await self.transform(change.data)
             await self._apply(change, value)
         except Exception as exc:
             await self._failed(change, exc)
@@ -199,19 +220,30 @@ class CdcConsumer:
         d = self.destination
         if d.event is not None:
             await d.event.publish({"capture": change.capture, "change_id": change.change_id,
+                                   "event": EVENT_NAMES.get(change.op, change.op.lower()),
                                    "op": change.op, "key": change.key, "data": change.data,
                                    "result": value}, event_id=change.change_id)
             await self.ledger.mark(change)
             await self.db.delete(change)
             self.stats.applied += 1
             return
-        wb = (WriteBack("column", d.column, value) if d.column
-              else WriteBack("side", d.side_table or "", value))
+        wb = self._write_back(change, value)
         if await self.db.complete(self.spec, change, wb):
             self.stats.applied += 1
             await self.ledger.mark(change)
         else:
             self.stats.lost += 1
+
+    def _write_back(self, change: Change, value: Any) -> WriteBack:
+        d = self.destination
+        if change.op == "DELETE":
+            if d.column:
+                return WriteBack("none", d.column)  # the row (and its column) is gone
+            if self.on_delete == "remove":
+                return WriteBack("forget", d.side_table or "")
+        if d.column:
+            return WriteBack("column", d.column, value)
+        return WriteBack("side", d.side_table or "", value)  # a DELETE: tombstone or result
 
     async def _failed(self, change: Change, exc: Exception) -> None:
         message, permanent, retry_in = classify_error(exc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lockgate.cdc.database import CdcDatabase
 from lockgate.cdc.model import CaptureSpec
-from lockgate.cdc.sqltext import CdcSqlError, check_ident, check_table
+from lockgate.cdc.sqltext import CdcSqlError, check_ident, check_table, parse_ops
 
 __all__ = ["install_capture"]
 
@@ -17,9 +17,12 @@ async def install_capture(
     *,
     key: list[str] | None = None,
     where: str | None = None,
+    ops: str | list[str] | tuple[str, ...] | None = None,
 ) -> CaptureSpec:
-    """Validate names against the table (one-line :class:`CdcSqlError`) and install."""
+    """Validate names against the table (one-line :class:`CdcSqlError`) and install.
+    ``ops``: the captured operations (default insert and update)."""
     check_ident(name, "capture name")
+    operations = parse_ops(ops)
     check_table(table)
     if not columns:
         raise CdcSqlError("--columns needs at least one column")
@@ -35,7 +38,8 @@ async def install_capture(
         key = await db.primary_key(table)
         if not key:
             raise CdcSqlError(f"table '{table}' has no primary key: name the row key with --key")
-    spec = CaptureSpec(name, table, tuple(dict.fromkeys(columns)), tuple(key), where or None)
+    spec = CaptureSpec(name, table, tuple(dict.fromkeys(columns)), tuple(key), where or None,
+                       ops=operations)
     await db.install(spec)
     installed = await db.capture(name)
     assert installed is not None

@@ -1,7 +1,9 @@
 """CDC on MariaDB/MySQL: triggers + outbox, polled (aiomysql).
 
 ``install`` adds the tables ``lockgate_cdc_outbox`` and ``lockgate_cdc_captures`` and two
-triggers on the table (``lockgate_cdc_<name>_ins`` / ``_upd``, AFTER INSERT / UPDATE).
+triggers on the table, one per captured operation (``lockgate_cdc_<name>_ins`` / ``_upd`` /
+``_del``, AFTER INSERT / UPDATE / DELETE; a delete carries the old row's values and
+``--where`` is evaluated on ``OLD`` for it).
 MariaDB has no ``NOTIFY``: the consumer polls (``poll_interval``). The triggers skip an
 UPDATE that changes none of the watched columns (``<=>``) and any write made while the
 session variable ``@lockgate_cdc_writeback`` is set (the consumer's write-backs), so a
@@ -115,21 +117,25 @@ class MariaCdc:
         check_table(spec.table)
         t = my_quote(spec.table)
         cols = [*spec.key, *(c for c in spec.columns if c not in spec.key)]
-        data = ", ".join(f"{_lit(c)}, NEW.{my_quote(c)}" for c in cols)
-        key = ", ".join(f"{_lit(c)}, NEW.{my_quote(c)}" for c in spec.key)
-        row_key = ", ".join(f"NEW.{my_quote(c)}" for c in spec.key)
         changed = " AND ".join(f"NEW.{my_quote(c)} <=> OLD.{my_quote(c)}" for c in spec.columns)
-        where = "TRUE"
-        if spec.where:
-            where = rewrite_where(spec.where, await self.table_columns(spec.table),
-                                  lambda c: f"NEW.{my_quote(c)}")
+        present = await self.table_columns(spec.table)
         name = _lit(spec.name)
 
-        def body(op: str, extra: str) -> str:
+        def body(op: str, rec: str, extra: str) -> str:
+            where = "TRUE"
+            if spec.where:
+                where = rewrite_where(spec.where, present, lambda c: f"{rec}.{my_quote(c)}")
+            data = ", ".join(f"{_lit(c)}, {rec}.{my_quote(c)}" for c in cols)
+            key = ", ".join(f"{_lit(c)}, {rec}.{my_quote(c)}" for c in spec.key)
+            row_key = ", ".join(f"{rec}.{my_quote(c)}" for c in spec.key)
             return (f"BEGIN IF @lockgate_cdc_writeback IS NULL {extra} AND ({where}) THEN "
                     f"INSERT INTO {OUTBOX} (capture, row_key, op, `key`, data) VALUES "
                     f"({name}, JSON_ARRAY({row_key}), '{op}', JSON_OBJECT({key}), "
                     f"JSON_OBJECT({data})); END IF; END")
+
+        triggers = {"INSERT": ("ins", body("INSERT", "NEW", "")),
+                    "UPDATE": ("upd", body("UPDATE", "NEW", f"AND NOT ({changed})")),
+                    "DELETE": ("del", body("DELETE", "OLD", ""))}
 
         async with self._tx() as cur:
             # "table already exists" notes of CREATE ... IF NOT EXISTS are not news
@@ -162,18 +168,30 @@ class MariaCdc:
                 if await cur.fetchone():
                     raise CdcSqlError(f"capture '{spec.name}' is already installed "
                                       "(uninstall it first)")
-                await cur.execute(f"CREATE TRIGGER `lockgate_cdc_{spec.name}_ins` AFTER INSERT "
-                                  f"ON {t} FOR EACH ROW " + body("INSERT", ""))
-                await cur.execute(f"CREATE TRIGGER `lockgate_cdc_{spec.name}_upd` AFTER UPDATE "
-                                  f"ON {t} FOR EACH ROW " + body("UPDATE", f"AND NOT ({changed})"))
+                await self._add_ops_column(cur)
+                for op in spec.ops:
+                    suffix, sql = triggers[op]
+                    await cur.execute(f"CREATE TRIGGER `lockgate_cdc_{spec.name}_{suffix}` "
+                                      f"AFTER {op} ON {t} FOR EACH ROW " + sql)
                 await cur.execute(
-                    f"INSERT INTO {CAPTURES} (name, tbl, columns, `key`, where_sql, epoch) "
-                    "VALUES (%s, %s, %s, %s, %s, DATE_FORMAT(NOW(6), '%%Y%%m%%d%%H%%i%%s%%f'))",
+                    f"INSERT INTO {CAPTURES} (name, tbl, columns, `key`, where_sql, epoch, ops)"
+                    " VALUES (%s, %s, %s, %s, %s, DATE_FORMAT(NOW(6), '%%Y%%m%%d%%H%%i%%s%%f'),"
+                    " %s)",
                     (spec.name, spec.table, orjson.dumps(list(spec.columns)).decode(),
-                     orjson.dumps(list(spec.key)).decode(), spec.where))
+                     orjson.dumps(list(spec.key)).decode(), spec.where, ",".join(spec.ops)))
             finally:
                 await cur.execute("SELECT RELEASE_LOCK('lockgate_cdc_install')")
                 await cur.execute("SET SESSION sql_notes = 1")
+
+    async def _add_ops_column(self, cur: Any) -> None:
+        """``ops`` of captures installed before deletes were captured (MySQL has no
+        ``ADD COLUMN IF NOT EXISTS``)."""
+        await cur.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = %s "
+                          "AND table_name = %s AND column_name = 'ops'",
+                          (self.args["db"], CAPTURES))
+        if not await cur.fetchone():
+            await cur.execute(f"ALTER TABLE {CAPTURES} ADD COLUMN ops VARCHAR(32) NOT NULL "
+                              "DEFAULT 'INSERT,UPDATE'")
 
     async def _has_tables(self) -> bool:
         rows = await self._all(
@@ -192,8 +210,10 @@ class MariaCdc:
                 await cur.execute(f"SELECT name, tbl FROM {CAPTURES}")
             rows = list(await cur.fetchall())
             for r in rows:
-                for suffix in ("ins", "upd"):
+                await cur.execute("SET SESSION sql_notes = 0")  # absent triggers: no news
+                for suffix in ("ins", "upd", "del"):
                     await cur.execute(f"DROP TRIGGER IF EXISTS `lockgate_cdc_{r['name']}_{suffix}`")
+                await cur.execute("SET SESSION sql_notes = 1")
                 await cur.execute(f"DELETE FROM {OUTBOX} WHERE capture = %s", (r["name"],))
                 await cur.execute(f"DELETE FROM {CAPTURES} WHERE name = %s", (r["name"],))
                 removed.append(r["name"])
@@ -211,8 +231,9 @@ class MariaCdc:
         if not rows:
             return None
         r = rows[0]
+        ops = tuple(str(r.get("ops") or "INSERT,UPDATE").split(","))
         return CaptureSpec(r["name"], r["tbl"], tuple(orjson.loads(r["columns"])),
-                           tuple(orjson.loads(r["key"])), r["where_sql"], r["epoch"])
+                           tuple(orjson.loads(r["key"])), r["where_sql"], r["epoch"], ops=ops)
 
     async def captures(self) -> list[CaptureSpec]:
         if not await self._has_tables():
@@ -281,7 +302,11 @@ class MariaCdc:
                         await cur.execute(
                             f"UPDATE {my_quote(spec.table)} SET {my_quote(wb.target)} = %s "
                             f"WHERE {cond}", (value, *(change.key[k] for k in spec.key)))
-                    else:
+                    elif wb.kind == "forget":
+                        await cur.execute(
+                            f"DELETE FROM {my_quote(wb.target)} WHERE capture = %s AND "
+                            "row_key = %s", (spec.name, change.row_key))
+                    elif wb.kind == "side":
                         await cur.execute(
                             f"INSERT IGNORE INTO {my_quote(wb.target)} (change_id, capture, "
                             "row_key, op, result) VALUES (%s, %s, %s, %s, %s)",

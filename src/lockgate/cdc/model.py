@@ -25,6 +25,9 @@ class CaptureSpec:
     """When it was installed (part of every change id: a reinstall never reuses ids)."""
     source: str = "trigger"
     """``trigger`` (outbox) or ``wal2json`` (logical decoding, PostgreSQL)."""
+    ops: tuple[str, ...] = ("INSERT", "UPDATE")
+    """The captured operations (``INSERT``, ``UPDATE``, ``DELETE``); a DELETE carries the
+    deleted row's key and watched columns (its old values)."""
 
 
 @dataclass(slots=True)
@@ -34,9 +37,10 @@ class Change:
     row_key: str
     """The key values as a JSON array (text): changes of one row share it."""
     op: str
-    """``INSERT`` or ``UPDATE``."""
+    """``INSERT``, ``UPDATE`` or ``DELETE``."""
     key: dict[str, Any]
     data: dict[str, Any]
+    """The watched columns (and the key): new values, or the old ones for a DELETE."""
     attempts: int
     """Deliveries so far, this one included."""
     epoch: str = ""
@@ -49,9 +53,11 @@ class Change:
 @dataclass(frozen=True, slots=True)
 class WriteBack:
     """``column``: ``UPDATE <table> SET <column> = value WHERE <key>``; ``side``: one row in
-    ``side_table`` (change id, capture, row key, op, result)."""
+    ``side_table`` (change id, capture, row key, op, result); ``forget``: delete the side
+    table's rows of the change's row (a deleted row's results); ``none``: nothing to write
+    (a deleted row's column went with the row) -- the change is still consumed atomically."""
 
-    kind: Literal["column", "side"]
+    kind: Literal["column", "side", "forget", "none"]
     target: str
     """The column name or the side table."""
     value: Any = None

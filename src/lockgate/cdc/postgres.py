@@ -2,8 +2,10 @@
 
 ``install`` adds, in the user's database: the schema ``lockgate_cdc`` with the tables
 ``outbox`` and ``captures``, one trigger function ``lockgate_cdc.capture_<name>()`` and one
-trigger ``lockgate_cdc_<name>`` (AFTER INSERT OR UPDATE, ``WHEN (<where>)``) on the table.
-``uninstall`` removes the trigger and function (and, with the last capture, the schema).
+trigger ``lockgate_cdc_<name>`` (AFTER INSERT OR UPDATE, ``WHEN (<where on NEW>)``) on the
+table, and with ``DELETE`` among the captured operations ``lockgate_cdc_<name>_del`` (AFTER
+DELETE, ``WHEN (<where on OLD>)``: a delete carries the deleted row's old values).
+``uninstall`` removes the triggers and function (and, with the last capture, the schema).
 
 The trigger skips (1) an UPDATE that changes none of the watched columns and (2) any write
 made with ``lockgate.cdc_writeback = on`` (set locally by the consumer's write-back
@@ -94,17 +96,39 @@ class PostgresCdc:
         check_table(spec.table)
         t = pg_quote(spec.table)
         cols = [*spec.key, *(c for c in spec.columns if c not in spec.key)]
-        data = ", ".join(f"{_lit(c)}, NEW.{pg_quote(c)}" for c in cols)
-        key = ", ".join(f"{_lit(c)}, NEW.{pg_quote(c)}" for c in spec.key)
-        row_key = ", ".join(f"NEW.{pg_quote(c)}" for c in spec.key)
+
+        def row(rec: str) -> tuple[str, str, str]:
+            """(row key, key object, data object) of ``NEW`` or ``OLD``."""
+            return (", ".join(f"{rec}.{pg_quote(c)}" for c in spec.key),
+                    ", ".join(f"{_lit(c)}, {rec}.{pg_quote(c)}" for c in spec.key),
+                    ", ".join(f"{_lit(c)}, {rec}.{pg_quote(c)}" for c in cols))
+
+        def outbox_insert(rec: str, op: str) -> str:
+            row_key, key, data = row(rec)
+            return (f"INSERT INTO {SCHEMA}.outbox (capture, row_key, op, key, data) VALUES "
+                    f"({_lit(spec.name)}, jsonb_build_array({row_key})::text, {op}, "
+                    f"jsonb_build_object({key}), jsonb_build_object({data}));")
+
         unchanged = " AND ".join(f"NEW.{pg_quote(c)} IS NOT DISTINCT FROM OLD.{pg_quote(c)}"
                                  for c in spec.columns)
-        when = ""
-        if spec.where:
-            when = "WHEN (" + rewrite_where(spec.where, await self.table_columns(spec.table),
-                                            lambda c: f"NEW.{pg_quote(c)}") + ")"
+        present = await self.table_columns(spec.table)
+
+        def when(rec: str) -> str:
+            if not spec.where:
+                return ""
+            return "WHEN (" + rewrite_where(spec.where, present,
+                                            lambda c: f"{rec}.{pg_quote(c)}") + ")"
+
         fn = f'{SCHEMA}."capture_{spec.name}"'
-        trigger = f'"lockgate_cdc_{spec.name}"'
+        upserts = [o for o in spec.ops if o in ("INSERT", "UPDATE")]
+        triggers = []
+        if upserts:  # WHEN of an INSERT trigger may not name OLD, of a DELETE trigger NEW
+            triggers.append(f'CREATE TRIGGER "lockgate_cdc_{spec.name}" AFTER '
+                            f'{" OR ".join(upserts)} ON {t} FOR EACH ROW {when("NEW")} '
+                            f"EXECUTE FUNCTION {fn}();")
+        if "DELETE" in spec.ops:
+            triggers.append(f'CREATE TRIGGER "lockgate_cdc_{spec.name}_del" AFTER DELETE ON '
+                            f'{t} FOR EACH ROW {when("OLD")} EXECUTE FUNCTION {fn}();')
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('lockgate_cdc_install'))")
             await conn.execute(f"""
@@ -131,6 +155,8 @@ class PostgresCdc:
                     epoch text NOT NULL,
                     source text NOT NULL DEFAULT 'trigger',
                     installed_at timestamptz NOT NULL DEFAULT now());
+                ALTER TABLE {SCHEMA}.captures
+                    ADD COLUMN IF NOT EXISTS ops text NOT NULL DEFAULT 'INSERT,UPDATE';
             """)
             exists = await conn.fetchval(f"SELECT 1 FROM {SCHEMA}.captures WHERE name = $1",
                                          spec.name)
@@ -140,31 +166,35 @@ class PostgresCdc:
             if spec.source == "wal2json":
                 await self._install_source(conn, spec)
             else:
+                delete = outbox_insert("OLD", "'DELETE'")
+                upsert = outbox_insert("NEW", "TG_OP")
                 await conn.execute(f"""
                 CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $lgcdc$
                 BEGIN
                     IF current_setting({_lit(GUC)}, true) = 'on' THEN
                         RETURN NULL;
                     END IF;
-                    IF TG_OP = 'UPDATE' AND ({unchanged}) THEN
-                        RETURN NULL;
+                    IF TG_OP = 'DELETE' THEN
+                        {delete}
+                    ELSE
+                        IF TG_OP = 'UPDATE' AND ({unchanged}) THEN
+                            RETURN NULL;
+                        END IF;
+                        {upsert}
                     END IF;
-                    INSERT INTO {SCHEMA}.outbox (capture, row_key, op, key, data)
-                    VALUES ({_lit(spec.name)}, jsonb_build_array({row_key})::text, TG_OP,
-                            jsonb_build_object({key}), jsonb_build_object({data}));
                     PERFORM pg_notify({_lit(CHANNEL)}, {_lit(spec.name)});
                     RETURN NULL;
                 END
                 $lgcdc$;
-                CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE ON {t}
-                    FOR EACH ROW {when} EXECUTE FUNCTION {fn}();
+                {" ".join(triggers)}
             """)
             await conn.execute(
                 f"INSERT INTO {SCHEMA}.captures (name, tbl, columns, key, where_sql, epoch, "
-                "source) VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, "
-                "to_char(clock_timestamp(), 'YYYYMMDDHH24MISSUS'), $6)",
+                "source, ops) VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, "
+                "to_char(clock_timestamp(), 'YYYYMMDDHH24MISSUS'), $6, $7)",
                 spec.name, spec.table, orjson.dumps(list(spec.columns)).decode(),
-                orjson.dumps(list(spec.key)).decode(), spec.where, spec.source)
+                orjson.dumps(list(spec.key)).decode(), spec.where, spec.source,
+                ",".join(spec.ops))
 
     async def _install_source(self, conn: asyncpg.Connection, spec: CaptureSpec) -> None:
         """A capture without triggers (:mod:`lockgate.cdc.wal2json` overrides this)."""
@@ -181,10 +211,14 @@ class PostgresCdc:
                                     + (" WHERE name = $1" if name else ""),
                                     *([name] if name else []))
             for r in rows:
-                await conn.execute(f'DROP TRIGGER IF EXISTS "lockgate_cdc_{r["name"]}" ON '
-                                   f'{pg_quote(r["tbl"])}')
+                for suffix in ("", "_del"):
+                    await conn.execute(f'DROP TRIGGER IF EXISTS "lockgate_cdc_{r["name"]}'
+                                       f'{suffix}" ON {pg_quote(r["tbl"])}')
                 await conn.execute(f'DROP FUNCTION IF EXISTS {SCHEMA}."capture_{r["name"]}"()')
                 await conn.execute(f"DELETE FROM {SCHEMA}.outbox WHERE capture = $1", r["name"])
+                if await conn.fetchval("SELECT to_regclass($1)", f"{SCHEMA}.wal_applied"):
+                    await conn.execute(f"DELETE FROM {SCHEMA}.wal_applied WHERE capture = $1",
+                                       r["name"])
                 if r["source"] == "wal2json":
                     await conn.execute(f"ALTER TABLE {pg_quote(r['tbl'])} REPLICA IDENTITY "
                                        "DEFAULT")
@@ -203,9 +237,10 @@ class PostgresCdc:
         r = await self.pool.fetchrow(f"SELECT * FROM {SCHEMA}.captures WHERE name = $1", name)
         if r is None:
             return None
+        ops = tuple(str(r.get("ops") or "INSERT,UPDATE").split(","))
         return CaptureSpec(r["name"], r["tbl"], tuple(orjson.loads(r["columns"])),
                            tuple(orjson.loads(r["key"])), r["where_sql"], r["epoch"],
-                           r["source"])
+                           r["source"], ops)
 
     async def captures(self) -> list[CaptureSpec]:
         if await self.pool.fetchval("SELECT to_regclass($1)", f"{SCHEMA}.captures") is None:
@@ -213,6 +248,20 @@ class PostgresCdc:
         names = [r[0] for r in await self.pool.fetch(f"SELECT name FROM {SCHEMA}.captures "
                                                      "ORDER BY name")]
         return [c for c in [await self.capture(n) for n in names] if c is not None]
+
+    async def wal_status(self, name: str) -> dict[str, Any]:
+        """A wal2json capture's leader (``lockgate-cdc:<pid>`` or None) and how many bytes
+        of WAL its slot still holds back."""
+        leader = await self.pool.fetchval(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2"
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND l.classid::bigint = (hashtext('lockgate_cdc_wal')::bigint & 4294967295)"
+            " AND l.objid::bigint = (hashtext($1)::bigint & 4294967295) LIMIT 1", name)
+        lag = await self.pool.fetchval(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM "
+            "pg_replication_slots WHERE slot_name = $1", f"lockgate_{name}")
+        return {"leader": leader, "lag_bytes": lag}
 
     # ------------------------------------------------------------------ consuming
 
@@ -261,11 +310,18 @@ class PostgresCdc:
                 f"DELETE FROM {SCHEMA}.outbox WHERE id = $1 RETURNING id", change.outbox_id)
             if gone is None:
                 return False
-            if wb.kind == "column":
-                await self._write_column(conn, spec, change, wb)
-            else:
-                await self._write_side(conn, spec, change, wb)
+            await self._write(conn, spec, change, wb)
         return True
+
+    async def _write(self, conn: asyncpg.Connection, spec: CaptureSpec, change: Change,
+                     wb: WriteBack) -> None:
+        if wb.kind == "column":
+            await self._write_column(conn, spec, change, wb)
+        elif wb.kind == "side":
+            await self._write_side(conn, spec, change, wb)
+        elif wb.kind == "forget":
+            await conn.execute(f"DELETE FROM {pg_quote(wb.target)} WHERE capture = $1 AND "
+                               "row_key = $2", spec.name, change.row_key)
 
     async def _write_column(self, conn: asyncpg.Connection, spec: CaptureSpec,
                             change: Change, wb: WriteBack) -> None:

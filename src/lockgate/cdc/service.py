@@ -40,7 +40,7 @@ async def run_configured(runtime: Runtime, entries: list[CdcConsumerSettings],
                 task_transform(runtime.task_runner("cdc"), e.task, e.select),
                 Destination(column=e.write_column, side_table=e.side_table, event=sink),
                 concurrency=e.concurrency, lease=e.lease, max_attempts=e.max_attempts,
-                poll_interval=e.poll, backoff_base=e.backoff))
+                poll_interval=e.poll, backoff_base=e.backoff, on_delete=e.on_delete))
         for c in consumers:
             await c.prepare()
             log.info("cdc consumer for capture %s started", c.spec.name)

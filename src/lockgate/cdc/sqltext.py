@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 
-__all__ = ["CdcSqlError", "check_ident", "check_table", "rewrite_where"]
+__all__ = ["OPS", "CdcSqlError", "check_ident", "check_table", "parse_ops", "rewrite_where"]
+
+OPS = ("INSERT", "UPDATE", "DELETE")
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`(?:[^`]|``)*`|[A-Za-z_][A-Za-z0-9_$]*|.""",
@@ -35,6 +37,21 @@ def check_table(name: str) -> str:
     for p in parts:
         check_ident(p, "table")
     return name
+
+
+def parse_ops(ops: str | Iterable[str] | None) -> tuple[str, ...]:
+    """``insert,update,delete`` (any case, any order) -> ``("INSERT", "UPDATE", "DELETE")``
+    in that canonical order; None -> insert and update (the default)."""
+    if ops is None:
+        return ("INSERT", "UPDATE")
+    items = ops.split(",") if isinstance(ops, str) else list(ops)
+    wanted = {o.strip().upper() for o in items if o.strip()}
+    bad = sorted(wanted - set(OPS))
+    if bad:
+        raise CdcSqlError(f"unknown operation '{bad[0].lower()}' (ops: insert, update, delete)")
+    if not wanted:
+        raise CdcSqlError("--ops needs at least one of insert, update, delete")
+    return tuple(o for o in OPS if o in wanted)
 
 
 def rewrite_where(expr: str, columns: Iterable[str], new: Callable[[str], str]) -> str:

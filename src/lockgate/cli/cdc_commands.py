@@ -19,6 +19,7 @@ from lockgate.cdc import (
     open_database,
     task_transform,
 )
+from lockgate.cdc.consumer import ON_DELETE
 from lockgate.cdc.database import CdcDatabase, open_capture
 from lockgate.cli.common import ConfigOption, console, fail, get_config
 from lockgate.errors import ConfigError
@@ -70,6 +71,8 @@ def install(
     where: str | None = typer.Option(None, "--where", help="SQL condition on the new row."),
     source: str = typer.Option("trigger", "--source",
                                help="trigger (outbox) or wal2json (PostgreSQL logical decoding)"),
+    ops: str = typer.Option("insert,update", "--ops",
+                            help="Captured operations: insert,update,delete (any subset)."),
 ) -> None:
     """Install triggers + outbox (+ NOTIFY on PostgreSQL) for a table."""
     cols = [c.strip() for c in columns.split(",") if c.strip()]
@@ -80,11 +83,13 @@ def install(
         db = open_database(dsn, source=source)
         await db.open()
         try:
-            spec = await install_capture(db, capture, table, cols, key=keys, where=where)
+            spec = await install_capture(db, capture, table, cols, key=keys, where=where,
+                                         ops=ops)
         finally:
             await db.aclose()
         console.print(f"installed capture '{spec.name}' on {spec.table} ({db.kind}): columns "
-                      f"{', '.join(spec.columns)}; key {', '.join(spec.key)}"
+                      f"{', '.join(spec.columns)}; key {', '.join(spec.key)}; "
+                      f"ops {','.join(spec.ops).lower()}"
                       + (f"; where {spec.where}" if spec.where else ""),
                       highlight=False, soft_wrap=True)
 
@@ -118,13 +123,21 @@ def list_captures(dsn: str = DsnOption) -> None:
     """Installed captures and their outbox depth."""
 
     async def go() -> None:
+        from lockgate.cdc.postgres import PostgresCdc
+
         db = open_database(dsn)
         await db.open()
         try:
             for spec in await db.captures():
+                if spec.source == "wal2json" and isinstance(db, PostgresCdc):
+                    st = await db.wal_status(spec.name)
+                    state = f"leader={st['leader'] or '-'} slot_lag_bytes={st['lag_bytes']}"
+                else:
+                    state = f"pending={await db.depth(spec)}"
                 console.print(f"{spec.name}: {spec.table} columns={','.join(spec.columns)} "
                               f"key={','.join(spec.key)} where={spec.where or '-'} "
-                              f"pending={await db.depth(spec)}", highlight=False, soft_wrap=True)
+                              f"ops={','.join(spec.ops).lower()} source={spec.source} {state}",
+                              highlight=False, soft_wrap=True)
         finally:
             await db.aclose()
 
@@ -147,6 +160,10 @@ def run(
     poll: float = typer.Option(1.0, "--poll", min=0.01, help="Polling interval (seconds)."),
     backoff: float = typer.Option(1.0, "--backoff", min=0.01),
     once: bool = typer.Option(False, "--once", help="Stop when nothing is ready."),
+    on_delete: str = typer.Option("remove", "--on-delete",
+                                  help="A captured DELETE: remove (the side table's results of "
+                                       "the row), mark (a tombstone row), task (run the task "
+                                       "on the old values); events say 'deleted'."),
     config: Path | None = ConfigOption,
 ) -> None:
     """Consume a capture: each change -> the task through the pipeline -> write-back/event.
@@ -161,6 +178,8 @@ def run(
         fail("--capture needs --dsn and --task", 2)
     if sum(x is not None for x in (write_column, side_table, event)) != 1:
         fail("give exactly one of --write-column, --side-table, --event", 2)
+    if on_delete not in ON_DELETE:
+        fail(f"--on-delete '{on_delete}': remove, mark or task", 2)
 
     async def go() -> None:
         from lockgate.events.transports import open_transport
@@ -176,7 +195,8 @@ def run(
                 task_transform(runtime.task_runner("cdc"), task, select),
                 Destination(column=write_column, side_table=side_table, event=sink),
                 concurrency=concurrency, lease=lease, max_attempts=max_attempts,
-                poll_interval=poll, backoff_base=backoff)
+                poll_interval=poll, backoff_base=backoff,
+                on_delete=on_delete)  # type: ignore[arg-type]  # checked above
             if once:
                 stats = await consumer.drain()
             else:

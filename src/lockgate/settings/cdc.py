@@ -13,9 +13,12 @@ Example::
         lease: 60
         max_attempts: 5
         poll: 1.0
+        on_delete: remove                     # a captured DELETE: remove | mark | task
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -41,6 +44,10 @@ class CdcConsumerSettings(Strict):
     max_attempts: int = Field(5, ge=1, le=100)
     poll: float = Field(1.0, gt=0)
     backoff: float = Field(1.0, gt=0)
+    on_delete: Literal["remove", "mark", "task"] = "remove"
+    """What a captured DELETE does: ``remove`` the row's side-table results, ``mark`` it with
+    a tombstone row, or run the ``task`` on the deleted row's old values (side table or
+    event). Events say ``"event": "deleted"``; a write-back column went with the row."""
 
     @model_validator(mode="after")
     def _one_destination(self) -> CdcConsumerSettings:
