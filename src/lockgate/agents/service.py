@@ -48,6 +48,7 @@ from lockgate.agents.loop import (
     principal_doc,
 )
 from lockgate.agents.model import (
+    CHILD_PREFIX,
     AgentConflict,
     AgentForbidden,
     AgentNotFound,
@@ -59,11 +60,12 @@ from lockgate.agents.model import (
     new_run_id,
 )
 from lockgate.agents.openapi_tools import HttpTools
-from lockgate.agents.store import DefinitionStore, RunStore
-from lockgate.agents.tools import Tool, ToolContext, ToolFailed
+from lockgate.agents.store import DefinitionStore, RunConflict, RunStore
+from lockgate.agents.tools import SubRunPaused, Tool, ToolContext, ToolFailed
 from lockgate.pipeline import Call, EndUser, Principal, Result
 from lockgate.settings import Pricing, resolve_secret
 from lockgate.settings.agents import NAME_RE, AgentSpec, AgentsSettings
+from lockgate.state import MemoryState, StateBackend
 from lockgate.store import Store
 
 if TYPE_CHECKING:
@@ -80,6 +82,7 @@ MAX_INPUT_MESSAGES = 200
 MAX_INPUT_CHARS = 200_000
 DEFINITIONS_TTL_S = 2.0
 STALE_GRACE_S = 30.0
+REJECTED = "error: a reviewer rejected this call: "
 Alert = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]
 
 
@@ -129,27 +132,32 @@ class AgentService:
         jobs: Callable[[], JobService | None] | None = None,
         job_tasks: list[str] | None = None,
         models: set[str] | None = None,
+        state: StateBackend | None = None,
     ) -> None:
         self.settings = settings
         self.defs = DefinitionStore(store)
         self._defined: dict[str, AgentSpec] = {}
         self._defined_at = float("-inf")
         self._models = models
-        self.runs = RunStore(store)
+        self.runs = RunStore(store, lease_s=settings.lease_s)
         self._store = store
         self._pricing = pricing
         self._alert = alert
         self.catalog = Catalog()
         self.grants = Grants(settings.grants)
-        self.breakers = Breakers(settings.breaker)
+        self.state: StateBackend = state if state is not None else MemoryState()
+        self.breakers = Breakers(self.state, settings.breaker)
         self.approvals = (Approvals(review, self.runs, self._continue)
                           if review is not None else None)
         self.deps = Deps(chat=chat, price=self.price, catalog=self.catalog,
-                         grants=self.grants, breakers=self.breakers, limiter=RateLimiter(),
+                         grants=self.grants, breakers=self.breakers, limiter=RateLimiter(self.state),
                          loops=LoopDetector(settings.loop_repeats), store=self.runs,
-                         alert=self._raise, approvals=self.approvals)
+                         alert=self._raise, approvals=self.approvals,
+                         child_outcome=self._child_outcome)
         self._steppers: dict[str, Stepper] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._active: set[str] = set()
+        """Runs this process is stepping now (their leases are kept alive)."""
         self._slots = asyncio.Semaphore(settings.max_parallel_runs)
         self._http: list[HttpTools] = []
         self.mcp: list[McpTools] = []
@@ -318,7 +326,7 @@ class AgentService:
         if not self.may_use(name, principal) or (
                 check_models and not principal.may_use(AGENT_PREFIX + name)):
             raise AgentForbidden(f"This key may not use the agent '{name}'.", param="agent")
-        if self.breakers.agent(name).is_open():
+        if await self.breakers.agent(name).is_open():
             raise AgentPaused(f"The agent '{name}' is paused after too many failures; "
                               "try again later.")
         messages = messages_of(input)
@@ -338,13 +346,31 @@ class AgentService:
 
     async def advance(self, run: Run, on_event: Event | None = None) -> Run:
         await self.ensure_tools()
-        return await self.stepper(run.agent).advance(run, on_event)
+        self._active.add(run.id)
+        try:
+            done = await self.stepper(run.agent).advance(run, on_event)
+        finally:
+            self._active.discard(run.id)
+        if done.state == "awaiting_approval" and (done.review_id or "").startswith(
+                CHILD_PREFIX):
+            # parked on a sub-run that may have ended meanwhile (decided elsewhere)
+            child = await self.runs.get((done.review_id or "")[len(CHILD_PREFIX):])
+            if child.final:
+                await self._wake_parent(child)
+        return done
 
     def launch(self, run: Run, on_event: Event | None = None) -> asyncio.Task[Run]:
         async def go() -> Run:
             async with self._slots:
                 try:
-                    return await self.advance(run, on_event)
+                    done = await self.advance(run, on_event)
+                    if done.final and done.parent_id is not None:
+                        await self._wake_parent(done)
+                    return done
+                except RunConflict:
+                    log.warning("agent run %s was moved on by another process; this one "
+                                "stops stepping it", run.id)
+                    return run
                 except Exception:
                     log.exception("agent run %s failed unexpectedly", run.id)
                     with contextlib.suppress(Exception):
@@ -378,6 +404,47 @@ class AgentService:
                 await self.runs.save(run)
                 return
         self.launch(run)
+
+    async def _wake_parent(self, child: Run) -> None:
+        """A sub-run ended: its parked parent resumes, once (compare-and-set)."""
+        if child.parent_id is None or not child.final:
+            return
+        parent = await self.runs.take_paused(child.parent_id, CHILD_PREFIX + child.id)
+        if parent is None:
+            return  # not parked on it (running in-line, resumed already, or ended)
+        parent.review_id = None
+        await self.runs.save(parent)
+        self.launch(parent)
+
+    async def recover(self) -> int:
+        """Take over runs whose process died (lease ran out) and continue them from their
+        stored steps; wake parents whose sub-run ended while nobody was listening."""
+        taken = 0
+        for run_id in await self.runs.expired():
+            if run_id in self._active:
+                continue
+            run = await self.runs.claim(run_id)
+            if run is None:
+                continue  # another process took it
+            log.warning("agent run %s (%s) lost its process; continuing it here",
+                        run.id, run.agent)
+            taken += 1
+            self.launch(run)
+        for _, child_id in await self.runs.parked_on_children():
+            await self._wake_parent(await self.runs.get(child_id))
+        return taken
+
+    async def run_recovery(self, stop: asyncio.Event) -> None:
+        """Keep this process's leases alive and take over lost runs (every lease_s / 3)."""
+        interval = max(0.1, self.settings.lease_s / 3.0)
+        while not stop.is_set():
+            try:
+                await self.runs.heartbeat(sorted(self._active))
+                await self.recover()
+            except Exception:
+                log.exception("agent run recovery failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
 
     async def wait_idle(self, timeout: float = 10.0) -> None:
         """Wait for the background runs of this process (tests, shutdown)."""
@@ -456,15 +523,37 @@ class AgentService:
         child = await self.start(target, str(args["task"]), ctx.principal,
                                  end_user=ctx.acting_for, request_id=parent.request_id,
                                  parent=parent)
+        on_child = ctx.extra.get("on_child")
+        if on_child is not None:
+            await on_child(child.id)
         child = await self.advance(child)
+        if not child.final:
+            raise SubRunPaused(child.id)  # the parent parks until the sub-run ends
+        return await self._child_result(parent, child)
+
+    async def _child_outcome(self, parent: Run, child_id: str) -> Any:
+        """The result of a sub-run started earlier (resumed parent, or a takeover)."""
+        child = await self.runs.get(child_id)
+        if not child.final:
+            raise SubRunPaused(child.id)
+        return await self._child_result(parent, child)
+
+    async def _child_result(self, parent: Run, child: Run) -> Any:
         parent.cost += child.cost
+        rejected = [{"tool": s.name, "reason": str(s.result).removeprefix(REJECTED)}
+                    for s in await self.runs.steps(child.id)
+                    if s.kind == "tool" and s.status == "rejected"]
         if child.state == "succeeded":
-            return {"agent": target, "run_id": child.id, "answer": child.output}
-        if child.state == "awaiting_approval":
-            return {"agent": target, "run_id": child.id, "status": "awaiting_approval",
-                    "note": "the sub-task waits for a person's approval; its result is not "
-                            "available in this run"}
-        raise ToolFailed(f"sub-run {child.id} of {target} {child.state}: {child.error}")
+            out: dict[str, Any] = {"agent": child.agent, "run_id": child.id,
+                                   "answer": child.output}
+            if rejected:
+                out["rejected"] = rejected  # the reviewers' reasons flow up the tree
+            return out
+        why = f"sub-run {child.id} of {child.agent} {child.state}: {child.error}"
+        if rejected:
+            why += "; rejected by a reviewer: " + "; ".join(
+                f"{r['tool']}: {r['reason']}" for r in rejected)
+        raise ToolFailed(why)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

@@ -242,6 +242,9 @@ class AgentsSettings(Strict):
     loop_repeats: int = Field(3, ge=2, le=50)
     max_parallel_runs: int = Field(64, ge=1)
     """Background runs (``/v1/agents/<name>/runs``) per process."""
+    lease_s: float = Field(30.0, ge=0.5, le=3600)
+    """A running run's lease: its gateway renews it every ``lease_s / 3``; a run whose lease
+    ran out (the gateway died) is taken over by another gateway and continued."""
 
     @model_validator(mode="after")
     def _refs(self) -> AgentsSettings:
