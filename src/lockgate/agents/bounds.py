@@ -87,9 +87,11 @@ class SharedBreaker:
                                             ) < 1e-3
 
     def failure_rate(self) -> float:
+        """The share of failures last seen (the threshold when the breaker just opened:
+        opening clears the window)."""
         v = self.last
         if v is None or v.successes + v.failures == 0:
-            return 0.0
+            return self.settings.error_rate if v is not None and v.state == "open" else 0.0
         return v.failures / (v.successes + v.failures)
 
 
