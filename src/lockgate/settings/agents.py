@@ -132,6 +132,8 @@ class McpServerSpec(Strict):
     """tool -> class (MCP's ``readOnlyHint`` annotation decides otherwise; default write)."""
     timeout_s: float = Field(20.0, gt=0, le=600)
     rate_per_minute: int = Field(600, ge=1)
+    pool: bool = True
+    """One session per server, kept open and reopened when it dies (false: one per call)."""
 
     @model_validator(mode="after")
     def _transport_fields(self) -> McpServerSpec:
