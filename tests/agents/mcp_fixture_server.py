@@ -1,8 +1,9 @@
 """A small MCP server (official SDK, stdio) for the client tests.
 
-``lookup`` and ``pid`` (the process id) are read-only; ``restart`` writes (appends to $MCP_FIXTURE_LOG); ``crash`` kills
-the process mid-call; ``lookup``'s description is read from $MCP_FIXTURE_DESC (a file), so
-a test can change the definition between sessions.
+``lookup`` and ``pid`` (the process id) are read-only; ``restart`` writes (appends to
+$MCP_FIXTURE_LOG); ``crash`` kills the process mid-call; ``lookup``'s description is read
+from $MCP_FIXTURE_DESC (a file) at start, so a test can change the definition between
+server processes.
 """
 
 from __future__ import annotations

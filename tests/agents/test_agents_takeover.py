@@ -65,10 +65,10 @@ class Plant:
                 except OSError:
                     pass  # the caller died
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._answer("read", {"pump": self.path.rsplit("/", 1)[-1], "temp_c": 91})
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 n = int(self.headers.get("content-length") or 0)
                 self.rfile.read(n)
                 self._answer("write", {"pump": self.path.split("/")[-2], "open": False})

@@ -126,7 +126,8 @@ class McpTools:
 
                     tg.start_soon(relay)
                     async with ClientSession(recv, write, read_timeout_seconds=s.timeout_s,
-                                             message_handler=on_message) as cs:
+                                             message_handler=on_message,  # type: ignore[arg-type]
+                                             ) as cs:
                         await cs.initialize()
                         yield cs
                     tg.cancel_scope.cancel()
@@ -140,7 +141,7 @@ class McpTools:
         async with httpx2.AsyncClient(headers=headers, timeout=s.timeout_s) as http, \
                 streamable_http_client(s.url, http_client=http) as (read, write), \
                 ClientSession(read, write, read_timeout_seconds=s.timeout_s,
-                              message_handler=on_message) as cs:
+                              message_handler=on_message) as cs:  # type: ignore[arg-type]
             await cs.initialize()
             yield cs
 

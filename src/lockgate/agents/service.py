@@ -60,11 +60,21 @@ from lockgate.agents.model import (
     new_run_id,
 )
 from lockgate.agents.openapi_tools import HttpTools
+from lockgate.agents.sources import (
+    GRANT_PARTS,
+    KINDS,
+    ApiSources,
+    SourceBuilder,
+    SourceStore,
+    merge_grants,
+    redact,
+)
 from lockgate.agents.store import DefinitionStore, RunConflict, RunStore
 from lockgate.agents.tools import SubRunPaused, Tool, ToolContext, ToolFailed
+from lockgate.errors import NotFound
 from lockgate.pipeline import Call, EndUser, Principal, Result
 from lockgate.settings import Pricing, resolve_secret
-from lockgate.settings.agents import NAME_RE, AgentSpec, AgentsSettings
+from lockgate.settings.agents import NAME_RE, AgentGrants, AgentSpec, AgentsSettings
 from lockgate.state import MemoryState, StateBackend
 from lockgate.store import Store
 
@@ -150,7 +160,8 @@ class AgentService:
         self.approvals = (Approvals(review, self.runs, self._continue)
                           if review is not None else None)
         self.deps = Deps(chat=chat, price=self.price, catalog=self.catalog,
-                         grants=self.grants, breakers=self.breakers, limiter=RateLimiter(self.state),
+                         grants=self.grants, breakers=self.breakers,
+                         limiter=RateLimiter(self.state),
                          loops=LoopDetector(settings.loop_repeats), store=self.runs,
                          alert=self._raise, approvals=self.approvals,
                          child_outcome=self._child_outcome)
@@ -164,6 +175,10 @@ class AgentService:
         self._mcp_ready = False
         self._mcp_lock = asyncio.Lock()
         self._build_tools(rag, jobs, job_tasks or [])
+        self.source_store = SourceStore(store)
+        self.api_sources = ApiSources(SourceBuilder(rag, self.runs, self._raise),
+                                      self.catalog.add, self._remove_tool)
+        self._sync_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ tools
 
@@ -213,6 +228,125 @@ class AgentService:
         """Register a tool (tests, embedding applications)."""
         self.catalog.add(tool)
 
+    def _remove_tool(self, name: str) -> None:
+        self.catalog.tools.pop(name, None)
+
+    # ------------------------------------------------------------------ admin: sources
+
+    def _yaml_sources(self) -> dict[str, str]:
+        t = self.settings.tools
+        return {n: kind for kind in KINDS for n in getattr(t, kind)}
+
+    async def _audit(self, action: str, who: str | None, target: str,
+                     changes: dict[str, Any] | None = None) -> None:
+        await self._store.record_admin_action(action, actor=who, target=target,
+                                              changes=changes)
+
+    async def sources_view(self) -> list[dict[str, Any]]:
+        """Every tool source: ``lockgate.yaml``'s and the API's, secrets masked."""
+        await self.refresh(force=True)
+        out: list[dict[str, Any]] = []
+        t = self.settings.tools
+        for kind in KINDS:
+            for name, spec in sorted(getattr(t, kind).items()):
+                out.append({"id": name, "object": "agent.tool_source", "kind": kind,
+                            "source": "config",
+                            "spec": redact(kind, spec.model_dump(mode="json")),
+                            "tools": sorted(n for n, tool in self.catalog.tools.items()
+                                            if n.startswith(name + "__"))})
+        for name, (kind, raw) in sorted((await self.source_store.sources()).items()):
+            out.append({"id": name, "object": "agent.tool_source", "kind": kind,
+                        "source": "api", "spec": redact(kind, raw),
+                        "tools": self.api_sources.tools_of(name)})
+        return out
+
+    async def define_source(self, kind: str, name: str, raw: Any,
+                            who: str | None) -> dict[str, Any]:
+        """Create or replace a tool source over the admin API (validated; 400 / 409)."""
+        builder = self.api_sources.builder
+        spec = builder.validate(kind, raw)
+        if not isinstance(name, str) or not NAME_RE.match(name) or "__" in name:
+            raise BadAgentInput("Tool source names are 1-48 letters, digits, '_' or '-' "
+                                "(no '__').", param="name")
+        if name in self._yaml_sources():
+            raise AgentConflict(f"The tool source '{name}' is defined in lockgate.yaml; "
+                                "change it there.", param="name")
+        doc = spec.model_dump(mode="json", exclude_unset=True)
+        probe = builder.build(name, kind, spec, doc)  # the spec must be usable (400)
+        await probe.aclose()
+        await self.source_store.put_source(name, kind, doc, who)
+        await self._audit("agent_tool_source.put", who, f"{kind}/{name}",
+                          {"kind": kind, "spec": redact(kind, doc)})
+        await self.refresh(force=True)
+        return next(s for s in await self.sources_view() if s["id"] == name)
+
+    async def undefine_source(self, kind: str, name: str, who: str | None) -> None:
+        if name in self._yaml_sources():
+            raise AgentConflict(f"The tool source '{name}' is defined in lockgate.yaml.",
+                                param="name")
+        stored = (await self.source_store.sources()).get(name)
+        if stored is None or stored[0] != kind:
+            raise NotFound(f"No {kind[:20]} tool source '{name[:100]}' defined over the API.",
+                           param="name")
+        await self.source_store.delete_source(name)
+        await self._audit("agent_tool_source.delete", who, f"{kind}/{name}")
+        await self.refresh(force=True)
+
+    # ------------------------------------------------------------------ admin: grants
+
+    async def grants_view(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for part in GRANT_PARTS:
+            for subject, tools in sorted(getattr(self.settings.grants, part).items()):
+                out.append({"part": part, "subject": subject, "tools": tools,
+                            "source": "config", "object": "agent.grant"})
+        for (part, subject), tools in sorted((await self.source_store.grants()).items()):
+            out.append({"part": part, "subject": subject, "tools": tools, "source": "api",
+                        "object": "agent.grant"})
+        return out
+
+    def _grant_subject(self, part: str, subject: str) -> None:
+        if part not in GRANT_PARTS:
+            raise BadAgentInput(f"Unknown grant part '{part[:40]}' (one of "
+                                f"{', '.join(GRANT_PARTS)}).", param="part")
+        if not subject or len(subject) > 200 or not subject.isprintable():
+            raise BadAgentInput("A grant subject is 1-200 printable characters.",
+                                param="subject")
+        if part == "end_users" and not subject.startswith(("user:", "group:")):
+            raise BadAgentInput("An end-user grant subject starts with 'user:' or 'group:'.",
+                                param="subject")
+        if subject in getattr(self.settings.grants, part):
+            raise AgentConflict(f"The grant of {part} '{subject[:100]}' is defined in "
+                                "lockgate.yaml; change it there.", param="subject")
+
+    async def define_grant(self, part: str, subject: str, raw: Any,
+                           who: str | None) -> dict[str, Any]:
+        self._grant_subject(part, subject)
+        tools = raw.get("tools") if isinstance(raw, dict) else None
+        if not isinstance(tools, list) or len(tools) > 200 or not all(
+                isinstance(t, str) for t in tools) or set(raw) - {"tools"}:
+            raise BadAgentInput("The body must be {\"tools\": [tool name patterns]} "
+                                "(at most 200).", param="tools")
+        try:
+            AgentGrants.model_validate({part: {subject: tools}})
+        except ValueError as exc:
+            msg = str(exc).splitlines()
+            raise BadAgentInput(f"Invalid grant: {' '.join(msg[1:3]) or msg[0]}"[:400],
+                                param="tools") from None
+        await self.source_store.put_grant(part, subject, tools, who)
+        await self._audit("agent_grant.put", who, f"{part}/{subject}", {"tools": tools})
+        await self.refresh(force=True)
+        return {"part": part, "subject": subject, "tools": tools, "source": "api",
+                "object": "agent.grant"}
+
+    async def undefine_grant(self, part: str, subject: str, who: str | None) -> None:
+        self._grant_subject(part, subject)
+        if not await self.source_store.delete_grant(part, subject):
+            raise NotFound(f"No grant of {part} '{subject[:100]}' defined over the API.",
+                           param="subject")
+        await self._audit("agent_grant.delete", who, f"{part}/{subject}")
+        await self.refresh(force=True)
+
     # ------------------------------------------------------------------ agents
 
     def specs(self) -> dict[str, AgentSpec]:
@@ -242,6 +376,10 @@ class AgentService:
         if not force and now - self._defined_at < DEFINITIONS_TTL_S:
             return
         self._defined_at = now
+        async with self._sync_lock:
+            await self.api_sources.sync(await self.source_store.sources())
+            self.grants.settings = merge_grants(self.settings.grants,
+                                                await self.source_store.grants())
         loaded: dict[str, AgentSpec] = {}
         for name, raw in (await self.defs.all()).items():
             try:
@@ -277,16 +415,18 @@ class AgentService:
             if d not in known and d != name:
                 raise BadAgentInput(f"Unknown delegate agent '{d}'.", param="delegates")
         await self.defs.put(name, spec.model_dump(mode="json"), who)
+        await self._audit("agent.put", who, name)
         await self.refresh(force=True)
         return spec
 
-    async def undefine(self, name: str) -> None:
+    async def undefine(self, name: str, who: str | None = None) -> None:
         if name in self.settings.agents:
             raise AgentConflict(f"The agent '{name}' is defined in lockgate.yaml.",
                                 param="name")
         if not await self.defs.delete(name):
             raise AgentNotFound(f"No agent '{name[:100]}' defined over the API.",
                                 param="name")
+        await self._audit("agent.delete", who, name)
         await self.refresh(force=True)
 
     def may_use(self, name: str, principal: Principal) -> bool:
@@ -441,6 +581,7 @@ class AgentService:
             try:
                 await self.runs.heartbeat(sorted(self._active))
                 await self.recover()
+                await self.refresh()  # API-defined agents, tool sources, grants
             except Exception:
                 log.exception("agent run recovery failed; retrying")
             with contextlib.suppress(TimeoutError):
@@ -561,6 +702,7 @@ class AgentService:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
+        await self.api_sources.aclose()
         for http in self._http:
             await http.aclose()
         for m in self.mcp:
