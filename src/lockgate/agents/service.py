@@ -15,9 +15,15 @@ serve``. It never calls a provider: each model turn is a pipeline call.
   bounded by the parent's ``max_depth`` and ``max_fanout``; its cost is added to the
   parent's; the tree is ``root_id``/``parent_id`` on the rows (:meth:`show`).
 
-A run whose process dies while it is ``running`` (or that shutdown cancelled) is marked
-``failed`` ("lost") when it is next read after its agent's timeout plus 30 s. Partial: it
-is not taken over and continued by another process.
+- a sub-run that waits for a person parks its parent (``review_id = "child:<id>"``); when
+  the sub-run ends, :meth:`_wake_parent` resumes the parent once (compare-and-set);
+- :meth:`run_recovery` (every gateway's background loop) renews this process's leases on
+  the runs it steps, takes over runs whose lease ran out (their process died) and
+  continues them from their stored steps, wakes parents whose sub-run ended unseen, and
+  reloads API-defined agents, tool sources and grants.
+
+A ``running`` run that no process takes over is marked ``failed`` ("lost") when it is next
+read after its agent's timeout plus 30 s.
 """
 
 from __future__ import annotations
