@@ -24,11 +24,12 @@ from typing import Any
 import httpx
 import pytest
 
+from lockgate.agents import Tool, ToolContext
 from lockgate.agents.store import RunStore
 from lockgate.runtime import Runtime
 from lockgate.settings import parse_config
 from lockgate.testing.stub_upstream import StubUpstream
-from tests.agents.conftest import MASTER, agent_config, call
+from tests.agents.conftest import MASTER, OPERATOR, MakeEnv, agent_config, call
 
 BRAIN = "slow:650"  # every model turn takes 0.65 s: the turn is checkpointed before its tools
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -232,3 +233,35 @@ async def test_a_write_in_flight_is_never_repeated_its_outcome_is_unknown(
         assert "agent_write_unknown" in kinds
     finally:
         await rt.aclose()
+
+
+async def test_a_live_run_keeps_its_lease_and_is_not_taken_over(make_env: MakeEnv) -> None:
+    """A process that steps a run longer than ``lease_s`` renews its lease (also without a
+    recovery loop, as the CLI): another gateway's recovery leaves the run alone."""
+    agents = """
+  lease_s: 0.6
+  grants: {teams: {ops: ["*"]}}
+  agents:
+    slow: {model: brain, tools: [slow_read], mode: autonomous}
+"""
+    a = await make_env(agents)
+    b = await make_env(agents, brain=a.brain)
+    assert a.rt.agents is not None and b.rt.agents is not None
+    calls: list[str] = []
+
+    async def slow_read(args: dict[str, Any], ctx: ToolContext) -> Any:
+        calls.append(ctx.run_id)
+        await asyncio.sleep(2.5)  # four leases long
+        return {"ok": True}
+
+    a.rt.agents.add_tool(Tool(name="slow_read", description="slow", klass="read",
+                              parameters={"type": "object"}, call=slow_read))
+    a.script({"tool_calls": [call("slow_read")]}, {"content": "done slowly"})
+    run = await a.rt.agents.start("slow", "go", OPERATOR)
+    task = asyncio.create_task(a.rt.agents.advance(run))
+    taken = 0
+    while not task.done():
+        taken += await b.rt.agents.recover()
+        await asyncio.sleep(0.2)
+    done = await task
+    assert taken == 0 and done.state == "succeeded" and calls == [run.id]

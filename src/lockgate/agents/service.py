@@ -17,8 +17,9 @@ serve``. It never calls a provider: each model turn is a pipeline call.
 
 - a sub-run that waits for a person parks its parent (``review_id = "child:<id>"``); when
   the sub-run ends, :meth:`_wake_parent` resumes the parent once (compare-and-set);
-- :meth:`run_recovery` (every gateway's background loop) renews this process's leases on
-  the runs it steps, takes over runs whose lease ran out (their process died) and
+- while a process steps runs it renews their leases (:meth:`_keep_leases`);
+  :meth:`run_recovery` (every gateway's background loop) takes over runs whose lease ran
+  out (their process died) and
   continues them from their stored steps, wakes parents whose sub-run ended unseen, and
   reloads API-defined agents, tool sources and grants.
 
@@ -175,6 +176,7 @@ class AgentService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._active: set[str] = set()
         """Runs this process is stepping now (their leases are kept alive)."""
+        self._heartbeat: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(settings.max_parallel_runs)
         self._http: list[HttpTools] = []
         self.mcp: list[McpTools] = []
@@ -493,8 +495,14 @@ class AgentService:
     async def advance(self, run: Run, on_event: Event | None = None) -> Run:
         await self.ensure_tools()
         self._active.add(run.id)
+        self._keep_leases()
         try:
             done = await self.stepper(run.agent).advance(run, on_event)
+        except RunConflict:
+            # another process took the run over (this one stalled past its lease): it goes
+            # on there; the caller sees the run as stored
+            log.warning("agent run %s was taken over by another process", run.id)
+            return await self.runs.get(run.id)
         finally:
             self._active.discard(run.id)
         if done.state == "awaiting_approval" and (done.review_id or "").startswith(
@@ -551,6 +559,24 @@ class AgentService:
                 return
         self.launch(run)
 
+    def _keep_leases(self) -> None:
+        """Renew this process's leases while it steps runs (every process that steps runs,
+        also the CLI, which runs no recovery loop)."""
+        if self._heartbeat is not None and not self._heartbeat.done():
+            return
+
+        async def beat() -> None:
+            interval = max(0.1, self.settings.lease_s / 3.0)
+            while self._active:
+                await asyncio.sleep(interval)
+                try:
+                    await self.runs.heartbeat(sorted(self._active))
+                except Exception as exc:
+                    log.warning("could not renew agent run leases: %s", exc)
+
+        self._heartbeat = asyncio.get_running_loop().create_task(beat(),
+                                                                 name="agent-run-leases")
+
     async def _wake_parent(self, child: Run) -> None:
         """A sub-run ended: its parked parent resumes, once (compare-and-set)."""
         if child.parent_id is None or not child.final:
@@ -581,11 +607,10 @@ class AgentService:
         return taken
 
     async def run_recovery(self, stop: asyncio.Event) -> None:
-        """Keep this process's leases alive and take over lost runs (every lease_s / 3)."""
+        """Take over lost runs and reload API definitions (every lease_s / 3)."""
         interval = max(0.1, self.settings.lease_s / 3.0)
         while not stop.is_set():
             try:
-                await self.runs.heartbeat(sorted(self._active))
                 await self.recover()
                 await self.refresh()  # API-defined agents, tool sources, grants
             except Exception:
@@ -703,6 +728,10 @@ class AgentService:
         raise ToolFailed(why)
 
     async def aclose(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(BaseException):
+                await self._heartbeat
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
