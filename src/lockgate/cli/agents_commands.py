@@ -113,8 +113,13 @@ def agents_run(
         out = doc["output"]
         print(out if isinstance(out, str) else json.dumps(out))
     elif doc["status"] == "awaiting_approval":
-        console.print(f"run {doc['id']} waits for approval: review {doc['review_id']} "
-                      "(lockgate review decide ...)", highlight=False)
+        waiting = str(doc["review_id"] or "")
+        if waiting.startswith("child:"):
+            console.print(f"run {doc['id']} waits for its sub-run {waiting[6:]} (lockgate "
+                          f"agents show {waiting[6:]})", highlight=False)
+        else:
+            console.print(f"run {doc['id']} waits for approval: review {waiting} "
+                          "(lockgate review decide ...)", highlight=False)
     if doc["status"] in ("failed", "stopped"):
         fail(f"run {doc['id']} {doc['status']}: {doc['error']}")
 
