@@ -14,6 +14,11 @@ store transaction per turn. The model-call time is printed beside it (side by si
 run: compare the ratio, the machine is shared).
 
     PYTHONPATH=src .venv/bin/python bench/agents_bench.py --runs 40 --steps 5 [--record]
+
+``--mcp N`` measures instead one MCP tool call (a stdio server, the official SDK on both
+sides: ``tests/agents/mcp_fixture_server.py``), N calls each with the pooled session
+(``pool: true``, the default) and with a session per call (``pool: false``: a server
+process started, initialized and listed per call); the per-call saving is their difference.
 """
 
 from __future__ import annotations
@@ -130,6 +135,51 @@ async def bench(runs: int, steps: int, db: str | None) -> dict[str, float]:
             "target_p50_ms": 2.0, "met": p50 <= 2.0}
 
 
+async def mcp_bench(calls: int) -> dict[str, Any]:
+    import sys
+
+    from lockgate.agents.mcp_client import McpTools
+    from lockgate.agents.store import RunStore
+    from lockgate.settings.agents import McpServerSpec
+    from lockgate.store import Store
+
+    server = Path(__file__).resolve().parents[1] / "tests/agents/mcp_fixture_server.py"
+    ctx = ToolContext(principal=OPERATOR, acting_for=None, run_id="bench", agent="bench",
+                      depth=0)
+
+    async def alert(*_: Any) -> None:
+        return None
+
+    out: dict[str, Any] = {"calls": calls}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "desc.txt").write_text("Live temperature of a pump.")
+        store = await Store.open(f"sqlite:///{tmp}/bench.db")
+        try:
+            for pool in (True, False):
+                spec = McpServerSpec(transport="stdio", command=[sys.executable, str(server)],
+                                     env={"MCP_FIXTURE_DESC": f"{tmp}/desc.txt",
+                                          "MCP_FIXTURE_LOG": f"{tmp}/log.txt"}, pool=pool)
+                mcp = McpTools("bench", spec, RunStore(store), alert)
+                try:
+                    tool = next(t for t in await mcp.tools() if t.name == "bench__lookup")
+                    await tool.call({"pump": "p0"}, ctx)  # warm-up (and the pool's connect)
+                    took: list[float] = []
+                    for i in range(calls):
+                        t0 = time.perf_counter()
+                        await tool.call({"pump": f"p{i}"}, ctx)
+                        took.append((time.perf_counter() - t0) * 1000)
+                finally:
+                    await mcp.aclose()
+                name = "pooled" if pool else "per_call_session"
+                out[f"{name}_p50_ms"] = round(statistics.median(took), 3)
+                out[f"{name}_sessions"] = mcp.connects
+        finally:
+            await store.close()
+    out["saving_per_call_ms"] = round(out["per_call_session_p50_ms"] - out["pooled_p50_ms"], 3)
+    out["speedup"] = round(out["per_call_session_p50_ms"] / out["pooled_p50_ms"], 1)
+    return out
+
+
 def record(result: dict[str, Any], command: str) -> None:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"\n\n## Agents: overhead per step — {now}\n",
@@ -145,13 +195,37 @@ def record(result: dict[str, Any], command: str) -> None:
         f.write("\n".join(lines) + "\n")
 
 
+def record_mcp(result: dict[str, Any], command: str) -> None:
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"\n\n## Agents: MCP tool call, pooled session vs a session per call — {now}\n",
+             f"`{command}` on {platform.node()} ({platform.machine()}, shared 2 cores, "
+             f"load average {os.getloadavg()[0]:.1f})\n",
+             "| measure | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in result.items()]
+    lines.append("\nOne stdio MCP server (official SDK); a call with a session per call starts "
+                 "the server, initializes and lists the tools (pin check) each time; the pooled "
+                 "call reuses one session. Same run, same machine: compare the ratio.")
+    with RESULTS.open("a") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--database-url", default=None)
     ap.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
+    ap.add_argument("--mcp", type=int, default=0, metavar="N",
+                    help="measure N MCP tool calls, pooled vs a session per call")
     args = ap.parse_args()
+    if args.mcp:
+        result = asyncio.run(mcp_bench(args.mcp))
+        for k, v in result.items():
+            print(f"{k}: {v}")
+        if args.record:
+            record_mcp(result, f"PYTHONPATH=src .venv/bin/python bench/agents_bench.py "
+                               f"--mcp {args.mcp} --record")
+        return
     result = asyncio.run(bench(args.runs, args.steps, args.database_url))
     for k, v in result.items():
         print(f"{k}: {v}")

@@ -362,7 +362,8 @@ class Runtime:
         try:
             runtime.agents = build_agent_service(
                 config, pipeline, store, review=runtime.review, alerts=runtime.alerts,
-                rag=rag, jobs=lambda: runtime.jobs.service if runtime.jobs else None)
+                rag=rag, jobs=lambda: runtime.jobs.service if runtime.jobs else None,
+                state=state)
             router.add_virtual(AgentDeployment(runtime.agents))
             if runtime.agents.approvals is not None:
                 runtime.review.resumers["agent"] = runtime.agents.approvals.resume
@@ -381,6 +382,8 @@ class Runtime:
             if monitor:
                 runtime._tasks.append(asyncio.create_task(
                     runtime.review.run_sweeper(runtime._stop), name="lockgate-review-sweeper"))
+                runtime._tasks.append(asyncio.create_task(
+                    runtime.agents.run_recovery(runtime._stop), name="lockgate-agent-runs"))
                 assert runtime.alerts is not None
                 runtime._tasks.append(asyncio.create_task(
                     runtime.alerts.watch(runtime._stop, config.alerts.gauge_interval),

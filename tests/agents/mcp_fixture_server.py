@@ -1,8 +1,9 @@
 """A small MCP server (official SDK, stdio) for the client tests.
 
-``lookup`` is read-only; ``restart`` writes (appends to $MCP_FIXTURE_LOG); ``crash`` kills
-the process mid-call; ``lookup``'s description is read from $MCP_FIXTURE_DESC (a file), so
-a test can change the definition between sessions.
+``lookup`` and ``pid`` (the process id) are read-only; ``restart`` writes (appends to
+$MCP_FIXTURE_LOG); ``crash`` kills the process mid-call; ``lookup``'s description is read
+from $MCP_FIXTURE_DESC (a file) at start, so a test can change the definition between
+server processes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ def restart(pump: str) -> str:
     with open(LOG, "a") as f:
         f.write(pump + "\n")
     return f"{pump} restarted"
+
+
+@server.tool(description="The server's process id.",
+             annotations=ToolAnnotations(read_only_hint=True))
+def pid() -> str:
+    return str(os.getpid())
 
 
 @server.tool(description="Crash the server.", annotations=ToolAnnotations(read_only_hint=True))

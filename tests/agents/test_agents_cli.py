@@ -60,3 +60,41 @@ def test_agents_cli(stub: StubUpstream, tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
     r = lockgate("agents", "show", "run_missing", cfg=cfg)
     assert r.returncode != 0 and "No agent run" in r.stderr
+
+
+def test_agents_tools_and_grants_cli(stub: StubUpstream, tmp_path: Path) -> None:
+    cfg = tmp_path / "lockgate.yaml"
+    cfg.write_text(agent_config(stub.base_url, tmp_path / "home",
+                                f"sqlite:///{tmp_path / 'lg.db'}", "unused", MESH))
+    spec = Path(__file__).parents[2] / "examples/plant_twin/openapi.json"
+    (tmp_path / "twin.yaml").write_text(f"spec: {spec}\nbase_url: http://127.0.0.1:9\n")
+    r = lockgate("agents", "tools", "set", "openapi", "twin", f"@{tmp_path / 'twin.yaml'}",
+                 "--as", "alice", cfg=cfg)
+    assert r.returncode == 0, r.stderr
+    assert "twin__setSetpoint" in r.stdout
+    r = lockgate("agents", "tools", "list", cfg=cfg)
+    assert r.returncode == 0 and r.stdout.split()[:3] == ["openapi", "twin", "api"], r.stdout
+    assert "twin__getPump" in r.stdout
+    r = lockgate("agents", "grants", "set", "teams", "field", "twin__get*", cfg=cfg)
+    assert r.returncode == 0, r.stderr
+    r = lockgate("agents", "grants", "list", "--json", cfg=cfg)
+    import json
+
+    grants = json.loads(r.stdout)
+    assert {"part": "teams", "subject": "field", "tools": ["twin__get*"], "source": "api",
+            "object": "agent.grant"} in grants
+    assert {"part": "teams", "subject": "ops", "tools": ["*"], "source": "config",
+            "object": "agent.grant"} in grants
+    # bad input: one line, non-zero exit, no traceback
+    for args in (["tools", "set", "ftp", "x", "{}"], ["tools", "set", "openapi", "x", "{"],
+                 ["grants", "set", "teams", "ops", "x"], ["grants", "delete", "keys", "nobody"],
+                 ["tools", "set", "openapi", "y", "@/nonexistent.yaml"]):
+        r = lockgate("agents", *args, cfg=cfg)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+    r = lockgate("agents", "grants", "delete", "teams", "field", cfg=cfg)
+    assert r.returncode == 0, r.stderr
+    r = lockgate("agents", "tools", "delete", "openapi", "twin", cfg=cfg)
+    assert r.returncode == 0, r.stderr
+    r = lockgate("agents", "tools", "list", cfg=cfg)
+    assert "twin" not in r.stdout

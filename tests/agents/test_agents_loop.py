@@ -151,8 +151,8 @@ async def test_open_tool_breaker_refuses_the_tool(make_env: MakeEnv) -> None:
                          "pause_s: 60}\n")
     assert env.rt.agents is not None
     tool_breaker = env.rt.agents.breakers.tool("read_pump")
-    tool_breaker.record(False)
-    tool_breaker.record(False)
+    await tool_breaker.record(False)
+    await tool_breaker.record(False)
     env.script({"tool_calls": [call("read_pump", pump="p1")]}, {"content": "down"})
     run = await env.run("fixer", "check")
     assert run.state == "succeeded"

@@ -89,3 +89,59 @@ def test_admin_agent_definitions(client: httpx.Client, fuzz_gateway: Gateway, ag
     assert r.status_code in (200, 400, 404, 405, 409), (r.status_code, r.text[:300])
     if r.status_code == 200:
         assert client.delete(path, headers=auth(fuzz_gateway.master)).status_code == 200
+
+
+KINDS = st.sampled_from(["openapi", "rag", "sql", "mcp", "ftp", "", "ünï", "a" * 60])
+SOURCE_NAMES = st.sampled_from(["fz", "fz_2", "a__b", "x" * 60, "ünï", "..", "%2F", "-"])
+SOURCE = S.body({}, {
+    "spec": S.maybe(st.sampled_from(["/nonexistent.json", "", "examples/plant_twin/openapi.json"])),
+    "base_url": S.maybe(S.SMALL_TEXT), "collection": S.maybe(S.SMALL_TEXT),
+    "url": S.maybe(st.sampled_from(["sqlite:///:memory:", "nonsense://", "env:NOPE", ""])),
+    "transport": S.maybe(st.sampled_from(["stdio", "http", "smoke"])),
+    "command": st.one_of(st.lists(S.SMALL_TEXT, max_size=2), S.JSON),
+    "k": S.INT, "timeout_s": S.NUMBER, "rate_per_minute": S.INT, "classes": S.JSON,
+    "pool": S.maybe(st.booleans())})
+
+
+@FUZZ
+@given(kind=KINDS, name=SOURCE_NAMES, body=st.one_of(SOURCE, S.JSON))
+def test_admin_tool_sources(client: httpx.Client, fuzz_gateway: Gateway, kind: str,
+                            name: str, body: Any) -> None:
+    path = f"/admin/agents/tools/{quote(kind, safe='') or 'x'}/{quote(name, safe='')}"
+    h = {**auth(fuzz_gateway.master), "content-type": "application/json"}
+    r = client.put(path, content=__import__("json").dumps(body), headers=h)
+    assert_openai_error(r)
+    assert r.status_code in (200, 400, 404, 405, 409), (r.status_code, r.text[:300])
+    if r.status_code == 200:
+        assert r.json()["source"] == "api"
+        assert client.delete(path, headers=h).status_code == 200
+    r = client.delete(path, headers=h)
+    assert_openai_error(r)
+    assert r.status_code in (400, 404, 405, 409), (r.status_code, r.text[:300])
+    r = client.get("/admin/agents/tools", headers=h)
+    assert r.status_code == 200
+
+
+PARTS = st.sampled_from(["teams", "keys", "end_users", "groups", "", "ünï"])
+SUBJECTS = st.sampled_from(["fz-team", "user:fz", "group:fz", "alice", "a" * 250, "ünï",
+                            "%20", "user:"])
+GRANT = S.body({"tools": st.one_of(st.lists(st.sampled_from(["*", "twin__*", "bad one!",
+                                                             "", "x" * 90]), max_size=3),
+                                   S.JSON)}, {"extra": S.maybe(S.JSON)})
+
+
+@FUZZ
+@given(part=PARTS, subject=SUBJECTS, body=st.one_of(GRANT, S.JSON))
+def test_admin_grants(client: httpx.Client, fuzz_gateway: Gateway, part: str, subject: str,
+                      body: Any) -> None:
+    path = f"/admin/agents/grants/{quote(part, safe='') or 'x'}/{quote(subject, safe='')}"
+    h = {**auth(fuzz_gateway.master), "content-type": "application/json"}
+    r = client.put(path, content=__import__("json").dumps(body), headers=h)
+    assert_openai_error(r)
+    assert r.status_code in (200, 400, 404, 405, 409), (r.status_code, r.text[:300])
+    if r.status_code == 200:
+        assert client.delete(path, headers=h).status_code == 200
+    r = client.delete(path, headers=h)
+    assert_openai_error(r)
+    assert r.status_code in (400, 404, 405, 409), (r.status_code, r.text[:300])
+    assert client.get("/admin/agents/grants", headers=h).status_code == 200

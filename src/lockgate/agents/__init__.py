@@ -24,6 +24,7 @@ from lockgate.agents.service import AGENT_PREFIX, AgentService, messages_of
 from lockgate.agents.tools import Tool, ToolContext, ToolFailed, ToolRefused
 from lockgate.pipeline import Pipeline
 from lockgate.settings import Config
+from lockgate.state import StateBackend
 from lockgate.store import Store
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ def build_agent_service(
     config: Config, pipeline: Pipeline, store: Store, *, review: ReviewService | None,
     alerts: AlertCenter | None, rag: RagService | None,
     jobs: Callable[[], JobService | None] | None = None,
+    state: StateBackend | None = None,
 ) -> AgentService:
     """The process's agent service from ``agents:`` (model turns through ``pipeline``)."""
 
@@ -68,4 +70,4 @@ def build_agent_service(
     return AgentService(config.agents, chat=pipeline.chat, store=store, pricing=pricing,
                         review=review, alert=alert, rag=rag, jobs=jobs,
                         job_tasks=sorted(t.name for t in config.jobs.tasks),
-                        models=set(config.model_names()))
+                        models=set(config.model_names()), state=state)

@@ -41,9 +41,10 @@ from jsonschema.exceptions import SchemaError
 
 from lockgate.agents.bounds import Breakers, LoopDetector, RateLimiter
 from lockgate.agents.grants import Grants
-from lockgate.agents.model import Run, Step
+from lockgate.agents.model import CHILD_PREFIX, Run, Step
 from lockgate.agents.store import RunStore
 from lockgate.agents.tools import (
+    SubRunPaused,
     Tool,
     ToolContext,
     ToolFailed,
@@ -122,6 +123,8 @@ class Deps:
     store: RunStore
     alert: AlertFn
     approvals: Approvals | None = None
+    child_outcome: Callable[[Run, str], Awaitable[Any]] | None = None
+    """A started sub-run's result for its parent (raises SubRunPaused while it waits)."""
 
 
 class _Pause(Exception):
@@ -219,9 +222,16 @@ class Stepper:
             pending_steps.clear()
             last_save = time.monotonic()
 
+        async def on_child(child_id: str) -> None:
+            """A delegation started a sub-run: on record before it steps, so a takeover
+            never starts it twice."""
+            if run.pending:
+                run.pending[0]["child"] = child_id
+            await save()
+
         ctx = ToolContext(principal=principal, acting_for=end_user, run_id=run.id,
                           agent=self.name, depth=run.depth, request_id=run.request_id,
-                          extra={"run": run})
+                          extra={"run": run, "on_child": on_child})
         try:
             while True:
                 while run.pending:
@@ -237,7 +247,7 @@ class Stepper:
                 if self.spec.max_cost is not None and run.cost >= self.spec.max_cost:
                     raise _Stop("stopped", f"max_cost ({self.spec.max_cost:g}) reached "
                                            f"(spent {run.cost:.6g})")
-                if self.deps.breakers.agent(self.name).is_open():
+                if await self.deps.breakers.agent(self.name).is_open():
                     raise _Stop("stopped", f"agent '{self.name}' is paused by its error-rate "
                                            "breaker")
                 done = await self._model_turn(run, principal, end_user, left, step, emit)
@@ -314,7 +324,7 @@ class Stepper:
             raise _Stop("stopped", f"run timeout ({self.spec.timeout_s:g} s) reached "
                                    "during a model turn") from None
         except GatewayError as exc:
-            self._agent_outcome(False)
+            await self._agent_outcome(False)
             raise _Stop("failed", f"model call failed: {exc.message} ({exc.status})") from None
         ms = (time.perf_counter() - t0) * 1000.0
         cost = self.deps.price(res)
@@ -379,20 +389,20 @@ class Stepper:
             return content
         return orjson.loads(content)
 
-    def _agent_outcome(self, ok: bool) -> None:
+    async def _agent_outcome(self, ok: bool) -> None:
         b = self.deps.breakers.agent(self.name)
-        if b.record(ok):
+        if await b.record(ok):
             self._alert("agent_breaker", self.name,
                         f"agent {self.name} paused: error rate {b.failure_rate():.0%} over "
                         f"{b.settings.window_s:g} s", {"agent": self.name})
 
-    def _tool_outcome(self, tool: str, ok: bool) -> None:
+    async def _tool_outcome(self, tool: str, ok: bool) -> None:
         b = self.deps.breakers.tool(tool)
-        if b.record(ok):
+        if await b.record(ok):
             self._alert("agent_tool_breaker", tool,
                         f"tool {tool} disabled for {b.settings.pause_s:g} s: error rate "
                         f"{b.failure_rate():.0%}", {"tool": tool, "agent": self.name})
-        self._agent_outcome(ok)
+        await self._agent_outcome(ok)
 
     def _alert(self, kind: str, subject: str, message: str, details: dict[str, Any]) -> None:
         log.warning("%s", message)
@@ -428,11 +438,26 @@ class Stepper:
             await answer("denied", f"error: the tool '{name[:80]}' is not available to this "
                                    "run; it was not called.")
             return False
+        if tc.get("child"):  # a delegation whose sub-run exists (it paused, or a takeover)
+            return await self._child_result(run, tc, name, answer, step, emit, save)
         try:
             args = check_arguments(tool, raw)
         except ToolRefused as exc:
             await answer("error", f"error: {exc}; the tool was not called.")
             return False
+        if tc.get("started") is not None and tool.klass == "write":
+            # the process that ran this write died during the call: its outcome is unknown.
+            # It is never repeated blindly; the model (and an alert) says so.
+            msg = (f"error: the outcome of {name} is unknown: the gateway running it stopped "
+                   "during the call. It was not repeated; check the system before calling "
+                   "it again.")
+            await answer("unknown", msg, args=args, detail={"started_at": tc["started"]})
+            self._alert("agent_write_unknown", f"{run.id}:{call_id}",
+                        f"agent {self.name} run {run.id}: the outcome of {name} is unknown "
+                        "(its gateway stopped during the call)",
+                        {"agent": self.name, "run_id": run.id, "tool": name,
+                         "arguments": args})
+            return True
         if decision is None and self.deps.loops.looping(seen, name, args):
             raise _Stop("stopped", f"loop detected: {name} called "
                                    f"{self.deps.loops.repeats} times with the same arguments")
@@ -460,33 +485,39 @@ class Stepper:
             await answer("denied", f"error: {name} writes and this agent is read-only; "
                                    "it was not called.")
             return False
-        if not self.deps.limiter.take(name, tool.rate_per_minute):
-            await answer("error", f"error: {name} is rate limited "
-                                  f"({tool.rate_per_minute}/minute); try later.", args=args)
-            return False
-        if self.deps.breakers.tool(name).is_open():
+        if await self.deps.breakers.tool(name).is_open():
             await answer("error", f"error: {name} is temporarily disabled (too many "
                                   "failures).", args=args)
             return False
+        if not await self.deps.limiter.take(name, tool.rate_per_minute):
+            await answer("error", f"error: {name} is rate limited "
+                                  f"({tool.rate_per_minute}/minute); try later.", args=args)
+            return False
+        if tool.klass == "write":  # on record as started before the world changes
+            tc["started"] = time.time()
+            await save()
         t0 = time.perf_counter()
         try:
             result = await asyncio.wait_for(tool.call(args, ctx), max(left(), 0.001))
+        except SubRunPaused as paused:
+            await self._park(run, tc, name, paused.child_id, step, emit, save)
+            raise _Pause() from None
         except TimeoutError:
             ms = (time.perf_counter() - t0) * 1000.0
-            self._tool_outcome(name, False)
+            await self._tool_outcome(name, False)
             await answer("error", f"error: {name} did not answer in time.", args=args, ms=ms)
             raise _Stop("stopped", f"run timeout ({self.spec.timeout_s:g} s) reached "
                                    f"during {name}") from None
         except (ToolFailed, ToolRefused) as exc:
             ms = (time.perf_counter() - t0) * 1000.0
-            self._tool_outcome(name, False)
+            await self._tool_outcome(name, False)
             await answer("error", f"error: {name} failed: {exc}", args=args, ms=ms)
             if self.spec.on_tool_failure == "stop":
                 raise _Stop("failed", f"tool {name} failed: {exc}") from None
             return tool.klass == "write"
         except GatewayError as exc:
             ms = (time.perf_counter() - t0) * 1000.0
-            self._tool_outcome(name, False)
+            await self._tool_outcome(name, False)
             await answer("error", f"error: {name} failed: {exc.message}", args=args, ms=ms)
             if self.spec.on_tool_failure == "stop":
                 raise _Stop("failed", f"tool {name} failed: {exc.message}") from None
@@ -494,20 +525,51 @@ class Stepper:
         except Exception as exc:
             ms = (time.perf_counter() - t0) * 1000.0
             log.exception("tool %s failed in run %s", name, run.id)
-            self._tool_outcome(name, False)
+            await self._tool_outcome(name, False)
             await answer("error", f"error: {name} failed ({type(exc).__name__}).",
                          args=args, ms=ms)
             if self.spec.on_tool_failure == "stop":
                 raise _Stop("failed", f"tool {name} failed: {type(exc).__name__}") from None
             return tool.klass == "write"
         ms = (time.perf_counter() - t0) * 1000.0
-        self._tool_outcome(name, True)
+        await self._tool_outcome(name, True)
         detail: dict[str, Any] = {}
         if decision is not None:
             detail["review_id"] = decision.get("review_id")
             detail["approved_by"] = decision.get("decided_by")
         await answer("ok", result, args=args, ms=ms, detail=detail)
         return tool.klass == "write"
+
+    async def _child_result(self, run: Run, tc: dict[str, Any], name: str,
+                            answer: Callable[..., Awaitable[None]], step: Callable[..., Step],
+                            emit: Callable[[Step], Awaitable[None]],
+                            save: Callable[[], Awaitable[None]]) -> bool:
+        child_id = str(tc["child"])
+        try:
+            if self.deps.child_outcome is None:
+                raise ToolFailed("sub-runs cannot be read in this process")
+            result = await self.deps.child_outcome(run, child_id)
+        except SubRunPaused as paused:
+            await self._park(run, tc, name, paused.child_id, step, emit, save)
+            raise _Pause() from None
+        except ToolFailed as exc:
+            await answer("error", f"error: {name} failed: {exc}", detail={"child": child_id})
+            if self.spec.on_tool_failure == "stop":
+                raise _Stop("failed", f"tool {name} failed: {exc}") from None
+            return False
+        await answer("ok", result, detail={"child": child_id})
+        return False
+
+    async def _park(self, run: Run, tc: dict[str, Any], name: str, child_id: str,
+                    step: Callable[..., Step], emit: Callable[[Step], Awaitable[None]],
+                    save: Callable[[], Awaitable[None]]) -> None:
+        """The sub-run waits for a person: this run waits for the sub-run, durably."""
+        tc["child"] = child_id
+        run.state = "awaiting_approval"
+        run.review_id = CHILD_PREFIX + child_id
+        await emit(step("delegate", "pending", name=name,
+                        detail={"child": child_id, "tool_call_id": tc.get("id")}))
+        await save()
 
     async def _pause(self, run: Run, tc: dict[str, Any], tool: Tool, args: dict[str, Any],
                      raw: Any, step: Callable[..., Step],

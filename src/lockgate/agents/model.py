@@ -5,7 +5,8 @@ A run's ``state``:
 - ``running`` -- a process is stepping it;
 - ``awaiting_approval`` -- a write (or ``ask_human``) waits for a review decision
   (``review_id``); the run is durable in the store and resumes once, in whichever process
-  records the decision;
+  records the decision. A parent whose sub-run (``delegate``) waits the same way is
+  parked with ``review_id = "child:<sub-run id>"`` and resumes once when the sub-run ends;
 - ``succeeded`` (``output`` set), ``failed`` / ``stopped`` (``error`` set: a bound was hit,
   the agent was paused by its breaker, the model failed).
 """
@@ -19,6 +20,7 @@ from typing import Any, Literal
 from lockgate.errors import BadRequest, GatewayError, NotFound
 
 __all__ = [
+    "CHILD_PREFIX",
     "FINAL_STATES",
     "AgentConflict",
     "AgentForbidden",
@@ -34,7 +36,11 @@ __all__ = [
 RunState = Literal["running", "awaiting_approval", "succeeded", "failed", "stopped"]
 FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "stopped"})
 StepKind = Literal["model", "tool", "approval", "delegate", "error"]
-StepStatus = Literal["ok", "error", "denied", "pending", "approved", "rejected", "skipped"]
+StepStatus = Literal["ok", "error", "denied", "pending", "approved", "rejected", "skipped",
+                     "unknown"]
+CHILD_PREFIX = "child:"
+"""``review_id`` of a run parked on a sub-run: ``child:<sub-run id>`` (the sub-run awaits a
+person's decision; the parent resumes once when the sub-run ends)."""
 
 
 def new_run_id() -> str:

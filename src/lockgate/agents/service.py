@@ -15,9 +15,16 @@ serve``. It never calls a provider: each model turn is a pipeline call.
   bounded by the parent's ``max_depth`` and ``max_fanout``; its cost is added to the
   parent's; the tree is ``root_id``/``parent_id`` on the rows (:meth:`show`).
 
-A run whose process dies while it is ``running`` (or that shutdown cancelled) is marked
-``failed`` ("lost") when it is next read after its agent's timeout plus 30 s. Partial: it
-is not taken over and continued by another process.
+- a sub-run that waits for a person parks its parent (``review_id = "child:<id>"``); when
+  the sub-run ends, :meth:`_wake_parent` resumes the parent once (compare-and-set);
+- while a process steps runs it renews their leases (:meth:`_keep_leases`);
+  :meth:`run_recovery` (every gateway's background loop) takes over runs whose lease ran
+  out (their process died) and
+  continues them from their stored steps, wakes parents whose sub-run ended unseen, and
+  reloads API-defined agents, tool sources and grants.
+
+A ``running`` run that no process takes over is marked ``failed`` ("lost") when it is next
+read after its agent's timeout plus 30 s.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from lockgate.agents.loop import (
     principal_doc,
 )
 from lockgate.agents.model import (
+    CHILD_PREFIX,
     AgentConflict,
     AgentForbidden,
     AgentNotFound,
@@ -59,11 +67,22 @@ from lockgate.agents.model import (
     new_run_id,
 )
 from lockgate.agents.openapi_tools import HttpTools
-from lockgate.agents.store import DefinitionStore, RunStore
-from lockgate.agents.tools import Tool, ToolContext, ToolFailed
+from lockgate.agents.sources import (
+    GRANT_PARTS,
+    KINDS,
+    ApiSources,
+    SourceBuilder,
+    SourceStore,
+    merge_grants,
+    redact,
+)
+from lockgate.agents.store import DefinitionStore, RunConflict, RunStore
+from lockgate.agents.tools import SubRunPaused, Tool, ToolContext, ToolFailed
+from lockgate.errors import NotFound
 from lockgate.pipeline import Call, EndUser, Principal, Result
 from lockgate.settings import Pricing, resolve_secret
-from lockgate.settings.agents import NAME_RE, AgentSpec, AgentsSettings
+from lockgate.settings.agents import NAME_RE, AgentGrants, AgentSpec, AgentsSettings
+from lockgate.state import MemoryState, StateBackend
 from lockgate.store import Store
 
 if TYPE_CHECKING:
@@ -80,6 +99,7 @@ MAX_INPUT_MESSAGES = 200
 MAX_INPUT_CHARS = 200_000
 DEFINITIONS_TTL_S = 2.0
 STALE_GRACE_S = 30.0
+REJECTED = "error: a reviewer rejected this call: "
 Alert = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]
 
 
@@ -129,33 +149,44 @@ class AgentService:
         jobs: Callable[[], JobService | None] | None = None,
         job_tasks: list[str] | None = None,
         models: set[str] | None = None,
+        state: StateBackend | None = None,
     ) -> None:
         self.settings = settings
         self.defs = DefinitionStore(store)
         self._defined: dict[str, AgentSpec] = {}
         self._defined_at = float("-inf")
         self._models = models
-        self.runs = RunStore(store)
+        self.runs = RunStore(store, lease_s=settings.lease_s)
         self._store = store
         self._pricing = pricing
         self._alert = alert
         self.catalog = Catalog()
         self.grants = Grants(settings.grants)
-        self.breakers = Breakers(settings.breaker)
+        self.state: StateBackend = state if state is not None else MemoryState()
+        self.breakers = Breakers(self.state, settings.breaker)
         self.approvals = (Approvals(review, self.runs, self._continue)
                           if review is not None else None)
         self.deps = Deps(chat=chat, price=self.price, catalog=self.catalog,
-                         grants=self.grants, breakers=self.breakers, limiter=RateLimiter(),
+                         grants=self.grants, breakers=self.breakers,
+                         limiter=RateLimiter(self.state),
                          loops=LoopDetector(settings.loop_repeats), store=self.runs,
-                         alert=self._raise, approvals=self.approvals)
+                         alert=self._raise, approvals=self.approvals,
+                         child_outcome=self._child_outcome)
         self._steppers: dict[str, Stepper] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._active: set[str] = set()
+        """Runs this process is stepping now (their leases are kept alive)."""
+        self._heartbeat: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(settings.max_parallel_runs)
         self._http: list[HttpTools] = []
         self.mcp: list[McpTools] = []
         self._mcp_ready = False
         self._mcp_lock = asyncio.Lock()
         self._build_tools(rag, jobs, job_tasks or [])
+        self.source_store = SourceStore(store)
+        self.api_sources = ApiSources(SourceBuilder(rag, self.runs, self._raise),
+                                      self.catalog.add, self._remove_tool)
+        self._sync_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ tools
 
@@ -205,6 +236,125 @@ class AgentService:
         """Register a tool (tests, embedding applications)."""
         self.catalog.add(tool)
 
+    def _remove_tool(self, name: str) -> None:
+        self.catalog.tools.pop(name, None)
+
+    # ------------------------------------------------------------------ admin: sources
+
+    def _yaml_sources(self) -> dict[str, str]:
+        t = self.settings.tools
+        return {n: kind for kind in KINDS for n in getattr(t, kind)}
+
+    async def _audit(self, action: str, who: str | None, target: str,
+                     changes: dict[str, Any] | None = None) -> None:
+        await self._store.record_admin_action(action, actor=who, target=target,
+                                              changes=changes)
+
+    async def sources_view(self) -> list[dict[str, Any]]:
+        """Every tool source: ``lockgate.yaml``'s and the API's, secrets masked."""
+        await self.refresh(force=True)
+        out: list[dict[str, Any]] = []
+        t = self.settings.tools
+        for kind in KINDS:
+            for name, spec in sorted(getattr(t, kind).items()):
+                out.append({"id": name, "object": "agent.tool_source", "kind": kind,
+                            "source": "config",
+                            "spec": redact(kind, spec.model_dump(mode="json")),
+                            "tools": sorted(n for n, tool in self.catalog.tools.items()
+                                            if n.startswith(name + "__"))})
+        for name, (kind, raw) in sorted((await self.source_store.sources()).items()):
+            out.append({"id": name, "object": "agent.tool_source", "kind": kind,
+                        "source": "api", "spec": redact(kind, raw),
+                        "tools": self.api_sources.tools_of(name)})
+        return out
+
+    async def define_source(self, kind: str, name: str, raw: Any,
+                            who: str | None) -> dict[str, Any]:
+        """Create or replace a tool source over the admin API (validated; 400 / 409)."""
+        builder = self.api_sources.builder
+        spec = builder.validate(kind, raw)
+        if not isinstance(name, str) or not NAME_RE.match(name) or "__" in name:
+            raise BadAgentInput("Tool source names are 1-48 letters, digits, '_' or '-' "
+                                "(no '__').", param="name")
+        if name in self._yaml_sources():
+            raise AgentConflict(f"The tool source '{name}' is defined in lockgate.yaml; "
+                                "change it there.", param="name")
+        doc = spec.model_dump(mode="json", exclude_unset=True)
+        probe = builder.build(name, kind, spec, doc)  # the spec must be usable (400)
+        await probe.aclose()
+        await self.source_store.put_source(name, kind, doc, who)
+        await self._audit("agent_tool_source.put", who, f"{kind}/{name}",
+                          {"kind": kind, "spec": redact(kind, doc)})
+        await self.refresh(force=True)
+        return next(s for s in await self.sources_view() if s["id"] == name)
+
+    async def undefine_source(self, kind: str, name: str, who: str | None) -> None:
+        if name in self._yaml_sources():
+            raise AgentConflict(f"The tool source '{name}' is defined in lockgate.yaml.",
+                                param="name")
+        stored = (await self.source_store.sources()).get(name)
+        if stored is None or stored[0] != kind:
+            raise NotFound(f"No {kind[:20]} tool source '{name[:100]}' defined over the API.",
+                           param="name")
+        await self.source_store.delete_source(name)
+        await self._audit("agent_tool_source.delete", who, f"{kind}/{name}")
+        await self.refresh(force=True)
+
+    # ------------------------------------------------------------------ admin: grants
+
+    async def grants_view(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for part in GRANT_PARTS:
+            for subject, tools in sorted(getattr(self.settings.grants, part).items()):
+                out.append({"part": part, "subject": subject, "tools": tools,
+                            "source": "config", "object": "agent.grant"})
+        for (part, subject), tools in sorted((await self.source_store.grants()).items()):
+            out.append({"part": part, "subject": subject, "tools": tools, "source": "api",
+                        "object": "agent.grant"})
+        return out
+
+    def _grant_subject(self, part: str, subject: str) -> None:
+        if part not in GRANT_PARTS:
+            raise BadAgentInput(f"Unknown grant part '{part[:40]}' (one of "
+                                f"{', '.join(GRANT_PARTS)}).", param="part")
+        if not subject or len(subject) > 200 or not subject.isprintable():
+            raise BadAgentInput("A grant subject is 1-200 printable characters.",
+                                param="subject")
+        if part == "end_users" and not subject.startswith(("user:", "group:")):
+            raise BadAgentInput("An end-user grant subject starts with 'user:' or 'group:'.",
+                                param="subject")
+        if subject in getattr(self.settings.grants, part):
+            raise AgentConflict(f"The grant of {part} '{subject[:100]}' is defined in "
+                                "lockgate.yaml; change it there.", param="subject")
+
+    async def define_grant(self, part: str, subject: str, raw: Any,
+                           who: str | None) -> dict[str, Any]:
+        self._grant_subject(part, subject)
+        tools = raw.get("tools") if isinstance(raw, dict) else None
+        if not isinstance(tools, list) or len(tools) > 200 or not all(
+                isinstance(t, str) for t in tools) or set(raw) - {"tools"}:
+            raise BadAgentInput("The body must be {\"tools\": [tool name patterns]} "
+                                "(at most 200).", param="tools")
+        try:
+            AgentGrants.model_validate({part: {subject: tools}})
+        except ValueError as exc:
+            msg = str(exc).splitlines()
+            raise BadAgentInput(f"Invalid grant: {' '.join(msg[1:3]) or msg[0]}"[:400],
+                                param="tools") from None
+        await self.source_store.put_grant(part, subject, tools, who)
+        await self._audit("agent_grant.put", who, f"{part}/{subject}", {"tools": tools})
+        await self.refresh(force=True)
+        return {"part": part, "subject": subject, "tools": tools, "source": "api",
+                "object": "agent.grant"}
+
+    async def undefine_grant(self, part: str, subject: str, who: str | None) -> None:
+        self._grant_subject(part, subject)
+        if not await self.source_store.delete_grant(part, subject):
+            raise NotFound(f"No grant of {part} '{subject[:100]}' defined over the API.",
+                           param="subject")
+        await self._audit("agent_grant.delete", who, f"{part}/{subject}")
+        await self.refresh(force=True)
+
     # ------------------------------------------------------------------ agents
 
     def specs(self) -> dict[str, AgentSpec]:
@@ -234,6 +384,10 @@ class AgentService:
         if not force and now - self._defined_at < DEFINITIONS_TTL_S:
             return
         self._defined_at = now
+        async with self._sync_lock:
+            await self.api_sources.sync(await self.source_store.sources())
+            self.grants.settings = merge_grants(self.settings.grants,
+                                                await self.source_store.grants())
         loaded: dict[str, AgentSpec] = {}
         for name, raw in (await self.defs.all()).items():
             try:
@@ -269,16 +423,18 @@ class AgentService:
             if d not in known and d != name:
                 raise BadAgentInput(f"Unknown delegate agent '{d}'.", param="delegates")
         await self.defs.put(name, spec.model_dump(mode="json"), who)
+        await self._audit("agent.put", who, name)
         await self.refresh(force=True)
         return spec
 
-    async def undefine(self, name: str) -> None:
+    async def undefine(self, name: str, who: str | None = None) -> None:
         if name in self.settings.agents:
             raise AgentConflict(f"The agent '{name}' is defined in lockgate.yaml.",
                                 param="name")
         if not await self.defs.delete(name):
             raise AgentNotFound(f"No agent '{name[:100]}' defined over the API.",
                                 param="name")
+        await self._audit("agent.delete", who, name)
         await self.refresh(force=True)
 
     def may_use(self, name: str, principal: Principal) -> bool:
@@ -318,7 +474,7 @@ class AgentService:
         if not self.may_use(name, principal) or (
                 check_models and not principal.may_use(AGENT_PREFIX + name)):
             raise AgentForbidden(f"This key may not use the agent '{name}'.", param="agent")
-        if self.breakers.agent(name).is_open():
+        if await self.breakers.agent(name).is_open():
             raise AgentPaused(f"The agent '{name}' is paused after too many failures; "
                               "try again later.")
         messages = messages_of(input)
@@ -338,13 +494,37 @@ class AgentService:
 
     async def advance(self, run: Run, on_event: Event | None = None) -> Run:
         await self.ensure_tools()
-        return await self.stepper(run.agent).advance(run, on_event)
+        self._active.add(run.id)
+        self._keep_leases()
+        try:
+            done = await self.stepper(run.agent).advance(run, on_event)
+        except RunConflict:
+            # another process took the run over (this one stalled past its lease): it goes
+            # on there; the caller sees the run as stored
+            log.warning("agent run %s was taken over by another process", run.id)
+            return await self.runs.get(run.id)
+        finally:
+            self._active.discard(run.id)
+        if done.state == "awaiting_approval" and (done.review_id or "").startswith(
+                CHILD_PREFIX):
+            # parked on a sub-run that may have ended meanwhile (decided elsewhere)
+            child = await self.runs.get((done.review_id or "")[len(CHILD_PREFIX):])
+            if child.final:
+                await self._wake_parent(child)
+        return done
 
     def launch(self, run: Run, on_event: Event | None = None) -> asyncio.Task[Run]:
         async def go() -> Run:
             async with self._slots:
                 try:
-                    return await self.advance(run, on_event)
+                    done = await self.advance(run, on_event)
+                    if done.final and done.parent_id is not None:
+                        await self._wake_parent(done)
+                    return done
+                except RunConflict:
+                    log.warning("agent run %s was moved on by another process; this one "
+                                "stops stepping it", run.id)
+                    return run
                 except Exception:
                     log.exception("agent run %s failed unexpectedly", run.id)
                     with contextlib.suppress(Exception):
@@ -378,6 +558,65 @@ class AgentService:
                 await self.runs.save(run)
                 return
         self.launch(run)
+
+    def _keep_leases(self) -> None:
+        """Renew this process's leases while it steps runs (every process that steps runs,
+        also the CLI, which runs no recovery loop)."""
+        if self._heartbeat is not None and not self._heartbeat.done():
+            return
+
+        async def beat() -> None:
+            interval = max(0.1, self.settings.lease_s / 3.0)
+            while self._active:
+                await asyncio.sleep(interval)
+                try:
+                    await self.runs.heartbeat(sorted(self._active))
+                except Exception as exc:
+                    log.warning("could not renew agent run leases: %s", exc)
+
+        self._heartbeat = asyncio.get_running_loop().create_task(beat(),
+                                                                 name="agent-run-leases")
+
+    async def _wake_parent(self, child: Run) -> None:
+        """A sub-run ended: its parked parent resumes, once (compare-and-set)."""
+        if child.parent_id is None or not child.final:
+            return
+        parent = await self.runs.take_paused(child.parent_id, CHILD_PREFIX + child.id)
+        if parent is None:
+            return  # not parked on it (running in-line, resumed already, or ended)
+        parent.review_id = None
+        await self.runs.save(parent)
+        self.launch(parent)
+
+    async def recover(self) -> int:
+        """Take over runs whose process died (lease ran out) and continue them from their
+        stored steps; wake parents whose sub-run ended while nobody was listening."""
+        taken = 0
+        for run_id in await self.runs.expired():
+            if run_id in self._active:
+                continue
+            run = await self.runs.claim(run_id)
+            if run is None:
+                continue  # another process took it
+            log.warning("agent run %s (%s) lost its process; continuing it here",
+                        run.id, run.agent)
+            taken += 1
+            self.launch(run)
+        for _, child_id in await self.runs.parked_on_children():
+            await self._wake_parent(await self.runs.get(child_id))
+        return taken
+
+    async def run_recovery(self, stop: asyncio.Event) -> None:
+        """Take over lost runs and reload API definitions (every lease_s / 3)."""
+        interval = max(0.1, self.settings.lease_s / 3.0)
+        while not stop.is_set():
+            try:
+                await self.recover()
+                await self.refresh()  # API-defined agents, tool sources, grants
+            except Exception:
+                log.exception("agent run recovery failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
 
     async def wait_idle(self, timeout: float = 10.0) -> None:
         """Wait for the background runs of this process (tests, shutdown)."""
@@ -456,22 +695,49 @@ class AgentService:
         child = await self.start(target, str(args["task"]), ctx.principal,
                                  end_user=ctx.acting_for, request_id=parent.request_id,
                                  parent=parent)
+        on_child = ctx.extra.get("on_child")
+        if on_child is not None:
+            await on_child(child.id)
         child = await self.advance(child)
+        if not child.final:
+            raise SubRunPaused(child.id)  # the parent parks until the sub-run ends
+        return await self._child_result(parent, child)
+
+    async def _child_outcome(self, parent: Run, child_id: str) -> Any:
+        """The result of a sub-run started earlier (resumed parent, or a takeover)."""
+        child = await self.runs.get(child_id)
+        if not child.final:
+            raise SubRunPaused(child.id)
+        return await self._child_result(parent, child)
+
+    async def _child_result(self, parent: Run, child: Run) -> Any:
         parent.cost += child.cost
+        rejected = [{"tool": s.name, "reason": str(s.result).removeprefix(REJECTED)}
+                    for s in await self.runs.steps(child.id)
+                    if s.kind == "tool" and s.status == "rejected"]
         if child.state == "succeeded":
-            return {"agent": target, "run_id": child.id, "answer": child.output}
-        if child.state == "awaiting_approval":
-            return {"agent": target, "run_id": child.id, "status": "awaiting_approval",
-                    "note": "the sub-task waits for a person's approval; its result is not "
-                            "available in this run"}
-        raise ToolFailed(f"sub-run {child.id} of {target} {child.state}: {child.error}")
+            out: dict[str, Any] = {"agent": child.agent, "run_id": child.id,
+                                   "answer": child.output}
+            if rejected:
+                out["rejected"] = rejected  # the reviewers' reasons flow up the tree
+            return out
+        why = f"sub-run {child.id} of {child.agent} {child.state}: {child.error}"
+        if rejected:
+            why += "; rejected by a reviewer: " + "; ".join(
+                f"{r['tool']}: {r['reason']}" for r in rejected)
+        raise ToolFailed(why)
 
     async def aclose(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(BaseException):
+                await self._heartbeat
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
+        await self.api_sources.aclose()
         for http in self._http:
             await http.aclose()
         for m in self.mcp:

@@ -11,6 +11,7 @@ resume a run after a review decision.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
-from lockgate.agents.model import Run, RunNotFound, Step
+from lockgate.agents.model import CHILD_PREFIX, FINAL_STATES, Run, RunNotFound, Step
 from lockgate.store import Store
 from lockgate.store.tables import agent_defs, agent_runs, agent_steps, agent_tool_pins
 
@@ -83,8 +84,22 @@ def _step_values(run_id: str, s: Step) -> dict[str, Any]:
 
 
 class RunStore:
-    def __init__(self, store: Store) -> None:
+    """Runs of every process; ``owner`` names this process on the leases it holds.
+
+    A ``running`` run carries a lease (``lease_owner``, ``lease_until``): set by every save,
+    extended by :meth:`heartbeat` while this process steps it. A run whose lease ran out
+    lost its process; :meth:`claim` lets exactly one other process take it over."""
+
+    def __init__(self, store: Store, *, owner: str | None = None, lease_s: float = 30.0
+                 ) -> None:
         self.store = store
+        self.owner = owner or "proc-" + uuid.uuid4().hex[:12]
+        self.lease_s = lease_s
+
+    def _lease(self, run: Run, now: float) -> dict[str, Any]:
+        if run.state == "running":
+            return {"lease_owner": self.owner, "lease_until": now + self.lease_s}
+        return {"lease_owner": None, "lease_until": None}
 
     async def create(self, run: Run) -> Run:
         now = time.time()
@@ -95,6 +110,7 @@ class RunStore:
             "key_id": run.key_id, "team_id": run.team_id, "principal": _dumps(run.principal),
             "acting_for": _dumps(run.acting_for), "request_id": run.request_id,
             "input": _dumps(run.input), "version": run.version, **_values(run),
+            **self._lease(run, now),
         }
         async with self.store.transaction(write=True) as conn:
             await conn.execute(R.insert().values(**values))
@@ -106,7 +122,8 @@ class RunStore:
         async with self.store.transaction(write=True) as conn:
             res = await conn.execute(
                 R.update().where(R.c.id == run.id, R.c.version == run.version)
-                .values(version=run.version + 1, **_values(run)))
+                .values(version=run.version + 1, **_values(run),
+                        **self._lease(run, run.updated_at)))
             if not res.rowcount:
                 raise RunConflict(run.id)
             if steps:
@@ -121,10 +138,60 @@ class RunStore:
             res = await conn.execute(
                 R.update().where(R.c.id == run_id, R.c.state == "awaiting_approval",
                                  R.c.review_id == review_id)
-                .values(state="running", version=R.c.version + 1, updated_at=time.time()))
+                .values(state="running", version=R.c.version + 1, updated_at=time.time(),
+                        lease_owner=self.owner, lease_until=time.time() + self.lease_s))
             if not res.rowcount:
                 return None
         return await self.get(run_id)
+
+    async def heartbeat(self, run_ids: Sequence[str]) -> int:
+        """Extend this process's leases on the runs it is stepping."""
+        if not run_ids:
+            return 0
+        async with self.store.transaction(write=True) as conn:
+            res = await conn.execute(
+                R.update().where(R.c.id.in_(list(run_ids)), R.c.lease_owner == self.owner,
+                                 R.c.state == "running")
+                .values(lease_until=time.time() + self.lease_s))
+            return int(res.rowcount or 0)
+
+    async def expired(self, now: float | None = None, limit: int = 50) -> list[str]:
+        """``running`` runs whose lease ran out (their process stopped)."""
+        now = time.time() if now is None else now
+        async with self.store.engine.connect() as conn:
+            rows = (await conn.execute(
+                sa.select(R.c.id).where(R.c.state == "running", sa.or_(
+                    R.c.lease_until < now,
+                    sa.and_(R.c.lease_until.is_(None), R.c.updated_at < now - self.lease_s)))
+                .order_by(R.c.depth.desc()).limit(limit))).all()
+        return [r[0] for r in rows]
+
+    async def claim(self, run_id: str, now: float | None = None) -> Run | None:
+        """Take over a ``running`` run whose lease ran out: this process, once."""
+        now = time.time() if now is None else now
+        async with self.store.transaction(write=True) as conn:
+            res = await conn.execute(
+                R.update().where(R.c.id == run_id, R.c.state == "running", sa.or_(
+                    R.c.lease_until < now,
+                    sa.and_(R.c.lease_until.is_(None), R.c.updated_at < now - self.lease_s)))
+                .values(lease_owner=self.owner, lease_until=now + self.lease_s,
+                        version=R.c.version + 1))
+            if not res.rowcount:
+                return None
+        return await self.get(run_id)
+
+    async def parked_on_children(self, limit: int = 50) -> list[tuple[str, str]]:
+        """(parent id, child id) of runs waiting on a sub-run that has ended."""
+        child = R.alias("child")
+        async with self.store.engine.connect() as conn:
+            rows = (await conn.execute(
+                sa.select(R.c.id, child.c.id).select_from(
+                    R.join(child, child.c.parent_id == R.c.id))
+                .where(R.c.state == "awaiting_approval",
+                       R.c.review_id == sa.literal(CHILD_PREFIX) + child.c.id,
+                       child.c.state.in_(tuple(FINAL_STATES)))
+                .limit(limit))).all()
+        return [(r[0], r[1]) for r in rows]
 
     async def fail_stale(self, run: Run, error: str) -> bool:
         """``running`` -> ``failed`` if the row has not moved since it was read."""

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from lockgate.pipeline import EndUser, Principal
 
 __all__ = [
+    "SubRunPaused",
     "Tool",
     "ToolClass",
     "ToolContext",
@@ -42,6 +43,14 @@ class ToolFailed(Exception):
 
 class ToolRefused(Exception):
     """The call must not run (not offered, bad arguments, rate limit, open breaker)."""
+
+
+class SubRunPaused(Exception):
+    """A sub-run (``delegate``) waits for a person: the calling run parks until it ends."""
+
+    def __init__(self, child_id: str) -> None:
+        super().__init__(child_id)
+        self.child_id = child_id
 
 
 @dataclass(slots=True)

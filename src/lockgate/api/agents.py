@@ -9,6 +9,15 @@
 - ``GET  /v1/agents/{name}/runs/{run_id}`` -- the run with its steps (model turns, tool
   calls with arguments, result, duration, status; approvals) and its sub-runs (the tree)
 
+Admin (master key; every change audited, seen by every gateway within 2 s):
+
+- ``GET/PUT/DELETE /admin/agents[/{name}]`` -- agents defined over the API
+- ``GET /admin/agents/tools``, ``PUT|DELETE /admin/agents/tools/{kind}/{name}`` -- tool
+  sources (``kind``: openapi, rag, sql, mcp; the body is the source's spec as in
+  lockgate.yaml); a source of lockgate.yaml cannot be changed here (409)
+- ``GET /admin/agents/grants``, ``PUT|DELETE /admin/agents/grants/{part}/{subject}`` --
+  grants (``part``: teams, keys, end_users; body ``{"tools": [patterns]}``)
+
 The end user a run acts for is the signed ``x-lockgate-end-user`` header (as for RAG).
 Errors in OpenAI's shape: unknown agent or run 404, a key that may not use the agent 403,
 bad input 400, an agent paused by its breaker 503.
@@ -176,9 +185,83 @@ async def admin_define_agent(name: str, request: Request) -> Response:
 @admin_router.delete("/{name}")
 async def admin_delete_agent(name: str, request: Request) -> Response:
     async def run() -> Response:
+        rt, principal = await admin_principal(request)
+        assert rt.agents is not None
+        await rt.agents.undefine(name[:200], principal.key_name or principal.key_id)
+        return json_response({"id": name, "object": "agent.definition", "deleted": True})
+
+    return await _guarded(run())
+
+
+# ---------------------------------------------------------------- admin: tool sources, grants
+
+
+def _actor(principal: Principal) -> str:
+    return principal.key_name or principal.key_id
+
+
+@admin_router.get("/tools")
+async def admin_list_tool_sources(request: Request) -> Response:
+    async def run() -> Response:
         rt, _ = await admin_principal(request)
         assert rt.agents is not None
-        await rt.agents.undefine(name[:200])
-        return json_response({"id": name, "object": "agent.definition", "deleted": True})
+        return json_response({"object": "list", "data": await rt.agents.sources_view()})
+
+    return await _guarded(run())
+
+
+@admin_router.put("/tools/{kind}/{name}")
+async def admin_put_tool_source(kind: str, name: str, request: Request) -> Response:
+    async def run() -> Response:
+        rt, principal = await admin_principal(request)
+        assert rt.agents is not None
+        raw = await read_json(request, _BODY_LIMIT)
+        return json_response(await rt.agents.define_source(kind[:40], name[:200], raw,
+                                                           _actor(principal)))
+
+    return await _guarded(run())
+
+
+@admin_router.delete("/tools/{kind}/{name}")
+async def admin_delete_tool_source(kind: str, name: str, request: Request) -> Response:
+    async def run() -> Response:
+        rt, principal = await admin_principal(request)
+        assert rt.agents is not None
+        await rt.agents.undefine_source(kind[:40], name[:200], _actor(principal))
+        return json_response({"id": name, "object": "agent.tool_source", "deleted": True})
+
+    return await _guarded(run())
+
+
+@admin_router.get("/grants")
+async def admin_list_grants(request: Request) -> Response:
+    async def run() -> Response:
+        rt, _ = await admin_principal(request)
+        assert rt.agents is not None
+        return json_response({"object": "list", "data": await rt.agents.grants_view()})
+
+    return await _guarded(run())
+
+
+@admin_router.put("/grants/{part}/{subject}")
+async def admin_put_grant(part: str, subject: str, request: Request) -> Response:
+    async def run() -> Response:
+        rt, principal = await admin_principal(request)
+        assert rt.agents is not None
+        raw = await read_json(request, _BODY_LIMIT)
+        return json_response(await rt.agents.define_grant(part[:40], subject[:300], raw,
+                                                          _actor(principal)))
+
+    return await _guarded(run())
+
+
+@admin_router.delete("/grants/{part}/{subject}")
+async def admin_delete_grant(part: str, subject: str, request: Request) -> Response:
+    async def run() -> Response:
+        rt, principal = await admin_principal(request)
+        assert rt.agents is not None
+        await rt.agents.undefine_grant(part[:40], subject[:300], _actor(principal))
+        return json_response({"part": part, "subject": subject, "object": "agent.grant",
+                              "deleted": True})
 
     return await _guarded(run())

@@ -116,6 +116,20 @@ AGENT_RUN: Schema = _object({
     "input": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
     "wait": {"type": "boolean"},
 }, ("input",), extra=False)
+TOOL_SOURCE: Schema = _object({
+    "spec": _STR, "base_url": _STR, "auth": _OBJ, "classes": _OBJ,
+    "include": {"type": "array", "items": _STR}, "collection": _STR, "k": {"type": "integer"},
+    "url": _STR, "row_cap": {"type": "integer"}, "transport": {"type": "string",
+                                                                "enum": ["stdio", "http"]},
+    "command": {"type": "array", "items": _STR}, "env": _OBJ, "headers": _OBJ, "pins": _OBJ,
+    "timeout_s": {"type": "number"}, "rate_per_minute": {"type": "integer"},
+    "pool": {"type": "boolean"}, "description": _STR,
+})
+"""A tool source as under ``agents.tools.<kind>.<name>`` (the kind decides the fields)."""
+
+AGENT_GRANT: Schema = _object({"tools": {"type": "array", "items": _STR}}, ("tools",),
+                              extra=False)
+
 AGENT_DEF: Schema = _object({
     "model": _STR, "instructions": _STR, "tools": {"type": "array", "items": _STR},
     "mode": {"type": "string", "enum": ["read_only", "approve_writes", "autonomous"]},
@@ -162,6 +176,8 @@ REQUEST_BODIES: dict[tuple[str, str], tuple[str, Schema]] = {
     ("/v1/mining/logs/{name}", "put"): ("text/csv", MINING_LOG),
     ("/v1/agents/{name}/runs", "post"): ("application/json", AGENT_RUN),
     ("/admin/agents/{name}", "put"): ("application/json", AGENT_DEF),
+    ("/admin/agents/tools/{kind}/{name}", "put"): ("application/json", TOOL_SOURCE),
+    ("/admin/agents/grants/{part}/{subject}", "put"): ("application/json", AGENT_GRANT),
 }
 
 

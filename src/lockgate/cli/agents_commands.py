@@ -1,10 +1,12 @@
-"""``lockgate agents list|run|show``: agents from a terminal.
+"""``lockgate agents list|run|show|tools|grants``: agents from a terminal.
 
 The CLI acts as an operator (admin rights, every tool the agent has) against the
 configured store and models; ``--as NAME`` records who ran it. ``run`` steps the run in
 this process until it ends or pauses for approval (a decision made later, by the HTTP
 API or ``lockgate review decide``, resumes it in the process that records it).
 ``show RUN`` prints the run, its steps and its tree of sub-runs with their costs.
+``tools list|set|delete`` and ``grants list|set|delete`` manage tool sources and grants
+in the store (as the admin API does; audited; ``lockgate.yaml``'s cannot be changed).
 """
 
 from __future__ import annotations
@@ -111,8 +113,13 @@ def agents_run(
         out = doc["output"]
         print(out if isinstance(out, str) else json.dumps(out))
     elif doc["status"] == "awaiting_approval":
-        console.print(f"run {doc['id']} waits for approval: review {doc['review_id']} "
-                      "(lockgate review decide ...)", highlight=False)
+        waiting = str(doc["review_id"] or "")
+        if waiting.startswith("child:"):
+            console.print(f"run {doc['id']} waits for its sub-run {waiting[6:]} (lockgate "
+                          f"agents show {waiting[6:]})", highlight=False)
+        else:
+            console.print(f"run {doc['id']} waits for approval: review {waiting} "
+                          "(lockgate review decide ...)", highlight=False)
     if doc["status"] in ("failed", "stopped"):
         fail(f"run {doc['id']} {doc['status']}: {doc['error']}")
 
@@ -149,6 +156,122 @@ def agents_show(
     if doc["status"] == "succeeded":
         out = doc["output"]
         print(out if isinstance(out, str) else json.dumps(out))
+
+
+tools_app = typer.Typer(help="Tool sources: lockgate.yaml's and those defined over the "
+                        "admin API (stored; every gateway picks a change up within 2 s).",
+                        no_args_is_help=True)
+grants_app = typer.Typer(help="Grants: which tools a team, key or end user may use "
+                         "(lockgate.yaml's and the admin API's).", no_args_is_help=True)
+agents_app.add_typer(tools_app, name="tools")
+agents_app.add_typer(grants_app, name="grants")
+
+
+def _spec_arg(text: str) -> Any:
+    """A JSON object, or ``@path`` of a JSON/YAML file."""
+    import yaml
+
+    if text.startswith("@"):
+        try:
+            raw = Path(text[1:]).read_text()
+        except OSError as exc:
+            fail(f"cannot read {text[1:]}: {exc.strerror}", 2)
+        try:
+            return yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            fail(f"{text[1:]} is not YAML/JSON: {str(exc).splitlines()[0]}", 2)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"the spec is not JSON: {exc}", 2)
+
+
+@tools_app.command("list")
+def tools_list(
+    as_json: bool = typer.Option(False, "--json"),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Every tool source (kind, name, config|api, its tools; secrets masked)."""
+    docs = _with_agents(config, lambda svc: svc.sources_view())
+    if as_json:
+        _print(docs)
+        return
+    for d in docs:
+        console.print(f"{d['kind']}\t{d['id']}\t{d['source']}\t"
+                      f"{','.join(d['tools']) or '-'}", highlight=False)
+
+
+@tools_app.command("set")
+def tools_set(
+    kind: str = typer.Argument(..., help="openapi, rag, sql or mcp."),
+    name: str = typer.Argument(..., help="Source name (its tools are <name>__<tool>)."),
+    spec: str = typer.Argument(..., help="The source as JSON (as in lockgate.yaml), or "
+                                         "@file.yaml."),
+    as_: str | None = AsOption,
+    config: Path | None = ConfigOption,
+) -> None:
+    """Create or replace a tool source (not one of lockgate.yaml's)."""
+    raw = _spec_arg(spec)
+    who = _operator(as_).key_name
+    doc = _with_agents(config, lambda svc: svc.define_source(kind, name, raw, who))
+    tools = ",".join(doc["tools"]) or "(tools listed on first use)"
+    console.print(f"{doc['kind']} source {doc['id']}: {tools}", highlight=False)
+
+
+@tools_app.command("delete")
+def tools_delete(
+    kind: str = typer.Argument(...),
+    name: str = typer.Argument(...),
+    as_: str | None = AsOption,
+    config: Path | None = ConfigOption,
+) -> None:
+    """Delete a tool source defined over the API."""
+    who = _operator(as_).key_name
+    _with_agents(config, lambda svc: svc.undefine_source(kind, name, who))
+    console.print(f"deleted {kind} source {name}", highlight=False)
+
+
+@grants_app.command("list")
+def grants_list(
+    as_json: bool = typer.Option(False, "--json"),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Every grant (part, subject, tool patterns, config|api)."""
+    docs = _with_agents(config, lambda svc: svc.grants_view())
+    if as_json:
+        _print(docs)
+        return
+    for d in docs:
+        console.print(f"{d['part']}\t{d['subject']}\t{d['source']}\t"
+                      f"{','.join(d['tools']) or '-'}", highlight=False)
+
+
+@grants_app.command("set")
+def grants_set(
+    part: str = typer.Argument(..., help="teams, keys or end_users."),
+    subject: str = typer.Argument(..., help="Team or key name/id; user:<id> or group:<g>."),
+    patterns: list[str] = typer.Argument(None, help="Tool name patterns (none: no tools)."),
+    as_: str | None = AsOption,
+    config: Path | None = ConfigOption,
+) -> None:
+    """Create or replace a grant (not one of lockgate.yaml's)."""
+    who = _operator(as_).key_name
+    tools = list(patterns or [])
+    _with_agents(config, lambda svc: svc.define_grant(part, subject, {"tools": tools}, who))
+    console.print(f"{part} {subject}: {','.join(tools) or '(no tools)'}", highlight=False)
+
+
+@grants_app.command("delete")
+def grants_delete(
+    part: str = typer.Argument(...),
+    subject: str = typer.Argument(...),
+    as_: str | None = AsOption,
+    config: Path | None = ConfigOption,
+) -> None:
+    """Delete a grant defined over the API."""
+    who = _operator(as_).key_name
+    _with_agents(config, lambda svc: svc.undefine_grant(part, subject, who))
+    console.print(f"deleted the grant of {part} {subject}", highlight=False)
 
 
 mcp_app = typer.Typer(help="lockgate as an MCP server.", no_args_is_help=True)

@@ -132,6 +132,8 @@ class McpServerSpec(Strict):
     """tool -> class (MCP's ``readOnlyHint`` annotation decides otherwise; default write)."""
     timeout_s: float = Field(20.0, gt=0, le=600)
     rate_per_minute: int = Field(600, ge=1)
+    pool: bool = True
+    """One session per server, kept open and reopened when it dies (false: one per call)."""
 
     @model_validator(mode="after")
     def _transport_fields(self) -> McpServerSpec:
@@ -242,6 +244,9 @@ class AgentsSettings(Strict):
     loop_repeats: int = Field(3, ge=2, le=50)
     max_parallel_runs: int = Field(64, ge=1)
     """Background runs (``/v1/agents/<name>/runs``) per process."""
+    lease_s: float = Field(30.0, ge=0.5, le=3600)
+    """A running run's lease: its gateway renews it every ``lease_s / 3``; a run whose lease
+    ran out (the gateway died) is taken over by another gateway and continued."""
 
     @model_validator(mode="after")
     def _refs(self) -> AgentsSettings:

@@ -24,9 +24,11 @@ __all__ = [
     "RAG_FTS_PREFIX",
     "UTCDateTime",
     "agent_defs",
+    "agent_grants",
     "agent_runs",
     "agent_steps",
     "agent_tool_pins",
+    "agent_tool_sources",
     "alerts",
     "api_keys",
     "audit_archives",
@@ -726,9 +728,12 @@ agent_runs = sa.Table(
     sa.Column("active_s", _Seconds, nullable=False),
     sa.Column("delegations", sa.Integer(), nullable=False),
     sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("lease_owner", sa.String(), nullable=True),
+    sa.Column("lease_until", _Seconds, nullable=True),
     sa.Index("ix_agent_runs_agent_created", "agent", "created_at"),
     sa.Index("ix_agent_runs_root_id", "root_id"),
     sa.Index("ix_agent_runs_review_id", "review_id"),
+    sa.Index("ix_agent_runs_state_lease", "state", "lease_until"),
 )
 
 agent_steps = sa.Table(
@@ -765,4 +770,25 @@ agent_defs = sa.Table(
     sa.Column("spec", sa.Text(), nullable=False),
     sa.Column("updated_at", _Seconds, nullable=False),
     sa.Column("updated_by", sa.String(), nullable=True),
+)
+
+agent_tool_sources = sa.Table(
+    "agent_tool_sources",
+    metadata,
+    sa.Column("name", sa.String(), primary_key=True),
+    sa.Column("kind", sa.String(), nullable=False),
+    sa.Column("spec", sa.Text(), nullable=False),
+    sa.Column("updated_at", _Seconds, nullable=False),
+    sa.Column("updated_by", sa.String(), nullable=True),
+)
+
+agent_grants = sa.Table(
+    "agent_grants",
+    metadata,
+    sa.Column("part", sa.String(), nullable=False),
+    sa.Column("subject", sa.String(), nullable=False),
+    sa.Column("tools", sa.Text(), nullable=False),
+    sa.Column("updated_at", _Seconds, nullable=False),
+    sa.Column("updated_by", sa.String(), nullable=True),
+    sa.PrimaryKeyConstraint("part", "subject", name="pk_agent_grants"),
 )
