@@ -79,8 +79,8 @@ teams:
   budgeted: {{budget: {{daily_tokens: 100000}}}}
   keyed:
     key_budget: {{daily_tokens: 50000}}
-    key_limits: {{rpm: 600, rpd: 1000}}
-    limits: {{rpd: 5000}}
+    key_limits: {{rpm: 600, rpd: 10}}   # a day's 10 refill one per 2.4 h: counts stay exact
+    limits: {{rpd: 20}}
 agents:
   grants: {{teams: {{agents-a: ["*"], agents-b: ["*"]}}}}
   agents:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from lockgate.errors import BadRequest, Forbidden, GatewayError, NotFound
-from lockgate.pipeline.call import Principal
+from lockgate.pipeline import Principal
 from lockgate.store import AlreadyExists, NotFoundError, Store
 from lockgate.store.records import ApiKey, Team
 

@@ -1,7 +1,7 @@
 """What each team and key is using right now: budget spend vs ceiling, rate-limit headroom.
 
 The scopes are the ones the pipeline governs a call against
-(:func:`lockgate.pipeline.quotas.scopes_for`: ``keys.<name or id>`` or the team's
+(:func:`lockgate.pipeline.scopes_for`: ``keys.<name or id>`` or the team's
 ``key_limits``/``key_budget`` for a key, ``teams.<name or id>`` for its team), read from the
 governor's state backend -- process memory with one gateway, Redis (the counters every
 gateway shares) when ``redis_url`` is set:
@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 
 from lockgate.governance import Governor, Scope
 from lockgate.governance.limits import plan_counters
-from lockgate.pipeline.call import Call, Principal
-from lockgate.pipeline.quotas import scopes_for
+from lockgate.pipeline import Call, Principal, scopes_for
 from lockgate.settings import Config
 from lockgate.state.base import RateCounter, StateUnavailable
 from lockgate.store.records import ApiKey, Team
