@@ -75,6 +75,7 @@ models:
     pricing: {{input_per_mtok: 1000.0, output_per_mtok: 1000.0}}
 model_policies:
   fast: {{fallback_model: offline}}
+  other: {{budget: {{daily: 50.0}}, limits: {{rpd: 100000}}}}
 teams:
   budgeted: {{budget: {{daily_tokens: 100000}}}}
   keyed:

@@ -79,6 +79,11 @@ def test_per_key_and_team_use_after_real_calls(console_gateway: ConsoleGateway,
     assert "3 of 10 requests per day used, 7 left" in rpd.inner_text()
     assert row.locator("li.rate-line[data-unit='rpm']").count() == 1
     assert "teams.keyed.key_limits" in row.inner_text()
+    model_row = page.locator("#use-model-other")  # model_policies (admins only)
+    assert model_row.locator("li.budget-line[data-metric='cost']").get_attribute("data-limit") \
+        == "50.0"
+    assert model_row.locator("li.rate-line[data-unit='rpd']").get_attribute("data-limit") \
+        == "100000"
     shot(page, "budgets")
     team_rpd = page.locator(f"#use-team-{team_id} li.rate-line[data-unit='rpd']")
     assert team_rpd.get_attribute("data-used") == "3"
@@ -92,6 +97,7 @@ def test_per_key_and_team_use_after_real_calls(console_gateway: ConsoleGateway,
     sign_in(other, gw.url, outsider)
     other.goto(gw.url + "/console/budgets")
     assert other.locator(f"#use-key-{key_id}").count() == 0
+    assert other.locator("#model-use").count() == 0
     insider = context.browser.new_context().new_page()
     sign_in(insider, gw.url, key)
     insider.goto(gw.url + "/console/budgets")

@@ -80,7 +80,7 @@ class RateUse:
 @dataclass(slots=True)
 class ScopeUse:
     kind: str
-    """``team`` or ``key``."""
+    """``team``, ``key`` or ``model``."""
     id: str
     label: str
     team: str | None = None
@@ -141,6 +141,19 @@ class UsageNow:
             found = self.team_scope(t)
             if found is not None:
                 out.append(await self.read(found[0], t.name, source=found[1]))
+        return out
+
+    async def models(self) -> list[ScopeUse]:
+        """``model_policies.<model>`` with limits or a budget (every caller of the model)."""
+        out = []
+        for name, pol in sorted(self.config.model_policies.items()):
+            if pol.is_empty():
+                continue
+            p = Principal(key_id="\x00none", team_id=None)
+            call = Call(kind="chat", model=name, body={}, principal=p)
+            scope = next((s for s in scopes_for(self.config, call) if s.kind == "model"), None)
+            if scope is not None:
+                out.append(await self.read(scope, name, source=f"model_policies.{name}"))
         return out
 
     async def keys(self, keys: Sequence[ApiKey]) -> list[ScopeUse]:

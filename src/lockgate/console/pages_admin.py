@@ -2,10 +2,11 @@
 jobs and the dead-letter queue, alerts.
 
 Reading: admins see everything; a team user sees its own team and keys (read-only).
+Teams and keys go through :class:`lockgate.admin.AdminService` (the admin API's and the
+CLI's too), budgets and rate limits in use through :class:`lockgate.admin.UsageNow`.
 Every change is admin-only (403 for team users, tested) and is written to the audit chain
-with the same helper the admin API uses (:func:`lockgate.api.admin.audit_admin`) and the
-same action names (``team.create``, ``key.create``, ``key.revoke``, ``kill_switch.set``)
-plus ``dlq.retry``, ``dlq.purge`` and ``alert.ack``.
+with the admin API's action names (``team.create``, ``key.create``, ``key.revoke``,
+``kill_switch.set``) plus ``dlq.retry``, ``dlq.purge`` and ``alert.ack``.
 """
 
 from __future__ import annotations
@@ -64,9 +65,10 @@ async def budgets_page(request: Request, user: ConsoleUser) -> Response:
     team_use = await usage.teams(teams)
     active = [k for k in keys if not k.revoked]
     key_use = await usage.keys(active[:_MAX_KEYS])
+    model_use = await usage.models() if user.is_admin else []
     backend = rt.state.name if rt.state is not None else "none"
     return page(request, "budgets.html", user=user, title="Budgets and limits: use now",
-                team_use=team_use, key_use=key_use, backend=backend,
+                team_use=team_use, key_use=key_use, model_use=model_use, backend=backend,
                 more_keys=max(0, len(active) - _MAX_KEYS))
 
 
