@@ -95,7 +95,7 @@ agents:
       description: Delegates pump questions.
     pumps:
       model: brain
-      tools: [read_pump, set_point]
+      tools: [read_*, set_point]
       mode: approve_writes
       reviewers: [agents-a]
       max_steps: 6

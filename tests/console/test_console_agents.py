@@ -6,6 +6,9 @@ CSRF, audited), team isolation, XSS in tool arguments/results/model output, axe.
 
 from __future__ import annotations
 
+import asyncio
+import re
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -34,8 +37,21 @@ def tools(console_gateway: ConsoleGateway) -> Iterator[list[tuple[str, dict[str,
         calls.append(("set_point", args))
         return {"ok": True}
 
+    async def read_slow(args: dict[str, Any], ctx: ToolContext) -> Any:
+        calls.append(("read_slow", args))
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            calls.append(("read_slow cancelled", args))
+            raise
+        calls.append(("read_slow finished", args))
+        return {"pump": args["pump"]}
+
     svc = console_gateway.runtime.agents
     assert svc is not None
+    svc.add_tool(Tool(name="read_slow", description="Read a pump slowly", klass="read",
+                      parameters={"type": "object", "properties": {"pump": {"type": "string"}},
+                                  "required": ["pump"]}, call=read_slow))
     svc.add_tool(Tool(name="read_pump", description="Read a pump", klass="read",
                       parameters={"type": "object", "properties": {"pump": {"type": "string"}},
                                   "required": ["pump"]}, call=read_pump))
@@ -292,3 +308,51 @@ def test_axe_on_the_agent_screens(console_gateway: ConsoleGateway, context: Any,
         if bad:
             found[path] = bad
     assert found == {}
+
+
+def test_cancelling_a_running_mesh_run_stops_it_and_its_sub_run(
+        console_gateway: ConsoleGateway, team_a: str, tools: list[Any]) -> None:
+    gw = console_gateway
+    pump = "p-" + uuid.uuid4().hex[:6]
+    script(gw, {"tool_calls": [call("delegate", agent="pumps", task=f"hold {pump}")]},
+           {"tool_calls": [call("read_slow", pump=pump)]})
+    r = httpx.post(f"{gw.url}/v1/agents/lead/runs", json={"input": "go"},
+                   headers={"Authorization": f"Bearer {team_a}"}, timeout=30)
+    assert r.status_code == 202, r.text
+    run_id = r.json()["id"]
+    for _ in range(300):  # until the sub-run sits in its slow tool
+        if ("read_slow", {"pump": pump}) in tools:
+            break
+        time.sleep(0.05)
+    assert ("read_slow", {"pump": pump}) in tools
+    with httpx.Client(base_url=gw.url, timeout=20) as c:
+        token = re.search(r'name="csrf" value="([^"]+)"', c.get("/console/login").text)
+        assert token
+        assert c.post("/console/login", data={"key": gw.master, "csrf": token.group(1)}
+                      ).status_code == 303
+        page = c.get(f"/console/agents/runs/{run_id}").text
+        assert 'id="run-status">running<' in page
+        csrf = re.search(r'data-csrf="([^"]+)"', page)
+        assert csrf
+        r = c.post(f"/console/agents/runs/{run_id}/cancel",
+                   data={"csrf": csrf.group(1), "reason": "stuck"})
+        assert r.status_code == 303
+        again = c.post(f"/console/agents/runs/{run_id}/cancel", data={"csrf": csrf.group(1)})
+        assert again.status_code == 409  # ended already
+    with httpx.Client(base_url=gw.url, timeout=20,
+                      headers={"Authorization": f"Bearer {team_a}"}) as c:
+        doc = c.get(f"/v1/agents/lead/runs/{run_id}").json()
+        [child] = doc["children"]
+        assert doc["status"] == "stopped" and "stuck" in doc["error"]
+        assert child["status"] == "stopped" and "stuck" in child["error"]
+        for _ in range(100):  # the gateway's task was cancelled: the tool never finishes
+            if ("read_slow cancelled", {"pump": pump}) in tools:
+                break
+            time.sleep(0.05)
+        assert ("read_slow cancelled", {"pump": pump}) in tools
+        assert ("read_slow finished", {"pump": pump}) not in tools
+        assert c.get(f"/v1/agents/lead/runs/{run_id}").json()["status"] == "stopped"
+    with gw.admin() as c:
+        audit = c.get("/admin/audit", params={"action": "agent_run.cancel"}).json()["data"]
+    entry = next(a for a in audit if a["target"] == run_id)
+    assert sorted(entry["changes"]["stopped"]) == sorted([run_id, child["id"]])
