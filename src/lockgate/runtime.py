@@ -37,6 +37,7 @@ from typing import Any
 
 import structlog
 
+from lockgate.admin import AdminService, UsageNow
 from lockgate.agents import AgentDeployment, AgentService, build_agent_service
 from lockgate.alerts import AlertCenter, AlertCounter
 from lockgate.alerts.webhooks import WebhookSender as OperatorSender
@@ -247,6 +248,17 @@ class Runtime:
     @property
     def controls(self) -> Controls:
         return self.pipeline.controls
+
+    @property
+    def admin(self) -> AdminService:
+        """Teams and keys (create, list, revoke; audited): the admin API and the console."""
+        return AdminService(self.store, grantable=self.pipeline.grantable,
+                            revoke=self.revoke_key)
+
+    @property
+    def usage_now(self) -> UsageNow:
+        """Budget spend and rate-limit headroom of teams and keys, from the shared state."""
+        return UsageNow(self.config, self.governor)
 
     def job_handler(self) -> Handler:
         """What a worker runs: batch rows, else the job's task under its review policy."""

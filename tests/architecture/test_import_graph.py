@@ -6,7 +6,7 @@ Layers, lowest first (a module may import its own layer or lower ones, never hig
     state, store, metrics, observability, formats
     providers, governance, guards, alerts
     pipeline                          the one path every model call takes
-    rag, jobs, events, shadow, feedback, review, mining, cdc, agents
+    rag, jobs, events, shadow, feedback, review, mining, cdc, agents, admin
                                       features (models via the pipeline)
     runtime                           the one composition root
     api, cli, server, testing, facade adapters (and test helpers)
@@ -30,7 +30,8 @@ LAYERS: list[set[str]] = [
     {"state", "store", "metrics", "observability", "formats"},
     {"providers", "governance", "guards", "alerts"},
     {"pipeline"},
-    {"rag", "jobs", "events", "shadow", "feedback", "review", "mining", "cdc", "agents"},
+    {"rag", "jobs", "events", "shadow", "feedback", "review", "mining", "cdc", "agents",
+     "admin"},
     {"runtime"},
     {"api", "cli", "server", "testing", "__main__", "console", "facade", "mcp_server"},
 ]

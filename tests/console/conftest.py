@@ -28,11 +28,17 @@ ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "docs" / "images"
 
 
-def console_config(upstream: str, home: Path, database_url: str, host_origin: str) -> str:
+BRAIN = "console-brain"
+"""The stand-in upstream's model id behind ``brain`` (the agents' model): replies scripted."""
+
+
+def console_config(upstream: str, home: Path, database_url: str, host_origin: str,
+                   extra: str = "") -> str:
     return f"""
 master_key: {MASTER}
 home: {home}
 database_url: {database_url}
+{extra}
 key_cache_ttl: 30
 log_bodies: true
 guards:
@@ -61,10 +67,38 @@ models:
     base_url: {upstream}/v1
     model: stub-embed
   - {{name: offline, provider: rules, rules: {{fixed: "The assistant is offline (fallback)."}}}}
+  - name: brain
+    provider: openai
+    base_url: {upstream}/v1
+    model: {BRAIN}
+    max_retries: 0
+    pricing: {{input_per_mtok: 1000.0, output_per_mtok: 1000.0}}
 model_policies:
   fast: {{fallback_model: offline}}
+  other: {{budget: {{daily: 50.0}}, limits: {{rpd: 100000}}}}
 teams:
   budgeted: {{budget: {{daily_tokens: 100000}}}}
+  keyed:
+    key_budget: {{daily_tokens: 50000}}
+    key_limits: {{rpm: 600, rpd: 10}}   # a day's 10 refill one per 2.4 h: counts stay exact
+    limits: {{rpd: 20}}
+agents:
+  grants: {{teams: {{agents-a: ["*"], agents-b: ["*"]}}}}
+  agents:
+    lead:
+      model: brain
+      tools: [delegate]
+      delegates: [pumps]
+      mode: read_only
+      max_steps: 6
+      max_cost: 5.0
+      description: Delegates pump questions.
+    pumps:
+      model: brain
+      tools: [read_*, set_point]
+      mode: approve_writes
+      reviewers: [agents-a]
+      max_steps: 6
 rag:
   embed_model: embed
   generation_model: fast

@@ -126,7 +126,7 @@ def test_rag_playground_shows_citations_and_the_acl_principals(
 
 PAGES = ["/console", "/console/requests", "/console/teams", "/console/keys",
          "/console/controls", "/console/jobs", "/console/alerts", "/console/reviews",
-         "/console/rag", "/console/playground"]
+         "/console/rag", "/console/playground", "/console/budgets", "/console/agents"]
 
 
 def test_axe_finds_no_serious_violations_on_the_main_pages(console_gateway: ConsoleGateway,

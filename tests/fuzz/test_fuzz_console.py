@@ -26,7 +26,9 @@ FORM = st.dictionaries(st.sampled_from(
     max_size=6)
 QUERY = st.dictionaries(st.sampled_from(
     ["window", "team", "key", "model", "deployment", "status", "since", "until", "before",
-     "state", "next"]), FORM_VALUE, max_size=4)
+     "state", "next", "agent", "level"]), st.one_of(FORM_VALUE, st.sampled_from(
+         ["fuzzbot", "top", "all", "running", "succeeded", "stopped", "awaiting_approval",
+          "1765000000.5~run_0a", "1e400~run_x", "~"])), max_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +94,9 @@ def test_widget_feedback(client: httpx.Client, widget_token: str, body: dict[str
     "/console/teams", "/console/keys", "/console/controls/kill", "/console/rag/fuzzdocs/query",
     "/console/rag/nope/query", "/console/playground", "/console/reviews/rev_x/decide",
     "/console/keys/key_nope/revoke", "/console/jobs/job_x/retry", "/console/jobs/job_x/purge",
-    "/console/alerts/12/ack", "/console/alerts/x/ack"]), with_csrf=st.booleans())
+    "/console/alerts/12/ack", "/console/alerts/x/ack", "/console/agents/runs/run_0a/cancel",
+    "/console/agents/runs/x%00y/cancel", "/console/agents/runs/" + "run_" + "f" * 70 + "/cancel"]),
+    with_csrf=st.booleans())
 def test_console_forms(console: Any, form: dict[str, str], path: str, with_csrf: bool) -> None:
     c, csrf = console
     data = {**form, "csrf": csrf} if with_csrf else form
@@ -105,8 +109,35 @@ def test_console_forms(console: Any, form: dict[str, str], path: str, with_csrf:
 @FUZZ
 @given(query=QUERY, path=st.sampled_from([
     "/console", "/console/requests", "/console/reviews", "/console/alerts", "/console/login",
-    "/console/requests/req_x", "/console/rag/fuzzdocs", "/console/jobs/job_x"]))
+    "/console/requests/req_x", "/console/rag/fuzzdocs", "/console/jobs/job_x",
+    "/console/agents", "/console/agents/runs/run_0a", "/console/agents/runs/%3Cx%3E",
+    "/console/budgets", "/console/teams", "/console/keys"]))
 def test_console_queries(console: Any, query: dict[str, str], path: str) -> None:
     c, _csrf = console
     r = c.get(path, params=query)
     assert r.status_code < 500, (path, query, r.status_code, r.text[:300])
+
+
+@pytest.fixture(scope="module")
+def agent_run(fuzz_gateway: Gateway) -> str:
+    """A real finished run of ``fuzzbot`` (its model answers at once)."""
+    key = fuzz_gateway.new_key("fuzzers")
+    r = httpx.post(f"{fuzz_gateway.url}/v1/agents/fuzzbot/runs",
+                   json={"input": "hello", "wait": True},
+                   headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+    return str(r.json()["id"])
+
+
+@FUZZ
+@given(query=QUERY, form=FORM, with_csrf=st.booleans())
+def test_console_agent_run(console: Any, agent_run: str, query: dict[str, str],
+                           form: dict[str, str], with_csrf: bool) -> None:
+    c, csrf = console
+    r = c.get(f"/console/agents/runs/{agent_run}", params=query)
+    assert r.status_code == 200, (r.status_code, r.text[:300])
+    r = c.post(f"/console/agents/runs/{agent_run}/cancel",
+               data={**form, "csrf": csrf} if with_csrf else form)
+    # a finished run cannot be cancelled: 409 (or 400/413 for a bad form, 403 without CSRF)
+    assert r.status_code in ((400, 409, 413) if with_csrf else (400, 403, 413)), (
+        r.status_code, r.text[:300])

@@ -678,6 +678,63 @@ class AgentService:
     async def steps(self, run_id: str) -> list[Step]:
         return await self.runs.steps(run_id)
 
+    async def search(self, principal: Principal, *, agent: str | None = None,
+                     state: str | None = None, team_id: str | None = None,
+                     since: float | None = None, until: float | None = None,
+                     before: tuple[float, str] | None = None, roots_only: bool = False,
+                     limit: int = 50) -> list[Run]:
+        """Runs this principal may read, newest first, filtered and paged (the console's
+        list). A team key sees its own and its team's runs whatever ``team_id`` says."""
+        if principal.is_master:
+            return await self.runs.search(
+                agents=[agent] if agent is not None else None, state=state, team_id=team_id,
+                since=since, until=until, before=before, roots_only=roots_only, limit=limit)
+        return await self.runs.search(
+            agents=[agent] if agent is not None else None, state=state,
+            reader=(principal.key_id, principal.team_id), since=since, until=until,
+            before=before, roots_only=roots_only, limit=limit)
+
+    def bounds(self, name: str) -> dict[str, Any] | None:
+        """The agent's bounds (None when the agent is not defined any more)."""
+        spec = self.specs().get(name)
+        if spec is None:
+            return None
+        return {"max_steps": spec.max_steps, "max_cost": spec.max_cost,
+                "timeout_s": spec.timeout_s, "max_depth": spec.max_depth,
+                "max_fanout": spec.max_fanout, "mode": spec.mode, "model": spec.model,
+                "delegates": list(spec.delegates)}
+
+    async def cancel(self, run_id: str, principal: Principal, reason: str | None = None
+                     ) -> list[str]:
+        """Stop a run that has not ended, and its sub-runs (administrators only). Returns
+        the ids stopped. A run this process is stepping is cancelled at once; one stepped
+        by another process stops at its next write (its row moved: that write is refused),
+        so at most the step in flight there still finishes. A pending approval of a
+        stopped run is left in the review queue; deciding it resumes nothing."""
+        if not principal.is_master:
+            raise AgentForbidden("Only an administrator may cancel an agent run.",
+                                 param="run_id")
+        run = await self.get(run_id, principal)
+        if run.final:
+            raise AgentConflict(f"The run is {run.state} already.", param="run_id")
+        for task in list(self._tasks):
+            if task.get_name() == f"agent-run-{run.id}":
+                task.cancel()
+        error = f"cancelled by {principal.key_name or principal.key_id}" + (
+            f": {reason}" if reason else "")
+        below = {r.id: r for r in await self.runs.tree(run.root_id)}
+        ids = [run.id]
+        frontier = [run.id]
+        while frontier:
+            kids = [r.id for r in below.values() if r.parent_id in frontier]
+            ids.extend(kids)
+            frontier = kids
+        stopped = []
+        for rid in ids:
+            if await self.runs.stop(rid, error) is not None:
+                stopped.append(rid)
+        return stopped
+
     # ------------------------------------------------------------------ the mesh
 
     async def _delegate(self, args: dict[str, Any], ctx: ToolContext) -> Any:

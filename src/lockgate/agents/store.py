@@ -235,6 +235,59 @@ class RunStore:
             rows = (await conn.execute(stmt)).mappings().all()
         return [_run(r) for r in rows]
 
+    async def search(self, *, agents: Sequence[str] | None = None, state: str | None = None,
+                     team_id: str | None = None, reader: tuple[str, str | None] | None = None,
+                     since: float | None = None, until: float | None = None,
+                     before: tuple[float, str] | None = None, roots_only: bool = False,
+                     limit: int = 50) -> list[Run]:
+        """Runs newest first, filtered; ``reader`` = (key id, team id) limits them to what
+        that key may read (its own runs and its team's); ``before`` = (created_at, id) of
+        the last run of the previous page."""
+        stmt = sa.select(R).order_by(R.c.created_at.desc(), R.c.id.desc()).limit(limit)
+        if agents is not None:
+            stmt = stmt.where(R.c.agent.in_(list(agents)))
+        if state is not None:
+            stmt = stmt.where(R.c.state == state)
+        if team_id is not None:
+            stmt = stmt.where(R.c.team_id == team_id)
+        if reader is not None:
+            key_id, own_team = reader
+            stmt = stmt.where(sa.or_(R.c.key_id == key_id, R.c.team_id == own_team)
+                              if own_team is not None else R.c.key_id == key_id)
+        if since is not None:
+            stmt = stmt.where(R.c.created_at >= since)
+        if until is not None:
+            stmt = stmt.where(R.c.created_at < until)
+        if before is not None:
+            at, rid = before
+            stmt = stmt.where(sa.or_(R.c.created_at < at,
+                                     sa.and_(R.c.created_at == at, R.c.id < rid)))
+        if roots_only:
+            stmt = stmt.where(R.c.parent_id.is_(None))
+        async with self.store.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [_run(r) for r in rows]
+
+    async def stop(self, run_id: str, error: str) -> Run | None:
+        """A run not ended yet -> ``stopped`` with ``error`` and an error step, in one
+        version-checked write (retried when the row moved meanwhile). None when it had
+        ended already."""
+        for _ in range(5):
+            run = await self.get(run_id)
+            if run.final:
+                return None
+            step = Step(seq=run.steps, kind="error", status="error", result=error,
+                        created_at=time.time())
+            run.steps += 1
+            run.state = "stopped"
+            run.error = error
+            run.pending = []
+            try:
+                return await self.save(run, [step])
+            except RunConflict:
+                continue
+        raise RunConflict(run_id)
+
     async def stuck(self, older_than: float, limit: int = 100) -> list[str]:
         """Runs still ``running`` whose row has not moved since ``older_than``."""
         async with self.store.engine.connect() as conn:

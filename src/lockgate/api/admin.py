@@ -22,10 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from lockgate.api.request_io import api_key_of, json_response, read_json
-from lockgate.errors import BadRequest, Forbidden, GatewayError, NotFound
+from lockgate.errors import BadRequest, Forbidden, GatewayError
 from lockgate.pipeline.call import Principal
 from lockgate.runtime import Runtime
-from lockgate.store import AlreadyExists, NotFoundError, StoreError
+from lockgate.store import StoreError
 
 router = APIRouter(prefix="/admin")
 
@@ -61,8 +61,7 @@ async def audit_admin(
     team_id: str | None = None, changes: dict[str, Any] | None = None,
 ) -> None:
     """Append an admin action to the audit chain (a store failure fails the request)."""
-    await rt.store.record_admin_action(action, actor=who.key_id, target=target,
-                                       team_id=team_id, changes=changes)
+    await rt.admin.audit(who, action, target=target, team_id=team_id, changes=changes)
 
 
 def _parse(model: type[BaseModel], body: dict[str, Any]) -> Any:
@@ -94,20 +93,14 @@ def _jsonable(obj: Any) -> Any:
 async def create_team(request: Request) -> Response:
     rt, who = await admin_principal(request)
     data: TeamIn = _parse(TeamIn, await read_json(request, 64 * 1024))
-    try:
-        team = await rt.store.create_team(data.name, business_unit=data.business_unit)
-    except AlreadyExists as exc:
-        raise GatewayError(str(exc), status=409, type="invalid_request_error",
-                           code="already_exists") from None
-    await audit_admin(rt, who, "team.create", target=team.id, team_id=team.id,
-                      changes={"name": team.name, "business_unit": team.business_unit})
+    team = await rt.admin.create_team(who, data.name, data.business_unit)
     return json_response(_jsonable(team), status=201)
 
 
 @router.get("/teams")
 async def list_teams(request: Request) -> Response:
-    rt = await _admin(request)
-    teams = await rt.store.list_teams()
+    rt, who = await admin_principal(request)
+    teams = await rt.admin.teams(who)
     return json_response({"data": [_jsonable(t) for t in teams]})
 
 
@@ -115,27 +108,15 @@ async def list_teams(request: Request) -> Response:
 async def create_key(request: Request) -> Response:
     rt, who = await admin_principal(request)
     data: KeyIn = _parse(KeyIn, await read_json(request, 64 * 1024))
-    unknown = [m for m in data.models or [] if not rt.pipeline.grantable(m)]
-    if unknown:
-        raise BadRequest(f"Unknown model(s): {', '.join(unknown)}", param="models",
-                         code="model_not_found")
-    try:
-        plaintext, key = await rt.store.create_key(
-            data.team, name=data.name, allowed_models=data.models
-        )
-    except NotFoundError as exc:
-        raise NotFound(str(exc), param="team", code="team_not_found") from None
-    await audit_admin(rt, who, "key.create", target=key.id, team_id=key.team_id,
-                      changes={"name": key.name, "key_prefix": key.key_prefix,
-                               "allowed_models": list(key.allowed_models)
-                               if key.allowed_models is not None else None})
+    plaintext, key = await rt.admin.create_key(who, data.team, name=data.name,
+                                               models=data.models)
     return json_response({**_jsonable(key), "key": plaintext}, status=201)
 
 
 @router.get("/keys")
 async def list_keys(request: Request) -> Response:
-    rt = await _admin(request)
-    keys = await rt.store.list_keys(request.query_params.get("team"))
+    rt, who = await admin_principal(request)
+    keys = await rt.admin.keys(who, request.query_params.get("team"))
     return json_response({"data": [_jsonable(k) for k in keys]})
 
 
@@ -144,12 +125,7 @@ async def revoke_key(request: Request, key_id: str) -> Response:
     """Revoke in the store, drop it from this gateway's key cache and wait until every
     gateway sharing Redis has been told (``announced``: false without Redis)."""
     rt, who = await admin_principal(request)
-    if not await rt.revoke_key(key_id):  # returns once every gateway has been told
-        raise NotFound(f"No active key with id '{key_id}'.", code="key_not_found")
-    key = await rt.store.get_key(key_id)
-    await audit_admin(rt, who, "key.revoke", target=key_id,
-                      team_id=key.team_id if key is not None else None,
-                      changes={"revoked": True})
+    await rt.admin.revoke_key(who, key_id)  # returns once every gateway has been told
     return json_response({"id": key_id, "revoked": True,
                           "announced": rt.invalidations is not None})
 

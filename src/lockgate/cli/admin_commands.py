@@ -1,4 +1,5 @@
-"""``lockgate teams|keys|usage``: administration straight against the store.
+"""``lockgate teams|keys|usage``: administration against the store, through the same
+:class:`~lockgate.admin.AdminService` as the admin API and the console.
 
 Revoking a key also tells a running gateway (``--gateway``, default the local
 one) to drop its key cache, so the revocation is immediate there. Every change
@@ -18,7 +19,10 @@ from typing import TypeVar
 import typer
 from rich.table import Column, Table
 
+from lockgate.admin import AdminService
 from lockgate.cli.common import ConfigOption, console, fail, get_config, run
+from lockgate.errors import GatewayError, NotFound
+from lockgate.pipeline import Principal
 from lockgate.settings import Config
 from lockgate.store import Store, StoreError
 from lockgate.store.records import ApiKey, Team
@@ -45,6 +49,20 @@ async def audit_admin(store: Store, action: str, **kwargs: object) -> None:
     await store.record_admin_action(action, actor=cli_actor(), **kwargs)  # type: ignore[arg-type]
 
 
+def _admin(store: Store, config: Config) -> tuple[AdminService, Principal]:
+    """The admin service on this store (as the admin API and the console use it) and the
+    CLI's operator. Revoking here revokes in the store; :func:`_notify_gateway` tells the
+    running gateway afterwards."""
+    from lockgate.rag.deployment import grantable_rag_model
+
+    def grantable(m: str) -> bool:
+        return m in config.model_names() or grantable_rag_model(m)
+
+    who = cli_actor()
+    return (AdminService(store, grantable=grantable, revoke=store.revoke_key),
+            Principal(key_id=who, team_id=None, is_master=True, key_name=who))
+
+
 def with_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
     async def go() -> T:
         config.home_path.mkdir(parents=True, exist_ok=True)
@@ -58,6 +76,8 @@ def with_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
         return run(go)
     except StoreError as exc:
         fail(str(exc))
+    except GatewayError as exc:
+        fail(exc.message)
     except OSError as exc:
         fail(f"cannot open the database {config.effective_database_url}: {exc}")
 
@@ -76,10 +96,8 @@ def teams_create(
     cfg = get_config(config)
 
     async def create(s: Store) -> Team:
-        team = await s.create_team(name, business_unit=business_unit)
-        await audit_admin(s, "team.create", target=team.id, team_id=team.id,
-                          changes={"name": team.name, "business_unit": team.business_unit})
-        return team
+        svc, who = _admin(s, cfg)
+        return await svc.create_team(who, name, business_unit)
 
     team = with_store(cfg, create)
     console.print(f"created team [bold]{team.name}[/] ({team.id})")
@@ -114,12 +132,8 @@ def keys_create(
         fail(f"unknown model(s) for this config: {', '.join(unknown)}")
 
     async def create(s: Store) -> tuple[str, ApiKey]:
-        plaintext, key = await s.create_key(team, name=name, allowed_models=models or None)
-        await audit_admin(s, "key.create", target=key.id, team_id=key.team_id,
-                          changes={"name": key.name, "key_prefix": key.key_prefix,
-                                   "allowed_models": list(key.allowed_models)
-                                   if key.allowed_models is not None else None})
-        return plaintext, key
+        svc, who = _admin(s, cfg)
+        return await svc.create_key(who, team, name=name, models=models or None)
 
     plaintext, key = with_store(cfg, create)
     console.print(f"created key {key.id} for team {key.team_id} (shown once):", highlight=False)
@@ -155,12 +169,11 @@ def keys_revoke(
     cfg = get_config(config)
 
     async def revoke(s: Store) -> bool:
-        if not await s.revoke_key(key_id):
+        svc, who = _admin(s, cfg)
+        try:
+            await svc.revoke_key(who, key_id)
+        except NotFound:
             return False
-        key = await s.get_key(key_id)
-        await audit_admin(s, "key.revoke", target=key_id,
-                          team_id=key.team_id if key is not None else None,
-                          changes={"revoked": True})
         return True
 
     if not with_store(cfg, revoke):

@@ -7,12 +7,11 @@ files to the app (``console.enabled``).
 
 What is here: sign-in with the master key or a team key (:mod:`.session`), overview from
 rollups and the request log (:mod:`.pages_core`), teams/keys/budgets, kill switch and
-routing, jobs and the DLQ, alerts (:mod:`.pages_admin`), review queue, RAG collections with
-a query playground, chat playground (:mod:`.pages_work`), the widget (:mod:`.widget`).
-
-Partial: no agent-runs screen (the agents feature is being built; ``/console/agents`` says
-so with a 501). Budget use is shown for team budgets (``teams.<t>.budget``) from the
-governor's shared counters; per-key budgets and rate-limit headroom are not shown.
+routing, jobs and the DLQ, alerts, budgets and rate limits with their use now per team and
+per key (:mod:`.pages_admin`, through :class:`lockgate.admin.AdminService` and
+:class:`lockgate.admin.UsageNow`), review queue, RAG collections with a query playground,
+chat playground (:mod:`.pages_work`), agent runs (:mod:`.pages_agents`, through
+:class:`lockgate.agents.AgentService`), the widget (:mod:`.widget`).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from lockgate.console import pages_admin, pages_core, pages_work, widget
+from lockgate.console import pages_admin, pages_agents, pages_core, pages_work, widget
 from lockgate.console.render import STATIC_DIR
 
 __all__ = ["install"]
@@ -31,5 +30,6 @@ def install(app: FastAPI) -> None:
     app.include_router(pages_core.router)
     app.include_router(pages_admin.router)
     app.include_router(pages_work.router)
+    app.include_router(pages_agents.router)
     app.include_router(widget.router)
     app.mount("/console/static", StaticFiles(directory=str(STATIC_DIR)), name="console-static")

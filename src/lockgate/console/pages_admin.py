@@ -2,10 +2,11 @@
 jobs and the dead-letter queue, alerts.
 
 Reading: admins see everything; a team user sees its own team and keys (read-only).
+Teams and keys go through :class:`lockgate.admin.AdminService` (the admin API's and the
+CLI's too), budgets and rate limits in use through :class:`lockgate.admin.UsageNow`.
 Every change is admin-only (403 for team users, tested) and is written to the audit chain
-with the same helper the admin API uses (:func:`lockgate.api.admin.audit_admin`) and the
-same action names (``team.create``, ``key.create``, ``key.revoke``, ``kill_switch.set``)
-plus ``dlq.retry``, ``dlq.purge`` and ``alert.ack``.
+with the admin API's action names (``team.create``, ``key.create``, ``key.revoke``,
+``kill_switch.set``) plus ``dlq.retry``, ``dlq.purge`` and ``alert.ack``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from lockgate.console.render import page
 from lockgate.console.session import ConsoleUser, runtime_of
 from lockgate.console.web import form_text, redirect, screen
 from lockgate.errors import BadRequest, GatewayError, NotFound
-from lockgate.store import AlreadyExists, NotFoundError
+from lockgate.store import NotFoundError
 
 __all__ = ["router"]
 
@@ -36,9 +37,7 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 @screen()
 async def teams_page(request: Request, user: ConsoleUser) -> Response:
     rt = runtime_of(request)
-    teams = await rt.store.list_teams()
-    if not user.is_admin:
-        teams = [t for t in teams if t.id == user.team_id]
+    teams = await rt.admin.teams(user.principal)
     rollups = rt.console.rollups if rt.console else None
     use: dict[str, dict[str, float]] = {}
     if rollups is not None:
@@ -50,25 +49,31 @@ async def teams_page(request: Request, user: ConsoleUser) -> Response:
             agg["cost"] += row["cost"]
             agg["tokens"] += row["tokens"]
     policies = {name: p.model_dump(exclude_none=True) for name, p in rt.config.teams.items()}
-    budgets = {t.id: await _budget_status(rt, t.id, t.name) for t in teams}
+    now = {u.id: u for u in await rt.usage_now.teams(teams)}
     return page(request, "teams.html", user=user, title="Teams, budgets and limits",
-                teams=teams, use=use, policies=policies, budgets=budgets, created=None)
+                teams=teams, use=use, policies=policies, now=now, created=None)
 
 
-async def _budget_status(rt: Any, team_id: str, team_name: str) -> list[dict[str, Any]] | str:
-    """The team budget's ceilings now (spent and reserved in the current windows), read from
-    the governor's shared counters: what the next call is checked against."""
-    pol = rt.config.teams.get(team_id) or rt.config.teams.get(team_name)
-    if pol is None or pol.budget is None or pol.budget.is_empty() or rt.governor is None:
-        return []
-    from lockgate.governance.scope import Scope
-    from lockgate.state.base import StateUnavailable
+@router.get("/budgets")
+@screen()
+async def budgets_page(request: Request, user: ConsoleUser) -> Response:
+    """Budget spend vs limit and rate-limit headroom, per team and per key, now."""
+    rt = runtime_of(request)
+    teams = await rt.admin.teams(user.principal)
+    keys = await rt.admin.keys(user.principal)
+    usage = rt.usage_now
+    team_use = await usage.teams(teams)
+    active = [k for k in keys if not k.revoked]
+    key_use = await usage.keys(active[:_MAX_KEYS])
+    model_use = await usage.models() if user.is_admin else []
+    backend = rt.state.name if rt.state is not None else "none"
+    return page(request, "budgets.html", user=user, title="Budgets and limits: use now",
+                team_use=team_use, key_use=key_use, model_use=model_use, backend=backend,
+                more_keys=max(0, len(active) - _MAX_KEYS))
 
-    try:
-        found = await rt.governor.budgets.status(Scope("team", team_id, pol.limits, pol.budget))
-    except StateUnavailable:
-        return "the shared state is unavailable"
-    return [asdict(b) for b in found]
+
+_MAX_KEYS = 500
+"""Keys whose counters one budgets page reads (one state round-trip per governed key)."""
 
 
 @router.post("/teams")
@@ -79,13 +84,7 @@ async def create_team(request: Request, user: ConsoleUser) -> Response:
     name = form_text(form, "name", required=True, max_len=200)
     bu = form_text(form, "business_unit", max_len=200)
     assert name is not None
-    try:
-        team = await rt.store.create_team(name, business_unit=bu)
-    except AlreadyExists as exc:
-        raise GatewayError(str(exc), status=409, code="already_exists") from None
-    await audit_admin(rt, user.principal, "team.create", target=team.id, team_id=team.id,
-                      changes={"name": team.name, "business_unit": team.business_unit,
-                               "via": "console"})
+    await rt.admin.create_team(user.principal, name, bu, via="console")
     return redirect("/console/teams")
 
 
@@ -93,8 +92,8 @@ async def create_team(request: Request, user: ConsoleUser) -> Response:
 @screen()
 async def keys_page(request: Request, user: ConsoleUser) -> Response:
     rt = runtime_of(request)
-    keys = await rt.store.list_keys(user.team_id)
-    teams = await rt.store.list_teams() if user.is_admin else []
+    keys = await rt.admin.keys(user.principal)
+    teams = await rt.admin.teams(user.principal) if user.is_admin else []
     return page(request, "keys.html", user=user, title="Keys", keys=keys, teams=teams,
                 created=None, models=rt.pipeline.router.models())
 
@@ -108,19 +107,11 @@ async def create_key(request: Request, user: ConsoleUser) -> Response:
     name = form_text(form, "name", max_len=200) or ""
     models_raw = form_text(form, "models", max_len=2000)
     models = [m.strip() for m in models_raw.split(",") if m.strip()] if models_raw else None
-    unknown = [m for m in models or [] if not rt.pipeline.grantable(m)]
-    if unknown:
-        raise BadRequest(f"Unknown model(s): {', '.join(unknown)}", param="models")
     assert team is not None
-    try:
-        plaintext, key = await rt.store.create_key(team, name=name, allowed_models=models)
-    except NotFoundError as exc:
-        raise NotFound(str(exc), param="team") from None
-    await audit_admin(rt, user.principal, "key.create", target=key.id, team_id=key.team_id,
-                      changes={"name": key.name, "key_prefix": key.key_prefix,
-                               "allowed_models": models, "via": "console"})
-    keys = await rt.store.list_keys()
-    teams = await rt.store.list_teams()
+    plaintext, key = await rt.admin.create_key(user.principal, team, name=name, models=models,
+                                               via="console")
+    keys = await rt.admin.keys(user.principal)
+    teams = await rt.admin.teams(user.principal)
     # shown once, in this response only (never in a URL, never stored)
     return page(request, "keys.html", status=201, user=user, title="Keys", keys=keys,
                 teams=teams, created={"key": plaintext, "id": key.id, "team": key.team_name},
@@ -131,12 +122,7 @@ async def create_key(request: Request, user: ConsoleUser) -> Response:
 @screen(admin=True)
 async def revoke_key(request: Request, user: ConsoleUser, key_id: str) -> Response:
     rt = runtime_of(request)
-    if len(key_id) > 100 or not await rt.revoke_key(key_id):
-        raise NotFound(f"No active key with id '{key_id[:100]}'.", code="key_not_found")
-    key = await rt.store.get_key(key_id)
-    await audit_admin(rt, user.principal, "key.revoke", target=key_id,
-                      team_id=key.team_id if key is not None else None,
-                      changes={"revoked": True, "via": "console"})
+    await rt.admin.revoke_key(user.principal, key_id, via="console")
     return redirect("/console/keys")
 
 

@@ -8,7 +8,7 @@ playground, and a chat playground.
   shows the answer, its citations and the ACL principals the query was matched against.
 - The chat playground makes one chat call through the pipeline as the signed-in principal
   (source ``console``): governance, guards and audit apply as for any call.
-- Agent runs: not here yet (agents are being built in parallel; the screen follows their API).
+- Agent runs: :mod:`.pages_agents`.
 """
 
 from __future__ import annotations
@@ -208,14 +208,6 @@ async def playground_call(request: Request, user: ConsoleUser) -> Response:
     models = await rt.pipeline.list_models(user.principal)
     return page(request, "playground.html", user=user, title="Chat playground",
                 models=models, result=result)
-
-
-@router.get("/agents")
-@screen()
-async def agents(request: Request, user: ConsoleUser) -> Response:
-    return page(request, "error.html", status=501, user=user, title="Agent runs",
-                message="Agent runs are not in the console yet: the agents feature is "
-                        "being built; this screen will follow its API.")
 
 
 _ = redirect  # used by the decide route

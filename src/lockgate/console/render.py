@@ -60,6 +60,21 @@ def _num(value: Any, digits: int = 1) -> str:
     return f"{float(value):,.{digits}f}"
 
 
+def _dur(seconds: Any) -> str:
+    """Seconds as ``42 s``, ``3 min 20 s``, ``3 h 36 min``."""
+    try:
+        total = max(0, round(float(seconds)))
+    except (TypeError, ValueError):
+        return ""
+    if total < 60:
+        return f"{total} s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:,} h {minutes} min"
+
+
 _env = Environment(
     loader=FileSystemLoader(str(TEMPLATES_DIR)),
     autoescape=select_autoescape(default=True, default_for_string=True),
@@ -69,6 +84,7 @@ _env = Environment(
 _env.filters["when"] = _when
 _env.filters["money"] = _money
 _env.filters["num"] = _num
+_env.filters["dur"] = _dur
 
 
 def render(template: str, **ctx: Any) -> str:

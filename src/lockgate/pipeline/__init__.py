@@ -9,6 +9,7 @@ from lockgate.pipeline.call import Call, EndUser, Principal, UsageRecord
 from lockgate.pipeline.contract_repair import contract_for
 from lockgate.pipeline.facts import CallFacts, Result, StreamResult
 from lockgate.pipeline.pipeline import Controls, Pipeline
+from lockgate.pipeline.quotas import scopes_for
 from lockgate.pipeline.virtual import VirtualDeployment
 from lockgate.providers.base import Completion, StreamChunk, Usage
 
@@ -27,4 +28,5 @@ __all__ = [
     "UsageRecord",
     "VirtualDeployment",
     "contract_for",
+    "scopes_for",
 ]

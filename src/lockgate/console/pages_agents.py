@@ -1,0 +1,157 @@
+"""Console screens for agent runs: the list (filter by agent, status, team, time; paged) and a
+run's detail (its steps, cost and steps against the agent's bounds, the run tree of a mesh
+run), plus cancelling a run (administrators).
+
+Everything goes through :class:`~lockgate.agents.AgentService`, as ``/v1/agents`` does:
+:meth:`~AgentService.search` for the list (a team key sees its own and its team's runs),
+:meth:`~AgentService.show` for a run (404 for a run the key may not read),
+:meth:`~AgentService.cancel` for the admin action (CSRF-checked by :func:`screen`, written to
+the audit chain as ``agent_run.cancel`` with ``"via": "console"``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from lockgate.agents import AgentService, RunNotFound
+from lockgate.api.admin import parse_since
+from lockgate.console.render import page
+from lockgate.console.session import ConsoleUser, runtime_of
+from lockgate.console.web import form_text, redirect, screen
+from lockgate.errors import BadRequest, GatewayError
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+STATES = ("running", "awaiting_approval", "succeeded", "failed", "stopped")
+PAGE = 50
+_CURSOR = re.compile(r"^(\d{1,12}(?:\.\d{1,9})?)~(run_[0-9a-f]{1,64})$")
+_RUN_ID = re.compile(r"^run_[0-9a-f]{1,64}$")
+
+
+def _service(request: Request) -> AgentService:
+    rt = runtime_of(request)
+    if rt.agents is None:
+        raise GatewayError("Agents are not running in this process.", status=503)
+    return rt.agents
+
+
+def _opt(request: Request, name: str, max_len: int = 100) -> str | None:
+    value = request.query_params.get(name)
+    if not value:
+        return None
+    if len(value) > max_len:
+        raise BadRequest(f"'{name}' is at most {max_len} characters.", param=name)
+    return value
+
+
+def _when(request: Request, name: str) -> float | None:
+    raw = _opt(request, name, 40)
+    return None if raw is None else parse_since(raw).timestamp()
+
+
+def _cursor(raw: str | None) -> tuple[float, str] | None:
+    if raw is None:
+        return None
+    m = _CURSOR.match(raw)
+    if m is None:
+        raise BadRequest("'before' is not a cursor this page gave.", param="before")
+    return float(m.group(1)), m.group(2)
+
+
+def _run_id(run_id: str) -> str:
+    if not _RUN_ID.match(run_id):
+        raise RunNotFound(f"No agent run '{run_id[:100]}'.", param="run_id")
+    return run_id
+
+
+def _pretty(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
+                        default=str).decode()
+
+
+def _preview(value: Any, n: int = 120) -> str:
+    text = _pretty(value) if value is not None else ""
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+@router.get("/agents")
+@screen()
+async def runs_page(request: Request, user: ConsoleUser) -> Response:
+    rt = runtime_of(request)
+    svc = _service(request)
+    await svc.refresh()
+    state = _opt(request, "status", 20)
+    if state is not None and state not in STATES:
+        raise BadRequest(f"'status' must be one of {', '.join(STATES)}.", param="status")
+    agent = _opt(request, "agent")
+    teams = await rt.admin.teams(user.principal) if user.is_admin else []
+    team_id: str | None = None
+    team_q = _opt(request, "team", 200)
+    if user.is_admin and team_q:
+        match = next((t for t in teams if team_q in (t.id, t.name)), None)
+        if match is None:
+            raise BadRequest("Unknown team.", param="team")
+        team_id = match.id
+    level = _opt(request, "level", 10) or "all"
+    if level not in ("all", "top"):
+        raise BadRequest("'level' must be all or top.", param="level")
+    found = await svc.search(user.principal, agent=agent, state=state, team_id=team_id,
+                             since=_when(request, "since"), until=_when(request, "until"),
+                             before=_cursor(_opt(request, "before", 100)),
+                             roots_only=level == "top", limit=PAGE + 1)
+    more = len(found) > PAGE
+    runs = found[:PAGE]
+    nxt = f"{runs[-1].created_at!r}~{runs[-1].id}" if more and runs else None
+    names = {t.id: t.name for t in teams}
+    if not user.is_admin and user.record.team_id:
+        names[user.record.team_id] = user.record.team_name or user.record.team_id
+    query = {k: v for k, v in request.query_params.items() if k != "before"}
+    agents = svc.names() if user.is_admin else svc.visible(user.principal)
+    rows = [{**r.public(), "team": names.get(r.team_id or "", r.team_id or ""),
+             "preview": _preview(r.error if r.error else r.output)} for r in runs]
+    return page(request, "agents.html", user=user, title="Agent runs", runs=rows,
+                query=query, next_before=nxt, teams=teams, agents=agents, states=STATES)
+
+
+@router.get("/agents/runs/{run_id}")
+@screen()
+async def run_detail(request: Request, user: ConsoleUser, run_id: str) -> Response:
+    svc = _service(request)
+    await svc.refresh()
+    doc = await svc.show(_run_id(run_id), user.principal)
+    tree = doc
+    if doc["root_id"] != doc["id"]:
+        try:
+            tree = await svc.show(doc["root_id"], user.principal)
+        except RunNotFound:
+            tree = doc
+    bounds = svc.bounds(doc["agent"])
+    turns = sum(1 for s in doc["steps"] if s["kind"] == "model")
+    tokens = sum(int((s.get("detail") or {}).get("usage", {}).get("prompt_tokens") or 0)
+                 + int((s.get("detail") or {}).get("usage", {}).get("completion_tokens") or 0)
+                 for s in doc["steps"] if s["kind"] == "model")
+    return page(request, "agent_run.html", user=user, title=f"Agent run {doc['id']}",
+                run=doc, tree=tree, bounds=bounds, turns=turns, tokens=tokens,
+                pretty=_pretty, final=doc["status"] in ("succeeded", "failed", "stopped"))
+
+
+@router.post("/agents/runs/{run_id}/cancel")
+@screen(admin=True)
+async def cancel_run(request: Request, user: ConsoleUser, run_id: str) -> Response:
+    rt = runtime_of(request)
+    svc = _service(request)
+    reason = form_text(request.state.form, "reason", max_len=500)
+    rid = _run_id(run_id)
+    stopped = await svc.cancel(rid, user.principal, reason)
+    await rt.admin.audit(user.principal, "agent_run.cancel", target=rid,
+                         changes={"stopped": stopped, "reason": reason}, via="console")
+    return redirect(f"/console/agents/runs/{rid}")
