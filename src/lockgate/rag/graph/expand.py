@@ -2,12 +2,22 @@
 
 1. **Linking**: the question's names (the rule extractor on the question) and its word
    n-grams (1-5 words), normalised, are looked up among the collection's entities that
-   the caller may see (:meth:`GraphStore.link`).
+   the caller may see (:meth:`GraphStore.link`). Longest match wins: a linked name that
+   lies inside another linked name of the question ("information systems" inside "design
+   of information systems") is dropped. A linked entity starts with
+   ``prior = specificity * (1 if the question names it, else 0.5)``: ``specificity =
+   1 / (1 + ln(mentions))`` falls as more passages mention the entity, so a hub
+   ("information", "library") that any question word can link to weighs little next to
+   a rare name; "names it" means the extractor finds it as a name in the question or it
+   has several words (a lower-case common word the question merely contains is weaker).
 2. **Expansion**: relations touching the linked entities (hop 1), then relations touching
    the entities those reached (hop 2, ... up to ``hops``), each read through the ACL of the
-   passage it came from. A fact reached from entity ``e`` scores
-   ``reach(e) * bonus * (1 + 0.5 * overlap) / hop``: ``reach(e)`` is the best score of the
-   path that reached ``e`` (1 for a linked entity), ``bonus`` is 2 when ``e`` is the fact's
+   passage it came from, the most strongly reached entities first (in groups of
+   :data:`GROUP`, at most :data:`MAX_FRONTIER` per hop) so a hub's hundreds of facts cannot
+   crowd out the facts of the entity the question is about. A fact reached from entity
+   ``e`` scores ``reach(e) * bonus * (1 + 0.5 * overlap) / hop``: ``reach(e)`` is the best
+   score of the path that reached ``e`` (the prior for a linked entity), ``bonus`` is 2
+   when ``e`` is the fact's
    subject (the fact describes ``e``; "Lyon is a city in France" describes Lyon, "Ann was
    born in Lyon" describes Ann) and 1 otherwise, ``overlap`` counts question terms among the
    fact's predicate and far end (stemmed BM25 terms, the linked names' own terms left out).
@@ -21,6 +31,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,11 +39,15 @@ from typing import Any
 from lockgate.rag.access import Filters
 from lockgate.rag.analysis import analyze
 from lockgate.rag.graph.extract import RuleExtractor, normalize
-from lockgate.rag.graph.store import FactRow, GraphStore
+from lockgate.rag.graph.store import FactRow, GraphStore, LinkedEntity
 
 __all__ = ["GraphFact", "GraphResult", "expand", "linking_candidates", "merge_graph_scores"]
 
 _TOKEN_SPLIT = " "
+GROUP = 16
+"""Frontier entities whose facts are read in one query."""
+MAX_FRONTIER = 64
+"""Entities expanded per hop (the most strongly reached)."""
 
 
 @dataclass(slots=True)
@@ -64,9 +79,14 @@ class GraphResult:
     chunk_scores: dict[int, float] = field(default_factory=dict)
 
 
+def question_names(question: str) -> set[str]:
+    """The normalised names the rule extractor finds in the question."""
+    return {normalize(e.name) for e in RuleExtractor().extract_sync(question).entities}
+
+
 def linking_candidates(question: str, max_n: int = 5) -> list[str]:
     words = normalize(question).split(_TOKEN_SPLIT)
-    out: set[str] = {normalize(e.name) for e in RuleExtractor().extract_sync(question).entities}
+    out: set[str] = question_names(question)
     for n in range(1, max_n + 1):
         for i in range(len(words) - n + 1):
             gram = " ".join(words[i:i + n])
@@ -82,22 +102,24 @@ async def expand(store: GraphStore, cid: int, question: str, *,
                  exclude_doc_ids: Sequence[str] | None = None, hops: int = 2,
                  per_hop: int = 500, max_facts: int = 12) -> GraphResult:
     result = GraphResult()
-    linked = await store.link(cid, linking_candidates(question), principals=principals,
-                              filters=filters, exclude_doc_ids=exclude_doc_ids)
+    linked = longest_matches(await store.link(
+        cid, linking_candidates(question), principals=principals, filters=filters,
+        exclude_doc_ids=exclude_doc_ids))
     if not linked:
         return result
-    result.linked = [name for _, name in linked]
+    result.linked = [e.name for e in linked]
     # question terms that are not the linked names: what the path should match
-    q_terms = set(analyze(question)) - {t for _, name in linked for t in analyze(name)}
-    reach: dict[int, float] = {eid: 1.0 for eid, _ in linked}
-    """entity -> best path score that reached it (linked entities: 1)."""
+    q_terms = set(analyze(question)) - {t for e in linked for t in analyze(e.name)}
+    names = question_names(question)
+    reach: dict[int, float] = {e.id: link_prior(e, names) for e in linked}
+    """entity -> best path score that reached it (linked entities: their prior)."""
     frontier = dict(reach)
     best: dict[int, GraphFact] = {}
     for hop in range(1, hops + 1):
         if not frontier:
             break
-        rows: list[FactRow] = await store.facts(
-            cid, sorted(frontier), principals=principals, filters=filters,
+        rows = await _facts_strongest_first(
+            store, cid, frontier, principals=principals, filters=filters,
             exclude_doc_ids=exclude_doc_ids, limit=per_hop)
         nxt: dict[int, float] = {}
         for r in rows:
@@ -126,6 +148,39 @@ async def expand(store: GraphStore, cid: int, question: str, *,
             result.chunk_scores[f.chunk_pk] = s
     result.facts = facts[:max_facts]
     return result
+
+
+def longest_matches(linked: Sequence[LinkedEntity]) -> list[LinkedEntity]:
+    """Drop a linked entity whose name lies inside another linked entity's name."""
+    spans = [(e, f" {e.norm} ") for e in linked]
+    return [e for e, span in spans
+            if not any(other.norm != e.norm and span in f" {other.norm} "
+                       for other, _ in spans)]
+
+
+def link_prior(entity: LinkedEntity, question_names: set[str]) -> float:
+    specificity = 1.0 / (1.0 + math.log(max(1, entity.mentions)))
+    named = entity.norm in question_names or " " in entity.norm
+    return specificity * (1.0 if named else 0.5)
+
+
+async def _facts_strongest_first(store: GraphStore, cid: int, frontier: dict[int, float], *,
+                                 principals: Sequence[str] | None, filters: Filters | None,
+                                 exclude_doc_ids: Sequence[str] | None,
+                                 limit: int) -> list[FactRow]:
+    order = sorted(frontier, key=lambda eid: (-frontier[eid], eid))[:MAX_FRONTIER]
+    rows: list[FactRow] = []
+    seen: set[int] = set()
+    for i in range(0, len(order), GROUP):
+        if len(rows) >= limit:
+            break
+        for r in await store.facts(cid, order[i:i + GROUP], principals=principals,
+                                   filters=filters, exclude_doc_ids=exclude_doc_ids,
+                                   limit=limit - len(rows)):
+            if r.id not in seen:
+                seen.add(r.id)
+                rows.append(r)
+    return rows
 
 
 def merge_graph_scores(fused: dict[int, float], graph: dict[int, float],

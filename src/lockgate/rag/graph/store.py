@@ -26,7 +26,16 @@ from lockgate.rag.graph.extract import Extraction, normalize
 from lockgate.store.engine import writer_engine
 from lockgate.store.tables import kg_entities, kg_mentions, kg_relations
 
-__all__ = ["FactRow", "GraphStore"]
+__all__ = ["FactRow", "GraphStore", "LinkedEntity"]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedEntity:
+    id: int
+    name: str
+    norm: str
+    mentions: int
+    """Passages of the collection that mention the entity (its document frequency)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,20 +146,25 @@ class GraphStore:
 
     async def link(self, cid: int, candidates: Sequence[str], *,
                    principals: Sequence[str] | None, filters: Filters | None,
-                   exclude_doc_ids: Sequence[str] | None) -> list[tuple[int, str]]:
-        """Entities named by ``candidates`` (normalised keys) that the caller may see."""
+                   exclude_doc_ids: Sequence[str] | None) -> list[LinkedEntity]:
+        """Entities named by ``candidates`` (normalised keys) that the caller may see, with
+        the number of passages that mention them (over the whole collection: a measure of
+        how common the name is, not of what the caller may read)."""
         if not candidates:
             return []
         params: dict[str, Any] = {"cid": cid, "cands": sorted(set(candidates))}
         where, binds = readable_where(self._sqlite, principals, filters, exclude_doc_ids,
                                       params)
-        sql = ("SELECT e.id, e.name FROM kg_entities e WHERE e.collection_id = :cid"
+        sql = ("SELECT e.id, e.name, e.norm, (SELECT COUNT(*) FROM kg_mentions m2"
+               " WHERE m2.entity_id = e.id) AS df"
+               " FROM kg_entities e WHERE e.collection_id = :cid"
                " AND e.norm IN :cands AND EXISTS (SELECT 1 FROM kg_mentions m"
                " JOIN rag_documents d ON d.id = m.doc_pk"
                f" WHERE m.entity_id = e.id AND {where})")
         stmt = sa.text(sql).bindparams(bindparam("cands", expanding=True), *binds)
         async with self.engine.connect() as conn:
-            return [(int(r.id), str(r.name)) for r in await conn.execute(stmt, params)]
+            return [LinkedEntity(int(r.id), str(r.name), str(r.norm), int(r.df or 0))
+                    for r in await conn.execute(stmt, params)]
 
     async def facts(self, cid: int, entity_ids: Sequence[int], *,
                     principals: Sequence[str] | None, filters: Filters | None,
