@@ -11,14 +11,27 @@ internal aiohttp listener on a Unix socket), which applies the rules and answers
 
 Requests on one client connection are handled one at a time (pipelined requests wait,
 their bodies buffered). The upstream's silence beyond ``read_timeout`` ends the exchange
-(504 before the answer started, a cut connection after). Trailers are dropped; ``Upgrade``
-(WebSocket) is not proxied.
+(504 before the answer started, a cut connection after). Trailers are dropped.
+
+Upgrades (``Connection: Upgrade``, e.g. WebSocket) always go to the upstream, never to the
+rules: the request head is forwarded with its ``Connection: Upgrade`` and ``Upgrade``
+headers; after the upstream's ``101`` the connection becomes a byte tunnel both ways (frames,
+close frames and all, untouched) until either side closes, then the other side is closed
+too. A tunnel silent both ways for ``idle_timeout`` is closed; at most ``max_tunnels`` are
+open per process (more: 503). Any other answer to an upgrade request is relayed and the
+client connection closed. ``CONNECT`` is refused (405).
+
+Each answered request is handed to ``record`` (when given) as a ``facade_calls`` row
+(:func:`lockgate.store.records.facade_call_row`): method, raw path, status, times, client
+address, the correlation header's value and the names of the rules that matched. ``record``
+must be O(1) (the AuditWriter's queue); nothing is written on the request path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -30,9 +43,12 @@ from yarl import URL
 
 from lockgate.facade.headers import HOP_BY_HOP
 
-__all__ = ["FastFront", "Target"]
+__all__ = ["FastFront", "Recorder", "Target"]
 
 _NO_BODY_STATUS = frozenset({204, 304})
+
+Recorder = Callable[[dict[str, Any]], None]
+"""Takes one ``facade_calls`` row; must not block (it runs on the request path)."""
 
 
 def _error_bytes(status: int, reason: str, code: str, message: str) -> bytes:
@@ -73,8 +89,9 @@ class Target:
 class _Exchange:
     """One request/response pair."""
 
-    __slots__ = ("body", "chunked", "client", "done_reading", "had_body", "head", "is_head",
-                 "keep_alive", "started", "target")
+    __slots__ = ("body", "case", "chunked", "client", "done_reading", "had_body", "head",
+                 "is_head", "keep_alive", "method", "path", "recorded", "ruled", "started",
+                 "status", "t0", "target", "upgrade")
 
     def __init__(self, client: _Client) -> None:
         self.client = client
@@ -87,6 +104,14 @@ class _Exchange:
         self.started = False
         self.had_body = False
         self.target: Target | None = None
+        self.t0 = time.time()
+        self.method = b""
+        self.path = ""
+        self.case: bytes | None = None
+        self.status = 0
+        self.ruled = False
+        self.upgrade = False
+        self.recorded = False
 
 
 class _UpConn(asyncio.Protocol):
@@ -109,6 +134,8 @@ class _UpConn(asyncio.Protocol):
         self.got_bytes = False
         self.timer: asyncio.TimerHandle | None = None
         self.timeout = 300.0
+        self.tunnel = False
+        """After a 101 answer to an upgrade: raw bytes both ways."""
 
     # -- protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -120,7 +147,10 @@ class _UpConn(asyncio.Protocol):
         if ex is not None:
             self._cancel_timer()
             self.exchange = None
-            ex.client.upstream_lost(self, ex)
+            if self.tunnel:
+                ex.client.tunnel_closed(ex)
+            else:
+                ex.client.upstream_lost(self, ex)
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
@@ -131,14 +161,25 @@ class _UpConn(asyncio.Protocol):
             self.exchange.client.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        if self.exchange is None:
+        ex = self.exchange
+        if ex is None:
             if self.transport is not None:
                 self.transport.close()  # unsolicited bytes: not reusable
+            return
+        if self.tunnel:
+            ex.client.tunnel_bytes(data)
             return
         self.got_bytes = True
         self._arm()
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            if self.tunnel:  # the 101 head went out: what follows it is the tunnel's
+                rest = data[int(exc.args[0]):]
+                if rest:
+                    ex.client.tunnel_bytes(rest)
+            else:
+                self._fail()
         except httptools.HttpParserError:
             self._fail()
 
@@ -197,6 +238,9 @@ class _UpConn(asyncio.Protocol):
         ex = self.exchange
         assert ex is not None
         self.status = self.parser.get_status_code()
+        if ex.upgrade and self.status == 101:
+            self._switch(ex)
+            return
         skip = set(HOP_BY_HOP)
         for name, value in self.headers:
             low = name.lower()
@@ -228,9 +272,23 @@ class _UpConn(asyncio.Protocol):
         if interim:
             self.headers, self.reason = [], b""
             return
+        ex.status = self.status
         self.head_sent = True
         if ex.is_head:
             self._complete()
+
+    def _switch(self, ex: _Exchange) -> None:
+        """The upstream accepted the upgrade: its 101 head goes to the client as sent
+        (``Connection``/``Upgrade`` included), then bytes flow both ways untouched."""
+        lines = [b"HTTP/1.1 101 %s\r\n" % (self.reason or b"Switching Protocols")]
+        lines += [n + b": " + v + b"\r\n" for n, v in self.headers]
+        lines.append(b"\r\n")
+        self._cancel_timer()
+        self.tunnel = True
+        self.head_sent = True
+        self.close_after = True
+        ex.status = 101
+        ex.client.start_tunnel(self, ex, b"".join(lines))
 
     def on_body(self, body: bytes) -> None:
         ex = self.exchange
@@ -243,8 +301,8 @@ class _UpConn(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         ex = self.exchange
-        if ex is None or not self.head_sent:
-            return  # an interim (1xx) answer: the final one follows
+        if ex is None or not self.head_sent or self.tunnel:
+            return  # an interim (1xx) answer: the final one follows; a tunnel goes on
         if self.resp_chunked and not ex.is_head:
             ex.client.write(b"0\r\n\r\n")
         self._complete()
@@ -275,16 +333,36 @@ class _Client(asyncio.Protocol):
         self.up: _UpConn | None = None
         self.closing = False
         self._paused = False
+        self.peer: str | None = None
+        self.upgrading: _Exchange | None = None
+        """An upgrade request was read: later bytes belong to the tunnel, never the parser."""
+        self.early = bytearray()
+        """Tunnel bytes the client sent before the upstream's 101 (held, then forwarded)."""
+        self.tunnel: _UpConn | None = None
+        self.last_activity = 0.0
+        self.idle_timer: asyncio.TimerHandle | None = None
 
     # -- protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and peer:
+            self.peer = str(peer[0])
+        elif peer:
+            self.peer = str(peer)
 
     def data_received(self, data: bytes) -> None:
+        if self.upgrading is not None:
+            self._upgrade_bytes(data)
+            return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # the upgrade request was routed already; its extra bytes are dropped
+        except httptools.HttpParserUpgrade as exc:
+            rest = data[int(exc.args[0]):]
+            if self.upgrading is None:  # CONNECT or an upgrade refused before routing
+                return
+            if rest:
+                self._upgrade_bytes(rest)
         except httptools.HttpParserError:
             if self.transport is not None:
                 self.transport.write(_error_bytes(400, "Bad Request", "bad_request",
@@ -293,8 +371,12 @@ class _Client(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if self.queue:
+            self.front.record(self.queue[0])  # the client left before the answer ended
         up = self.up
         if up is not None and up.exchange is not None:
+            if up.tunnel:
+                self.tunnel_closed(up.exchange)
             up.exchange = None
             if up.transport is not None:
                 up.transport.close()
@@ -337,19 +419,30 @@ class _Client(asyncio.Protocol):
         ex = self.parsing
         assert ex is not None
         method = self.parser.get_method()
+        ex.method = method
         ex.is_head = method == b"HEAD"
         ex.keep_alive = self.parser.should_keep_alive()
         path = self.url.split(b"?", 1)[0].decode("latin-1")
+        ex.path = path
         front = self.front
-        ruled = self.parser.should_upgrade() or front.is_ruled(method.decode("latin-1"), path)
+        upgrade = self.parser.should_upgrade()
+        if upgrade and not self._upgrade_allowed(ex, method):
+            return
+        ruled = not upgrade and front.is_ruled(method.decode("latin-1"), path)
+        ex.ruled = ruled
         ex.target = front.rules_target if ruled else front.upstream
         if not ruled:
             front.count()
         lines = [b"%s %s%s HTTP/1.1\r\n" % (method, ex.target.prefix, self.url)]
+        case_header = front.case_header
         if ruled:  # the rule engine sees the request as it came
             lines += [n + b": " + v + b"\r\n" for n, v in self.headers]
-            ex.chunked = any(n.lower() == b"transfer-encoding" and b"chunked" in v.lower()
-                             for n, v in self.headers)
+            for n, v in self.headers:
+                low = n.lower()
+                if low == b"transfer-encoding" and b"chunked" in v.lower():
+                    ex.chunked = True
+                elif low == case_header:
+                    ex.case = v
         else:
             skip = set(HOP_BY_HOP)
             if not front.preserve_host:
@@ -361,6 +454,11 @@ class _Client(asyncio.Protocol):
                                 if t.strip())
                 elif low == b"transfer-encoding" and b"chunked" in v.lower():
                     ex.chunked = True
+                elif low == case_header:
+                    ex.case = v
+            if upgrade:  # the handshake needs them: Connection: Upgrade + Upgrade
+                skip.discard("upgrade")
+                skip.discard("connection")
             lines += [n + b": " + v + b"\r\n" for n, v in self.headers
                       if n.decode("latin-1").lower() not in skip]
             if not front.preserve_host:
@@ -400,6 +498,98 @@ class _Client(asyncio.Protocol):
         if not ex.keep_alive:
             self.pause_reading()
 
+    # -- upgrades (WebSocket): a byte tunnel after the upstream's 101
+    def _upgrade_allowed(self, ex: _Exchange, method: bytes) -> bool:
+        """Refuse what cannot be tunnelled; else mark ``ex`` as the upgrade."""
+        front = self.front
+        if method == b"CONNECT":
+            reply = _error_bytes(405, "Method Not Allowed", "method_not_allowed",
+                                 "The facade does not tunnel CONNECT.")
+        elif front.tunnels >= front.max_tunnels:
+            reply = _error_bytes(503, "Service Unavailable", "too_many_tunnels",
+                                 f"The facade has {front.max_tunnels} upgraded connections "
+                                 "open; try again later.")
+        else:
+            ex.upgrade = True
+            ex.keep_alive = False  # after an upgrade attempt the connection is not HTTP
+            self.upgrading = ex
+            return True
+        ex.status = int(reply[9:12])
+        front.count_error()
+        front.record(ex)
+        self.parsing = None
+        self.closing = True
+        if self.transport is not None:
+            self.transport.write(reply)
+            self.transport.close()
+        return False
+
+    def _upgrade_bytes(self, data: bytes) -> None:
+        up = self.tunnel
+        if up is not None:
+            self.last_activity = time.monotonic()
+            up.write(data)
+        else:
+            self.early += data
+            if len(self.early) > self.front.max_early_bytes:
+                self.closing = True
+                if self.transport is not None:
+                    self.transport.close()
+
+    def start_tunnel(self, up: _UpConn, ex: _Exchange, head: bytes) -> None:
+        front = self.front
+        front.tunnels += 1
+        self.tunnel = up
+        self.write(head)
+        self.resume_reading()  # paused after the upgrade request (it ends the HTTP part)
+        if self.early:
+            up.write(bytes(self.early))
+            self.early.clear()
+        self.last_activity = time.monotonic()
+        self.idle_timer = asyncio.get_running_loop().call_later(front.idle_timeout,
+                                                                self._idle_check)
+
+    def tunnel_bytes(self, data: bytes) -> None:
+        """From the upstream, in the tunnel."""
+        self.last_activity = time.monotonic()
+        self.write(data)
+
+    def _idle_check(self) -> None:
+        self.idle_timer = None
+        if self.tunnel is None:
+            return
+        idle = self.front.idle_timeout
+        quiet = time.monotonic() - self.last_activity
+        if quiet < idle:
+            self.idle_timer = asyncio.get_running_loop().call_later(idle - quiet,
+                                                                    self._idle_check)
+            return
+        up = self.tunnel
+        if up.transport is not None:
+            up.transport.close()  # connection_lost closes the client side
+        elif self.transport is not None:
+            self.transport.close()
+
+    def tunnel_closed(self, ex: _Exchange) -> None:
+        """Either side of the tunnel closed: close the other (after what is buffered)."""
+        up = self.tunnel
+        if up is None:
+            return
+        self.tunnel = None
+        self.front.tunnels -= 1
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        self.front.record(ex)
+        if self.queue and self.queue[0] is ex:
+            self.queue.popleft()
+        self.up = None
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+        if up.transport is not None:
+            up.transport.close()
+
     # -- exchanges
     async def _start(self, ex: _Exchange) -> None:
         assert ex.target is not None
@@ -436,6 +626,7 @@ class _Client(asyncio.Protocol):
     def upstream_failed(self, ex: _Exchange, head_sent: bool, status: int, reason: str,
                         code: str, message: str) -> None:
         if head_sent:
+            self.front.record(ex)
             if self.transport is not None:
                 self.transport.close()  # cut: the client sees an incomplete answer
             return
@@ -444,11 +635,13 @@ class _Client(asyncio.Protocol):
     def _reply_error(self, ex: _Exchange, status: int, reason: str, code: str,
                      message: str) -> None:
         self.front.count_error()
+        ex.status = status
         self.write(_error_bytes(status, reason, code, message))
         ex.keep_alive = ex.keep_alive and ex.done_reading
         self.exchange_done(ex)
 
     def exchange_done(self, ex: _Exchange, close: bool = False) -> None:
+        self.front.record(ex)
         if self.queue and self.queue[0] is ex:
             self.queue.popleft()
         self.up = None
@@ -476,6 +669,13 @@ class FastFront:
         read_timeout: float = 300.0,
         on_pass: Callable[[], None] | None = None,
         on_error: Callable[[], None] | None = None,
+        record: Recorder | None = None,
+        name: str = "facade",
+        case_header: str = "x-correlation-id",
+        rules_of: Callable[[str, str], list[str]] | None = None,
+        idle_timeout: float | None = None,
+        max_tunnels: int = 1000,
+        max_early_bytes: int = 1024 * 1024,
     ) -> None:
         u = URL(upstream)
         host = u.raw_host or "127.0.0.1"
@@ -494,6 +694,16 @@ class FastFront:
         self.read_timeout = read_timeout
         self._on_pass = on_pass
         self._on_error = on_error
+        self._record = record
+        self.name = name
+        self.upstream_label = host_header
+        self.case_header = case_header.lower().encode("latin-1")
+        self._rules_of = rules_of
+        self.idle_timeout = idle_timeout if idle_timeout is not None else read_timeout
+        self.max_tunnels = max_tunnels
+        self.max_early_bytes = max_early_bytes
+        self.tunnels = 0
+        """Upgraded connections open now."""
         self._tasks: set[asyncio.Future[None]] = set()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -509,6 +719,24 @@ class FastFront:
     def count_error(self) -> None:
         if self._on_error is not None:
             self._on_error()
+
+    def record(self, ex: _Exchange) -> None:
+        """Hand the finished exchange to the call log (once; O(1), no I/O)."""
+        if self._record is None or ex.recorded or not ex.method:
+            return
+        ex.recorded = True
+        method = ex.method.decode("latin-1")
+        peer = ex.client.peer
+        rules = None
+        if ex.ruled and self._rules_of is not None:
+            rules = ",".join(self._rules_of(method, ex.path)) or None
+        self._record({
+            "facade": self.name, "started_at": ex.t0, "finished_at": time.time(),
+            "method": method, "path": ex.path, "status": ex.status,
+            "case_id": ex.case.decode("latin-1") if ex.case else f"{peer or '-'} {ex.path}",
+            "client": peer, "upstream": self.upstream_label, "rules": rules,
+            "upgraded": ex.upgrade,
+        })
 
     def __call__(self) -> _Client:
         return _Client(self)

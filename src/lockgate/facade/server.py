@@ -7,7 +7,9 @@ and ``await facades.aclose()`` stops accepting, lets background deliveries finis
 closes the upstream connections.
 
 Rules run their tasks through the runtime's pipeline as source ``facade`` (audited,
-governed, metered like every call) with the principal ``system:facade``.
+governed, metered like every call) with the principal ``system:facade``. Every answered
+call goes to the runtime's AuditWriter as a ``facade_calls`` row (``log_calls``), written
+in its batches: the call log process mining reads (``--source facade``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from lockgate.facade.fastpath import FastFront
+from lockgate.facade.fastpath import FastFront, Recorder
 from lockgate.facade.metrics import FacadeMetrics
 from lockgate.facade.proxy import FacadeProxy, JobSubmitter
 from lockgate.facade.rules import RuleEngine
@@ -56,9 +58,10 @@ class Listener:
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
-async def serve_facade(proxy: FacadeProxy) -> Listener:
+async def serve_facade(proxy: FacadeProxy, record: Recorder | None = None) -> Listener:
     """Bind ``proxy``'s public listener (reuse_port: every worker process of the gateway
-    binds it) and its rule engine's Unix socket (one per process)."""
+    binds it) and its rule engine's Unix socket (one per process). ``record`` takes each
+    answered call's ``facade_calls`` row (the AuditWriter's queue)."""
     async def handler(request: web.BaseRequest) -> web.StreamResponse:
         return await proxy.handle(request)
 
@@ -70,7 +73,10 @@ async def serve_facade(proxy: FacadeProxy) -> Listener:
     inner = await loop.create_unix_server(lowlevel, path)
     front = FastFront(s.upstream, path, proxy.has_rule, preserve_host=s.preserve_host,
                       connect_timeout=s.connect_timeout, read_timeout=s.read_timeout,
-                      on_pass=proxy.count_pass, on_error=proxy.count_upstream_error)
+                      on_pass=proxy.count_pass, on_error=proxy.count_upstream_error,
+                      record=record if s.log_calls else None, name=s.name,
+                      case_header=s.case_header, rules_of=proxy.rule_names,
+                      idle_timeout=s.idle_timeout, max_tunnels=s.max_tunnels)
     try:
         outer = await loop.create_server(front, s.host, s.port, reuse_port=True, backlog=1024)
     except BaseException:
@@ -112,7 +118,7 @@ class Facades:
         facades = cls.build(runtime.config.facades, runtime)
         try:
             for proxy in facades.proxies:
-                facades.servers.append(await serve_facade(proxy))
+                facades.servers.append(await serve_facade(proxy, runtime.audit.submit_facade))
         except BaseException:
             await facades.aclose()
             raise

@@ -33,6 +33,7 @@ __all__ = [
     "UsageRecordLike",
     "UsageRow",
     "admin_row",
+    "facade_call_row",
     "hash_key",
     "shadow_row",
     "usage_row",
@@ -360,6 +361,28 @@ def shadow_row(row: Mapping[str, Any]) -> dict[str, Any]:
         "candidate_error": _opt_str(get("candidate_error")),
         "text_match": _opt_bool(get("text_match")),
         "json_match": _opt_bool(get("json_match")),
+    }
+
+
+def facade_call_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``facade_calls`` row as a plain, JSON-safe dict (times epoch seconds).
+
+    Raises TypeError/ValueError/AttributeError for a malformed row (dead-lettered by the
+    AuditWriter like any other).
+    """
+    get = row.get
+    return {
+        "facade": _req_str(get("facade"), "facade"),
+        "started_at": _when(get("started_at")),
+        "finished_at": _when(get("finished_at")),
+        "method": _req_str(get("method"), "method")[:32],
+        "path": _req_str(get("path"), "path")[:2000],
+        "status": _int(get("status"), "status", 999),
+        "case_id": _req_str(get("case_id"), "case_id")[:500],
+        "client": _opt_str(get("client")),
+        "upstream": _req_str(get("upstream"), "upstream"),
+        "rules": _opt_str(get("rules")),
+        "upgraded": bool(get("upgraded")),
     }
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "console_rollup_cursor",
     "console_rollups",
     "console_sessions",
+    "facade_calls",
     "feedback",
     "kg_entities",
     "kg_mentions",
@@ -765,4 +766,28 @@ agent_defs = sa.Table(
     sa.Column("spec", sa.Text(), nullable=False),
     sa.Column("updated_at", _Seconds, nullable=False),
     sa.Column("updated_by", sa.String(), nullable=True),
+)
+
+
+# --------------------------------------------- facade calls (lockgate.facade), revision 0016
+# One row per request a facade answered (pass-through, ruled or a WebSocket tunnel), written
+# in batches by the AuditWriter off the request path; process mining reads them (the
+# ``facade`` source). ``case_id`` is the client's correlation header, else client + path.
+
+facade_calls = sa.Table(
+    "facade_calls",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("facade", sa.String(), nullable=False),
+    sa.Column("started_at", _Seconds, nullable=False),
+    sa.Column("finished_at", _Seconds, nullable=False),
+    sa.Column("method", sa.String(), nullable=False),
+    sa.Column("path", sa.Text(), nullable=False),
+    sa.Column("status", sa.Integer(), nullable=False),
+    sa.Column("case_id", sa.Text(), nullable=False),
+    sa.Column("client", sa.String(), nullable=True),
+    sa.Column("upstream", sa.String(), nullable=False),
+    sa.Column("rules", sa.Text(), nullable=True),
+    sa.Column("upgraded", sa.Boolean(), nullable=False),
+    sa.Index("ix_facade_calls_finished_at", "finished_at"),
 )
