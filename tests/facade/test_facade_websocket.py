@@ -207,3 +207,16 @@ async def test_bytes_sent_before_the_101_are_delivered(facade: FacadeFactory,
     assert await reader.readexactly(len(b"early bird")) == b"early bird"
     writer.close()
     await _settled(base)
+
+
+async def test_http2_prior_knowledge_is_refused(facade: FacadeFactory, legacy: str) -> None:
+    """HTTP/2 is not offered: its connection preface gets an HTTP/1.1 400, never a hang."""
+    base = await facade()
+    port = int(base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(4096), 5)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # and the connection is closed
+    writer.close()

@@ -46,6 +46,15 @@ from lockgate.facade.headers import HOP_BY_HOP
 __all__ = ["FastFront", "Recorder", "Target"]
 
 _NO_BODY_STATUS = frozenset({204, 304})
+_HOP = frozenset(h.encode() for h in HOP_BY_HOP)
+_HOP_NO_HOST = _HOP | {b"host"}
+
+
+def _tokens(value: bytes) -> set[bytes]:
+    """``Connection: close, X-Foo`` -> {b"close", b"x-foo"}."""
+    out = {t.strip().lower() for t in value.split(b",")}
+    out.discard(b"")
+    return out
 
 Recorder = Callable[[dict[str, Any]], None]
 """Takes one ``facade_calls`` row; must not block (it runs on the request path)."""
@@ -124,6 +133,7 @@ class _UpConn(asyncio.Protocol):
         self.reused = False
         self.exchange: _Exchange | None = None
         self.parser: Any = None
+        self.after_head = False
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.reason = b""
@@ -134,6 +144,8 @@ class _UpConn(asyncio.Protocol):
         self.got_bytes = False
         self.timer: asyncio.TimerHandle | None = None
         self.timeout = 300.0
+        self.activity = 0.0
+        """Last time bytes came (monotonic): the read timeout counts from here."""
         self.tunnel = False
         """After a 101 answer to an upgrade: raw bytes both ways."""
 
@@ -170,7 +182,7 @@ class _UpConn(asyncio.Protocol):
             ex.client.tunnel_bytes(data)
             return
         self.got_bytes = True
-        self._arm()
+        self.activity = time.monotonic()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -187,19 +199,33 @@ class _UpConn(asyncio.Protocol):
     def start(self, ex: _Exchange, timeout: float) -> None:
         self.exchange = ex
         self.timeout = timeout
-        self.parser = httptools.HttpResponseParser(self)
+        if self.parser is None or self.after_head:
+            # a parser goes on from message to message on a kept-alive connection; after a
+            # HEAD it would wait for the body the head announced: a new one
+            self.parser = httptools.HttpResponseParser(self)
+        self.after_head = ex.is_head
         self.status, self.headers, self.reason = 0, [], b""
         self.resp_chunked, self.resp_length = False, None
         self.head_sent = self.close_after = self.got_bytes = False
-        self._arm()
+        self.activity = time.monotonic()
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(timeout, self._check_timeout)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
             self.transport.write(data)
 
-    def _arm(self) -> None:
-        self._cancel_timer()
-        self.timer = asyncio.get_running_loop().call_later(self.timeout, self._timed_out)
+    def _check_timeout(self) -> None:
+        """One timer per connection, re-armed for the rest of the window only when it fires
+        (cheaper than re-arming on every chunk); idle in the pool, it just lapses."""
+        self.timer = None
+        if self.exchange is None or self.tunnel:
+            return
+        left = self.timeout - (time.monotonic() - self.activity)
+        if left > 0:
+            self.timer = asyncio.get_running_loop().call_later(left, self._check_timeout)
+            return
+        self._timed_out()
 
     def _cancel_timer(self) -> None:
         if self.timer is not None:
@@ -207,7 +233,6 @@ class _UpConn(asyncio.Protocol):
             self.timer = None
 
     def _timed_out(self) -> None:
-        self.timer = None
         ex = self.exchange
         self.exchange = None
         if self.transport is not None:
@@ -241,13 +266,13 @@ class _UpConn(asyncio.Protocol):
         if ex.upgrade and self.status == 101:
             self._switch(ex)
             return
-        skip = set(HOP_BY_HOP)
+        skip = _HOP
         for name, value in self.headers:
             low = name.lower()
             if low == b"connection":
-                tokens = {t.strip().lower() for t in value.decode("latin-1").split(",")}
-                skip.update(t for t in tokens if t)
-                if "close" in tokens:
+                tokens = _tokens(value)
+                skip = skip | tokens
+                if b"close" in tokens:
                     self.close_after = True
             elif low == b"transfer-encoding" and b"chunked" in value.lower():
                 self.resp_chunked = True
@@ -256,8 +281,7 @@ class _UpConn(asyncio.Protocol):
         if self.parser.get_http_version() == "1.0":
             self.close_after = True
         lines = [b"HTTP/1.1 %d %s\r\n" % (self.status, self.reason)]
-        lines += [n + b": " + v + b"\r\n" for n, v in self.headers
-                  if n.decode("latin-1").lower() not in skip]
+        lines += [n + b": " + v + b"\r\n" for n, v in self.headers if n.lower() not in skip]
         interim = 100 <= self.status < 200
         bodyless = ex.is_head or interim or self.status in _NO_BODY_STATUS
         if not bodyless and self.resp_chunked:
@@ -310,7 +334,6 @@ class _UpConn(asyncio.Protocol):
     def _complete(self) -> None:
         ex = self.exchange
         self.exchange = None
-        self._cancel_timer()
         if ex is None:
             return
         reusable = not self.close_after and not self.closed
@@ -444,23 +467,18 @@ class _Client(asyncio.Protocol):
                 elif low == case_header:
                     ex.case = v
         else:
-            skip = set(HOP_BY_HOP)
-            if not front.preserve_host:
-                skip.add("host")
+            skip = _HOP if front.preserve_host else _HOP_NO_HOST
             for n, v in self.headers:
                 low = n.lower()
                 if low == b"connection":
-                    skip.update(t.strip().lower() for t in v.decode("latin-1").split(",")
-                                if t.strip())
+                    skip = skip | _tokens(v)
                 elif low == b"transfer-encoding" and b"chunked" in v.lower():
                     ex.chunked = True
                 elif low == case_header:
                     ex.case = v
             if upgrade:  # the handshake needs them: Connection: Upgrade + Upgrade
-                skip.discard("upgrade")
-                skip.discard("connection")
-            lines += [n + b": " + v + b"\r\n" for n, v in self.headers
-                      if n.decode("latin-1").lower() not in skip]
+                skip = skip - {b"upgrade", b"connection"}
+            lines += [n + b": " + v + b"\r\n" for n, v in self.headers if n.lower() not in skip]
             if not front.preserve_host:
                 lines.append(b"Host: " + ex.target.host_header + b"\r\n")
             if ex.chunked:
@@ -469,7 +487,7 @@ class _Client(asyncio.Protocol):
         ex.head = b"".join(lines)
         self.queue.append(ex)
         if len(self.queue) == 1:
-            self.front.spawn(self._start(ex))
+            self._begin(ex)
         else:
             self.pause_reading()  # pipelined: one at a time
 
@@ -591,6 +609,19 @@ class _Client(asyncio.Protocol):
             up.transport.close()
 
     # -- exchanges
+    def _begin(self, ex: _Exchange) -> None:
+        """Start ``ex`` at once on a pooled connection (no task, no loop turn), else connect
+        in a task."""
+        assert ex.target is not None
+        idle = ex.target.idle
+        while idle:
+            up = idle.pop()
+            if not up.closed:
+                up.reused = True
+                self._attach(ex, up)
+                return
+        self.front.spawn(self._start(ex))
+
     async def _start(self, ex: _Exchange) -> None:
         assert ex.target is not None
         front = self.front
@@ -603,6 +634,10 @@ class _Client(asyncio.Protocol):
         if self.closing:
             ex.target.idle.append(up)
             return
+        self._attach(ex, up)
+
+    def _attach(self, ex: _Exchange, up: _UpConn) -> None:
+        front = self.front
         self.up = up
         up.start(ex, front.read_timeout)
         ex.started = True
@@ -615,7 +650,7 @@ class _Client(asyncio.Protocol):
         if not up.got_bytes and up.reused and ex.done_reading and not ex.had_body:
             # a kept-alive connection the server had closed meanwhile: once more, on a new one
             ex.started = False
-            self.front.spawn(self._start(ex))
+            self._begin(ex)
             return
         if up.head_sent and not up.resp_chunked and up.resp_length is None:
             self.exchange_done(ex, close=True)  # a close-delimited body ends here
@@ -650,8 +685,8 @@ class _Client(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             return
-        if self.queue:
-            self.front.spawn(self._start(self.queue[0]))
+        if self.queue:  # pipelined: the next one on the next loop turn (we are inside the
+            self.front.spawn(self._start(self.queue[0]))  # upstream parser's callback here)
         self.resume_reading()
 
 
