@@ -9,8 +9,9 @@ log on unless ``--no-log``) on loopback, then measures with ``wrk --latency``.
 
 Every measurement lasts ``--seconds`` (the same for the upstream, nginx and the facade).
 Each round, at each concurrency, runs ``direct, A, direct, B, direct`` where A/B are nginx
-and the facade, their order swapped every round; a proxy's added latency is its p50 minus
-the mean p50 of the two direct runs around it, so slow drift of a shared machine's load
+and the facade (``--log-both``: and a second facade with the call log off), their order
+rotated every round; a proxy's added latency is its p50 minus the mean p50 of the two
+direct runs around it, so slow drift of a shared machine's load
 falls on both proxies alike. Reported: the median over the rounds and the range (min-max)
 of each proxy's added p50, of the ratio facade/nginx (per round), and of req/s.
 
@@ -137,9 +138,14 @@ http {{
     return conf
 
 
-def _round_order(i: int) -> list[str]:
-    first, second = ("nginx", "facade") if i % 2 == 0 else ("facade", "nginx")
-    return ["direct", first, "direct", second, "direct"]
+def _round_order(i: int, proxies: list[str]) -> list[str]:
+    """direct, P1, direct, P2, ..., direct with the proxies' order rotated every round."""
+    k = i % len(proxies)
+    turn = proxies[k:] + proxies[:k]
+    out = ["direct"]
+    for name in turn:
+        out += [name, "direct"]
+    return out
 
 
 def _rng(values: list[float], fmt: str) -> str:
@@ -153,18 +159,24 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--concurrency", default="1,32")
     ap.add_argument("--no-log", action="store_true", help="facade call log off (log_calls)")
+    ap.add_argument("--log-both", action="store_true",
+                    help="also run a second facade with the call log off ('facade-nolog')")
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (make services installs it)")
     tmp = Path(tempfile.mkdtemp(prefix="lockgate-facade-bench-"))
-    up, ngx, fac = free_port(), free_port(), free_port()
+    up, ngx, fac, fac2 = free_port(), free_port(), free_port(), free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     cfg = tmp / "lockgate.yaml"
     cfg.write_text(f"home: {tmp / 'home'}\nmodels: []\nfacades:\n"
                    f"  - {{name: bench, port: {fac}, upstream: 'http://127.0.0.1:{up}', "
                    f"log_calls: {'false' if args.no_log else 'true'}}}\n")
+    cfg2 = tmp / "nolog.yaml"
+    cfg2.write_text(f"home: {tmp / 'home2'}\nmodels: []\nfacades:\n"
+                    f"  - {{name: bench2, port: {fac2}, upstream: 'http://127.0.0.1:{up}', "
+                    "log_calls: false}\n")
     procs = [
         subprocess.Popen([sys.executable, "-m", "lockgate.testing.stub_upstream", "--port",
                           str(up)], env=env, stdout=subprocess.DEVNULL,
@@ -174,6 +186,11 @@ def main() -> None:
         subprocess.Popen([sys.executable, "-m", "lockgate", "facade", "-c", str(cfg)], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
     ]
+    if args.log_both:
+        procs.append(subprocess.Popen([sys.executable, "-m", "lockgate", "facade", "-c",
+                                       str(cfg2)], env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+    proxies = ["nginx", "facade"] + (["facade-nolog"] if args.log_both else [])
     load_before = os.getloadavg()
     started = time.gmtime()
     # (proxy, c) -> per round (added p50 ms, req/s, p99 ms, CPU us/req);
@@ -181,21 +198,24 @@ def main() -> None:
     added: dict[tuple[str, int], list[tuple[float, float, float, float]]] = {}
     direct: dict[int, list[tuple[float, float, float]]] = {}
     try:
-        for p in (up, ngx, fac):
-            wait_port(p)
         targets = {"direct": up, "nginx": ngx, "facade": fac}
         pids: dict[str, int | None] = {"direct": None, "nginx": child_pid(procs[1].pid),
                                        "facade": procs[2].pid}
+        if args.log_both:
+            targets["facade-nolog"] = fac2
+            pids["facade-nolog"] = procs[3].pid
+        for p in targets.values():
+            wait_port(p)
         for port in targets.values():  # warm-up: connections, caches
             wrk(f"http://127.0.0.1:{port}{PATH}", 4, 1)
         for i in range(args.rounds):
             for c in levels:
                 runs = [(name, measure(f"http://127.0.0.1:{targets[name]}{PATH}", c,
                                        args.seconds, pids[name]))
-                        for name in _round_order(i)]
+                        for name in _round_order(i, proxies)]
                 d = [r for name, r in runs if name == "direct"]
                 direct.setdefault(c, []).extend((p50, rps, p99) for rps, p50, p99, _ in d)
-                for k in (1, 3):
+                for k in range(1, len(runs), 2):
                     name, (rps, p50, p99, cpu) = runs[k]
                     base = (runs[k - 1][1][1] + runs[k + 1][1][1]) / 2
                     added.setdefault((name, c), []).append((p50 - base, rps, p99, cpu))
@@ -215,22 +235,25 @@ def main() -> None:
     print(f"## Facade pass-through vs nginx, {time.strftime('%Y-%m-%d %H:%M UTC', started)}"
           f" ({commit})\n")
     print(f"`python bench/facade_bench.py --seconds {args.seconds:g} --rounds {args.rounds} "
-          f"--concurrency {args.concurrency}{' --no-log' if args.no_log else ''}` on "
+          f"--concurrency {args.concurrency}{' --no-log' if args.no_log else ''}"
+          f"{' --log-both' if args.log_both else ''}` on "
           f"{platform.machine()}, {os.cpu_count()} cores (shared), Python "
           f"{platform.python_version()}; load average (1/5/15 min) "
           f"{'/'.join(f'{x:.1f}' for x in load_before)} before, "
           f"{'/'.join(f'{x:.1f}' for x in load_after)} after. Upstream: the stand-in "
           f"(`GET {PATH}`); nginx 1 worker with upstream keep-alive; `lockgate facade` one "
-          f"process, call log {'off' if args.no_log else 'on'}; wrk, {args.seconds:g} s per "
-          "measurement for every target; each round direct/A/direct/B/direct with A/B "
-          "swapped every round; median (min-max) over the rounds.\n")
+          f"process, call log {'off' if args.no_log else 'on'}"
+          f"{' (facade-nolog: a second one with it off)' if args.log_both else ''}; wrk, "
+          f"{args.seconds:g} s per measurement for every target; each round direct, then each "
+          "proxy followed by direct, the proxies' order rotated every round; median "
+          "(min-max) over the rounds.\n")
     print("| c | target | req/s | p50 ms | p99 ms | added p50 ms | proxy CPU us/req |")
     print("|---|---|---|---|---|---|---|")
     for c in levels:
         dr = direct[c]
         print(f"| {c} | direct | {_rng([x[1] for x in dr], ',.0f')} | "
               f"{_rng([x[0] for x in dr], '.3f')} | {_rng([x[2] for x in dr], '.3f')} |  |  |")
-        for name in ("nginx", "facade"):
+        for name in proxies:
             rows = added[(name, c)]
             base_p50 = [x[0] for x in dr]
             p50 = [x[0] + statistics.median(base_p50) for x in rows]

@@ -370,9 +370,12 @@ class AuditWriter:
             kind = row.get(ROW_KIND)
             if kind is None:
                 usage.append(row)
+            elif kind == FACADE_KIND:
+                clean = dict(row)
+                del clean[ROW_KIND]
+                facade.append(clean)
             else:
-                (facade if kind == FACADE_KIND else shadow).append(
-                    {k: v for k, v in row.items() if k != ROW_KIND})
+                shadow.append({k: v for k, v in row.items() if k != ROW_KIND})
         try:
             inserted, shadowed = await asyncio.wait_for(
                 self._store.write_rows(usage, shadow, facade), self._write_timeout

@@ -364,26 +364,33 @@ def shadow_row(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+_FACADE_STR = ("facade", "method", "path", "case_id", "upstream")
+_FACADE_LIMITS = {"method": 32, "path": 2000, "case_id": 500}
+
+
 def facade_call_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """A ``facade_calls`` row as a plain, JSON-safe dict (times epoch seconds).
 
     Raises TypeError/ValueError/AttributeError for a malformed row (dead-lettered by the
-    AuditWriter like any other).
+    AuditWriter like any other). Lean on purpose: one row per proxied request.
     """
-    get = row.get
-    return {
-        "facade": _req_str(get("facade"), "facade"),
-        "started_at": _when(get("started_at")),
-        "finished_at": _when(get("finished_at")),
-        "method": _req_str(get("method"), "method")[:32],
-        "path": _req_str(get("path"), "path")[:2000],
-        "status": _int(get("status"), "status", 999),
-        "case_id": _req_str(get("case_id"), "case_id")[:500],
-        "client": _opt_str(get("client")),
-        "upstream": _req_str(get("upstream"), "upstream"),
-        "rules": _opt_str(get("rules")),
-        "upgraded": bool(get("upgraded")),
+    out = {
+        "started_at": _when(row["started_at"]),
+        "finished_at": _when(row["finished_at"]),
+        "status": _int(row["status"], "status", 1000),
+        "client": _opt_str(row.get("client")),
+        "rules": _opt_str(row.get("rules")),
+        "upgraded": bool(row.get("upgraded")),
     }
+    for name in _FACADE_STR:
+        value = row[name]
+        if type(value) is not str or not value.isascii() or "\x00" in value:
+            value = _req_str(value, name)
+        elif not value:
+            raise ValueError(f"facade call field {name} is empty")
+        limit = _FACADE_LIMITS.get(name)
+        out[name] = value[:limit] if limit is not None else value
+    return out
 
 
 @dataclass(frozen=True, slots=True)
