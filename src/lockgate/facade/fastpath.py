@@ -21,10 +21,10 @@ too. A tunnel silent both ways for ``idle_timeout`` is closed; at most ``max_tun
 open per process (more: 503). Any other answer to an upgrade request is relayed and the
 client connection closed. ``CONNECT`` is refused (405).
 
-Each answered request is handed to ``record`` (when given) as a ``facade_calls`` row
-(:func:`lockgate.store.records.facade_call_row`): method, raw path, status, times, client
-address, the correlation header's value and the names of the rules that matched. ``record``
-must be O(1) (the AuditWriter's queue); nothing is written on the request path.
+Each answered request goes to ``call_log`` (when given, a :class:`CallLog`) as one tuple:
+times, method, raw path, status, the correlation header's value (else client + path), the
+client address, the names of the rules that matched, whether it was upgraded. Nothing is
+written on the request path.
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ import httptools
 import orjson
 from yarl import URL
 
+from lockgate.facade.calllog import CallLog
 from lockgate.facade.headers import HOP_BY_HOP
 
-__all__ = ["FastFront", "Recorder", "Target"]
+__all__ = ["FastFront", "Target"]
 
 _NO_BODY_STATUS = frozenset({204, 304})
 _HOP = frozenset(h.encode() for h in HOP_BY_HOP)
@@ -56,8 +57,6 @@ def _tokens(value: bytes) -> set[bytes]:
     out.discard(b"")
     return out
 
-Recorder = Callable[[dict[str, Any]], None]
-"""Takes one ``facade_calls`` row; must not block (it runs on the request path)."""
 
 
 def _error_bytes(status: int, reason: str, code: str, message: str) -> bytes:
@@ -704,8 +703,7 @@ class FastFront:
         read_timeout: float = 300.0,
         on_pass: Callable[[], None] | None = None,
         on_error: Callable[[], None] | None = None,
-        record: Recorder | None = None,
-        name: str = "facade",
+        call_log: CallLog | None = None,
         case_header: str = "x-correlation-id",
         rules_of: Callable[[str, str], list[str]] | None = None,
         idle_timeout: float | None = None,
@@ -729,9 +727,7 @@ class FastFront:
         self.read_timeout = read_timeout
         self._on_pass = on_pass
         self._on_error = on_error
-        self._record = record
-        self.name = name
-        self.upstream_label = host_header
+        self.call_log = call_log
         self.case_header = case_header.lower().encode("latin-1")
         self._rules_of = rules_of
         self.idle_timeout = idle_timeout if idle_timeout is not None else read_timeout
@@ -757,7 +753,8 @@ class FastFront:
 
     def record(self, ex: _Exchange) -> None:
         """Hand the finished exchange to the call log (once; O(1), no I/O)."""
-        if self._record is None or ex.recorded or not ex.method:
+        log = self.call_log
+        if log is None or ex.recorded or not ex.method:
             return
         ex.recorded = True
         method = ex.method.decode("latin-1")
@@ -765,18 +762,16 @@ class FastFront:
         rules = None
         if ex.ruled and self._rules_of is not None:
             rules = ",".join(self._rules_of(method, ex.path)) or None
-        self._record({
-            "facade": self.name, "started_at": ex.t0, "finished_at": time.time(),
-            "method": method, "path": ex.path, "status": ex.status,
-            "case_id": ex.case.decode("latin-1") if ex.case else f"{peer or '-'} {ex.path}",
-            "client": peer, "upstream": self.upstream_label, "rules": rules,
-            "upgraded": ex.upgrade,
-        })
+        case = ex.case.decode("latin-1") if ex.case else f"{peer or '-'} {ex.path}"
+        log.add((ex.t0, time.time(), method, ex.path, ex.status, case, peer, rules,
+                 ex.upgrade))
 
     def __call__(self) -> _Client:
         return _Client(self)
 
     def close(self) -> None:
+        if self.call_log is not None:
+            self.call_log.close()
         for target in (self.upstream, self.rules_target):
             for conn in target.idle:
                 if conn.transport is not None:

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from lockgate.facade.fastpath import FastFront, Recorder
+from lockgate.facade.calllog import CallLog, Sink
+from lockgate.facade.fastpath import FastFront
 from lockgate.facade.metrics import FacadeMetrics
 from lockgate.facade.proxy import FacadeProxy, JobSubmitter
 from lockgate.facade.rules import RuleEngine
@@ -58,10 +59,10 @@ class Listener:
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
-async def serve_facade(proxy: FacadeProxy, record: Recorder | None = None) -> Listener:
+async def serve_facade(proxy: FacadeProxy, sink: Sink | None = None) -> Listener:
     """Bind ``proxy``'s public listener (reuse_port: every worker process of the gateway
-    binds it) and its rule engine's Unix socket (one per process). ``record`` takes each
-    answered call's ``facade_calls`` row (the AuditWriter's queue)."""
+    binds it) and its rule engine's Unix socket (one per process). ``sink`` takes the call
+    log's ``facade_calls`` rows (the AuditWriter's ``submit_facade``)."""
     async def handler(request: web.BaseRequest) -> web.StreamResponse:
         return await proxy.handle(request)
 
@@ -71,11 +72,13 @@ async def serve_facade(proxy: FacadeProxy, record: Recorder | None = None) -> Li
     socket_dir = tempfile.mkdtemp(prefix="lockgate-facade-")
     path = os.path.join(socket_dir, "rules.sock")
     inner = await loop.create_unix_server(lowlevel, path)
+    call_log = None
+    if sink is not None and s.log_calls:
+        call_log = CallLog(sink, s.name, s.upstream.split("://", 1)[1].split("/", 1)[0])
     front = FastFront(s.upstream, path, proxy.has_rule, preserve_host=s.preserve_host,
                       connect_timeout=s.connect_timeout, read_timeout=s.read_timeout,
                       on_pass=proxy.count_pass, on_error=proxy.count_upstream_error,
-                      record=record if s.log_calls else None, name=s.name,
-                      case_header=s.case_header, rules_of=proxy.rule_names,
+                      call_log=call_log, case_header=s.case_header, rules_of=proxy.rule_names,
                       idle_timeout=s.idle_timeout, max_tunnels=s.max_tunnels)
     try:
         outer = await loop.create_server(front, s.host, s.port, reuse_port=True, backlog=1024)

@@ -1,7 +1,9 @@
 """Facade calls as process events (the ``facade`` source), from the ``facade_calls`` log.
 
-Every request a facade answers is logged off the request path (the AuditWriter batches
-``facade_calls`` rows; ``log_calls: false`` on a facade turns it off):
+Every request a facade answers is logged off the request path (the facade collects its
+calls and writes one ``facade_calls`` row per batch through the AuditWriter; ``calls`` is
+a JSON array of arrays in ``FACADE_CALL_FIELDS`` order; ``log_calls: false`` on a facade
+turns it off):
 
 * **case** = the client's correlation header (``case_header``, default
   ``X-Correlation-Id``) when it sent one, else ``<client address> <path>``: the calls one
@@ -20,14 +22,20 @@ The window (``since``/``until``) applies to when the answer ended.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lockgate.mining.log import Event
+from lockgate.store.records import FACADE_CALL_FIELDS
 from lockgate.store.tables import facade_calls
 
-__all__ = ["FacadeCallSource", "facade_activity", "route_of"]
+__all__ = ["FacadeCallSource", "calls_of", "facade_activity", "route_of"]
+
+_WIDTH = len(FACADE_CALL_FIELDS)
 
 _ID_SEGMENT = re.compile(
     r"^(?:\d+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -52,6 +60,19 @@ def facade_activity(method: str, path: str, status: int, rules: str | None,
     return act
 
 
+def calls_of(batch: str) -> Iterator[dict[str, Any]]:
+    """The calls of one ``facade_calls.calls`` value as dicts (malformed entries skipped)."""
+    try:
+        rows = orjson.loads(batch)
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(rows, list):
+        return
+    for row in rows:
+        if isinstance(row, list) and len(row) == _WIDTH:
+            yield dict(zip(FACADE_CALL_FIELDS, row, strict=True))
+
+
 class FacadeCallSource:
     name = "facade"
 
@@ -60,16 +81,24 @@ class FacadeCallSource:
 
     async def events(self, since: float | None, until: float | None) -> list[Event]:
         t = facade_calls
-        q = sa.select(t.c.case_id, t.c.method, t.c.path, t.c.status, t.c.rules, t.c.upgraded,
-                      t.c.started_at, t.c.finished_at, t.c.upstream).order_by(t.c.id)
+        q = sa.select(t.c.upstream, t.c.calls).order_by(t.c.id)
         if since is not None:
-            q = q.where(t.c.finished_at >= since)
+            q = q.where(t.c.last_at >= since)
         if until is not None:
-            q = q.where(t.c.finished_at < until)
+            q = q.where(t.c.first_at < until)
         out: list[Event] = []
         async with self.engine.connect() as conn:
-            for r in await conn.execute(q):
-                out.append(Event(r.case_id, facade_activity(r.method, r.path, r.status, r.rules,
-                                                            bool(r.upgraded)),
-                                 float(r.finished_at), r.upstream, float(r.started_at)))
+            batches = (await conn.execute(q)).all()
+        for b in batches:
+            for c in calls_of(b.calls):
+                try:
+                    end, start = float(c["finished_at"]), float(c["started_at"])
+                    status = int(c["status"])
+                except (TypeError, ValueError):
+                    continue
+                if (since is not None and end < since) or (until is not None and end >= until):
+                    continue
+                act = facade_activity(str(c["method"]), str(c["path"]), status,
+                                      c["rules"] or None, bool(c["upgraded"]))
+                out.append(Event(str(c["case_id"]), act, end, b.upstream, start))
         return out

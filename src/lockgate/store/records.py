@@ -23,6 +23,7 @@ import orjson
 
 __all__ = [
     "ADMIN_KIND",
+    "FACADE_CALL_FIELDS",
     "NOT_CALLS",
     "REVIEW_KIND",
     "SHADOW_FIELDS",
@@ -364,33 +365,32 @@ def shadow_row(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-_FACADE_STR = ("facade", "method", "path", "case_id", "upstream")
-_FACADE_LIMITS = {"method": 32, "path": 2000, "case_id": 500}
+FACADE_CALL_FIELDS: Final = ("started_at", "finished_at", "method", "path", "status",
+                               "case_id", "client", "rules", "upgraded")
+"""The order of each call's values in ``facade_calls.calls`` (a JSON array of arrays)."""
 
 
 def facade_call_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A ``facade_calls`` row as a plain, JSON-safe dict (times epoch seconds).
+    """A ``facade_calls`` row (one batch of one facade's calls) as a plain, JSON-safe dict.
 
-    Raises TypeError/ValueError/AttributeError for a malformed row (dead-lettered by the
-    AuditWriter like any other). Lean on purpose: one row per proxied request.
+    ``calls`` is the JSON text of the batch's calls (arrays in ``FACADE_CALL_FIELDS`` order),
+    written once per batch by the facade, not once per call. Raises
+    TypeError/ValueError/AttributeError for a malformed row.
     """
-    out = {
-        "started_at": _when(row["started_at"]),
-        "finished_at": _when(row["finished_at"]),
-        "status": _int(row["status"], "status", 1000),
-        "client": _opt_str(row.get("client")),
-        "rules": _opt_str(row.get("rules")),
-        "upgraded": bool(row.get("upgraded")),
+    calls = row["calls"]
+    if not isinstance(calls, str) or not calls.startswith("["):
+        raise ValueError("facade call batch: calls is not a JSON array")
+    first, last = _when(row["first_at"]), _when(row["last_at"])
+    if last < first:
+        raise ValueError("facade call batch: last_at before first_at")
+    return {
+        "facade": _req_str(row["facade"], "facade"),
+        "upstream": _req_str(row["upstream"], "upstream"),
+        "first_at": first,
+        "last_at": last,
+        "n_calls": _int(row["n_calls"], "n_calls", _INT32),
+        "calls": calls,
     }
-    for name in _FACADE_STR:
-        value = row[name]
-        if type(value) is not str or not value.isascii() or "\x00" in value:
-            value = _req_str(value, name)
-        elif not value:
-            raise ValueError(f"facade call field {name} is empty")
-        limit = _FACADE_LIMITS.get(name)
-        out[name] = value[:limit] if limit is not None else value
-    return out
 
 
 @dataclass(frozen=True, slots=True)

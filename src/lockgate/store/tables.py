@@ -770,24 +770,21 @@ agent_defs = sa.Table(
 
 
 # --------------------------------------------- facade calls (lockgate.facade), revision 0016
-# One row per request a facade answered (pass-through, ruled or a WebSocket tunnel), written
-# in batches by the AuditWriter off the request path; process mining reads them (the
-# ``facade`` source). ``case_id`` is the client's correlation header, else client + path.
+# The facades' call log, one row per batch: each facade collects its answered calls (a
+# tuple each, on the request path) and hands one row per second (or per 2,000 calls) to
+# the AuditWriter; ``calls`` is a JSON array of arrays (``records.FACADE_CALL_FIELDS``).
+# Process mining (the ``facade`` source) expands them; ``first_at``/``last_at`` bound the
+# batch's end times for window queries.
 
 facade_calls = sa.Table(
     "facade_calls",
     metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("facade", sa.String(), nullable=False),
-    sa.Column("started_at", _Seconds, nullable=False),
-    sa.Column("finished_at", _Seconds, nullable=False),
-    sa.Column("method", sa.String(), nullable=False),
-    sa.Column("path", sa.Text(), nullable=False),
-    sa.Column("status", sa.Integer(), nullable=False),
-    sa.Column("case_id", sa.Text(), nullable=False),
-    sa.Column("client", sa.String(), nullable=True),
     sa.Column("upstream", sa.String(), nullable=False),
-    sa.Column("rules", sa.Text(), nullable=True),
-    sa.Column("upgraded", sa.Boolean(), nullable=False),
-    sa.Index("ix_facade_calls_finished_at", "finished_at"),
+    sa.Column("first_at", _Seconds, nullable=False),
+    sa.Column("last_at", _Seconds, nullable=False),
+    sa.Column("n_calls", sa.Integer(), nullable=False),
+    sa.Column("calls", sa.Text(), nullable=False),
+    sa.Index("ix_facade_calls_last_at", "last_at"),
 )

@@ -1,4 +1,4 @@
-"""Facade call log (facade_calls): one row per request a facade answered, for mining.
+"""Facade call log (facade_calls): one row per batch of the calls a facade answered.
 
 The definitions are those of this revision, frozen (independent of later changes to
 tables.py).
@@ -29,21 +29,16 @@ def upgrade() -> None:
         "facade_calls",
         sa.Column("id", _BIG_ID, autoincrement=True, nullable=False),
         sa.Column("facade", sa.String(), nullable=False),
-        sa.Column("started_at", _REAL, nullable=False),
-        sa.Column("finished_at", _REAL, nullable=False),
-        sa.Column("method", sa.String(), nullable=False),
-        sa.Column("path", sa.Text(), nullable=False),
-        sa.Column("status", sa.Integer(), nullable=False),
-        sa.Column("case_id", sa.Text(), nullable=False),
-        sa.Column("client", sa.String(), nullable=True),
         sa.Column("upstream", sa.String(), nullable=False),
-        sa.Column("rules", sa.Text(), nullable=True),
-        sa.Column("upgraded", sa.Boolean(), nullable=False),
+        sa.Column("first_at", _REAL, nullable=False),
+        sa.Column("last_at", _REAL, nullable=False),
+        sa.Column("n_calls", sa.Integer(), nullable=False),
+        sa.Column("calls", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_facade_calls"),
     )
-    op.create_index("ix_facade_calls_finished_at", "facade_calls", ["finished_at"])
+    op.create_index("ix_facade_calls_last_at", "facade_calls", ["last_at"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_facade_calls_finished_at", table_name="facade_calls")
+    op.drop_index("ix_facade_calls_last_at", table_name="facade_calls")
     op.drop_table("facade_calls")
