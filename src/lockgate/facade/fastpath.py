@@ -145,6 +145,8 @@ class _UpConn(asyncio.Protocol):
         self.timeout = 300.0
         self.activity = 0.0
         """Last time bytes came (monotonic): the read timeout counts from here."""
+        self.held: bytes | None = None
+        """The response head, sent with the first body bytes of the same read (one write)."""
         self.tunnel = False
         """After a 101 answer to an upgrade: raw bytes both ways."""
 
@@ -184,6 +186,8 @@ class _UpConn(asyncio.Protocol):
         self.activity = time.monotonic()
         try:
             self.parser.feed_data(data)
+            if self.held is not None:  # no body in this read: the head goes alone
+                self._release()
         except httptools.HttpParserUpgrade as exc:
             if self.tunnel:  # the 101 head went out: what follows it is the tunnel's
                 rest = data[int(exc.args[0]):]
@@ -206,6 +210,7 @@ class _UpConn(asyncio.Protocol):
         self.status, self.headers, self.reason = 0, [], b""
         self.resp_chunked, self.resp_length = False, None
         self.head_sent = self.close_after = self.got_bytes = False
+        self.held = None
         self.activity = time.monotonic()
         if self.timer is None:
             self.timer = asyncio.get_running_loop().call_later(timeout, self._check_timeout)
@@ -231,7 +236,20 @@ class _UpConn(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
 
+    def _release(self) -> None:
+        held, self.held = self.held, None
+        if held is not None and self.exchange is not None:
+            self.exchange.client.write(held)
+
+    def _emit(self, ex: _Exchange, data: bytes) -> None:
+        held = self.held
+        if held is not None:
+            self.held = None
+            data = held + data
+        ex.client.write(data)
+
     def _timed_out(self) -> None:
+        self._release()
         ex = self.exchange
         self.exchange = None
         if self.transport is not None:
@@ -242,6 +260,7 @@ class _UpConn(asyncio.Protocol):
                                       "The service behind the facade timed out.")
 
     def _fail(self) -> None:
+        self._release()
         ex = self.exchange
         self.exchange = None
         self._cancel_timer()
@@ -291,10 +310,11 @@ class _UpConn(asyncio.Protocol):
         if not interim and not ex.keep_alive:
             lines.append(b"Connection: close\r\n")
         lines.append(b"\r\n")
-        ex.client.write(b"".join(lines))
         if interim:
+            ex.client.write(b"".join(lines))
             self.headers, self.reason = [], b""
             return
+        self.held = b"".join(lines)
         ex.status = self.status
         self.head_sent = True
         if ex.is_head:
@@ -318,19 +338,20 @@ class _UpConn(asyncio.Protocol):
         if ex is None or ex.is_head:
             return
         if self.resp_chunked:
-            ex.client.write(b"%x\r\n%s\r\n" % (len(body), body))
+            self._emit(ex, b"%x\r\n%s\r\n" % (len(body), body))
         else:
-            ex.client.write(body)
+            self._emit(ex, body)
 
     def on_message_complete(self) -> None:
         ex = self.exchange
         if ex is None or not self.head_sent or self.tunnel:
             return  # an interim (1xx) answer: the final one follows; a tunnel goes on
         if self.resp_chunked and not ex.is_head:
-            ex.client.write(b"0\r\n\r\n")
+            self._emit(ex, b"0\r\n\r\n")
         self._complete()
 
     def _complete(self) -> None:
+        self._release()
         ex = self.exchange
         self.exchange = None
         if ex is None:

@@ -8,8 +8,8 @@ closes the upstream connections.
 
 Rules run their tasks through the runtime's pipeline as source ``facade`` (audited,
 governed, metered like every call) with the principal ``system:facade``. Every answered
-call goes to the runtime's AuditWriter as a ``facade_calls`` row (``log_calls``), written
-in its batches: the call log process mining reads (``--source facade``).
+call goes to the facade's call log (``log_calls``), handed to the runtime's AuditWriter as
+one ``facade_calls`` row per batch: what process mining reads (``--source facade``).
 """
 
 from __future__ import annotations

@@ -196,8 +196,8 @@ class FacadeSettings(Strict):
     max_tunnels: int = Field(1000, ge=1)
     """Upgraded connections open at once, per process; more get 503."""
     log_calls: bool = True
-    """Record every answered request in ``facade_calls`` (batched, off the request path)
-    for process mining (``lockgate mine --source facade``)."""
+    """Log every answered request (a tuple on the request path; one ``facade_calls`` row
+    per second of traffic) for process mining (``lockgate mine --source facade``)."""
     case_header: str = "X-Correlation-Id"
     """The request header whose value is a call's case id in mining (else client + path)."""
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
