@@ -220,3 +220,19 @@ async def test_http2_prior_knowledge_is_refused(facade: FacadeFactory, legacy: s
     assert answer.startswith(b"HTTP/1.1 400 "), answer
     assert await asyncio.wait_for(reader.read(), 5) == b""  # and the connection is closed
     writer.close()
+
+
+async def test_half_closed_client_still_gets_its_answer(facade: FacadeFactory) -> None:
+    """A client that shuts its sending side after the request (allowed by TCP and HTTP/1.1)
+    still gets the answer, then the connection closes."""
+    base = await facade()
+    port = int(base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET /stream?n=3&gap=0.1 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    await writer.drain()
+    writer.write_eof()
+    answer = await asyncio.wait_for(reader.read(), 10)  # to EOF: the facade closes after
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"line 2 mail2@example.com" in answer
+    writer.close()
+    await _settled(base)

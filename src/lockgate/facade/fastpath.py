@@ -10,7 +10,8 @@ matches a rule is sent unchanged to the facade's rule engine (:class:`FacadeProx
 internal aiohttp listener on a Unix socket), which applies the rules and answers.
 
 Requests on one client connection are handled one at a time (pipelined requests wait,
-their bodies buffered). The upstream's silence beyond ``read_timeout`` ends the exchange
+their bodies buffered). A client that half-closes (shuts its sending side) still gets the
+answer to what it asked, then the connection closes; in a tunnel the half-close is passed on. The upstream's silence beyond ``read_timeout`` ends the exchange
 (504 before the answer started, a cut connection after). Trailers are dropped.
 
 Upgrades (``Connection: Upgrade``, e.g. WebSocket) always go to the upstream, never to the
@@ -384,6 +385,8 @@ class _Client(asyncio.Protocol):
         self.tunnel: _UpConn | None = None
         self.last_activity = 0.0
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.half_closed = False
+        """The client shut its sending side: answer what it asked, then close."""
 
     # -- protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -411,6 +414,17 @@ class _Client(asyncio.Protocol):
                 self.transport.write(_error_bytes(400, "Bad Request", "bad_request",
                                                   "Malformed HTTP request."))
                 self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        """The client half-closed: a tunnel passes the EOF on; a request in flight is still
+        answered (then the connection closes); otherwise close now."""
+        self.half_closed = True
+        up = self.tunnel
+        if up is not None:
+            if up.transport is not None and up.transport.can_write_eof():
+                up.transport.write_eof()
+            return True
+        return True if self.queue else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -583,6 +597,8 @@ class _Client(asyncio.Protocol):
         if self.early:
             up.write(bytes(self.early))
             self.early.clear()
+        if self.half_closed and up.transport is not None and up.transport.can_write_eof():
+            up.transport.write_eof()
         self.last_activity = time.monotonic()
         self.idle_timer = asyncio.get_running_loop().call_later(front.idle_timeout,
                                                                 self._idle_check)
@@ -700,7 +716,7 @@ class _Client(asyncio.Protocol):
         if self.queue and self.queue[0] is ex:
             self.queue.popleft()
         self.up = None
-        if close or not ex.keep_alive or not ex.done_reading:
+        if close or not ex.keep_alive or not ex.done_reading or self.half_closed:
             self.closing = True
             if self.transport is not None:
                 self.transport.close()
