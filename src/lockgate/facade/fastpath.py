@@ -11,8 +11,9 @@ internal aiohttp listener on a Unix socket), which applies the rules and answers
 
 Requests on one client connection are handled one at a time (pipelined requests wait,
 their bodies buffered). A client that half-closes (shuts its sending side) still gets the
-answer to what it asked, then the connection closes; in a tunnel the half-close is passed on. The upstream's silence beyond ``read_timeout`` ends the exchange
-(504 before the answer started, a cut connection after). Trailers are dropped.
+answer to what it asked, then the connection closes; in a tunnel the half-close is passed
+on. The upstream's silence beyond ``read_timeout`` ends the exchange (504 before the answer
+started, a cut connection after). Trailers are dropped.
 
 Upgrades (``Connection: Upgrade``, e.g. WebSocket) always go to the upstream, never to the
 rules: the request head is forwarded with its ``Connection: Upgrade`` and ``Upgrade``
