@@ -46,6 +46,8 @@ async def legacy() -> AsyncIterator[str]:
 FacadeFactory = Callable[..., Awaitable[str]]
 RUNTIMES: dict[str, Runtime] = {}
 """Facade base URL -> the Runtime serving it (metrics, job queue)."""
+FACADES: dict[str, Facades] = {}
+"""Facade base URL -> its Facades (listeners: open tunnels, tasks)."""
 
 
 def runtime_of(base: str) -> Runtime:
@@ -77,6 +79,7 @@ async def facade(stub: StubUpstream, legacy: str, tmp_path: Path
         fac = await Facades.start(rt)
         opened.append((rt, fac))
         RUNTIMES[f"http://127.0.0.1:{port}"] = rt
+        FACADES[f"http://127.0.0.1:{port}"] = fac
         return f"http://127.0.0.1:{port}"
 
     yield make

@@ -8,6 +8,7 @@ Routes:
     GET  /customers/{id}      JSON with an e-mail address and a phone number
     GET  /big                 a 200 kB JSON document
     GET  /status/{code}       that status with a short body (no body for 204/304)
+    GET  /ws                  a WebSocket echo (aiohttp)
 """
 
 from __future__ import annotations
@@ -86,6 +87,17 @@ async def _status(request: web.Request) -> web.Response:
     return web.Response(status=code, text=f"status {code}")
 
 
+async def _ws(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    async for msg in ws:
+        if msg.type == web.WSMsgType.TEXT:
+            await ws.send_str(msg.data)
+        elif msg.type == web.WSMsgType.BINARY:
+            await ws.send_bytes(msg.data)
+    return ws
+
+
 def legacy_app() -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_get("/tickets/{id}", _ticket)
@@ -96,6 +108,7 @@ def legacy_app() -> web.Application:
     app.router.add_get("/customers/{id}", _customer)
     app.router.add_get("/big", _big)
     app.router.add_get("/status/{code}", _status)
+    app.router.add_get("/ws", _ws)
     return app
 
 

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from lockgate.store import AuditOverflow, AuditWriter, Store
-from lockgate.store.tables import shadow_results, usage_records
+from lockgate.store.tables import facade_calls, shadow_results, usage_records
 
 RecordFactory = Callable[..., Any]
 
@@ -458,3 +458,53 @@ async def test_backlog_seconds_is_the_age_of_the_oldest_queued_record(
     await w.flush(timeout=30)
     assert w.pending == 0 and w.backlog_seconds() == 0.0
     await w.close()
+
+
+def facade_batch(n: int | str, **overrides: Any) -> dict[str, Any]:
+    now = time.time()
+    calls = [[now - 0.01, now, "GET", f"/tickets/{n}", 200, f"case-{n}", "127.0.0.1", None,
+              False]]
+    row: dict[str, Any] = {"facade": "crm", "upstream": "127.0.0.1:9000", "first_at": now,
+                           "last_at": now, "n_calls": 1, "calls": orjson.dumps(calls).decode()}
+    row.update(overrides)
+    return row
+
+
+async def facade_batches(store: Store) -> list[str]:
+    async with store.engine.connect() as conn:
+        result = await conn.execute(sa.select(facade_calls.c.calls).order_by(facade_calls.c.id))
+        return [orjson.loads(r[0])[0][3] for r in result]
+
+
+async def test_facade_call_batches_batch_spill_and_replay_like_the_others(
+    store: Store, make_record: RecordFactory, tmp_path: Path
+) -> None:
+    """The facade call log rides the same queue: one transaction with the audit rows, and
+    an outage spills them tagged, to be written back as facade rows (never usage rows)."""
+    async with store.engine.begin() as conn:
+        await conn.execute(facade_calls.delete())
+    w = writer(store, tmp_path)
+    w.start()
+    w.submit(make_record("f0"))
+    w.submit_facade(facade_batch(1))
+    w.submit_facade(facade_batch("bad", calls="not json"))  # malformed: dead-lettered alone
+    await w.close()
+    assert (w.written, w.facade_written, w.rejected, w.lost) == (1, 1, 1, 0)
+    assert await facade_batches(store) == ["/tickets/1"]
+
+    await take_table_offline(store)
+    try:
+        w = writer(store, tmp_path, flush_interval_ms=10)
+        w.start()
+        w.submit(make_record("f1"))
+        w.submit_facade(facade_batch(2))
+        await w.close(timeout=0.2)  # database down: both spilled
+        assert (w.spilled, w.facade_written, w.lost) == (2, 0, 0)
+    finally:
+        await bring_table_back(store)
+    w2 = writer(store, tmp_path)
+    w2.start()
+    await until(lambda: w2.replayed == 2)
+    await w2.close()
+    assert (w2.written, w2.facade_written) == (1, 1)
+    assert await facade_batches(store) == ["/tickets/1", "/tickets/2"]

@@ -14,9 +14,12 @@ enrichment fails open within ``budget_ms`` (misses counted in
 ``lockgate_facade_enrichment_misses_total``); ``redact`` (PII detectors) and ``block``
 fail closed; shadow mode logs the difference and changes nothing.
 
-Partial: HTTP/1.1 only (no WebSocket/``Upgrade`` pass-through, no HTTP/2 to the client);
-``redact`` uses the PII detectors of :mod:`lockgate.guards`, not a model; trailers are
-dropped.
+Upgrades (WebSocket) are tunnelled to the upstream byte for byte after its ``101``; rules
+never apply to them. Every answered call is handed to the AuditWriter as a ``facade_calls``
+row (``log_calls``), the call log process mining reads.
+
+Partial: HTTP/1.1 to clients (no HTTP/2); ``redact`` uses the PII detectors of
+:mod:`lockgate.guards`, not a model; trailers are dropped.
 """
 
 from lockgate.facade.metrics import FacadeMetrics

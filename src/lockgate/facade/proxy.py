@@ -151,6 +151,10 @@ class FacadeProxy:
         rules = self._by_method.get(method)
         return bool(rules) and any(r.path_matches(path) for r in rules)  # type: ignore[union-attr]
 
+    def rule_names(self, method: str, path: str) -> list[str]:
+        """The rules whose method + path match (the call log names them)."""
+        return [r.name for r in self._by_method.get(method, ()) if r.path_matches(path)]
+
     def count_pass(self) -> None:
         self._c_pass.inc()
 

@@ -10,16 +10,17 @@ A source is anything with a ``name`` and ``async events(since, until) -> list[Ev
 * ``reviews`` (:class:`ReviewSource`, ``review_items``): ``review queued`` at creation, then
   ``review <state>`` (approved/edited/rejected/auto_approved) when decided (resource = the
   reviewer) and ``review resumed``. The case is the job (``job:<id>``) for reviews of jobs,
-  else the request id, so review steps join the case of the call or job they gate;
+  the root run id for an agent's approvals (the case of the ``agents`` source), else the
+  request id, so review steps join the case of the call, job or agent run they gate;
 * ``jobs`` (:class:`JobSource`, the SQL job queue's ``lockgate_jobs`` table when the queue
   lives in the store's database): ``job submitted`` (resource = the task), then
   ``job <state>`` at its finish.
 
-Plugging in more (agent steps, facade calls are built in parallel): implement the protocol
-and call :func:`register_source` with a factory taking the store engine, e.g.
-``register_source("agents", lambda engine: AgentStepSource(engine))``; ``lockgate mine
---source agents`` and the API then read it like the built-ins. Partial: no agent or facade
-source exists in this branch yet.
+Plugging in more: implement the protocol and call :func:`register_source` with a factory
+taking the store engine; ``lockgate mine --source <name>`` and the API then read it like the
+built-ins. ``lockgate.mining`` registers two this way: ``agents``
+(:mod:`~lockgate.mining.agent_source`, agent runs and their steps) and ``facade``
+(:mod:`~lockgate.mining.facade_source`, the facades' call log).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lockgate.mining.log import Event, MiningInputError
 from lockgate.store.records import NOT_CALLS
-from lockgate.store.tables import review_items, usage_records
+from lockgate.store.tables import agent_runs, review_items, usage_records
 
 __all__ = [
     "DEFAULT_SOURCES",
@@ -94,8 +95,11 @@ class ReviewSource:
 
     async def events(self, since: float | None, until: float | None) -> list[Event]:
         t = review_items
+        runs = agent_runs
         q = sa.select(t.c.id, t.c.source, t.c.source_ref, t.c.request_id, t.c.state,
-                      t.c.created_at, t.c.decided_at, t.c.decided_by, t.c.resumed_at, t.c.task)
+                      t.c.created_at, t.c.decided_at, t.c.decided_by, t.c.resumed_at, t.c.task,
+                      runs.c.root_id).select_from(t.outerjoin(
+                          runs, sa.and_(t.c.source == "agent", runs.c.id == t.c.source_ref)))
         if since is not None:
             q = q.where(t.c.created_at >= since)
         if until is not None:
@@ -105,6 +109,8 @@ class ReviewSource:
             for r in await conn.execute(q):
                 if r.source == "jobs" and r.source_ref:
                     case = f"job:{r.source_ref}"
+                elif r.root_id is not None:
+                    case = r.root_id
                 else:
                     case = r.request_id or f"review:{r.id}"
                 out.append(Event(case, "review queued", float(r.created_at), r.task))

@@ -190,10 +190,27 @@ class FacadeSettings(Strict):
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(300.0, gt=0)
     """Longest silence from the upstream while reading its answer."""
+    idle_timeout: float | None = Field(None, gt=0)
+    """An upgraded (WebSocket) connection silent both ways this long is closed; default:
+    ``read_timeout``."""
+    max_tunnels: int = Field(1000, ge=1)
+    """Upgraded connections open at once, per process; more get 503."""
+    log_calls: bool = True
+    """Log every answered request (a tuple on the request path; one ``facade_calls`` row
+    per second of traffic) for process mining (``lockgate mine --source facade``)."""
+    case_header: str = "X-Correlation-Id"
+    """The request header whose value is a call's case id in mining (else client + path)."""
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     """Bodies a rule inspects are buffered up to this size; larger ones are not inspected
     (enrich: fail open; block/redact: 413/502, fail closed)."""
     rules: list[FacadeRule] = Field(default_factory=list)
+
+    @field_validator("case_header")
+    @classmethod
+    def _case_header(cls, v: str) -> str:
+        if not _HEADER_RE.match(v):
+            raise ValueError(f"case_header: '{v}' is not a header name")
+        return v
 
     @model_validator(mode="after")
     def _unique(self) -> FacadeSettings:

@@ -1,13 +1,14 @@
 """AuditWriter: the one batched writer for rows produced on the request path.
 
-Two row kinds share one queue, one background task and one transaction per
+Three row kinds share one queue, one background task and one transaction per
 batch: usage (audit) records, ``submit(record)``, which extend the hash chain
-in ``usage_records``; and shadow-traffic results, ``submit_shadow(row)``
+in ``usage_records``; shadow-traffic results, ``submit_shadow(row)``
 (:func:`lockgate.store.records.shadow_row`), inserted into ``shadow_results``
-by the same transaction (:meth:`Store.write_rows`). Shadow rows are tagged
-(``{"_kind": "shadow", ...}``) in the queue, in spill files and in dead-letter
-files, so everything below holds for both kinds; counters count usage rows,
-except ``shadow_written``.
+by the same transaction (:meth:`Store.write_rows`); and facade calls,
+``submit_facade(row)`` (:func:`lockgate.store.records.facade_call_row`), inserted
+into ``facade_calls``. Shadow and facade rows are tagged (``{"_kind": "shadow", ...}``)
+in the queue, in spill files and in dead-letter files, so everything below holds for
+every kind; counters count usage rows, except ``shadow_written`` and ``facade_written``.
 
 Guarantees
 - ``submit(record)`` is synchronous, O(1) and never touches the database: it
@@ -66,12 +67,12 @@ import orjson
 from sqlalchemy import exc as sa_exc
 
 from lockgate.store.errors import StoreError
-from lockgate.store.records import UsageRecordLike, shadow_row, usage_row
+from lockgate.store.records import UsageRecordLike, facade_call_row, shadow_row, usage_row
 from lockgate.store.spill import SpillDir
 from lockgate.store.store import Store
 
-__all__ = ["DEFAULT_SPILL_DIR", "ROW_KIND", "SHADOW_KIND", "AuditOverflow", "AuditStats",
-           "AuditWriter"]
+__all__ = ["DEFAULT_SPILL_DIR", "FACADE_KIND", "ROW_KIND", "SHADOW_KIND", "AuditOverflow",
+           "AuditStats", "AuditWriter"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ ROW_KIND: Final = "_kind"
 """Key tagging a queued/spilled row that is not a usage row."""
 SHADOW_KIND: Final = "shadow"
 """``ROW_KIND`` value of a ``shadow_results`` row."""
+FACADE_KIND: Final = "facade"
+"""``ROW_KIND`` value of a ``facade_calls`` row."""
 
 
 class AuditOverflow(StoreError):
@@ -103,6 +106,7 @@ class AuditStats:
     rejected: int
     lost: int
     shadow_written: int = 0
+    facade_written: int = 0
 
 
 class AuditWriter:
@@ -153,6 +157,8 @@ class AuditWriter:
         self.lost = 0
         self.shadow_written = 0
         """``shadow_results`` rows committed."""
+        self.facade_written = 0
+        """``facade_calls`` rows committed."""
 
     # ------------------------------------------------------------------ API
 
@@ -189,6 +195,7 @@ class AuditWriter:
             rejected=self.rejected,
             lost=self.lost,
             shadow_written=self.shadow_written,
+            facade_written=self.facade_written,
         )
 
     def start(self) -> None:
@@ -208,6 +215,13 @@ class AuditWriter:
         Same contract as :meth:`submit`: O(1), no I/O; written with the next batch.
         """
         self._put({**row, ROW_KIND: SHADOW_KIND})
+
+    def submit_facade(self, row: Row) -> None:
+        """Queue one ``facade_calls`` row (:func:`~lockgate.store.records.facade_call_row`
+        keys; the dict is the caller's and is tagged in place). Same contract as
+        :meth:`submit`: O(1), no I/O."""
+        row[ROW_KIND] = FACADE_KIND
+        self._put(row)
 
     def _put(self, record: UsageRecordLike | Row) -> None:
         if self._closed:
@@ -351,14 +365,20 @@ class AuditWriter:
             return 0
         usage: list[Row] = []
         shadow: list[Row] = []
+        facade: list[Row] = []
         for row in rows:
-            if ROW_KIND in row:
-                shadow.append({k: v for k, v in row.items() if k != ROW_KIND})
-            else:
+            kind = row.get(ROW_KIND)
+            if kind is None:
                 usage.append(row)
+            elif kind == FACADE_KIND:
+                clean = dict(row)
+                del clean[ROW_KIND]
+                facade.append(clean)
+            else:
+                shadow.append({k: v for k, v in row.items() if k != ROW_KIND})
         try:
             inserted, shadowed = await asyncio.wait_for(
-                self._store.write_rows(usage, shadow), self._write_timeout
+                self._store.write_rows(usage, shadow, facade), self._write_timeout
             )
         except Exception as exc:
             if not _is_invalid(exc):
@@ -372,6 +392,7 @@ class AuditWriter:
         self.written += inserted
         self.duplicates += len(usage) - inserted
         self.shadow_written += shadowed
+        self.facade_written += len(facade)
         return inserted
 
     # ------------------------------------------------------- spill / replay
@@ -473,8 +494,12 @@ class AuditWriter:
 
 def _row_of(record: UsageRecordLike | Mapping[str, Any]) -> Row:
     """A queued item as a JSON-safe row: a tagged shadow row stays tagged, else a usage row."""
-    if isinstance(record, Mapping) and record.get(ROW_KIND) == SHADOW_KIND:
-        return {**shadow_row(record), ROW_KIND: SHADOW_KIND}
+    if isinstance(record, Mapping):
+        kind = record.get(ROW_KIND)
+        if kind == SHADOW_KIND:
+            return {**shadow_row(record), ROW_KIND: SHADOW_KIND}
+        if kind == FACADE_KIND:
+            return {**facade_call_row(record), ROW_KIND: FACADE_KIND}
     return usage_row(record)
 
 

@@ -23,6 +23,7 @@ import orjson
 
 __all__ = [
     "ADMIN_KIND",
+    "FACADE_CALL_FIELDS",
     "NOT_CALLS",
     "REVIEW_KIND",
     "SHADOW_FIELDS",
@@ -33,6 +34,7 @@ __all__ = [
     "UsageRecordLike",
     "UsageRow",
     "admin_row",
+    "facade_call_row",
     "hash_key",
     "shadow_row",
     "usage_row",
@@ -360,6 +362,34 @@ def shadow_row(row: Mapping[str, Any]) -> dict[str, Any]:
         "candidate_error": _opt_str(get("candidate_error")),
         "text_match": _opt_bool(get("text_match")),
         "json_match": _opt_bool(get("json_match")),
+    }
+
+
+FACADE_CALL_FIELDS: Final = ("started_at", "finished_at", "method", "path", "status",
+                               "case_id", "client", "rules", "upgraded")
+"""The order of each call's values in ``facade_calls.calls`` (a JSON array of arrays)."""
+
+
+def facade_call_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``facade_calls`` row (one batch of one facade's calls) as a plain, JSON-safe dict.
+
+    ``calls`` is the JSON text of the batch's calls (arrays in ``FACADE_CALL_FIELDS`` order),
+    written once per batch by the facade, not once per call. Raises
+    TypeError/ValueError/AttributeError for a malformed row.
+    """
+    calls = row["calls"]
+    if not isinstance(calls, str) or not calls.startswith("["):
+        raise ValueError("facade call batch: calls is not a JSON array")
+    first, last = _when(row["first_at"]), _when(row["last_at"])
+    if last < first:
+        raise ValueError("facade call batch: last_at before first_at")
+    return {
+        "facade": _req_str(row["facade"], "facade"),
+        "upstream": _req_str(row["upstream"], "upstream"),
+        "first_at": first,
+        "last_at": last,
+        "n_calls": _int(row["n_calls"], "n_calls", _INT32),
+        "calls": calls,
     }
 
 

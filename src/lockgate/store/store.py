@@ -40,7 +40,7 @@ from lockgate.store.records import (
     hash_key,
     usage_row,
 )
-from lockgate.store.tables import api_keys, shadow_results, teams
+from lockgate.store.tables import api_keys, facade_calls, shadow_results, teams
 from lockgate.store.urls import safe_url
 from lockgate.store.usage import recent_usage_rows, summarise_usage, to_datetime
 
@@ -423,13 +423,15 @@ class Store:
         self,
         usage_rows: Sequence[Mapping[str, Any]],
         shadow_rows: Sequence[Mapping[str, Any]] = (),
+        facade_rows: Sequence[Mapping[str, Any]] = (),
     ) -> tuple[int, int]:
-        """Insert usage rows (chained, as :meth:`write_usage_rows`) and ``shadow_results``
-        rows (``records.shadow_row``) in one transaction: the AuditWriter's batch.
+        """Insert usage rows (chained, as :meth:`write_usage_rows`), ``shadow_results``
+        rows (``records.shadow_row``) and ``facade_calls`` rows
+        (``records.facade_call_row``) in one transaction: the AuditWriter's batch.
 
         Returns (new usage rows, shadow rows). Raw SQLAlchemy errors propagate.
         """
-        if not usage_rows and not shadow_rows:
+        if not usage_rows and not shadow_rows and not facade_rows:
             return 0, 0
         async with self._writer.begin() as conn:
             written = await insert_chained(conn, usage_rows) if usage_rows else 0
@@ -438,6 +440,8 @@ class Store:
                     shadow_results.insert(),
                     [{**r, "created_at": to_datetime(r["created_at"])} for r in shadow_rows],
                 )
+            if facade_rows:
+                await conn.execute(facade_calls.insert(), list(facade_rows))
         return written, len(shadow_rows)
 
     async def _team_filter(self, conn: AsyncConnection, team: str | None) -> str | None:

@@ -42,6 +42,7 @@ __all__ = [
     "console_rollup_cursor",
     "console_rollups",
     "console_sessions",
+    "facade_calls",
     "feedback",
     "kg_entities",
     "kg_mentions",
@@ -791,4 +792,24 @@ agent_grants = sa.Table(
     sa.Column("updated_at", _Seconds, nullable=False),
     sa.Column("updated_by", sa.String(), nullable=True),
     sa.PrimaryKeyConstraint("part", "subject", name="pk_agent_grants"),
+)
+
+# --------------------------------------------- facade calls (lockgate.facade), revision 0016
+# The facades' call log, one row per batch: each facade collects its answered calls (a
+# tuple each, on the request path) and hands one row per second (or per 2,000 calls) to
+# the AuditWriter; ``calls`` is a JSON array of arrays (``records.FACADE_CALL_FIELDS``).
+# Process mining (the ``facade`` source) expands them; ``first_at``/``last_at`` bound the
+# batch's end times for window queries.
+
+facade_calls = sa.Table(
+    "facade_calls",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("facade", sa.String(), nullable=False),
+    sa.Column("upstream", sa.String(), nullable=False),
+    sa.Column("first_at", _Seconds, nullable=False),
+    sa.Column("last_at", _Seconds, nullable=False),
+    sa.Column("n_calls", sa.Integer(), nullable=False),
+    sa.Column("calls", sa.Text(), nullable=False),
+    sa.Index("ix_facade_calls_last_at", "last_at"),
 )
