@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from bench.kg_rag_bench import build
+from bench.kg_rag_bench import build_cisi, build_registry
 from bench.mining_bench import REFERENCE, plain_dfg, run_backend, synth
 
 from lockgate.mining import mine
@@ -26,12 +26,25 @@ def test_mining_bench_on_sqlite(tmp_path: Path) -> None:
 
 
 def test_kg_corpus_questions_point_at_real_pages() -> None:
-    docs, qs = build(60, 30)
+    docs, qs = build_registry(60, 30)
     ids = {d.doc_id: d for d in docs}
     board = ("group:board",)
     for q in qs:
-        assert q.first in ids and q.second in ids
-        assert q.answer in ids[q.second].text  # the second page holds the answer
-        company = q.second if q.second.startswith("company/") else q.first
+        (second,) = q.seconds
+        assert q.first in ids and second in ids
+        assert q.answer in ids[second].text  # the second page holds the answer
+        company = second if second.startswith("company/") else q.first
         assert q.hidden == (ids[company].principals == board)
     assert any(q.hidden for q in qs) and not all(q.hidden for q in qs)
+
+
+def test_kg_cisi_questions_bridge_through_a_shared_author() -> None:
+    docs, qs = build_cisi(40)
+    ids = {d.doc_id: d for d in docs}
+    assert len(docs) == 1460 and len(qs) == 40
+    for q in qs:
+        authors = q.answer.split(", ")
+        assert any(f"{a} wrote" in ids[q.first].text for a in authors)
+        for other in q.seconds:  # every answer page is by one of the question page's authors
+            assert other != q.first and any(f"{a} wrote" in ids[other].text for a in authors)
+        assert ids[q.first].title in q.text
