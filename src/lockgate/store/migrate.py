@@ -92,7 +92,7 @@ def _heads_on_disk() -> frozenset[str] | None:
     for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
         if path.name == "__init__.py":
             continue
-        found = dict(m.groups() for m in _REVISION.finditer(path.read_text()))
+        found = {m.group(1): m.group(2) for m in _REVISION.finditer(path.read_text())}
         try:
             rev = ast.literal_eval(found["revision"])
             down = ast.literal_eval(found.get("down_revision", "None"))
