@@ -144,10 +144,7 @@ def _self_cpu() -> float:
 
 
 async def worker_process(url: str, mode: str, concurrency: int, port: int, home: str) -> None:
-    """``--_worker``: drain the queue until SIGTERM, then print the worker's stats as JSON.
-
-    With ``$LOCKGATE_BENCH_PROFILE`` set to a path, the drain runs under cProfile and the
-    stats are written there (``python -m pstats PATH``)."""
+    """``--_worker``: drain the queue until SIGTERM, then print the worker's stats as JSON."""
     import json
     import signal
 
@@ -159,16 +156,7 @@ async def worker_process(url: str, mode: str, concurrency: int, port: int, home:
     worker = Worker(
         q, make_handler(mode, runtime), concurrency=concurrency, lease=60, poll_interval=0.005
     )
-    profile_to = os.environ.get("LOCKGATE_BENCH_PROFILE")
-    if profile_to:
-        import cProfile
-
-        prof = cProfile.Profile()
-        prof.enable()
     stats = await worker.run(stop)
-    if profile_to:
-        prof.disable()
-        prof.dump_stats(profile_to)
     await q.aclose()
     if runtime is not None:
         await runtime.aclose()
