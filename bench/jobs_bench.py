@@ -48,7 +48,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE.parent))
 
-from bench.procs import free_port, wait_until  # noqa: E402
+from bench.procs import cpu_seconds, free_port, wait_until  # noqa: E402
 from lockgate.jobs.backends import open_queue  # noqa: E402
 from lockgate.jobs.model import Job, NewJob  # noqa: E402
 from lockgate.jobs.queue import JobQueue, QueueOptions  # noqa: E402
@@ -68,6 +68,14 @@ class Row:
     succeeded: int
     duplicates: int
     lost: int
+    cpu: dict[str, float] | None = None
+    """CPU seconds over the run: ``worker`` (its processes), ``producer`` (this process,
+    enqueueing and watching), ``broker`` (the NATS server; ``--worker-procs`` runs only)."""
+
+    def cpu_ms_per_job(self, part: str) -> float | None:
+        if not self.cpu or part not in self.cpu or not self.jobs:
+            return None
+        return self.cpu[part] * 1000 / self.jobs
 
     @property
     def rate(self) -> float:
@@ -112,6 +120,27 @@ def fast_config(home: Path, port: int) -> Config:
             )
         ],
     )
+
+
+def broker_pids(backend: str) -> list[int]:
+    """The local broker server's processes (NATS: ``nats-server``), for CPU accounting."""
+    name = {"nats": "nats-server", "redis": "redis-server"}.get(backend)
+    if name is None:
+        return []
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "comm").read_text().strip() == name:
+                    out.append(int(d.name))
+            except OSError:
+                continue
+    return out
+
+
+def _self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 async def worker_process(url: str, mode: str, concurrency: int, port: int, home: str) -> None:
@@ -182,6 +211,8 @@ async def one_run_procs(
                 res = await q.enqueue(NewJob(task="bench", input={"i": i, "text": f"job {i}"}))
                 ids.append(res.job.id)
 
+        wpids, bpids = [w.pid for w in workers], broker_pids(backend)
+        cpu0 = (cpu_seconds(wpids), _self_cpu(), cpu_seconds(bpids))
         started = time.perf_counter()
         await asyncio.gather(*(producer(k) for k in range(producers)))
         enqueue_seconds = time.perf_counter() - started
@@ -191,6 +222,10 @@ async def one_run_procs(
                 break
             await asyncio.sleep(0.01)
         seconds = time.perf_counter() - started
+        cpu1 = (cpu_seconds(wpids), _self_cpu(), cpu_seconds(bpids))
+        cpu = {"worker": cpu1[0] - cpu0[0], "producer": cpu1[1] - cpu0[1]}
+        if bpids:
+            cpu["broker"] = cpu1[2] - cpu0[2]
         dup = 0
         for w in workers:
             w.send_signal(signal.SIGTERM)
@@ -201,7 +236,8 @@ async def one_run_procs(
             if (await q.get(job_id)).state == "succeeded":
                 succeeded += 1
         return Row(
-            backend, f"{mode} x{procs}p", n, seconds, enqueue_seconds, succeeded, dup, n - succeeded
+            backend, f"{mode} x{procs}p", n, seconds, enqueue_seconds, succeeded, dup,
+            n - succeeded, cpu,
         )
     finally:
         for w in workers:
@@ -320,9 +356,12 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
                             row = await _lockgate_run(args, name, mode, tmp, port, runtime)
                         else:
                             row = _rival_run(args, name, mode, port)
+                        cpu = " ".join(f"{k} {row.cpu_ms_per_job(k):.3f}"
+                                       for k in (row.cpu or {}))
                         print(
                             f"round {rnd + 1} {row.backend:17s} {row.mode:9s} {row.rate:8.0f} "
-                            f"jobs/s (lost {row.lost}, dup {row.duplicates})",
+                            f"jobs/s (lost {row.lost}, dup {row.duplicates})"
+                            + (f"  CPU ms/job: {cpu}" if cpu else ""),
                             flush=True,
                         )
                         rows.append(row)
@@ -375,8 +414,8 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
         "table shows the median and the range.",
         "",
         "| system | mode | jobs | jobs/s end to end, median | range | enqueue/s (median) "
-        "| lost | duplicated |",
-        "|---|---|---:|---:|---|---:|---:|---:|",
+        "| lost | duplicated | CPU ms/job: worker / producer / broker (median) |",
+        "|---|---|---:|---:|---|---:|---:|---:|---|",
     ]
     groups: dict[tuple[str, str], list[Row]] = {}
     for r in rows:
@@ -385,11 +424,16 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
         rates = sorted(r.rate for r in rs)
         enq = sorted(r.jobs / r.enqueue_seconds for r in rs if r.enqueue_seconds)
         name = backend if backend.count("+") else f"lockgate on {backend}"
+        parts = []
+        for part in ("worker", "producer", "broker"):
+            vals = [v for r in rs if (v := r.cpu_ms_per_job(part)) is not None]
+            parts.append(f"{statistics.median(vals):.3f}" if vals else "-")
         lines.append(
             f"| {name} | {mode} | {rs[0].jobs} | {statistics.median(rates):.0f} | "
             f"{rates[0]:.0f}-{rates[-1]:.0f} | "
             f"{f'{statistics.median(enq):.0f}' if enq else '-'} | "
-            f"{sum(r.lost for r in rs)} | {sum(r.duplicates for r in rs)} |"
+            f"{sum(r.lost for r in rs)} | {sum(r.duplicates for r in rs)} | "
+            f"{' / '.join(parts)} |"
         )
     return "\n".join(lines) + "\n"
 

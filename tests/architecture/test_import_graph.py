@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own layer or lower ones, never higher)::
 
-    errors, settings                  leaves: configuration imports nothing of lockgate's
+    errors, settings, lazy            leaves: configuration imports nothing of lockgate's
     state, store, metrics, observability, formats
     providers, governance, guards, alerts
     pipeline                          the one path every model call takes
@@ -26,7 +26,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2] / "src" / "lockgate"
 
 LAYERS: list[set[str]] = [
-    {"errors", "settings", "py"},
+    {"errors", "settings", "py", "lazy"},
     {"state", "store", "metrics", "observability", "formats"},
     {"providers", "governance", "guards", "alerts"},
     {"pipeline"},

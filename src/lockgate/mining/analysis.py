@@ -27,13 +27,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from lockgate.lazy import lazy_module
 from lockgate.mining.conformance import ConformanceReport, check_conformance
 from lockgate.mining.log import EventLog
 from lockgate.mining.stats import Grouped, grouped, summary
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy")
 
 __all__ = ["MiningResult", "mine"]
 

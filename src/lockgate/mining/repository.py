@@ -12,14 +12,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from lockgate.lazy import lazy_module
 from lockgate.mining.log import EventLog, MiningInputError
 from lockgate.store.tables import mining_events, mining_logs
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy")
 
 __all__ = ["LogInfo", "MiningStore", "UnknownLog"]
 

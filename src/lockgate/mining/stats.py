@@ -7,9 +7,15 @@ one sort for all groups together, so the cost is O(n log n) however many groups 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
+from lockgate.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    np = lazy_module("numpy")
 
 __all__ = ["Grouped", "grouped", "summary"]
 

@@ -23,14 +23,20 @@ from __future__ import annotations
 import importlib
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
+from lockgate.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    F32 = npt.NDArray[np.float32]
+else:
+    np = lazy_module("numpy")
 
 __all__ = ["AnnGraph", "available", "ef_for"]
 
-F32 = npt.NDArray[np.float32]
 M = 32
 EF_CONSTRUCTION = 80
 EF_SEARCH = 320

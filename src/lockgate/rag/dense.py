@@ -43,24 +43,30 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
 import orjson
 
+from lockgate.lazy import lazy_module
 from lockgate.rag import ann
 from lockgate.rag.access import Filters
 from lockgate.rag.masks import PrincipalMasks
 from lockgate.rag.repository import RagStore
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    F32 = npt.NDArray[np.float32]
+    I64 = npt.NDArray[np.int64]
+    Bools = npt.NDArray[np.bool_]
+else:
+    np = lazy_module("numpy")
+
 __all__ = [
     "DenseIndex", "DenseIndexes", "DenseOptions", "from_blob", "one_blas_thread", "to_blob",
 ]
 
-F32 = npt.NDArray[np.float32]
-I64 = npt.NDArray[np.int64]
-Bools = npt.NDArray[np.bool_]
 log = logging.getLogger("lockgate.rag.dense")
 _BLAS: Any = None
 

@@ -14,16 +14,22 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
-
+from lockgate.lazy import lazy_module
 from lockgate.rag.repository import RagStore
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Bools = npt.NDArray[np.bool_]
+    I64 = npt.NDArray[np.int64]
+else:
+    np = lazy_module("numpy")
 
 __all__ = ["PrincipalMasks"]
 
-Bools = npt.NDArray[np.bool_]
-I64 = npt.NDArray[np.int64]
 MAX_CACHED = 512
 
 

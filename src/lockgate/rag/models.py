@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-import numpy.typing as npt
-
+from lockgate.lazy import lazy_module
 from lockgate.pipeline import Call, Completion, Principal, StreamChunk
 
-__all__ = ["Embedder", "ModelPipeline", "chat_call"]
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
-F32 = npt.NDArray[np.float32]
+    F32 = npt.NDArray[np.float32]
+else:
+    np = lazy_module("numpy")
+
+__all__ = ["Embedder", "ModelPipeline", "chat_call"]
 
 
 class ModelPipeline(Protocol):

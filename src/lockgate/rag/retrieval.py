@@ -33,20 +33,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from lockgate.errors import BadRequest
+from lockgate.lazy import lazy_module
 from lockgate.pipeline.call import Principal
 from lockgate.rag.access import Filters
 from lockgate.rag.analysis import query_terms
 from lockgate.rag.catalog import CollectionInfo
-from lockgate.rag.dense import F32, DenseIndex, DenseIndexes, one_blas_thread
+from lockgate.rag.dense import DenseIndex, DenseIndexes, one_blas_thread
 from lockgate.rag.graph import GraphFact, KnowledgeGraph, merge_graph_scores
 from lockgate.rag.models import Embedder
 from lockgate.rag.repository import RagStore
 from lockgate.rag.types import Caller, Hit, Mode
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from lockgate.rag.dense import F32
+else:
+    np = lazy_module("numpy")
 
 __all__ = [
     "DEFAULT_ALPHA",

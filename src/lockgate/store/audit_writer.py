@@ -66,6 +66,7 @@ from typing import Any, Final
 import orjson
 from sqlalchemy import exc as sa_exc
 
+from lockgate.store.chain import YIELD_EVERY
 from lockgate.store.errors import StoreError
 from lockgate.store.records import UsageRecordLike, facade_call_row, shadow_row, usage_row
 from lockgate.store.spill import SpillDir
@@ -350,7 +351,9 @@ class AuditWriter:
         """Records as row dicts; malformed ones are dead-lettered (once) and left out."""
         rows: list[Row] = []
         bad: list[Row] = []
-        for record in records:
+        for i, record in enumerate(records):
+            if i and not i % YIELD_EVERY:
+                await asyncio.sleep(0)  # requests waiting on the loop go first
             try:
                 rows.append(_row_of(record))
             except (TypeError, ValueError, AttributeError) as exc:

@@ -34,6 +34,7 @@ by migration 0002.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,10 @@ CHAIN_VERSION: Final = 1
 HEAD_ID: Final = 1
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _US: Final = timedelta(microseconds=1)
+YIELD_EVERY: Final = 64
+"""Rows hashed between two returns to the event loop: a batch of a few hundred rows is
+milliseconds of hashing and row building, and the gateway's requests wait behind one
+uninterrupted stretch of it (the c=1 latency tail, bench/RESULTS.md issue 12)."""
 _LARGEST_PART: Final = 512
 """Rows per INSERT and ids per duplicate lookup (:func:`padded_parts`); 512 rows of the usage
 table are ~13,000 parameters (SQLite allows 32,766, PostgreSQL 65,535)."""
@@ -224,7 +229,9 @@ async def insert_chained(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]
     seq, prev = await _lock_head(conn)
     existing = await _existing(conn, [r["request_id"] for r in rows])
     params: list[dict[str, Any]] = []
-    for row in rows:
+    for i, row in enumerate(rows):
+        if i and not i % YIELD_EVERY:
+            await asyncio.sleep(0)  # let waiting requests run (the head stays locked)
         rid = row["request_id"]
         if rid in existing:
             continue

@@ -15,34 +15,41 @@ processes may call it at the same moment:
   in-memory SQLite database needs.
 
 No ``alembic.ini`` is read; the script location is the package directory.
+
+Alembic (with Mako and Pygments, ~10 MB resident) is imported only when the schema is not
+current: :func:`_heads_on_disk` reads the revision ids from the version files and
+:func:`_current_heads` reads ``alembic_version``, so a gateway starting on a migrated
+database never loads it (issue 12, RSS per worker).
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import logging
 import os
+import re
 import time
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.script.revision import ResolutionError
-from alembic.util import CommandError
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from lockgate.store.engine import create_engine
 from lockgate.store.errors import StoreError
 from lockgate.store.urls import sqlite_path
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 __all__ = [
     "MIGRATIONS_DIR",
@@ -73,8 +80,43 @@ def _process_lock() -> asyncio.Lock:
     return lock
 
 
+_REVISION = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*(.+?)\s*$", re.M)
+
+
+@functools.cache
+def _heads_on_disk() -> frozenset[str] | None:
+    """The head revisions of the packaged version files, read without Alembic (None when a
+    file does not declare its revisions plainly: then Alembic decides)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        found = {m.group(1): m.group(2) for m in _REVISION.finditer(path.read_text())}
+        try:
+            rev = ast.literal_eval(found["revision"])
+            down = ast.literal_eval(found.get("down_revision", "None"))
+        except (KeyError, ValueError, SyntaxError):
+            return None
+        if not isinstance(rev, str):
+            return None
+        revisions.add(rev)
+        downs = down if isinstance(down, tuple | list) else (down,)
+        parents.update(d for d in downs if isinstance(d, str))
+    return frozenset(revisions - parents) or None
+
+
+def _current_heads(connection: Connection) -> set[str]:
+    """``alembic_version`` as Alembic reads it (empty when the table is missing)."""
+    if not inspect(connection).has_table("alembic_version"):
+        return set()
+    return {str(r[0]) for r in connection.execute(text("SELECT version_num FROM alembic_version"))}
+
+
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic Config pointing at the packaged scripts; no ini file involved."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
     cfg.attributes["connection"] = connection
@@ -82,12 +124,17 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
 
 
 def _known(script: ScriptDirectory, revision: str) -> bool:
+    from alembic.script.revision import ResolutionError
+    from alembic.util import CommandError
+
     try:
         return script.get_revision(revision) is not None
     except (ResolutionError, CommandError):
@@ -95,6 +142,13 @@ def _known(script: ScriptDirectory, revision: str) -> bool:
 
 
 def _upgrade(connection: Connection) -> bool:
+    on_disk = _heads_on_disk()
+    if on_disk is not None and _current_heads(connection) == on_disk:
+        return False  # current: no Alembic import
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config())
     heads = set(script.get_heads())
     current = set(MigrationContext.configure(connection).get_current_heads())
@@ -183,6 +237,8 @@ async def run_migrations(url: str) -> bool:
 
 async def current_revision(engine: AsyncEngine) -> str | None:
     """The schema revision the database is at (None when never migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
     async with engine.connect() as conn:
         return await conn.run_sync(
             lambda sync: MigrationContext.configure(sync).get_current_revision()
