@@ -101,7 +101,8 @@ def pct(values: list[float], p: float) -> float:
     return round(s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))], 2)
 
 
-async def open_db(backend: str, n: int, corpus: str, reuse: bool) -> tuple[Any, str | None]:
+async def open_db(backend: str, n: int, corpus: str, reuse: bool,
+                  pg_db: str | None = None) -> tuple[Any, str | None]:
     if backend == "sqlite":
         path = Path(f"/tmp/lockgate-rag-scale-{corpus}-{n}.db")
         if not reuse:
@@ -110,7 +111,8 @@ async def open_db(backend: str, n: int, corpus: str, reuse: bool) -> tuple[Any, 
         return create_engine(f"sqlite:///{path}"), None
     import asyncpg
 
-    name = f"lgrag_scale_{corpus}_{n}" if reuse else "lgrag_bench_" + uuid.uuid4().hex[:8]
+    name = pg_db or (f"lgrag_scale_{corpus}_{n}" if reuse
+                     else "lgrag_bench_" + uuid.uuid4().hex[:8])
     conn = await asyncpg.connect(PG_ADMIN)
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
@@ -119,7 +121,7 @@ async def open_db(backend: str, n: int, corpus: str, reuse: bool) -> tuple[Any, 
     finally:
         await conn.close()
     return create_engine(f"postgresql://postgres@127.0.0.1:5432/{name}"), (
-        None if reuse else name)
+        None if reuse or pg_db else name)
 
 
 async def drop_db(name: str | None) -> None:
@@ -147,10 +149,20 @@ async def timed_queries(svc: RagService, mode: str, qs: list[str], caller: Calle
             "mean_ms": round(statistics.fmean(lat), 2), "short_results": short}
 
 
+async def vacuum_analyze(engine: Any) -> None:
+    """VACUUM ANALYZE the RAG tables (PostgreSQL): fresh statistics and visibility map, as
+    autovacuum leaves them some time after a bulk ingest."""
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        for table in ("rag_documents", "rag_doc_principals", "rag_chunks", "rag_postings"):
+            await conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
+
+
 async def run(n: int, backend: str, nq: int, corpus: str, reuse: bool,
-              ann_min_rows: int, index_dir: Path | None) -> dict[str, Any]:
+              ann_min_rows: int, index_dir: Path | None, pg_db: str | None = None,
+              vacuum: bool = False) -> dict[str, Any]:
     support.DIM = 384
-    engine, dbname = await open_db(backend, n, corpus, reuse)
+    engine, dbname = await open_db(backend, n, corpus, reuse, pg_db)
     opts = DenseOptions(ann_min_rows=ann_min_rows, index_dir=index_dir)
     svc = RagService(await RagStore.migrated(engine), FakePipeline(),
                      RagSettings(embed_model="embed"), dense=opts)
@@ -166,6 +178,11 @@ async def run(n: int, backend: str, nq: int, corpus: str, reuse: bool,
     if written:
         out["ingest_chunks_per_s"] = round(written / ingest_s, 1)
         out["ingest_seconds"] = round(ingest_s, 1)
+    print(json.dumps({"progress": "ingested", **out}), file=sys.stderr, flush=True)
+    if vacuum and backend == "postgres":
+        t0 = time.perf_counter()
+        await vacuum_analyze(engine)
+        out["vacuum_analyze_s"] = round(time.perf_counter() - t0, 1)
     coll = await svc.collection("scale")
     t0 = time.perf_counter()
     idx = await svc.dense.get(coll.id, await svc.store.version(coll.id))
@@ -208,11 +225,15 @@ def main() -> None:
                     help="save/load dense graphs here (with --reuse: skip the build)")
     ap.add_argument("--reuse", action="store_true",
                     help="keep the database between runs (ingest then finds it unchanged)")
+    ap.add_argument("--pg-db", default=None,
+                    help="PostgreSQL database name (kept, like --reuse; one size per run)")
+    ap.add_argument("--vacuum", action="store_true",
+                    help="PostgreSQL: VACUUM ANALYZE the RAG tables after the ingest")
     args = ap.parse_args()
     for n in (int(s) for s in args.sizes.split(",")):
         for backend in args.backends.split(","):
             res = asyncio.run(run(n, backend, args.queries, args.corpus, args.reuse,
-                                  args.ann_min_rows, args.index_dir))
+                                  args.ann_min_rows, args.index_dir, args.pg_db, args.vacuum))
             print(json.dumps(res), flush=True)
 
 
