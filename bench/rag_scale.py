@@ -32,6 +32,7 @@ import asyncio
 import json
 import random
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -158,9 +159,27 @@ async def vacuum_analyze(engine: Any) -> None:
             await conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
 
 
+async def ingest_slice(n: int, corpus: str, pg_db: str, part: int, parts: int) -> None:
+    """Worker of ``--workers``: ingest batches part, part + parts, ... and print the counts."""
+    support.DIM = 384
+    engine, _ = await open_db("postgres", n, corpus, True, pg_db)
+    svc = RagService(await RagStore.migrated(engine), FakePipeline(),
+                     RagSettings(embed_model="embed"))
+    written = unchanged = 0
+    for i, batch in enumerate(documents(n, corpus)):
+        if i % parts == part:
+            rep = await svc.ingest_documents("scale", batch, principal=OPERATOR)
+            written += rep.chunks_written
+            unchanged += rep.unchanged
+    await svc.aclose()
+    await engine.dispose()
+    print(json.dumps({"written": written, "unchanged": unchanged}))
+
+
 async def run(n: int, backend: str, nq: int, corpus: str, reuse: bool,
               ann_min_rows: int, index_dir: Path | None, pg_db: str | None = None,
-              vacuum: bool = False) -> dict[str, Any]:
+              vacuum: bool = False, workers: int = 1, skip_ingest: bool = False
+              ) -> dict[str, Any]:
     support.DIM = 384
     engine, dbname = await open_db(backend, n, corpus, reuse, pg_db)
     opts = DenseOptions(ann_min_rows=ann_min_rows, index_dir=index_dir)
@@ -169,12 +188,29 @@ async def run(n: int, backend: str, nq: int, corpus: str, reuse: bool,
     out: dict[str, Any] = {"backend": backend, "corpus": corpus}
     t0 = time.perf_counter()
     written = unchanged = 0
-    for batch in documents(n, corpus):
-        rep = await svc.ingest_documents("scale", batch, principal=OPERATOR)
-        written += rep.chunks_written
-        unchanged += rep.unchanged
+    if workers > 1:  # processes ingesting every workers-th batch into the same collection
+        await svc.collection("scale", create=True)
+        procs = [subprocess.Popen(
+            [sys.executable, __file__, "--sizes", str(n), "--corpus", corpus,
+             "--pg-db", str(pg_db), "--slice", f"{i}/{workers}"], stdout=subprocess.PIPE)
+            for i in range(workers)]
+        for p in procs:
+            got = json.loads((p.communicate()[0] or b"{}").decode() or "{}")
+            if p.returncode != 0:
+                raise SystemExit(f"ingest worker failed ({p.returncode})")
+            written += got["written"]
+            unchanged += got["unchanged"]
+        out["ingest_workers"] = workers
+    elif not skip_ingest:
+        for batch in documents(n, corpus):
+            rep = await svc.ingest_documents("scale", batch, principal=OPERATOR)
+            written += rep.chunks_written
+            unchanged += rep.unchanged
     ingest_s = time.perf_counter() - t0
     out["chunks"] = written + unchanged
+    if skip_ingest:
+        out["chunks"] = (await svc.store.status((await svc.collection("scale")).id)).get(
+            "chunks")
     if written:
         out["ingest_chunks_per_s"] = round(written / ingest_s, 1)
         out["ingest_seconds"] = round(ingest_s, 1)
@@ -229,11 +265,23 @@ def main() -> None:
                     help="PostgreSQL database name (kept, like --reuse; one size per run)")
     ap.add_argument("--vacuum", action="store_true",
                     help="PostgreSQL: VACUUM ANALYZE the RAG tables after the ingest")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="PostgreSQL with --pg-db: ingest processes (every N-th batch each)")
+    ap.add_argument("--no-ingest", action="store_true",
+                    help="query an existing --pg-db/--reuse database without ingesting")
+    ap.add_argument("--slice", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.slice:
+        part, parts = (int(x) for x in args.slice.split("/"))
+        asyncio.run(ingest_slice(int(args.sizes), args.corpus, args.pg_db, part, parts))
+        return
+    if args.workers > 1 and not args.pg_db:
+        raise SystemExit("--workers needs --pg-db (PostgreSQL)")
     for n in (int(s) for s in args.sizes.split(",")):
         for backend in args.backends.split(","):
             res = asyncio.run(run(n, backend, args.queries, args.corpus, args.reuse,
-                                  args.ann_min_rows, args.index_dir, args.pg_db, args.vacuum))
+                                  args.ann_min_rows, args.index_dir, args.pg_db, args.vacuum,
+                                  args.workers, args.no_ingest))
             print(json.dumps(res), flush=True)
 
 

@@ -196,6 +196,9 @@ class LexicalIndex:
     ) -> list[tuple[int, float]]:
         """Top-k (chunk pk, BM25 score, higher is better) among chunks of ``d`` rows ``where``.
 
+        ``terms`` may repeat a term: each occurrence adds its part to the score (FTS5: a
+        phrase per occurrence; PostgreSQL: the term's weight times its count).
+
         ``where``/``binds``/``params`` come from :func:`lockgate.rag.access.readable_where`.
         """
         if not terms:
