@@ -1,6 +1,6 @@
 """CISI BM25 on both lexical backends: nDCG@10 and whether SQLite and PostgreSQL agree.
 
-    .venv/bin/python bench/rag_cisi_lexical.py [--data ../shared/data/cisi] [--backends sqlite,postgres]
+    .venv/bin/python bench/rag_cisi_lexical.py [--data DIR] [--backends sqlite,postgres]
 
 Ingests the 1,460 CISI documents (title + abstract, as bench/rag_cisi.py converts
 them) through ``RagService.ingest_documents`` without an embeddings model, runs the
@@ -27,14 +27,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
+from tests.rag.rag_support import OPERATOR, FakePipeline  # noqa: E402
+
 from bench.rag_cisi import convert  # noqa: E402
-from lockgate.rag.evaluation import compute_metrics, load_qrels, load_queries  # noqa: E402
-from lockgate.rag.evaluation import run_queries  # noqa: E402
+from lockgate.rag.evaluation import (  # noqa: E402
+    compute_metrics,
+    load_qrels,
+    load_queries,
+    run_queries,
+)
 from lockgate.rag.loaders import load_file  # noqa: E402
 from lockgate.rag.repository import RagStore  # noqa: E402
 from lockgate.rag.service import RagService, RagSettings  # noqa: E402
 from lockgate.store.engine import create_engine  # noqa: E402
-from tests.rag.rag_support import OPERATOR, FakePipeline  # noqa: E402
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
