@@ -8,7 +8,8 @@ them) through ``RagService.ingest_documents`` without an embeddings model, runs 
 each backend (SQLite FTS5 in a temporary file, PostgreSQL in a fresh database that
 is dropped afterwards), and compares the two backends' top-10 lists query by query.
 No model is involved, so this is the quick check of lexical quality (the full
-bm25/dense/hybrid table: bench/rag_cisi.py).
+bm25/dense/hybrid table: bench/rag_cisi.py). ``--max-repeat`` changes how often a
+repeated query term counts (1 = each distinct term once, as before this fix).
 """
 
 from __future__ import annotations
@@ -89,7 +90,18 @@ async def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cisi")
     ap.add_argument("--out", type=Path, default=Path("/tmp/lockgate-rag-cisi-lexical"))
     ap.add_argument("--backends", default="sqlite,postgres")
+    ap.add_argument("--max-repeat", type=int, default=None,
+                    help="count a repeated query term at most this often (1 = distinct "
+                         "terms only; default: lockgate.rag.analysis.MAX_TERM_REPEAT)")
     args = ap.parse_args()
+    if args.max_repeat is not None:
+        import functools
+
+        import lockgate.rag.retrieval as retrieval
+        from lockgate.rag.analysis import query_term_list
+
+        retrieval.query_term_list = functools.partial(  # type: ignore[assignment]
+            query_term_list, max_repeat=args.max_repeat)
     beir = args.out / "beir"
     convert(args.data, beir)
     results = [await one_backend(b, beir) for b in args.backends.split(",")]

@@ -7,7 +7,10 @@ index terms each, stand-in hashed embeddings) through ``RagService.ingest_docume
 into a fresh database of its own, once with the sources under ``--before`` and once
 with this checkout's ``src``, in a child process each (so each version runs its own
 migrations and code), alternating, ``--rounds`` times. Prints one JSON line per run
-and the ratio of the medians. Databases are dropped afterwards.
+and the ratio of the medians. Besides wall-clock chunks/s (which moves with the load of
+a shared machine) it reports CPU per chunk: the ingesting process's own CPU time plus
+the PostgreSQL backends' (from /proc), the steadier comparison under load. Databases
+are dropped afterwards.
 """
 
 from __future__ import annotations
@@ -26,6 +29,21 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+async def server_cpu(admin: Any, dbname: str) -> float:
+    """CPU seconds used so far by the PostgreSQL backends connected to ``dbname``
+    (user + system, from /proc: the server runs on this machine)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for row in await admin.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1", dbname):
+        try:
+            fields = Path(f"/proc/{row['pid']}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
 
 
 async def child(n: int, corpus: str, batch: int) -> dict[str, Any]:
@@ -48,14 +66,21 @@ async def child(n: int, corpus: str, batch: int) -> dict[str, Any]:
                          RagSettings(embed_model="embed"))
         written = 0
         t0 = time.perf_counter()
+        cpu0 = time.process_time()
+        server0 = await server_cpu(admin, name)
         for docs in documents(n, corpus, batch=batch):
             rep = await svc.ingest_documents("scale", docs, principal=support.OPERATOR)
             written += rep.chunks_written
         took = time.perf_counter() - t0
+        client = time.process_time() - cpu0
+        server = await server_cpu(admin, name) - server0
         await svc.aclose()
         await engine.dispose()
         return {"chunks": written, "seconds": round(took, 1),
-                "chunks_per_s": round(written / took, 1)}
+                "chunks_per_s": round(written / took, 1),
+                "client_cpu_ms_per_chunk": round(client * 1000 / written, 3),
+                "server_cpu_ms_per_chunk": round(server * 1000 / written, 3),
+                "cpu_ms_per_chunk": round((client + server) * 1000 / written, 3)}
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
@@ -89,6 +114,7 @@ def main() -> None:
     if args.before:
         variants = {"before": args.before, **variants}
     rates: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(args.rounds):
         for label, src in variants.items():
             res = run_child(src, args)
@@ -96,10 +122,13 @@ def main() -> None:
             print(json.dumps({"round": r + 1, "version": label, **res,
                               "load1": round(load, 1)}), flush=True)
             rates[label].append(res["chunks_per_s"])
+            cpu[label].append(res["cpu_ms_per_chunk"])
     med = {k: statistics.median(v) for k, v in rates.items()}
-    out: dict[str, Any] = {"median_chunks_per_s": med}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    out: dict[str, Any] = {"median_chunks_per_s": med, "median_cpu_ms_per_chunk": med_cpu}
     if med.get("before"):
         out["ratio"] = round(med["after"] / med["before"], 2)
+        out["cpu_ratio"] = round(med_cpu["before"] / med_cpu["after"], 2)
     print(json.dumps(out))
 
 
