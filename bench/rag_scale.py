@@ -29,9 +29,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import json
 import random
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -48,6 +51,8 @@ sys.path.insert(0, str(ROOT))
 import tests.rag.rag_support as support  # noqa: E402
 from tests.rag.rag_support import OPERATOR, FakePipeline, fake_vector  # noqa: E402
 
+from lockgate.pipeline import Call, Completion, Usage  # noqa: E402
+from lockgate.rag.analysis import analyze  # noqa: E402
 from lockgate.rag.dense import DenseOptions  # noqa: E402
 from lockgate.rag.repository import RagStore  # noqa: E402
 from lockgate.rag.service import RagService, RagSettings  # noqa: E402
@@ -62,6 +67,45 @@ CORPORA = {
 }
 CALLER = Caller(user_id="u7", groups=("g3", "g11", "g27", "g40"))
 COLD_CALLER = Caller(user_id="u8", groups=("g5", "g6", "g7"))
+
+
+class StandIn(FakePipeline):
+    """The tests' stand-in embeddings (:func:`tests.rag.rag_support.fake_vector`, the same
+    vectors bit for bit) with each term's hash cached and the vectors sent as base64
+    float32, as OpenAI's ``encoding_format: base64`` does: the bench's own CPU per chunk
+    is then a small part of the ingest it measures."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._slots: dict[str, tuple[int, float]] = {}
+
+    def _slot(self, term: str) -> tuple[int, float]:
+        got = self._slots.get(term)
+        if got is None:
+            h = int.from_bytes(hashlib.blake2b(term.encode(), digest_size=4).digest(), "little")
+            got = self._slots[term] = (h % support.DIM, 1.0 if (h >> 16) & 1 else -1.0)
+        return got
+
+    def vector(self, text: str) -> np.ndarray:
+        v = np.zeros(support.DIM, dtype=np.float32)
+        for term in analyze(text):
+            i, sign = self._slot(term)
+            v[i] += sign
+        n = float(np.linalg.norm(v))
+        if n == 0:
+            v[0] = 1.0
+            n = 1.0
+        return v / n
+
+    async def embeddings(self, call: Call) -> Completion:
+        texts = call.body["input"]
+        data = [{"object": "embedding", "index": i,
+                 "embedding": base64.b64encode(self.vector(t).astype("<f4").tobytes()).decode()}
+                for i, t in enumerate(texts)]
+        n = sum(len(t.split()) for t in texts)
+        return Completion(body={"object": "list", "data": data,
+                                "usage": {"prompt_tokens": n, "total_tokens": n}},
+                          usage=Usage(prompt_tokens=n))
 
 
 def documents(n: int, corpus: str, seed: int = 1, batch: int = 20_000
@@ -101,7 +145,8 @@ def pct(values: list[float], p: float) -> float:
     return round(s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))], 2)
 
 
-async def open_db(backend: str, n: int, corpus: str, reuse: bool) -> tuple[Any, str | None]:
+async def open_db(backend: str, n: int, corpus: str, reuse: bool,
+                  pg_db: str | None = None) -> tuple[Any, str | None]:
     if backend == "sqlite":
         path = Path(f"/tmp/lockgate-rag-scale-{corpus}-{n}.db")
         if not reuse:
@@ -110,7 +155,8 @@ async def open_db(backend: str, n: int, corpus: str, reuse: bool) -> tuple[Any, 
         return create_engine(f"sqlite:///{path}"), None
     import asyncpg
 
-    name = f"lgrag_scale_{corpus}_{n}" if reuse else "lgrag_bench_" + uuid.uuid4().hex[:8]
+    name = pg_db or (f"lgrag_scale_{corpus}_{n}" if reuse
+                     else "lgrag_bench_" + uuid.uuid4().hex[:8])
     conn = await asyncpg.connect(PG_ADMIN)
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
@@ -119,7 +165,7 @@ async def open_db(backend: str, n: int, corpus: str, reuse: bool) -> tuple[Any, 
     finally:
         await conn.close()
     return create_engine(f"postgresql://postgres@127.0.0.1:5432/{name}"), (
-        None if reuse else name)
+        None if reuse or pg_db else name)
 
 
 async def drop_db(name: str | None) -> None:
@@ -147,25 +193,75 @@ async def timed_queries(svc: RagService, mode: str, qs: list[str], caller: Calle
             "mean_ms": round(statistics.fmean(lat), 2), "short_results": short}
 
 
-async def run(n: int, backend: str, nq: int, corpus: str, reuse: bool,
-              ann_min_rows: int, index_dir: Path | None) -> dict[str, Any]:
+async def vacuum_analyze(engine: Any) -> None:
+    """VACUUM ANALYZE the RAG tables (PostgreSQL): fresh statistics and visibility map, as
+    autovacuum leaves them some time after a bulk ingest."""
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        for table in ("rag_documents", "rag_doc_principals", "rag_chunks", "rag_postings"):
+            await conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
+
+
+async def ingest_slice(n: int, corpus: str, pg_db: str, part: int, parts: int) -> None:
+    """Worker of ``--workers``: ingest batches part, part + parts, ... and print the counts."""
     support.DIM = 384
-    engine, dbname = await open_db(backend, n, corpus, reuse)
+    engine, _ = await open_db("postgres", n, corpus, True, pg_db)
+    svc = RagService(await RagStore.migrated(engine), StandIn(),
+                     RagSettings(embed_model="embed"))
+    written = unchanged = 0
+    for i, batch in enumerate(documents(n, corpus)):
+        if i % parts == part:
+            rep = await svc.ingest_documents("scale", batch, principal=OPERATOR)
+            written += rep.chunks_written
+            unchanged += rep.unchanged
+    await svc.aclose()
+    await engine.dispose()
+    print(json.dumps({"written": written, "unchanged": unchanged}))
+
+
+async def run(n: int, backend: str, nq: int, corpus: str, reuse: bool,
+              ann_min_rows: int, index_dir: Path | None, pg_db: str | None = None,
+              vacuum: bool = False, workers: int = 1, skip_ingest: bool = False
+              ) -> dict[str, Any]:
+    support.DIM = 384
+    engine, dbname = await open_db(backend, n, corpus, reuse, pg_db)
     opts = DenseOptions(ann_min_rows=ann_min_rows, index_dir=index_dir)
-    svc = RagService(await RagStore.migrated(engine), FakePipeline(),
+    svc = RagService(await RagStore.migrated(engine), StandIn(),
                      RagSettings(embed_model="embed"), dense=opts)
     out: dict[str, Any] = {"backend": backend, "corpus": corpus}
     t0 = time.perf_counter()
     written = unchanged = 0
-    for batch in documents(n, corpus):
-        rep = await svc.ingest_documents("scale", batch, principal=OPERATOR)
-        written += rep.chunks_written
-        unchanged += rep.unchanged
+    if workers > 1:  # processes ingesting every workers-th batch into the same collection
+        await svc.collection("scale", create=True)
+        procs = [subprocess.Popen(
+            [sys.executable, __file__, "--sizes", str(n), "--corpus", corpus,
+             "--pg-db", str(pg_db), "--slice", f"{i}/{workers}"], stdout=subprocess.PIPE)
+            for i in range(workers)]
+        for p in procs:
+            got = json.loads((p.communicate()[0] or b"{}").decode() or "{}")
+            if p.returncode != 0:
+                raise SystemExit(f"ingest worker failed ({p.returncode})")
+            written += got["written"]
+            unchanged += got["unchanged"]
+        out["ingest_workers"] = workers
+    elif not skip_ingest:
+        for batch in documents(n, corpus):
+            rep = await svc.ingest_documents("scale", batch, principal=OPERATOR)
+            written += rep.chunks_written
+            unchanged += rep.unchanged
     ingest_s = time.perf_counter() - t0
     out["chunks"] = written + unchanged
+    if skip_ingest:
+        out["chunks"] = (await svc.store.status((await svc.collection("scale")).id)).get(
+            "chunks")
     if written:
         out["ingest_chunks_per_s"] = round(written / ingest_s, 1)
         out["ingest_seconds"] = round(ingest_s, 1)
+    print(json.dumps({"progress": "ingested", **out}), file=sys.stderr, flush=True)
+    if vacuum and backend == "postgres":
+        t0 = time.perf_counter()
+        await vacuum_analyze(engine)
+        out["vacuum_analyze_s"] = round(time.perf_counter() - t0, 1)
     coll = await svc.collection("scale")
     t0 = time.perf_counter()
     idx = await svc.dense.get(coll.id, await svc.store.version(coll.id))
@@ -208,11 +304,27 @@ def main() -> None:
                     help="save/load dense graphs here (with --reuse: skip the build)")
     ap.add_argument("--reuse", action="store_true",
                     help="keep the database between runs (ingest then finds it unchanged)")
+    ap.add_argument("--pg-db", default=None,
+                    help="PostgreSQL database name (kept, like --reuse; one size per run)")
+    ap.add_argument("--vacuum", action="store_true",
+                    help="PostgreSQL: VACUUM ANALYZE the RAG tables after the ingest")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="PostgreSQL with --pg-db: ingest processes (every N-th batch each)")
+    ap.add_argument("--no-ingest", action="store_true",
+                    help="query an existing --pg-db/--reuse database without ingesting")
+    ap.add_argument("--slice", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.slice:
+        part, parts = (int(x) for x in args.slice.split("/"))
+        asyncio.run(ingest_slice(int(args.sizes), args.corpus, args.pg_db, part, parts))
+        return
+    if args.workers > 1 and not args.pg_db:
+        raise SystemExit("--workers needs --pg-db (PostgreSQL)")
     for n in (int(s) for s in args.sizes.split(",")):
         for backend in args.backends.split(","):
             res = asyncio.run(run(n, backend, args.queries, args.corpus, args.reuse,
-                                  args.ann_min_rows, args.index_dir))
+                                  args.ann_min_rows, args.index_dir, args.pg_db, args.vacuum,
+                                  args.workers, args.no_ingest))
             print(json.dumps(res), flush=True)
 
 

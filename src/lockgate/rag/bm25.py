@@ -24,9 +24,15 @@ __all__ = ["K1", "PG_SCORE_SQL", "B", "idf", "max_score", "pg_score_params", "qu
 K1 = 1.2
 B = 0.75
 
-PG_SCORE_SQL = "q.w * p.tf * (:k1 + 1) / (p.tf + :k1 * (1 - :b + :b * p.n_terms / :avgdl))"
+PG_SCORE_SQL = (
+    "q.w * p.tf * (CAST(:k1 AS float8) + 1) / (p.tf + CAST(:k1 AS float8)"
+    " * (1 - CAST(:b AS float8) + CAST(:b AS float8) * p.n_terms / CAST(:avgdl AS float8)))"
+)
 """One term's part of the score, over ``q`` (term, w) and ``p`` (rag_postings, which
-carries its chunk's ``n_terms``)."""
+carries its chunk's ``n_terms``). The casts matter: an untyped parameter next to an
+integer is inferred as an integer, which had turned k1 = 1.2 into 1, b = 0.75 into 1
+and ``n_terms / avgdl`` into an integer division (CISI nDCG@10 0.291 instead of
+SQLite's 0.325 for the same terms, no top-10 alike)."""
 
 
 def idf(n_docs: int, df: int) -> float:

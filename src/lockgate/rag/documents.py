@@ -91,6 +91,17 @@ async def pks_of(conn: AsyncConnection, cid: int, doc_ids: Sequence[str]) -> lis
 async def pk_map(conn: AsyncConnection, cid: int, doc_ids: Sequence[str]) -> dict[str, int]:
     """doc_id -> pk for those of ``doc_ids`` stored in the collection."""
     out: dict[str, int] = {}
+    if conn.dialect.name == "postgresql" and doc_ids:
+        # one array parameter; a keyed probe per id whatever the table statistics say
+        # (during a bulk ingest they are stale: `collection_id = :c AND doc_id IN (...)`
+        # was planned as a scan of the whole collection, once per ingest batch)
+        result = await conn.execute(
+            text("SELECT u.doc_id, (SELECT d.id FROM rag_documents d WHERE"
+                 " d.collection_id = :c AND d.doc_id = u.doc_id)"
+                 " FROM unnest(CAST(:ids AS text[])) AS u(doc_id)"),
+            {"c": cid, "ids": list(doc_ids)},
+        )
+        return {str(r[0]): int(r[1]) for r in result if r[1] is not None}
     for part in batches(doc_ids):
         result = await conn.execute(
             text(

@@ -5,8 +5,10 @@
   ``bm25()``; matches are ranked first and the ACL checked in rank order. The table
   is made and dropped with its collection; it is not part of the migrated schema.
 * PostgreSQL: ``rag_postings`` (collection, term, chunk, tf, doc, chunk length),
-  scored in SQL with :data:`lockgate.rag.bm25.PG_SCORE_SQL` from a covering index, then
-  the ACL checked in rank order.
+  scored in SQL with :data:`lockgate.rag.bm25.PG_SCORE_SQL` from its primary key (which
+  covers tf, doc and length: an index-only scan), then the ACL checked in rank order.
+  No foreign key and one term index (migration 0018): the postings go in by ``COPY`` at
+  ingest speed; this module deletes them before their chunks.
 
 Both rank with the same formula (:mod:`lockgate.rag.bm25`). Every method works on
 the caller's connection, so index writes share the transaction of the rows they
@@ -24,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import BindParameter
 
 from lockgate.rag import bm25
+from lockgate.rag.pg_bulk import copy_rows
 from lockgate.store.tables import RAG_FTS_PREFIX
 
 __all__ = ["LexicalIndex", "fts_table"]
@@ -67,6 +70,9 @@ class LexicalIndex:
         """Drop the index of a collection whose documents are gone."""
         if self.sqlite:
             await conn.execute(text(f"DROP TABLE IF EXISTS {fts_table(cid)}"))
+        else:  # no foreign key cascades to the postings (migration 0018): none may outlive it
+            await conn.execute(text("DELETE FROM rag_postings WHERE collection_id = :c"),
+                               {"c": cid})
         self._stats_cache.pop(cid, None)
 
     async def add(
@@ -91,12 +97,10 @@ class LexicalIndex:
             for n in (sum(tc.values()),)
             for term, tf in tc.items()
         ]
-        if records:
-            raw = await conn.get_raw_connection()
-            await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-                "rag_postings", records=records,
-                columns=["collection_id", "term", "chunk_pk", "tf", "doc_pk", "n_terms"],
-            )
+        # in key order: consecutive index insertions land on the same or adjacent pages
+        records.sort(key=lambda r: (r[1], r[2]))
+        await copy_rows(conn, "rag_postings",
+                        ["collection_id", "term", "chunk_pk", "tf", "doc_pk", "n_terms"], records)
 
     async def remove_documents(self, conn: AsyncConnection, cid: int, doc_pks: list[int]) -> None:
         """Unindex the chunks of these documents (before their chunk rows are deleted)."""
@@ -192,6 +196,9 @@ class LexicalIndex:
     ) -> list[tuple[int, float]]:
         """Top-k (chunk pk, BM25 score, higher is better) among chunks of ``d`` rows ``where``.
 
+        ``terms`` may repeat a term: each occurrence adds its part to the score (FTS5: a
+        phrase per occurrence; PostgreSQL: the term's weight times its count).
+
         ``where``/``binds``/``params`` come from :func:`lockgate.rag.access.readable_where`.
         """
         if not terms:
@@ -227,7 +234,7 @@ class LexicalIndex:
         n, avgdl = await self.stats(conn, cid, version)
         dfs = await self.document_frequencies(conn, cid, terms)
         params.update(bm25.pg_score_params(bm25.query_weights(terms, n, dfs), avgdl))
-        # scored from the postings alone (index-only scan of ix_rag_postings_scan), ranked,
+        # scored from the postings alone (index-only scan of rag_postings_pkey), ranked,
         # then the ACL is checked in rank order until k rows pass (an indexed probe each;
         # OFFSET 0 keeps EXISTS a per-row subplan: pulled up into a hash join it could
         # reorder the rows before the LIMIT)

@@ -33,7 +33,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from lockgate.rag import catalog, chunks, documents
+from lockgate.rag import catalog, chunks, documents, pg_bulk
 from lockgate.rag.access import Filters, readable_where
 from lockgate.rag.catalog import CollectionInfo
 from lockgate.rag.documents import DocumentRow
@@ -160,10 +160,13 @@ class RagStore:
             old = await documents.pk_map(conn, cid, [doc.doc_id for doc, *_ in items])
             for part in documents.batches(list(old.values())):
                 await self._delete_documents(conn, cid, part)
-            pks = await documents.insert_many(
+            # PostgreSQL: ids from the sequences and rows by COPY (lockgate.rag.pg_bulk)
+            docs_in = pg_bulk.copy_documents if not self.is_sqlite else documents.insert_many
+            chunks_in = pg_bulk.copy_chunks if not self.is_sqlite else chunks.insert_many
+            pks = await docs_in(
                 conn, cid, [(doc, chash, len(cl)) for doc, chash, cl, _, _ in items], now)
             out = [pks[doc.doc_id] for doc, *_ in items]
-            chunk_pks = await chunks.insert_many(
+            chunk_pks = await chunks_in(
                 conn, cid, [(pk, cl, terms, vecs)
                             for pk, (_, _, cl, terms, vecs) in zip(out, items, strict=True)])
             entries = [(cpk, dpk, tc) for dpk, pks_of_doc, (_, _, _, terms, _) in

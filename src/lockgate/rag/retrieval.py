@@ -19,8 +19,9 @@ Order of work for one query (``Retriever.retrieve``):
 
 Cost bounds: a question longer than :data:`MAX_QUESTION_BYTES` (UTF-8) is refused
 with a 400 (``question_too_long``) before any work; the lexical search uses the
-query's distinct terms, at most :data:`~lockgate.rag.analysis.MAX_QUERY_TERMS`
-(:func:`~lockgate.rag.analysis.query_terms`). Every stage awaits, so a caller that
+query's distinct terms, at most :data:`~lockgate.rag.analysis.MAX_QUERY_TERMS`, each
+weighted by its count in the query up to :data:`~lockgate.rag.analysis.MAX_TERM_REPEAT`
+(:func:`~lockgate.rag.analysis.query_term_list`). Every stage awaits, so a caller that
 cancels the retrieval (client gone) stops it between stages.
 
 ``confidence`` is meaningful on its own, for refusal: the best cosine when
@@ -39,7 +40,7 @@ from lockgate.errors import BadRequest
 from lockgate.lazy import lazy_module
 from lockgate.pipeline.call import Principal
 from lockgate.rag.access import Filters
-from lockgate.rag.analysis import query_terms
+from lockgate.rag.analysis import query_term_list
 from lockgate.rag.catalog import CollectionInfo
 from lockgate.rag.dense import DenseIndex, DenseIndexes, one_blas_thread
 from lockgate.rag.graph import GraphFact, KnowledgeGraph, merge_graph_scores
@@ -190,7 +191,7 @@ class Retriever:
         if not use_dense:
             mode = "bm25"
         n_cand = max(candidates, k)
-        terms = query_terms(query)
+        terms = query_term_list(query)  # a term repeated in the query weighs more
         # the lexical query (database) and the dense search (embedding + in-memory index)
         # run concurrently; a failure or cancellation of either cancels the other
         async def lexical() -> list[tuple[int, float]]:

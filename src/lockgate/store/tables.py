@@ -321,16 +321,14 @@ rag_postings = sa.Table(
     sa.Column("term", sa.Text(), nullable=False),
     sa.Column("chunk_pk", _RefId, nullable=False),
     sa.Column("tf", sa.Integer(), nullable=False),
-    # copied from the chunk (0011): BM25 is scored from ix_rag_postings_scan alone
+    # copied from the chunk (0011): BM25 is scored from the primary key alone (0018: it
+    # covers tf, doc_pk and n_terms; no second term index, no foreign key to rag_chunks:
+    # lockgate.rag deletes postings before their chunks)
     sa.Column("doc_pk", _RefId, nullable=False),
     sa.Column("n_terms", sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint("collection_id", "term", "chunk_pk", name="rag_postings_pkey"),
-    sa.ForeignKeyConstraint(
-        ["chunk_pk"], ["rag_chunks.id"], ondelete="CASCADE", name="rag_postings_chunk_pk_fkey"
-    ),
+    sa.PrimaryKeyConstraint("collection_id", "term", "chunk_pk", name="rag_postings_pkey",
+                            postgresql_include=["tf", "doc_pk", "n_terms"]),
     sa.Index("ix_rag_postings_chunk", "chunk_pk"),
-    sa.Index("ix_rag_postings_scan", "collection_id", "term",
-             postgresql_include=["chunk_pk", "tf", "doc_pk", "n_terms"]),
     info={_ONLY_ON: ("postgresql",)},
 )
 
