@@ -22,7 +22,7 @@ from lockgate.agents import AgentService, RunNotFound
 from lockgate.api.admin import parse_since
 from lockgate.console.render import page
 from lockgate.console.session import ConsoleUser, runtime_of
-from lockgate.console.web import form_text, redirect, screen
+from lockgate.console.web import form_text, query_text, redirect, screen
 from lockgate.errors import BadRequest, GatewayError
 
 __all__ = ["router"]
@@ -42,17 +42,9 @@ def _service(request: Request) -> AgentService:
     return rt.agents
 
 
-def _opt(request: Request, name: str, max_len: int = 100) -> str | None:
-    value = request.query_params.get(name)
-    if not value:
-        return None
-    if len(value) > max_len:
-        raise BadRequest(f"'{name}' is at most {max_len} characters.", param=name)
-    return value
-
 
 def _when(request: Request, name: str) -> float | None:
-    raw = _opt(request, name, 40)
+    raw = query_text(request, name, 40)
     return None if raw is None else parse_since(raw).timestamp()
 
 
@@ -89,24 +81,24 @@ async def runs_page(request: Request, user: ConsoleUser) -> Response:
     rt = runtime_of(request)
     svc = _service(request)
     await svc.refresh()
-    state = _opt(request, "status", 20)
+    state = query_text(request, "status", 20)
     if state is not None and state not in STATES:
         raise BadRequest(f"'status' must be one of {', '.join(STATES)}.", param="status")
-    agent = _opt(request, "agent")
+    agent = query_text(request, "agent", 100)
     teams = await rt.admin.teams(user.principal) if user.is_admin else []
     team_id: str | None = None
-    team_q = _opt(request, "team", 200)
+    team_q = query_text(request, "team", 200)
     if user.is_admin and team_q:
         match = next((t for t in teams if team_q in (t.id, t.name)), None)
         if match is None:
             raise BadRequest("Unknown team.", param="team")
         team_id = match.id
-    level = _opt(request, "level", 10) or "all"
+    level = query_text(request, "level", 10) or "all"
     if level not in ("all", "top"):
         raise BadRequest("'level' must be all or top.", param="level")
     found = await svc.search(user.principal, agent=agent, state=state, team_id=team_id,
                              since=_when(request, "since"), until=_when(request, "until"),
-                             before=_cursor(_opt(request, "before", 100)),
+                             before=_cursor(query_text(request, "before", 100)),
                              roots_only=level == "top", limit=PAGE + 1)
     more = len(found) > PAGE
     runs = found[:PAGE]

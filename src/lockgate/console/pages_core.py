@@ -27,7 +27,7 @@ from lockgate.console.session import (
     set_pre_cookie,
     set_session_cookie,
 )
-from lockgate.console.web import form_text, read_form, redirect, screen
+from lockgate.console.web import form_text, query_text, read_form, redirect, screen
 from lockgate.errors import BadRequest, GatewayError
 from lockgate.store.console import LogFilter
 from lockgate.store.rollups import WINDOWS
@@ -140,17 +140,9 @@ async def overview(request: Request, user: ConsoleUser) -> Response:
 _STATUS = ("ok", "error")
 
 
-def _opt(request: Request, name: str, max_len: int = 200) -> str | None:
-    value = request.query_params.get(name)
-    if not value:
-        return None
-    if len(value) > max_len:
-        raise BadRequest(f"'{name}' is at most {max_len} characters.", param=name)
-    return value
-
 
 def _time(request: Request, name: str) -> datetime | None:
-    raw = _opt(request, name, 40)
+    raw = query_text(request, name, 40)
     if raw is None:
         return None
     return parse_since(raw)
@@ -160,23 +152,24 @@ def _time(request: Request, name: str) -> datetime | None:
 @screen()
 async def request_log(request: Request, user: ConsoleUser) -> Response:
     rt = runtime_of(request)
-    status = _opt(request, "status", 10)
+    status = query_text(request, "status", 10)
     if status is not None and status not in _STATUS and not (
             status.isascii() and status.isdigit() and 100 <= int(status) <= 599):
         raise BadRequest("'status' must be ok, error or an HTTP status code.", param="status")
     team_id = user.team_id
-    team_q = _opt(request, "team")
+    team_q = query_text(request, "team")
     teams = await rt.store.list_teams() if user.is_admin else []
     if user.is_admin and team_q:
         match = next((t for t in teams if team_q in (t.id, t.name)), None)
         if match is None:
             raise BadRequest("Unknown team.", param="team")
         team_id = match.id
-    before = _opt(request, "before", 18)
+    before = query_text(request, "before", 18)
     if before is not None and not (before.isascii() and before.isdigit()):
         raise BadRequest("'before' is not a cursor this page gave.", param="before")
-    flt = LogFilter(team_id=team_id, key_id=_opt(request, "key"), model=_opt(request, "model"),
-                    deployment=_opt(request, "deployment"), status=status,
+    flt = LogFilter(team_id=team_id, key_id=query_text(request, "key"),
+                    model=query_text(request, "model"),
+                    deployment=query_text(request, "deployment"), status=status,
                     since=_time(request, "since"), until=_time(request, "until"),
                     before_id=int(before) if before else None)
     rows, last_id = await _log_page(rt, flt)

@@ -84,9 +84,11 @@ def question_names(question: str) -> set[str]:
     return {normalize(e.name) for e in RuleExtractor().extract_sync(question).entities}
 
 
-def linking_candidates(question: str, max_n: int = 5) -> list[str]:
+def linking_candidates(question: str, max_n: int = 5,
+                       names: set[str] | None = None) -> list[str]:
+    """The question's names (``names`` when the caller has them) and its word n-grams."""
     words = normalize(question).split(_TOKEN_SPLIT)
-    out: set[str] = question_names(question)
+    out: set[str] = set(question_names(question) if names is None else names)
     for n in range(1, max_n + 1):
         for i in range(len(words) - n + 1):
             gram = " ".join(words[i:i + n])
@@ -102,15 +104,15 @@ async def expand(store: GraphStore, cid: int, question: str, *,
                  exclude_doc_ids: Sequence[str] | None = None, hops: int = 2,
                  per_hop: int = 500, max_facts: int = 12) -> GraphResult:
     result = GraphResult()
+    names = question_names(question)
     linked = longest_matches(await store.link(
-        cid, linking_candidates(question), principals=principals, filters=filters,
-        exclude_doc_ids=exclude_doc_ids))
+        cid, linking_candidates(question, names=names), principals=principals,
+        filters=filters, exclude_doc_ids=exclude_doc_ids))
     if not linked:
         return result
     result.linked = [e.name for e in linked]
     # question terms that are not the linked names: what the path should match
     q_terms = set(analyze(question)) - {t for e in linked for t in analyze(e.name)}
-    names = question_names(question)
     reach: dict[int, float] = {e.id: link_prior(e, names) for e in linked}
     """entity -> best path score that reached it (linked entities: their prior)."""
     frontier = dict(reach)
