@@ -114,5 +114,8 @@ if os.environ.get(_ENV_DIR):  # the CLI process and every spawned worker
 if __name__ == "__main__":
     from lockgate.cli import main
 
+    # serve in this process, under the probe (lockgate serve would exec a clean interpreter)
+    os.environ.setdefault("LOCKGATE_SERVE_IN_PROCESS", "1")
+
     sys.argv[0] = "lockgate"
     main()

@@ -136,11 +136,15 @@ def test_bogus_model_names_leave_metrics_and_memory_flat(gw: Gateway) -> None:
     assert model_labels(text1) == labels0
     assert series(text1) == series(text0)
     assert abs(len(text1) - len(text0)) < 2048  # only counter values changed
-    growth = rss1 - rss0
-    # the names alone are 10 MB; as labels they cost several times that (the series check
-    # above is the exact one; RSS on this shared machine moves by several MB on its own)
-    print(f"gateway RSS {rss0 / 1e6:.1f} MB -> {rss1 / 1e6:.1f} MB")
-    assert growth < 16 * 1024 * 1024, f"RSS grew by {growth / 1e6:.1f} MB"
+    # RSS: the first round fills the allocator's pools and the audit backlog (10-20 MB on
+    # this box whatever the labels do); a second round of as many new names must not grow
+    # it much again (4-8 MB seen: the audit table and its page cache grow with the rows).
+    # Kept names (labels, a cache keyed by model) would add 10 MB of names per round on top.
+    bogus_calls(gw, key, N, "again")
+    rss2 = rss_bytes(gw.pid)  # type: ignore[attr-defined]
+    print(f"gateway RSS {rss0 / 1e6:.1f} -> {rss1 / 1e6:.1f} -> {rss2 / 1e6:.1f} MB")
+    assert series(metrics_text(gw)) == series(text0)
+    assert rss2 - rss1 < 12 * 1024 * 1024, f"RSS grew by {(rss2 - rss1) / 1e6:.1f} MB again"
     count = re.search(r'lockgate_requests_total\{kind="chat",model="unknown",status="404"\} '
                       r'([0-9.e+]+)', text1)
     assert count is not None and float(count.group(1)) >= N * 2 // 3

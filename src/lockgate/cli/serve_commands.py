@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import tempfile
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from lockgate.jobs.embedded import EMBEDDED_WORKER_ENV
 from lockgate.jobs.tasks import TaskError
 from lockgate.runtime import MASTER_HASH_FILE, Runtime, master_key_hash, save_master_key_hash
 from lockgate.server import CONFIG_ENV
+from lockgate.serving import main as serving_main
+from lockgate.serving import serve_argv
 from lockgate.settings import Config
 from lockgate.store import Store, StoreError
 
@@ -41,9 +44,13 @@ def preflight(cfg: Config) -> None:
         fail(f"cannot start: {type(exc).__name__}: {exc}")
 
 
-def _serve(cfg: Config, config_path: Path | None, host: str, port: int, workers: int) -> None:
-    import uvicorn
+SERVE_IN_PROCESS_ENV = "LOCKGATE_SERVE_IN_PROCESS"
+"""Set to 1 to serve in the command's own process instead of exec-ing
+:mod:`lockgate.serving` (bench probes that wrap the CLI need that; it costs the
+gateway the command line's ~13 MB of modules)."""
 
+
+def _serve(cfg: Config, config_path: Path | None, host: str, port: int, workers: int) -> None:
     preflight(cfg)
 
     if config_path is not None:
@@ -53,21 +60,16 @@ def _serve(cfg: Config, config_path: Path | None, host: str, port: int, workers:
     os.environ.setdefault("LOCKGATE_HOME", str(cfg.home_path.resolve()))
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lockgate-metrics-")
+    argv = serve_argv(host, port, workers)
+    if os.environ.get(SERVE_IN_PROCESS_ENV) == "1":
+        raise typer.Exit(serving_main(argv[3:]))
+    # the gateway starts in a clean interpreter (same PID): what the CLI imported stays out
+    sys.stdout.flush()
+    sys.stderr.flush()
     try:
-        uvicorn.run(
-            "lockgate.server:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            loop="uvloop",
-            http="httptools",
-            access_log=False,
-            log_level="warning",
-            timeout_graceful_shutdown=30,
-        )
+        os.execv(argv[0], argv)
     except OSError as exc:
-        fail(f"cannot listen on {host}:{port}: {exc}")
+        fail(f"cannot start the server process {argv[0]}: {exc}")
 
 
 def serve(
