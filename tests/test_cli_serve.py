@@ -48,3 +48,43 @@ def test_serve_start_problem_is_one_line(tmp_path: Path, api_key: str, db: str |
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
     assert named in lines[0] and "cannot start" in lines[0], lines[0]
+
+
+def test_serve_runs_the_gateway_in_a_clean_interpreter(tmp_path: Path) -> None:
+    """After the pre-flight, ``lockgate serve`` execs :mod:`lockgate.serving` (same PID):
+    the gateway answers, and neither the serving module nor the app it loads pulls in
+    the command line's libraries (issue 12: memory per worker)."""
+    import time
+
+    import httpx
+
+    config = tmp_path / "lockgate.yaml"
+    config.write_text(BASE.format(home=tmp_path / "home", api_key="sk-x", extra="",
+                                  db=f"sqlite:///{tmp_path / 'lg.db'}"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "LOCKGATE_SERVE_IN_PROCESS"}
+    proc = subprocess.Popen([sys.executable, "-m", "lockgate", "serve", "-c", str(config),
+                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the gateway did not answer"
+            time.sleep(0.2)
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"lockgate.serving" in cmdline, cmdline
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    code = ("import sys, lockgate.serving, lockgate.server\n"
+            "print(','.join(m for m in ('typer', 'click', 'lockgate.cli')"
+            " if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == ""
