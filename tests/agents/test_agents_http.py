@@ -253,3 +253,63 @@ def test_revoked_key_ends_a_waiting_run(gw: Gateway, stub: StubUpstream, brain: 
     doc = poll(gw, gw.master, f"/v1/agents/operator/runs/{run['id']}", {"failed", "succeeded"})
     assert doc["status"] == "failed" and "revoked" in doc["error"]
     assert not any(s["kind"] == "tool" for s in doc["steps"])
+
+
+def test_run_list_filters_pages_and_cancel_over_http(gw: Gateway, stub: StubUpstream,
+                                                     brain: str) -> None:
+    """``GET /v1/agents/{name}/runs`` filters (status, level, since/until) and pages with
+    ``next_before`` as the console does; ``POST .../cancel`` stops a waiting run for the
+    master key only (403 for a team key, 409 once ended), audited with ``via: api``."""
+    key = gw.new_key(team="ops")
+    stub.replies.pop(brain, None)  # answers earlier tests' parked runs never used
+    ids = []
+    for _ in range(3):  # three runs parked on an approval (none is approved)
+        stub.script_replies(brain, [
+            {"tool_calls": [call("submit_job", task="summarize", input={"text": "x"})]}])
+        with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {key}"}) as h:
+            run = h.post("/v1/agents/operator/runs", json={"input": "go", "wait": True}).json()
+        assert run["status"] == "awaiting_approval", run
+        ids.append(run["id"])
+    with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {key}"}) as h:
+        waiting = h.get("/v1/agents/operator/runs",
+                        params={"status": "awaiting_approval", "level": "top"}).json()
+        assert set(ids) <= {r["id"] for r in waiting["data"]}
+        assert all(r["status"] == "awaiting_approval" for r in waiting["data"])
+        # paging: one run per page, newest first, every run once
+        seen: list[str] = []
+        params: dict[str, Any] = {"status": "awaiting_approval", "limit": 1}
+        while True:
+            got = h.get("/v1/agents/operator/runs", params=params).json()
+            seen += [r["id"] for r in got["data"]]
+            if not got["has_more"]:
+                break
+            params["before"] = got["next_before"]
+        assert seen == [r["id"] for r in waiting["data"]] and len(set(seen)) == len(seen)
+        assert h.get("/v1/agents/operator/runs", params={"since": "2099-01-01"}).json()[
+            "data"] == []
+        for bad in ({"status": "sleeping"}, {"level": "deep"}, {"before": "x~y"},
+                    {"until": "yesterday"}, {"limit": "0"}):
+            r = h.get("/v1/agents/operator/runs", params=bad)
+            assert r.status_code == 400 and r.json()["error"]["param"] == next(iter(bad)), r.text
+        # a team key may read its runs but not cancel them
+        r = h.post(f"/v1/agents/operator/runs/{ids[0]}/cancel", json={"reason": "mine"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "agent_not_allowed"
+    with gw.admin() as admin:
+        assert admin.post(f"/v1/agents/watcher/runs/{ids[0]}/cancel").status_code == 404
+        assert admin.post("/v1/agents/operator/runs/run_ffff/cancel").status_code == 404
+        assert admin.post(f"/v1/agents/operator/runs/{ids[0]}/cancel",
+                          json={"reason": 5}).status_code == 400
+        r = admin.post(f"/v1/agents/operator/runs/{ids[0]}/cancel",
+                       json={"reason": "stuck pump"})
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "stopped" and r.json()["stopped"] == [ids[0]]
+        assert admin.post(f"/v1/agents/operator/runs/{ids[1]}/cancel").status_code == 200
+        again = admin.post(f"/v1/agents/operator/runs/{ids[0]}/cancel")
+        assert again.status_code == 409 and again.json()["error"]["code"] == "agent_conflict"
+        audit = admin.get("/admin/audit", params={"action": "agent_run.cancel"}).json()["data"]
+        mine = [a for a in audit if a["target"] in ids[:2]]
+        assert len(mine) == 2 and all(a["changes"]["via"] == "api" for a in mine)
+        assert any(a["changes"]["reason"] == "stuck pump" for a in mine)
+        stopped = admin.get("/v1/agents/operator/runs", params={"status": "stopped"}).json()
+        assert set(ids[:2]) <= {r["id"] for r in stopped["data"]}
+        assert ids[2] not in {r["id"] for r in stopped["data"]}

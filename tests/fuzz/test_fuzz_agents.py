@@ -55,6 +55,34 @@ def test_agent_lookups(client: httpx.Client, fuzz_gateway: Gateway, agent: str, 
     assert r.status_code in (200, 400, 404, 405, 307)
 
 
+_FILTER = st.one_of(st.none(), S.SMALL_TEXT, st.sampled_from(
+    ["running", "stopped", "top", "all", "24h", "2026-01-01", "9999-12-31T23:59:59+14:00",
+     "1.5~run_00", "99999999999999~run_0a", "-1d", "0m"]))
+
+
+@FUZZ
+@given(agent=AGENTS, params=st.fixed_dictionaries({}, optional={
+    k: _FILTER.filter(lambda v: v is not None)
+    for k in ("status", "level", "since", "until", "before", "limit")}),
+       run_id=st.one_of(S.SMALL_TEXT, st.just("run_" + "0" * 32)),
+       body=st.one_of(st.none(), S.JSON, S.body({}, {"reason": st.one_of(S.SMALL_TEXT,
+                                                                          S.JSON)})),
+       master=st.booleans())
+def test_agent_run_filters_and_cancel(client: httpx.Client, fuzz_gateway: Gateway,
+                                      fuzz_key: str, agent: str, params: dict[str, str],
+                                      run_id: str, body: Any, master: bool) -> None:
+    a = quote(agent, safe="") or "x"
+    h = auth(fuzz_gateway.master if master else fuzz_key)
+    r = client.get(f"/v1/agents/{a}/runs", headers=h, params=params)
+    assert_openai_error(r)
+    assert r.status_code in (200, 400, 403, 404), (r.status_code, r.text[:300])
+    path = f"/v1/agents/{a}/runs/{quote(run_id, safe='') or 'x'}/cancel"
+    r = client.post(path, headers=h) if body is None else post(
+        client, path, fuzz_gateway.master if master else fuzz_key, body)
+    assert_openai_error(r)
+    assert r.status_code in (200, 400, 403, 404, 405, 409, 413), (r.status_code, r.text[:300])
+
+
 @FUZZ
 @given(messages=st.one_of(st.lists(_MSG, max_size=3), S.JSON),
        model=st.sampled_from(["agent/fuzzbot", "agent/nope", "agent/", "agent/*"]),

@@ -5,9 +5,14 @@
   with the run (``status: running``) and ``Location``; the run goes on in the background.
   With ``"wait": true`` it runs in the request and answers 200 with the finished (or
   paused) run.
-- ``GET  /v1/agents/{name}/runs?limit=`` -- this key's (its team's; an admin: all) runs
+- ``GET  /v1/agents/{name}/runs?limit=&status=&since=&until=&level=&before=`` -- this
+  key's (its team's; an admin: all) runs, newest first, filtered like the console's list
+  (:mod:`lockgate.api.run_query`); ``has_more`` and ``next_before`` page on
 - ``GET  /v1/agents/{name}/runs/{run_id}`` -- the run with its steps (model turns, tool
   calls with arguments, result, duration, status; approvals) and its sub-runs (the tree)
+- ``POST /v1/agents/{name}/runs/{run_id}/cancel`` ``{"reason": "..."}`` (optional body;
+  master key only, 403 otherwise) -- stops the run and its sub-runs; 409 when it has ended
+  already; audited as ``agent_run.cancel`` with ``"via": "api"``
 
 Admin (master key; every change audited, seen by every gateway within 2 s):
 
@@ -28,7 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from lockgate.agents import AgentNotFound, AgentService, RunNotFound
@@ -42,6 +47,7 @@ from lockgate.api.request_io import (
     read_json,
     request_id_of,
 )
+from lockgate.api.run_query import cursor_of, run_filter
 from lockgate.errors import GatewayError
 from lockgate.pipeline import Principal
 from lockgate.pipeline.call import new_request_id
@@ -132,8 +138,38 @@ async def list_runs(name: str, request: Request) -> Response:
         _, svc, principal = await _who(request)
         agent = await _name(svc, name)
         limit = int_param(request, "limit", 50, 1, 500)
-        runs = await svc.find(principal, agent=agent, limit=limit)
-        return json_response({"object": "list", "data": [r.public() for r in runs]})
+        which = run_filter(request)
+        found = await svc.search(principal, agent=agent, state=which.state, since=which.since,
+                                 until=which.until, before=which.before,
+                                 roots_only=which.roots_only, limit=limit + 1)
+        runs = found[:limit]
+        more = len(found) > limit
+        return json_response({"object": "list", "data": [r.public() for r in runs],
+                              "has_more": more,
+                              "next_before": cursor_of(runs[-1]) if more and runs else None})
+
+    return await _guarded(run())
+
+
+class CancelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(default=None, max_length=500)
+
+
+@router.post("/{name}/runs/{run_id}/cancel")
+async def cancel_run(name: str, run_id: str, request: Request) -> Response:
+    async def run() -> Response:
+        rt, svc, principal = await _who(request)
+        agent = await _name(svc, name)
+        sent = request.headers.get("content-length") not in (None, "0") or (
+            "transfer-encoding" in request.headers)
+        body = _parse(CancelIn, await read_json(request, _BODY_LIMIT)) if sent else CancelIn()
+        rid = _run_id(run_id)
+        await svc.show(rid, principal, agent)  # 404 for a run of another agent
+        stopped = await svc.cancel(rid, principal, body.reason)
+        await rt.admin.audit(principal, "agent_run.cancel", target=rid,
+                             changes={"stopped": stopped, "reason": body.reason}, via="api")
+        return json_response({**(await svc.show(rid, principal, agent)), "stopped": stopped})
 
     return await _guarded(run())
 

@@ -120,3 +120,13 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> Response:
     merged = {**exc.headers, **(headers or {})}
     return Response(exc.body_bytes(), status_code=exc.status, media_type=JSON, headers=merged)
+
+
+def query_text(request: Request, name: str, max_len: int = 200) -> str | None:
+    """A query parameter, None when absent or empty; over ``max_len`` is a 400."""
+    value = request.query_params.get(name)
+    if not value:
+        return None
+    if len(value) > max_len:
+        raise BadRequest(f"'{name}' is at most {max_len} characters.", param=name)
+    return value

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from lockgate.agents import AgentService, RunNotFound
-from lockgate.api.admin import parse_since
+from lockgate.api.run_query import STATES, cursor_of, run_filter
 from lockgate.console.render import page
 from lockgate.console.session import ConsoleUser, runtime_of
 from lockgate.console.web import form_text, query_text, redirect, screen
@@ -29,9 +29,7 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
-STATES = ("running", "awaiting_approval", "succeeded", "failed", "stopped")
 PAGE = 50
-_CURSOR = re.compile(r"^(\d{1,12}(?:\.\d{1,9})?)~(run_[0-9a-f]{1,64})$")
 _RUN_ID = re.compile(r"^run_[0-9a-f]{1,64}$")
 
 
@@ -41,20 +39,6 @@ def _service(request: Request) -> AgentService:
         raise GatewayError("Agents are not running in this process.", status=503)
     return rt.agents
 
-
-
-def _when(request: Request, name: str) -> float | None:
-    raw = query_text(request, name, 40)
-    return None if raw is None else parse_since(raw).timestamp()
-
-
-def _cursor(raw: str | None) -> tuple[float, str] | None:
-    if raw is None:
-        return None
-    m = _CURSOR.match(raw)
-    if m is None:
-        raise BadRequest("'before' is not a cursor this page gave.", param="before")
-    return float(m.group(1)), m.group(2)
 
 
 def _run_id(run_id: str) -> str:
@@ -81,9 +65,7 @@ async def runs_page(request: Request, user: ConsoleUser) -> Response:
     rt = runtime_of(request)
     svc = _service(request)
     await svc.refresh()
-    state = query_text(request, "status", 20)
-    if state is not None and state not in STATES:
-        raise BadRequest(f"'status' must be one of {', '.join(STATES)}.", param="status")
+    which = run_filter(request)
     agent = query_text(request, "agent", 100)
     teams = await rt.admin.teams(user.principal) if user.is_admin else []
     team_id: str | None = None
@@ -93,16 +75,12 @@ async def runs_page(request: Request, user: ConsoleUser) -> Response:
         if match is None:
             raise BadRequest("Unknown team.", param="team")
         team_id = match.id
-    level = query_text(request, "level", 10) or "all"
-    if level not in ("all", "top"):
-        raise BadRequest("'level' must be all or top.", param="level")
-    found = await svc.search(user.principal, agent=agent, state=state, team_id=team_id,
-                             since=_when(request, "since"), until=_when(request, "until"),
-                             before=_cursor(query_text(request, "before", 100)),
-                             roots_only=level == "top", limit=PAGE + 1)
+    found = await svc.search(user.principal, agent=agent, state=which.state, team_id=team_id,
+                             since=which.since, until=which.until, before=which.before,
+                             roots_only=which.roots_only, limit=PAGE + 1)
     more = len(found) > PAGE
     runs = found[:PAGE]
-    nxt = f"{runs[-1].created_at!r}~{runs[-1].id}" if more and runs else None
+    nxt = cursor_of(runs[-1]) if more and runs else None
     names = {t.id: t.name for t in teams}
     if not user.is_admin and user.record.team_id:
         names[user.record.team_id] = user.record.team_name or user.record.team_id

@@ -19,6 +19,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from lockgate.api.request_io import query_text
 from lockgate.console.render import SECURITY_HEADERS, page
 from lockgate.console.session import ConsoleUser, check_csrf, current_user
 from lockgate.errors import BadRequest, Forbidden, GatewayError, PayloadTooLarge
@@ -64,16 +65,6 @@ def form_text(form: FormData, name: str, *, required: bool = False,
         raise BadRequest(f"'{name}' is at most {max_len} characters.", param=name,
                          code="invalid_value")
     return value.strip()
-
-
-def query_text(request: Request, name: str, max_len: int = 200) -> str | None:
-    """A query parameter, None when absent or empty; over ``max_len`` is a 400."""
-    value = request.query_params.get(name)
-    if not value:
-        return None
-    if len(value) > max_len:
-        raise BadRequest(f"'{name}' is at most {max_len} characters.", param=name)
-    return value
 
 
 def error_page(request: Request, exc: GatewayError, user: ConsoleUser | None) -> Response:
