@@ -85,6 +85,37 @@ async def test_interval_flushes_a_partial_batch(
     await w.close()
 
 
+async def test_rows_arriving_during_a_write_wait_for_the_next_interval(
+    store: Store, make_record: RecordFactory, tmp_path: Path
+) -> None:
+    """Under a steady trickle (one connection's requests) the writer makes one transaction
+    per interval, not one per write's duration: rows submitted while a batch is being
+    written wait for the next wake-up unless a full batch is waiting (it used to loop
+    until the queue was empty: ~65 transactions of a dozen rows per second at c=1)."""
+    w = writer(store, tmp_path, flush_interval_ms=300, batch_size=1000)
+    w.start()
+    real = w._write_rows
+    arrived = 0
+
+    async def slow_write(rows: Any) -> None:
+        nonlocal arrived
+        for _ in range(5):  # requests keep coming while the transaction runs
+            w.submit(make_record(1000 + arrived))
+            arrived += 1
+            await asyncio.sleep(0.01)
+        await real(rows)
+
+    w._write_rows = slow_write  # type: ignore[method-assign]
+    for n in range(3):
+        w.submit(make_record(n))
+    await until(lambda: w.batches >= 1)
+    await asyncio.sleep(0.1)  # well inside the 300 ms interval
+    assert w.batches == 1 and w.pending == 5  # the 5 late rows wait: no second transaction
+    await until(lambda: w.batches >= 2)
+    assert w.written == 8  # the next interval took them
+    await w.close()
+
+
 async def test_close_drains_everything_in_few_transactions(
     store: Store, make_record: RecordFactory, tmp_path: Path
 ) -> None:

@@ -324,7 +324,12 @@ class AuditWriter:
     async def _drain(self) -> bool:
         """Write queued records batch by batch; False (batch re-queued) on a database error."""
         buf = self._buf
-        while buf:
+        first = True
+        # one batch per wake-up, more only while a full batch is waiting (or when closing):
+        # rows that arrived during the write wait for the next interval instead of making
+        # a transaction of a dozen rows each (at one connection, ~65 tiny flushes/s)
+        while buf and (first or len(buf) >= self._batch_size or self._closing):
+            first = False
             count = min(self._batch_size, len(buf))
             self._inflight = count
             rows = await self._convert([buf.popleft() for _ in range(count)])
