@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -180,17 +181,45 @@ async def drop_db(name: str | None) -> None:
         await conn.close()
 
 
-async def timed_queries(svc: RagService, mode: str, qs: list[str], caller: Caller
-                        ) -> dict[str, float]:
-    lat = []
-    short = 0
-    for q in qs:
-        t = time.perf_counter()
-        res = await svc.retrieve("scale", q, caller, mode=mode, k=10)  # type: ignore[arg-type]
-        lat.append((time.perf_counter() - t) * 1000)
-        short += len(res.hits) < 10
-    return {"p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
-            "mean_ms": round(statistics.fmean(lat), 2), "short_results": short}
+async def timed_queries(svc: RagService, mode: str, qs: list[str], caller: Caller,
+                        ab: bool = False) -> dict[str, Any]:
+    """p50/p95 of ``mode`` over ``qs``. The lexical index's term statistics are dropped
+    before every query (each query pays for its own, as a query seen the first time).
+
+    ``ab`` (PostgreSQL): each query runs twice, pruned BM25 and the exhaustive query, in
+    alternating order; the pruned run's numbers, the exhaustive run's under
+    ``exhaustive``, how the pruned searches ran, and how many answers were identical."""
+    lex = svc.store.lexical
+    was = lex.pg_pruning
+    variants = (True, False) if ab else (was,)
+    lat: dict[bool, list[float]] = {v: [] for v in variants}
+    short = identical = 0
+    before = Counter(lex.outcomes)
+    for i, q in enumerate(qs):
+        got: dict[bool, list[tuple[str, float]]] = {}
+        for v in variants if i % 2 == 0 else variants[::-1]:
+            lex.pg_pruning = v
+            lex.clear_term_cache()
+            t = time.perf_counter()
+            res = await svc.retrieve("scale", q, caller, mode=mode, k=10)  # type: ignore[arg-type]
+            lat[v].append((time.perf_counter() - t) * 1000)
+            got[v] = [(h.doc_id, h.score) for h in res.hits]
+            short += v == variants[0] and len(res.hits) < 10
+        identical += ab and got[True] == got[False]
+    lex.pg_pruning = was
+
+    def stats(xs: list[float]) -> dict[str, float]:
+        return {"p50_ms": pct(xs, 50), "p95_ms": pct(xs, 95),
+                "mean_ms": round(statistics.fmean(xs), 2)}
+
+    out: dict[str, Any] = {**stats(lat[variants[0]]), "short_results": short}
+    paths = Counter(lex.outcomes) - before
+    if paths:
+        out["bm25_paths"] = dict(paths)
+    if ab:
+        out["exhaustive"] = stats(lat[False])
+        out["identical_results"] = identical
+    return out
 
 
 async def vacuum_analyze(engine: Any) -> None:
@@ -221,8 +250,8 @@ async def ingest_slice(n: int, corpus: str, pg_db: str, part: int, parts: int) -
 
 async def run(n: int, backend: str, nq: int, corpus: str, reuse: bool,
               ann_min_rows: int, index_dir: Path | None, pg_db: str | None = None,
-              vacuum: bool = False, workers: int = 1, skip_ingest: bool = False
-              ) -> dict[str, Any]:
+              vacuum: bool = False, workers: int = 1, skip_ingest: bool = False,
+              ab: bool = False) -> dict[str, Any]:
     support.DIM = 384
     engine, dbname = await open_db(backend, n, corpus, reuse, pg_db)
     opts = DenseOptions(ann_min_rows=ann_min_rows, index_dir=index_dir)
@@ -273,7 +302,8 @@ async def run(n: int, backend: str, nq: int, corpus: str, reuse: bool,
     qs = queries(corpus, nq)
     await svc.retrieve("scale", qs[0], CALLER, mode="hybrid")  # builds the caller's bitmaps
     for mode in ("bm25", "dense", "hybrid"):
-        out[mode] = await timed_queries(svc, mode, qs, CALLER)
+        out[mode] = await timed_queries(svc, mode, qs, CALLER,
+                                        ab=ab and backend == "postgres" and mode != "dense")
     t = time.perf_counter()
     await svc.retrieve("scale", qs[1], COLD_CALLER, mode="hybrid", k=10)
     out["cold_first_query_ms"] = round((time.perf_counter() - t) * 1000, 1)
@@ -312,6 +342,8 @@ def main() -> None:
                     help="PostgreSQL with --pg-db: ingest processes (every N-th batch each)")
     ap.add_argument("--no-ingest", action="store_true",
                     help="query an existing --pg-db/--reuse database without ingesting")
+    ap.add_argument("--bm25-ab", action="store_true",
+                    help="PostgreSQL: run bm25/hybrid queries pruned and exhaustive, alternating")
     ap.add_argument("--slice", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.slice:
@@ -324,7 +356,7 @@ def main() -> None:
         for backend in args.backends.split(","):
             res = asyncio.run(run(n, backend, args.queries, args.corpus, args.reuse,
                                   args.ann_min_rows, args.index_dir, args.pg_db, args.vacuum,
-                                  args.workers, args.no_ingest))
+                                  args.workers, args.no_ingest, args.bm25_ab))
             print(json.dumps(res), flush=True)
 
 

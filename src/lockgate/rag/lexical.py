@@ -7,8 +7,14 @@
 * PostgreSQL: ``rag_postings`` (collection, term, chunk, tf, doc, chunk length),
   scored in SQL with :data:`lockgate.rag.bm25.PG_SCORE_SQL` from its primary key (which
   covers tf, doc and length: an index-only scan), then the ACL checked in rank order.
-  No foreign key and one term index (migration 0018): the postings go in by ``COPY`` at
-  ingest speed; this module deletes them before their chunks.
+  The top k comes from :mod:`lockgate.rag.pg_lexical`: MaxScore pruning (the postings
+  of frequent, low-ceiling terms are read only for the candidates the other terms
+  give) with a proof at run time that nothing outside the candidates can reach the
+  k-th readable score, else the exhaustive query; the answer is the exhaustive one
+  either way. Each term's document frequency and peak come from one index scan,
+  cached per collection version. No foreign key and one term index (migration 0018):
+  the postings go in by ``COPY`` at ingest speed; this module deletes them before
+  their chunks.
 
 Both rank with the same formula (:mod:`lockgate.rag.bm25`). Every method works on
 the caller's connection, so index writes share the transaction of the rows they
@@ -64,7 +70,8 @@ class LexicalIndex:
         self.pg_pruning = True
         """PostgreSQL: False runs the exhaustive query always (the bench's A/B, tests)."""
         self.outcomes: Counter[str] = Counter()
-        """PostgreSQL: searches by path (``pruned`` / ``widened`` / ``exhaustive``)."""
+        """PostgreSQL: searches with pruning on, by path (``pruned`` / ``widened`` /
+        ``exhaustive``: :class:`lockgate.rag.pg_lexical.Outcome`)."""
         self.last_outcome: pg_lexical.Outcome | None = None
 
     # ------------------------------------------------------------ writes
@@ -262,14 +269,13 @@ class LexicalIndex:
         stats = await self.term_stats(conn, cid, terms, version)
         weights = bm25.query_weights(terms, n, {t: s.df for t, s in stats.items()})
         outcome = pg_lexical.Outcome()
+        self.last_outcome = outcome
         if not self.pg_pruning:
             outcome.rounds = 1
-            rows = await pg_lexical.exhaustive(conn, weights, avgdl, where=where, binds=binds,
+            return await pg_lexical.exhaustive(conn, weights, avgdl, where=where, binds=binds,
                                                params=params)
-        else:
-            rows = await pg_lexical.search(
-                conn, weights, stats, avgdl, where=where, binds=binds, params=params, k=k,
-                min_postings=self.prune_min_postings, outcome=outcome)
+        found = await pg_lexical.search(
+            conn, weights, stats, avgdl, where=where, binds=binds, params=params, k=k,
+            min_postings=self.prune_min_postings, outcome=outcome)
         self.outcomes[outcome.path] += 1
-        self.last_outcome = outcome
-        return rows
+        return found
