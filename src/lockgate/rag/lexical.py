@@ -198,8 +198,7 @@ class LexicalIndex:
         known = cached[1]
         missing = sorted({t for t in terms if t not in known})
         if missing:
-            _, avgdl = await self.stats(conn, cid, version)
-            known.update(await pg_lexical.term_stats(conn, cid, missing, avgdl))
+            known.update(await pg_lexical.term_stats(conn, cid, missing))
         return {t: known[t] for t in terms}
 
     def clear_term_cache(self) -> None:

@@ -5,16 +5,20 @@ The exhaustive query (:func:`exhaustive`) sums every posting of every query term
 checks the ACL in rank order until k rows pass. A query holding a frequent term sums
 tens of thousands of postings that way. :func:`search` first tries :func:`pruned`:
 
-* each term ``t`` has a ceiling ``U(t) = w(t) * peak(t)``, where ``peak(t)`` is the
-  largest ``tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))`` over ``t``'s postings
-  (read in the same index scan that counts its document frequency, :func:`term_stats`):
-  no chunk gets more than ``U(t)`` from ``t``;
+* each term ``t`` has a ceiling: its part of a chunk's score grows with tf and falls
+  with the chunk's length, so ``w(t) * frac(max tf, min length)`` over ``t``'s postings
+  bounds it, and ``w(t) * frac(1, min length)`` bounds it on the postings with tf 1
+  (:func:`frac`; the counts, largest tf and smallest length come from the index scan
+  that counts the term's document frequency, :func:`term_stats`);
 * the terms of smallest ceiling whose ceilings sum to at most an estimate of the k-th
-  score are *non-essential* (``N``), the rest essential (``E``). The candidates are the
-  chunks holding an essential term; each gets its full score (the non-essential terms'
-  postings are read only for the candidates), they are ranked and the ACL is checked
-  in rank order until k pass: ``theta`` is the k-th readable score;
-* a chunk with no essential term scores below ``B(N)`` = the sum of the non-essential
+  score are *non-essential* (``N``), the rest essential (``E``). A non-essential term
+  whose postings mostly have tf 1 is *capped* at tf 1: its few postings with a higher
+  tf make candidates too, and its ceiling is the tf-1 one. The candidates are the
+  chunks holding an essential term or such a posting; each gets its full score (the
+  other postings of the non-essential terms are read only for the candidates), they
+  are ranked and the ACL is checked in rank order until k pass: ``theta`` is the k-th
+  readable score;
+* a chunk that is no candidate scores below ``B(N)`` = the sum of the non-essential
   ceilings. So when k candidates were readable and ``theta >= B(N)``, no other chunk
   can reach the top k and the answer is exactly the exhaustive one. Otherwise the
   observed ``theta`` (a lower bound of the true k-th score) picks a smaller ``N`` and
@@ -43,20 +47,17 @@ from sqlalchemy.sql.elements import BindParameter
 
 from lockgate.rag import bm25
 
-__all__ = ["Outcome", "Plan", "TermStat", "exhaustive", "plan", "pruned", "search", "term_stats"]
-
-_FRAC_SQL = (
-    "p.tf * (CAST(:k1 AS float8) + 1) / (p.tf + CAST(:k1 AS float8)"
-    " * (1 - CAST(:b AS float8) + CAST(:b AS float8) * p.n_terms / CAST(:avgdl AS float8)))"
-)
-"""A posting's part of the score per unit of term weight (:data:`bm25.PG_SCORE_SQL` / w)."""
+__all__ = [
+    "Outcome", "Plan", "TermStat", "exhaustive", "frac", "plan", "pruned", "search", "term_stats",
+]
 
 _PART_SQL = f"CAST(round(({bm25.PG_SCORE_SQL}) * CAST(:scale AS float8)) AS bigint)"
 """One term's part of a chunk's score in units of ``1 / scale`` (exact integer sums)."""
 
 _Q = ("q AS (SELECT * FROM unnest(CAST(:ts AS text[]), CAST(:ws AS float8[]),"
-      " CAST(:ess AS bool[]), CAST(:cuts AS float8[]), CAST(:scan AS bool[]))"
-      " AS q(term, w, ess, cut, scan))")
+      " CAST(:ess AS bool[]), CAST(:caps AS int[])) AS q(term, w, ess, cap))")
+"""The query's terms: weight, essential or not, and (non-essential) the tf cap: the
+postings above it are candidates (none when the cap is the term's largest tf)."""
 
 _RANKED = (
     " SELECT s.chunk_pk, CAST(s.s AS float8) / CAST(:scale AS float8) FROM s WHERE EXISTS"
@@ -74,51 +75,55 @@ EXHAUSTIVE_SQL = (
 PRUNED_SQL = (
     f"WITH {_Q},"
     # the candidates: every posting of the essential terms, and the postings of the
-    # non-essential terms above their cut (scanned only where some may be)
+    # capped non-essential terms above their cap
     f" pe AS MATERIALIZED (SELECT p.chunk_pk, p.doc_pk, {_PART_SQL} AS v"
-    " FROM rag_postings p JOIN q ON q.term = p.term AND (q.ess OR q.scan)"
-    f" WHERE p.collection_id = :c AND (q.ess OR {_FRAC_SQL} > q.cut)),"
+    " FROM rag_postings p JOIN q ON q.term = p.term AND (q.ess OR q.cap > 0)"
+    " WHERE p.collection_id = :c AND (q.ess OR p.tf > q.cap)),"
     # the other postings of the non-essential terms, for those candidates only
     f" pn AS (SELECT p.chunk_pk, p.doc_pk, {_PART_SQL} AS v FROM rag_postings p"
     " JOIN q ON q.term = p.term AND NOT q.ess WHERE p.collection_id = :c"
-    f" AND {_FRAC_SQL} <= q.cut AND p.chunk_pk IN (SELECT pe.chunk_pk FROM pe)),"
+    " AND (q.cap = 0 OR p.tf <= q.cap) AND p.chunk_pk IN (SELECT pe.chunk_pk FROM pe)),"
     " s AS MATERIALIZED (SELECT u.chunk_pk, u.doc_pk, SUM(u.v) AS s FROM"
     " (SELECT * FROM pe UNION ALL SELECT * FROM pn) u GROUP BY u.chunk_pk, u.doc_pk"
     " ORDER BY s DESC, u.chunk_pk)" + _RANKED
 )
 
-LEVELS = (1.0, 1.25, 1.5)
-"""Cuts a non-essential term may get besides its peak (parts per unit of weight; 1.0 is
-the part of a single occurrence in a chunk of average length)."""
-
 STATS_SQL = (
-    "SELECT x.term, COUNT(*), MAX(x.f), "
-    + ", ".join(f"COUNT(*) FILTER (WHERE x.f > CAST(:l{i} AS float8))"
-                for i in range(len(LEVELS)))
-    + f" FROM (SELECT p.term, {_FRAC_SQL} AS f FROM rag_postings p"
-    " WHERE p.collection_id = :c AND p.term IN :ts) x GROUP BY x.term"
+    "SELECT term, COUNT(*), MAX(tf), MIN(n_terms), COUNT(*) FILTER (WHERE tf > 1)"
+    " FROM rag_postings WHERE collection_id = :c AND term IN :ts GROUP BY term"
 )
 
 SLACK = 1e-9
-"""Relative margin on each ceiling: float rounding of the part vs ``w * peak``."""
+"""Relative margin on each ceiling: float rounding of the part vs ``w * frac``."""
+
+
+def frac(tf: int, dl: int, avgdl: float) -> float:
+    """A posting's part of the score per unit of term weight (BM25's tf factor)."""
+    if tf <= 0:
+        return 0.0
+    return tf * (bm25.K1 + 1) / (tf + bm25.K1 * (1 - bm25.B + bm25.B * dl / max(avgdl, 1e-9)))
 
 
 @dataclass(frozen=True)
 class TermStat:
-    """A term's document frequency, ``peak`` (its largest part per unit of weight) and
-    how many of its postings are above each of :data:`LEVELS`."""
+    """A term's document frequency, largest tf, smallest chunk length and the number of
+    its postings with tf above 1 (integers: one cheap index-only scan)."""
 
     df: int
-    peak: float
-    above: tuple[int, ...] = ()
+    max_tf: int = 0
+    min_dl: int = 0
+    multi: int = 0
 
-    def cut(self) -> tuple[float, int]:
-        """(cut, postings above it): the lowest level with at most an eighth of the
-        postings above it, else the peak (none above)."""
-        for level, n in zip(LEVELS, self.above, strict=False):
-            if level < self.peak and n * 8 <= self.df:
-                return level, n
-        return self.peak, 0
+    def cap(self) -> tuple[int, int]:
+        """(tf cap, postings above it): 1 when at most an eighth of the postings have a
+        higher tf, else none (0: the cap is the largest tf, nothing above)."""
+        if self.max_tf > 1 and self.multi * 8 <= self.df:
+            return 1, self.multi
+        return 0, 0
+
+    def ceiling(self, cap: int, avgdl: float) -> float:
+        """Per unit of weight: no posting with tf <= ``cap`` (0: any) gets more."""
+        return frac(cap or self.max_tf, self.min_dl, avgdl)
 
 
 @dataclass
@@ -130,29 +135,24 @@ class Outcome:
     non-essential set) or ``exhaustive`` (nothing to prune, or the proof failed)."""
     rounds: int = 0
     """Queries run (a failed proof costs one more)."""
-    cuts: dict[str, float] = field(default_factory=dict)
-    """The proved plan's non-essential terms and their cuts."""
-    tiered: bool = False
-    """Some non-essential term was cut below its peak (its high postings were candidates)."""
+    caps: dict[str, int] = field(default_factory=dict)
+    """The proved plan's non-essential terms and their tf caps (0: none)."""
 
 
-async def term_stats(
-    conn: AsyncConnection, cid: int, terms: Sequence[str], avgdl: float
-) -> dict[str, TermStat]:
-    """Document frequency and peak of each term (one index-only scan of its postings)."""
+async def term_stats(conn: AsyncConnection, cid: int, terms: Sequence[str]
+                     ) -> dict[str, TermStat]:
+    """:class:`TermStat` of each term (one index-only scan of its postings)."""
     uniq = sorted(set(terms))
     if not uniq:
         return {}
     rows = (
         await conn.execute(
             text(STATS_SQL).bindparams(bindparam("ts", expanding=True)),
-            {"c": cid, "ts": uniq, "k1": bm25.K1, "b": bm25.B, "avgdl": max(avgdl, 1e-9),
-             **{f"l{i}": v for i, v in enumerate(LEVELS)}},
+            {"c": cid, "ts": uniq},
         )
     ).all()
-    found = {r[0]: TermStat(int(r[1]), float(r[2] or 0.0), tuple(int(x) for x in r[3:]))
-             for r in rows}
-    return {t: found.get(t, TermStat(0, 0.0)) for t in uniq}
+    found = {r[0]: TermStat(int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows}
+    return {t: found.get(t, TermStat(0)) for t in uniq}
 
 
 def scale_for(weights: Mapping[str, float]) -> float:
@@ -163,17 +163,17 @@ def scale_for(weights: Mapping[str, float]) -> float:
     return math.ldexp(1.0, 51 - math.frexp(top)[1])
 
 
-def ceiling_units(w: float, cut: float, scale: float) -> float:
+def ceiling_units(w: float, ceiling: float, scale: float) -> float:
     """A bound, in units of ``1 / scale``, above the rounded part of any posting of a term
-    of weight ``w`` whose part per unit of weight is at most ``cut``."""
-    return w * cut * (1 + SLACK) * scale + 1.0
+    of weight ``w`` whose part per unit of weight is at most ``ceiling``."""
+    return w * ceiling * (1 + SLACK) * scale + 1.0
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The non-essential terms with their cuts, and what the proof then needs."""
+    """The non-essential terms with their tf caps, and what the proof then needs."""
 
-    cuts: dict[str, float]
+    caps: dict[str, int]
     bound: float
     """Units: every chunk outside the candidates scores below this."""
     skipped: int
@@ -183,38 +183,37 @@ class Plan:
 def plan(
     weights: Mapping[str, float],
     stats: Mapping[str, TermStat],
+    avgdl: float,
     theta: float,
     scale: float,
     min_postings: int,
 ) -> Plan | None:
-    """Non-essential terms, smallest ceilings (``w * cut``) first, while their ceilings sum
-    to at most ``theta`` (units); None when that leaves out fewer than ``min_postings``
-    postings (not worth a proof) or would leave no essential term."""
-    cut = {t: stats[t].cut() for t in weights}
-    order = sorted(weights, key=lambda t: (weights[t] * cut[t][0], t))
-    cuts: dict[str, float] = {}
-    total = skipped = 0.0
-    for t in order[:-1]:
-        units = ceiling_units(weights[t], cut[t][0], scale)
-        if total + units > theta:
+    """Non-essential terms, smallest ceilings first, while their ceilings sum to at most
+    ``theta`` (units); None when that leaves out fewer than ``min_postings`` postings
+    (not worth a proof) or would leave no essential term."""
+    cap = {t: stats[t].cap() for t in weights}
+    units = {t: ceiling_units(weights[t], stats[t].ceiling(cap[t][0], avgdl), scale)
+             for t in weights}
+    caps: dict[str, int] = {}
+    total = 0.0
+    skipped = 0
+    for t in sorted(weights, key=lambda t: (units[t], t))[:-1]:
+        if total + units[t] > theta:
             break
-        total += units
-        cuts[t] = cut[t][0]
-        skipped += stats[t].df - cut[t][1]
-    if not cuts or skipped < min_postings:
+        total += units[t]
+        caps[t] = cap[t][0]
+        skipped += stats[t].df - cap[t][1]
+    if not caps or skipped < min_postings:
         return None
-    return Plan(cuts, total, int(skipped))
+    return Plan(caps, total, skipped)
 
 
 def _params(
-    weights: Mapping[str, float], stats: Mapping[str, TermStat], cuts: Mapping[str, float],
-    avgdl: float, scale: float,
+    weights: Mapping[str, float], caps: Mapping[str, int], avgdl: float, scale: float,
 ) -> dict[str, Any]:
     p = bm25.pg_score_params(weights, avgdl)
-    p["ess"] = [t not in cuts for t in weights]
-    p["cuts"] = [cuts.get(t, 0.0) for t in weights]
-    # a term cut at its peak has no posting above the cut: its list is not scanned
-    p["scan"] = [t in cuts and cuts[t] < stats[t].peak for t in weights]
+    p["ess"] = [t not in caps for t in weights]
+    p["caps"] = [caps.get(t, 0) for t in weights]
     p["scale"] = scale
     return p
 
@@ -235,19 +234,18 @@ async def exhaustive(
 ) -> list[tuple[int, float]]:
     """Top-k from every posting of every term (``params`` carries ``c``, ``k`` and the
     ACL's values)."""
-    p = _params(weights, {}, {}, avgdl, scale_for(weights))
+    p = _params(weights, {}, avgdl, scale_for(weights))
     return await _run(conn, EXHAUSTIVE_SQL, {**params, **p}, where, binds)
 
 
 async def pruned(
-    conn: AsyncConnection, weights: Mapping[str, float], stats: Mapping[str, TermStat],
-    cuts: Mapping[str, float], avgdl: float, *,
-    where: str, binds: Sequence[BindParameter[Any]], params: dict[str, Any],
+    conn: AsyncConnection, weights: Mapping[str, float], caps: Mapping[str, int],
+    avgdl: float, *, where: str, binds: Sequence[BindParameter[Any]], params: dict[str, Any],
 ) -> list[tuple[int, float]]:
     """Top-k readable among the candidates (chunks with a posting of an essential term
-    or a posting of a non-essential term above its cut), with full scores: exact
-    overall only when :func:`search`'s check passes."""
-    p = _params(weights, stats, cuts, avgdl, scale_for(weights))
+    or a posting above the cap of a non-essential one), with full scores: exact overall
+    only when :func:`search`'s check passes."""
+    p = _params(weights, caps, avgdl, scale_for(weights))
     return await _run(conn, PRUNED_SQL, {**params, **p}, where, binds)
 
 
@@ -272,16 +270,15 @@ async def search(
     theta = max(weights.values(), default=0.0) * scale
     tried: Plan | None = None
     while k > 0:
-        chosen = plan(weights, stats, theta, scale, min_postings)
+        chosen = plan(weights, stats, avgdl, theta, scale, min_postings)
         if chosen is None or (tried is not None and chosen.bound >= tried.bound):
             break
         out.rounds += 1
-        rows = await pruned(conn, weights, stats, chosen.cuts, avgdl, where=where,
-                            binds=binds, params=params)
+        rows = await pruned(conn, weights, chosen.caps, avgdl, where=where, binds=binds,
+                            params=params)
         if len(rows) >= k and rows[k - 1][1] * scale >= chosen.bound:
             out.path = "pruned" if tried is None else "widened"
-            out.cuts = dict(chosen.cuts)
-            out.tiered = any(c < stats[t].peak for t, c in chosen.cuts.items())
+            out.caps = dict(chosen.caps)
             return rows
         if len(rows) < k:
             break  # fewer than k readable candidates: a smaller set would not help enough
