@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/rag_scale.py --sizes 10000,100000 --backends sqlite,postgres
     .venv/bin/python bench/rag_scale.py --sizes 1000000 --backends sqlite --reuse
+    .venv/bin/python bench/rag_scale.py --sizes 100000 --backends postgres \
+        --pg-db lgragpg_100k --no-ingest --bm25-ab   # pruned vs exhaustive PostgreSQL BM25
 
 What it measures: the store, the lexical index, the ACL, the dense index (HNSW graph
 above ``--ann-min-rows``) and fusion, through ``RagService`` (the same code the
@@ -19,6 +21,12 @@ HTTP routes and the CLI run), not the embedding model. How the data is made:
 * ACLs: 20% public, 50% over 50 groups, 30% over 500 users. The caller is a user in
   4 groups (about 24% of the chunks readable); ``cold_first_query_ms`` is the first
   query of another caller in 3 other groups (its principal bitmaps not yet built).
+
+Each query starts without cached term statistics (the lexical index's per-version
+cache is dropped before every query), as a query seen the first time. ``--bm25-ab``
+(PostgreSQL) runs every bm25 and hybrid query twice, with BM25 pruning and with the
+exhaustive query, in alternating order, and counts identical answers and how the pruned
+searches ran (``bm25_paths``).
 
 ``dense_recall@10`` compares the dense index's answer with exact search (NumPy over
 every readable row) for the same queries and caller. Numbers are from one run on a
