@@ -233,6 +233,8 @@ class LexicalIndex:
         phrase per occurrence; PostgreSQL: the term's weight times its count).
 
         ``where``/``binds``/``params`` come from :func:`lockgate.rag.access.readable_where`.
+        PostgreSQL reads the version again, in the snapshot its queries run in (``conn``
+        must not have begun a transaction).
         """
         if not terms or k <= 0:
             return []
@@ -264,6 +266,11 @@ class LexicalIndex:
             out = [(int(r[0]), -float(r[1])) for r in rows]
             out.sort(key=lambda r: (-r[1], r[0]))
             return out
+        # one snapshot for the version, the term statistics and the queries: the ceilings
+        # the pruning proof uses then bound exactly the postings the query reads (a write
+        # commits its postings and its version bump together)
+        await conn.execution_options(isolation_level="REPEATABLE READ")
+        version = await catalog.version(conn, cid)
         n, avgdl = await self.stats(conn, cid, version)
         stats = await self.term_stats(conn, cid, terms, version)
         weights = bm25.query_weights(terms, n, {t: s.df for t, s in stats.items()})
