@@ -60,6 +60,9 @@ class LexicalIndex:
     """PostgreSQL: try MaxScore pruning only when the non-essential terms hold at least
     this many postings (below, the exhaustive sum costs about as much as the proof)."""
 
+    pg_first_window = pg_lexical.FIRST_WINDOW
+    """PostgreSQL: scored chunks ranked before the ACL check in the first pass."""
+
     term_cache_size = 50_000
     """PostgreSQL: term statistics kept per collection version (then the cache restarts)."""
 
@@ -279,9 +282,10 @@ class LexicalIndex:
         if not self.pg_pruning:
             outcome.rounds = 1
             return await pg_lexical.exhaustive(conn, weights, avgdl, where=where, binds=binds,
-                                               params=params)
+                                               params=params, window=self.pg_first_window)
         found = await pg_lexical.search(
             conn, weights, stats, avgdl, where=where, binds=binds, params=params, k=k,
-            min_postings=self.prune_min_postings, outcome=outcome)
+            min_postings=self.prune_min_postings, window=self.pg_first_window,
+            outcome=outcome)
         self.outcomes[outcome.path] += 1
         return found
