@@ -24,9 +24,9 @@ HTTP routes and the CLI run), not the embedding model. How the data is made:
 
 Each query starts without cached term statistics (the lexical index's per-version
 cache is dropped before every query), as a query seen the first time. ``--bm25-ab``
-(PostgreSQL) runs every bm25 and hybrid query twice, with BM25 pruning and with the
-exhaustive query, in alternating order, and counts identical answers and how the pruned
-searches ran (``bm25_paths``).
+(PostgreSQL) runs every bm25 and hybrid query three times, in rotating order: with BM25
+pruning, with the exhaustive query, and with the query before pruning (``legacy``), and
+counts identical answers and how the pruned searches ran (``bm25_paths``).
 
 ``dense_recall@10`` compares the dense index's answer with exact search (NumPy over
 every readable row) for the same queries and caller. Numbers are from one run on a
@@ -61,6 +61,7 @@ import tests.rag.rag_support as support  # noqa: E402
 from tests.rag.rag_support import OPERATOR, FakePipeline, fake_vector  # noqa: E402
 
 from lockgate.pipeline import Call, Completion, Usage  # noqa: E402
+from lockgate.rag import bm25, pg_lexical  # noqa: E402
 from lockgate.rag.analysis import analyze  # noqa: E402
 from lockgate.rag.dense import DenseOptions  # noqa: E402
 from lockgate.rag.repository import RagStore  # noqa: E402
@@ -189,32 +190,67 @@ async def drop_db(name: str | None) -> None:
         await conn.close()
 
 
+LEGACY_SQL = (
+    "WITH q AS (SELECT * FROM unnest(CAST(:ts AS text[]), CAST(:ws AS float8[]))"
+    " AS q(term, w)),"
+    f" s AS MATERIALIZED (SELECT p.chunk_pk, p.doc_pk, SUM({bm25.PG_SCORE_SQL}) AS s"
+    " FROM rag_postings p JOIN q ON q.term = p.term WHERE p.collection_id = :c"
+    " GROUP BY p.chunk_pk, p.doc_pk ORDER BY s DESC, p.chunk_pk)"
+    " SELECT s.chunk_pk, s.s FROM s WHERE EXISTS (SELECT 1 FROM rag_documents d"
+    " WHERE d.id = s.doc_pk AND {where} OFFSET 0) LIMIT :k"
+)
+"""The PostgreSQL BM25 query before pruning (main at 72f4e19): float sums, every scored
+chunk sorted, no ranked window."""
+
+
+async def legacy_exhaustive(conn: Any, weights: Any, avgdl: float, *, where: str, binds: Any,
+                            params: dict[str, Any], window: int = 0) -> list[tuple[int, float]]:
+    from sqlalchemy import text
+
+    p = {**params, **bm25.pg_score_params(weights, avgdl)}
+    rows = (await conn.execute(text(LEGACY_SQL.format(where=where)).bindparams(*binds),
+                               p)).all()
+    out = [(int(r[0]), float(r[1])) for r in rows]
+    out.sort(key=lambda r: (-r[1], r[0]))
+    return out
+
+
 async def timed_queries(svc: RagService, mode: str, qs: list[str], caller: Caller,
                         ab: bool = False) -> dict[str, Any]:
     """p50/p95 of ``mode`` over ``qs``. The lexical index's term statistics are dropped
     before every query (each query pays for its own, as a query seen the first time).
 
-    ``ab`` (PostgreSQL): each query runs twice, pruned BM25 and the exhaustive query, in
-    alternating order; the pruned run's numbers, the exhaustive run's under
-    ``exhaustive``, how the pruned searches ran, and how many answers were identical."""
+    ``ab`` (PostgreSQL): each query runs three times, in rotating order: pruned BM25 (the
+    product), the exhaustive query (``exhaustive``) and the query before this change
+    (``legacy``, :data:`LEGACY_SQL`); the pruned run's numbers first, how the pruned
+    searches ran, and how many answers were identical to the exhaustive one (legacy's
+    float sums may differ in the last bits, so it is only timed)."""
     lex = svc.store.lexical
-    was = lex.pg_pruning
-    variants = (True, False) if ab else (was,)
-    lat: dict[bool, list[float]] = {v: [] for v in variants}
+    variants = ("pruned", "exhaustive", "legacy") if ab else ("product",)
+    lat: dict[str, list[float]] = {v: [] for v in variants}
     short = identical = 0
+    was = lex.pg_pruning
     before = Counter(lex.outcomes)
-    for i, q in enumerate(qs):
-        got: dict[bool, list[tuple[str, float]]] = {}
-        for v in variants if i % 2 == 0 else variants[::-1]:
-            lex.pg_pruning = v
-            lex.clear_term_cache()
-            t = time.perf_counter()
-            res = await svc.retrieve("scale", q, caller, mode=mode, k=10)  # type: ignore[arg-type]
-            lat[v].append((time.perf_counter() - t) * 1000)
-            got[v] = [(h.doc_id, h.score) for h in res.hits]
-            short += v == variants[0] and len(res.hits) < 10
-        identical += ab and got[True] == got[False]
-    lex.pg_pruning = was
+    real_exhaustive = pg_lexical.exhaustive
+    try:
+        for i, q in enumerate(qs):
+            got: dict[str, list[tuple[str, float]]] = {}
+            r = i % len(variants)
+            for v in variants[r:] + variants[:r]:
+                lex.pg_pruning = was if v == "product" else v == "pruned"
+                pg_lexical.exhaustive = (  # type: ignore[assignment]
+                    legacy_exhaustive if v == "legacy" else real_exhaustive)
+                lex.clear_term_cache()
+                t = time.perf_counter()
+                res = await svc.retrieve("scale", q, caller, mode=mode,  # type: ignore[arg-type]
+                                         k=10)
+                lat[v].append((time.perf_counter() - t) * 1000)
+                got[v] = [(h.doc_id, h.score) for h in res.hits]
+                short += v == variants[0] and len(res.hits) < 10
+            identical += ab and got["pruned"] == got["exhaustive"]
+    finally:
+        pg_lexical.exhaustive = real_exhaustive  # type: ignore[assignment]
+        lex.pg_pruning = was
 
     def stats(xs: list[float]) -> dict[str, float]:
         return {"p50_ms": pct(xs, 50), "p95_ms": pct(xs, 95),
@@ -225,7 +261,8 @@ async def timed_queries(svc: RagService, mode: str, qs: list[str], caller: Calle
     if paths:
         out["bm25_paths"] = dict(paths)
     if ab:
-        out["exhaustive"] = stats(lat[False])
+        out["exhaustive"] = stats(lat["exhaustive"])
+        out["legacy"] = stats(lat["legacy"])
         out["identical_results"] = identical
     return out
 

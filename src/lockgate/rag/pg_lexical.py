@@ -212,6 +212,14 @@ def plan(
         skipped += stats[t].df - cap[t][1]
     if not caps or skipped < min_postings:
         return None
+    # a capped term's list is read twice (its postings above the cap, then the others for
+    # the candidates): uncap it where its full ceiling still fits, most postings above first
+    for t in sorted((t for t in caps if caps[t]), key=lambda t: (-stats[t].multi, t)):
+        full = ceiling_units(weights[t], stats[t].ceiling(0, avgdl), scale)
+        if total - units[t] + full <= theta:
+            total += full - units[t]
+            caps[t] = 0
+            skipped += stats[t].multi
     return Plan(caps, total, skipped)
 
 
