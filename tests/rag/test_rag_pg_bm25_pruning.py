@@ -164,6 +164,11 @@ async def test_fallbacks_when_the_proof_fails(pg_service: RagService) -> None:
         pruned, full, outcome = await _both(svc, "f", frequent, None, k)
         assert pruned == full
         assert len(full) == k
+    # a term no chunk holds (the largest weight of all, no postings)
+    for terms in (["nosuchterm", "w0", "w1", "w7"], ["nosuchterm"]):
+        pruned, full, outcome = await _both(svc, "f", terms, None, 10)
+        assert pruned == full
+        assert len(full) == (10 if len(terms) > 1 else 0)
     # a caller who may read fewer than k chunks: the proof needs k readable candidates
     few = ["user:nobody-else"]
     docs = [SourceDocument(doc_id=f"few-{i}", title="", text="w0 w5 w9 w20", principals=few)

@@ -1,8 +1,9 @@
 """PostgreSQL BM25 top-k: MaxScore pruning with a run-time proof, else the exhaustive sum.
 
 The exhaustive query (:func:`exhaustive`) sums every posting of every query term from
-``rag_postings_pkey`` (an index-only scan), groups by chunk, sorts all groups and
-checks the ACL in rank order until k rows pass. A query holding a frequent term sums
+``rag_postings_pkey`` (an index-only scan), groups by chunk, ranks the groups (a top-N
+sort of a window, :data:`FIRST_WINDOW`) and checks the ACL in rank order until k rows
+pass. A query holding a frequent term sums
 tens of thousands of postings that way. :func:`search` first tries :func:`pruned`:
 
 * each term ``t`` has a ceiling: its part of a chunk's score grows with tf and falls
@@ -298,8 +299,9 @@ async def search(
     out = outcome if outcome is not None else Outcome()
     scale = scale_for(weights)
     # first guess of the k-th score: a chunk with the heaviest term once at average length
-    # scores about its weight (tf 1, dl = avgdl: the part is exactly w)
-    theta = max(weights.values(), default=0.0) * scale
+    # scores about its weight (tf 1, dl = avgdl: the part is exactly w); a term no chunk
+    # holds has the largest weight of all and says nothing
+    theta = max((w for t, w in weights.items() if stats[t].df), default=0.0) * scale
     tried: Plan | None = None
     while k > 0:
         chosen = plan(weights, stats, avgdl, theta, scale, min_postings)
