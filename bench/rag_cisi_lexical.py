@@ -45,7 +45,8 @@ from lockgate.store.engine import create_engine  # noqa: E402
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-async def one_backend(backend: str, beir: Path) -> dict[str, Any]:
+async def one_backend(backend: str, beir: Path, prune_min: int | None = None
+                      ) -> dict[str, Any]:
     import asyncpg
 
     dbname = None
@@ -62,6 +63,8 @@ async def one_backend(backend: str, beir: Path) -> dict[str, Any]:
         engine = create_engine(url)
         svc = RagService(await RagStore.migrated(engine), FakePipeline(),
                          RagSettings(embed_model=None))
+        if prune_min is not None:
+            svc.store.lexical.prune_min_postings = prune_min
         docs = load_file(beir / "corpus.jsonl", beir)
         t0 = time.perf_counter()
         await svc.ingest_documents("cisi", docs, principal=OPERATOR)
@@ -74,9 +77,12 @@ async def one_backend(backend: str, beir: Path) -> dict[str, Any]:
         await svc.aclose()
         await engine.dispose()
         top10 = {q: list(d)[:10] for q, d in er.run.items()}
-        return {"backend": backend, "ingest_s": round(ingest_s, 1),
-                "nDCG@10": round(metrics["nDCG@10"], 4), "R@100": round(metrics["R@100"], 4),
-                "top10": top10}
+        out = {"backend": backend, "ingest_s": round(ingest_s, 1),
+               "nDCG@10": round(metrics["nDCG@10"], 4), "R@100": round(metrics["R@100"], 4),
+               "top10": top10}
+        if svc.store.lexical.outcomes:  # PostgreSQL: how the top-k searches ran
+            out["bm25_paths"] = dict(svc.store.lexical.outcomes)
+        return out
     finally:
         tmp.cleanup()
         if dbname:
@@ -93,6 +99,9 @@ async def main() -> None:
     ap.add_argument("--max-repeat", type=int, default=None,
                     help="count a repeated query term at most this often (1 = distinct "
                          "terms only; default: lockgate.rag.analysis.MAX_TERM_REPEAT)")
+    ap.add_argument("--prune-min-postings", type=int, default=None,
+                    help="PostgreSQL: try BM25 pruning from this many left-out postings "
+                         "(0: on every query; default: LexicalIndex.prune_min_postings)")
     args = ap.parse_args()
     if args.max_repeat is not None:
         import functools
@@ -104,7 +113,8 @@ async def main() -> None:
             query_term_list, max_repeat=args.max_repeat)
     beir = args.out / "beir"
     convert(args.data, beir)
-    results = [await one_backend(b, beir) for b in args.backends.split(",")]
+    results = [await one_backend(b, beir, args.prune_min_postings)
+               for b in args.backends.split(",")]
     for r in results:
         print(json.dumps({k: v for k, v in r.items() if k != "top10"}), flush=True)
     if len(results) == 2:

@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/rag_scale.py --sizes 10000,100000 --backends sqlite,postgres
     .venv/bin/python bench/rag_scale.py --sizes 1000000 --backends sqlite --reuse
+    .venv/bin/python bench/rag_scale.py --sizes 100000 --backends postgres \
+        --pg-db lgragpg_100k --no-ingest --bm25-ab   # pruned vs exhaustive PostgreSQL BM25
 
 What it measures: the store, the lexical index, the ACL, the dense index (HNSW graph
 above ``--ann-min-rows``) and fusion, through ``RagService`` (the same code the
@@ -19,6 +21,12 @@ HTTP routes and the CLI run), not the embedding model. How the data is made:
 * ACLs: 20% public, 50% over 50 groups, 30% over 500 users. The caller is a user in
   4 groups (about 24% of the chunks readable); ``cold_first_query_ms`` is the first
   query of another caller in 3 other groups (its principal bitmaps not yet built).
+
+Each query starts without cached term statistics (the lexical index's per-version
+cache is dropped before every query), as a query seen the first time. ``--bm25-ab``
+(PostgreSQL) runs every bm25 and hybrid query three times, in rotating order: with BM25
+pruning, with the exhaustive query, and with the query before pruning (``legacy``), and
+counts identical answers and how the pruned searches ran (``bm25_paths``).
 
 ``dense_recall@10`` compares the dense index's answer with exact search (NumPy over
 every readable row) for the same queries and caller. Numbers are from one run on a
@@ -38,6 +46,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +61,7 @@ import tests.rag.rag_support as support  # noqa: E402
 from tests.rag.rag_support import OPERATOR, FakePipeline, fake_vector  # noqa: E402
 
 from lockgate.pipeline import Call, Completion, Usage  # noqa: E402
+from lockgate.rag import bm25, pg_lexical  # noqa: E402
 from lockgate.rag.analysis import analyze  # noqa: E402
 from lockgate.rag.dense import DenseOptions  # noqa: E402
 from lockgate.rag.repository import RagStore  # noqa: E402
@@ -180,17 +190,81 @@ async def drop_db(name: str | None) -> None:
         await conn.close()
 
 
-async def timed_queries(svc: RagService, mode: str, qs: list[str], caller: Caller
-                        ) -> dict[str, float]:
-    lat = []
-    short = 0
-    for q in qs:
-        t = time.perf_counter()
-        res = await svc.retrieve("scale", q, caller, mode=mode, k=10)  # type: ignore[arg-type]
-        lat.append((time.perf_counter() - t) * 1000)
-        short += len(res.hits) < 10
-    return {"p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
-            "mean_ms": round(statistics.fmean(lat), 2), "short_results": short}
+LEGACY_SQL = (
+    "WITH q AS (SELECT * FROM unnest(CAST(:ts AS text[]), CAST(:ws AS float8[]))"
+    " AS q(term, w)),"
+    f" s AS MATERIALIZED (SELECT p.chunk_pk, p.doc_pk, SUM({bm25.PG_SCORE_SQL}) AS s"
+    " FROM rag_postings p JOIN q ON q.term = p.term WHERE p.collection_id = :c"
+    " GROUP BY p.chunk_pk, p.doc_pk ORDER BY s DESC, p.chunk_pk)"
+    " SELECT s.chunk_pk, s.s FROM s WHERE EXISTS (SELECT 1 FROM rag_documents d"
+    " WHERE d.id = s.doc_pk AND {where} OFFSET 0) LIMIT :k"
+)
+"""The PostgreSQL BM25 query before pruning (main at 72f4e19): float sums, every scored
+chunk sorted, no ranked window."""
+
+
+async def legacy_exhaustive(conn: Any, weights: Any, avgdl: float, *, where: str, binds: Any,
+                            params: dict[str, Any], window: int = 0) -> list[tuple[int, float]]:
+    from sqlalchemy import text
+
+    p = {**params, **bm25.pg_score_params(weights, avgdl)}
+    rows = (await conn.execute(text(LEGACY_SQL.format(where=where)).bindparams(*binds),
+                               p)).all()
+    out = [(int(r[0]), float(r[1])) for r in rows]
+    out.sort(key=lambda r: (-r[1], r[0]))
+    return out
+
+
+async def timed_queries(svc: RagService, mode: str, qs: list[str], caller: Caller,
+                        ab: bool = False) -> dict[str, Any]:
+    """p50/p95 of ``mode`` over ``qs``. The lexical index's term statistics are dropped
+    before every query (each query pays for its own, as a query seen the first time).
+
+    ``ab`` (PostgreSQL): each query runs three times, in rotating order: pruned BM25 (the
+    product), the exhaustive query (``exhaustive``) and the query before this change
+    (``legacy``, :data:`LEGACY_SQL`); the pruned run's numbers first, how the pruned
+    searches ran, and how many answers were identical to the exhaustive one (legacy's
+    float sums may differ in the last bits, so it is only timed)."""
+    lex = svc.store.lexical
+    variants = ("pruned", "exhaustive", "legacy") if ab else ("product",)
+    lat: dict[str, list[float]] = {v: [] for v in variants}
+    short = identical = 0
+    was = lex.pg_pruning
+    before = Counter(lex.outcomes)
+    real_exhaustive = pg_lexical.exhaustive
+    try:
+        for i, q in enumerate(qs):
+            got: dict[str, list[tuple[str, float]]] = {}
+            r = i % len(variants)
+            for v in variants[r:] + variants[:r]:
+                lex.pg_pruning = was if v == "product" else v == "pruned"
+                pg_lexical.exhaustive = (  # type: ignore[assignment]
+                    legacy_exhaustive if v == "legacy" else real_exhaustive)
+                lex.clear_term_cache()
+                t = time.perf_counter()
+                res = await svc.retrieve("scale", q, caller, mode=mode,  # type: ignore[arg-type]
+                                         k=10)
+                lat[v].append((time.perf_counter() - t) * 1000)
+                got[v] = [(h.doc_id, h.score) for h in res.hits]
+                short += v == variants[0] and len(res.hits) < 10
+            identical += ab and got["pruned"] == got["exhaustive"]
+    finally:
+        pg_lexical.exhaustive = real_exhaustive  # type: ignore[assignment]
+        lex.pg_pruning = was
+
+    def stats(xs: list[float]) -> dict[str, float]:
+        return {"p50_ms": pct(xs, 50), "p95_ms": pct(xs, 95),
+                "mean_ms": round(statistics.fmean(xs), 2)}
+
+    out: dict[str, Any] = {**stats(lat[variants[0]]), "short_results": short}
+    paths = Counter(lex.outcomes) - before
+    if paths:
+        out["bm25_paths"] = dict(paths)
+    if ab:
+        out["exhaustive"] = stats(lat["exhaustive"])
+        out["legacy"] = stats(lat["legacy"])
+        out["identical_results"] = identical
+    return out
 
 
 async def vacuum_analyze(engine: Any) -> None:
@@ -221,8 +295,8 @@ async def ingest_slice(n: int, corpus: str, pg_db: str, part: int, parts: int) -
 
 async def run(n: int, backend: str, nq: int, corpus: str, reuse: bool,
               ann_min_rows: int, index_dir: Path | None, pg_db: str | None = None,
-              vacuum: bool = False, workers: int = 1, skip_ingest: bool = False
-              ) -> dict[str, Any]:
+              vacuum: bool = False, workers: int = 1, skip_ingest: bool = False,
+              ab: bool = False) -> dict[str, Any]:
     support.DIM = 384
     engine, dbname = await open_db(backend, n, corpus, reuse, pg_db)
     opts = DenseOptions(ann_min_rows=ann_min_rows, index_dir=index_dir)
@@ -273,7 +347,8 @@ async def run(n: int, backend: str, nq: int, corpus: str, reuse: bool,
     qs = queries(corpus, nq)
     await svc.retrieve("scale", qs[0], CALLER, mode="hybrid")  # builds the caller's bitmaps
     for mode in ("bm25", "dense", "hybrid"):
-        out[mode] = await timed_queries(svc, mode, qs, CALLER)
+        out[mode] = await timed_queries(svc, mode, qs, CALLER,
+                                        ab=ab and backend == "postgres" and mode != "dense")
     t = time.perf_counter()
     await svc.retrieve("scale", qs[1], COLD_CALLER, mode="hybrid", k=10)
     out["cold_first_query_ms"] = round((time.perf_counter() - t) * 1000, 1)
@@ -312,6 +387,8 @@ def main() -> None:
                     help="PostgreSQL with --pg-db: ingest processes (every N-th batch each)")
     ap.add_argument("--no-ingest", action="store_true",
                     help="query an existing --pg-db/--reuse database without ingesting")
+    ap.add_argument("--bm25-ab", action="store_true",
+                    help="PostgreSQL: run bm25/hybrid queries pruned and exhaustive, alternating")
     ap.add_argument("--slice", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.slice:
@@ -324,7 +401,7 @@ def main() -> None:
         for backend in args.backends.split(","):
             res = asyncio.run(run(n, backend, args.queries, args.corpus, args.reuse,
                                   args.ann_min_rows, args.index_dir, args.pg_db, args.vacuum,
-                                  args.workers, args.no_ingest))
+                                  args.workers, args.no_ingest, args.bm25_ab))
             print(json.dumps(res), flush=True)
 
 

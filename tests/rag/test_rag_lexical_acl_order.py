@@ -17,9 +17,10 @@ from tests.rag.rag_support import OPERATOR
 async def test_acl_filtered_bm25_is_the_filtered_full_ranking(
     service: RagService, window: int
 ) -> None:
-    """``window`` 1: SQLite's first ranked window (k rows) is too narrow for selective callers,
-    so the widening path runs too."""
+    """``window`` 1: the first ranked window (k rows; SQLite and PostgreSQL) is too narrow for
+    selective callers, so the widening path runs too."""
     service.store.lexical.first_window = window
+    service.store.lexical.pg_first_window = window
     rng = random.Random(5)
     vocab = [f"v{i}" for i in range(120)]
     docs = []

@@ -7,8 +7,14 @@
 * PostgreSQL: ``rag_postings`` (collection, term, chunk, tf, doc, chunk length),
   scored in SQL with :data:`lockgate.rag.bm25.PG_SCORE_SQL` from its primary key (which
   covers tf, doc and length: an index-only scan), then the ACL checked in rank order.
-  No foreign key and one term index (migration 0018): the postings go in by ``COPY`` at
-  ingest speed; this module deletes them before their chunks.
+  The top k comes from :mod:`lockgate.rag.pg_lexical`: MaxScore pruning (the postings
+  of frequent, low-ceiling terms are read only for the candidates the other terms
+  give) with a proof at run time that nothing outside the candidates can reach the
+  k-th readable score, else the exhaustive query; the answer is the exhaustive one
+  either way. Each term's document frequency and peak come from one index scan,
+  cached per collection version. No foreign key and one term index (migration 0018):
+  the postings go in by ``COPY`` at ingest speed; this module deletes them before
+  their chunks.
 
 Both rank with the same formula (:mod:`lockgate.rag.bm25`). Every method works on
 the caller's connection, so index writes share the transaction of the rows they
@@ -25,7 +31,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import BindParameter
 
-from lockgate.rag import bm25
+from lockgate.rag import bm25, catalog, pg_lexical
 from lockgate.rag.pg_bulk import copy_rows
 from lockgate.store.tables import RAG_FTS_PREFIX
 
@@ -50,9 +56,26 @@ class LexicalIndex:
     first_window = 1000
     """SQLite: matches ranked before the ACL check in the first pass (at least k)."""
 
+    prune_min_postings = 2000
+    """PostgreSQL: try MaxScore pruning only when the non-essential terms hold at least
+    this many postings (below, the exhaustive sum costs about as much as the proof)."""
+
+    pg_first_window = pg_lexical.FIRST_WINDOW
+    """PostgreSQL: scored chunks ranked before the ACL check in the first pass."""
+
+    term_cache_size = 50_000
+    """PostgreSQL: term statistics kept per collection version (then the cache restarts)."""
+
     def __init__(self, sqlite: bool) -> None:
         self.sqlite = sqlite
         self._stats_cache: dict[int, tuple[int, int, float]] = {}
+        self._terms_cache: dict[int, tuple[int, dict[str, pg_lexical.TermStat]]] = {}
+        self.pg_pruning = True
+        """PostgreSQL: False runs the exhaustive query always (the bench's A/B, tests)."""
+        self.outcomes: Counter[str] = Counter()
+        """PostgreSQL: searches with pruning on, by path (``pruned`` / ``widened`` /
+        ``exhaustive``: :class:`lockgate.rag.pg_lexical.Outcome`)."""
+        self.last_outcome: pg_lexical.Outcome | None = None
 
     # ------------------------------------------------------------ writes
 
@@ -74,6 +97,7 @@ class LexicalIndex:
             await conn.execute(text("DELETE FROM rag_postings WHERE collection_id = :c"),
                                {"c": cid})
         self._stats_cache.pop(cid, None)
+        self._terms_cache.pop(cid, None)
 
     async def add(
         self, conn: AsyncConnection, cid: int, entries: Sequence[tuple[int, int, Counter[str]]]
@@ -144,8 +168,9 @@ class LexicalIndex:
         return n, avg
 
     async def document_frequencies(
-        self, conn: AsyncConnection, cid: int, terms: Sequence[str]
+        self, conn: AsyncConnection, cid: int, terms: Sequence[str], version: int | None = None
     ) -> dict[str, int]:
+        """Chunks holding each term (PostgreSQL: cached per ``version``, read when None)."""
         uniq = sorted(set(terms))
         if not uniq:
             return {}
@@ -160,24 +185,35 @@ class LexicalIndex:
                 ).scalar()
                 out[t] = int(n or 0)
             return out
-        rows = (
-            await conn.execute(
-                text(
-                    "SELECT term, COUNT(*) FROM rag_postings WHERE collection_id = :c"
-                    " AND term IN :ts GROUP BY term"
-                ).bindparams(bindparam("ts", expanding=True)),
-                {"c": cid, "ts": uniq},
-            )
-        ).all()
-        found = {r[0]: int(r[1]) for r in rows}
-        return {t: found.get(t, 0) for t in uniq}
+        # PostgreSQL: with the peaks search needs, from the same scan (cached per version)
+        if version is None:
+            version = await catalog.version(conn, cid)
+        stats = await self.term_stats(conn, cid, uniq, version)
+        return {t: stats[t].df for t in uniq}
+
+    async def term_stats(
+        self, conn: AsyncConnection, cid: int, terms: Sequence[str], version: int
+    ) -> dict[str, pg_lexical.TermStat]:
+        """PostgreSQL: each term's document frequency and peak, cached per collection version."""
+        cached = self._terms_cache.get(cid)
+        if cached is None or cached[0] != version or len(cached[1]) > self.term_cache_size:
+            cached = self._terms_cache[cid] = (version, {})
+        known = cached[1]
+        missing = sorted({t for t in terms if t not in known})
+        if missing:
+            known.update(await pg_lexical.term_stats(conn, cid, missing))
+        return {t: known[t] for t in terms}
+
+    def clear_term_cache(self) -> None:
+        """Forget the cached term statistics (the bench measures each query cold)."""
+        self._terms_cache.clear()
 
     async def max_score(
         self, conn: AsyncConnection, cid: int, terms: Sequence[str], version: int
     ) -> float:
         """The query's BM25 ceiling (:func:`lockgate.rag.bm25.max_score`) in this collection."""
         n, _ = await self.stats(conn, cid, version)
-        dfs = await self.document_frequencies(conn, cid, terms)
+        dfs = await self.document_frequencies(conn, cid, terms, version)
         return bm25.max_score(bm25.query_weights(terms, n, dfs))
 
     # ------------------------------------------------------------ search
@@ -200,8 +236,10 @@ class LexicalIndex:
         phrase per occurrence; PostgreSQL: the term's weight times its count).
 
         ``where``/``binds``/``params`` come from :func:`lockgate.rag.access.readable_where`.
+        PostgreSQL reads the version again, in the snapshot its queries run in (``conn``
+        must not have begun a transaction).
         """
-        if not terms:
+        if not terms or k <= 0:
             return []
         params = {**params, "c": cid, "k": k}
         if self.sqlite:
@@ -231,23 +269,23 @@ class LexicalIndex:
             out = [(int(r[0]), -float(r[1])) for r in rows]
             out.sort(key=lambda r: (-r[1], r[0]))
             return out
+        # one snapshot for the version, the term statistics and the queries: the ceilings
+        # the pruning proof uses then bound exactly the postings the query reads (a write
+        # commits its postings and its version bump together)
+        await conn.execution_options(isolation_level="REPEATABLE READ")
+        version = await catalog.version(conn, cid)
         n, avgdl = await self.stats(conn, cid, version)
-        dfs = await self.document_frequencies(conn, cid, terms)
-        params.update(bm25.pg_score_params(bm25.query_weights(terms, n, dfs), avgdl))
-        # scored from the postings alone (index-only scan of rag_postings_pkey), ranked,
-        # then the ACL is checked in rank order until k rows pass (an indexed probe each;
-        # OFFSET 0 keeps EXISTS a per-row subplan: pulled up into a hash join it could
-        # reorder the rows before the LIMIT)
-        sql = (
-            "WITH q AS (SELECT * FROM unnest(CAST(:ts AS text[]), CAST(:ws AS float8[]))"
-            " AS q(term, w)),"
-            f" s AS MATERIALIZED (SELECT p.chunk_pk, p.doc_pk, SUM({bm25.PG_SCORE_SQL}) AS s"
-            " FROM rag_postings p JOIN q ON q.term = p.term WHERE p.collection_id = :c"
-            " GROUP BY p.chunk_pk, p.doc_pk ORDER BY s DESC, p.chunk_pk)"
-            " SELECT s.chunk_pk, s.s FROM s WHERE EXISTS (SELECT 1 FROM rag_documents d"
-            f" WHERE d.id = s.doc_pk AND {where} OFFSET 0) LIMIT :k"
-        )
-        rows = (await conn.execute(text(sql).bindparams(*binds), params)).all()
-        out = [(int(r[0]), float(r[1])) for r in rows]
-        out.sort(key=lambda r: (-r[1], r[0]))  # the CTE's order, made explicit
-        return out
+        stats = await self.term_stats(conn, cid, terms, version)
+        weights = bm25.query_weights(terms, n, {t: s.df for t, s in stats.items()})
+        outcome = pg_lexical.Outcome()
+        self.last_outcome = outcome
+        if not self.pg_pruning:
+            outcome.rounds = 1
+            return await pg_lexical.exhaustive(conn, weights, avgdl, where=where, binds=binds,
+                                               params=params, window=self.pg_first_window)
+        found = await pg_lexical.search(
+            conn, weights, stats, avgdl, where=where, binds=binds, params=params, k=k,
+            min_postings=self.prune_min_postings, window=self.pg_first_window,
+            outcome=outcome)
+        self.outcomes[outcome.path] += 1
+        return found
