@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from lockgate.jobs.model import NewJob
+from lockgate.jobs.model import JobGone, NewJob
 from lockgate.jobs.nats_queue import NatsQueue
 from lockgate.jobs.queue import QueueOptions
 
@@ -124,3 +124,50 @@ async def test_forgotten_jobs_leave_nothing_in_the_bucket() -> None:
     finally:
         await q.drop()
         await q.aclose()
+
+
+async def test_completions_share_one_expiry_entry_and_all_expire() -> None:
+    q = NatsQueue(f"nats://127.0.0.1:4222?prefix=lgjobs_{uuid.uuid4().hex[:10]}",
+                  QueueOptions(result_ttl=0.3))
+    await q.open()
+    try:
+        ids = [(await q.enqueue(NewJob(task="t", input=i))).job.id for i in range(5)]
+        got = await q.claim("w1", limit=5)
+        assert sorted(d.job.id for d in got) == sorted(ids)
+        assert all(await asyncio.gather(*(q.complete(d, i) for i, d in enumerate(got))))
+        st = await q.stats()  # sends the batched after-steps first
+        assert (st.in_flight, st.depth) == (0, 0)
+        entries = (await q.js.stream_info(q.s_expiry)).state.messages
+        assert 1 <= entries < 5  # completions in one batch share an index entry
+        assert await q.expire_results() == 0  # not due yet
+        await asyncio.sleep(0.4)
+        assert await q.expire_results() == 5
+        for job_id in ids:
+            with pytest.raises(JobGone):
+                await q.get(job_id)
+        assert (await q.js.stream_info(q.s_expiry)).state.messages == 0
+    finally:
+        await q.drop()
+        await q.aclose()
+
+
+async def test_client_killed_before_its_completion_batch_went_out(nq: NatsQueue) -> None:
+    """The result is stored but the expiry entry and the watcher deletion never left the
+    client: the watcher comes due when the lease would have ended and its reader does both."""
+    res = await nq.enqueue(NewJob(task="t", input=1))
+    (d,) = await nq.claim("w1", lease=0.3)
+    assert await nq.complete(d, "r")
+    assert nq._flush_task is not None and nq._finishing
+    nq._flush_task.cancel()  # the client "dies" with the batch unsent
+    nq._flush_task = None
+    nq._finishing.clear()
+    assert (await nq.stats()).in_flight == 1  # the watcher is still there
+    assert (await nq.js.stream_info(nq.s_expiry)).state.messages == 0
+    deadline = time.monotonic() + 10
+    while (await nq.stats()).in_flight and time.monotonic() < deadline:
+        assert await nq.claim("w2", limit=5, lease=0.3) == []  # nothing to run again
+        await asyncio.sleep(0.05)
+    assert (await nq.stats()).in_flight == 0
+    assert (await nq.js.stream_info(nq.s_expiry)).state.messages == 1
+    job = await nq.get(res.job.id)
+    assert job.state == "succeeded" and job.result == "r" and job.attempts == 1

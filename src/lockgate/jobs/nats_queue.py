@@ -25,6 +25,12 @@ URL ``nats://host:4222?prefix=name`` (``prefix``: letters, digits, ``_``, ``-``;
   the front), ``P_G`` (tombstones to forget, likewise), ``P_W`` / ``P_WD`` (webhook outbox
   and its dead letters).
 
+The completions of one client within ``FINISH_BATCH_WINDOW`` share ONE ``P_X`` entry
+(``{"ids": [...], "at": the latest expiry}``: every job in it is due when the entry is),
+sent just before their watchers' deletions on the same connection. That stays crash-safe
+for the same reason as every other after-step: until its watcher is deleted, a finished
+job's watcher comes due at the end of its lease and its reader writes the entry again.
+
 Retries wait in ``P_Q`` as a message nak'd until the backoff ends; a job enqueued with a
 future ``run_after`` likewise. Crash safety: every step after the winning
 compare-and-set (promote the next job of a partition, write the webhook outbox entry, index
@@ -88,6 +94,9 @@ __all__ = ["NatsQueue"]
 
 HOUSEKEEPING_INTERVAL = 0.1
 """Seconds between two looks at due watchers by one queue client."""
+FINISH_BATCH_WINDOW = 0.004
+"""Seconds a completion's expiry-index entry and watcher deletion wait for others to batch
+with (one index message per batch instead of one per job)."""
 ACK_WAIT = 5.0
 """Seconds a pulled message may stay unanswered before JetStream hands it out again (a
 client killed between pulling and answering). Answers take milliseconds; one that comes
@@ -138,8 +147,10 @@ class NatsQueue:
         self._conn: Conn | None = None
         self._depth_cache: tuple[int, float] | None = None
         self._last_housekeeping = 0.0
-        self._void = ""
-        """A reply subject nobody listens on (requests whose answer we do not wait for)."""
+        self._finishing: list[tuple[str, float | None, int]] = []
+        """Completed jobs whose expiry entry and watcher deletion wait for the next batch:
+        (job id, expires_at or None, watcher sequence)."""
+        self._flush_task: asyncio.Task[None] | None = None
         p = prefix
         self.s_queue, self.s_run, self.s_dead = f"{p}_Q", f"{p}_R", f"{p}_D"
         self.s_expiry, self.s_gone = f"{p}_X", f"{p}_G"
@@ -188,7 +199,6 @@ class NatsQueue:
         nc.options["allow_reconnect"] = True
         nc.options["max_reconnect_attempts"] = -1
         self._nc = nc
-        self._void = nc.new_inbox()
         self._js = nc.jetstream(timeout=10)
         p = self.prefix
         js = self._js
@@ -214,9 +224,20 @@ class NatsQueue:
 
     async def aclose(self) -> None:
         if self._nc is not None:
+            await self._flush_pending()
             nc, self._nc = self._nc, None
             self._js = self._cas = self._pulls = self._conn = self._outbox = None
             await nc.close()
+
+    async def _flush_pending(self) -> None:
+        """Send the batched after-steps of completions now (before counting or closing)."""
+        task, self._flush_task = self._flush_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._finishing:
+            await self._flush_finished()
 
     async def drop(self) -> None:
         streams = [
@@ -264,8 +285,10 @@ class NatsQueue:
         sends the request without waiting for the answer (the hot path of ``complete``: a
         watcher that survives a lost request finds the job finished and goes)."""
         if seq and not wait and self._nc is not None:
+            # no reply subject at all: the server deletes all the same and skips composing
+            # an answer nobody reads (measured: 22 vs 30 us of server CPU per deletion)
             await self._nc.publish(f"$JS.API.STREAM.MSG.DELETE.{self.s_run}",
-                                   orjson.dumps({"seq": seq, "no_erase": True}), reply=self._void)
+                                   orjson.dumps({"seq": seq, "no_erase": True}))
             return
         if seq:
             await self._delete(self.s_run, seq)
@@ -622,16 +645,45 @@ class NatsQueue:
         if doc["partition_key"]:
             await self._advance(doc)
         p = self.prefix
-        if state in ("succeeded", "cancelled") and doc["expires_at"] is not None and self._nc:
-            body = orjson.dumps({"id": doc["id"], "at": doc["expires_at"]})
-            # no wait for the stream's ack: a lost entry only delays dropping the result
-            # (``get`` answers 410 from the record's expires_at anyway)
-            await self._nc.publish(f"{p}.x.{doc['id']}", body)
+        expiring = state in ("succeeded", "cancelled") and doc["expires_at"] is not None
         if state == "dead":
             await self.js.publish(f"{p}.d.{doc['id']}", orjson.dumps({"id": doc["id"]}))
         if doc["webhook_url"] and state in EVENTS and doc["finish_no"]:
             await self.outbox.add(doc)
-        await self._delete_watcher(int(doc["run_msg"] or 0), wait=wait)
+        if not wait:  # the last two steps, batched with other completions (see _flush_finished)
+            at = float(doc["expires_at"]) if expiring else None
+            self._finishing.append((doc["id"], at, int(doc["run_msg"] or 0)))
+            if self._flush_task is None:
+                self._flush_task = asyncio.create_task(self._flush_finished(FINISH_BATCH_WINDOW))
+            return
+        if expiring and self._nc:
+            body = orjson.dumps({"id": doc["id"], "at": doc["expires_at"]})
+            # no wait for the stream's ack: a lost entry only delays dropping the result
+            # (``get`` answers 410 from the record's expires_at anyway)
+            await self._nc.publish(f"{p}.x.{doc['id']}", body)
+        await self._delete_watcher(int(doc["run_msg"] or 0))
+
+    async def _flush_finished(self, after: float = 0.0) -> None:
+        """The expiry-index entry and the watcher deletion of the jobs completed in the last
+        ``after`` seconds: ONE index message for all of them (``{"ids": [...], "at": the
+        latest expiry}``), then their watchers' deletions, fire-and-forget, in that order on
+        the one connection. A client killed before this runs leaves the watchers in place,
+        so each job's after-steps are redone when its lease would have ended."""
+        if after > 0:
+            await asyncio.sleep(after)
+        batch, self._finishing = self._finishing, []
+        self._flush_task = None
+        nc = self._nc
+        if not batch or nc is None:
+            return
+        due = [(job_id, at) for job_id, at, _ in batch if at is not None]
+        if due:
+            body = orjson.dumps({"ids": [i for i, _ in due], "at": max(at for _, at in due)})
+            # a subject of its own (not ``x.<job id>``): a single entry written later for
+            # one of these jobs must not replace the batch
+            await nc.publish(f"{self.prefix}.x.b{nc.new_inbox().rsplit('.', 1)[-1]}", body)
+        for _, _, seq in batch:
+            await self._delete_watcher(seq, wait=False)
 
     async def complete(self, delivery: Delivery, result: Any) -> bool:
         now = time.time()
@@ -854,11 +906,12 @@ class NatsQueue:
                 d.update(state="expired", input=None, result=None)
                 return True
 
-            after, won = await self._change(body["id"], expired)
-            if won and after is not None:
-                n += 1
-                gone = orjson.dumps({"id": body["id"], "at": after[0]["expires_at"]})
-                await self.js.publish(f"{self.prefix}.g.{body['id']}", gone)
+            for job_id in body.get("ids") or [body["id"]]:  # a batch entry, or one job's
+                after, won = await self._change(job_id, expired)
+                if won and after is not None:
+                    n += 1
+                    gone = orjson.dumps({"id": job_id, "at": after[0]["expires_at"]})
+                    await self.js.publish(f"{self.prefix}.g.{job_id}", gone)
             await self._delete(self.s_expiry, seq)
         return n
 
@@ -912,6 +965,7 @@ class NatsQueue:
     async def stats(self) -> QueueStats:
         nc = self._nc
         if nc is not None:
+            await self._flush_pending()
             await nc.flush()  # our acks before the counts
         q, r, d = await asyncio.gather(
             self.js.stream_info(self.s_queue),
