@@ -98,7 +98,7 @@ async def test_producer_killed_before_publishing_is_healed_by_resubmitting(
     await nq._change(res.job.id, lambda doc: doc.update(
         state="queued", attempts=0, created_at=time.time() - 10, lease_owner=None,
         lease_until=None) is None)
-    await nq._delete_watcher(int((await nq._load(res.job.id))[0]["run_msg"]))  # type: ignore[index]
+    await nq._let_go((await nq._load(res.job.id))[0])  # type: ignore[index]
     assert await nq.claim("w2") == []  # nothing announces it
     again = await nq.enqueue(NewJob(task="t", input=1, idempotency_key="order-7"))
     assert not again.created and again.job.id == res.job.id

@@ -147,9 +147,9 @@ class NatsQueue:
         self._conn: Conn | None = None
         self._depth_cache: tuple[int, float] | None = None
         self._last_housekeeping = 0.0
-        self._finishing: list[tuple[str, float | None, int]] = []
-        """Completed jobs whose expiry entry and watcher deletion wait for the next batch:
-        (job id, expires_at or None, watcher sequence)."""
+        self._finishing: list[tuple[str, float | None, Doc]] = []
+        """Completed jobs whose expiry entry and timer acknowledgement wait for the next
+        batch: (job id, expires_at or None, record)."""
         self._flush_task: asyncio.Task[None] | None = None
         p = prefix
         self.s_queue, self.s_run, self.s_dead = f"{p}_Q", f"{p}_R", f"{p}_D"
@@ -202,7 +202,8 @@ class NatsQueue:
         self._js = nc.jetstream(timeout=10)
         p = self.prefix
         js = self._js
-        await ensure_stream(js, self.s_queue, [f"{p}.r.*.*", f"{p}.w.*"], work_queue=True)
+        await ensure_stream(js, self.s_queue, [f"{p}.r.*.*", f"{p}.w.*", f"{p}.t.*"],
+                            work_queue=True)
         await ensure_stream(js, self.s_run, [f"{p}.run.*"], work_queue=True)
         await ensure_stream(js, self.s_dead, [f"{p}.d.*"], work_queue=False)
         await ensure_stream(js, self.s_expiry, [f"{p}.x.*"], work_queue=False)
@@ -210,6 +211,7 @@ class NatsQueue:
         await ensure_stream(js, self.s_hooks, [f"{p}.wh.*"], work_queue=True)
         await ensure_stream(js, self.s_hooks_dead, [f"{p}.whd.*"], work_queue=False)
         await ensure_consumer(js, self.s_run, "run", f"{p}.run.*", ACK_WAIT)
+        await ensure_consumer(js, self.s_queue, "t", f"{p}.t.*", ACK_WAIT)
         await ensure_consumer(js, self.s_hooks, "wh", f"{p}.wh.*", ACK_WAIT)
         from nats.js.api import KeyValueConfig
 
@@ -258,10 +260,16 @@ class NatsQueue:
     def _wait_subject(self, job_id: str) -> str:
         return f"{self.prefix}.w.{job_id}"
 
+    def _delay_subject(self, job_id: str) -> str:
+        return f"{self.prefix}.t.{job_id}"
+
     async def _publish_ready(self, doc: Doc, rev: int) -> None:
         """The job may run: its record (as of revision ``rev``) rides along, so the taker
         can compare-and-set without reading it first (a stale copy just costs a read)."""
         await self._ensure_band(int(doc["priority"]))
+        if float(doc["run_after"]) > time.time() + 0.05:
+            await self._publish_delayed(doc)  # not due yet: the delay lane
+            return
         body = orjson.dumps({"id": doc["id"], "c": doc["created_at"], "rev": rev, "doc": doc})
         await self.js.publish(self._ready_subject(doc), body)
 
@@ -344,9 +352,19 @@ class NatsQueue:
         cached = self._depth_cache
         if cached is not None and now - cached[1] < 0.5:
             return cached[0]
-        depth = int((await self.js.stream_info(self.s_queue)).state.messages)
+        info, running = await asyncio.gather(self.js.stream_info(self.s_queue),
+                                             self._running())
+        depth = max(0, int(info.state.messages) - sum(int(c.num_ack_pending) for c in running))
         self._depth_cache = (depth, now)
         return depth
+
+    async def _running(self) -> list[Any]:
+        """The ready consumers' states: a consumer's pending (delivered, unacknowledged)
+        messages are the timers of its running jobs (plus, for a moment, messages being
+        looked at by a claim), since a job not due yet waits in the delay lane instead."""
+        bands = await self._current_bands()
+        return list(await asyncio.gather(*(
+            self.js.consumer_info(self.s_queue, "b_" + _band(b)) for b in bands)))
 
     def _bump_depth(self, delta: int) -> None:
         if self._depth_cache is not None:
@@ -406,6 +424,8 @@ class NatsQueue:
             "webhook_status": "waiting" if new.webhook_url else None,
             "meta": new.meta,
             "run_msg": 0,
+            "run_q": 0,
+            "run_ack": None,
             "finish_no": 0,
         }
         if new.idempotency_key is not None:
@@ -483,11 +503,17 @@ class NatsQueue:
     # ------------------------------------------------------------ claim / lease
 
     async def _start(self, msg: Msg, worker_id: str, until: float) -> Delivery | None:
-        """A ready message: run its job if it is queued and due (exactly one taker wins)."""
+        """A ready message: run its job if it is queued and due (exactly one taker wins).
+
+        Starting does not acknowledge the message: it is nak'd with the lease as delay and
+        so becomes the running job's timer (see :meth:`_timer`), acknowledged when the job
+        leaves ``running``. A message delivered again is such a timer, or a duplicate."""
         now = time.time()
         body = orjson.loads(msg.data)
         job_id = body["id"]
-        cur = (body["doc"], int(body["rev"])) if body.get("rev") else await self._load(job_id)
+        seq = msg.metadata.sequence.stream
+        fresh = msg.metadata.num_delivered == 1 and body.get("rev")
+        cur = (body["doc"], int(body["rev"])) if fresh else await self._load(job_id)
         if cur is None:
             if msg_age(msg, now) < START_GRACE:
                 await self._nak(msg, delay=0.2)  # its producer is still writing the record
@@ -495,30 +521,123 @@ class NatsQueue:
                 await self._ack(msg)
             return None
         doc = cur[0]
-        if doc["state"] != "queued":
+        if doc["state"] == "queued":
+            if float(doc["run_after"]) > now:
+                await self._defer(msg, doc)
+                return None
+            reply = msg.reply
+
+            def start(d: Doc) -> bool:
+                if d["state"] != "queued":
+                    return False
+                d.update(state="running", attempts=int(d["attempts"]) + 1, lease_owner=worker_id,
+                         lease_until=until, run_q=seq, run_ack=reply)
+                return True
+
+            after, won = await self._change(job_id, start, cur)
+            if after is None:
+                await self._ack(msg)
+                return None
+            if won:
+                await self._nak(msg, delay=max(0.0, until - time.time()))  # the lease's timer
+                self._held[job_id] = after
+                return Delivery(_job(after[0]), worker_id, until, token=str(seq))
+            cur = after  # changed meanwhile (cancelled, started through another message)
+        return await self._timer(msg, cur, worker_id, until)
+
+    async def _timer(self, msg: Msg, cur: tuple[Doc, int], worker_id: str, until: float
+                     ) -> Delivery | None:
+        """A ready message whose job is not waiting to start. If it is the message that
+        started the job (``run_q``), it is the job's timer, due when the lease would end:
+        renewed (heartbeat) -> nak again; expired -> re-run the job (a new attempt) or
+        dead-letter it when the attempts are used up; finished or parked -> the finisher died
+        before its after-steps: redo them (they acknowledge it). Any other message of the
+        job is a duplicate: acknowledged."""
+        now = time.time()
+        doc = cur[0]
+        job_id, seq = doc["id"], msg.metadata.sequence.stream
+        if doc.get("run_q") != seq:
             await self._ack(msg)  # cancelled, or started through a duplicate message
             return None
-        if float(doc["run_after"]) > now:
-            await self._nak(msg, delay=float(doc["run_after"]) - now)
+        state = doc["state"]
+        if state == "queued":  # cannot stay so (a start names its message): look again
+            await self._nak(msg, delay=0.05)
             return None
-        # the watcher goes first: a start whose worker dies right after is still watched
-        ack = await self.js.publish(
-            f"{self.prefix}.run.{job_id}", orjson.dumps({"id": job_id, "until": until})
-        )
+        if state != "running":
+            await self._after_finish(doc)  # finished or parked: redo the idempotent after-steps
+            await self._ack(msg)
+            return None
+        lease_until = float(doc["lease_until"] or 0)
+        if lease_until > now:
+            await self._nak(msg, delay=lease_until - now + 0.01)
+            return None
+        attempts = int(doc["attempts"])
+        if attempts >= int(doc["max_attempts"]):
+            error = f"lease expired on attempt {attempts} (worker lost)"
 
-        def start(d: Doc) -> bool:
-            if d["state"] != "queued":
+            def bury(d: Doc) -> bool:
+                if d["state"] != "running" or float(d["lease_until"] or 0) > now:
+                    return False
+                _to_dead(d, error, now)
+                return True
+
+            after, won = await self._change(job_id, bury, cur)
+            if won and after is not None:
+                await self._after_finish(after[0])
+                await self._ack(msg)
+            else:
+                await self._nak(msg, delay=0.05)
+            return None
+
+        def take_over(d: Doc) -> bool:
+            if d["state"] != "running" or float(d["lease_until"] or 0) > now:
                 return False
-            d.update(state="running", attempts=int(d["attempts"]) + 1, lease_owner=worker_id,
-                     lease_until=until, run_msg=ack.seq)
+            d.update(attempts=int(d["attempts"]) + 1, lease_owner=worker_id, lease_until=until)
             return True
 
-        after, won = await self._change(job_id, start, cur)
-        await self._ack(msg)
+        after, won = await self._change(job_id, take_over, cur)
+        await self._nak(msg, delay=max(0.0, until - time.time()) if won else 0.05)
         if not won or after is None:
             return None
         self._held[job_id] = after
-        return Delivery(_job(after[0]), worker_id, until, token=str(ack.seq))
+        return Delivery(_job(after[0]), worker_id, until, token=str(seq))
+
+    async def _defer(self, msg: Msg, doc: Doc) -> None:
+        """A ready message of a job not due yet: wait in the delay lane instead (so a
+        ready consumer's pending messages are only running jobs: see :meth:`stats`)."""
+        await self._publish_delayed(doc)
+        await self._ack(msg)
+
+    async def _publish_delayed(self, doc: Doc) -> None:
+        body = orjson.dumps({"id": doc["id"], "c": doc["created_at"],
+                             "p": int(doc["priority"]), "at": float(doc["run_after"])})
+        await self.js.publish(self._delay_subject(doc["id"]), body)
+
+    async def _delays(self) -> None:
+        """Due messages of the delay lane go to their ready subject. Only if that subject
+        is empty (expected last subject sequence 0): a message there (waiting, or the
+        timer of a start that raced this one) already carries the job."""
+        from nats.js.errors import BadRequestError
+
+        for _ in range(8):
+            msgs = await self.pulls.pull(self.s_queue, "t", 256)
+            now = time.time()
+            for m in msgs:
+                body = orjson.loads(m.data)
+                at = float(body.get("at") or 0)
+                if at > now:
+                    await self._nak(m, delay=at - now)
+                    continue
+                await self._ensure_band(int(body.get("p") or 0))
+                ready = f"{self.prefix}.r.{_band(int(body.get('p') or 0))}.{body['id']}"
+                with contextlib.suppress(BadRequestError):  # 10071: the subject is taken
+                    await self.js.publish(
+                        ready, orjson.dumps({"id": body["id"], "c": body["c"]}),
+                        headers={"Nats-Expected-Last-Subject-Sequence": "0"},
+                    )
+                await self._ack(m)
+            if len(msgs) < 256:
+                break
 
     async def _watch(self, msg: Msg, worker_id: str, lease: float, take: bool
                      ) -> Delivery | None:
@@ -592,6 +711,7 @@ class NatsQueue:
         if now - self._last_housekeeping < HOUSEKEEPING_INTERVAL:
             return []
         self._last_housekeeping = now
+        await self._delays()
         out: list[Delivery] = []
         for _ in range(8):  # bounded: a watcher handed back at once could come round again
             msgs = await self.pulls.pull(self.s_run, "run", 256)
@@ -608,7 +728,9 @@ class NatsQueue:
         until = time.time() + lease
         taken = len(out)
         for band in await self._current_bands():
-            while len(out) < limit:
+            for _ in range(16):  # bounded: timers nak'd again are not redelivered at once
+                if len(out) >= limit:
+                    break
                 need = limit - len(out)
                 msgs = await self.pulls.pull(self.s_queue, "b_" + _band(band), need)
                 started = await asyncio.gather(*(self._start(m, worker_id, until) for m in msgs))
@@ -652,7 +774,7 @@ class NatsQueue:
             await self.outbox.add(doc)
         if not wait:  # the last two steps, batched with other completions (see _flush_finished)
             at = float(doc["expires_at"]) if expiring else None
-            self._finishing.append((doc["id"], at, int(doc["run_msg"] or 0)))
+            self._finishing.append((doc["id"], at, doc))
             if self._flush_task is None:
                 self._flush_task = asyncio.create_task(self._flush_finished(FINISH_BATCH_WINDOW))
             return
@@ -661,7 +783,16 @@ class NatsQueue:
             # no wait for the stream's ack: a lost entry only delays dropping the result
             # (``get`` answers 410 from the record's expires_at anyway)
             await self._nc.publish(f"{p}.x.{doc['id']}", body)
-        await self._delete_watcher(int(doc["run_msg"] or 0))
+        await self._let_go(doc)
+
+    async def _let_go(self, doc: Doc, wait: bool = True) -> None:
+        """The job no longer runs: acknowledge the message that started it (its timer; an
+        acknowledgement through the reply subject of any delivery of it, so any client can),
+        or delete the watcher of a job started by an older version (``run_msg``)."""
+        if doc.get("run_ack") and self._nc is not None:
+            await self._nc.publish(doc["run_ack"], b"+ACK")
+        if doc.get("run_msg"):
+            await self._delete_watcher(int(doc["run_msg"]), wait=wait)
 
     async def _flush_finished(self, after: float = 0.0) -> None:
         """The expiry-index entry and the watcher deletion of the jobs completed in the last
@@ -682,8 +813,8 @@ class NatsQueue:
             # a subject of its own (not ``x.<job id>``): a single entry written later for
             # one of these jobs must not replace the batch
             await nc.publish(f"{self.prefix}.x.b{nc.new_inbox().rsplit('.', 1)[-1]}", body)
-        for _, _, seq in batch:
-            await self._delete_watcher(seq, wait=False)
+        for _, _, doc in batch:
+            await self._let_go(doc, wait=False)
 
     async def complete(self, delivery: Delivery, result: Any) -> bool:
         now = time.time()
@@ -733,8 +864,10 @@ class NatsQueue:
         if doc["state"] == "dead":
             await self._after_finish(doc)
             return "dead"
-        await self._publish_ready(doc, after[1])  # nak'd by takers until the backoff ends
-        await self._delete_watcher(int(doc["run_msg"]))
+        # waits in the delay lane until the backoff ends; only then is the timer let go
+        # (killed in between: the timer comes due, finds the job queued and starts it)
+        await self._publish_delayed(doc)
+        await self._let_go(doc)
         self._bump_depth(1)
         return "queued"
 
@@ -751,8 +884,10 @@ class NatsQueue:
 
         after, won = await self._change(job_id, back, self._held.pop(job_id, None))
         if won and after is not None:
+            # the same subject: the new message replaces the timer (one step, nothing lost)
             await self._publish_ready(after[0], after[1])
-            await self._delete_watcher(int(after[0]["run_msg"]))
+            if after[0].get("run_msg"):
+                await self._delete_watcher(int(after[0]["run_msg"]))
             self._bump_depth(1)
 
     async def park(self, delivery: Delivery, note: Any) -> bool:
@@ -815,6 +950,7 @@ class NatsQueue:
             if was == "queued":
                 await self._purge(self.s_queue, self._ready_subject(doc))
                 await self._purge(self.s_queue, self._wait_subject(job_id))
+                await self._purge(self.s_queue, self._delay_subject(job_id))
                 self._depth_cache = None
             await self._after_finish(doc)
         return _job(doc)
@@ -967,22 +1103,39 @@ class NatsQueue:
         if nc is not None:
             await self._flush_pending()
             await nc.flush()  # our acks before the counts
-        q, r, d = await asyncio.gather(
+        q, r, d, cons = await asyncio.gather(
             self.js.stream_info(self.s_queue),
             self.js.stream_info(self.s_run),
             self.js.stream_info(self.s_dead),
+            self._running(),
         )
+        running = sum(int(c.num_ack_pending) for c in cons)
+        depth = max(0, int(q.state.messages) - running)
         age = 0.0
-        if q.state.messages:
-            try:
-                first = await self.js.get_msg(self.s_queue, seq=q.state.first_seq)
-                age = max(0.0, time.time() - float(orjson.loads(first.data or b"{}")["c"]))
-            except APIError:  # taken meanwhile
-                age = 0.0
+        if depth:
+            p = self.prefix
+            # the oldest waiting job: the first undelivered message of each ready consumer,
+            # the first waiting behind its partition, the first in the delay lane
+            first = int(q.state.first_seq or 0)
+            firsts = [(int(c.delivered.stream_seq or 0) + 1, str(c.config.filter_subject))
+                      for c in cons if c.num_pending]
+            firsts += [(first, f"{p}.w.*"), (first, f"{p}.t.*")]
+            oldest = await asyncio.gather(*(self._first_created(seq, subj) for seq, subj in firsts))
+            if any(c is not None for c in oldest):
+                age = max(0.0, time.time() - min(c for c in oldest if c is not None))
         return QueueStats(
-            depth=int(q.state.messages), oldest_age=age, in_flight=int(r.state.messages),
+            depth=depth, oldest_age=age, in_flight=running + int(r.state.messages),
             dlq=int(d.state.messages),
         )
+
+    async def _first_created(self, seq: int, subject: str) -> float | None:
+        """``created_at`` of the first job message on ``subject`` from sequence ``seq``."""
+        try:
+            first = await self.js.get_msg(self.s_queue, seq=max(1, seq), subject=subject,
+                                          next=True)
+        except APIError:  # none (404)
+            return None
+        return float(orjson.loads(first.data or b"{}")["c"])
 
 
 def _to_dead(d: Doc, error: str, now: float) -> None:
