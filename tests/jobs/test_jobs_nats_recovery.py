@@ -171,3 +171,61 @@ async def test_client_killed_before_its_completion_batch_went_out(nq: NatsQueue)
     assert (await nq.js.stream_info(nq.s_expiry)).state.messages == 1
     job = await nq.get(res.job.id)
     assert job.state == "succeeded" and job.result == "r" and job.attempts == 1
+
+
+async def test_scheduled_job_waits_in_the_delay_lane_not_as_running(nq: NatsQueue) -> None:
+    res = await nq.enqueue(NewJob(task="t", input=1, run_after=time.time() + 0.5))
+    st = await nq.stats()
+    assert (st.depth, st.in_flight) == (1, 0)
+    assert await nq.claim("w1", limit=5) == []
+    st = await nq.stats()  # looked at and put back: still waiting, not running
+    assert (st.depth, st.in_flight) == (1, 0) and st.oldest_age > 0
+    got = await _claim_within(nq, "w1", 10)
+    assert [g.job.id for g in got] == [res.job.id]
+    assert time.time() >= res.job.run_after
+    assert (await nq.stats()).in_flight == 1
+    assert await nq.complete(got[0], "r")
+    st = await nq.stats()
+    assert (st.depth, st.in_flight) == (0, 0)
+
+
+async def test_worker_killed_between_a_retry_and_letting_its_timer_go(nq: NatsQueue) -> None:
+    """fail() wrote the retry (record queued, delay-lane message) but died before
+    acknowledging the message that started the job: that message comes due at the end of
+    the lease and starts the job again; the delay-lane copy, due too, must then neither run
+    it a second time nor replace the running job's timer (it finds the ready subject taken)."""
+    res = await nq.enqueue(NewJob(task="t", input=1))
+    (d,) = await nq.claim("w1", lease=0.3)
+    after, won = await nq._change(res.job.id, lambda doc: doc.update(
+        state="queued", run_after=time.time(), lease_owner=None, lease_until=None) is None)
+    assert won and after is not None
+    await nq._publish_delayed(after[0])  # ... and nothing after it
+    await asyncio.sleep(0.45)
+    nq._last_housekeeping = time.monotonic()  # this claim: the ready consumers only
+    (again,) = await nq.claim("w2", limit=5, lease=30)
+    assert again.job.id == res.job.id and again.job.attempts == 2
+    await nq._delays()  # now the delay-lane copy comes round
+    st = await nq.stats()
+    assert (st.depth, st.in_flight) == (0, 1)  # the running job keeps its timer
+    assert await _claim_within(nq, "w3", 1.0) == []
+    assert await nq.complete(again, "r")
+    assert not await nq.complete(d, "late")
+    st = await nq.stats()
+    assert (st.depth, st.in_flight) == (0, 0)
+
+
+async def test_another_client_finishing_the_job_lets_its_timer_go(nq: NatsQueue) -> None:
+    """The message that started a job is acknowledged through the reply subject kept in the
+    record, so the client that finishes it need not be the one that pulled it."""
+    other = NatsQueue(nq.url, nq.options)
+    await other.open()
+    try:
+        res = await nq.enqueue(NewJob(task="t", input=1))
+        (d,) = await nq.claim("w1")
+        assert (await nq.stats()).in_flight == 1
+        assert await other.complete(d, "r")
+        st = await other.stats()
+        assert (st.depth, st.in_flight) == (0, 0)
+        assert (await nq.get(res.job.id)).result == "r"
+    finally:
+        await other.aclose()
