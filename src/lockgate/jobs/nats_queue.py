@@ -8,35 +8,61 @@ URL ``nats://host:4222?prefix=name`` (``prefix``: letters, digits, ``_``, ``-``;
   the role the Lua scripts play on Redis); ``i.<sha256(idempotency key)>`` -> job id;
   ``p.<sha256(partition key)>`` the partition's active jobs in submission order;
   ``w.<delivery id>`` completion-webhook outbox entries; ``m.bands`` the priorities in use;
-* stream ``P_Q`` (work queue): one message per waiting job — ``P.r.<band>.<id>`` when it
-  may run (one durable pull consumer per priority band; a claim drains the highest band
-  first, so priority is honoured), ``P.w.<id>`` while it waits behind the head of its
-  partition (no consumer: the finisher of the head promotes the next one). One message per
-  subject, so a repeated publish replaces instead of duplicating. Its message count is
-  the queue depth;
-* stream ``P_R`` (work queue): ``P.run.<id>``, one *watcher* per running job, whose
-  sequence is kept in the record. Starting a job ``-NAK``s the watcher with the lease as
-  delay, so JetStream hands it back when the lease would end: a worker that finds the lease
-  renewed (heartbeat) naks again, one that finds it expired re-runs the job (a new attempt)
-  or dead-letters it when the attempts are used up. This is the SIGKILL-safe redelivery: no
-  sweep and no clock but the broker's. A finished job's watcher is deleted; its count is
-  the in-flight number;
+* stream ``P_Q`` (work queue, file storage like every stream here): ``P.r.<band>.<id>``
+  when a job may run (one durable pull consumer per priority band; a claim drains the
+  highest band first, so priority is honoured), ``P.w.<id>`` while it waits behind the head
+  of its partition (no consumer: the finisher of the head promotes the next one),
+  ``P.t.<id>`` while it waits for its ``run_after`` (the *delay lane*: retries in backoff,
+  scheduled jobs; consumer ``t``, nak'd until due, then moved to its ready subject). One
+  message per subject, so a repeated publish replaces instead of duplicating;
+* the ready message that starts a job is its *timer*: starting does not acknowledge it but
+  ``-NAK``s it with the lease as delay (its stream sequence ``run_q`` and the reply subject
+  of that delivery ``run_ack`` go into the record by the start's compare-and-set), so
+  JetStream hands it back when the lease would end: a claimer that finds the lease renewed
+  (heartbeat) naks again, one that finds it expired re-runs the job (a new attempt) or
+  dead-letters it when the attempts are used up. This is the SIGKILL-safe redelivery: no
+  sweep and no clock but the broker's. The job leaving ``running`` acknowledges it (through
+  ``run_ack``: any client can); a release republishes the same subject, which replaces it.
+  So a ready consumer's pending (delivered, unacknowledged) messages are the running jobs:
+  ``stats().in_flight`` is their count and the depth is the stream's messages minus them;
 * streams ``P_D`` (dead letters), ``P_X`` (results to expire, in expiry order, read from
   the front), ``P_G`` (tombstones to forget, likewise), ``P_W`` / ``P_WD`` (webhook outbox
-  and its dead letters).
+  and its dead letters); ``P_R``, the per-job *watcher* stream of earlier versions, is only
+  drained (``_watch``) until empty, for jobs started before an upgrade. Stop the workers of
+  the earlier version before starting these: an earlier-version claimer acknowledges a
+  timer it does not know (the job would then depend on its worker finishing it).
+
+Per job the server now does 4 stream/KV appends with an answer (KV create, ready publish,
+two compare-and-sets), one delivery, one nak, one ack, and 1/n of an expiry-index append;
+earlier versions also published a watcher (an append with an answer), deleted it (a
+JetStream API request: the costliest kind of operation on the server) and had it delivered
+and nak'd once more whenever a housekeeping look came while the job ran, and wrote one
+expiry-index entry per job. Every guarantee holds as before:
+
+* SIGKILL-safe redelivery: the timer is the message itself, nak'd by the start before the
+  worker sees the job; a worker killed at any later point leaves it pending in the
+  consumer, and JetStream redelivers it at the lease's end (or ``ACK_WAIT`` after a
+  claimer died between pulling and nak'ing, as before);
+* exactly one winner: every change is still a compare-and-set on the record; a message
+  that is not the job's ``run_q`` is acknowledged as a duplicate, never run;
+* retries: ``fail`` writes the record, publishes to the delay lane, and only then lets the
+  timer go; killed in between, the timer comes due, finds the job queued and starts it,
+  and the delay-lane copy is moved only if the ready subject is empty (publish with
+  expected last subject sequence 0), so it never replaces a running job's timer;
+* per-key ordering, DLQ, priority, idempotency: unchanged (partition lists, ``P_D``, the
+  band consumers and the ``i.`` keys work as before).
 
 The completions of one client within ``FINISH_BATCH_WINDOW`` share ONE ``P_X`` entry
 (``{"ids": [...], "at": the latest expiry}``: every job in it is due when the entry is),
-sent just before their watchers' deletions on the same connection. That stays crash-safe
-for the same reason as every other after-step: until its watcher is deleted, a finished
-job's watcher comes due at the end of its lease and its reader writes the entry again.
+sent just before their timers' acknowledgements on the same connection. That stays
+crash-safe for the same reason as every other after-step: until its timer is acknowledged,
+a finished job's timer comes due at the end of its lease and its reader writes the entry
+again.
 
-Retries wait in ``P_Q`` as a message nak'd until the backoff ends; a job enqueued with a
-future ``run_after`` likewise. Crash safety: every step after the winning
-compare-and-set (promote the next job of a partition, write the webhook outbox entry, index
-the result for expiry, delete the watcher) is idempotent and is redone by whoever next sees
-the job's watcher, so a worker killed between two steps loses nothing. Leases use
-wall-clock time, as on the other backends.
+Crash safety: every step after the winning compare-and-set (promote the next job of a
+partition, write the webhook outbox entry, index the result for expiry, acknowledge the
+timer) is idempotent and is redone by whoever next sees the job's timer, so a worker killed
+between two steps loses nothing. Leases use wall-clock time, as on the other backends.
 
 Partial: a partition key's list stays in the bucket (empty) after its last job; delivered
 webhook outbox entries are kept, as on SQL. A producer killed between writing a job and
