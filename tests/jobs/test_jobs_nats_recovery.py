@@ -229,3 +229,40 @@ async def test_another_client_finishing_the_job_lets_its_timer_go(nq: NatsQueue)
         assert (await nq.get(res.job.id)).result == "r"
     finally:
         await other.aclose()
+
+
+async def test_plain_job_is_its_ready_message_until_it_starts(nq: NatsQueue) -> None:
+    """No record is written at enqueue for a plain job: get() reads it from its message,
+    the start's compare-and-set creates the record (one winner), cancel() writes it first."""
+    from nats.js.errors import KeyNotFoundError
+
+    res = await nq.enqueue(NewJob(task="t", input={"x": 1}, priority=3))
+    with pytest.raises(KeyNotFoundError):
+        await nq.cas.kv.get(f"j.{res.job.id}")
+    job = await nq.get(res.job.id)
+    assert (job.state, job.input, job.priority) == ("queued", {"x": 1}, 3)
+    (d,) = await nq.claim("w1")
+    assert d.job.id == res.job.id and d.job.attempts == 1
+    assert (await nq.get(res.job.id)).state == "running"
+    assert await nq.claim("w2", limit=5) == []
+    assert await nq.complete(d, "r")
+    assert (await nq.get(res.job.id)).result == "r"
+    other = await nq.enqueue(NewJob(task="t", input=2))
+    assert (await nq.cancel(other.job.id)).state == "cancelled"
+    assert (await nq.get(other.job.id)).state == "cancelled"
+    assert await nq.claim("w2", limit=5) == []
+    st = await nq.stats()
+    assert (st.depth, st.in_flight) == (0, 0)
+
+
+async def test_replayed_plain_message_after_the_job_started_is_not_run(nq: NatsQueue) -> None:
+    res = await nq.enqueue(NewJob(task="t", input=1))
+    raw = await nq.js.get_msg(nq.s_queue, subject=f"{nq.prefix}.r.p0.{res.job.id}")
+    (d,) = await nq.claim("w1")
+    assert await nq.claim("w2", limit=5) == []
+    # the very message again (a replay): its copy of the job says "queued, revision 0"
+    await nq.js.publish(f"{nq.prefix}.r.p0.{res.job.id}", raw.data)
+    assert await nq.claim("w2", limit=5) == []  # the start's compare-and-set loses
+    assert await nq.complete(d, "r")
+    job = await nq.get(res.job.id)
+    assert job.state == "succeeded" and job.attempts == 1

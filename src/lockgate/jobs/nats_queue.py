@@ -15,6 +15,15 @@ URL ``nats://host:4222?prefix=name`` (``prefix``: letters, digits, ``_``, ``-``;
   ``P.t.<id>`` while it waits for its ``run_after`` (the *delay lane*: retries in backoff,
   scheduled jobs; consumer ``t``, nak'd until due, then moved to its ready subject). One
   message per subject, so a repeated publish replaces instead of duplicating;
+* records written at start: a job without idempotency key, partition key or webhook, due
+  at once (the common case), is enqueued as its ready message alone, the record riding in
+  it (``lazy``); the start's compare-and-set "on revision 0" (expected last subject
+  sequence 0) creates the record, so exactly one start wins, as for any revision. While
+  it waits, ``get`` reads the job from that message and ``cancel`` first writes the record
+  from it (a start then loses its compare-and-set and sees the job cancelled). The message
+  is stored (file storage, acknowledged publish) before ``enqueue`` returns, so the job is
+  as durable as with the record written first; this saves a KV append and a round trip
+  per job;
 * the ready message that starts a job is its *timer*: starting does not acknowledge it but
   ``-NAK``s it with the lease as delay (its stream sequence ``run_q`` and the reply subject
   of that delivery ``run_ack`` go into the record by the start's compare-and-set), so
@@ -32,9 +41,10 @@ URL ``nats://host:4222?prefix=name`` (``prefix``: letters, digits, ``_``, ``-``;
   the earlier version before starting these: an earlier-version claimer acknowledges a
   timer it does not know (the job would then depend on its worker finishing it).
 
-Per job the server now does 4 stream/KV appends with an answer (KV create, ready publish,
-two compare-and-sets), one delivery, one nak, one ack, and 1/n of an expiry-index append;
-earlier versions also published a watcher (an append with an answer), deleted it (a
+Per plain job the server now does 3 stream/KV appends with an answer (ready publish, two
+compare-and-sets, the first creating the record), one delivery, one nak, one ack, and 1/n of
+an expiry-index append; earlier versions also wrote the record at enqueue, published a
+watcher (an append with an answer), deleted it (a
 JetStream API request: the costliest kind of operation on the server) and had it delivered
 and nak'd once more whenever a housekeeping look came while the job ran, and wrote one
 expiry-index entry per job. Every guarantee holds as before:
@@ -178,6 +188,8 @@ class NatsQueue:
         batch: (job id, expires_at or None, record)."""
         self._flush_task: asyncio.Task[None] | None = None
         self._legacy_gone = False
+        self._acked: dict[str, str] = {}
+        """Consumer name -> the last reply subject this client acknowledged through."""
         """True once ``P_R`` held no watcher (see :meth:`_legacy_watchers`)."""
         p = prefix
         self.s_queue, self.s_run, self.s_dead = f"{p}_Q", f"{p}_R", f"{p}_D"
@@ -291,15 +303,41 @@ class NatsQueue:
     def _delay_subject(self, job_id: str) -> str:
         return f"{self.prefix}.t.{job_id}"
 
-    async def _publish_ready(self, doc: Doc, rev: int) -> None:
+    async def _publish_ready(self, doc: Doc, rev: int, lazy: bool = False) -> None:
         """The job may run: its record (as of revision ``rev``) rides along, so the taker
-        can compare-and-set without reading it first (a stale copy just costs a read)."""
+        can compare-and-set without reading it first (a stale copy just costs a read).
+        ``lazy``: the record is not written yet; the message is the only copy of the job."""
         await self._ensure_band(int(doc["priority"]))
-        if float(doc["run_after"]) > time.time() + 0.05:
+        if not lazy and float(doc["run_after"]) > time.time() + 0.05:
             await self._publish_delayed(doc)  # not due yet: the delay lane
             return
-        body = orjson.dumps({"id": doc["id"], "c": doc["created_at"], "rev": rev, "doc": doc})
-        await self.js.publish(self._ready_subject(doc), body)
+        msg: Doc = {"id": doc["id"], "c": doc["created_at"], "rev": rev, "doc": doc}
+        if lazy:
+            msg["lazy"] = True
+        await self.js.publish(self._ready_subject(doc), orjson.dumps(msg))
+
+    async def _queued_doc(self, job_id: str) -> Doc | None:
+        """The job a ready message holds whose record is not written yet (``lazy``)."""
+        for band in await self._current_bands():
+            try:
+                raw = await self.js.get_msg(self.s_queue,
+                                            subject=f"{self.prefix}.r.{_band(band)}.{job_id}")
+            except APIError:  # no message on that subject (404)
+                continue
+            body = orjson.loads(raw.data or b"{}")
+            if body.get("lazy"):
+                return body["doc"]  # type: ignore[no-any-return]
+        return None
+
+    async def _load_or_write(self, job_id: str) -> tuple[Doc, int] | None:
+        """The job's record; written first from its ready message if it is not yet."""
+        cur = await self._load(job_id)
+        if cur is None:
+            doc = await self._queued_doc(job_id)
+            if doc is not None:
+                await self.cas.create(f"j.{job_id}", doc)  # None: a start wrote it meanwhile
+                cur = await self._load(job_id)
+        return cur
 
     @property
     def conn(self) -> Conn:
@@ -308,7 +346,25 @@ class NatsQueue:
         return self._conn
 
     async def _ack(self, msg: Msg) -> None:
-        await self.conn.ack(msg)
+        if msg.reply:
+            await self._ack_via(msg.reply)
+
+    async def _ack_via(self, reply: str) -> None:
+        """Acknowledge through a delivery's reply subject (fire-and-forget), remembering the
+        last one per consumer for :meth:`_acks_done`."""
+        if self._nc is not None:
+            await self._nc.publish(reply, b"+ACK")
+            self._acked[reply.split(".", 4)[3]] = reply
+
+    async def _acks_done(self) -> None:
+        """Wait until the server has applied this client's acknowledgements: JetStream
+        applies a consumer's acks in order, off the connection's read loop (so a flush is
+        not enough); answering an ack with a reply comes after all earlier ones."""
+        acked, self._acked = self._acked, {}
+        if self._nc is not None and acked:
+            nc = self._nc
+            with contextlib.suppress(Exception):  # an answer lost: the counts may lag
+                await asyncio.gather(*(nc.request(r, b"+ACK", timeout=2) for r in acked.values()))
 
     async def _nak(self, msg: Msg, delay: float = 0.0) -> None:
         await self.conn.nak(msg, delay)
@@ -472,6 +528,13 @@ class NatsQueue:
                     break
                 except KeyWrongLastSequenceError:
                     continue
+        if (new.idempotency_key is None and not new.partition_key and not new.webhook_url
+                and float(doc["run_after"]) <= now):
+            # the plain case: the ready message alone holds the job until it starts (the
+            # start's compare-and-set creates the record; see "Records written at start")
+            await self._publish_ready(doc, 0, lazy=True)
+            self._bump_depth(1)
+            return EnqueueResult(_job(doc), created=True)
         rev = await self.cas.create(f"j.{job_id}", doc) or 0
         if new.partition_key:
             await self._join_partition(doc, rev)
@@ -522,6 +585,11 @@ class NatsQueue:
     async def get(self, job_id: str) -> Job:
         cur = await self._load(job_id)
         if cur is None:
+            doc = await self._queued_doc(job_id)
+            if doc is not None:
+                return _job(doc)  # waiting, its record not written yet
+            cur = await self._load(job_id)  # started (and its message gone) meanwhile
+        if cur is None:
             raise JobNotFound(job_id)
         job = _job(cur[0])
         if job.state == "expired" or (job.expires_at is not None and job.expires_at <= time.time()):
@@ -541,7 +609,11 @@ class NatsQueue:
         job_id = body["id"]
         seq = msg.metadata.sequence.stream
         fresh = msg.metadata.num_delivered == 1 and body.get("rev")
-        cur = (body["doc"], int(body["rev"])) if fresh else await self._load(job_id)
+        if body.get("lazy"):  # the record does not exist unless some step wrote it: the
+            # start's compare-and-set "on revision 0" creates it, or loses and re-reads
+            cur: tuple[Doc, int] | None = (body["doc"], 0)
+        else:
+            cur = (body["doc"], int(body["rev"])) if fresh else await self._load(job_id)
         if cur is None:
             if msg_age(msg, now) < START_GRACE:
                 await self._nak(msg, delay=0.2)  # its producer is still writing the record
@@ -550,7 +622,9 @@ class NatsQueue:
             return None
         doc = cur[0]
         if doc["state"] == "queued":
-            if float(doc["run_after"]) > now:
+            # (a lazy job is due when enqueued: its run_after is the producer's clock, and
+            # only a clock ahead of ours makes it look early; it starts like the others)
+            if float(doc["run_after"]) > now and cur[1]:
                 await self._defer(msg, doc)
                 return None
             reply = msg.reply
@@ -820,7 +894,7 @@ class NatsQueue:
         acknowledgement through the reply subject of any delivery of it, so any client can),
         or delete the watcher of a job started by an older version (``run_msg``)."""
         if doc.get("run_ack") and self._nc is not None:
-            await self._nc.publish(doc["run_ack"], b"+ACK")
+            await self._ack_via(doc["run_ack"])
         if doc.get("run_msg"):
             await self._delete_watcher(int(doc["run_msg"]), wait=wait)
 
@@ -972,7 +1046,7 @@ class NatsQueue:
                 d["webhook_status"] = "pending"
             return True
 
-        after, won = await self._change(job_id, cancelled)
+        after, won = await self._change(job_id, cancelled, await self._load_or_write(job_id))
         if after is None:
             raise JobNotFound(job_id)
         doc = after[0]
@@ -1133,6 +1207,7 @@ class NatsQueue:
         if nc is not None:
             await self._flush_pending()
             await nc.flush()  # our acks before the counts
+            await self._acks_done()
         # every JetStream API call costs the server ~150 us: as few as possible here
         q, d, cons, legacy = await asyncio.gather(
             self.js.stream_info(self.s_queue),
