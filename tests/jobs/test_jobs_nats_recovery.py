@@ -266,3 +266,27 @@ async def test_replayed_plain_message_after_the_job_started_is_not_run(nq: NatsQ
     assert await nq.complete(d, "r")
     job = await nq.get(res.job.id)
     assert job.state == "succeeded" and job.attempts == 1
+
+
+async def test_a_watching_client_sees_other_clients_starts_within_the_running_ttl(
+        nq: NatsQueue) -> None:
+    from lockgate.jobs.nats_queue import RUNNING_TTL
+
+    watcher = NatsQueue(nq.url, nq.options)
+    await watcher.open()
+    try:
+        res = await nq.enqueue(NewJob(task="t", input=1))
+        st = await watcher.stats()
+        assert (st.depth, st.in_flight) == (1, 0)
+        (d,) = await nq.claim("w1")
+        await asyncio.sleep(RUNNING_TTL + 0.05)
+        st = await watcher.stats()
+        assert (st.depth, st.in_flight) == (0, 1)
+        assert await nq.complete(d, "r")
+        await nq.stats()  # its acknowledgement applied
+        await asyncio.sleep(RUNNING_TTL + 0.05)
+        st = await watcher.stats()
+        assert (st.depth, st.in_flight) == (0, 0)
+        assert (await watcher.get(res.job.id)).result == "r"
+    finally:
+        await watcher.aclose()

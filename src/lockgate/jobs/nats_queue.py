@@ -130,6 +130,9 @@ __all__ = ["NatsQueue"]
 
 HOUSEKEEPING_INTERVAL = 0.1
 """Seconds between two looks at due watchers by one queue client."""
+RUNNING_TTL = 0.1
+"""Seconds ``stats()`` may reuse the ready consumers' counts when this client did not act
+on a job meanwhile (so ``in_flight`` may lag other clients' starts and finishes by that)."""
 FINISH_BATCH_WINDOW = 0.004
 """Seconds a completion's expiry-index entry and watcher deletion wait for others to batch
 with (one index message per batch instead of one per job)."""
@@ -189,6 +192,8 @@ class NatsQueue:
         self._flush_task: asyncio.Task[None] | None = None
         self._legacy_gone = False
         self._acked: dict[str, str] = {}
+        self._running_cache: tuple[float, list[Any]] | None = None
+        """(monotonic time, the ready consumers' infos) — see :meth:`_running`."""
         """Consumer name -> the last reply subject this client acknowledged through."""
         """True once ``P_R`` held no watcher (see :meth:`_legacy_watchers`)."""
         p = prefix
@@ -273,11 +278,9 @@ class NatsQueue:
 
     async def _flush_pending(self) -> None:
         """Send the batched after-steps of completions now (before counting or closing)."""
-        task, self._flush_task = self._flush_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        task = self._flush_task
+        if task is not None and not task.done():
+            await asyncio.wait({task})  # (never cancelled: one mid-way would lose its acks)
         if self._finishing:
             await self._flush_finished()
 
@@ -311,6 +314,7 @@ class NatsQueue:
         if not lazy and float(doc["run_after"]) > time.time() + 0.05:
             await self._publish_delayed(doc)  # not due yet: the delay lane
             return
+        self._running_cache = None  # (a release replaces a running job's timer)
         msg: Doc = {"id": doc["id"], "c": doc["created_at"], "rev": rev, "doc": doc}
         if lazy:
             msg["lazy"] = True
@@ -353,6 +357,7 @@ class NatsQueue:
         """Acknowledge through a delivery's reply subject (fire-and-forget), remembering the
         last one per consumer for :meth:`_acks_done`."""
         if self._nc is not None:
+            self._running_cache = None
             await self._nc.publish(reply, b"+ACK")
             self._acked[reply.split(".", 4)[3]] = reply
 
@@ -367,6 +372,7 @@ class NatsQueue:
                 await asyncio.gather(*(nc.request(r, b"+ACK", timeout=2) for r in acked.values()))
 
     async def _nak(self, msg: Msg, delay: float = 0.0) -> None:
+        self._running_cache = None
         await self.conn.nak(msg, delay)
 
     async def _purge(self, stream: str, subject: str) -> None:
@@ -445,10 +451,21 @@ class NatsQueue:
     async def _running(self) -> list[Any]:
         """The ready consumers' states: a consumer's pending (delivered, unacknowledged)
         messages are the timers of its running jobs (plus, for a moment, messages being
-        looked at by a claim), since a job not due yet waits in the delay lane instead."""
+        looked at by a claim), since a job not due yet waits in the delay lane instead.
+
+        Kept for ``RUNNING_TTL`` seconds unless this client acted on a job meanwhile: on the
+        NATS 2.9 server a filtered consumer's info costs time in proportion to the stream
+        (~1.1 ms of server CPU at 4,000 waiting jobs, against ~0.15 ms for a stream's), and
+        monitors poll it."""
+        now = time.monotonic()
+        cached = self._running_cache
+        if cached is not None and now - cached[0] < RUNNING_TTL:
+            return cached[1]
         bands = await self._current_bands()
-        return list(await asyncio.gather(*(
+        cons = list(await asyncio.gather(*(
             self.js.consumer_info(self.s_queue, "b_" + _band(b)) for b in bands)))
+        self._running_cache = (now, cons)
+        return cons
 
     def _bump_depth(self, delta: int) -> None:
         if self._depth_cache is not None:
@@ -906,8 +923,9 @@ class NatsQueue:
         so each job's after-steps are redone when its lease would have ended."""
         if after > 0:
             await asyncio.sleep(after)
+        if self._flush_task is asyncio.current_task():
+            self._flush_task = None
         batch, self._finishing = self._finishing, []
-        self._flush_task = None
         nc = self._nc
         if not batch or nc is None:
             return
