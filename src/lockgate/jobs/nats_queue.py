@@ -56,9 +56,14 @@ expiry-index entry per job. Every guarantee holds as before:
 * exactly one winner: every change is still a compare-and-set on the record; a message
   that is not the job's ``run_q`` is acknowledged as a duplicate, never run;
 * retries: ``fail`` writes the record, publishes to the delay lane, and only then lets the
-  timer go; killed in between, the timer comes due, finds the job queued and starts it,
-  and the delay-lane copy is moved only if the ready subject is empty (publish with
-  expected last subject sequence 0), so it never replaces a running job's timer;
+  timer go; killed in between, the timer comes due and finds its job queued: a job is
+  never restarted through its old timer (``run_q`` is still that message), the timer puts
+  it in the delay lane and goes, so a late acknowledgement of it takes nothing from a new
+  run. Delay-lane messages, partition promotions, idempotent resubmissions ("heal") and
+  DLQ retries publish a ready message only if the ready subject is empty (expected last
+  subject sequence 0): whatever message is there already leads to the job, and replacing a
+  running job's timer would take its redelivery away. Only ``release`` replaces on purpose
+  (its own timer, so the job is handed out again at once);
 * per-key ordering, DLQ, priority, idempotency: unchanged (partition lists, ``P_D``, the
   band consumers and the ``i.`` keys work as before).
 
@@ -134,8 +139,8 @@ RUNNING_TTL = 0.1
 """Seconds ``stats()`` may reuse the ready consumers' counts when this client did not act
 on a job meanwhile (so ``in_flight`` may lag other clients' starts and finishes by that)."""
 FINISH_BATCH_WINDOW = 0.004
-"""Seconds a completion's expiry-index entry and watcher deletion wait for others to batch
-with (one index message per batch instead of one per job)."""
+"""Seconds a completion's expiry-index entry and timer acknowledgement wait for others to
+batch with (one index message per batch instead of one per job)."""
 ACK_WAIT = 5.0
 """Seconds a pulled message may stay unanswered before JetStream hands it out again (a
 client killed between pulling and answering). Answers take milliseconds; one that comes
@@ -191,11 +196,11 @@ class NatsQueue:
         batch: (job id, expires_at or None, record)."""
         self._flush_task: asyncio.Task[None] | None = None
         self._legacy_gone = False
+        """True once ``P_R`` held no watcher (see :meth:`_legacy_watchers`)."""
         self._acked: dict[str, str] = {}
+        """Consumer name -> the last reply subject this client acknowledged through."""
         self._running_cache: tuple[float, list[Any]] | None = None
         """(monotonic time, the ready consumers' infos) — see :meth:`_running`."""
-        """Consumer name -> the last reply subject this client acknowledged through."""
-        """True once ``P_R`` held no watcher (see :meth:`_legacy_watchers`)."""
         p = prefix
         self.s_queue, self.s_run, self.s_dead = f"{p}_Q", f"{p}_R", f"{p}_D"
         self.s_expiry, self.s_gone = f"{p}_X", f"{p}_G"
@@ -306,10 +311,16 @@ class NatsQueue:
     def _delay_subject(self, job_id: str) -> str:
         return f"{self.prefix}.t.{job_id}"
 
-    async def _publish_ready(self, doc: Doc, rev: int, lazy: bool = False) -> None:
+    async def _publish_ready(self, doc: Doc, rev: int, lazy: bool = False,
+                             if_empty: bool = False) -> None:
         """The job may run: its record (as of revision ``rev``) rides along, so the taker
         can compare-and-set without reading it first (a stale copy just costs a read).
-        ``lazy``: the record is not written yet; the message is the only copy of the job."""
+        ``lazy``: the record is not written yet; the message is the only copy of the job.
+        ``if_empty``: only if the ready subject holds no message (expected last subject
+        sequence 0) — a message there, waiting or a timer, already leads to the job, and
+        replacing a running job's timer would take its redelivery away."""
+        from nats.js.errors import BadRequestError
+
         await self._ensure_band(int(doc["priority"]))
         if not lazy and float(doc["run_after"]) > time.time() + 0.05:
             await self._publish_delayed(doc)  # not due yet: the delay lane
@@ -318,7 +329,9 @@ class NatsQueue:
         msg: Doc = {"id": doc["id"], "c": doc["created_at"], "rev": rev, "doc": doc}
         if lazy:
             msg["lazy"] = True
-        await self.js.publish(self._ready_subject(doc), orjson.dumps(msg))
+        headers = {"Nats-Expected-Last-Subject-Sequence": "0"} if if_empty else None
+        with contextlib.suppress(BadRequestError):  # (if_empty) 10071: the subject is taken
+            await self.js.publish(self._ready_subject(doc), orjson.dumps(msg), headers=headers)
 
     async def _queued_doc(self, job_id: str) -> Doc | None:
         """The job a ready message holds whose record is not written yet (``lazy``)."""
@@ -482,7 +495,8 @@ class NatsQueue:
                 doc = cur[0]
                 if (doc["state"] == "queued" and not doc["partition_key"]
                         and doc["created_at"] < time.time() - 2 and not doc["attempts"]):
-                    await self._publish_ready(doc, cur[1])  # heal: its producer died
+                    await self._publish_ready(doc, cur[1], if_empty=True)  # heal: its
+                    # producer died before publishing
                 return _job(doc), int(entry.revision or 0)
             await asyncio.sleep(0.05)
         return None, int(entry.revision or 0)
@@ -596,7 +610,7 @@ class NatsQueue:
             return
         head = await self._load(cur[0]["ids"][0])
         if head is not None and head[0]["state"] == "queued":
-            await self._publish_ready(head[0], head[1])
+            await self._publish_ready(head[0], head[1], if_empty=True)
             await self._purge(self.s_queue, self._wait_subject(head[0]["id"]))
 
     async def get(self, job_id: str) -> Job:
@@ -628,7 +642,9 @@ class NatsQueue:
         fresh = msg.metadata.num_delivered == 1 and body.get("rev")
         if body.get("lazy"):  # the record does not exist unless some step wrote it: the
             # start's compare-and-set "on revision 0" creates it, or loses and re-reads
-            cur: tuple[Doc, int] | None = (body["doc"], 0)
+            again = msg.metadata.num_delivered > 1  # (then likely a timer: read the record)
+            cur: tuple[Doc, int] | None = (
+                (await self._load(job_id) if again else None) or (body["doc"], 0))
         else:
             cur = (body["doc"], int(body["rev"])) if fresh else await self._load(job_id)
         if cur is None:
@@ -641,13 +657,16 @@ class NatsQueue:
         if doc["state"] == "queued":
             # (a lazy job is due when enqueued: its run_after is the producer's clock, and
             # only a clock ahead of ours makes it look early; it starts like the others)
-            if float(doc["run_after"]) > now and cur[1]:
+            if cur[1] and (float(doc["run_after"]) > now or doc.get("run_q") == seq):
+                # not due; or this message is the timer of a run that ended in a retry or
+                # release whose worker may still be letting it go (or died doing so): a job
+                # is never restarted through its old timer, it goes to the delay lane
                 await self._defer(msg, doc)
                 return None
             reply = msg.reply
 
             def start(d: Doc) -> bool:
-                if d["state"] != "queued":
+                if d["state"] != "queued" or d.get("run_q") == seq:  # (see above)
                     return False
                 d.update(state="running", attempts=int(d["attempts"]) + 1, lease_owner=worker_id,
                          lease_until=until, run_q=seq, run_ack=reply)
@@ -679,7 +698,7 @@ class NatsQueue:
             await self._ack(msg)  # cancelled, or started through a duplicate message
             return None
         state = doc["state"]
-        if state == "queued":  # cannot stay so (a start names its message): look again
+        if state == "queued":  # its own old timer (see _start): the next look defers it
             await self._nak(msg, delay=0.05)
             return None
         if state != "running":
@@ -819,7 +838,7 @@ class NatsQueue:
             self._held[job_id] = after
             return Delivery(_job(after[0]), worker_id, until, token=str(seq))
         if state == "queued":  # failed/released, its worker died before republishing it
-            await self._publish_ready(doc, cur[1])
+            await self._publish_ready(doc, cur[1], if_empty=True)
             await self._delete_watcher(seq)
             return None
         await self._after_finish(doc)  # finished or parked: redo the idempotent after-steps
@@ -896,7 +915,7 @@ class NatsQueue:
         if not wait:  # the last two steps, batched with other completions (see _flush_finished)
             at = float(doc["expires_at"]) if expiring else None
             self._finishing.append((doc["id"], at, doc))
-            if self._flush_task is None:
+            if self._flush_task is None or self._flush_task.done():
                 self._flush_task = asyncio.create_task(self._flush_finished(FINISH_BATCH_WINDOW))
             return
         if expiring and self._nc:
@@ -916,11 +935,11 @@ class NatsQueue:
             await self._delete_watcher(int(doc["run_msg"]), wait=wait)
 
     async def _flush_finished(self, after: float = 0.0) -> None:
-        """The expiry-index entry and the watcher deletion of the jobs completed in the last
-        ``after`` seconds: ONE index message for all of them (``{"ids": [...], "at": the
-        latest expiry}``), then their watchers' deletions, fire-and-forget, in that order on
-        the one connection. A client killed before this runs leaves the watchers in place,
-        so each job's after-steps are redone when its lease would have ended."""
+        """The expiry-index entry and the timer acknowledgement of the jobs completed in the
+        last ``after`` seconds: ONE index message for all of them (``{"ids": [...], "at":
+        the latest expiry}``), then their timers' acknowledgements, fire-and-forget, in that
+        order on the one connection. A client killed before this runs leaves the timers in
+        place, so each job's after-steps are redone when its lease would have ended."""
         if after > 0:
             await asyncio.sleep(after)
         if self._flush_task is asyncio.current_task():
@@ -1104,7 +1123,7 @@ class NatsQueue:
             if doc["partition_key"]:
                 await self._join_partition(doc, after[1])
             else:
-                await self._publish_ready(doc, after[1])
+                await self._publish_ready(doc, after[1], if_empty=True)
             self._bump_depth(1)
         return _job(doc)
 
