@@ -99,7 +99,7 @@ async def test_rows_arriving_during_a_write_wait_for_the_next_interval(
 
     async def slow_write(rows: Any) -> None:
         nonlocal arrived
-        for _ in range(5):  # requests keep coming while the transaction runs
+        while arrived < 5:  # requests keep coming while the first transaction runs
             w.submit(make_record(1000 + arrived))
             arrived += 1
             await asyncio.sleep(0.01)
