@@ -98,7 +98,10 @@ def _csv_events(text: str, max_events: int) -> Iterator[Event]:
 
 def read_csv(data: bytes | str, *, max_events: int = DEFAULT_MAX_EVENTS) -> EventLog:
     text = _decode(data)
-    return EventLog.from_events(_csv_events(text, max_events))
+    try:
+        return EventLog.from_events(_csv_events(text, max_events))
+    except csv.Error as exc:  # e.g. a bare carriage return inside an unquoted field
+        raise MiningInputError(f"CSV file cannot be parsed: {exc}") from None
 
 
 def _decode(data: bytes | str) -> str:
