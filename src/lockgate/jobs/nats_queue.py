@@ -94,6 +94,7 @@ import contextlib
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
@@ -165,6 +166,27 @@ def _band(priority: int) -> str:
 def _job(doc: Doc) -> Job:
     return Job(**{k: doc[k] for k in _JOB_FIELDS if k in doc})
 
+
+
+def _bury_expired(error: str, now: float) -> Callable[[Doc], bool]:
+    """The change that dead-letters a running job whose lease ran out (no-op otherwise)."""
+    def bury(d: Doc) -> bool:
+        if d["state"] != "running" or float(d["lease_until"] or 0) > now:
+            return False
+        _to_dead(d, error, now)
+        return True
+    return bury
+
+
+def _take_over_expired(worker_id: str, until: float, now: float) -> Callable[[Doc], bool]:
+    """The change that gives a running job whose lease ran out to ``worker_id`` as a new
+    attempt (no-op otherwise)."""
+    def take_over(d: Doc) -> bool:
+        if d["state"] != "running" or float(d["lease_until"] or 0) > now:
+            return False
+        d.update(attempts=int(d["attempts"]) + 1, lease_owner=worker_id, lease_until=until)
+        return True
+    return take_over
 
 class NatsQueue:
     """A :class:`~lockgate.jobs.queue.JobQueue` on NATS JetStream."""
@@ -713,13 +735,7 @@ class NatsQueue:
         if attempts >= int(doc["max_attempts"]):
             error = f"lease expired on attempt {attempts} (worker lost)"
 
-            def bury(d: Doc) -> bool:
-                if d["state"] != "running" or float(d["lease_until"] or 0) > now:
-                    return False
-                _to_dead(d, error, now)
-                return True
-
-            after, won = await self._change(job_id, bury, cur)
+            after, won = await self._change(job_id, _bury_expired(error, now), cur)
             if won and after is not None:
                 await self._after_finish(after[0])
                 await self._ack(msg)
@@ -727,13 +743,7 @@ class NatsQueue:
                 await self._nak(msg, delay=0.05)
             return None
 
-        def take_over(d: Doc) -> bool:
-            if d["state"] != "running" or float(d["lease_until"] or 0) > now:
-                return False
-            d.update(attempts=int(d["attempts"]) + 1, lease_owner=worker_id, lease_until=until)
-            return True
-
-        after, won = await self._change(job_id, take_over, cur)
+        after, won = await self._change(job_id, _take_over_expired(worker_id, until, now), cur)
         await self._nak(msg, delay=max(0.0, until - time.time()) if won else 0.05)
         if not won or after is None:
             return None
@@ -807,13 +817,7 @@ class NatsQueue:
             if attempts >= int(doc["max_attempts"]):
                 error = f"lease expired on attempt {attempts} (worker lost)"
 
-                def bury(d: Doc) -> bool:
-                    if d["state"] != "running" or float(d["lease_until"] or 0) > now:
-                        return False
-                    _to_dead(d, error, now)
-                    return True
-
-                after, won = await self._change(job_id, bury, cur)
+                after, won = await self._change(job_id, _bury_expired(error, now), cur)
                 if won and after is not None:
                     await self._after_finish(after[0])
                 else:
@@ -824,14 +828,8 @@ class NatsQueue:
                 return None
             until = now + lease
 
-            def take_over(d: Doc) -> bool:
-                if d["state"] != "running" or float(d["lease_until"] or 0) > now:
-                    return False
-                d.update(attempts=int(d["attempts"]) + 1, lease_owner=worker_id,
-                         lease_until=until)
-                return True
-
-            after, won = await self._change(job_id, take_over, cur)
+            after, won = await self._change(job_id, _take_over_expired(worker_id, until, now),
+                                            cur)
             await self._nak(msg, delay=lease + 0.01 if won else 0.05)
             if not won or after is None:
                 return None
