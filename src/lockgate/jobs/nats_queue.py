@@ -727,20 +727,7 @@ class NatsQueue:
             await self._after_finish(doc)  # finished or parked: redo the idempotent after-steps
             await self._ack(msg)
             return None
-        lease_until = float(doc["lease_until"] or 0)
-        if lease_until > now:
-            await self._nak(msg, delay=lease_until - now + 0.01)
-            return None
-        attempts = int(doc["attempts"])
-        if attempts >= int(doc["max_attempts"]):
-            error = f"lease expired on attempt {attempts} (worker lost)"
-
-            after, won = await self._change(job_id, _bury_expired(error, now), cur)
-            if won and after is not None:
-                await self._after_finish(after[0])
-                await self._ack(msg)
-            else:
-                await self._nak(msg, delay=0.05)
+        if await self._lease_handled(msg, cur, now, ack_buried=True):
             return None
 
         after, won = await self._change(job_id, _take_over_expired(worker_id, until, now), cur)
@@ -749,6 +736,30 @@ class NatsQueue:
             return None
         self._held[job_id] = after
         return Delivery(_job(after[0]), worker_id, until, token=str(seq))
+
+    async def _lease_handled(self, msg: Msg, cur: tuple[Doc, int], now: float, *,
+                             ack_buried: bool) -> bool:
+        """A running job's timer (or legacy watcher) came due. True when that is all:
+        the lease was renewed (nak again until it ends) or the attempts are used up
+        (dead-lettered; ``ack_buried``: acknowledge the message then). False: the lease
+        ran out with attempts left, the caller may take the job over."""
+        doc = cur[0]
+        lease_until = float(doc["lease_until"] or 0)
+        if lease_until > now:
+            await self._nak(msg, delay=lease_until - now + 0.01)
+            return True
+        attempts = int(doc["attempts"])
+        if attempts < int(doc["max_attempts"]):
+            return False
+        error = f"lease expired on attempt {attempts} (worker lost)"
+        after, won = await self._change(doc["id"], _bury_expired(error, now), cur)
+        if won and after is not None:
+            await self._after_finish(after[0])
+            if ack_buried:
+                await self._ack(msg)
+        else:
+            await self._nak(msg, delay=0.05)
+        return True
 
     async def _defer(self, msg: Msg, doc: Doc) -> None:
         """A ready message of a job not due yet: wait in the delay lane instead (so a
@@ -809,19 +820,7 @@ class NatsQueue:
             return None
         state = doc["state"]
         if state == "running":
-            lease_until = float(doc["lease_until"] or 0)
-            if lease_until > now:
-                await self._nak(msg, delay=lease_until - now + 0.01)
-                return None
-            attempts = int(doc["attempts"])
-            if attempts >= int(doc["max_attempts"]):
-                error = f"lease expired on attempt {attempts} (worker lost)"
-
-                after, won = await self._change(job_id, _bury_expired(error, now), cur)
-                if won and after is not None:
-                    await self._after_finish(after[0])
-                else:
-                    await self._nak(msg, delay=0.05)
+            if await self._lease_handled(msg, cur, now, ack_buried=False):
                 return None
             if not take:
                 await self._nak(msg, delay=0.05)
