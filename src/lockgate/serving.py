@@ -19,13 +19,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["main", "serve_argv"]
+__all__ = ["COMMAND", "main", "serve_args"]
+
+COMMAND = (sys.executable, "-m", "lockgate.serving")
+"""This module run by the running interpreter (followed by :func:`serve_args`)."""
 
 
-def serve_argv(host: str, port: int, workers: int) -> list[str]:
-    """The command line that starts this module with the running interpreter."""
-    return [sys.executable, "-m", "lockgate.serving", "--host", host, "--port", str(port),
-            "--workers", str(workers)]
+def serve_args(host: str, port: int, workers: int) -> list[str]:
+    """The arguments :func:`main` takes."""
+    return ["--host", host, "--port", str(port), "--workers", str(workers)]
 
 
 def main(argv: list[str] | None = None) -> int:

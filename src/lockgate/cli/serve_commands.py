@@ -17,8 +17,8 @@ from lockgate.jobs.embedded import EMBEDDED_WORKER_ENV
 from lockgate.jobs.tasks import TaskError
 from lockgate.runtime import MASTER_HASH_FILE, Runtime, master_key_hash, save_master_key_hash
 from lockgate.server import CONFIG_ENV
+from lockgate.serving import COMMAND, serve_args
 from lockgate.serving import main as serving_main
-from lockgate.serving import serve_argv
 from lockgate.settings import Config
 from lockgate.store import Store, StoreError
 
@@ -60,9 +60,10 @@ def _serve(cfg: Config, config_path: Path | None, host: str, port: int, workers:
     os.environ.setdefault("LOCKGATE_HOME", str(cfg.home_path.resolve()))
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lockgate-metrics-")
-    argv = serve_argv(host, port, workers)
+    args = serve_args(host, port, workers)
     if os.environ.get(SERVE_IN_PROCESS_ENV) == "1":
-        raise typer.Exit(serving_main(argv[3:]))
+        raise typer.Exit(serving_main(args))
+    argv = [*COMMAND, *args]
     # the gateway starts in a clean interpreter (same PID): what the CLI imported stays out
     sys.stdout.flush()
     sys.stderr.flush()
