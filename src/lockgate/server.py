@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,6 +37,7 @@ from lockgate.api.request_io import request_id_of
 from lockgate.errors import BadRequest, GatewayError
 from lockgate.events.embedded import EmbeddedConsumers
 from lockgate.facade import Facades
+from lockgate.interpreter import settle_after_startup
 from lockgate.jobs.embedded import EmbeddedWorker, embedded_worker_enabled
 from lockgate.observability.logging import configure_logging
 from lockgate.runtime import Runtime
@@ -71,10 +71,7 @@ def create_app(config: Config | None = None) -> LeanGateway:
         log.info("lockgate.started", models=runtime.pipeline.router.models(), pid=os.getpid(),
                  embedded_worker=worker is not None)
         facades = await Facades.start(runtime) if cfg.facades else None  # lockgate.facade
-        # Start-up leaves ~140k long-lived objects (FastAPI, SQLAlchemy, pydantic); full GC
-        # passes over them stalled the loop 40-200 ms every 1-2 s under load (bench/RESULTS.md).
-        gc.collect()
-        gc.freeze()
+        settle_after_startup()  # gc.freeze() and a short GIL switch interval
         try:
             yield
         finally:

@@ -26,7 +26,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2] / "src" / "lockgate"
 
 LAYERS: list[set[str]] = [
-    {"errors", "settings", "py", "lazy"},
+    {"errors", "settings", "py", "lazy", "interpreter"},
     {"state", "store", "metrics", "observability", "formats"},
     {"providers", "governance", "guards", "alerts"},
     {"pipeline"},

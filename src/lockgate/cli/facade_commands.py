@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import typer
 
 from lockgate.cli.common import ConfigOption, console, fail, get_config
 from lockgate.errors import ConfigError
+from lockgate.interpreter import settle_after_startup
 from lockgate.jobs.tasks import TaskError
 from lockgate.settings import Config
 from lockgate.store import StoreError
@@ -42,9 +42,7 @@ async def _serve(cfg: Config, ready: asyncio.Event | None = None) -> None:
         try:
             for line in facades.addresses():
                 console.print(f"facade {line}", highlight=False)
-            # long-lived start-up objects out of the collector's way (as the gateway does)
-            gc.collect()
-            gc.freeze()
+            settle_after_startup()  # as the gateway does: gc.freeze(), GIL interval
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):

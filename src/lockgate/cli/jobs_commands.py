@@ -31,6 +31,7 @@ from rich.table import Table
 
 from lockgate.cli.common import ConfigOption, console, fail, get_config
 from lockgate.errors import GatewayError
+from lockgate.interpreter import settle_after_startup
 from lockgate.jobs.backends import open_queue
 from lockgate.jobs.queue import JobQueue, queue_options
 from lockgate.jobs.taskspec import task_specs
@@ -119,6 +120,7 @@ def worker(
         consumers = None
         try:
             w = rt.new_worker(concurrency, lease)
+            settle_after_startup()  # as the gateway does: gc.freeze(), GIL interval
             stop = asyncio.Event()
             _stop_on_signals(stop)
             if cfg.events.consumers and rt.review is not None:

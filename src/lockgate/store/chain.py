@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lockgate.store.errors import StoreError
@@ -53,6 +54,7 @@ __all__ = [
     "GENESIS",
     "ChainConflict",
     "ChainReport",
+    "RowsAlreadyStored",
     "canonical",
     "chain_head",
     "get_chained_record",
@@ -67,13 +69,14 @@ CHAIN_VERSION: Final = 1
 HEAD_ID: Final = 1
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _US: Final = timedelta(microseconds=1)
-YIELD_EVERY: Final = 64
+YIELD_EVERY: Final = 32
 """Rows hashed between two returns to the event loop: a batch of a few hundred rows is
 milliseconds of hashing and row building, and the gateway's requests wait behind one
 uninterrupted stretch of it (the c=1 latency tail, bench/RESULTS.md issue 12)."""
-_LARGEST_PART: Final = 512
-"""Rows per INSERT and ids per duplicate lookup (:func:`padded_parts`); 512 rows of the usage
-table are ~13,000 parameters (SQLite allows 32,766, PostgreSQL 65,535)."""
+_LARGEST_PART: Final = 64
+"""Rows per INSERT and ids per duplicate lookup (:func:`padded_parts`). The driver binds a
+statement's parameters in one C call holding the GIL: 512 rows (~11,000 parameters) kept the
+event loop waiting 2-7 ms on this project's 2-core box, 64 rows about 1 ms."""
 
 u = usage_records
 _T = TypeVar("_T")
@@ -83,6 +86,14 @@ class ChainConflict(StoreError):
     """A chained insert lost a row to a concurrent non-chained writer; the batch is retried."""
 
     http_status = 503
+
+
+class RowsAlreadyStored(StoreError):
+    """:func:`insert_chained` with ``assume_new=True`` met a request id stored already.
+
+    Its links are then wrong (a ``seq`` was skipped): roll the transaction back and insert
+    the batch again without ``assume_new``, which leaves the stored rows out first.
+    """
 
 
 def _created_us(value: Any) -> int:
@@ -182,9 +193,9 @@ def padded_parts(items: Sequence[_T], largest: int = _LARGEST_PART) -> list[list
     statement cache (sqlite3: 128 statements; asyncpg: 100). A 300-row multi-row INSERT
     holds about 0.7 MB there: with batches of every size from 1 to 500 that cache grew and
     shrank by tens of megabytes under load (bench/RESULTS.md, 2026-12-02). Padded parts
-    leave at most ``log2(largest) + 1`` shapes, and still one statement per part: several
-    smaller statements (or a one-row ``executemany``, which on SQLite gives up the GIL per
-    row) made the audit writer fall behind a loaded event loop.
+    leave at most ``log2(largest) + 1`` shapes. (A one-row ``executemany``, which on SQLite
+    gives up and re-takes the GIL per row, made the audit writer fall behind a loaded event
+    loop.)
 
     The padding repeats an item, so it only suits statements where a repeat changes nothing:
     ``IN (...)`` lists, and the audit INSERT, whose ``ON CONFLICT (request_id) DO NOTHING``
@@ -198,37 +209,93 @@ def padded_parts(items: Sequence[_T], largest: int = _LARGEST_PART) -> list[list
     return parts
 
 
-def _insert(dialect: str) -> Any:
-    """INSERT that skips (instead of failing on) a request id stored already: a row stored
-    meanwhile by someone else, or a padding repeat; RETURNING counts the rows it stored."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects import postgresql as dialect_pg
+_INSERT_COLUMNS: Final = (*USAGE_FIELDS, "seq", "chain_hash")
+_insert_sql_cache: dict[tuple[str, str, int], str] = {}
 
-        return (
-            dialect_pg.insert(u)
-            .on_conflict_do_nothing(index_elements=["request_id"])
-            .returning(u.c.seq)
-        )
-    from sqlalchemy.dialects import sqlite as dialect_sqlite
 
-    return (
-        dialect_sqlite.insert(u)
-        .on_conflict_do_nothing(index_elements=["request_id"])
-        .returning(u.c.seq)
+def _insert_sql(dialect: Dialect, rows: int) -> str:
+    """``INSERT INTO usage_records (...) VALUES (...) x rows ON CONFLICT (request_id) DO
+    NOTHING`` in the driver's own parameter style, cached per shape.
+
+    Rendered here rather than compiled by SQLAlchemy per execution: its multi-row
+    "insertmanyvalues" path builds and processes every parameter in Python on the event loop
+    (~10 ms for a 512-row part on this project's 2-core box, time every request waiting on
+    the loop sat through: the c=1 latency tail, bench/RESULTS.md issue 12). A conflicting
+    request id (a row stored meanwhile, or a padding repeat) is skipped; the statement's
+    rowcount is the number of rows it stored.
+    """
+    key = (dialect.name, str(dialect.paramstyle), rows)
+    sql = _insert_sql_cache.get(key)
+    if sql is not None:
+        return sql
+    quote = dialect.identifier_preparer.quote
+    width = len(_INSERT_COLUMNS)
+    style = dialect.paramstyle
+    if style == "qmark":
+        groups = ["(" + ", ".join("?" * width) + ")"] * rows
+    elif style in ("numeric_dollar", "numeric"):
+        mark = "$" if style == "numeric_dollar" else ":"
+        groups = [
+            "(" + ", ".join(f"{mark}{r * width + c + 1}" for c in range(width)) + ")"
+            for r in range(rows)
+        ]
+    elif style == "format":
+        groups = ["(" + ", ".join(["%s"] * width) + ")"] * rows
+    else:  # pragma: no cover - every supported driver uses one of the styles above
+        raise StoreError(f"audit insert: unsupported parameter style {style!r}")
+    sql = (
+        f"INSERT INTO {quote(u.name)} ({', '.join(quote(c) for c in _INSERT_COLUMNS)}) "
+        f"VALUES {', '.join(groups)} ON CONFLICT ({quote('request_id')}) DO NOTHING"
     )
+    _insert_sql_cache[key] = sql
+    return sql
 
 
-async def insert_chained(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> int:
+async def _insert_parts(conn: AsyncConnection, params: list[tuple[Any, ...]]) -> int:
+    """Insert value tuples (in :data:`_INSERT_COLUMNS` order) in padded parts; rows stored."""
+    dialect = conn.dialect
+    inserted = 0
+    for part in padded_parts(params):
+        flat: list[Any] = []
+        for i, values in enumerate(part):
+            if i and not i % YIELD_EVERY:
+                await asyncio.sleep(0)
+            flat.extend(values)
+        result = await conn.exec_driver_sql(_insert_sql(dialect, len(part)), tuple(flat))
+        inserted += max(result.rowcount, 0)
+    return inserted
+
+
+def _created_binder(dialect: Dialect) -> Callable[[Any], Any]:
+    """``created_at`` as the driver takes it (naive UTC text on SQLite, aware on PostgreSQL)."""
+    processor = u.c.created_at.type.bind_processor(dialect)
+    if processor is None:  # pragma: no cover - UTCDateTime always has one
+        return _datetime
+    return lambda value: processor(_datetime(value))
+
+
+async def insert_chained(
+    conn: AsyncConnection, rows: Sequence[Mapping[str, Any]], *, assume_new: bool = False
+) -> int:
     """Insert row dicts (``records.usage_row``) as the next links; returns how many were new.
 
     Must run inside a write transaction (``Store._writer.begin()``); the chain
     head stays locked until that transaction ends.
+
+    ``assume_new`` skips the look-up of request ids stored already (one round trip per 64
+    rows): the audit writer's batches are new rows but for the rare retry or spill replay.
+    If one was stored after all, :class:`RowsAlreadyStored` is raised and the caller rolls
+    back and calls again without it.
     """
     if not rows:
         return 0
     seq, prev = await _lock_head(conn)
-    existing = await _existing(conn, [r["request_id"] for r in rows])
-    params: list[dict[str, Any]] = []
+    existing = (
+        set() if assume_new
+        else await _existing(conn, [r["request_id"] for r in rows])
+    )
+    created = _created_binder(conn.dialect)
+    params: list[tuple[Any, ...]] = []
     for i, row in enumerate(rows):
         if i and not i % YIELD_EVERY:
             await asyncio.sleep(0)  # let waiting requests run (the head stays locked)
@@ -238,15 +305,15 @@ async def insert_chained(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]
         existing.add(rid)
         seq += 1
         prev = link(prev, seq, row)
-        params.append(
-            {**row, "created_at": _datetime(row["created_at"]), "seq": seq, "chain_hash": prev}
-        )
+        values = [row.get(name) for name in USAGE_FIELDS]
+        values[1] = created(row["created_at"])
+        values += (seq, prev)
+        params.append(tuple(values))
     if not params:
         return 0
-    stmt = _insert(conn.dialect.name)
-    inserted = 0
-    for part in padded_parts(params):
-        inserted += len((await conn.execute(stmt, part)).all())
+    inserted = await _insert_parts(conn, params)
+    if inserted != len(params) and assume_new:
+        raise RowsAlreadyStored(f"{len(params) - inserted} of {len(params)} rows were stored")
     if inserted != len(params):
         # only a writer that bypasses the chain can race us here; retrying re-reads it
         raise ChainConflict(

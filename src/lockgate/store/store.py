@@ -21,7 +21,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from lockgate.store.chain import insert_chained, padded_parts
+from lockgate.store.chain import RowsAlreadyStored, insert_chained, padded_parts
 from lockgate.store.engine import create_engine, writer_engine
 from lockgate.store.errors import (
     AlreadyExists,
@@ -433,8 +433,24 @@ class Store:
         """
         if not usage_rows and not shadow_rows and not facade_rows:
             return 0, 0
+        try:
+            return await self._write_rows(usage_rows, shadow_rows, facade_rows, assume_new=True)
+        except RowsAlreadyStored:  # a retried batch or a replayed spill: leave those out
+            return await self._write_rows(usage_rows, shadow_rows, facade_rows, assume_new=False)
+
+    async def _write_rows(
+        self,
+        usage_rows: Sequence[Mapping[str, Any]],
+        shadow_rows: Sequence[Mapping[str, Any]],
+        facade_rows: Sequence[Mapping[str, Any]],
+        *,
+        assume_new: bool,
+    ) -> tuple[int, int]:
         async with self._writer.begin() as conn:
-            written = await insert_chained(conn, usage_rows) if usage_rows else 0
+            written = (
+                await insert_chained(conn, usage_rows, assume_new=assume_new)
+                if usage_rows else 0
+            )
             if shadow_rows:
                 await conn.execute(
                     shadow_results.insert(),

@@ -1,0 +1,33 @@
+"""Interpreter settings for a long-running lockgate process (gateway, worker, facade).
+
+:func:`settle_after_startup` is called once start-up is done:
+
+* ``gc.collect()`` then ``gc.freeze()``: start-up leaves ~140k long-lived objects (FastAPI,
+  SQLAlchemy, pydantic); full collections walking them stalled the event loop 40-200 ms
+  every 1-2 s under load (bench/RESULTS.md, hot-path findings).
+* ``sys.setswitchinterval(GIL_SWITCH_INTERVAL)``: the event loop shares the GIL with the
+  database driver threads (aiosqlite's connection thread, ``asyncio.to_thread`` work). At
+  CPython's default of 5 ms, an audit batch of a few hundred rows kept the loop waiting for
+  the GIL for 5-12 ms at a time, in a 300-row write measured on its own (bench/RESULTS.md,
+  issue 12: the c=1 latency tail); at 0.5 ms the longest wait was ~2 ms, and the write itself
+  was faster. A waiting thread asks for the GIL after this interval, so it bounds how long
+  the loop can be kept from running; it costs nothing while only one thread is busy.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+from typing import Final
+
+__all__ = ["GIL_SWITCH_INTERVAL", "settle_after_startup"]
+
+GIL_SWITCH_INTERVAL: Final = 0.0005
+"""Seconds (CPython's default is 0.005)."""
+
+
+def settle_after_startup() -> None:
+    """Freeze start-up objects out of the collector's way and shorten the GIL interval."""
+    gc.collect()
+    gc.freeze()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
