@@ -155,7 +155,8 @@ def measure_target(target: Target, upstream: Started, opts: Options) -> TargetRe
         if not result.probe.values_ms:
             result.notes.append(f"no {target.overhead_header} header in the responses")
     result.rss_mb = rss_bytes(own.pids()) / 2**20
-    if opts.stream_requests > 0 and target.name in ("direct", "lockgate w=1"):
+    if opts.stream_requests > 0 and (target.name == "direct" or (target.name.endswith("w=1")
+                                     and target.kind in ("lockgate", "lockgate-variant"))):
         streamed = probe_stream_ttfb(target.url, target.headers, opts.stream_requests)
         if target.server is not None and target.kind != "direct":
             streamed.cpu_ms_per_stream, streamed.streams_per_s = measure_stream_cpu(

@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from lockgate.api.disconnect import chat_call, chat_stream_call
+from lockgate.api.event_stream import EventStream
 from lockgate.api.openai import close_quietly, error_headers, facts_headers
 from lockgate.api.rag_identity import end_user_of
 from lockgate.api.request_io import JSON, api_key_of, read_json, request_id_of
@@ -102,9 +103,8 @@ async def messages(request: Request) -> Response:
                             media_type=JSON, headers=out.headers)
         if stream:
             chunks = await chat_stream_call(request, rt.pipeline, call)
-            return StreamingResponse(anthropic_events(chunks, model, call.request_id),
-                                     media_type="text/event-stream",
-                                     headers=facts_headers(chunks.facts))
+            return EventStream(anthropic_events(chunks, model, call.request_id),
+                               headers=facts_headers(chunks.facts))
         result = await chat_call(request, rt.pipeline, call)
         return Response(orjson.dumps(openai_response_to_anthropic(result.body, model)),
                         media_type=JSON, headers=facts_headers(result.facts))

@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from lockgate.api.disconnect import chat_call, chat_stream_call
+from lockgate.api.event_stream import EventStream
 from lockgate.api.rag_identity import end_user_of
 from lockgate.api.request_io import (
     api_key_of,
@@ -108,10 +109,8 @@ async def chat_completions(request: Request) -> Response:
             return await reviewed_chat(rt, call, *reviewed, facts_headers)
         if call.body.get("stream") is True:
             stream = await chat_stream_call(request, rt.pipeline, call)
-            return StreamingResponse(
-                sse_events(stream, call.request_id), media_type="text/event-stream",
-                headers=facts_headers(stream.facts),
-            )
+            return EventStream(sse_events(stream, call.request_id),
+                               headers=facts_headers(stream.facts))
         result = await chat_call(request, rt.pipeline, call)
         return json_response(result.raw or result.body, headers=facts_headers(result.facts))
     except GatewayError as exc:

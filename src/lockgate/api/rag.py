@@ -57,9 +57,10 @@ import orjson
 import structlog
 from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from lockgate.api.disconnect import unless_disconnected
+from lockgate.api.event_stream import EventStream
 from lockgate.api.rag_identity import end_user_of
 from lockgate.api.request_io import (
     api_key_of,
@@ -349,7 +350,7 @@ async def query(collection: str, request: Request) -> Response:
         if body.get("stream") is True:
             events = svc.answer_stream(name, question, caller, principal=principal, **opts)
             first = await unless_disconnected(request, _first_event(events))
-            return StreamingResponse(_query_sse(first, events), media_type="text/event-stream")
+            return EventStream(_query_sse(first, events))
         try:
             ans = await unless_disconnected(
                 request, svc.answer(name, question, caller, principal=principal, **opts))

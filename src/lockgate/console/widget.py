@@ -38,8 +38,9 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
+from lockgate.api.event_stream import EventStream
 from lockgate.api.request_io import api_key_of, error_response, json_response, read_json
 from lockgate.console.render import STATIC_DIR
 from lockgate.errors import BadRequest, Forbidden, GatewayError, NotFound, Unauthorized
@@ -276,9 +277,9 @@ async def widget_chat(request: Request) -> Response:
         stream = await rt.pipeline.chat_stream(call)
     except GatewayError as exc:
         return error_response(exc, cors)
-    return StreamingResponse(_events(stream, call.request_id), media_type="text/event-stream",
-                             headers={**cors, "cache-control": "no-store",
-                                      "x-request-id": call.request_id})
+    return EventStream(_events(stream, call.request_id),
+                       headers={**cors, "cache-control": "no-store",
+                                "x-request-id": call.request_id})
 
 
 async def _events(stream: AsyncIterator[dict[str, Any]], request_id: str) -> AsyncIterator[bytes]:
