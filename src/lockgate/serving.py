@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from lockgate.serving_protocol import HTTP_PROTOCOL
+
     try:
         uvicorn.run(
             "lockgate.server:create_app",
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             workers=args.workers,
             loop="uvloop",
-            http="httptools",
+            http=HTTP_PROTOCOL,  # httptools, one write per plain response
             access_log=False,
             log_level="warning",
             timeout_graceful_shutdown=30,

@@ -33,8 +33,8 @@ LAYERS: list[set[str]] = [
     {"rag", "jobs", "events", "shadow", "feedback", "review", "mining", "cdc", "agents",
      "admin"},
     {"runtime"},
-    {"api", "cli", "server", "serving", "testing", "__main__", "console", "facade",
-     "mcp_server"},
+    {"api", "cli", "server", "serving", "serving_protocol", "testing", "__main__", "console",
+     "facade", "mcp_server"},
 ]
 FEATURES = LAYERS[4]
 

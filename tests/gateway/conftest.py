@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 
 from lockgate.server import create_app
+from lockgate.serving_protocol import HTTP_PROTOCOL
 from lockgate.settings import parse_config
 from lockgate.testing.stub_upstream import run_stub_in_thread
 from tests.support.postgres import fresh_database
@@ -66,7 +67,8 @@ class ServerThread:
         self.app = create_app(cfg)
         self.server = uvicorn.Server(
             uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                           lifespan="on", loop="asyncio", timeout_graceful_shutdown=10)
+                           lifespan="on", loop="asyncio", timeout_graceful_shutdown=10,
+                           http=HTTP_PROTOCOL)  # as `lockgate serve` runs it
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
