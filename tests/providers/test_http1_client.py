@@ -105,6 +105,11 @@ def test_host_header_default_port_and_ipv6() -> None:
     assert "\r\nHost: [::1]:8080\r\n" in head
     head = post_head(URL("http://h:80/"), {"User-Agent": "mine"}).decode()
     assert "\r\nHost: h\r\n" in head and "lockgate/" not in head
+    head = post_head(URL("http://h/"), {"Content-Type": "a", "content-type": "b",
+                                        "Host": "evil", "Content-Length": "9"}).decode()
+    assert head.lower().count("content-type") == 1 and "\r\ncontent-type: b\r\n" in head
+    assert "evil" not in head and "Content-Length: 9" not in head
+    assert head.endswith("\r\nContent-Length: ")
 
 
 async def test_ipv6_literal_url() -> None:

@@ -2,10 +2,12 @@
 
 A head is built once per URL and header set (:func:`post_head`) and reused for every
 request: the request line ``POST <path?query> HTTP/1.1``, ``Host`` (with the port when it
-is not the scheme's default; IPv6 literals in brackets), the caller's headers, a
-``User-Agent: lockgate/<version>`` unless given, and the ``Content-Length:`` prefix; the
-caller appends the length digits and ``\\r\\n\\r\\n``. Header names and values holding CR,
-LF or NUL are refused (:class:`InvalidHeader`), never sent.
+is not the scheme's default; IPv6 literals in brackets), the caller's headers (one per
+name, case-insensitively; a later one wins), a ``User-Agent: lockgate/<version>`` unless
+given, and the ``Content-Length:`` prefix; the caller appends the length digits and
+``\\r\\n\\r\\n``. Header names and values holding CR, LF or NUL are refused
+(:class:`InvalidHeader`), never sent; ``Host``, ``Content-Length``, ``Transfer-Encoding``
+and ``Connection`` from the caller are dropped (framing and routing are the client's).
 """
 
 from __future__ import annotations
@@ -67,15 +69,15 @@ def post_head(url: URL, headers: dict[str, str]) -> bytes:
     if any(c in target for c in _BAD) or " " in target:
         raise InvalidHeader(f"request target {target!r} holds whitespace or control characters")
     lines = [f"POST {target} HTTP/1.1", f"Host: {_host_header(url, origin)}"]
-    seen = set()
+    chosen: dict[str, tuple[str, str]] = {}  # by lower-cased name: a later one wins
     for name, value in headers.items():
         check_header(name, value)
         low = name.lower()
         if low in ("host", "content-length", "transfer-encoding", "connection"):
             continue  # framing and routing are ours
-        seen.add(low)
-        lines.append(f"{name}: {value}")
-    if "user-agent" not in seen:
+        chosen[low] = (name, value)
+    lines += [f"{name}: {value}" for name, value in chosen.values()]
+    if "user-agent" not in chosen:
         lines.append(f"User-Agent: {USER_AGENT}")
     lines.append("Content-Length: ")
     # latin-1: what HTTP/1.1 allows in header values; a non-latin-1 value fails here
