@@ -483,6 +483,10 @@ async def test_invalid_http_is_bad_response() -> None:
     srv, err, _ = await run_one(b"SPDY/9 what\r\n\r\n", close=True)
     assert isinstance(err, ProviderError) and err.kind == "bad_response"
     assert srv.connections == 2
+    srv, err, _ = await run_one(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                                b"Upgrade: websocket\r\n\r\n")
+    assert isinstance(err, ProviderError) and err.kind == "bad_response", err
+    assert srv.connections == 2
 
 
 async def test_connection_close_honoured() -> None:

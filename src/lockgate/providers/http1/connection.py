@@ -112,7 +112,8 @@ class Connection(asyncio.Protocol):
         resp.got_bytes = True
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:  # HttpParserUpgrade included
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            # an upgrade (101) was never asked for: as invalid as a malformed answer
             self.response = None
             resp.fail(BadResponse(f"upstream sent an invalid HTTP response: {exc}"))
             self.close()
