@@ -525,6 +525,14 @@ async def test_error_status_with_retry_after_ms() -> None:
     assert srv.connections == 1  # an error answer read to its end: the connection is kept
 
 
+async def test_redirect_is_not_followed() -> None:
+    srv, err, reqs = await run_one(answer(b"", status="308 Permanent Redirect",
+                                          extra="Location: http://elsewhere/v1\r\n"))
+    assert isinstance(err, ProviderError) and err.kind == "bad_response"
+    assert err.upstream_status == 308 and "http://elsewhere/v1" in err.message
+    assert len(reqs) == 2 and srv.connections == 1  # nothing sent elsewhere; conn kept
+
+
 # ---------------------------------------------------------------- streams
 
 

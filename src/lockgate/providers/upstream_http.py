@@ -15,7 +15,9 @@ once for every HTTP provider:
   upstream's own error message and ``retry_after`` parsed from
   ``retry-after-ms``, ``Retry-After`` seconds or an HTTP date;
 * connection failures (``connection``), malformed HTTP or unparseable bodies
-  (``bad_response``) and streams cut before EOF (``stream_cut``).
+  (``bad_response``) and streams cut before EOF (``stream_cut``);
+* a 3xx answer is ``bad_response`` naming its ``Location``: redirects are not followed
+  (a POST with credentials is not re-sent elsewhere; aiohttp, used before, followed them).
 
 Requests are ``POST`` with ``Content-Type: application/json``, ``Content-Length``, a
 ``User-Agent: lockgate/<version>`` and the deployment's headers, which are checked for
@@ -247,7 +249,7 @@ class UpstreamHTTP:
         head = prefix + b"%d\r\n\r\n" % len(payload)
         try:
             resp = await pool.request(origin, head, payload, deadline)
-            if resp.status < 400:
+            if resp.status < 300:
                 return resp
             try:
                 raw = await resp.read(deadline)
@@ -265,6 +267,14 @@ class UpstreamHTTP:
             raise ProviderError("bad_response", str(exc)) from None
         except OSError as exc:
             raise ProviderError("connection", f"upstream connection failed: {exc!r}") from None
+        if resp.status < 400:
+            raise ProviderError(
+                "bad_response",
+                f"upstream answered {resp.status} (redirect to "
+                f"{resp.headers.get('location', '?')!r}); redirects are not followed: "
+                "point base_url at the final URL",
+                upstream_status=resp.status,
+            )
         raise error_from_response(resp.status, resp.headers, raw)
 
     async def post_json(self, url: URL, payload: bytes) -> tuple[bytes, dict[str, Any]]:
