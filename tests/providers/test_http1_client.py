@@ -682,10 +682,10 @@ async def test_connect_refused_is_connection() -> None:
     assert err.value.kind == "connection"
 
 
-async def test_unsupported_scheme_is_bad_request() -> None:
+async def test_unsupported_scheme_is_connection_error() -> None:
     http = client()
     with pytest.raises(ProviderError) as err:
         await http.post_json(URL("ftp://127.0.0.1/x"), b"{}")
     await http.aclose()
-    assert err.value.kind == "bad_request"
+    assert err.value.kind == "connection" and "ftp" in err.value.message
 

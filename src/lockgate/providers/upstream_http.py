@@ -232,7 +232,8 @@ class UpstreamHTTP:
             try:
                 got = (origin_of(url), post_head(url, self._headers))
             except ValueError as exc:
-                raise ProviderError("bad_request", f"cannot send to {url}: {exc}") from None
+                # as aiohttp did (an unusable URL is a ClientError there): "connection"
+                raise ProviderError("connection", f"cannot send to {url}: {exc}") from None
             if len(self._heads) >= _MAX_HEADS:
                 self._heads.clear()
             self._heads[url] = got
