@@ -689,3 +689,84 @@ async def test_unsupported_scheme_is_connection_error() -> None:
     await http.aclose()
     assert err.value.kind == "connection" and "ftp" in err.value.message
 
+
+
+async def test_pool_slots_survive_timeouts_cancels_and_drops() -> None:
+    """Random delays, server drops, client timeouts and cancellations: the limit holds all
+    along and no slot leaks (afterwards ``limit`` requests still run side by side)."""
+    import random
+
+    rnd = random.Random(12)
+    ref: list[RawServer] = []
+    faults = True
+
+    async def handler(conn: int, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        while (await ref[0].read_request(conn, reader)) is not None:
+            await asyncio.sleep(rnd.random() * 0.03)
+            if faults and rnd.random() < 0.15:
+                return  # dropped without an answer
+            writer.write(answer(OK))
+            await writer.drain()
+
+    srv = RawServer(handler)
+    ref.append(srv)
+    await srv.start()
+    limit = 3
+    http = client(max_connections=limit,
+                  timeouts=Timeouts(connect=2, first_token=0.5, idle=1, total=2))
+    url = URL(srv.url())
+    peak = 0
+    outcomes: dict[str, int] = {}
+
+    async def one() -> None:
+        nonlocal peak
+        try:
+            await asyncio.wait_for(http.post_json(url, b"{}"), rnd.random() * 0.08)
+            outcome = "ok"
+        except ProviderError as exc:
+            outcome = exc.kind
+        except TimeoutError:
+            outcome = "cancelled"
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        pool = http.pool
+        if pool is not None:
+            peak = max(peak, pool.open_count)
+
+    try:
+        await asyncio.gather(*(one() for _ in range(150)))
+        await asyncio.sleep(0.1)
+        pool = http.pool
+        assert pool is not None
+        assert pool.open_count <= limit and peak <= limit
+        assert not [w for w, _o in pool._waiters if not w.done()]
+        assert pool._opening == 0 and not [c for c in pool._conns if c.closed]
+        # no slot leaked: without faults, a burst gets answers (a leak would starve it)
+        faults = False
+        results = await asyncio.gather(*(http.post_json(url, b"{}") for _ in range(3 * limit)))
+        assert all(doc["ok"] for _raw, doc in results)
+        assert pool.open_count <= limit
+    finally:
+        await http.aclose()
+        await srv.stop()
+    assert outcomes.get("ok", 0) > 0 and outcomes.get("cancelled", 0) > 0, outcomes
+
+
+async def test_waiter_cancelled_just_after_being_handed_a_slot() -> None:
+    """The slot a waiter was given as it was cancelled is passed on, not lost."""
+    from lockgate.providers.http1 import Origin, Pool
+
+    pool = Pool(limit=1, connect_timeout=1)
+    origin = Origin("127.0.0.1", 9, False)
+    pool._opening = 1  # the only slot is taken (a connect in flight)
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(pool._acquire(origin, loop.time() + 5, fresh=False))
+    await asyncio.sleep(0)
+    assert len(pool._waiters) == 1
+    pool._connect_failed()  # that connect failed: its slot goes to the waiter ...
+    assert pool.open_count == 1  # (reserved for it)
+    task.cancel()  # ... which is cancelled before it could use it
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pool.open_count == 0
+    pool.close()
