@@ -623,7 +623,7 @@ async def test_slow_consumer_pauses_reading() -> None:
     """A fast upstream and a consumer that stalls: the client stops reading the socket, so
     bytes pile up on the server's side instead of in the gateway."""
     event = b"data: " + b"x" * 1000 + b"\n\n"
-    n_events = 16000  # ~16 MB: more than loopback socket buffers hold
+    n_events = 32000  # ~32 MB: far more than loopback socket buffers hold
     box: dict[str, Any] = {}
     ref: list[RawServer] = []
 
@@ -770,3 +770,22 @@ async def test_waiter_cancelled_just_after_being_handed_a_slot() -> None:
         await task
     assert pool.open_count == 0
     pool.close()
+
+
+async def test_limit_spans_origins_idle_connection_elsewhere_makes_room() -> None:
+    a = await keepalive_server()
+    b = await keepalive_server()
+    http = client(max_connections=1)
+    try:
+        await http.post_json(URL(a.url()), b"{}")  # A's connection now idle in the pool
+        _raw, doc = await asyncio.wait_for(http.post_json(URL(b.url()), b"{}"), 2)
+        for _ in range(50):
+            if a.eofs:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await http.aclose()
+        await a.stop()
+        await b.stop()
+    assert doc["ok"] is True
+    assert a.eofs == 1 and b.connections == 1  # A's idle connection gave its slot to B
