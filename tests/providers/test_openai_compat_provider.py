@@ -101,10 +101,9 @@ async def test_connection_is_reused(stub: StubUpstream) -> None:
     for _ in range(3):
         await p.chat(BODY)
         await collect(p.chat_stream(BODY))
-    session = p.http._session
-    assert session is not None
-    connector = session.connector
-    assert connector is not None
+    pool = p.http.pool
+    assert pool is not None
+    assert pool.opened == 1  # one keep-alive connection carried all six
     await p.aclose()
     assert stub.total == 6
 

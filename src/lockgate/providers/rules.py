@@ -30,7 +30,7 @@ one of three ways given by its ``rules:`` mapping
   empty. It is compiled when the provider is built (a syntax error is a
   ``ConfigError``); a render error is ``ProviderError('server_error')``.
 - ``http``: POSTs the OpenAI request JSON to ``url`` through
-  :class:`~lockgate.providers.upstream_http.UpstreamHTTP` (pooled aiohttp,
+  :class:`~lockgate.providers.upstream_http.UpstreamHTTP` (pooled keep-alive,
   created lazily; the deployment's timeouts, or ``timeout`` as the total) and
   maps the JSON answer's ``response_field`` to the completion text (without
   ``response_field``: the first string among ``text``, ``answer``, ``response``,
