@@ -180,17 +180,17 @@ class Pool:
                     server_hostname=origin.host if ssl_ctx is not None else None,
                 )
         except TimeoutError:
-            self._connect_failed()
+            self._connect_failed(conn)
             if connect_dl <= deadline:
                 raise ConnectTimeout(
                     f"could not connect within {self.connect_timeout}s"
                 ) from None
             raise
         except OSError as exc:
-            self._connect_failed()
+            self._connect_failed(conn)
             raise ConnectError(f"cannot connect to {origin.host}:{origin.port}: {exc!r}") from None
         except BaseException:
-            self._connect_failed()
+            self._connect_failed(conn)
             raise
         self._opening -= 1
         self.opened += 1
@@ -203,7 +203,10 @@ class Pool:
             raise ConnectionLost("the client is closed", got_bytes=False)
         return conn
 
-    def _connect_failed(self) -> None:
+    def _connect_failed(self, conn: Connection) -> None:
+        # a connect cancelled after the transport was made (a timeout or a caller giving up
+        # in the last step) would otherwise leave that socket open: nobody holds ``conn``
+        conn.close()
         self._opening -= 1
         self._grant()
 
