@@ -203,10 +203,11 @@ class Pool:
             raise ConnectionLost("the client is closed", got_bytes=False)
         return conn
 
-    def _connect_failed(self, conn: Connection) -> None:
+    def _connect_failed(self, conn: Connection | None = None) -> None:
         # a connect cancelled after the transport was made (a timeout or a caller giving up
         # in the last step) would otherwise leave that socket open: nobody holds ``conn``
-        conn.close()
+        if conn is not None:
+            conn.close()
         self._opening -= 1
         self._grant()
 
