@@ -16,12 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make ``bench`` importable
+    sys.path.insert(0, str(REPO))
+
+from bench.facade_bench import free_port, wait_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,22 +67,6 @@ uvloop.run(main())
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"upstream did not start on port {port}")
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--src", action="append", required=True, metavar="LABEL=DIR")
@@ -90,14 +78,14 @@ def main(argv: list[str] | None = None) -> None:
     trees = [tuple(s.split("=", 1)) for s in args.src]
     levels = [int(c) for c in args.concurrency.split(",")]
     modes = [False, True] if args.stream else [False]
-    port = _free_port()
+    port = free_port()
     upstream = subprocess.Popen(
         [sys.executable, str(HERE / "upstream.py"), "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     results: dict[tuple[str, bool, int], list[dict[str, float]]] = {}
     try:
-        _wait_port(port)
+        wait_port(port)
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         for _ in range(args.rounds):
             for stream in modes:
