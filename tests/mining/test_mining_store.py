@@ -34,6 +34,28 @@ async def test_save_and_load_round_trip(store: Store) -> None:
         await svc.store.load("hand")
 
 
+async def test_concurrent_saves_wait_for_the_write_lock(store: Store) -> None:
+    """Saves that run at once all land or get 'already exists'; none fails on a lock.
+
+    On SQLite a save reads (does the name exist?) before it writes; a deferred transaction
+    whose snapshot went stale in between used to fail at once (database is locked), which
+    the fuzz run saw as a 500."""
+    import asyncio
+
+    svc = MiningService(store.engine, None)
+    log = read_log_file(DATA / "hand_log.csv")
+    names = [f"log-{i}" for i in range(12)] + ["same"] * 6
+    results = await asyncio.gather(
+        *(svc.import_log(n, log, source="race") for n in names), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert all(isinstance(e, MiningInputError) and "already exists" in str(e)
+               for e in errors), errors
+    assert len(errors) == 5
+    assert sorted(i.name for i in await svc.logs()) == sorted(set(names))
+    deleted = await asyncio.gather(*(svc.delete(n) for n in sorted(set(names))))
+    assert all(deleted) and await svc.logs() == []
+
+
 def _usage(rid: str, at: float, source: str = "http", status: int = 200) -> UsageRecord:
     return UsageRecord(
         request_id=rid, created_at=at, key_id="k1", team_id="t1", model="fast",

@@ -15,10 +15,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from lockgate.lazy import lazy_module
 from lockgate.mining.log import EventLog, MiningInputError
+from lockgate.store.engine import writer_engine
 from lockgate.store.tables import mining_events, mining_logs
 
 if TYPE_CHECKING:
@@ -89,6 +91,10 @@ class _Decoder:
 class MiningStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # Writes read first (does the name exist?) then write: on SQLite they must hold the
+        # write lock from BEGIN, or a commit by another writer in between fails the lock
+        # upgrade at once (SQLITE_BUSY_SNAPSHOT) instead of waiting busy_timeout.
+        self._writer = writer_engine(engine)
 
     @property
     def _pg(self) -> bool:
@@ -109,7 +115,7 @@ class MiningStore:
         return LogInfo(r.id, r.name, r.source, r.created_at, r.n_events, r.n_cases)
 
     async def delete(self, name: str) -> bool:
-        async with self.engine.begin() as conn:
+        async with self._writer.begin() as conn:
             found = (await conn.execute(
                 sa.select(mining_logs.c.id).where(mining_logs.c.name == name))).scalar()
             if found is None:
@@ -126,15 +132,19 @@ class MiningStore:
         if replace:
             await self.delete(name)
         now = datetime.now(UTC)
-        async with self.engine.begin() as conn:
-            exists = (await conn.execute(
-                sa.select(mining_logs.c.id).where(mining_logs.c.name == name))).scalar()
-            if exists is not None:
-                raise MiningInputError(f"an event log named {name!r} already exists")
-            log_id = (await conn.execute(sa.insert(mining_logs).values(
-                name=name, source=source, created_at=now, n_events=len(log),
-                n_cases=log.n_cases).returning(mining_logs.c.id))).scalar_one()
-            await self._insert_events(conn, int(log_id), log)
+        taken = MiningInputError(f"an event log named {name!r} already exists")
+        try:
+            async with self._writer.begin() as conn:
+                exists = (await conn.execute(
+                    sa.select(mining_logs.c.id).where(mining_logs.c.name == name))).scalar()
+                if exists is not None:
+                    raise taken
+                log_id = (await conn.execute(sa.insert(mining_logs).values(
+                    name=name, source=source, created_at=now, n_events=len(log),
+                    n_cases=log.n_cases).returning(mining_logs.c.id))).scalar_one()
+                await self._insert_events(conn, int(log_id), log)
+        except IntegrityError:
+            raise taken from None  # PostgreSQL: a concurrent save of the same name won
         return LogInfo(int(log_id), name, source, now, len(log), log.n_cases)
 
     async def _insert_events(self, conn: AsyncConnection, log_id: int, log: EventLog) -> None:
