@@ -1,8 +1,9 @@
 """Loopback HTTP/1.1 servers for the http1 client tests: raw asyncio streams, one script each.
 
-A :class:`RawServer` runs ``handler(conn_index, reader, writer)`` for every accepted
-connection and counts connections and requests, so tests can see reuse, retries and limits
-from the server's side.
+A :class:`RawServer` runs ``handler(server, conn_index, reader, writer)`` for every accepted
+connection, passing itself as ``server`` so the handler can call ``server.read_request``
+and look at ``server.requests``. It counts connections and requests, so tests can see
+reuse, retries and limits from the server's side.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-Handler = Callable[[int, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Handler = Callable[
+    ["RawServer", int, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
+]
 
 
 @dataclass
@@ -64,7 +67,7 @@ class RawServer:
         self.max_open = max(self.max_open, self.open_now)
         self.writers.append(writer)
         try:
-            await self.handler(index, reader, writer)
+            await self.handler(self, index, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         finally:

@@ -37,12 +37,12 @@ async def serve(handler: Any, **kw: Any) -> RawServer:
     return await RawServer(handler, **kw).start()
 
 
-def keepalive(srv_ref: list[RawServer], body: bytes = OK, delay: float = 0.0) -> Any:
+def keepalive(body: bytes = OK, delay: float = 0.0) -> Any:
     """A handler answering every request on the connection with ``body``."""
 
-    async def handler(conn: int, reader: asyncio.StreamReader,
+    async def handler(server: RawServer, conn: int, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
-        while (await srv_ref[0].read_request(conn, reader)) is not None:
+        while (await server.read_request(conn, reader)) is not None:
             if delay:
                 await asyncio.sleep(delay)
             writer.write(answer(body))
@@ -52,9 +52,7 @@ def keepalive(srv_ref: list[RawServer], body: bytes = OK, delay: float = 0.0) ->
 
 
 async def keepalive_server(body: bytes = OK, delay: float = 0.0, **kw: Any) -> RawServer:
-    ref: list[RawServer] = []
-    srv = RawServer(keepalive(ref, body, delay), **kw)
-    ref.append(srv)
+    srv = RawServer(keepalive(body, delay), **kw)
     return await srv.start()
 
 
@@ -166,11 +164,9 @@ async def test_pool_limit_and_fifo_waiters() -> None:
 
 
 async def test_pool_wait_counts_against_first_token_deadline() -> None:
-    ref: list[RawServer] = []
-
-    async def handler(conn: int, reader: asyncio.StreamReader,
+    async def handler(server: RawServer, conn: int, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
-        while (await ref[0].read_request(conn, reader)) is not None:
+        while (await server.read_request(conn, reader)) is not None:
             wire = answer(OK)
             writer.write(wire[:-3])  # head at once, the body's end after 1 s
             await writer.drain()
@@ -179,7 +175,6 @@ async def test_pool_wait_counts_against_first_token_deadline() -> None:
             await writer.drain()
 
     srv = RawServer(handler)
-    ref.append(srv)
     await srv.start()
     http = client(max_connections=1,
                   timeouts=Timeouts(connect=2, first_token=0.3, idle=5, total=10))
@@ -204,18 +199,15 @@ async def test_pool_wait_counts_against_first_token_deadline() -> None:
 
 
 async def test_server_closes_idle_connection_next_request_uses_new_one() -> None:
-    ref: list[RawServer] = []
-
-    async def handler(conn: int, reader: asyncio.StreamReader,
+    async def handler(server: RawServer, conn: int, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
-        if await ref[0].read_request(conn, reader) is None:
+        if await server.read_request(conn, reader) is None:
             return
         writer.write(answer(OK))  # keep-alive promised, then closed while idle
         await writer.drain()
         await asyncio.sleep(0.05)
 
     srv = RawServer(handler)
-    ref.append(srv)
     await srv.start()
     http = client()
     try:
@@ -231,14 +223,14 @@ async def test_server_closes_idle_connection_next_request_uses_new_one() -> None
     assert [r.conn for r in srv.requests] == [0, 1]  # nothing sent to the closed one
 
 
-def stale_then_ok(ref: list[RawServer], drop_on: int) -> Any:
+def stale_then_ok(drop_on: int) -> Any:
     """Connection 0 answers its first request; request number ``drop_on`` on it is read and
     the connection closed without a byte of answer. Other connections answer everything."""
 
-    async def handler(conn: int, reader: asyncio.StreamReader,
+    async def handler(server: RawServer, conn: int, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
         n = 0
-        while (await ref[0].read_request(conn, reader)) is not None:
+        while (await server.read_request(conn, reader)) is not None:
             n += 1
             if conn == 0 and n == drop_on:
                 return  # closed right after reading the request
@@ -249,9 +241,7 @@ def stale_then_ok(ref: list[RawServer], drop_on: int) -> Any:
 
 
 async def test_reused_connection_closed_after_request_is_retried_once() -> None:
-    ref: list[RawServer] = []
-    srv = RawServer(stale_then_ok(ref, drop_on=2))
-    ref.append(srv)
+    srv = RawServer(stale_then_ok(drop_on=2))
     await srv.start()
     http = client()
     try:
@@ -267,9 +257,7 @@ async def test_reused_connection_closed_after_request_is_retried_once() -> None:
 
 
 async def test_fresh_connection_closed_after_request_is_not_retried() -> None:
-    ref: list[RawServer] = []
-    srv = RawServer(stale_then_ok(ref, drop_on=1))
-    ref.append(srv)
+    srv = RawServer(stale_then_ok(drop_on=1))
     await srv.start()
     http = client()
     try:
@@ -283,12 +271,10 @@ async def test_fresh_connection_closed_after_request_is_not_retried() -> None:
 
 
 async def test_no_retry_after_response_bytes_arrived() -> None:
-    ref: list[RawServer] = []
-
-    async def handler(conn: int, reader: asyncio.StreamReader,
+    async def handler(server: RawServer, conn: int, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
         n = 0
-        while (await ref[0].read_request(conn, reader)) is not None:
+        while (await server.read_request(conn, reader)) is not None:
             n += 1
             if n == 2:
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Len")  # then gone
@@ -298,7 +284,6 @@ async def test_no_retry_after_response_bytes_arrived() -> None:
             await writer.drain()
 
     srv = RawServer(handler)
-    ref.append(srv)
     await srv.start()
     http = client()
     try:
@@ -385,14 +370,13 @@ def test_new_loop_new_pool() -> None:
 # ---------------------------------------------------------------- bodies
 
 
-def one_shot(ref: list[RawServer], reply: bytes, *, close: bool = False,
-             then_keepalive: bool = True) -> Any:
+def one_shot(reply: bytes, *, close: bool = False, then_keepalive: bool = True) -> Any:
     """The first request gets ``reply`` (raw bytes); later ones a normal answer."""
 
-    async def handler(conn: int, reader: asyncio.StreamReader,
+    async def handler(server: RawServer, conn: int, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
-        while (await ref[0].read_request(conn, reader)) is not None:
-            first = len(ref[0].requests) == 1
+        while (await server.read_request(conn, reader)) is not None:
+            first = len(server.requests) == 1
             writer.write(reply if first else answer(OK))
             await writer.drain()
             if first and close:
@@ -405,9 +389,7 @@ def one_shot(ref: list[RawServer], reply: bytes, *, close: bool = False,
 
 async def run_one(reply: bytes, *, close: bool = False, then_keepalive: bool = True,
                   second: bool = True) -> tuple[RawServer, Any, list[Request]]:
-    ref: list[RawServer] = []
-    srv = RawServer(one_shot(ref, reply, close=close, then_keepalive=then_keepalive))
-    ref.append(srv)
+    srv = RawServer(one_shot(reply, close=close, then_keepalive=then_keepalive))
     await srv.start()
     http = client()
     try:
@@ -433,12 +415,11 @@ async def test_chunked_body_reused() -> None:
 
 
 async def test_chunked_body_in_slow_pieces() -> None:
-    ref: list[RawServer] = []
     body = orjson.dumps({"choices": [], "n": 42})
 
-    async def handler(conn: int, reader: asyncio.StreamReader,
+    async def handler(server: RawServer, conn: int, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
-        await ref[0].read_request(conn, reader)
+        await server.read_request(conn, reader)
         wire = chunked("", [body[:5], body[5:]])
         for i in range(0, len(wire), 9):
             writer.write(wire[i:i + 9])
@@ -446,7 +427,6 @@ async def test_chunked_body_in_slow_pieces() -> None:
             await asyncio.sleep(0.005)
 
     srv = RawServer(handler)
-    ref.append(srv)
     await srv.start()
     http = client()
     try:
@@ -537,9 +517,7 @@ async def test_redirect_is_not_followed() -> None:
 
 
 async def stream_server(reply: bytes, *, close: bool = True) -> RawServer:
-    ref: list[RawServer] = []
-    srv = RawServer(one_shot(ref, reply, close=close))
-    ref.append(srv)
+    srv = RawServer(one_shot(reply, close=close))
     return await srv.start()
 
 
@@ -587,11 +565,9 @@ async def test_stream_json_instead_of_sse() -> None:
 
 
 async def test_early_close_of_stream_drops_connection() -> None:
-    ref: list[RawServer] = []
-
-    async def handler(conn: int, reader: asyncio.StreamReader,
+    async def handler(server: RawServer, conn: int, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
-        while (await ref[0].read_request(conn, reader)) is not None:
+        while (await server.read_request(conn, reader)) is not None:
             writer.write(chunked("", [b'data: {"n":1}\n\n'], end=False,
                                  ctype="text/event-stream"))
             await writer.drain()
@@ -600,7 +576,6 @@ async def test_early_close_of_stream_drops_connection() -> None:
             await writer.drain()
 
     srv = RawServer(handler)
-    ref.append(srv)
     await srv.start()
     http = client()
     try:
@@ -625,11 +600,10 @@ async def test_slow_consumer_pauses_reading() -> None:
     event = b"data: " + b"x" * 1000 + b"\n\n"
     n_events = 32000  # ~32 MB: far more than loopback socket buffers hold
     box: dict[str, Any] = {}
-    ref: list[RawServer] = []
 
-    async def handler(conn: int, reader: asyncio.StreamReader,
+    async def handler(server: RawServer, conn: int, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
-        await ref[0].read_request(conn, reader)
+        await server.read_request(conn, reader)
         box["transport"] = writer.transport
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                      b"Content-Length: %d\r\n\r\n" % (len(event) * n_events))
@@ -639,7 +613,6 @@ async def test_slow_consumer_pauses_reading() -> None:
         await writer.drain()
 
     srv = RawServer(handler)
-    ref.append(srv)
     await srv.start()
     http = client(timeouts=Timeouts(connect=2, first_token=5, idle=5, total=30))
     count = 0
@@ -697,12 +670,11 @@ async def test_pool_slots_survive_timeouts_cancels_and_drops() -> None:
     import random
 
     rnd = random.Random(12)
-    ref: list[RawServer] = []
     faults = True
 
-    async def handler(conn: int, reader: asyncio.StreamReader,
+    async def handler(server: RawServer, conn: int, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
-        while (await ref[0].read_request(conn, reader)) is not None:
+        while (await server.read_request(conn, reader)) is not None:
             await asyncio.sleep(rnd.random() * 0.03)
             if faults and rnd.random() < 0.15:
                 return  # dropped without an answer
@@ -710,7 +682,6 @@ async def test_pool_slots_survive_timeouts_cancels_and_drops() -> None:
             await writer.drain()
 
     srv = RawServer(handler)
-    ref.append(srv)
     await srv.start()
     limit = 3
     http = client(max_connections=limit,

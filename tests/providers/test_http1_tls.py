@@ -71,18 +71,16 @@ async def tls_server(cert_files: tuple[Path, Path], seen: dict[str, Any]) -> Raw
         seen.setdefault("sni", []).append(server_name)
 
     ctx.sni_callback = sni
-    ref: list[RawServer] = []
 
-    async def handler(conn: int, reader: asyncio.StreamReader,
+    async def handler(server: RawServer, conn: int, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
         seen.setdefault("alpn", []).append(
             writer.get_extra_info("ssl_object").selected_alpn_protocol())
-        while (await ref[0].read_request(conn, reader)) is not None:
+        while (await server.read_request(conn, reader)) is not None:
             writer.write(answer(OK))
             await writer.drain()
 
     srv = RawServer(handler, ssl=ctx)
-    ref.append(srv)
     return await srv.start()
 
 
