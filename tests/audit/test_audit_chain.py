@@ -270,7 +270,7 @@ def test_padded_parts_keep_items_in_order_and_pad_with_the_last() -> None:
         assert unpadded == items
         assert all(set(part[len(dict.fromkeys(part)):]) <= {part[-1]} for part in parts)
     assert padded_parts([]) == []
-    assert [len(p) for p in padded_parts(list(range(200)))] == [64, 64, 64, 8]
+    assert [len(p) for p in padded_parts(list(range(200)))] == [32] * 6 + [8]
     assert padded_parts([1, 2, 3]) == [[1, 2, 3, 3]]
 
 

@@ -69,14 +69,18 @@ CHAIN_VERSION: Final = 1
 HEAD_ID: Final = 1
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _US: Final = timedelta(microseconds=1)
-YIELD_EVERY: Final = 32
-"""Rows hashed between two returns to the event loop: a batch of a few hundred rows is
-milliseconds of hashing and row building, and the gateway's requests wait behind one
-uninterrupted stretch of it (the c=1 latency tail, bench/RESULTS.md issue 12)."""
-_LARGEST_PART: Final = 64
+YIELD_EVERY: Final = 4
+"""Rows converted or hashed between two returns to the event loop (~10 us of work each).
+A batch of a few hundred rows is milliseconds of it, and a request crosses the loop 4-6
+times (body, auth, upstream send and reply, response), waiting at each crossing behind
+whatever stretch is running: at 32 rows per stretch (~0.3 ms) that put 1.5-1.9 ms at c=1
+p99, at 4 rows 1.0-1.15 ms, with CPU per request at c=64 unchanged within the noise
+(bench/RESULTS.md, issue 12, fourth round)."""
+_LARGEST_PART: Final = 32
 """Rows per INSERT and ids per duplicate lookup (:func:`padded_parts`). The driver binds a
 statement's parameters in one C call holding the GIL: 512 rows (~11,000 parameters) kept the
-event loop waiting 2-7 ms on this project's 2-core box, 64 rows about 1 ms."""
+event loop waiting 2-7 ms on this project's 2-core box, 64 rows about 1 ms, 32 rows half
+that (6 statement shapes)."""
 
 u = usage_records
 _T = TypeVar("_T")
