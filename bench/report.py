@@ -85,6 +85,8 @@ class TargetResult:
     error: str | None = None
     stream: Any = None
     """bench.hotpath.StreamResult with ``--stream`` (direct and lockgate w=1)."""
+    sequential: Any = None
+    """bench.hotpath.SequentialResult: the c=1 probe with one sequential client (c=1 runs)."""
 
     @property
     def peak_rps(self) -> float | None:

@@ -225,3 +225,30 @@ def test_mem_probe_sees_native_memory_apart_from_python_objects(tmp_path: Path) 
                       None, mem=[{**row, "t": float(i)} for i, row in enumerate(series)])
     md = "\n".join(_soak_lines(soak))
     assert "malloc in use (glibc mallinfo2)" in md and "Python allocated blocks" in md
+
+
+def test_sequential_probe_times_every_request_within_the_run(upstream: int) -> None:
+    from bench.hotpath import probe_sequential
+
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    seq = probe_sequential(f"http://127.0.0.1:{upstream}/v1/chat/completions", body,
+                           {"Content-Type": "application/json"}, 0.5)
+    assert seq.failures == 0 and len(seq.latencies_ms) > 50
+    # one connection, one request at a time: the latencies fit inside the run
+    assert sum(seq.latencies_ms) / 1000 <= seq.wall_s
+    assert 0 < seq.pct(0.5) <= seq.pct(0.99) <= max(seq.latencies_ms)  # type: ignore[operator]
+
+
+def test_c1_target_is_read_from_the_sequential_probe_and_wrk_is_checked() -> None:
+    from bench.hotpath import SequentialResult, issue12_verdicts
+
+    run = RunResult("2026-01-01 00:00 UTC", "bench/overhead.py", {"nproc": "2"}, ["setup"], [1])
+    direct = TargetResult("direct", "direct", 1, {1: _level(20000, 0.05, 0.5)})
+    w1 = TargetResult("lockgate w=1", "lockgate", 1, {1: _level(3000, 0.85, 30.0)})
+    direct.sequential = SequentialResult([0.1] * 990 + [0.2] * 10, 1.0)
+    w1.sequential = SequentialResult([0.5] * 980 + [1.4] * 20, 1.0)
+    run.targets = [direct, w1]
+    text = "\n".join(issue12_verdicts(run, {}))
+    assert "p50 0.400 ms (target <= 0.5), p99 1.200 ms (target <= 1.5)" in text
+    assert "(sequential client, 1,000 and 1,000 requests)" in text and "**PASS**" in text
+    assert "- wrk at c=1, not used for the target: added p50 0.800 ms, p99 29.500 ms" in text
