@@ -148,12 +148,12 @@ def measure_target(target: Target, upstream: Started, opts: Options) -> TargetRe
              f"p99 {wrk.p99_ms:8.2f} ms  errors {wrk.error_count}  "
              f"cpu {level.target_cpu_ms_per_req or 0:.3f} ms/req  other load {other:.2f} cores"
              + (f"  gen-2 gc {gc2[0]} x, {gc2[1] * 1000:.0f} ms" if gc2 else ""))
-    if 1 in levels:
-        seq = probe_sequential(target.url, BENCH_BODY, target.headers, duration)
-        result.sequential = seq
-        _log(f"  {target.name:14s} c=1 sequential client: {len(seq.latencies_ms):,} requests, "
-             f"p50 {seq.pct(0.5) or 0:.3f} ms  p99 {seq.pct(0.99) or 0:.3f} ms  "
-             f"p99.9 {seq.pct(0.999) or 0:.3f} ms  failed {seq.failures}")
+        if c == 1:  # right after the c=1 level: the same steady state, before heavier levels
+            seq = probe_sequential(target.url, BENCH_BODY, target.headers, duration)
+            result.sequential = seq
+            _log(f"  {target.name:14s} c=1 sequential client: {len(seq.latencies_ms):,} "
+                 f"requests, p50 {seq.pct(0.5) or 0:.3f} ms  p99 {seq.pct(0.99) or 0:.3f} ms  "
+                 f"p99.9 {seq.pct(0.999) or 0:.3f} ms  failed {seq.failures}")
     if target.overhead_header and probe_requests > 0:
         result.probe = probe_overhead_header(target.url, BENCH_BODY, target.headers,
                                              target.overhead_header, probe_requests)
