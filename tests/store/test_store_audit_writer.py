@@ -97,13 +97,13 @@ async def test_rows_arriving_during_a_write_wait_for_the_next_interval(
     real = w._write_rows
     arrived = 0
 
-    async def slow_write(rows: Any) -> None:
+    async def slow_write(rows: Any, yield_every: int = 4) -> None:
         nonlocal arrived
         while arrived < 5:  # requests keep coming while the first transaction runs
             w.submit(make_record(1000 + arrived))
             arrived += 1
             await asyncio.sleep(0.01)
-        await real(rows)
+        await real(rows, yield_every)
 
     w._write_rows = slow_write  # type: ignore[method-assign]
     for n in range(3):

@@ -78,3 +78,27 @@ async def test_converting_a_batch_lets_the_loop_run(
     assert before <= start
     assert len(rows) == ROWS
     assert turns >= ROWS // chain.YIELD_EVERY
+
+
+async def test_a_writer_that_is_behind_takes_longer_stretches(
+    store: Store, make_record: Callable[..., Any], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With more than a batch still queued the loop is saturated: the writer returns to it
+    every YIELD_EVERY_BEHIND rows instead of every YIELD_EVERY, or it falls further behind."""
+    writer = AuditWriter(store, flush_interval_ms=60_000, batch_size=10,
+                         spill_dir=tmp_path / "spill")
+    steps: list[int] = []
+    real = store.write_rows
+
+    async def spy(*args: Any, yield_every: int = chain.YIELD_EVERY) -> tuple[int, int]:
+        steps.append(yield_every)
+        return await real(*args, yield_every=yield_every)
+
+    monkeypatch.setattr(store, "write_rows", spy)
+    for i in range(35):
+        writer.submit(make_record(f"b{i}"))
+    assert await writer._drain()
+    # 35 queued: 25 and 15 left behind the first two batches (behind), 5 behind the third
+    assert steps == [chain.YIELD_EVERY_BEHIND, chain.YIELD_EVERY_BEHIND, chain.YIELD_EVERY]
+    assert writer.written == 30 and writer.pending == 5

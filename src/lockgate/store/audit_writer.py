@@ -66,7 +66,7 @@ from typing import Any, Final
 import orjson
 from sqlalchemy import exc as sa_exc
 
-from lockgate.store.chain import YIELD_EVERY
+from lockgate.store.chain import YIELD_EVERY, YIELD_EVERY_BEHIND
 from lockgate.store.errors import StoreError
 from lockgate.store.records import UsageRecordLike, facade_call_row, shadow_row, usage_row
 from lockgate.store.spill import SpillDir
@@ -332,10 +332,13 @@ class AuditWriter:
             first = False
             count = min(self._batch_size, len(buf))
             self._inflight = count
-            rows = await self._convert([buf.popleft() for _ in range(count)])
+            # behind (a full batch still waiting): longer stretches between returns to the
+            # loop, or a saturated loop starves the writer (chain.YIELD_EVERY_BEHIND)
+            step = YIELD_EVERY_BEHIND if len(buf) - count >= self._batch_size else YIELD_EVERY
+            rows = await self._convert([buf.popleft() for _ in range(count)], step)
             self._inflight = len(rows)
             try:
-                await self._write_rows(rows)
+                await self._write_rows(rows, step)
             except Exception as exc:
                 buf.extendleft(reversed(rows))  # converted rows: malformed ones are gone
                 self.failed_flushes += 1
@@ -352,12 +355,13 @@ class AuditWriter:
                 await self._spill_all(f"more than {self._max_queue} records pending")
         return True
 
-    async def _convert(self, records: Sequence[UsageRecordLike | Row]) -> list[Row]:
+    async def _convert(self, records: Sequence[UsageRecordLike | Row],
+                       yield_every: int = YIELD_EVERY) -> list[Row]:
         """Records as row dicts; malformed ones are dead-lettered (once) and left out."""
         rows: list[Row] = []
         bad: list[Row] = []
         for i, record in enumerate(records):
-            if i and not i % YIELD_EVERY:
+            if i and not i % yield_every:
                 await asyncio.sleep(0)  # requests waiting on the loop go first
             try:
                 rows.append(_row_of(record))
@@ -367,7 +371,7 @@ class AuditWriter:
             await self._reject(bad, "malformed usage record")
         return rows
 
-    async def _write_rows(self, rows: Sequence[Row]) -> int:
+    async def _write_rows(self, rows: Sequence[Row], yield_every: int = YIELD_EVERY) -> int:
         """Insert rows in one transaction; bisect to isolate rows refused as invalid."""
         if not rows:
             return 0
@@ -386,7 +390,8 @@ class AuditWriter:
                 shadow.append({k: v for k, v in row.items() if k != ROW_KIND})
         try:
             inserted, shadowed = await asyncio.wait_for(
-                self._store.write_rows(usage, shadow, facade), self._write_timeout
+                self._store.write_rows(usage, shadow, facade, yield_every=yield_every),
+                self._write_timeout,
             )
         except Exception as exc:
             if not _is_invalid(exc):

@@ -76,6 +76,12 @@ times (body, auth, upstream send and reply, response), waiting at each crossing 
 whatever stretch is running: at 32 rows per stretch (~0.3 ms) that put 1.5-1.9 ms at c=1
 p99, at 4 rows 1.0-1.15 ms, with CPU per request at c=64 unchanged within the noise
 (bench/RESULTS.md, issue 12, fourth round)."""
+YIELD_EVERY_BEHIND: Final = 128
+"""The same while the audit writer is behind (more than a batch still queued): with the loop
+saturated, a writer that yields every few rows queues behind every request at each yield and
+falls further behind (62,000 rows and 17 s of backlog after 20 s at ~3,600 requests/s in
+one measurement); with the loop saturated there is no idle latency to protect. Its INSERT
+parts are this long too (one round trip through the saturated loop per part)."""
 _LARGEST_PART: Final = 32
 """Rows per INSERT and ids per duplicate lookup (:func:`padded_parts`). The driver binds a
 statement's parameters in one C call holding the GIL: 512 rows (~11,000 parameters) kept the
@@ -255,14 +261,15 @@ def _insert_sql(dialect: Dialect, rows: int) -> str:
     return sql
 
 
-async def _insert_parts(conn: AsyncConnection, params: list[tuple[Any, ...]]) -> int:
+async def _insert_parts(conn: AsyncConnection, params: list[tuple[Any, ...]],
+                        yield_every: int = YIELD_EVERY) -> int:
     """Insert value tuples (in :data:`_INSERT_COLUMNS` order) in padded parts; rows stored."""
     dialect = conn.dialect
     inserted = 0
-    for part in padded_parts(params):
+    for part in padded_parts(params, max(_LARGEST_PART, yield_every)):
         flat: list[Any] = []
         for i, values in enumerate(part):
-            if i and not i % YIELD_EVERY:
+            if i and not i % yield_every:
                 await asyncio.sleep(0)
             flat.extend(values)
         result = await conn.exec_driver_sql(_insert_sql(dialect, len(part)), tuple(flat))
@@ -279,7 +286,8 @@ def _created_binder(dialect: Dialect) -> Callable[[Any], Any]:
 
 
 async def insert_chained(
-    conn: AsyncConnection, rows: Sequence[Mapping[str, Any]], *, assume_new: bool = False
+    conn: AsyncConnection, rows: Sequence[Mapping[str, Any]], *, assume_new: bool = False,
+    yield_every: int = YIELD_EVERY,
 ) -> int:
     """Insert row dicts (``records.usage_row``) as the next links; returns how many were new.
 
@@ -301,7 +309,7 @@ async def insert_chained(
     created = _created_binder(conn.dialect)
     params: list[tuple[Any, ...]] = []
     for i, row in enumerate(rows):
-        if i and not i % YIELD_EVERY:
+        if i and not i % yield_every:
             await asyncio.sleep(0)  # let waiting requests run (the head stays locked)
         rid = row["request_id"]
         if rid in existing:
@@ -315,7 +323,7 @@ async def insert_chained(
         params.append(tuple(values))
     if not params:
         return 0
-    inserted = await _insert_parts(conn, params)
+    inserted = await _insert_parts(conn, params, yield_every)
     if inserted != len(params) and assume_new:
         raise RowsAlreadyStored(f"{len(params) - inserted} of {len(params)} rows were stored")
     if inserted != len(params):

@@ -21,7 +21,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from lockgate.store.chain import RowsAlreadyStored, insert_chained, padded_parts
+from lockgate.store.chain import YIELD_EVERY, RowsAlreadyStored, insert_chained, padded_parts
 from lockgate.store.engine import create_engine, writer_engine
 from lockgate.store.errors import (
     AlreadyExists,
@@ -424,19 +424,24 @@ class Store:
         usage_rows: Sequence[Mapping[str, Any]],
         shadow_rows: Sequence[Mapping[str, Any]] = (),
         facade_rows: Sequence[Mapping[str, Any]] = (),
+        *,
+        yield_every: int = YIELD_EVERY,
     ) -> tuple[int, int]:
         """Insert usage rows (chained, as :meth:`write_usage_rows`), ``shadow_results``
         rows (``records.shadow_row``) and ``facade_calls`` rows
         (``records.facade_call_row``) in one transaction: the AuditWriter's batch.
+        ``yield_every``: rows hashed between returns to the event loop.
 
         Returns (new usage rows, shadow rows). Raw SQLAlchemy errors propagate.
         """
         if not usage_rows and not shadow_rows and not facade_rows:
             return 0, 0
         try:
-            return await self._write_rows(usage_rows, shadow_rows, facade_rows, assume_new=True)
+            return await self._write_rows(usage_rows, shadow_rows, facade_rows,
+                                          assume_new=True, yield_every=yield_every)
         except RowsAlreadyStored:  # a retried batch or a replayed spill: leave those out
-            return await self._write_rows(usage_rows, shadow_rows, facade_rows, assume_new=False)
+            return await self._write_rows(usage_rows, shadow_rows, facade_rows,
+                                          assume_new=False, yield_every=yield_every)
 
     async def _write_rows(
         self,
@@ -445,10 +450,12 @@ class Store:
         facade_rows: Sequence[Mapping[str, Any]],
         *,
         assume_new: bool,
+        yield_every: int,
     ) -> tuple[int, int]:
         async with self._writer.begin() as conn:
             written = (
-                await insert_chained(conn, usage_rows, assume_new=assume_new)
+                await insert_chained(conn, usage_rows, assume_new=assume_new,
+                                     yield_every=yield_every)
                 if usage_rows else 0
             )
             if shadow_rows:
