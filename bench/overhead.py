@@ -77,6 +77,7 @@ from bench.targets import (  # noqa: E402
     start_litellm,
     start_lockgate,
     start_upstream,
+    wait_audit_drained,
 )
 
 __all__ = ["Options", "main", "measure_target", "soak"]
@@ -135,6 +136,8 @@ def measure_target(target: Target, upstream: Started, opts: Options) -> TargetRe
         m0, k0, w0 = machine_busy_seconds(), _children_cpu(), time.monotonic()
         gc0 = read_totals(target.gc_dir)[2] if target.gc_dir else None
         wrk = run_wrk(target.url, script, c, duration, threads)
+        # the requests' audit rows may still be queued: CPU per request includes writing them
+        backlog, drain_s = wait_audit_drained(target)
         gc1 = read_totals(target.gc_dir)[2] if target.gc_dir else None
         own_pids2 = sorted(set(own_pids) | set(own.pids()))
         t1, u1 = cpu_seconds(own_pids2), cpu_seconds(up_pids)
@@ -142,12 +145,14 @@ def measure_target(target: Target, upstream: Started, opts: Options) -> TargetRe
         ours = (t1 - t0) + (k1 - k0) + (0.0 if own is upstream else u1 - u0)
         other = max(0.0, (m1 - m0) - ours) / max(w1 - w0, 1e-9)
         gc2 = (gc1[0] - gc0[0], gc1[1] - gc0[1]) if gc0 and gc1 else None
-        level = LevelResult(wrk, t1 - t0, u1 - u0, other, gc2)
+        level = LevelResult(wrk, t1 - t0, u1 - u0, other, gc2, backlog, drain_s)
         result.levels[c] = level
         _log(f"  {target.name:14s} c={c:<3d} {wrk.rps:9,.0f} rps  p50 {wrk.p50_ms:8.2f} ms  "
              f"p99 {wrk.p99_ms:8.2f} ms  errors {wrk.error_count}  "
              f"cpu {level.target_cpu_ms_per_req or 0:.3f} ms/req  other load {other:.2f} cores"
-             + (f"  gen-2 gc {gc2[0]} x, {gc2[1] * 1000:.0f} ms" if gc2 else ""))
+             + (f"  gen-2 gc {gc2[0]} x, {gc2[1] * 1000:.0f} ms" if gc2 else "")
+             + (f"  audit backlog {backlog:,} rows, written in {drain_s:.1f} s"
+                if backlog else ""))
         if c == 1:  # right after the c=1 level: the same steady state, before heavier levels
             seq = probe_sequential(target.url, BENCH_BODY, target.headers, duration)
             result.sequential = seq

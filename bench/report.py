@@ -63,6 +63,16 @@ class LevelResult:
     """Average cores busy outside the bench's own processes during the run."""
     gc2: tuple[int, float] | None = None
     """Full (generation-2) collections during the run: (count, seconds), all workers summed."""
+    audit_backlog: int | None = None
+    """lockgate: audit records still queued when wrk stopped (``lockgate_audit_pending``)."""
+    drain_s: float = 0.0
+    """lockgate: seconds until that backlog was written; ``target_cpu_s`` includes them, so
+    CPU per request counts every request's audit write."""
+
+    @property
+    def sustained_rps(self) -> float:
+        """Requests over the run plus the time to write their audit records."""
+        return self.wrk.requests / (self.wrk.duration_s + self.drain_s)
 
     @property
     def target_cpu_ms_per_req(self) -> float | None:
@@ -375,8 +385,9 @@ def _detail_table(run: RunResult) -> list[str]:
         return []
     out = ["<details><summary>per level detail</summary>", "",
            "| target | c | requests | rps | p50 | p90 | p99 | p99.9 | max (ms) | errors | "
-           "target CPU ms/req | upstream CPU ms/req | other load (cores) | gen-2 GC (n, ms) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "target CPU ms/req | upstream CPU ms/req | other load (cores) | gen-2 GC (n, ms) | "
+           "audit backlog at the end (rows, s to write) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in run.targets:
         for c, lv in sorted(t.levels.items()):
             w = lv.wrk
@@ -386,7 +397,8 @@ def _detail_table(run: RunResult) -> list[str]:
                 f"{_ms(w.p90_ms)} | {_ms(w.p99_ms)} | {_ms(w.p999_ms)} | {_ms(w.max_ms)} | "
                 f"{errs} | {_ms(lv.target_cpu_ms_per_req)} | {_ms(lv.upstream_cpu_ms_per_req)} | "
                 f"{lv.other_cpu_cores:.2f} | "
-                f"{f'{lv.gc2[0]}, {lv.gc2[1] * 1000:.0f}' if lv.gc2 else '-'} |")
+                f"{f'{lv.gc2[0]}, {lv.gc2[1] * 1000:.0f}' if lv.gc2 else '-'} | "
+                f"{f'{lv.audit_backlog:,}, {lv.drain_s:.1f}' if lv.audit_backlog else '-'} |")
     rss = [f"{t.name} {t.rss_mb:.0f} MB" for t in run.targets if t.rss_mb is not None]
     if rss:
         out += ["", "RSS after the run (sum over the target's processes): " + ", ".join(rss) + "."]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,8 @@ class Target:
     """Where bench/memprobe.py writes memory samples for this target (``--mem-probe``)."""
     varying_body: bool = False
     """Every request a new body (a cache miss each time): the controls-on target."""
+    metrics_url: str | None = None
+    """lockgate: ``/metrics`` (with :data:`MASTER_KEY`), read for the audit backlog."""
 
 
 def _clean_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -188,9 +191,39 @@ def start_lockgate(
     wait_until(lambda: _answers_chat(url, headers), 90, server, f"lockgate ({workers} workers)")
     target = Target(name or f"lockgate w={workers}", "lockgate", workers, url, headers, server,
                     overhead_header="x-lockgate-overhead-ms", notes=notes, gc_dir=gc_dir,
-                    mem_dir=mem_dir)
+                    mem_dir=mem_dir, metrics_url=f"http://127.0.0.1:{port}/metrics")
     _check_chat(target)
     return target
+
+
+def audit_pending(target: Target) -> int | None:
+    """``lockgate_audit_pending`` from the target's ``/metrics`` (None if not readable)."""
+    if target.metrics_url is None:
+        return None
+    try:
+        reply = http_request(target.metrics_url,
+                             headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=10)
+    except OSError:
+        return None
+    if reply.status != 200:
+        return None
+    total, seen = 0.0, False
+    for line in reply.body.decode("utf-8", "replace").splitlines():
+        if line.startswith("lockgate_audit_pending"):
+            total += float(line.rsplit(" ", 1)[1])
+            seen = True
+    return int(total) if seen else None
+
+
+def wait_audit_drained(target: Target, limit_s: float = 300.0) -> tuple[int | None, float]:
+    """Wait until the target has written its queued audit records: (backlog at the call,
+    seconds waited). Without a readable backlog: (None, 0.0)."""
+    start = time.monotonic()
+    first = pending = audit_pending(target)
+    while pending and time.monotonic() - start < limit_s:
+        time.sleep(0.05)
+        pending = audit_pending(target)
+    return first, (time.monotonic() - start) if first else 0.0
 
 
 def _add_src_path(env: dict[str, str]) -> None:
