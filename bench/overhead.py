@@ -131,6 +131,7 @@ def measure_target(target: Target, upstream: Started, opts: Options) -> TargetRe
     for c in levels:
         if warmup > 0:
             run_wrk(target.url, script, c, min(warmup, 2.0), threads)
+        wait_audit_drained(target)  # the warm-up's audit rows are not this level's
         own_pids, up_pids = own.pids(), upstream.pids()
         t0, u0 = cpu_seconds(own_pids), cpu_seconds(up_pids)
         m0, k0, w0 = machine_busy_seconds(), _children_cpu(), time.monotonic()
