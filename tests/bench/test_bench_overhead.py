@@ -252,3 +252,5 @@ def test_c1_target_is_read_from_the_sequential_probe_and_wrk_is_checked() -> Non
     assert "p50 0.400 ms (target <= 0.5), p99 1.200 ms (target <= 1.5)" in text
     assert "(sequential client, 1,000 and 1,000 requests)" in text and "**PASS**" in text
     assert "- wrk at c=1, not used for the target: added p50 0.800 ms, p99 29.500 ms" in text
+    md = render_markdown(run)  # the table's added column is the sequential client's too
+    assert "| lockgate w=1 | 1,500 | 0.85 / 30.0 | 0.40 / 1.20 |" in md
