@@ -163,6 +163,51 @@ async def test_pool_limit_and_fifo_waiters() -> None:
     assert order[2:] == [2, 3, 4, 5]  # waiters served first come, first served
 
 
+async def test_waiter_cancelled_just_after_being_handed_a_connection_passes_it_on() -> None:
+    """release() hands the connection to the waiting request, which is cancelled before it
+    runs again: the connection goes back to the pool (no leak, no second connection)."""
+    srv = await keepalive_server(delay=0.1)
+    http = client(max_connections=1)
+    url = URL(srv.url())
+    try:
+        holder = asyncio.create_task(http.post_json(url, b'{"i": 0}'))
+        await asyncio.sleep(0.03)  # the holder is on the wire
+        waiter = asyncio.create_task(http.post_json(url, b'{"i": 1}'))
+        await asyncio.sleep(0.01)  # the waiter waits for the only slot
+        pool = http.pool
+        assert pool is not None and len(pool._waiters) == 1
+        real_release = pool.release
+        released: list[Any] = []
+
+        def release_then_cancel(conn: Any) -> None:
+            released.append(conn)
+            real_release(conn)  # the first time: sets the waiter's future to this connection
+            if len(released) == 1:
+                assert not pool._waiters
+                waiter.cancel()  # before the waiter's task runs again
+
+        pool.release = release_then_cancel  # type: ignore[method-assign]
+        await holder
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        pool.release = real_release  # type: ignore[method-assign]
+        # the holder released it; the cancelled waiter released it again (passed it on)
+        assert len(released) == 2 and released[0] is released[1]
+        assert pool.open_count == 1 and len(pool._idle.get(srv_origin(pool), [])) == 1
+        await http.post_json(url, b'{"i": 2}')  # the same connection serves the next one
+    finally:
+        await http.aclose()
+        await srv.stop()
+    assert srv.connections == 1
+    assert [orjson.loads(r.body)["i"] for r in srv.requests] == [0, 2]
+
+
+def srv_origin(pool: Any) -> Any:
+    """The one origin the pool has idle connections for."""
+    (origin,) = pool._idle.keys()
+    return origin
+
+
 async def test_pool_wait_counts_against_first_token_deadline() -> None:
     async def handler(server: RawServer, conn: int, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
