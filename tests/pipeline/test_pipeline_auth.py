@@ -88,3 +88,44 @@ async def test_revocation_during_a_lookup_is_not_undone_by_its_result() -> None:
     with pytest.raises(Unauthorized, match="revoked"):
         await auth.authenticate("lg-a")  # the stale result was not cached
     assert keys.calls == 2
+
+
+async def test_an_unknown_key_is_remembered_for_the_ttl_then_asked_again() -> None:
+    keys = SlowKeys(delay=0.0)
+    auth = Authenticator(keys, master_key_hash=None, cache_ttl=0.2)
+    for _ in range(5):
+        with pytest.raises(Unauthorized, match="Invalid API key"):
+            await auth.authenticate("lg-unknown")
+    assert keys.calls == 1  # a client stuck on a bad key costs one query per TTL
+    await asyncio.sleep(0.25)
+    with pytest.raises(Unauthorized):
+        await auth.authenticate("lg-unknown")
+    assert keys.calls == 2
+    auth.drop()  # an invalidation forgets unknown keys too
+    with pytest.raises(Unauthorized):
+        await auth.authenticate("lg-unknown")
+    assert keys.calls == 3
+
+
+async def test_unknown_keys_are_not_remembered_without_a_cache_or_past_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lockgate.pipeline import auth as auth_module
+
+    keys = SlowKeys(delay=0.0)
+    no_cache = Authenticator(keys, master_key_hash=None, cache_ttl=0)
+    for _ in range(3):
+        with pytest.raises(Unauthorized):
+            await no_cache.authenticate("lg-unknown")
+    assert keys.calls == 3
+    monkeypatch.setattr(auth_module, "UNKNOWN_CACHE_SIZE", 2)
+    bounded = Authenticator(NoKeys(), master_key_hash=None, cache_ttl=60)
+    for key in ("lg-x1", "lg-x2", "lg-x3"):
+        with pytest.raises(Unauthorized):
+            await bounded.authenticate(key)
+    assert len(bounded._unknown) <= 2
+
+
+class NoKeys:
+    async def find_key(self, plaintext: str) -> None:
+        return None

@@ -5,6 +5,13 @@ Virtual keys are looked up by hash in the store and cached in memory for
 when the cache entry of a busy key expires, its next N requests would otherwise
 run N identical queries at once (each on its own pooled connection).
 
+Unknown keys are remembered too (``_unknown``, the same TTL, at most
+:data:`UNKNOWN_CACHE_SIZE` digests): a client stuck on a deleted or mistyped key would
+otherwise cost one database query per request. Virtual keys are 256 random bits made by the
+store, so a key that was unknown cannot become valid later; revocations and ``drop`` clear
+this cache with the other. (A spray of distinct random keys still costs a query each: that
+needs a per-client limit in front, not a cache.)
+
 Revoking through this process (admin API, or the CLI notifying the running
 gateway) invalidates the cache immediately; other
 processes see a revocation within ``key_cache_ttl`` (or at once when a shared
@@ -26,6 +33,8 @@ from lockgate.errors import Unauthorized, Unavailable
 from lockgate.pipeline.call import Principal
 
 MASTER_KEY_ID = "master"
+UNKNOWN_CACHE_SIZE = 10_000
+"""Unknown-key digests remembered at most (then forgotten all at once)."""
 
 
 class KeyRecord(Protocol):
@@ -61,6 +70,7 @@ class Authenticator:
         self._master_hash = master_key_hash
         self._ttl = cache_ttl
         self._cache: dict[str, tuple[Principal, float]] = {}
+        self._unknown: dict[str, float] = {}  # digest -> until (monotonic)
         self._inflight: dict[str, asyncio.Task[Principal]] = {}
         self._generation = 0  # bumped by drop(): a lookup begun before it caches nothing
         self.on_invalidate: Callable[[str | None], None] | None = None
@@ -77,6 +87,11 @@ class Authenticator:
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > time.monotonic():
             return hit[0]
+        unknown_until = self._unknown.get(digest)
+        if unknown_until is not None:
+            if unknown_until > time.monotonic():
+                raise Unauthorized("Invalid API key.")
+            del self._unknown[digest]
         task = self._inflight.get(digest)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._lookup(api_key, digest))
@@ -102,6 +117,10 @@ class Authenticator:
                 ) from None
             raise
         if record is None:
+            if generation == self._generation and self._ttl > 0:
+                if len(self._unknown) >= UNKNOWN_CACHE_SIZE:
+                    self._unknown.clear()
+                self._unknown[digest] = time.monotonic() + self._ttl
             raise Unauthorized("Invalid API key.")
         if record.revoked_at is not None:
             self._cache.pop(digest, None)
@@ -132,6 +151,7 @@ class Authenticator:
         """Forget cached keys in this process only (one key id, or all)."""
         self._generation += 1
         self._inflight.clear()  # later callers look up afresh
+        self._unknown.clear()
         if key_id is None:
             self._cache.clear()
             return
