@@ -34,6 +34,7 @@ import orjson
 
 from bench.loadgen import _LUA_DONE, WrkResult, _lua_string, run_wrk, write_wrk_script
 from bench.procs import cpu_seconds
+from bench.report import sequential_added
 
 if TYPE_CHECKING:
     from bench.report import RunResult, TargetResult
@@ -96,6 +97,16 @@ class StreamResult:
         return statistics.quantiles(self.ttfb_ms, n=100)[98]
 
 
+def _raw_post(url: str, body: bytes, headers: Mapping[str, str]) -> tuple[str, int, bytes]:
+    """Host, port and the bytes of one HTTP/1.1 POST of ``body`` to ``url``."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    head = (f"POST {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n")
+    return host, port, head.encode() + body
+
+
 @dataclass
 class SequentialResult:
     """Latencies (ms) of requests sent one at a time over one connection."""
@@ -116,11 +127,7 @@ def probe_sequential(url: str, body: bytes, headers: Mapping[str, str], seconds:
                      timeout: float = 30.0) -> SequentialResult:
     """Requests one at a time over one keep-alive connection for ``seconds``; every latency
     is from before ``sendall`` to the last byte of the response (``perf_counter``)."""
-    parts = urllib.parse.urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    request = (f"POST {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-               f"Content-Length: {len(body)}\r\n"
-               + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode() + body
+    host, port, request = _raw_post(url, body, headers)
     result = SequentialResult()
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -184,18 +191,14 @@ def _recv(sock: socket.socket, buf: bytearray) -> None:
 def probe_stream_ttfb(url: str, headers: Mapping[str, str], requests: int,
                       body: bytes = STREAM_BODY, timeout: float = 30.0) -> StreamResult:
     """``requests`` streamed chats one at a time; ms from sending to the first ``data:``."""
-    parts = urllib.parse.urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    head = (f"POST {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-            f"Content-Length: {len(body)}\r\n"
-            + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
+    host, port, request = _raw_post(url, body, headers)
     result = StreamResult()
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         buf = bytearray()
         for _ in range(requests):
             t0 = time.perf_counter()
-            sock.sendall(head + body)
+            sock.sendall(request)
             status, first = _read_response(sock, buf, t0)
             if status != 200 or first is None:
                 result.failures += 1
@@ -258,16 +261,16 @@ def _c1_lines(w1: TargetResult, direct: TargetResult) -> list[str]:
     """Added latency at c=1 from the sequential probe, with wrk's c=1 numbers and whether
     they are possible (at one connection the latencies cannot add up to more than the run)."""
     lines: list[str] = []
-    seq_w, seq_d = w1.sequential, direct.sequential
-    if isinstance(seq_w, SequentialResult) and isinstance(seq_d, SequentialResult):
-        w50, w99, d50, d99 = (seq_w.pct(0.5), seq_w.pct(0.99), seq_d.pct(0.5), seq_d.pct(0.99))
-        if None not in (w50, w99, d50, d99):
-            a50, a99 = w50 - d50, w99 - d99  # type: ignore[operator]
-            lines.append(
-                f"- added latency at c=1 (sequential client, {len(seq_w.latencies_ms):,} and "
-                f"{len(seq_d.latencies_ms):,} requests): p50 {a50:.3f} ms (target <= 0.5), "
-                f"p99 {a99:.3f} ms (target <= 1.5) ({w50:.3f} / {w99:.3f} vs {d50:.3f} / "
-                f"{d99:.3f} ms direct): **{_verdict(a50 <= 0.5 and a99 <= 1.5)}**")
+    added = sequential_added(w1, direct)
+    if added is not None:
+        a50, a99 = added
+        seq_w, seq_d = w1.sequential, direct.sequential
+        lines.append(
+            f"- added latency at c=1 (sequential client, {len(seq_w.latencies_ms):,} and "
+            f"{len(seq_d.latencies_ms):,} requests): p50 {a50:.3f} ms (target <= 0.5), "
+            f"p99 {a99:.3f} ms (target <= 1.5) ({seq_w.pct(0.5):.3f} / {seq_w.pct(0.99):.3f} "
+            f"vs {seq_d.pct(0.5):.3f} / {seq_d.pct(0.99):.3f} ms direct): "
+            f"**{_verdict(a50 <= 0.5 and a99 <= 1.5)}**")
     lv_w, lv_d = w1.levels.get(1), direct.levels.get(1)
     if lv_w is not None and lv_d is not None:
         def busy(w: WrkResult) -> float:

@@ -33,6 +33,7 @@ __all__ = [
     "machine_busy_seconds",
     "rss_bytes",
     "session_pids",
+    "wait_port",
     "wait_until",
 ]
 
@@ -45,6 +46,17 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    """Wait until something accepts connections on 127.0.0.1:``port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
 
 
 def _stat_fields(pid: int) -> list[str] | None:

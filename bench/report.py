@@ -35,6 +35,7 @@ __all__ = [
     "machine_info",
     "record",
     "render_markdown",
+    "sequential_added",
 ]
 
 RUNS_MARKER = "<!-- runs: newest first; bench/overhead.py inserts below this line -->"
@@ -206,17 +207,26 @@ def _rps(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
+def sequential_added(target: TargetResult, direct: TargetResult) -> tuple[float, float] | None:
+    """Added p50/p99 (ms) at c=1 from both targets' sequential-client probes, if they ran."""
+    ts, ds = target.sequential, direct.sequential
+    if ts is None or ds is None:
+        return None
+    values = (ts.pct(0.5), ts.pct(0.99), ds.pct(0.5), ds.pct(0.99))
+    if None in values:
+        return None
+    t50, t99, d50, d99 = values
+    return t50 - d50, t99 - d99
+
+
 def _added(target: TargetResult, direct: TargetResult | None) -> tuple[float, float] | None:
     """Added p50/p99 at c=1: from the sequential client when both targets have it (wrk's
     c=1 latencies are not reliable on the bench box, bench/hotpath.py), else from wrk."""
     if direct is None:
         return None
-    ts, ds = target.sequential, direct.sequential
-    if ts is not None and ds is not None:
-        values = (ts.pct(0.5), ts.pct(0.99), ds.pct(0.5), ds.pct(0.99))
-        if None not in values:
-            t50, t99, d50, d99 = values
-            return t50 - d50, t99 - d99
+    added = sequential_added(target, direct)
+    if added is not None:
+        return added
     if 1 not in target.levels or 1 not in direct.levels:
         return None
     t, d = target.levels[1].wrk, direct.levels[1].wrk

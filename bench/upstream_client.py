@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(REPO))
 
-from bench.facade_bench import free_port, wait_port  # noqa: E402
+from bench.procs import free_port, wait_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -86,7 +86,8 @@ _LARGEST_PART: Final = 32
 """Rows per INSERT and ids per duplicate lookup (:func:`padded_parts`). The driver binds a
 statement's parameters in one C call holding the GIL: 512 rows (~11,000 parameters) kept the
 event loop waiting 2-7 ms on this project's 2-core box, 64 rows about 1 ms, 32 rows half
-that (6 statement shapes)."""
+that. Padded parts of up to 32 rows are 6 statement shapes, 8 with the writer's
+:data:`YIELD_EVERY_BEHIND` parts."""
 
 u = usage_records
 _T = TypeVar("_T")
