@@ -11,10 +11,11 @@
   of frequent, low-ceiling terms are read only for the candidates the other terms
   give) with a proof at run time that nothing outside the candidates can reach the
   k-th readable score, else the exhaustive query; the answer is the exhaustive one
-  either way. Each term's document frequency and peak come from one index scan,
-  cached per collection version. No foreign key and one term index (migration 0018):
-  the postings go in by ``COPY`` at ingest speed; this module deletes them before
-  their chunks.
+  either way. Each term's document frequency and bounds are kept in
+  ``rag_term_stats`` by the writes (:mod:`lockgate.rag.pg_term_stats`: a primary-key
+  read per query), cached per collection version. No foreign key and one term index
+  (migration 0018): the postings go in by ``COPY`` at ingest speed; this module deletes
+  them before their chunks.
 
 Both rank with the same formula (:mod:`lockgate.rag.bm25`). Every method works on
 the caller's connection, so index writes share the transaction of the rows they
@@ -31,7 +32,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import BindParameter
 
-from lockgate.rag import bm25, catalog, pg_lexical
+from lockgate.rag import bm25, catalog, pg_lexical, pg_term_stats
 from lockgate.rag.pg_bulk import copy_rows
 from lockgate.store.tables import RAG_FTS_PREFIX
 
@@ -96,16 +97,25 @@ class LexicalIndex:
         else:  # no foreign key cascades to the postings (migration 0018): none may outlive it
             await conn.execute(text("DELETE FROM rag_postings WHERE collection_id = :c"),
                                {"c": cid})
+            await pg_term_stats.drop(conn, cid)
         self._stats_cache.pop(cid, None)
         self._terms_cache.pop(cid, None)
 
+    @staticmethod
+    def delta() -> pg_term_stats.TermDelta:
+        """What a write transaction changes in the term statistics (PostgreSQL; give it
+        to :meth:`add` and :meth:`remove_documents`, then :meth:`write_term_stats`)."""
+        return pg_term_stats.TermDelta()
+
     async def add(
-        self, conn: AsyncConnection, cid: int, entries: Sequence[tuple[int, int, Counter[str]]]
+        self, conn: AsyncConnection, cid: int, entries: Sequence[tuple[int, int, Counter[str]]],
+        delta: pg_term_stats.TermDelta,
     ) -> None:
         """Index (chunk pk, doc pk, term counts) triples.
 
         PostgreSQL: the postings go in with ``COPY`` (asyncpg's binary copy, inside the
         caller's transaction): ~80 rows per chunk made row-by-row INSERTs the ingest cost.
+        Their term statistics are counted into ``delta``.
         """
         if not entries:
             return
@@ -115,6 +125,7 @@ class LexicalIndex:
                 [{"r": pk, "t": " ".join(tc.elements())} for pk, _, tc in entries],
             )
             return
+        delta.add_chunks(tc for _, _, tc in entries)
         records = [
             (cid, term, pk, tf, doc_pk, n)
             for pk, doc_pk, tc in entries
@@ -126,8 +137,10 @@ class LexicalIndex:
         await copy_rows(conn, "rag_postings",
                         ["collection_id", "term", "chunk_pk", "tf", "doc_pk", "n_terms"], records)
 
-    async def remove_documents(self, conn: AsyncConnection, cid: int, doc_pks: list[int]) -> None:
-        """Unindex the chunks of these documents (before their chunk rows are deleted)."""
+    async def remove_documents(self, conn: AsyncConnection, cid: int, doc_pks: list[int],
+                               delta: pg_term_stats.TermDelta) -> None:
+        """Unindex the chunks of these documents (before their chunk rows are deleted);
+        PostgreSQL: what they held is counted out of ``delta``."""
         if not doc_pks:
             return
         if self.sqlite:
@@ -139,13 +152,14 @@ class LexicalIndex:
                 {"pks": doc_pks},
             )
             return
-        await conn.execute(
-            text(
-                "DELETE FROM rag_postings WHERE collection_id = :c AND chunk_pk IN"
-                " (SELECT id FROM rag_chunks WHERE doc_pk IN :pks)"
-            ).bindparams(bindparam("pks", expanding=True)),
-            {"pks": doc_pks, "c": cid},
-        )
+        await pg_term_stats.remove_postings(conn, cid, doc_pks, delta)
+
+    async def write_term_stats(self, conn: AsyncConnection, cid: int,
+                               delta: pg_term_stats.TermDelta) -> None:
+        """PostgreSQL: apply the transaction's ``delta``; its last write, after the
+        collection's version bump (:mod:`lockgate.rag.pg_term_stats`)."""
+        if not self.sqlite and delta:
+            await pg_term_stats.write(conn, cid, delta)
 
     # ------------------------------------------------------------ statistics
 
@@ -194,14 +208,15 @@ class LexicalIndex:
     async def term_stats(
         self, conn: AsyncConnection, cid: int, terms: Sequence[str], version: int
     ) -> dict[str, pg_lexical.TermStat]:
-        """PostgreSQL: each term's document frequency and peak, cached per collection version."""
+        """PostgreSQL: each term's document frequency and bounds, cached per collection
+        version."""
         cached = self._terms_cache.get(cid)
         if cached is None or cached[0] != version or len(cached[1]) > self.term_cache_size:
             cached = self._terms_cache[cid] = (version, {})
         known = cached[1]
         missing = sorted({t for t in terms if t not in known})
         if missing:
-            known.update(await pg_lexical.term_stats(conn, cid, missing))
+            known.update(await pg_term_stats.read(conn, cid, missing))
         return {t: known[t] for t in terms}
 
     def clear_term_cache(self) -> None:

@@ -9,8 +9,8 @@ tens of thousands of postings that way. :func:`search` first tries :func:`pruned
 * each term ``t`` has a ceiling: its part of a chunk's score grows with tf and falls
   with the chunk's length, so ``w(t) * frac(max tf, min length)`` over ``t``'s postings
   bounds it, and ``w(t) * frac(1, min length)`` bounds it on the postings with tf 1
-  (:func:`frac`; the counts, largest tf and smallest length come from the index scan
-  that counts the term's document frequency, :func:`term_stats`);
+  (:func:`frac`; the counts, largest tf and smallest length are kept per term at
+  write time, :mod:`lockgate.rag.pg_term_stats`);
 * the terms of smallest ceiling whose ceilings sum to at most an estimate of the k-th
   score are *non-essential* (``N``), the rest essential (``E``). A non-essential term
   whose postings mostly have tf 1 is *capped* at tf 1: its few postings with a higher
@@ -43,14 +43,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import BindParameter
 
 from lockgate.rag import bm25
 
 __all__ = [
-    "Outcome", "Plan", "TermStat", "exhaustive", "frac", "plan", "pruned", "search", "term_stats",
+    "Outcome", "Plan", "TermStat", "exhaustive", "frac", "plan", "pruned", "search",
 ]
 
 _PART_SQL = f"round(({bm25.PG_SCORE_SQL}) * CAST(:scale AS float8))"
@@ -96,11 +96,6 @@ PRUNED_SQL = (
     " ORDER BY s DESC, u.chunk_pk LIMIT :w)" + _RANKED
 )
 
-STATS_SQL = (
-    "SELECT term, COUNT(*), MAX(tf), MIN(n_terms), COUNT(*) FILTER (WHERE tf > 1)"
-    " FROM rag_postings WHERE collection_id = :c AND term IN :ts GROUP BY term"
-)
-
 SLACK = 1e-9
 """Relative margin on each ceiling: float rounding of the part vs ``w * frac``."""
 
@@ -114,8 +109,8 @@ def frac(tf: int, dl: int, avgdl: float) -> float:
 
 @dataclass(frozen=True)
 class TermStat:
-    """A term's document frequency, largest tf, smallest chunk length and the number of
-    its postings with tf above 1 (integers: one cheap index-only scan)."""
+    """A term's document frequency, largest tf (a bound), smallest chunk length (a bound)
+    and the number of its postings with tf above 1 (:mod:`lockgate.rag.pg_term_stats`)."""
 
     df: int
     max_tf: int = 0
@@ -145,22 +140,6 @@ class Outcome:
     """Queries run (a failed proof costs one more)."""
     caps: dict[str, int] = field(default_factory=dict)
     """The proved plan's non-essential terms and their tf caps (0: none)."""
-
-
-async def term_stats(conn: AsyncConnection, cid: int, terms: Sequence[str]
-                     ) -> dict[str, TermStat]:
-    """:class:`TermStat` of each term (one index-only scan of its postings)."""
-    uniq = sorted(set(terms))
-    if not uniq:
-        return {}
-    rows = (
-        await conn.execute(
-            text(STATS_SQL).bindparams(bindparam("ts", expanding=True)),
-            {"c": cid, "ts": uniq},
-        )
-    ).all()
-    found = {r[0]: TermStat(int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows}
-    return {t: found.get(t, TermStat(0)) for t in uniq}
 
 
 def scale_for(weights: Mapping[str, float]) -> float:

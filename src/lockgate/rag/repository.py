@@ -38,6 +38,7 @@ from lockgate.rag.access import Filters, readable_where
 from lockgate.rag.catalog import CollectionInfo
 from lockgate.rag.documents import DocumentRow
 from lockgate.rag.lexical import LexicalIndex
+from lockgate.rag.pg_term_stats import TermDelta
 from lockgate.rag.types import Chunk, Hit, SourceDocument
 from lockgate.store.engine import writer_engine
 from lockgate.store.migrate import migrate_engine
@@ -113,8 +114,9 @@ class RagStore:
 
     async def drop_collection(self, cid: int) -> None:
         async with self._writer().begin() as conn:
+            unused = self.lexical.delta()  # lexical.drop deletes the statistics
             for part in documents.batches(await documents.all_pks(conn, cid)):
-                await self._delete_documents(conn, cid, part)
+                await self._delete_documents(conn, cid, part, unused)
             await self.lexical.drop(conn, cid)
             await catalog.delete(conn, cid)
 
@@ -157,9 +159,10 @@ class RagStore:
         if len({doc.doc_id for doc, *_ in items}) != len(items):
             raise ValueError("replace_documents: a document id appears twice in one batch")
         async with self._writer().begin() as conn:
+            delta = self.lexical.delta()
             old = await documents.pk_map(conn, cid, [doc.doc_id for doc, *_ in items])
             for part in documents.batches(list(old.values())):
-                await self._delete_documents(conn, cid, part)
+                await self._delete_documents(conn, cid, part, delta)
             # PostgreSQL: ids from the sequences and rows by COPY (lockgate.rag.pg_bulk)
             docs_in = pg_bulk.copy_documents if not self.is_sqlite else documents.insert_many
             chunks_in = pg_bulk.copy_chunks if not self.is_sqlite else chunks.insert_many
@@ -172,8 +175,9 @@ class RagStore:
             entries = [(cpk, dpk, tc) for dpk, pks_of_doc, (_, _, _, terms, _) in
                        zip(out, chunk_pks, items, strict=True)
                        for cpk, tc in zip(pks_of_doc, terms, strict=True)]
-            await self.lexical.add(conn, cid, entries)
+            await self.lexical.add(conn, cid, entries, delta)
             await catalog.bump(conn, cid, time.time())
+            await self.lexical.write_term_stats(conn, cid, delta)
         return out
 
     async def update_attributes(self, cid: int, doc: SourceDocument) -> None:
@@ -198,15 +202,19 @@ class RagStore:
             return 0
         async with self._writer().begin() as conn:
             pks = await documents.pks_of(conn, cid, doc_ids)
+            delta = self.lexical.delta()
             for part in documents.batches(pks):
-                await self._delete_documents(conn, cid, part)
+                await self._delete_documents(conn, cid, part, delta)
             if pks:
                 await catalog.bump(conn, cid, time.time())
+                await self.lexical.write_term_stats(conn, cid, delta)
         return len(pks)
 
-    async def _delete_documents(self, conn: AsyncConnection, cid: int, pks: list[int]) -> None:
-        """Index entries, chunks, ACL rows, then the documents themselves."""
-        await self.lexical.remove_documents(conn, cid, pks)
+    async def _delete_documents(self, conn: AsyncConnection, cid: int, pks: list[int],
+                                delta: TermDelta) -> None:
+        """Index entries, chunks, ACL rows, then the documents themselves (the index's term
+        statistics change by ``delta``, written after the version bump)."""
+        await self.lexical.remove_documents(conn, cid, pks, delta)
         await chunks.delete_for_documents(conn, pks)
         await documents.delete(conn, pks)
 

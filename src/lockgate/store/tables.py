@@ -56,6 +56,7 @@ __all__ = [
     "rag_doc_principals",
     "rag_documents",
     "rag_postings",
+    "rag_term_stats",
     "review_items",
     "schema_filter",
     "shadow_results",
@@ -329,6 +330,23 @@ rag_postings = sa.Table(
     sa.PrimaryKeyConstraint("collection_id", "term", "chunk_pk", name="rag_postings_pkey",
                             postgresql_include=["tf", "doc_pk", "n_terms"]),
     sa.Index("ix_rag_postings_chunk", "chunk_pk"),
+    info={_ONLY_ON: ("postgresql",)},
+)
+
+# Each term's BM25 statistics per collection, kept by lockgate.rag in the write
+# transaction of its postings (0019): df and multi (postings with tf > 1) exact, max_tf
+# and min_dl bounds (a delete leaves them); queries read them by primary key.
+rag_term_stats = sa.Table(
+    "rag_term_stats",
+    metadata,
+    sa.Column("collection_id", _RefId, nullable=False),
+    sa.Column("term", sa.Text(), nullable=False),
+    sa.Column("df", sa.Integer(), nullable=False),
+    sa.Column("max_tf", sa.Integer(), nullable=False),
+    sa.Column("min_dl", sa.Integer(), nullable=False),
+    sa.Column("multi", sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint("collection_id", "term", name="rag_term_stats_pkey",
+                            postgresql_include=["df", "max_tf", "min_dl", "multi"]),
     info={_ONLY_ON: ("postgresql",)},
 )
 

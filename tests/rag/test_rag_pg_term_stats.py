@@ -1,0 +1,168 @@
+"""PostgreSQL ``rag_term_stats`` stays true through every write, and 0019 backfills it.
+
+After random ingests, re-ingests of changed documents, deletes and concurrent ingests
+from two stores into one collection, every term's kept ``df`` and ``multi`` equal the
+counts from ``rag_postings`` (:func:`lockgate.rag.pg_term_stats.recount`), its kept
+``max_tf`` / ``min_dl`` bound the true ones (a delete leaves them), and a term no chunk
+holds any more has no row. Revision 0019 fills the table from the postings already
+stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+from lockgate.rag import pg_term_stats
+from lockgate.rag.repository import RagStore
+from lockgate.rag.service import RagService, RagSettings
+from lockgate.rag.types import SourceDocument
+from lockgate.store.engine import create_engine
+from lockgate.store.migrate import alembic_config, migrate_engine
+from tests.rag.conftest import _admin
+from tests.rag.rag_support import OPERATOR, FakePipeline
+
+pytestmark = pytest.mark.postgres
+
+VOCAB = 120
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    name = "lgrag_ts_" + uuid.uuid4().hex[:12]
+    await _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _service(url: str) -> RagService:
+    store = await RagStore.migrated(create_engine(url))
+    return RagService(store, FakePipeline(), RagSettings(embed_model="embed"))
+
+
+def _doc(rng: random.Random, doc_id: str) -> SourceDocument:
+    words = rng.choices(range(VOCAB), weights=[1 / (i + 1) for i in range(VOCAB)],
+                        k=rng.randint(1, 40))
+    return SourceDocument(doc_id=doc_id, title="", text=" ".join(f"w{w}" for w in words),
+                          principals=("public",))
+
+
+async def _check(svc: RagService, name: str) -> int:
+    """Kept vs counted, every term of the vocabulary; returns the terms held."""
+    coll = await svc.store.get_collection(name)
+    assert coll is not None
+    terms = [f"w{i}" for i in range(VOCAB)]
+    async with svc.store.engine.connect() as conn:
+        kept = await pg_term_stats.read(conn, coll.id, terms)
+        true = await pg_term_stats.recount(conn, coll.id, terms)
+        rows = (await conn.execute(sa.text(
+            "SELECT COUNT(*) FROM rag_term_stats WHERE collection_id = :c AND df <= 0"),
+            {"c": coll.id})).scalar()
+    assert rows == 0
+    for t in terms:
+        k, r = kept[t], true[t]
+        assert (k.df, k.multi) == (r.df, r.multi), t
+        if r.df:
+            assert k.max_tf >= r.max_tf and k.min_dl <= r.min_dl, (t, k, r)
+        else:
+            assert k.max_tf == 0, (t, k)  # no row left behind
+    return sum(1 for t in terms if true[t].df)
+
+
+async def test_kept_statistics_match_the_postings_through_writes(pg_url: str) -> None:
+    rng = random.Random(7)
+    svc = await _service(pg_url)
+    try:
+        await svc.store.create_collection("c", None)
+        docs = {f"d{i}": _doc(rng, f"d{i}") for i in range(150)}
+        await svc.ingest_documents("c", list(docs.values()), principal=OPERATOR)
+        assert await _check(svc, "c") > 50
+        for _ in range(6):
+            # change some documents (their old postings come out, the new go in) and
+            # delete others, in separate transactions
+            changed = rng.sample(sorted(docs), 25)
+            for d in changed:
+                docs[d] = _doc(rng, d)
+            await svc.ingest_documents("c", [docs[d] for d in changed], principal=OPERATOR)
+            gone = rng.sample(sorted(docs), 10)
+            assert await svc.delete_documents("c", gone) == 10
+            for d in gone:
+                del docs[d]
+            await _check(svc, "c")
+        # rare terms disappear entirely and their rows with them
+        await svc.delete_documents("c", sorted(docs)[: len(docs) - 3])
+        held = await _check(svc, "c")
+        assert held < 60
+        await svc.drop("c")
+        async with svc.store.engine.connect() as conn:
+            left = (await conn.execute(sa.text("SELECT COUNT(*) FROM rag_term_stats"))).scalar()
+        assert left == 0
+    finally:
+        await svc.store.engine.dispose()
+
+
+async def test_concurrent_ingests_into_one_collection_stay_exact(pg_url: str) -> None:
+    """Two stores (two engines, as two processes) write one collection at once: the
+    version row orders them, the statistics add up and nothing deadlocks."""
+    a, b = await _service(pg_url), await _service(pg_url)
+    try:
+        await a.store.create_collection("c", None)
+        rng = random.Random(11)
+
+        async def writer(svc: RagService, tag: str) -> None:
+            for rnd in range(5):
+                batch = [_doc(rng, f"{tag}{rnd}-{i}") for i in range(40)]
+                await svc.ingest_documents("c", batch, principal=OPERATOR)
+                # shared documents too: both replace the same ids
+                shared = [_doc(rng, f"s{i}") for i in range(10)]
+                await svc.ingest_documents("c", shared, principal=OPERATOR)
+
+        await asyncio.wait_for(asyncio.gather(writer(a, "a"), writer(b, "b")), 120)
+        await _check(a, "c")
+        coll = await a.store.get_collection("c")
+        assert coll is not None
+        async with a.store.engine.connect() as conn:
+            chunks = (await conn.execute(sa.text(
+                "SELECT COUNT(*) FROM rag_chunks WHERE collection_id = :c"),
+                {"c": coll.id})).scalar()
+        assert chunks == 2 * 5 * 40 + 10
+    finally:
+        await a.store.engine.dispose()
+        await b.store.engine.dispose()
+
+
+async def test_revision_0019_backfills_from_the_postings(pg_url: str) -> None:
+    rng = random.Random(3)
+    svc = await _service(pg_url)
+    try:
+        await svc.store.create_collection("c", None)
+        await svc.ingest_documents("c", [_doc(rng, f"d{i}") for i in range(80)],
+                                   principal=OPERATOR)
+        await svc.delete_documents("c", [f"d{i}" for i in range(0, 80, 3)])
+        engine = svc.store.engine
+        async with engine.connect() as conn:
+            await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "0018"))
+            await conn.commit()
+            gone = (await conn.execute(sa.text(
+                "SELECT to_regclass('rag_term_stats') IS NULL"))).scalar()
+        assert gone
+        assert await migrate_engine(engine) is True
+        held = await _check(svc, "c")
+        assert held > 30
+        # backfilled bounds are the true ones, not just bounds
+        coll = await svc.store.get_collection("c")
+        assert coll is not None
+        terms = [f"w{i}" for i in range(VOCAB)]
+        async with engine.connect() as conn:
+            assert (await pg_term_stats.read(conn, coll.id, terms)
+                    == await pg_term_stats.recount(conn, coll.id, terms))
+    finally:
+        await svc.store.engine.dispose()
