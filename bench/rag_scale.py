@@ -220,26 +220,35 @@ async def timed_queries(svc: RagService, mode: str, qs: list[str], caller: Calle
     """p50/p95 of ``mode`` over ``qs``. The lexical index's term statistics are dropped
     before every query (each query pays for its own, as a query seen the first time).
 
-    ``ab`` (PostgreSQL): each query runs three times, in rotating order: pruned BM25 (the
-    product), the exhaustive query (``exhaustive``) and the query before this change
-    (``legacy``, :data:`LEGACY_SQL`); the pruned run's numbers first, how the pruned
-    searches ran, and how many answers were identical to the exhaustive one (legacy's
-    float sums may differ in the last bits, so it is only timed)."""
+    ``ab`` (PostgreSQL): each query runs four times, in rotating order: pruned BM25 (the
+    product), the same with each term's statistics counted from its postings as before
+    migration 0019 (``pruned_scan``: :func:`lockgate.rag.pg_term_stats.recount` instead
+    of the kept rows), the exhaustive query (``exhaustive``) and the query before
+    pruning (``legacy``, :data:`LEGACY_SQL`, with the statistics scan it had); the pruned
+    run's numbers first, how the pruned searches ran, and how many answers were
+    identical to the exhaustive one (legacy's float sums may differ in the last bits, so
+    it is only timed)."""
+    # imported here: bench/rag_pg_ingest.py loads this module's corpus under older sources
+    from lockgate.rag import pg_term_stats
+
     lex = svc.store.lexical
-    variants = ("pruned", "exhaustive", "legacy") if ab else ("product",)
+    variants = ("pruned", "pruned_scan", "exhaustive", "legacy") if ab else ("product",)
     lat: dict[str, list[float]] = {v: [] for v in variants}
     short = identical = 0
     was = lex.pg_pruning
     before = Counter(lex.outcomes)
     real_exhaustive = pg_lexical.exhaustive
+    real_read = pg_term_stats.read
     try:
         for i, q in enumerate(qs):
             got: dict[str, list[tuple[str, float]]] = {}
             r = i % len(variants)
             for v in variants[r:] + variants[:r]:
-                lex.pg_pruning = was if v == "product" else v == "pruned"
+                lex.pg_pruning = was if v == "product" else v.startswith("pruned")
                 pg_lexical.exhaustive = (  # type: ignore[assignment]
                     legacy_exhaustive if v == "legacy" else real_exhaustive)
+                pg_term_stats.read = (  # type: ignore[assignment]
+                    pg_term_stats.recount if v in ("pruned_scan", "legacy") else real_read)
                 lex.clear_term_cache()
                 t = time.perf_counter()
                 res = await svc.retrieve("scale", q, caller, mode=mode,  # type: ignore[arg-type]
@@ -250,6 +259,7 @@ async def timed_queries(svc: RagService, mode: str, qs: list[str], caller: Calle
             identical += ab and got["pruned"] == got["exhaustive"]
     finally:
         pg_lexical.exhaustive = real_exhaustive  # type: ignore[assignment]
+        pg_term_stats.read = real_read  # type: ignore[assignment]
         lex.pg_pruning = was
 
     def stats(xs: list[float]) -> dict[str, float]:
@@ -261,6 +271,7 @@ async def timed_queries(svc: RagService, mode: str, qs: list[str], caller: Calle
     if paths:
         out["bm25_paths"] = dict(paths)
     if ab:
+        out["pruned_scan"] = stats(lat["pruned_scan"])
         out["exhaustive"] = stats(lat["exhaustive"])
         out["legacy"] = stats(lat["legacy"])
         out["identical_results"] = identical
@@ -272,7 +283,8 @@ async def vacuum_analyze(engine: Any) -> None:
     autovacuum leaves them some time after a bulk ingest."""
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        for table in ("rag_documents", "rag_doc_principals", "rag_chunks", "rag_postings"):
+        for table in ("rag_documents", "rag_doc_principals", "rag_chunks", "rag_postings",
+                      "rag_term_stats"):
             await conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
 
 

@@ -31,6 +31,7 @@ from tests.rag.rag_support import OPERATOR, FakePipeline
 pytestmark = pytest.mark.postgres
 
 VOCAB = 120
+ROUNDS = 8
 
 
 @pytest.fixture
@@ -118,7 +119,7 @@ async def test_concurrent_ingests_into_one_collection_stay_exact(pg_url: str) ->
         rng = random.Random(11)
 
         async def writer(svc: RagService, tag: str) -> None:
-            for rnd in range(5):
+            for rnd in range(ROUNDS):
                 batch = [_doc(rng, f"{tag}{rnd}-{i}") for i in range(40)]
                 await svc.ingest_documents("c", batch, principal=OPERATOR)
                 # shared documents too: both replace the same ids
@@ -133,7 +134,26 @@ async def test_concurrent_ingests_into_one_collection_stay_exact(pg_url: str) ->
             chunks = (await conn.execute(sa.text(
                 "SELECT COUNT(*) FROM rag_chunks WHERE collection_id = :c"),
                 {"c": coll.id})).scalar()
-        assert chunks == 2 * 5 * 40 + 10
+        assert chunks == 2 * ROUNDS * 40 + 10
+    finally:
+        await a.store.engine.dispose()
+        await b.store.engine.dispose()
+
+
+async def test_two_writers_replacing_the_same_documents_take_turns(pg_url: str) -> None:
+    """Both read "no such document" and both insert it: without the per-id lock the
+    second commit failed on the unique (collection, doc_id) key."""
+    a, b = await _service(pg_url), await _service(pg_url)
+    try:
+        await a.store.create_collection("c", None)
+        rng = random.Random(13)
+        for _ in range(12):
+            ids = [f"s{i}" for i in range(20)]
+            await asyncio.wait_for(asyncio.gather(
+                a.ingest_documents("c", [_doc(rng, d) for d in ids], principal=OPERATOR),
+                b.ingest_documents("c", [_doc(rng, d) for d in ids], principal=OPERATOR),
+                b.delete_documents("c", ids[:3])), 60)
+        await _check(a, "c")
     finally:
         await a.store.engine.dispose()
         await b.store.engine.dispose()

@@ -26,6 +26,7 @@ __all__ = [
     "freshness",
     "insert",
     "insert_many",
+    "lock_ids",
     "pk_map",
     "pk_of",
     "pks_of",
@@ -63,6 +64,23 @@ async def rows(conn: AsyncConnection, cid: int) -> dict[str, DocumentRow]:
         {"c": cid},
     )
     return {r[1]: DocumentRow(int(r[0]), r[1], r[2], r[3], float(r[4])) for r in result.all()}
+
+
+_LOCK_IDS_SQL = (
+    "SELECT pg_advisory_xact_lock(hashtext('lockgate_rag_doc'), h) FROM"
+    " (SELECT DISTINCT hashtext(CAST(CAST(:c AS bigint) AS text) || '/' || d) AS h"
+    " FROM unnest(CAST(:ids AS text[])) AS d ORDER BY h) AS k"
+)
+
+
+async def lock_ids(conn: AsyncConnection, cid: int, doc_ids: Sequence[str]) -> None:
+    """PostgreSQL: hold these document ids until the transaction ends (advisory locks,
+    taken in one order: no deadlock). Two writers replacing or deleting the same
+    document then run one after the other: each reads the rows the other committed
+    (READ COMMITTED) instead of both inserting a new row for the id. Other ids still
+    write in parallel. SQLite's writer transactions are serial already."""
+    if doc_ids:
+        await conn.execute(text(_LOCK_IDS_SQL), {"c": cid, "ids": sorted(set(doc_ids))})
 
 
 async def pk_of(conn: AsyncConnection, cid: int, doc_id: str) -> int | None:

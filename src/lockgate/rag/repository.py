@@ -159,6 +159,8 @@ class RagStore:
         if len({doc.doc_id for doc, *_ in items}) != len(items):
             raise ValueError("replace_documents: a document id appears twice in one batch")
         async with self._writer().begin() as conn:
+            if not self.is_sqlite:
+                await documents.lock_ids(conn, cid, [doc.doc_id for doc, *_ in items])
             delta = self.lexical.delta()
             old = await documents.pk_map(conn, cid, [doc.doc_id for doc, *_ in items])
             for part in documents.batches(list(old.values())):
@@ -183,6 +185,8 @@ class RagStore:
     async def update_attributes(self, cid: int, doc: SourceDocument) -> None:
         """Same content, new ACL / title / metadata: swap them in one transaction."""
         async with self._writer().begin() as conn:
+            if not self.is_sqlite:
+                await documents.lock_ids(conn, cid, [doc.doc_id])
             pk = await documents.pk_of(conn, cid, doc.doc_id)
             if pk is None:
                 return
@@ -201,6 +205,8 @@ class RagStore:
         if not doc_ids:
             return 0
         async with self._writer().begin() as conn:
+            if not self.is_sqlite:
+                await documents.lock_ids(conn, cid, doc_ids)
             pks = await documents.pks_of(conn, cid, doc_ids)
             delta = self.lexical.delta()
             for part in documents.batches(pks):
