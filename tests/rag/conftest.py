@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -34,25 +35,44 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
+@asynccontextmanager
+async def pg_database() -> AsyncIterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards."""
+    name = "lgrag_" + uuid.uuid4().hex[:12]
+    await _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A new, never migrated PostgreSQL database (mark the test postgres)."""
+    async with pg_database() as url:
+        yield url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def service(
     request: pytest.FixtureRequest, tmp_path: Path, fake_pipeline: FakePipeline
 ) -> AsyncIterator[RagService]:
     if request.param == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'rag.db'}")
-        name = None
-    else:
-        name = "lgrag_" + uuid.uuid4().hex[:12]
-        await _admin(f'CREATE DATABASE "{name}"')
-        engine = create_engine(f"postgresql://postgres@127.0.0.1:5432/{name}")
-    store = await RagStore.migrated(engine)
-    svc = RagService(store, fake_pipeline, RagSettings(embed_model="embed"))
-    try:
+        async with _service_on(f"sqlite:///{tmp_path / 'rag.db'}", fake_pipeline) as svc:
+            yield svc
+        return
+    async with pg_database() as url, _service_on(url, fake_pipeline) as svc:
         yield svc
+
+
+@asynccontextmanager
+async def _service_on(url: str, pipeline: FakePipeline) -> AsyncIterator[RagService]:
+    engine = create_engine(url)
+    try:
+        store = await RagStore.migrated(engine)
+        yield RagService(store, pipeline, RagSettings(embed_model="embed"))
     finally:
         await engine.dispose()
-        if name:
-            await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -61,9 +81,5 @@ async def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
-    name = "lgrag_" + uuid.uuid4().hex[:12]
-    await _admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with pg_database() as url:
+        yield url

@@ -13,7 +13,6 @@ fails (every term frequent; a caller who may read fewer than k chunks).
 from __future__ import annotations
 
 import random
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -25,7 +24,6 @@ from lockgate.rag.repository import RagStore
 from lockgate.rag.service import RagService, RagSettings
 from lockgate.rag.types import SourceDocument
 from lockgate.store.engine import create_engine
-from tests.rag.conftest import _admin
 from tests.rag.rag_support import OPERATOR, FakePipeline
 
 pytestmark = pytest.mark.postgres
@@ -35,16 +33,13 @@ PRINCIPALS = ["public", "group:a", "group:b", "group:c", "user:x", "user:y"]
 
 
 @pytest.fixture
-async def pg_service() -> AsyncIterator[RagService]:
-    name = "lgrag_" + uuid.uuid4().hex[:12]
-    await _admin(f'CREATE DATABASE "{name}"')
-    engine = create_engine(f"postgresql://postgres@127.0.0.1:5432/{name}")
+async def pg_service(pg_url: str) -> AsyncIterator[RagService]:
+    engine = create_engine(pg_url)
     try:
         store = await RagStore.migrated(engine)
         yield RagService(store, FakePipeline(), RagSettings(embed_model="embed"))
     finally:
         await engine.dispose()
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _zipf(rng: random.Random, s: float) -> list[float]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 import sqlalchemy as sa
@@ -25,23 +23,12 @@ from lockgate.rag.service import RagService, RagSettings
 from lockgate.rag.types import SourceDocument
 from lockgate.store.engine import create_engine
 from lockgate.store.migrate import alembic_config, migrate_engine
-from tests.rag.conftest import _admin
 from tests.rag.rag_support import OPERATOR, FakePipeline
 
 pytestmark = pytest.mark.postgres
 
 VOCAB = 120
 ROUNDS = 8
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    name = "lgrag_ts_" + uuid.uuid4().hex[:12]
-    await _admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def _service(url: str) -> RagService:
