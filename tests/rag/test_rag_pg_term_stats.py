@@ -134,16 +134,36 @@ async def test_two_writers_replacing_the_same_documents_take_turns(pg_url: str) 
     try:
         await a.store.create_collection("c", None)
         rng = random.Random(13)
-        for _ in range(12):
+        for rnd in range(12):
             ids = [f"s{i}" for i in range(20)]
+            # every other round the delete names more than LOCK_IDS_MAX ids: it takes the
+            # collection's lock, the ingests their ids' locks
+            gone = ids[:3] + [f"none{i}" for i in range(300 * (rnd % 2))]
             await asyncio.wait_for(asyncio.gather(
                 a.ingest_documents("c", [_doc(rng, d) for d in ids], principal=OPERATOR),
                 b.ingest_documents("c", [_doc(rng, d) for d in ids], principal=OPERATOR),
-                b.delete_documents("c", ids[:3])), 60)
+                b.delete_documents("c", gone)), 60)
         await _check(a, "c")
     finally:
         await a.store.engine.dispose()
         await b.store.engine.dispose()
+
+
+async def test_a_delete_of_very_many_ids_fits_the_lock_table(pg_url: str) -> None:
+    """200,000 per-id advisory locks ran PostgreSQL out of shared memory (the lock table
+    holds max_locks_per_transaction x max_connections); past LOCK_IDS_MAX ids one
+    collection lock stands for them."""
+    svc = await _service(pg_url)
+    try:
+        await svc.store.create_collection("c", None)
+        rng = random.Random(2)
+        await svc.ingest_documents("c", [_doc(rng, f"d{i}") for i in range(30)],
+                                   principal=OPERATOR)
+        many = [f"d{i}" for i in range(200_000)]
+        assert await svc.delete_documents("c", many) == 30
+        await _check(svc, "c")
+    finally:
+        await svc.store.engine.dispose()
 
 
 async def test_revision_0019_backfills_from_the_postings(pg_url: str) -> None:

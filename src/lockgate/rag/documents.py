@@ -66,21 +66,41 @@ async def rows(conn: AsyncConnection, cid: int) -> dict[str, DocumentRow]:
     return {r[1]: DocumentRow(int(r[0]), r[1], r[2], r[3], float(r[4])) for r in result.all()}
 
 
+LOCK_IDS_MAX = 256
+"""Above this many ids one writer takes its collection's lock exclusively instead of a
+lock per id (advisory locks live in PostgreSQL's shared lock table, sized by
+``max_locks_per_transaction``: a delete of 200,000 ids ran out of it)."""
+
+_COLLECTION_LOCK = "hashtext('lockgate_rag_coll'), hashtext(CAST(CAST(:c AS bigint) AS text))"
+
+_LOCK_SHARED_SQL = f"SELECT pg_advisory_xact_lock_shared({_COLLECTION_LOCK})"
+
 _LOCK_IDS_SQL = (
     "SELECT pg_advisory_xact_lock(hashtext('lockgate_rag_doc'), h) FROM"
     " (SELECT DISTINCT hashtext(CAST(CAST(:c AS bigint) AS text) || '/' || d) AS h"
     " FROM unnest(CAST(:ids AS text[])) AS d ORDER BY h) AS k"
 )
 
+_LOCK_ALL_SQL = f"SELECT pg_advisory_xact_lock({_COLLECTION_LOCK})"
+
 
 async def lock_ids(conn: AsyncConnection, cid: int, doc_ids: Sequence[str]) -> None:
-    """PostgreSQL: hold these document ids until the transaction ends (advisory locks,
-    taken in one order: no deadlock). Two writers replacing or deleting the same
-    document then run one after the other: each reads the rows the other committed
-    (READ COMMITTED) instead of both inserting a new row for the id. Other ids still
-    write in parallel. SQLite's writer transactions are serial already."""
-    if doc_ids:
-        await conn.execute(text(_LOCK_IDS_SQL), {"c": cid, "ids": sorted(set(doc_ids))})
+    """PostgreSQL: hold these document ids until the transaction ends, so that two
+    writers replacing or deleting the same document run one after the other: each reads
+    the rows the other committed (READ COMMITTED) instead of both inserting a new row
+    for the id (the second failed on the unique key). Other ids still write in parallel.
+
+    Up to :data:`LOCK_IDS_MAX` ids: the collection's lock shared, then one lock per id,
+    in one order (no deadlock); more: the collection's lock exclusively. SQLite's writer
+    transactions are serial already."""
+    ids = sorted(set(doc_ids))
+    if not ids:
+        return
+    if len(ids) > LOCK_IDS_MAX:
+        await conn.execute(text(_LOCK_ALL_SQL), {"c": cid})
+    else:
+        await conn.execute(text(_LOCK_SHARED_SQL), {"c": cid})
+        await conn.execute(text(_LOCK_IDS_SQL), {"c": cid, "ids": ids})
 
 
 async def pk_of(conn: AsyncConnection, cid: int, doc_id: str) -> int | None:
