@@ -1,4 +1,5 @@
-"""``lockgate rag ...``: ingest, sync, status, query, eval, calibrate, delete, drop.
+"""``lockgate rag ...``: ingest, sync, status, query, eval, calibrate, delete, drop,
+refresh-stats.
 
 Mounted by the root app as ``app.add_typer(rag_app, name="rag")``. Each command
 starts a :class:`lockgate.runtime.Runtime` and uses its RAG service — the same one,
@@ -303,6 +304,21 @@ def delete_cmd(
     config = get_config(config_path)
     n = _with_service(config, lambda svc: svc.delete_documents(collection, doc_ids))
     console.print(f"deleted {n} documents")
+
+
+@rag_app.command("refresh-stats")
+def refresh_stats_cmd(collection: str, config_path: Path | None = ConfigOption) -> None:
+    """Recount a collection's BM25 term statistics from its postings (PostgreSQL).
+
+    Deletes leave each term's largest tf and smallest chunk length as they were: still
+    bounds, so answers stay exact, but looser ones let the BM25 pruning skip less. Run
+    it after deleting or replacing a large part of a collection."""
+    config = get_config(config_path)
+    n = _with_service(config, lambda svc: svc.refresh_term_stats(collection))
+    if n is None:
+        console.print("nothing to refresh: SQLite collections keep no term statistics (FTS5)")
+    else:
+        console.print(f"refreshed the statistics of {n} terms in {collection}")
 
 
 @rag_app.command("drop")

@@ -161,6 +161,15 @@ class LexicalIndex:
         if not self.sqlite and delta:
             await pg_term_stats.write(conn, cid, delta)
 
+    async def rebuild_term_stats(self, conn: AsyncConnection, cid: int) -> int | None:
+        """PostgreSQL: count the term statistics again from the postings (after the
+        version bump); the number of terms. None on SQLite (FTS5 keeps its own)."""
+        if self.sqlite:
+            return None
+        n = await pg_term_stats.rebuild(conn, cid)
+        self._terms_cache.pop(cid, None)
+        return n
+
     # ------------------------------------------------------------ statistics
 
     async def stats(self, conn: AsyncConnection, cid: int, version: int) -> tuple[int, float]:

@@ -13,7 +13,8 @@ that writes or deletes the postings:
   (so a term that comes back starts with fresh bounds);
 * ``max_tf`` and ``min_dl`` as bounds: ingest widens them, a delete leaves them. A
   bound that is no longer attained makes a ceiling looser, never wrong: the proof
-  still holds, it may just prune less.
+  still holds, it may just prune less. :func:`rebuild` (``lockgate rag refresh-stats``)
+  counts a collection's rows again, bounds exact.
 
 The rows are written after the collection's version bump (:func:`write` is the last
 statement of a write transaction), so concurrent writers of one collection take the
@@ -34,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lockgate.rag.pg_lexical import TermStat
 
-__all__ = ["TermDelta", "drop", "read", "recount", "remove_postings", "write"]
+__all__ = ["TermDelta", "drop", "read", "rebuild", "recount", "remove_postings", "write"]
 
 NO_MIN = 2**31 - 1
 """``min_dl`` of a delta that adds no posting of the term (LEAST keeps the row's)."""
@@ -167,6 +168,22 @@ async def write(conn: AsyncConnection, cid: int, delta: TermDelta) -> None:
     gone = [t for t in terms if delta.df[t] < 0]
     if gone:
         await conn.execute(text(_GONE_SQL), {"c": cid, "ts": gone})
+
+
+_REBUILD_SQL = (
+    "INSERT INTO rag_term_stats (collection_id, term, df, max_tf, min_dl, multi)"
+    " SELECT :c, term, COUNT(*), MAX(tf), MIN(n_terms), COUNT(*) FILTER (WHERE tf > 1)"
+    " FROM rag_postings WHERE collection_id = :c GROUP BY term ORDER BY term"
+)
+
+
+async def rebuild(conn: AsyncConnection, cid: int) -> int:
+    """Count a collection's rows again from its postings (exact bounds: the ones deletes
+    left may be looser); the number of terms. Call it after the version bump, like
+    :func:`write`."""
+    await drop(conn, cid)
+    result = await conn.execute(text(_REBUILD_SQL), {"c": cid})
+    return int(result.rowcount or 0)
 
 
 async def drop(conn: AsyncConnection, cid: int) -> None:

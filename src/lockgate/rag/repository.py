@@ -216,6 +216,16 @@ class RagStore:
                 await self.lexical.write_term_stats(conn, cid, delta)
         return len(pks)
 
+    async def rebuild_term_stats(self, cid: int) -> int | None:
+        """PostgreSQL: the collection's BM25 term statistics counted again, bounds exact
+        (:meth:`LexicalIndex.rebuild_term_stats`); a new version, so every instance reads
+        them. None on SQLite."""
+        if self.is_sqlite:
+            return None
+        async with self._writer().begin() as conn:
+            await catalog.bump(conn, cid, time.time())
+            return await self.lexical.rebuild_term_stats(conn, cid)
+
     async def _delete_documents(self, conn: AsyncConnection, cid: int, pks: list[int],
                                 delta: TermDelta) -> None:
         """Index entries, chunks, ACL rows, then the documents themselves (the index's term

@@ -206,6 +206,13 @@ class RagService:
         coll = await self.collection(collection)
         return await self.graph.for_principal(principal).rebuild(coll.id)
 
+    async def refresh_term_stats(self, collection: str) -> int | None:
+        """PostgreSQL: recount the collection's BM25 term statistics (the bounds deletes
+        leave only ever loosen, which costs pruning, not correctness); the number of
+        terms, None on SQLite."""
+        info = await self.collection(collection)
+        return await self.store.rebuild_term_stats(info.id)
+
     async def delete_documents(self, collection: str, doc_ids: Sequence[str]) -> int:
         coll = await self.collection(collection)
         return await self.store.delete_documents(coll.id, doc_ids)
