@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
 
 from lockgate.rag import pg_term_stats
+from lockgate.rag.catalog import UnknownCollection
 from lockgate.rag.repository import RagStore
 from lockgate.rag.service import RagService, RagSettings
 from lockgate.rag.types import SourceDocument
@@ -164,6 +166,47 @@ async def test_a_delete_of_very_many_ids_fits_the_lock_table(pg_url: str) -> Non
         await _check(svc, "c")
     finally:
         await svc.store.engine.dispose()
+
+
+async def test_a_drop_racing_ingests_leaves_nothing_behind(pg_url: str) -> None:
+    """An ingest that committed while a drop ran left postings and term statistics of the
+    dropped collection behind (no foreign key holds them). The drop now waits for writers
+    in flight and later writers find the collection gone (UnknownCollection)."""
+    a, b = await _service(pg_url), await _service(pg_url)
+    rng = random.Random(17)
+    outcomes: Counter[str] = Counter()
+    try:
+        for rnd in range(8):
+            name = f"c{rnd}"
+            await a.store.create_collection(name, None)
+            await a.ingest_documents(name, [_doc(rng, f"o{i}") for i in range(150)],
+                                     principal=OPERATOR)
+
+            async def ingest(name: str = name, rnd: int = rnd) -> None:
+                for part in range(3):
+                    docs = [_doc(rng, f"n{part}-{i}") for i in range(120)]
+                    try:
+                        await b.ingest_documents(name, docs, principal=OPERATOR)
+                        outcomes["written"] += 1
+                    except UnknownCollection:
+                        outcomes["gone"] += 1
+                        return
+
+            async def drop(name: str = name, rnd: int = rnd) -> None:
+                await asyncio.sleep(0.01 * (rnd % 4))
+                await a.drop(name)
+
+            await asyncio.wait_for(asyncio.gather(ingest(), drop()), 120)
+        async with a.store.engine.connect() as conn:
+            left = {t: (await conn.execute(sa.text(
+                f"SELECT COUNT(*) FROM {t} x WHERE NOT EXISTS (SELECT 1 FROM rag_collections c"
+                " WHERE c.id = x.collection_id)"))).scalar()
+                for t in ("rag_postings", "rag_term_stats", "rag_chunks", "rag_documents")}
+        assert left == dict.fromkeys(left, 0), left
+        assert outcomes["gone"] > 0 and outcomes["written"] > 0, outcomes  # both raced
+    finally:
+        await a.store.engine.dispose()
+        await b.store.engine.dispose()
 
 
 async def test_revision_0019_backfills_from_the_postings(pg_url: str) -> None:

@@ -313,6 +313,8 @@ async def ingest(collection: str, request: Request) -> Response:
         return json_response(report.as_dict())
     except GatewayError as exc:
         return error_response(exc)
+    except UnknownCollection as exc:  # dropped while the ingest ran
+        return error_response(not_found(exc))
     except ValueError as exc:
         return error_response(BadRequest(str(exc)))
 

@@ -15,12 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 __all__ = [
     "CollectionInfo",
+    "UnknownCollection",
     "bump",
     "collection_id",
     "delete",
     "get",
     "insert",
     "list_all",
+    "require",
     "update",
     "version",
 ]
@@ -28,6 +30,13 @@ __all__ = [
 _COLUMNS = (
     "id, name, embed_model, dim, threshold, version, created_at, threshold_kind, owner_team"
 )
+
+
+class UnknownCollection(LookupError):
+    """No collection by that name (or it was dropped while a write to it ran)."""
+
+
+GONE = "RAG collection dropped while this write ran"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,11 +132,23 @@ async def version(conn: AsyncConnection, cid: int) -> int:
 
 
 async def bump(conn: AsyncConnection, cid: int, now: float) -> None:
-    """Every write transaction bumps the version (the dense index reloads on change)."""
-    await conn.execute(
+    """Every write transaction bumps the version (the dense index reloads on change);
+    :class:`UnknownCollection` if the collection is gone (the write rolls back)."""
+    result = await conn.execute(
         text("UPDATE rag_collections SET version = version + 1, updated_at = :t WHERE id = :c"),
         {"t": now, "c": cid},
     )
+    if result.rowcount == 0:
+        raise UnknownCollection(GONE)
+
+
+async def require(conn: AsyncConnection, cid: int) -> None:
+    """:class:`UnknownCollection` unless the collection exists (a writer checks it once it
+    holds its locks: a drop that committed meanwhile is then visible)."""
+    found = (await conn.execute(text("SELECT 1 FROM rag_collections WHERE id = :c"),
+                                {"c": cid})).first()
+    if found is None:
+        raise UnknownCollection(GONE)
 
 
 async def delete(conn: AsyncConnection, cid: int) -> None:

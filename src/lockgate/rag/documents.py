@@ -26,6 +26,7 @@ __all__ = [
     "freshness",
     "insert",
     "insert_many",
+    "lock_collection",
     "lock_ids",
     "pk_map",
     "pk_of",
@@ -84,6 +85,12 @@ _LOCK_IDS_SQL = (
 _LOCK_ALL_SQL = f"SELECT pg_advisory_xact_lock({_COLLECTION_LOCK})"
 
 
+async def lock_collection(conn: AsyncConnection, cid: int) -> None:
+    """PostgreSQL: the collection's lock, exclusively (what a writer of more than
+    :data:`LOCK_IDS_MAX` ids and a drop hold): waits for every writer holding it shared."""
+    await conn.execute(text(_LOCK_ALL_SQL), {"c": cid})
+
+
 async def lock_ids(conn: AsyncConnection, cid: int, doc_ids: Sequence[str]) -> None:
     """PostgreSQL: hold these document ids until the transaction ends, so that two
     writers replacing or deleting the same document run one after the other: each reads
@@ -97,7 +104,7 @@ async def lock_ids(conn: AsyncConnection, cid: int, doc_ids: Sequence[str]) -> N
     if not ids:
         return
     if len(ids) > LOCK_IDS_MAX:
-        await conn.execute(text(_LOCK_ALL_SQL), {"c": cid})
+        await lock_collection(conn, cid)
     else:
         await conn.execute(text(_LOCK_SHARED_SQL), {"c": cid})
         await conn.execute(text(_LOCK_IDS_SQL), {"c": cid, "ids": ids})

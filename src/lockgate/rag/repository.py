@@ -114,6 +114,8 @@ class RagStore:
 
     async def drop_collection(self, cid: int) -> None:
         async with self._writer().begin() as conn:
+            if not self.is_sqlite:  # wait for the writers in flight; later ones find it gone
+                await documents.lock_collection(conn, cid)
             unused = self.lexical.delta()  # lexical.drop deletes the statistics
             for part in documents.batches(await documents.all_pks(conn, cid)):
                 await self._delete_documents(conn, cid, part, unused)
@@ -161,6 +163,7 @@ class RagStore:
         async with self._writer().begin() as conn:
             if not self.is_sqlite:
                 await documents.lock_ids(conn, cid, [doc.doc_id for doc, *_ in items])
+            await catalog.require(conn, cid)
             delta = self.lexical.delta()
             old = await documents.pk_map(conn, cid, [doc.doc_id for doc, *_ in items])
             for part in documents.batches(list(old.values())):
@@ -187,6 +190,7 @@ class RagStore:
         async with self._writer().begin() as conn:
             if not self.is_sqlite:
                 await documents.lock_ids(conn, cid, [doc.doc_id])
+            await catalog.require(conn, cid)
             pk = await documents.pk_of(conn, cid, doc.doc_id)
             if pk is None:
                 return
@@ -207,6 +211,7 @@ class RagStore:
         async with self._writer().begin() as conn:
             if not self.is_sqlite:
                 await documents.lock_ids(conn, cid, doc_ids)
+            await catalog.require(conn, cid)
             pks = await documents.pks_of(conn, cid, doc_ids)
             delta = self.lexical.delta()
             for part in documents.batches(pks):

@@ -29,7 +29,7 @@ from lockgate.rag.answer import (
     clean_citations,
     extractive_answer,
 )
-from lockgate.rag.catalog import CollectionInfo
+from lockgate.rag.catalog import CollectionInfo, UnknownCollection
 from lockgate.rag.chunking import ChunkingOptions
 from lockgate.rag.dense import DenseIndexes, DenseOptions
 from lockgate.rag.graph import (
@@ -52,10 +52,6 @@ __all__ = ["DEFAULT_THRESHOLDS", "RagService", "RagSettings", "StreamEvent", "Un
 
 DEFAULT_THRESHOLDS = {"cosine": 0.30, "bm25_norm": 0.12}
 """Refusal thresholds used until ``lockgate rag calibrate`` stores one for the collection."""
-
-
-class UnknownCollection(LookupError):
-    pass
 
 
 @dataclass(frozen=True, slots=True)
