@@ -58,19 +58,21 @@ async def service(
     request: pytest.FixtureRequest, tmp_path: Path, fake_pipeline: FakePipeline
 ) -> AsyncIterator[RagService]:
     if request.param == "sqlite":
-        async with _service_on(f"sqlite:///{tmp_path / 'rag.db'}", fake_pipeline) as svc:
+        async with rag_service_at(f"sqlite:///{tmp_path / 'rag.db'}", fake_pipeline) as svc:
             yield svc
         return
-    async with pg_database() as url, _service_on(url, fake_pipeline) as svc:
+    async with pg_database() as url, rag_service_at(url, fake_pipeline) as svc:
         yield svc
 
 
 @asynccontextmanager
-async def _service_on(url: str, pipeline: FakePipeline) -> AsyncIterator[RagService]:
+async def rag_service_at(url: str, pipeline: FakePipeline | None = None
+                         ) -> AsyncIterator[RagService]:
+    """A RagService on the database at ``url`` (migrated first; engine disposed after)."""
     engine = create_engine(url)
     try:
         store = await RagStore.migrated(engine)
-        yield RagService(store, pipeline, RagSettings(embed_model="embed"))
+        yield RagService(store, pipeline or FakePipeline(), RagSettings(embed_model="embed"))
     finally:
         await engine.dispose()
 

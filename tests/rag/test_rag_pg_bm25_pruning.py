@@ -20,11 +20,10 @@ import pytest
 
 from lockgate.rag import bm25, pg_lexical
 from lockgate.rag.analysis import query_term_list
-from lockgate.rag.repository import RagStore
-from lockgate.rag.service import RagService, RagSettings
+from lockgate.rag.service import RagService
 from lockgate.rag.types import SourceDocument
-from lockgate.store.engine import create_engine
-from tests.rag.rag_support import OPERATOR, FakePipeline
+from tests.rag.conftest import rag_service_at
+from tests.rag.rag_support import OPERATOR
 
 pytestmark = pytest.mark.postgres
 
@@ -34,12 +33,8 @@ PRINCIPALS = ["public", "group:a", "group:b", "group:c", "user:x", "user:y"]
 
 @pytest.fixture
 async def pg_service(pg_url: str) -> AsyncIterator[RagService]:
-    engine = create_engine(pg_url)
-    try:
-        store = await RagStore.migrated(engine)
-        yield RagService(store, FakePipeline(), RagSettings(embed_model="embed"))
-    finally:
-        await engine.dispose()
+    async with rag_service_at(pg_url) as svc:
+        yield svc
 
 
 def _zipf(rng: random.Random, s: float) -> list[float]:

@@ -20,22 +20,16 @@ from alembic import command
 
 from lockgate.rag import pg_term_stats
 from lockgate.rag.catalog import UnknownCollection
-from lockgate.rag.repository import RagStore
-from lockgate.rag.service import RagService, RagSettings
+from lockgate.rag.service import RagService
 from lockgate.rag.types import SourceDocument
-from lockgate.store.engine import create_engine
 from lockgate.store.migrate import alembic_config, migrate_engine
-from tests.rag.rag_support import OPERATOR, FakePipeline
+from tests.rag.conftest import rag_service_at
+from tests.rag.rag_support import OPERATOR
 
 pytestmark = pytest.mark.postgres
 
 VOCAB = 120
 ROUNDS = 8
-
-
-async def _service(url: str) -> RagService:
-    store = await RagStore.migrated(create_engine(url))
-    return RagService(store, FakePipeline(), RagSettings(embed_model="embed"))
 
 
 def _doc(rng: random.Random, doc_id: str) -> SourceDocument:
@@ -69,8 +63,7 @@ async def _check(svc: RagService, name: str) -> int:
 
 async def test_kept_statistics_match_the_postings_through_writes(pg_url: str) -> None:
     rng = random.Random(7)
-    svc = await _service(pg_url)
-    try:
+    async with rag_service_at(pg_url) as svc:
         await svc.store.create_collection("c", None)
         docs = {f"d{i}": _doc(rng, f"d{i}") for i in range(150)}
         await svc.ingest_documents("c", list(docs.values()), principal=OPERATOR)
@@ -95,15 +88,12 @@ async def test_kept_statistics_match_the_postings_through_writes(pg_url: str) ->
         async with svc.store.engine.connect() as conn:
             left = (await conn.execute(sa.text("SELECT COUNT(*) FROM rag_term_stats"))).scalar()
         assert left == 0
-    finally:
-        await svc.store.engine.dispose()
 
 
 async def test_concurrent_ingests_into_one_collection_stay_exact(pg_url: str) -> None:
     """Two stores (two engines, as two processes) write one collection at once: the
     version row orders them, the statistics add up and nothing deadlocks."""
-    a, b = await _service(pg_url), await _service(pg_url)
-    try:
+    async with rag_service_at(pg_url) as a, rag_service_at(pg_url) as b:
         await a.store.create_collection("c", None)
         rng = random.Random(11)
 
@@ -124,16 +114,12 @@ async def test_concurrent_ingests_into_one_collection_stay_exact(pg_url: str) ->
                 "SELECT COUNT(*) FROM rag_chunks WHERE collection_id = :c"),
                 {"c": coll.id})).scalar()
         assert chunks == 2 * ROUNDS * 40 + 10
-    finally:
-        await a.store.engine.dispose()
-        await b.store.engine.dispose()
 
 
 async def test_two_writers_replacing_the_same_documents_take_turns(pg_url: str) -> None:
     """Both read "no such document" and both insert it: without the per-id lock the
     second commit failed on the unique (collection, doc_id) key."""
-    a, b = await _service(pg_url), await _service(pg_url)
-    try:
+    async with rag_service_at(pg_url) as a, rag_service_at(pg_url) as b:
         await a.store.create_collection("c", None)
         rng = random.Random(13)
         for rnd in range(12):
@@ -146,17 +132,13 @@ async def test_two_writers_replacing_the_same_documents_take_turns(pg_url: str) 
                 b.ingest_documents("c", [_doc(rng, d) for d in ids], principal=OPERATOR),
                 b.delete_documents("c", gone)), 60)
         await _check(a, "c")
-    finally:
-        await a.store.engine.dispose()
-        await b.store.engine.dispose()
 
 
 async def test_a_delete_of_very_many_ids_fits_the_lock_table(pg_url: str) -> None:
     """200,000 per-id advisory locks ran PostgreSQL out of shared memory (the lock table
     holds max_locks_per_transaction x max_connections); past LOCK_IDS_MAX ids one
     collection lock stands for them."""
-    svc = await _service(pg_url)
-    try:
+    async with rag_service_at(pg_url) as svc:
         await svc.store.create_collection("c", None)
         rng = random.Random(2)
         await svc.ingest_documents("c", [_doc(rng, f"d{i}") for i in range(30)],
@@ -164,18 +146,15 @@ async def test_a_delete_of_very_many_ids_fits_the_lock_table(pg_url: str) -> Non
         many = [f"d{i}" for i in range(200_000)]
         assert await svc.delete_documents("c", many) == 30
         await _check(svc, "c")
-    finally:
-        await svc.store.engine.dispose()
 
 
 async def test_a_drop_racing_ingests_leaves_nothing_behind(pg_url: str) -> None:
     """An ingest that committed while a drop ran left postings and term statistics of the
     dropped collection behind (no foreign key holds them). The drop now waits for writers
     in flight and later writers find the collection gone (UnknownCollection)."""
-    a, b = await _service(pg_url), await _service(pg_url)
     rng = random.Random(17)
     outcomes: Counter[str] = Counter()
-    try:
+    async with rag_service_at(pg_url) as a, rag_service_at(pg_url) as b:
         for rnd in range(8):
             name = f"c{rnd}"
             await a.store.create_collection(name, None)
@@ -204,15 +183,11 @@ async def test_a_drop_racing_ingests_leaves_nothing_behind(pg_url: str) -> None:
                 for t in ("rag_postings", "rag_term_stats", "rag_chunks", "rag_documents")}
         assert left == dict.fromkeys(left, 0), left
         assert outcomes["gone"] > 0 and outcomes["written"] > 0, outcomes  # both raced
-    finally:
-        await a.store.engine.dispose()
-        await b.store.engine.dispose()
 
 
 async def test_revision_0019_backfills_from_the_postings(pg_url: str) -> None:
     rng = random.Random(3)
-    svc = await _service(pg_url)
-    try:
+    async with rag_service_at(pg_url) as svc:
         await svc.store.create_collection("c", None)
         await svc.ingest_documents("c", [_doc(rng, f"d{i}") for i in range(80)],
                                    principal=OPERATOR)
@@ -234,5 +209,3 @@ async def test_revision_0019_backfills_from_the_postings(pg_url: str) -> None:
         async with engine.connect() as conn:
             assert (await pg_term_stats.read(conn, coll.id, terms)
                     == await pg_term_stats.recount(conn, coll.id, terms))
-    finally:
-        await svc.store.engine.dispose()

@@ -12,11 +12,9 @@ from typer.testing import CliRunner
 
 from lockgate.cli.rag_commands import rag_app
 from lockgate.rag import pg_term_stats
-from lockgate.rag.repository import RagStore
-from lockgate.rag.service import RagService, RagSettings
 from lockgate.rag.types import SourceDocument
-from lockgate.store.engine import create_engine
-from tests.rag.rag_support import OPERATOR, FakePipeline
+from tests.rag.conftest import rag_service_at
+from tests.rag.rag_support import OPERATOR
 
 
 def _cli(cfg: Path, *args: str) -> tuple[int, str]:
@@ -46,9 +44,7 @@ def test_refresh_stats_command(empty_db_url: str, tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 async def test_refresh_makes_loosened_bounds_exact(pg_url: str) -> None:
-    svc = RagService(await RagStore.migrated(create_engine(pg_url)), FakePipeline(),
-                     RagSettings(embed_model="embed"))
-    try:
+    async with rag_service_at(pg_url) as svc:
         await svc.store.create_collection("c", None)
         docs = [SourceDocument(doc_id="long", title="", principals=("public",),
                                text="w0 w0 w0 w0 w0 " + " ".join(f"x{i}" for i in range(30))),
@@ -78,5 +74,3 @@ async def test_refresh_makes_loosened_bounds_exact(pg_url: str) -> None:
             coll.id, ["w0", "z0"], principals=None, filters=None, exclude_doc_ids=None,
             k=5, version=after.version)
         assert len(hits) == 1
-    finally:
-        await svc.store.engine.dispose()

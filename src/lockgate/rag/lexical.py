@@ -101,12 +101,6 @@ class LexicalIndex:
         self._stats_cache.pop(cid, None)
         self._terms_cache.pop(cid, None)
 
-    @staticmethod
-    def delta() -> pg_term_stats.TermDelta:
-        """What a write transaction changes in the term statistics (PostgreSQL; give it
-        to :meth:`add` and :meth:`remove_documents`, then :meth:`write_term_stats`)."""
-        return pg_term_stats.TermDelta()
-
     async def add(
         self, conn: AsyncConnection, cid: int, entries: Sequence[tuple[int, int, Counter[str]]],
         delta: pg_term_stats.TermDelta,

@@ -45,9 +45,12 @@ _READ_SQL = (
     " WHERE collection_id = :c AND term IN :ts"
 )
 
+_COUNTED = "term, COUNT(*), MAX(tf), MIN(n_terms), COUNT(*) FILTER (WHERE tf > 1)"
+"""A term's row counted from its postings: df, max_tf, min_dl, multi."""
+
 _RECOUNT_SQL = (
-    "SELECT term, COUNT(*), MAX(tf), MIN(n_terms), COUNT(*) FILTER (WHERE tf > 1)"
-    " FROM rag_postings WHERE collection_id = :c AND term IN :ts GROUP BY term"
+    f"SELECT {_COUNTED} FROM rag_postings WHERE collection_id = :c AND term IN :ts"
+    " GROUP BY term"
 )
 
 _REMOVE_SQL = (
@@ -172,8 +175,8 @@ async def write(conn: AsyncConnection, cid: int, delta: TermDelta) -> None:
 
 _REBUILD_SQL = (
     "INSERT INTO rag_term_stats (collection_id, term, df, max_tf, min_dl, multi)"
-    " SELECT :c, term, COUNT(*), MAX(tf), MIN(n_terms), COUNT(*) FILTER (WHERE tf > 1)"
-    " FROM rag_postings WHERE collection_id = :c GROUP BY term ORDER BY term"
+    f" SELECT :c, {_COUNTED} FROM rag_postings WHERE collection_id = :c"
+    " GROUP BY term ORDER BY term"
 )
 
 

@@ -116,7 +116,7 @@ class RagStore:
         async with self._writer().begin() as conn:
             if not self.is_sqlite:  # wait for the writers in flight; later ones find it gone
                 await documents.lock_collection(conn, cid)
-            unused = self.lexical.delta()  # lexical.drop deletes the statistics
+            unused = TermDelta()  # lexical.drop deletes the statistics
             for part in documents.batches(await documents.all_pks(conn, cid)):
                 await self._delete_documents(conn, cid, part, unused)
             await self.lexical.drop(conn, cid)
@@ -164,7 +164,7 @@ class RagStore:
             if not self.is_sqlite:
                 await documents.lock_ids(conn, cid, [doc.doc_id for doc, *_ in items])
             await catalog.require(conn, cid)
-            delta = self.lexical.delta()
+            delta = TermDelta()
             old = await documents.pk_map(conn, cid, [doc.doc_id for doc, *_ in items])
             for part in documents.batches(list(old.values())):
                 await self._delete_documents(conn, cid, part, delta)
@@ -213,7 +213,7 @@ class RagStore:
                 await documents.lock_ids(conn, cid, doc_ids)
             await catalog.require(conn, cid)
             pks = await documents.pks_of(conn, cid, doc_ids)
-            delta = self.lexical.delta()
+            delta = TermDelta()
             for part in documents.batches(pks):
                 await self._delete_documents(conn, cid, part, delta)
             if pks:
