@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import operator
+import os
 import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 CallKind = Literal["chat", "embeddings"]
@@ -47,7 +48,9 @@ class EndUser:
 
 
 def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex
+    """``req_`` and 32 hex digits of ``os.urandom`` (as random as ``uuid4().hex``, without
+    building a UUID object: a microsecond per request)."""
+    return "req_" + os.urandom(16).hex()
 
 
 @dataclass(slots=True)
@@ -88,6 +91,14 @@ class Call:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
+
+    def copy(self) -> Call:
+        """A shallow copy (``dataclasses.replace(call)`` without its per-field work)."""
+        return Call(*_CALL_FIELDS(self))
+
+
+_CALL_FIELDS = operator.attrgetter(*(f.name for f in fields(Call)))
+"""Every field of :class:`Call` in ``__init__`` order (all are init fields)."""
 
 
 @dataclass(slots=True)

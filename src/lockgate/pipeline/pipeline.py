@@ -435,7 +435,7 @@ class Pipeline:
     async def _traced(self, call: Call, kind: str) -> Result:
         with span(STAGE.REQUEST, request_id=call.request_id, model=call.model,
                   source=call.source, stream=False):
-            return await self._complete(replace(call), kind)
+            return await self._complete(call.copy(), kind)
 
     async def _complete(self, call: Call, kind: str) -> Result:
         attempts = Attempts()
