@@ -170,7 +170,10 @@ async def call_with_fallback(
             finally:
                 attempts.upstream_seconds += time.perf_counter() - t0
             if breaker is not None and permit is not None:
-                in_background(breaker.record(permit, ok=True))
+                if breaker.state.in_process:  # no I/O: cheaper than a task (~5 us)
+                    await breaker.record(permit, ok=True)
+                else:
+                    in_background(breaker.record(permit, ok=True))
             return result
     if last is None:
         seconds = max(1, math.ceil(wait or 1.0))

@@ -191,6 +191,9 @@ class StateBackend(Protocol):
     """
 
     name: str
+    in_process: bool
+    """True when no call does I/O (the in-memory backend): a caller may await it on the
+    request path instead of handing it to a background task."""
 
     async def admit(
         self,

@@ -88,6 +88,7 @@ class MemoryState:
     """Counters, cache and signals in this process's memory."""
 
     name = "memory"
+    in_process = True
 
     def __init__(self, *, cache_max_entries: int = 10_000) -> None:
         self._tat: dict[str, float] = {}

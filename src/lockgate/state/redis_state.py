@@ -193,6 +193,7 @@ class RedisState:
     """State shared through one Redis server (atomic Lua scripts, short timeouts)."""
 
     name = "redis"
+    in_process = False
 
     def __init__(
         self,
