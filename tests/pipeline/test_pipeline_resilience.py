@@ -15,6 +15,7 @@ from lockgate.pipeline.routing import Target
 from lockgate.providers.base import Completion, ProviderError
 from lockgate.settings.governance import BreakerConfig
 from lockgate.state import MemoryState
+from lockgate.state.base import BreakerParams, BreakerView
 from tests.pipeline.fakes import FakeProvider, deployment, target
 
 
@@ -130,3 +131,37 @@ async def test_prime_stream_waits_for_the_first_chunk_and_replays_it() -> None:
     with pytest.raises(ProviderError) as exc:
         await prime_stream(target(deployment("m"), empty), {"messages": []})
     assert exc.value.kind == "stream_cut"
+
+
+class SlowRecordState(MemoryState):
+    """Shared state whose record takes a while (a Redis round-trip)."""
+
+    in_process = False
+
+    async def breaker_record(self, deployment: str, params: BreakerParams, *, ok: bool,
+                             now: float, probe_id: str | None = None) -> BreakerView:
+        await asyncio.sleep(0.05)
+        return await super().breaker_record(deployment, params, ok=ok, now=now,
+                                            probe_id=probe_id)
+
+
+async def success_count(breaker: CircuitBreaker, dep: str) -> int:
+    state = breaker.state
+    assert isinstance(state, MemoryState)
+    return sum(cell[0] for cell in state._breaker(dep).buckets.values())
+
+
+async def test_the_success_record_is_inline_on_the_in_process_state() -> None:
+    breaker = CircuitBreaker(MemoryState(), BreakerConfig())
+    plan = [target(deployment("m", "a", dep_id="a"), FakeProvider("ok"))]
+    await call_with_fallback(plan, run, Attempts(), breaker=breaker)
+    assert await success_count(breaker, "a") == 1  # recorded before the call returned
+
+
+async def test_the_success_record_stays_off_the_request_path_on_shared_state() -> None:
+    breaker = CircuitBreaker(SlowRecordState(), BreakerConfig())
+    plan = [target(deployment("m", "a", dep_id="a"), FakeProvider("ok"))]
+    await call_with_fallback(plan, run, Attempts(), breaker=breaker)
+    assert await success_count(breaker, "a") == 0  # returned without waiting for the record
+    await asyncio.sleep(0.1)
+    assert await success_count(breaker, "a") == 1
