@@ -244,9 +244,9 @@ def main() -> None:
         for name in proxies:
             rows = added[(name, c)]
             base_p50 = [x[0] for x in dr]
-            p50 = [x[0] + statistics.median(base_p50) for x in rows]
+            p50s = [x[0] + statistics.median(base_p50) for x in rows]
             print(f"| {c} | {name} | {_rng([x[1] for x in rows], ',.0f')} | "
-                  f"{_rng(p50, '.3f')} | {_rng([x[2] for x in rows], '.3f')} | "
+                  f"{_rng(p50s, '.3f')} | {_rng([x[2] for x in rows], '.3f')} | "
                   f"{_rng([x[0] for x in rows], '.3f')} | {_rng([x[3] for x in rows], '.0f')} |")
     c1 = levels[0]
     fa = [x[0] for x in added[("facade", c1)]]
