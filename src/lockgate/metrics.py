@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -30,9 +30,7 @@ UNKNOWN_MODEL = "unknown"
 MAX_LABEL_CHARS = 200
 """Longer label values are replaced by :data:`UNKNOWN_MODEL` (configured names are short)."""
 _MAX_CACHED_CHILDREN = 4096
-"""Labelled series kept per cache (requests/latency/overhead; tokens and cost)."""
-
-_T = TypeVar("_T")
+"""Labelled series kept by :meth:`Metrics.observe_call`."""
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1)
@@ -99,8 +97,7 @@ class Metrics:
             "(0 serving, 1 rolled back)", ["deployment"], registry=r, multiprocess_mode="max",
         )
         self._refreshers: list[Callable[[], None]] = []
-        self._call_children: dict[tuple[str, str, int], tuple[Counter, Histogram, Histogram]] = {}
-        self._children: dict[tuple[object, ...], Counter] = {}
+        self._children: dict[tuple[object, ...], Any] = {}
         self.audit_pending = Gauge(
             "lockgate_audit_pending", "Audit records waiting to be written",
             registry=r, multiprocess_mode="livesum",
@@ -124,38 +121,27 @@ class Metrics:
         """``model`` must already be a closed-set label (see the module docstring)."""
         if len(model) > MAX_LABEL_CHARS:
             model = UNKNOWN_MODEL
-        key = (model, kind, status)
-        children = self._call_children.get(key)
-        if children is None:
-            children = self._cached(self._call_children, key, lambda: (
-                self.requests.labels(model, kind, str(status)), self.latency.labels(model),
-                self.overhead.labels(model)))
-        children[0].inc()
-        children[1].observe(latency_s)
-        children[2].observe(overhead_s)
+        self._series(self.requests, model, kind, str(status)).inc()
+        self._series(self.latency, model).observe(latency_s)
+        self._series(self.overhead, model).observe(overhead_s)
         if prompt_tokens:
-            self._child(self.tokens, model, "prompt").inc(prompt_tokens)
+            self._series(self.tokens, model, "prompt").inc(prompt_tokens)
         if completion_tokens:
-            self._child(self.tokens, model, "completion").inc(completion_tokens)
+            self._series(self.tokens, model, "completion").inc(completion_tokens)
         if cost:
-            self._child(self.cost, model).inc(cost)
+            self._series(self.cost, model).inc(cost)
 
-    def _child(self, metric: Counter, *labels: str) -> Counter:
-        key = (id(metric), *labels)
+    def _series(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: ``labels()`` validates and takes a lock
+        on every call (five times per model call). Kept while the cache is small: labels come
+        from closed sets, the bound is a guard."""
+        key = (metric, *labels)
         child = self._children.get(key)
         if child is None:
-            child = self._cached(self._children, key, lambda: metric.labels(*labels))
+            child = metric.labels(*labels)
+            if len(self._children) < _MAX_CACHED_CHILDREN:
+                self._children[key] = child
         return child
-
-    @staticmethod
-    def _cached(cache: dict[Any, _T], key: Any, make: Callable[[], _T]) -> _T:
-        """``make()``, kept under ``key`` while the cache is small (labels come from closed
-        sets; the bound is a guard). ``labels()`` validates and takes a lock on every call:
-        five times per model call before these caches."""
-        value = make()
-        if len(cache) < _MAX_CACHED_CHILDREN:
-            cache[key] = value
-        return value
 
     def on_render(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` before each render (copy plain-int stats into gauges)."""

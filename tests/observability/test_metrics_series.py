@@ -53,7 +53,7 @@ def test_the_series_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for status in range(200, 210):
         m.observe_call("gpt", "chat", status, 0.1, 0.0, 1, 0, 0.0)
         m.observe_call("gpt", "chat", status, 0.1, 0.0, 1, 0, 0.0)
-    assert len(m._call_children) == 2
+    assert len(m._children) == 2
     for status in range(200, 210):  # uncached label sets still count
         assert value(m, "lockgate_requests_total", model="gpt", kind="chat",
                      status=str(status)) == 2
