@@ -96,6 +96,17 @@ def assert_openai_error(r: httpx.Response) -> dict[str, Any]:
     return {}
 
 
+def is_slash_redirect(r: httpx.Response, seg: str) -> bool:
+    """The framework's trailing-slash redirect: a path segment ending in ``/`` (sent as %2F,
+    decoded before routing) makes the path end in a slash, and Starlette answers 307 to the
+    same path without it, on this server (not our route)."""
+    if r.status_code != 307 or not seg.endswith("/"):
+        return False
+    location = httpx.URL(r.headers["location"])
+    return (location.host == r.request.url.host and location.port == r.request.url.port
+            and not location.path.endswith("/"))
+
+
 def assert_anthropic_error(r: httpx.Response) -> dict[str, Any]:
     """Not a server error; an error is in Anthropic's shape."""
     assert r.status_code < 500, (r.status_code, r.text[:500])

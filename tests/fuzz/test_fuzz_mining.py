@@ -9,11 +9,11 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.fuzz import strategies as S
-from tests.fuzz.conftest import assert_openai_error, auth
+from tests.fuzz.conftest import assert_openai_error, auth, is_slash_redirect
 from tests.fuzz.test_fuzz_routes import FUZZ, post
 from tests.gateway.conftest import Gateway
 
@@ -65,10 +65,12 @@ def test_upload(client: httpx.Client, fuzz_gateway: Gateway, data: str, fmt: str
 
 @FUZZ
 @given(seg=S.PATH_SEGMENT, method=st.sampled_from(["PUT", "DELETE"]))
+@example(seg="/", method="PUT")  # the framework's trailing-slash redirect (CI found it)
 def test_names_in_paths(client: httpx.Client, fuzz_gateway: Gateway, seg: str,
                         method: str) -> None:
     r = client.request(method, f"/v1/mining/logs/{quote(seg, safe='')}",
                        content=b"case,activity,timestamp\n1,a,1\n",
                        headers=auth(fuzz_gateway.master))
     assert_openai_error(r)
-    assert r.status_code in (200, 201, 400, 404, 405, 409), (r.status_code, r.text[:300])
+    if not is_slash_redirect(r, seg):
+        assert r.status_code in (200, 201, 400, 404, 405, 409), (r.status_code, r.text[:300])

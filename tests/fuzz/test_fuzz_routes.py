@@ -13,11 +13,17 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.fuzz import strategies as S
-from tests.fuzz.conftest import COLLECTION, assert_anthropic_error, assert_openai_error, auth
+from tests.fuzz.conftest import (
+    COLLECTION,
+    assert_anthropic_error,
+    assert_openai_error,
+    auth,
+    is_slash_redirect,
+)
 from tests.gateway.conftest import Gateway
 
 FUZZ = settings(max_examples=40, deadline=None, database=None,
@@ -94,6 +100,8 @@ def test_batches_create(client: httpx.Client, fuzz_key: str, body: dict[str, Any
     ("GET", "/v1/files/{}/content"), ("DELETE", "/v1/files/{}"), ("GET", "/v1/batches/{}"),
     ("POST", "/v1/batches/{}/cancel"), ("POST", "/admin/keys/{}/revoke"),
     ("GET", "/v1/rag/{}/status"), ("POST", "/v1/rag/{}/query")]))
+@example(seg="/", route=("GET", "/v1/jobs/{}"))  # the trailing-slash redirect (CI found it)
+@example(seg="/", route=("GET", "/v1/files/{}/content"))  # mid-path: no redirect, a 404
 def test_ids_in_paths(client: httpx.Client, fuzz_gateway: Gateway, seg: str,
                       route: tuple[str, str]) -> None:
     method, template = route
@@ -101,7 +109,9 @@ def test_ids_in_paths(client: httpx.Client, fuzz_gateway: Gateway, seg: str,
     kwargs: dict[str, Any] = {"json": {"question": "leave?"}} if method == "POST" else {}
     r = client.request(method, path, headers=auth(fuzz_gateway.master), **kwargs)
     assert_openai_error(r)
-    assert r.status_code in (200, 400, 404, 409, 410), (path[:80], r.status_code, r.text[:300])
+    if not is_slash_redirect(r, seg):
+        assert r.status_code in (200, 400, 404, 409, 410), (path[:80], r.status_code,
+                                                            r.text[:300])
 
 
 @FUZZ
