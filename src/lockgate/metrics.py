@@ -25,6 +25,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from lockgate.metrics_tally import CallTally, TallyFlusher
+
 UNKNOWN_MODEL = "unknown"
 """The ``model`` label of calls naming no configured (or existing virtual) model."""
 MAX_LABEL_CHARS = 200
@@ -40,6 +42,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        flusher = TallyFlusher()
+        r.register(flusher)  # first: reading the registry flushes the call tally
         self.requests = Counter(
             "lockgate_requests", "Model calls by public model, kind and status",
             ["model", "kind", "status"], registry=r,
@@ -98,6 +102,11 @@ class Metrics:
         )
         self._refreshers: list[Callable[[], None]] = []
         self._children: dict[tuple[object, ...], Any] = {}
+        self._tally: CallTally | None = None
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # other processes read the files
+            self._tally = CallTally(self._series, self.requests, self.latency, self.overhead,
+                                    self.tokens, self.cost)
+            flusher.tallies.append(self._tally)
         self.audit_pending = Gauge(
             "lockgate_audit_pending", "Audit records waiting to be written",
             registry=r, multiprocess_mode="livesum",
@@ -118,9 +127,17 @@ class Metrics:
         self, model: str, kind: str, status: int, latency_s: float, overhead_s: float,
         prompt_tokens: int, completion_tokens: int, cost: float,
     ) -> None:
-        """``model`` must already be a closed-set label (see the module docstring)."""
+        """``model`` must already be a closed-set label (see the module docstring).
+
+        In one process the call is counted in a :class:`~lockgate.metrics_tally.CallTally`
+        that reading the registry flushes; with ``PROMETHEUS_MULTIPROC_DIR`` it is written
+        straight to the series."""
         if len(model) > MAX_LABEL_CHARS:
             model = UNKNOWN_MODEL
+        if self._tally is not None:
+            self._tally.add(model, kind, status, latency_s, overhead_s, prompt_tokens,
+                            completion_tokens, cost)
+            return
         self._series(self.requests, model, kind, str(status)).inc()
         self._series(self.latency, model).observe(latency_s)
         self._series(self.overhead, model).observe(overhead_s)

@@ -3,6 +3,8 @@ prometheus_client's own ``labels()`` calls gave before (counts, sums, which seri
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -53,7 +55,55 @@ def test_the_series_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for status in range(200, 210):
         m.observe_call("gpt", "chat", status, 0.1, 0.0, 1, 0, 0.0)
         m.observe_call("gpt", "chat", status, 0.1, 0.0, 1, 0, 0.0)
-    assert len(m._children) == 2
     for status in range(200, 210):  # uncached label sets still count
         assert value(m, "lockgate_requests_total", model="gpt", kind="chat",
                      status=str(status)) == 2
+    assert len(m._children) == 2
+
+
+def _samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in m.registry.collect() for s in fam.samples
+            if not s.name.endswith("_created")}
+
+
+def test_tallied_calls_read_exactly_as_observed_ones() -> None:
+    """The tally (one process) and prometheus_client's own observe/inc (what the multiprocess
+    mode does) give the same samples, bucket edges and values past the last bound included."""
+    tallied, direct = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+    assert tallied._tally is not None
+    direct._tally = None
+    values = [0.0, 0.0001, 0.00025, 0.0003, 0.005, 0.0051, 1.0, 2.5, 119.0, 120.0, 500.0]
+    for i, v in enumerate(values):
+        for m in (tallied, direct):
+            m.observe_call("gpt" if i % 3 else "emb", "chat", 200 if i % 4 else 502, v, v / 10,
+                           i, i % 2, 0.5 * i)
+    got, want = _samples(tallied), _samples(direct)
+    assert got == want
+    assert want[("lockgate_request_latency_seconds_bucket", (("le", "+Inf"), ("model", "gpt")))]
+
+
+def test_reads_between_calls_add_up() -> None:
+    m = Metrics(CollectorRegistry())
+    m.observe_call("gpt", "chat", 200, 0.5, 0.001, 10, 5, 0.25)
+    assert value(m, "lockgate_requests_total", model="gpt", kind="chat", status="200") == 1
+    assert 'lockgate_request_latency_seconds_count{model="gpt"} 1.0' in m.render().decode()
+    m.observe_call("gpt", "chat", 200, 0.5, 0.001, 10, 5, 0.25)
+    m.observe_call("gpt", "chat", 200, 0.25, 0.001, 10, 5, 0.25)
+    assert value(m, "lockgate_requests_total", model="gpt", kind="chat", status="200") == 3
+    assert value(m, "lockgate_request_latency_seconds_sum", model="gpt") == 1.25
+    assert value(m, "lockgate_request_latency_seconds_bucket", model="gpt", le="0.5") == 3
+    assert value(m, "lockgate_tokens_total", model="gpt", direction="completion") == 15
+
+
+def test_multiprocess_mode_writes_each_call_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With several workers another process renders the files: no tally to wait for."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    m = Metrics(CollectorRegistry())
+    assert m._tally is None
+    m.observe_call("gpt", "chat", 200, 0.5, 0.001, 10, 5, 0.25)
+    # in the series at once, before anything reads the registry (which would flush a tally)
+    assert m._series(m.requests, "gpt", "chat", "200")._value.get() == 1
+    assert m._series(m.latency, "gpt")._sum.get() == 0.5
