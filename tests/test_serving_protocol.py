@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from lockgate.serving_protocol import CoalescingHttpToolsProtocol
@@ -95,3 +97,76 @@ async def test_connection_close_writes_the_answer_then_closes() -> None:
 async def test_pipelined_requests_are_answered_in_order() -> None:
     t = await exchange(plain, GET + GET)
     assert len(t.writes) == 2 and all(w.endswith(b"{}") for w in t.writes)
+
+
+# --- the same bytes as uvicorn's own protocol -------------------------------------------
+
+
+def responder(status: int, headers: list[tuple[bytes, bytes]], parts: list[bytes]) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        for i, part in enumerate(parts):
+            await send({"type": "http.response.body", "body": part,
+                        "more_body": i < len(parts) - 1})
+    return app
+
+
+async def exchange_with(protocol_class: Any, app: Any, request: bytes) -> Transport:
+    config = uvicorn.Config(app, lifespan="off", log_level="warning", proxy_headers=False)
+    config.load()  # default headers (server, date) as a running server has them
+    state = ServerState()
+    state.default_headers = [(b"server", b"uvicorn"), (b"date", b"Mon, 07 Dec 2026 00:00:00 GMT")]
+    protocol = protocol_class(config, state, {})
+    transport = Transport()
+    protocol.connection_made(transport)
+    protocol.data_received(request)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    protocol.connection_lost(None)
+    return transport
+
+
+JSON2 = [(b"content-type", b"application/json"), (b"content-length", b"2")]
+CASES = {
+    "plain": (responder(200, JSON2, [b"{}"]), GET),
+    "head": (responder(200, JSON2, [b"{}"]), GET.replace(b"POST", b"HEAD", 1)),
+    "two parts": (responder(200, [(b"content-length", b"4")], [b"ab", b"cd"]), GET),
+    "no length": (responder(200, [(b"content-type", b"text/plain")], [b"abc"]), GET),
+    "no content": (responder(204, [], [b""]), GET),
+    "app closes": (responder(200, [*JSON2, (b"Connection", b"Close")], [b"{}"]), GET),
+    "http/1.0": (responder(200, JSON2, [b"{}"]), GET.replace(b"HTTP/1.1", b"HTTP/1.0")),
+    "mixed case": (responder(201, [(b"Content-Length", b"2"), (b"X-Id", b"a")], [b"{}"]), GET),
+    "too long": (responder(200, JSON2, [b"{}!"]), GET),
+    "too short": (responder(200, JSON2, [b"{"]), GET),
+    "bad value": (responder(200, [*JSON2, (b"x-bad", b"a\nb")], [b"{}"]), GET),
+    "bad name": (responder(200, [*JSON2, (b"x bad", b"a")], [b"{}"]), GET),
+    "pipelined": (responder(200, JSON2, [b"{}"]), GET + GET),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+async def test_what_is_written_is_what_uvicorn_writes(case: str) -> None:
+    app, request = CASES[case]
+    ours = await exchange_with(CoalescingHttpToolsProtocol, app, request)
+    theirs = await exchange_with(HttpToolsProtocol, app, request)
+    assert b"".join(ours.writes) == b"".join(theirs.writes)
+    assert ours.closed == theirs.closed
+
+
+async def test_a_second_receive_waits_for_the_disconnect() -> None:
+    """The complete body is handed over once; the next receive waits (uvicorn's)."""
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(await receive())
+        waiting = asyncio.ensure_future(receive())
+        await asyncio.sleep(0)
+        seen.append(waiting.done())
+        await send({"type": "http.response.start", "status": 200, "headers": JSON2})
+        await send({"type": "http.response.body", "body": b"{}"})
+        seen.append(await waiting)
+
+    await exchange(app, GET)
+    assert seen == [{"type": "http.request", "body": b"{}", "more_body": False}, False,
+                    {"type": "http.disconnect"}]

@@ -15,16 +15,23 @@ connection the client closed meanwhile gets nothing written, as before; a respon
 body never comes (an app error after the head) ends with the connection closed, as before,
 just without the head.
 
-Everything else is uvicorn's own code: the head is built and validated by
-``RequestResponseCycle.send`` itself, which writes into a stand-in for the transport.
+The connection (parsing, keep-alive, pipelining, flow control, 100-continue, limits) is
+uvicorn's own code. The cycle builds the head itself (:class:`CoalescingCycle`, with uvicorn's
+rules and checks) and leaves every other case to uvicorn's ``send``; it also hands over a body
+that is already complete without waiting on uvicorn's event.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from uvicorn._types import ASGISendEvent
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn._types import ASGIReceiveEvent, ASGISendEvent, HTTPResponseStartEvent
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 __all__ = ["HTTP_PROTOCOL", "CoalescingHttpToolsProtocol"]
 
@@ -32,63 +39,113 @@ HTTP_PROTOCOL = "lockgate.serving_protocol:CoalescingHttpToolsProtocol"
 """What ``uvicorn.run(http=...)`` takes (an import string, so workers load it too)."""
 
 
-class _HeldWrites:
-    """Stands in for the transport while uvicorn writes: collects, flushes on ``close``."""
-
-    __slots__ = ("parts", "transport")
-
-    def __init__(self, transport: Any, parts: list[bytes] | None = None) -> None:
-        self.transport = transport
-        self.parts: list[bytes] = parts if parts is not None else []
-
-    def write(self, data: bytes) -> None:
-        self.parts.append(data)
-
-    def flush(self) -> None:
-        parts, self.parts = self.parts, []
-        if parts and not self.transport.is_closing():
-            self.transport.write(b"".join(parts))
-
-    def close(self) -> None:
-        self.flush()
-        self.transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.transport, name)
-
-
 class CoalescingCycle(RequestResponseCycle):
-    """One request/response: the head of a fixed-length response waits for its body."""
+    """One request/response: the head of a fixed-length response waits for its body.
 
-    held: list[bytes] | None = None
+    The head is built here rather than by uvicorn's ``send`` (which is used for everything
+    else: a paused writer, a disconnected client, a second body part), with uvicorn's own
+    rules: the access log line, its default headers first, the same invalid-name/value checks
+    (``HEADER_RE``/``HEADER_VALUE_RE``, here one search over all names and one over all
+    values, which finds exactly what a search per header finds: the patterns are single
+    bytes), ``content-length`` / ``transfer-encoding: chunked`` / ``connection: close``
+    handled alike, ``connection: close`` added when the connection is not kept alive and
+    ``transfer-encoding: chunked`` when neither length nor encoding is given.
+    """
+
+    head: bytes | None = None
 
     async def send(self, message: ASGISendEvent) -> None:
-        if message["type"] == "http.response.start" and not self.response_started:
-            real = self.transport
-            hold = _HeldWrites(real)
-            self.transport = hold  # type: ignore[assignment]
-            try:
-                await super().send(message)
-            finally:
-                self.transport = real
-            if self.chunked_encoding or not self.response_started:
-                hold.flush()  # a stream: its head goes out now
-            else:
-                self.held = hold.parts
-            return
-        held = self.held
-        if held is None:
+        if self.head is not None:
+            await self._send_held(message)
+        elif (message["type"] == "http.response.start" and not self.response_started
+              and not self.disconnected and not self.flow.write_paused):
+            self._start(message)  # type: ignore[arg-type]
+        else:
             await super().send(message)
+
+    def _start(self, message: HTTPResponseStartEvent) -> None:
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        status_code = message["status"]
+        headers = self.default_headers + list(message.get("headers", []))
+        if self.access_log:
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d', get_client_addr(self.scope), self.scope["method"],
+                get_path_with_query_string(self.scope), self.scope["http_version"], status_code)
+        if HEADER_RE.search(b"".join([name for name, _ in headers])):
+            raise RuntimeError("Invalid HTTP header name.")
+        if HEADER_VALUE_RE.search(b"".join([value for _, value in headers])):
+            raise RuntimeError("Invalid HTTP header value.")
+        content = [STATUS_LINE[status_code]]
+        has_connection_close = False
+        for name, value in headers:
+            name = name.lower()
+            if name == b"content-length" and self.chunked_encoding is None:
+                self.expected_content_length = int(value.decode())
+                self.chunked_encoding = False
+            elif name == b"transfer-encoding" and value.lower() == b"chunked":
+                self.expected_content_length = 0
+                self.chunked_encoding = True
+            elif name == b"connection":
+                connection = [token.lower().strip() for token in value.split(b",")]
+                if b"close" in connection:
+                    self.keep_alive = False
+                    has_connection_close = True
+            content.extend([name, b": ", value, b"\r\n"])
+        if not self.keep_alive and not has_connection_close:
+            content.append(b"connection: close\r\n")
+        if (self.chunked_encoding is None and self.scope["method"] != "HEAD"
+                and status_code not in (204, 304)):
+            self.chunked_encoding = True
+            content.append(b"transfer-encoding: chunked\r\n")
+        content.append(b"\r\n")
+        head = b"".join(content)
+        if self.chunked_encoding:
+            self.transport.write(head)  # a stream: its head goes out now
+        else:
+            self.head = head
+
+    async def _send_held(self, message: ASGISendEvent) -> None:
+        """The first body part of a fixed-length response, written with the held head."""
+        head, self.head = self.head, None
+        assert head is not None
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()  # what uvicorn's send does first
+        if message["type"] != "http.response.body":
+            raise RuntimeError(
+                f"Expected ASGI message 'http.response.body', but got '{message['type']}'.")
+        if self.disconnected:
             return
-        self.held = None
-        real = self.transport
-        hold = _HeldWrites(real, held)
-        self.transport = hold  # type: ignore[assignment]
-        try:
-            await super().send(message)
-        finally:
-            self.transport = real
-            hold.flush()
+        body = message.get("body", b"")
+        more_body = message.get("more_body", False)
+        if self.scope["method"] == "HEAD":
+            self.expected_content_length = 0
+            body = b""
+        else:
+            if len(body) > self.expected_content_length:
+                self.transport.write(head)  # what uvicorn would have written by now
+                raise RuntimeError("Response content longer than Content-Length")
+            self.expected_content_length -= len(body)
+        if not self.transport.is_closing():
+            self.transport.write(head + body if body else head)
+        if not more_body:
+            if self.expected_content_length != 0:
+                raise RuntimeError("Response content shorter than Content-Length")
+            self.response_complete = True
+            self.message_event.set()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
+
+    async def receive(self) -> ASGIReceiveEvent:
+        """uvicorn's, without waiting on the event when the whole body is already here."""
+        if (not self.more_body and self.message_event.is_set() and not self.disconnected
+                and not self.response_complete and not self.waiting_for_100_continue):
+            self.message_event.clear()
+            self.flow.resume_reading()
+            body, self.body = self.body, bytearray()
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+        return await super().receive()
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):

@@ -35,6 +35,7 @@ from starlette.types import Receive, Scope, Send
 
 from lockgate.api import anthropic, openai
 from lockgate.api.error_render import gateway_error_of, render_error
+from lockgate.api.lean_request import LeanRequest
 from lockgate.api.middleware import (
     DEFAULT_BODY_TIMEOUT,
     add_request_headers,
@@ -78,7 +79,7 @@ async def serve_lean(
     scope["app"] = app  # handlers find the runtime on request.app.state
     receive = bounded_receive(receive, app.body_timeout)
     try:
-        response = await handler(Request(scope, receive))
+        response = await handler(LeanRequest(scope, receive))
     except Exception as exc:
         path: str = scope["path"]
         response = render_error(path, rid, gateway_error_of(exc, path))

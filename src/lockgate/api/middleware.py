@@ -84,11 +84,17 @@ def bounded_receive(receive: Receive, timeout: float) -> Receive:
     """``receive`` whose waits for the next piece of an incomplete body are bounded by
     ``timeout`` seconds (then :class:`BodyReadTimeout`); passed through once it is complete."""
     body_done = False
+    # uvicorn's receive is a bound method of the request's cycle, whose ``more_body`` is
+    # False once the whole body is in memory: nothing left to wait for, no deadline to arm
+    cycle = getattr(receive, "__self__", None)
 
     async def receive_with_timeout() -> Message:
         nonlocal body_done
-        if body_done:
-            return await receive()
+        if body_done or getattr(cycle, "more_body", True) is False:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
         # asyncio.timeout's own bookkeeping cost ~3.5 us per request; this is its core
         task = asyncio.current_task()
         assert task is not None
