@@ -170,3 +170,79 @@ async def test_a_second_receive_waits_for_the_disconnect() -> None:
     await exchange(app, GET)
     assert seen == [{"type": "http.request", "body": b"{}", "more_body": False}, False,
                     {"type": "http.disconnect"}]
+
+
+# --- the keep-alive timer ----------------------------------------------------------------
+
+
+async def open_connection(timeout: float) -> tuple[CoalescingHttpToolsProtocol, Transport]:
+    config = uvicorn.Config(plain, lifespan="off", log_level="warning", proxy_headers=False,
+                            timeout_keep_alive=timeout)  # type: ignore[arg-type]
+    config.load()
+    protocol = CoalescingHttpToolsProtocol(config, ServerState(), {})
+    transport = Transport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def ask(protocol: CoalescingHttpToolsProtocol) -> None:
+    protocol.data_received(GET)
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_an_idle_connection_closes_after_the_keep_alive_timeout() -> None:
+    protocol, transport = await open_connection(0.2)
+    await ask(protocol)
+    assert len(transport.writes) == 1 and not transport.closed
+    await asyncio.sleep(0.1)
+    assert not transport.closed
+    await asyncio.sleep(0.2)
+    assert transport.closed
+
+
+async def test_a_busy_connection_stays_open_and_arms_one_timer() -> None:
+    protocol, transport = await open_connection(0.2)
+    await ask(protocol)
+    timers = [protocol.timeout_keep_alive_task]  # held, so no id is reused
+    for _ in range(6):  # a request every 0.08 s: 0.48 s in all, never 0.2 s idle
+        await asyncio.sleep(0.08)
+        await ask(protocol)
+        assert not transport.closed
+        timers.append(protocol.timeout_keep_alive_task)
+    assert len(transport.writes) == 7
+    assert len({id(t) for t in timers}) <= 3  # once per timeout, not per response (uvicorn: 7)
+    await asyncio.sleep(0.35)
+    assert transport.closed
+
+
+async def test_a_request_in_progress_is_not_cut_by_the_timer() -> None:
+    release = asyncio.Event()
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": JSON2})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    protocol, transport = await open_connection(0.1)
+    await ask(protocol)  # answered: the idle clock runs
+    protocol.app = slow  # the next request takes longer than the keep-alive timeout
+    await ask(protocol)
+    await asyncio.sleep(0.3)
+    assert not transport.closed
+    release.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(transport.writes) == 2 and not transport.closed
+    await asyncio.sleep(0.25)
+    assert transport.closed
+
+
+async def test_a_lost_connection_leaves_no_timer() -> None:
+    protocol, _transport = await open_connection(5)
+    await ask(protocol)
+    timer = protocol.timeout_keep_alive_task
+    assert timer is not None
+    protocol.connection_lost(None)
+    assert protocol.timeout_keep_alive_task is None and timer.cancelled()

@@ -149,7 +149,19 @@ class CoalescingCycle(RequestResponseCycle):
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """:class:`HttpToolsProtocol` whose request cycles are :class:`CoalescingCycle`."""
+    """:class:`HttpToolsProtocol` whose request cycles are :class:`CoalescingCycle`, and whose
+    keep-alive timer is armed once per idle stretch instead of once per response.
+
+    uvicorn cancels the keep-alive timer when data arrives and starts a new one (``call_later``)
+    after every response. Here a response only moves the idle deadline; one timer, when it
+    fires, closes the connection if it is still idle past that deadline, waits for the new
+    deadline if requests came and went meanwhile, or does nothing while a request is in
+    progress (the next response arms it again). Idle connections still close
+    ``timeout_keep_alive`` seconds after their last response, as with uvicorn.
+    """
+
+    _idle_deadline: float | None = None
+    """Loop time at which this idle connection closes; None while a request is in progress."""
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
@@ -157,3 +169,38 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         # the cycle was just made; its task has not run yet, so it sends as the subclass
         if cycle is not None and type(cycle) is RequestResponseCycle:
             cycle.__class__ = CoalescingCycle
+
+    def _unset_keepalive_if_required(self) -> None:
+        # data arrived (or the connection is going): busy, the armed timer will find so
+        self._idle_deadline = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        timer, self.timeout_keep_alive_task = self.timeout_keep_alive_task, None
+        if timer is not None:
+            timer.cancel()
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, but for how the keep-alive timer is armed."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._idle_deadline = None
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_deadline = deadline = self.loop.time() + self.timeout_keep_alive
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_at(deadline, self._keep_alive_due)
+
+    def _keep_alive_due(self) -> None:
+        self.timeout_keep_alive_task = None
+        deadline = self._idle_deadline
+        if deadline is None:
+            return  # a request is in progress; its response arms the timer again
+        if self.loop.time() < deadline:
+            self.timeout_keep_alive_task = self.loop.call_at(deadline, self._keep_alive_due)
+            return
+        self.timeout_keep_alive_handler()
