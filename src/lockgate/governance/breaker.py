@@ -80,6 +80,10 @@ class CircuitBreaker:
         self.params = breaker_params(self.config)
         self.clock = clock
         self._seen: dict[str, tuple[BreakerStateName, float]] = {}
+        self._closed: dict[str, Permit] = {}  # one reusable permit per closed deployment
+        # the in-process state records without a coroutine (MemoryState.breaker_record_now)
+        self._record_now: Callable[..., BreakerView] | None = (
+            getattr(state, "breaker_record_now", None) if state.in_process else None)
         # plain-int counters for metrics
         self.rejected = 0
         """Calls refused because a breaker was open (or probe slots were full)."""
@@ -111,12 +115,24 @@ class CircuitBreaker:
 
     # -- the call path -------------------------------------------------------
 
+    def closed_permit(self, deployment: str) -> Permit | None:
+        """The permit for a deployment this process saw closed less than
+        ``local_cache_seconds`` ago (no state round trip), else None: then :meth:`acquire`."""
+        seen = self._seen.get(deployment)
+        if (seen is None or seen[0] != "closed"
+                or self.clock() - seen[1] >= self.config.local_cache_seconds):
+            return None
+        permit = self._closed.get(deployment)
+        if permit is None:
+            permit = self._closed[deployment] = Permit(deployment, True, "closed")
+        return permit
+
     async def acquire(self, deployment: str) -> Permit:
         """May a call go to ``deployment``? Refusals carry ``retry_after`` seconds."""
+        permit = self.closed_permit(deployment)
+        if permit is not None:
+            return permit
         now = self.clock()
-        seen = self._seen.get(deployment)
-        if seen and seen[0] == "closed" and now - seen[1] < self.config.local_cache_seconds:
-            return Permit(deployment, True, "closed")
         probe_id = uuid.uuid4().hex
         try:
             view = await self.state.breaker_acquire(
@@ -144,6 +160,22 @@ class CircuitBreaker:
         except StateUnavailable:
             self.state_errors += 1
             return None
+        self._note(permit.deployment, view, now)
+        return view
+
+    @property
+    def records_now(self) -> bool:
+        """True when :meth:`record_now` may be used (the state does no I/O)."""
+        return self._record_now is not None
+
+    def record_now(self, permit: Permit, ok: bool) -> BreakerView:
+        """:meth:`record` on the in-process state, without a coroutine (see
+        :attr:`records_now`)."""
+        record = self._record_now
+        if record is None:
+            raise RuntimeError("record_now needs an in-process state (see records_now)")
+        now = self.clock()
+        view = record(permit.deployment, self.params, ok=ok, now=now, probe_id=permit.probe_id)
         self._note(permit.deployment, view, now)
         return view
 

@@ -272,6 +272,19 @@ class MemoryState:
         now: float,
         probe_id: str | None = None,
     ) -> BreakerView:
+        return self.breaker_record_now(deployment, params, ok=ok, now=now, probe_id=probe_id)
+
+    def breaker_record_now(
+        self,
+        deployment: str,
+        params: BreakerParams,
+        *,
+        ok: bool,
+        now: float,
+        probe_id: str | None = None,
+    ) -> BreakerView:
+        """:meth:`breaker_record` without a coroutine (it does no I/O): what
+        :meth:`CircuitBreaker.record_now` calls on the request path."""
         b = self._breaker(deployment)
         was_probe = probe_id is not None and b.probes.pop(probe_id, None) is not None
         if b.state == "half":
