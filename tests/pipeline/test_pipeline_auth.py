@@ -129,3 +129,21 @@ async def test_unknown_keys_are_not_remembered_without_a_cache_or_past_the_bound
 class NoKeys:
     async def find_key(self, plaintext: str) -> None:
         return None
+
+
+async def test_known_answers_without_a_lookup_only_what_is_cached() -> None:
+    from lockgate.pipeline.auth import sha256_hex
+
+    keys = SlowKeys(delay=0)
+    auth = Authenticator(keys, master_key_hash=sha256_hex("lg-master"), cache_ttl=0.2)
+    assert auth.known(None) is None and auth.known("") is None
+    master = auth.known("lg-master")
+    assert master is not None and master.is_master
+    assert auth.known("lg-a") is None and keys.calls == 0  # never looked up by known()
+    principal = await auth.authenticate("lg-a")
+    assert auth.known("lg-a") == principal and keys.calls == 1
+    with pytest.raises(Unauthorized):
+        await auth.authenticate("lg-unknown")
+    assert auth.known("lg-unknown") is None  # refusals stay authenticate()'s
+    await asyncio.sleep(0.25)
+    assert auth.known("lg-a") is None  # expired: look it up again

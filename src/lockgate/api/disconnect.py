@@ -88,8 +88,9 @@ async def chat_stream_call(request: Request, pipeline: Pipeline, call: Call) -> 
     return await unless_disconnected(request, pipeline.chat_stream(call))
 
 
-async def chat_call(request: Request, pipeline: Pipeline, call: Call) -> Result:
-    """``pipeline.chat(call)``, cancelled when the client leaves if the model is virtual."""
+def chat_call(request: Request, pipeline: Pipeline, call: Call) -> Awaitable[Result]:
+    """``pipeline.chat(call)``, cancelled when the client leaves if the model is virtual
+    (the coroutine to await: no wrapper coroutine of its own on the hot path)."""
     if pipeline.router.virtual(call.model) is None:
-        return await pipeline.chat(call)
-    return await unless_disconnected(request, pipeline.chat(call))
+        return pipeline.chat(call)
+    return unless_disconnected(request, pipeline.chat(call))

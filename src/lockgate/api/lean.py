@@ -4,10 +4,10 @@
 the hot path: each costs a share of a millisecond of CPU, and FastAPI/Starlette's routing
 (a regex per route, in order), dependency solving, exception-middleware stack and the
 request-id middleware's ``send`` wrapper were about a third of it (bench/RESULTS.md).
-:class:`LeanGateway` is the FastAPI app itself with one change: its ``__call__`` sends
-exactly those method+path pairs (no ``root_path``) straight to their handlers through
-:func:`serve_lean`, and everything else (admin, RAG, jobs, reviews, ``/metrics``, the same
-paths with another method or a trailing slash, lifespan) through FastAPI as before.
+:class:`LeanGateway` is the FastAPI app itself with one change: its ``__call__`` serves
+exactly those method+path pairs (no ``root_path``) itself, calling their handlers, and
+sends everything else (admin, RAG, jobs, reviews, ``/metrics``, the same paths with another
+method or a trailing slash, lifespan) through FastAPI as before.
 
 What holds (the same as through FastAPI, proved by tests/gateway, tests/review, tests/fuzz,
 tests/audit and tests/governance, which run against the real server): the same handler
@@ -43,7 +43,7 @@ from lockgate.api.middleware import (
     start_request,
 )
 
-__all__ = ["LEAN_ROUTES", "LeanGateway", "serve_lean"]
+__all__ = ["LEAN_ROUTES", "LeanGateway"]
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -52,7 +52,7 @@ LEAN_ROUTES: Final[dict[str, Handler]] = {
     "/v1/embeddings": openai.embeddings,
     anthropic.MESSAGES_PATH: anthropic.messages,
 }
-"""``POST`` paths served by :func:`serve_lean` (exact match)."""
+"""``POST`` paths served by :meth:`LeanGateway.__call__` itself (exact match)."""
 
 
 class LeanGateway(FastAPI):
@@ -65,23 +65,17 @@ class LeanGateway(FastAPI):
         if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
             handler = LEAN_ROUTES.get(scope["path"])
             if handler is not None:
-                await serve_lean(self, handler, scope, receive, send)
+                # one model-route request: what RequestIdMiddleware and the exception
+                # handlers would do around ``handler``, inline (no coroutine of its own)
+                rid, started = start_request(scope)
+                scope["app"] = self  # handlers find the runtime on request.app.state
+                receive = bounded_receive(receive, self.body_timeout)
+                try:
+                    response = await handler(LeanRequest(scope, receive))
+                except Exception as exc:
+                    path: str = scope["path"]
+                    response = render_error(path, rid, gateway_error_of(exc, path))
+                add_request_headers(response.raw_headers, rid, started)
+                await response(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
-
-
-async def serve_lean(
-    app: LeanGateway, handler: Handler, scope: Scope, receive: Receive, send: Send
-) -> None:
-    """One model-route request: what RequestIdMiddleware and the exception handlers would do
-    around ``handler``, inline."""
-    rid, started = start_request(scope)
-    scope["app"] = app  # handlers find the runtime on request.app.state
-    receive = bounded_receive(receive, app.body_timeout)
-    try:
-        response = await handler(LeanRequest(scope, receive))
-    except Exception as exc:
-        path: str = scope["path"]
-        response = render_error(path, rid, gateway_error_of(exc, path))
-    add_request_headers(response.raw_headers, rid, started)
-    await response(scope, receive, send)

@@ -76,17 +76,28 @@ class Authenticator:
         self.on_invalidate: Callable[[str | None], None] | None = None
         """Called by :meth:`invalidate` (not :meth:`drop`): tell the other gateways."""
 
-    async def authenticate(self, api_key: str | None) -> Principal:
+    def known(self, api_key: str | None) -> Principal | None:
+        """The principal of a key known without a look-up (the master key, or a key cached
+        and fresh), else None: then :meth:`authenticate`, which also gives the errors."""
         if not api_key:
-            raise Unauthorized(
-                "Missing API key. Send 'Authorization: Bearer <key>'.", code="missing_api_key"
-            )
+            return None
         digest = sha256_hex(api_key)
         if self._master_hash is not None and hmac.compare_digest(digest, self._master_hash):
             return Principal(key_id=MASTER_KEY_ID, team_id=None, is_master=True)
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > time.monotonic():
             return hit[0]
+        return None
+
+    async def authenticate(self, api_key: str | None) -> Principal:
+        if not api_key:
+            raise Unauthorized(
+                "Missing API key. Send 'Authorization: Bearer <key>'.", code="missing_api_key"
+            )
+        known = self.known(api_key)
+        if known is not None:
+            return known
+        digest = sha256_hex(api_key)
         unknown_until = self._unknown.get(digest)
         if unknown_until is not None:
             if unknown_until > time.monotonic():

@@ -121,11 +121,11 @@ Runner = Callable[[dict[str, Any]], Callable[[Target], Awaitable[Completion]]]
 def _runner(kind: str) -> Runner:
     """``runner(body)(target)``: one upstream call of ``kind`` with ``body``."""
     def runner(body: dict[str, Any]) -> Callable[[Target], Awaitable[Completion]]:
-        async def run(target: Target) -> Completion:
+        def run(target: Target) -> Awaitable[Completion]:  # the provider's coroutine itself
             provider = target.provider
             if kind == "chat":
-                return await provider.chat(body)
-            return await provider.embeddings(body)
+                return provider.chat(body)
+            return provider.embeddings(body)
         return run
     return runner
 
@@ -285,6 +285,18 @@ class Pipeline:
         with span(STAGE.POLICY):
             return self._plan(call, facts)
 
+    def _admit_now(self, call: Call, facts: CallFacts) -> list[Target] | VirtualDeployment | None:
+        """:meth:`_admit` without a coroutine when the key is known already (cached or the
+        master key); None when it must be looked up (then await :meth:`_admit`)."""
+        if call.principal is None:
+            with span(STAGE.AUTHENTICATE):
+                principal = self.auth.known(call.api_key)
+            if principal is None:
+                return None
+            call.principal = principal
+        with span(STAGE.POLICY):
+            return self._plan(call, facts)
+
     def _plan(self, call: Call, facts: CallFacts) -> list[Target] | VirtualDeployment:
         pin = call.deployment_pin
         if pin is None:
@@ -329,6 +341,18 @@ class Pipeline:
             )
         check_chat_body(call.body)
         return family
+
+    def _governs(self, call: Call) -> bool:
+        """Whether :meth:`_govern` has work for ``call`` (limits or guards); if not,
+        :meth:`_ungoverned` fills ``flow`` without a coroutine."""
+        c = self.controls
+        return (c.limits is not None and c.limits.active and call.governed) or (
+            c.guards is not None)
+
+    @staticmethod
+    def _ungoverned(call: Call, flow: _Flow) -> None:
+        body = call.body
+        flow.body = strip_gateway_metadata(body) if "metadata" in body else body
 
     async def _govern(self, call: Call, plan: list[Target], flow: _Flow) -> None:
         """Limits + budget reserve, then input guards. Fills ``flow``."""
@@ -427,15 +451,14 @@ class Pipeline:
     async def chat(self, call: Call) -> Result:
         """The answer and its facts. ``call`` is never changed (the pipeline works on a
         copy); errors are ``GatewayError`` with ``facts`` set."""
-        return await self._traced(call, "chat")
-
-    async def embeddings(self, call: Call) -> Result:
-        return await self._traced(call, "embeddings")
-
-    async def _traced(self, call: Call, kind: str) -> Result:
         with span(STAGE.REQUEST, request_id=call.request_id, model=call.model,
                   source=call.source, stream=False):
-            return await self._complete(call.copy(), kind)
+            return await self._complete(call.copy(), "chat")
+
+    async def embeddings(self, call: Call) -> Result:
+        with span(STAGE.REQUEST, request_id=call.request_id, model=call.model,
+                  source=call.source, stream=False):
+            return await self._complete(call.copy(), "embeddings")
 
     async def _complete(self, call: Call, kind: str) -> Result:
         attempts = Attempts()
@@ -443,14 +466,20 @@ class Pipeline:
         flow = _Flow(facts)
         c = self.controls
         try:
-            plan = await self._admit(call, facts)
+            plan = self._admit_now(call, facts)
+            if plan is None:
+                plan = await self._admit(call, facts)
             if not isinstance(plan, list):
                 return await self._complete_virtual(call, facts, plan)
-            await self._govern(call, plan, flow)
+            if self._governs(call):
+                await self._govern(call, plan, flow)
+            else:
+                self._ungoverned(call, flow)
             contract = self._contract(call)
-            hit = await self._cache_lookup(call, flow, contract)
-            if hit is not None:
-                return self._cache_hit(call, flow, hit)
+            if c.cache is not None:
+                hit = await self._cache_lookup(call, flow, contract)
+                if hit is not None:
+                    return self._cache_hit(call, flow, hit)
             result = await call_with_fallback(plan, _runner(kind)(flow.body), attempts,
                                               on_error=self._count_error, breaker=c.breaker)
             if contract is not None:
