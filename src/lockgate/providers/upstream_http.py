@@ -293,7 +293,7 @@ class UpstreamHTTP:
         )
         try:
             if resp.done:
-                raw = await resp.read(total_dl)  # all there: no wait, no idle timer
+                raw = resp.body()  # all there: no wait, no idle timer
             else:
                 idle_dl = loop.time() + t.idle
                 kind = _timeout_kind(idle_dl, total_dl, "timeout_idle")

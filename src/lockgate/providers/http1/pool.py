@@ -81,26 +81,25 @@ class Pool:
         self, origin: Origin, head: bytes, payload: bytes, deadline: float
     ) -> Response:
         """Send ``head + payload``; the response once its head arrived (before ``deadline``)."""
-        conn, reused = await self._acquire(origin, deadline, fresh=False)
-        try:
-            return await self._exchange(conn, head, payload, deadline)
-        except ConnectionLost as exc:
-            if not reused or exc.got_bytes:
-                raise
-        # the server closed the kept-alive connection between requests: once more, fresh
-        conn, _ = await self._acquire(origin, deadline, fresh=True)
-        return await self._exchange(conn, head, payload, deadline)
-
-    @staticmethod
-    async def _exchange(conn: Connection, head: bytes, payload: bytes,
-                        deadline: float) -> Response:
-        resp = conn.send(head, payload)
-        try:
-            await resp.wait_head(deadline)
-        except BaseException:
-            resp.close()
-            raise
-        return resp
+        conn = self._idle_connection(origin)  # the usual case, without a coroutine
+        reused = conn is not None
+        if conn is None:
+            conn, reused = await self._acquire(origin, deadline, fresh=False)
+        for retry in (False, True):
+            if retry:  # the server closed the kept-alive connection between requests
+                conn, _ = await self._acquire(origin, deadline, fresh=True)
+            try:
+                resp = conn.send(head, payload)
+                try:
+                    await resp.wait_head(deadline)
+                except BaseException:
+                    resp.close()
+                    raise
+                return resp
+            except ConnectionLost as exc:
+                if retry or not reused or exc.got_bytes:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------ slots
 
@@ -110,12 +109,9 @@ class Pool:
         if self.closed:
             raise ConnectionLost("the client is closed", got_bytes=False)
         if not fresh:
-            idle = self._idle.get(origin)
-            while idle:
-                conn = idle.pop()
-                conn.in_pool = False
-                if not conn.closed:
-                    return conn, True
+            conn = self._idle_connection(origin)
+            if conn is not None:
+                return conn, True
         waiters = self._waiters
         while waiters and waiters[0][0].done():
             waiters.popleft()
@@ -126,6 +122,18 @@ class Pool:
         if got is not None:
             return got, True
         return await self._connect(origin, deadline), False  # a slot handed on to us
+
+    def _idle_connection(self, origin: Origin) -> Connection | None:
+        """A kept-alive connection to ``origin`` that is still open, taken from the pool."""
+        if self.closed:
+            return None
+        idle = self._idle.get(origin)
+        while idle:
+            conn = idle.pop()
+            conn.in_pool = False
+            if not conn.closed:
+                return conn
+        return None
 
     async def _wait_slot(self, origin: Origin, deadline: float) -> Connection | None:
         loop = self.loop
