@@ -8,6 +8,7 @@ belongs is a 400 (never an "unhashable type" 500), and ``True`` is not an intege
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from lockgate.errors import BadRequest
@@ -102,12 +103,15 @@ def _check_messages(messages: Any) -> None:
                 f"(one of {', '.join(sorted(_ROLES))}).",
                 param=f"messages[{i}].role", code="invalid_value",
             )
-        where = f"messages[{i}]"
-        _check_content(where, m.get("content"))
-        _check_tool_calls(where, m.get("tool_calls"))
-        for name in ("name", "tool_call_id"):
-            if not isinstance(m.get(name, ""), str | None):
-                raise _bad(f"{where}.{name}", "must be a string.", "invalid_type")
+        # the usual message is a role and a string: its checks without calls or f-strings
+        content = m.get("content")
+        if content is not None and not isinstance(content, str):
+            _check_content(f"messages[{i}]", content)
+        if len(m) > 2 or content is None:
+            _check_tool_calls(f"messages[{i}]", m.get("tool_calls"))
+            for name in ("name", "tool_call_id"):
+                if not isinstance(m.get(name, ""), str | None):
+                    raise _bad(f"messages[{i}].{name}", "must be a string.", "invalid_type")
 
 
 def _check_tools(body: dict[str, Any]) -> None:
@@ -129,27 +133,50 @@ def _check_tools(body: dict[str, Any]) -> None:
         raise _bad("tool_choice", "must be a string or an object.", "invalid_type")
 
 
-def check_chat_body(body: dict[str, Any]) -> None:
-    _check_messages(body.get("messages"))
-    _positive_int(body, "max_tokens")
-    _positive_int(body, "max_completion_tokens")
-    _positive_int(body, "n", 128)
+def _check_stream(body: dict[str, Any]) -> None:
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise BadRequest("'stream' must be a boolean.", param="stream", code="invalid_type")
-    _number(body, "temperature", 0, 2)
-    _number(body, "top_p", 0, 1)
-    _number(body, "presence_penalty", -2, 2)
-    _number(body, "frequency_penalty", -2, 2)
+
+
+def _check_stop(body: dict[str, Any]) -> None:
     stop = body.get("stop")
     if stop is not None and not isinstance(stop, str) and not (
             isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
         raise _bad("stop", "must be a string or an array of strings.", "invalid_type")
-    _optional(body, "user", str, "a string")
-    _optional(body, "stream_options", dict, "an object")
-    _optional(body, "response_format", dict, "an object")
-    _optional(body, "parallel_tool_calls", bool, "a boolean")
-    _check_tools(body)
+
+
+_CHAT_FIELD_CHECKS: tuple[tuple[tuple[str, ...], Callable[[dict[str, Any]], None]], ...] = (
+    (("max_tokens",), lambda b: _positive_int(b, "max_tokens")),
+    (("max_completion_tokens",), lambda b: _positive_int(b, "max_completion_tokens")),
+    (("n",), lambda b: _positive_int(b, "n", 128)),
+    (("stream",), _check_stream),
+    (("temperature",), lambda b: _number(b, "temperature", 0, 2)),
+    (("top_p",), lambda b: _number(b, "top_p", 0, 1)),
+    (("presence_penalty",), lambda b: _number(b, "presence_penalty", -2, 2)),
+    (("frequency_penalty",), lambda b: _number(b, "frequency_penalty", -2, 2)),
+    (("stop",), _check_stop),
+    (("user",), lambda b: _optional(b, "user", str, "a string")),
+    (("stream_options",), lambda b: _optional(b, "stream_options", dict, "an object")),
+    (("response_format",), lambda b: _optional(b, "response_format", dict, "an object")),
+    (("parallel_tool_calls",),
+     lambda b: _optional(b, "parallel_tool_calls", bool, "a boolean")),
+    (("tools", "tool_choice"), _check_tools),
+)
+"""The chat body's field checks in the order they run (so the first error reported is the
+same whatever else is wrong), each with the fields it reads: it runs only when the body has
+one of them (an absent field always passes its check)."""
+
+
+def check_chat_body(body: dict[str, Any]) -> None:
+    _check_messages(body.get("messages"))
+    if len(body) <= 2 and "model" in body:  # model and messages: nothing else to check
+        return
+    for fields, check in _CHAT_FIELD_CHECKS:
+        for name in fields:
+            if name in body:
+                check(body)
+                break
 
 
 def check_embeddings_body(body: dict[str, Any]) -> None:
