@@ -112,11 +112,15 @@ def responder(status: int, headers: list[tuple[bytes, bytes]], parts: list[bytes
     return app
 
 
-async def exchange_with(protocol_class: Any, app: Any, request: bytes) -> Transport:
+DEFAULTS = [(b"server", b"uvicorn"), (b"date", b"Mon, 07 Dec 2026 00:00:00 GMT")]
+
+
+async def exchange_with(protocol_class: Any, app: Any, request: bytes,
+                        defaults: list[tuple[bytes, bytes]] = DEFAULTS) -> Transport:
     config = uvicorn.Config(app, lifespan="off", log_level="warning", proxy_headers=False)
     config.load()  # default headers (server, date) as a running server has them
     state = ServerState()
-    state.default_headers = [(b"server", b"uvicorn"), (b"date", b"Mon, 07 Dec 2026 00:00:00 GMT")]
+    state.default_headers = list(defaults)
     protocol = protocol_class(config, state, {})
     transport = Transport()
     protocol.connection_made(transport)
@@ -150,6 +154,22 @@ async def test_what_is_written_is_what_uvicorn_writes(case: str) -> None:
     app, request = CASES[case]
     ours = await exchange_with(CoalescingHttpToolsProtocol, app, request)
     theirs = await exchange_with(HttpToolsProtocol, app, request)
+    assert b"".join(ours.writes) == b"".join(theirs.writes)
+    assert ours.closed == theirs.closed
+
+
+@pytest.mark.parametrize("defaults", [
+    [], DEFAULTS, [*DEFAULTS, (b"X-Served-By", b"a")], [(b"connection", b"close")],
+    [(b"Content-Length", b"2")], [(b"transfer-encoding", b"chunked")], [(b"x-bad", b"a\nb")],
+    [(b"x bad", b"a")],
+])
+@pytest.mark.parametrize("case", ["plain", "no length", "head", "app closes"])
+async def test_configured_default_headers_are_handled_as_uvicorn_does(
+    case: str, defaults: list[tuple[bytes, bytes]]
+) -> None:
+    app, request = CASES[case]
+    ours = await exchange_with(CoalescingHttpToolsProtocol, app, request, defaults)
+    theirs = await exchange_with(HttpToolsProtocol, app, request, defaults)
     assert b"".join(ours.writes) == b"".join(theirs.writes)
     assert ours.closed == theirs.closed
 

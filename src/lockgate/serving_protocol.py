@@ -39,6 +39,28 @@ HTTP_PROTOCOL = "lockgate.serving_protocol:CoalescingHttpToolsProtocol"
 """What ``uvicorn.run(http=...)`` takes (an import string, so workers load it too)."""
 
 
+_SPECIAL = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+_defaults_seen: tuple[object, bytes | None] = (None, None)
+
+
+def _plain_defaults(default_headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """uvicorn's default headers (``server``, ``date``; a new list each second) rendered as
+    head lines, or None when one of them is invalid or framing (``content-length``,
+    ``transfer-encoding``, ``connection``) and must go through the full handling."""
+    global _defaults_seen
+    seen, rendered = _defaults_seen
+    if seen is default_headers:
+        return rendered
+    rendered = b"".join([name.lower() + b": " + value + b"\r\n"
+                         for name, value in default_headers])
+    if (HEADER_RE.search(b"".join([name for name, _ in default_headers]))
+            or HEADER_VALUE_RE.search(b"".join([value for _, value in default_headers]))
+            or any(name.lower() in _SPECIAL for name, _ in default_headers)):
+        rendered = None
+    _defaults_seen = (default_headers, rendered)
+    return rendered
+
+
 class CoalescingCycle(RequestResponseCycle):
     """One request/response: the head of a fixed-length response waits for its body.
 
@@ -67,16 +89,21 @@ class CoalescingCycle(RequestResponseCycle):
         self.response_started = True
         self.waiting_for_100_continue = False
         status_code = message["status"]
-        headers = self.default_headers + list(message.get("headers", []))
         if self.access_log:
             self.access_logger.info(
                 '%s - "%s %s HTTP/%s" %d', get_client_addr(self.scope), self.scope["method"],
                 get_path_with_query_string(self.scope), self.scope["http_version"], status_code)
+        defaults = _plain_defaults(self.default_headers)
+        if defaults is None:  # default headers that need uvicorn's handling: all of it here
+            headers = self.default_headers + list(message.get("headers", []))
+            content = [STATUS_LINE[status_code]]
+        else:  # the server's own (server, date): checked and rendered once per list
+            headers = list(message.get("headers", []))
+            content = [STATUS_LINE[status_code], defaults]
         if HEADER_RE.search(b"".join([name for name, _ in headers])):
             raise RuntimeError("Invalid HTTP header name.")
         if HEADER_VALUE_RE.search(b"".join([value for _, value in headers])):
             raise RuntimeError("Invalid HTTP header value.")
-        content = [STATUS_LINE[status_code]]
         has_connection_close = False
         for name, value in headers:
             name = name.lower()
