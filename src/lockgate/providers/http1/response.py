@@ -127,16 +127,7 @@ class Response:
         while not self.has_head:
             if self._exc is not None:
                 raise self._exc
-            # _wait, inline: every request waits here once (one coroutine less)
-            loop = self._loop
-            fut: asyncio.Future[None] = loop.create_future()
-            self._waiter = fut
-            timer = loop.call_at(deadline, _expire, fut)
-            try:
-                await fut
-            finally:
-                timer.cancel()
-                self._waiter = None
+            await self._wait(deadline)
 
     async def read(self, deadline: float) -> bytes:
         """The whole (decoded) body."""
