@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2] / "src" / "lockgate"
 
 LAYERS: list[set[str]] = [
     {"errors", "settings", "py", "lazy", "interpreter"},
-    {"state", "store", "metrics", "observability", "formats"},
+    {"state", "store", "metrics", "metrics_tally", "observability", "formats"},
     {"providers", "governance", "guards", "alerts"},
     {"pipeline"},
     {"rag", "jobs", "events", "shadow", "feedback", "review", "mining", "cdc", "agents",
