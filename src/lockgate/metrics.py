@@ -150,8 +150,8 @@ class Metrics:
 
     def _series(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once: ``labels()`` validates and takes a lock
-        on every call (five times per model call). Kept while the cache is small: labels come
-        from closed sets, the bound is a guard."""
+        on every call (for each series a call tally flush or a written-through call touches).
+        Kept while the cache is small: labels come from closed sets, the bound is a guard."""
         key = (metric, *labels)
         child = self._children.get(key)
         if child is None:
