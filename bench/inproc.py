@@ -1,7 +1,7 @@
 """The gateway app's own CPU per chat request, without uvicorn and without sockets to the client.
 
     PYTHONPATH=src .venv/bin/python bench/inproc.py [--requests 40000] [--concurrency 64]
-        [--profile out.pstats]
+        [--profile out.pstats] [--controls]
 
 Starts the stand-in upstream (bench/upstream.py), a fresh home with a team and a virtual key
 (the CLI, as bench/targets.py does), builds :func:`lockgate.server.create_app` in this process,
@@ -10,6 +10,9 @@ runs its lifespan and drives ``POST /v1/chat/completions`` through the ASGI call
 message). Reports the main thread's CPU per request (``time.thread_time``), the process's
 (audit writer thread included, after the audit backlog is written) and wall requests/s. With
 ``--profile`` the measured part runs under cProfile (slower; read the shares, not the totals).
+With ``--controls`` the config is bench/hotpath.py's controls-on one (Redis limits + budget,
+PII redact, cache) under its own Redis prefix, and every request has a new body (a cache miss,
+an e-mail address to redact), as the ``lockgate w=1 controls`` target of bench/overhead.py.
 
 Against the ``lockgate serve`` numbers of bench/ab_hotpath.py this splits a request's cost into
 the app's part and the server's (uvicorn, the client socket, the kernel). Not a recorded
@@ -36,6 +39,7 @@ if str(REPO) not in sys.path:
 
 import cProfile  # noqa: E402
 
+from bench.hotpath import CONTROLS_YAML  # noqa: E402
 from bench.procs import ProcessGroup  # noqa: E402
 from bench.targets import (  # noqa: E402
     MASTER_KEY,
@@ -48,7 +52,15 @@ from bench.targets import (  # noqa: E402
 BODY = b'{"model": "bench", "messages": [{"role": "user", "content": "hello"}]}'
 
 
-def _scope(key: str) -> dict[str, Any]:
+def _body(n: int | None) -> bytes:
+    """The request body; with a counter, a new one per request (as the varying wrk script)."""
+    if n is None:
+        return BODY
+    return (b'{"model":"bench","messages":[{"role":"user","content":"Say ok %d '
+            b'(mail me at a@b.example)"}],"max_tokens":8}' % n)
+
+
+def _scope(key: str, body: bytes) -> dict[str, Any]:
     return {
         "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1", "server": ("127.0.0.1", 4000), "client": ("127.0.0.1", 50000),
@@ -56,23 +68,25 @@ def _scope(key: str) -> dict[str, Any]:
         "raw_path": b"/v1/chat/completions", "query_string": b"",
         "headers": [(b"host", b"127.0.0.1:4000"), (b"content-type", b"application/json"),
                     (b"authorization", f"Bearer {key}".encode()),
-                    (b"content-length", str(len(BODY)).encode())],
+                    (b"content-length", str(len(body)).encode())],
         "state": {},
     }
 
 
 async def _drive(app: Any, key: str, total: int, concurrency: int,
-                 profile: cProfile.Profile | None) -> tuple[float, float, int]:
+                 profile: cProfile.Profile | None, vary: bool) -> tuple[float, float, int]:
     statuses: dict[int, int] = {}
+    counter = iter(range(10**12))
 
     async def one() -> None:
         sent = False
+        body = _body(next(counter) if vary else None)
 
         async def receive() -> dict[str, Any]:
             nonlocal sent
             if not sent:
                 sent = True
-                return {"type": "http.request", "body": BODY, "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             await asyncio.Event().wait()
             return {"type": "http.disconnect"}
 
@@ -80,7 +94,7 @@ async def _drive(app: Any, key: str, total: int, concurrency: int,
             if message["type"] == "http.response.start":
                 statuses[message["status"]] = statuses.get(message["status"], 0) + 1
 
-        await app(_scope(key), receive, send)
+        await app(_scope(key, body), receive, send)
 
     async def worker(n: int) -> None:
         for _ in range(n):
@@ -116,7 +130,8 @@ async def _main(args: argparse.Namespace, key: str) -> None:
     async with app.router.lifespan_context(app):
         settle_after_startup()
         proc0 = time.process_time()
-        cpu, wall, done = await _drive(app, key, args.requests, args.concurrency, profile)
+        cpu, wall, done = await _drive(app, key, args.requests, args.concurrency, profile,
+                                       args.controls)
         await app.state.runtime.audit.flush(timeout=300)
         proc = time.process_time() - proc0
     print(f"requests {done}  wall {wall:.2f}s  {done / wall:,.0f} req/s")
@@ -132,6 +147,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=40_000)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--profile", default="")
+    ap.add_argument("--controls", action="store_true")
     args = ap.parse_args()
     import uvloop
 
@@ -141,6 +157,9 @@ def main() -> None:
         home = work / "home"
         home.mkdir()
         config = _lockgate_config(work / "lockgate.yaml", upstream.url)
+        prefix = f"lginproc{os.getpid()}:"
+        if args.controls:
+            config.write_text(config.read_text() + CONTROLS_YAML.format(prefix=prefix))
         env = {**os.environ, "LOCKGATE_MASTER_KEY": MASTER_KEY, "LOCKGATE_HOME": str(home),
                "LOCKGATE_CONFIG": str(config)}
         notes: list[str] = []
@@ -149,7 +168,23 @@ def main() -> None:
             raise SystemExit("; ".join(notes))
         os.environ.update({k: env[k] for k in ("LOCKGATE_MASTER_KEY", "LOCKGATE_HOME",
                                                "LOCKGATE_CONFIG")})
-        uvloop.run(_main(args, key))
+        try:
+            uvloop.run(_main(args, key))
+        finally:
+            if args.controls:
+                _drop_prefix(prefix)
+
+
+def _drop_prefix(prefix: str) -> None:
+    import redis
+
+    r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        keys = list(r.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            r.delete(*keys)
+    finally:
+        r.close()
 
 
 if __name__ == "__main__":

@@ -5,10 +5,16 @@ with EVALSHA; a script the server does not know (``NOSCRIPT`` after a restart
 or ``SCRIPT FLUSH``) is loaded with SCRIPT LOAD and the call repeated once.
 Nothing touches the network at construction: the first operation connects.
 
-Calls have short socket and operation timeouts and no client-side retries, so
-a dead or blackholed Redis fails a request in about ``timeout`` seconds with
-:class:`~lockgate.state.base.StateUnavailable` instead of hanging it. Cache
-operations swallow that error (a dead cache is a miss) and count it in
+The request path's commands (scripts, cache, versions, publish) share one multiplexed,
+auto-pipelined connection (:class:`lockgate.state.resp.RespConnection`: the commands made in
+one event-loop turn go out in one write); subscriptions and :attr:`RedisState.client` use
+redis-py.
+
+Calls have a short operation timeout (``timeout``; plus ``connect_timeout`` while connecting)
+and no client-side retries, so a dead or blackholed Redis fails a request in about
+``timeout`` seconds with :class:`~lockgate.state.base.StateUnavailable` instead of hanging it
+(a timeout also drops the connection, so the calls behind it do not wait on a dead socket).
+Cache operations swallow that error (a dead cache is a miss) and count it in
 :attr:`RedisState.cache_errors`.
 
 Redis Cluster: multi-key scripts need all keys in one slot. Give a prefix with
@@ -29,7 +35,6 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from lockgate.state import lua
@@ -47,6 +52,7 @@ from lockgate.state.base import (
     RateState,
     StateUnavailable,
 )
+from lockgate.state.resp import NoScript, RespConnection
 
 __all__ = ["RedisState"]
 
@@ -56,102 +62,25 @@ _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 
 
 class _Script:
-    """One Lua script: EVALSHA, and SCRIPT LOAD + retry on NOSCRIPT."""
+    """One Lua script: EVALSHA, and SCRIPT LOAD + retry on NOSCRIPT.
+
+    Arguments are joined into the single ``ARGV[1]`` string the scripts split
+    (:mod:`lockgate.state.lua`)."""
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
         self.loads = 0
 
-    async def __call__(self, client: Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def __call__(self, conn: RespConnection, keys: Sequence[str],
+                       args: Sequence[Any]) -> Any:
+        joined = ",".join(map(str, args))
         try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
+            return await conn.call("EVALSHA", self.sha, len(keys), *keys, joined)
+        except NoScript:
             self.loads += 1
-            await client.script_load(self.source)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-
-
-class _Batcher:
-    """Auto-pipelining: script calls made in the same event-loop turn go out as one pipeline.
-
-    Under concurrency this turns N request/response round-trips (N socket
-    writes and wake-ups on both sides) into one; a lone call goes out alone.
-    """
-
-    def __init__(self, client: Redis, max_batch: int = 256) -> None:
-        self._client = client
-        self._max = max_batch
-        self._pending: list[tuple[_Script, Sequence[str], Sequence[Any], asyncio.Future[Any]]] = []
-        self._scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.batches = 0
-        self.batched_calls = 0
-
-    def submit(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Queue one script call; ``args`` are joined into the single ``ARGV[1]`` string."""
-        args = [",".join(map(str, args))]
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((script, keys, args, fut))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
-        return fut
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        while self._pending:
-            batch, self._pending = self._pending[: self._max], self._pending[self._max :]
-            task = asyncio.get_running_loop().create_task(self._run(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _run(
-        self, batch: list[tuple[_Script, Sequence[str], Sequence[Any], asyncio.Future[Any]]]
-    ) -> None:
-        if len(batch) == 1:
-            script, keys, args, fut = batch[0]
-            try:
-                result = await script(self._client, keys, args)
-            except Exception as exc:
-                _settle_future(fut, exc=exc)
-            else:
-                _settle_future(fut, result=result)
-            return
-        self.batches += 1
-        self.batched_calls += len(batch)
-        pipe = self._client.pipeline(transaction=False)
-        for script, keys, args, _ in batch:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        try:
-            results = await pipe.execute(raise_on_error=False)
-        except Exception as exc:
-            for *_, fut in batch:
-                _settle_future(fut, exc=exc)
-            return
-        for (script, keys, args, fut), result in zip(batch, results, strict=True):
-            if isinstance(result, NoScriptError):
-                try:
-                    result = await script(self._client, keys, args)
-                except Exception as exc:
-                    _settle_future(fut, exc=exc)
-                    continue
-            if isinstance(result, Exception):
-                _settle_future(fut, exc=result)
-            else:
-                _settle_future(fut, result=result)
-
-
-def _settle_future(
-    fut: asyncio.Future[Any], *, result: Any = None, exc: BaseException | None = None
-) -> None:
-    if fut.done():  # the caller timed out and went away
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(result)
+            await conn.call("SCRIPT", "LOAD", self.source)
+            return await conn.call("EVALSHA", self.sha, len(keys), *keys, joined)
 
 
 def _f(x: float) -> str:
@@ -219,11 +148,14 @@ class RedisState:
             timeout=timeout * 2,
         )
         self._redis = Redis.from_pool(pool)
+        """redis-py: pub/sub and the callers of :attr:`client`; the request path's commands
+        go through ``_conn``."""
+        self._connect_timeout = connect_timeout if connect_timeout is not None else timeout
+        self._conn = RespConnection(url, connect_timeout=self._connect_timeout)
         self._admit = _Script(lua.ADMIT)
         self._settle = _Script(lua.SETTLE)
         self._usage = _Script(lua.USAGE)
         self._breaker = _Script(lua.BREAKER)
-        self._batcher = _Batcher(self._redis)
         self.cache_errors = 0
         """Cache operations that failed open (Redis unreachable)."""
 
@@ -231,7 +163,29 @@ class RedisState:
     def client(self) -> Redis:
         return self._redis
 
-    async def _guard(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _guard(self, what: str, op: Awaitable[T]) -> T:
+        """``op`` (a command on ``_conn``) within twice the op timeout (the time counts from
+        the call, so a busy event loop's own delay is in it; plus the connect timeout while
+        not connected); unreachable, timed out or refused -> StateUnavailable. A timeout drops
+        the connection: a stalled server must not hold the next calls."""
+        conn = self._conn
+        limit = self.timeout * 2 + 0.05
+        if not conn.connected:
+            limit += self._connect_timeout
+        try:
+            async with asyncio.timeout(limit):
+                return await op
+        except TimeoutError as exc:
+            conn.reset()
+            raise StateUnavailable(
+                f"shared state (Redis) unreachable during {what}: no answer in {limit:g} s"
+            ) from exc
+        except _UNREACHABLE as exc:
+            raise StateUnavailable(
+                f"shared state (Redis) unreachable during {what}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def _guard_redis_py(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         try:
             async with asyncio.timeout(self.timeout * 2 + 0.05):
                 return await fn()
@@ -268,7 +222,7 @@ class RedisState:
             args += [c.limit, _f(c.period), c.cost]
         for line in budgets:
             args += [line.limit, line.amount, math.ceil(line.expire_at)]
-        reply = await self._guard("admit", lambda: self._batcher.submit(self._admit, keys, args))
+        reply = await self._guard("admit", self._admit(self._conn, keys, args))
         raw = reply.split(b",")
         allowed, denied, index, ver = (int(x) for x in raw[:4])
         pos = 4
@@ -308,12 +262,12 @@ class RedisState:
             args += ["" if s.actual is None else s.actual, math.ceil(s.expire_at)]
         for a in rates:
             args += [a.limit, _f(a.period), a.delta]
-        await self._guard("settle", lambda: self._batcher.submit(self._settle, keys, args))
+        await self._guard("settle", self._settle(self._conn, keys, args))
 
     async def budget_usage(self, key: str, *, now: float) -> BudgetUsage:
         keys = [self._k(key), self._k(key) + ":x"]
         reply = await self._guard(
-            "budget_usage", lambda: self._batcher.submit(self._usage, keys, [_f(now)])
+            "budget_usage", self._usage(self._conn, keys, [_f(now)])
         )
         spent, reserved = reply.split(b",")
         return BudgetUsage(int(spent), int(reserved))
@@ -330,7 +284,7 @@ class RedisState:
             _f(HALF_OPEN_RETRY), *extra,
         ]
         reply = await self._guard(
-            "breaker " + op, lambda: self._batcher.submit(self._breaker, keys, args)
+            "breaker " + op, self._breaker(self._conn, keys, args)
         )
         raw = reply.split(b",")
         name = raw[0].decode()
@@ -379,7 +333,7 @@ class RedisState:
 
     async def cache_get(self, key: str) -> bytes | None:
         try:
-            value = await self._guard("cache_get", lambda: self._redis.get(self._k("c:" + key)))
+            value = await self._guard("cache_get", self._conn.call("GET", self._k("c:" + key)))
         except StateUnavailable:
             self.cache_errors += 1
             return None
@@ -393,38 +347,39 @@ class RedisState:
             return
         try:
             await self._guard(
-                "cache_set", lambda: self._redis.set(self._k("c:" + key), value, px=ms)
+                "cache_set", self._conn.call("SET", self._k("c:" + key), value, "PX", ms)
             )
         except StateUnavailable:
             self.cache_errors += 1
 
     async def cache_delete(self, key: str) -> None:
         try:
-            await self._guard("cache_delete", lambda: self._redis.delete(self._k("c:" + key)))
+            await self._guard("cache_delete", self._conn.call("DEL", self._k("c:" + key)))
         except StateUnavailable:
             self.cache_errors += 1
 
     # -- versions and pub/sub ----------------------------------------------
 
     async def get_version(self, name: str) -> int:
-        raw = await self._guard("get_version", lambda: self._redis.get(self._k("v:" + name)))
+        raw = await self._guard("get_version", self._conn.call("GET", self._k("v:" + name)))
         return int(raw) if raw is not None else 0
 
     async def bump_version(self, name: str) -> int:
         return int(
-            await self._guard("bump_version", lambda: self._redis.incr(self._k("v:" + name)))
+            await self._guard("bump_version", self._conn.call("INCR", self._k("v:" + name)))
         )
 
     async def publish(self, channel: str, message: str) -> None:
         await self._guard(
-            "publish", lambda: self._redis.publish(self._k("ch:" + channel), message)
+            "publish", self._conn.call("PUBLISH", self._k("ch:" + channel), message)
         )
 
     async def subscribe(self, channel: str) -> _RedisSubscription:
         pubsub = self._redis.pubsub()
         name = self._k("ch:" + channel)
-        await self._guard("subscribe", lambda: pubsub.subscribe(name))
+        await self._guard_redis_py("subscribe", lambda: pubsub.subscribe(name))
         return _RedisSubscription(self, pubsub, channel)
 
     async def close(self) -> None:
+        await self._conn.close()
         await self._redis.aclose()
