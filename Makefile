@@ -64,8 +64,12 @@ services:
 	@command -v chromium >/dev/null || { echo "==> apt-get install chromium (console browser tests drive it through Playwright)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# test files run side by side, one worker per core (a file's tests stay on one worker:
+# module fixtures and their servers are shared within a file, never across)
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+
 test: $(STAMP_DEV) services
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check src tests bench

@@ -10,10 +10,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lockgate.jobs.model import NewJob
 from lockgate.jobs.queue import JobQueue
 from lockgate.testing.stub_upstream import StubUpstream
 from tests.jobs.test_jobs_worker import wait_for
+
+
+@pytest.fixture
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's rich console reads COLUMNS once, when first imported (maybe by another
+    test in this process): give it a width that shows whole ids for the in-process runs."""
+    from lockgate.cli import common
+
+    monkeypatch.setattr(common.console, "width", 250)
 
 SRC = Path(__file__).parent.parent.parent / "src"
 
@@ -96,7 +107,7 @@ async def test_sigkilled_cli_worker_loses_nothing(
         await stub.stop()
 
 
-def test_dlq_commands(tmp_path: Path) -> None:
+def test_dlq_commands(tmp_path: Path, wide_console: None) -> None:
     """In process (typer's runner): list, show, retry, purge, stats, a one-line error."""
     from typer.testing import CliRunner
 
@@ -161,7 +172,7 @@ def test_dlq_commands(tmp_path: Path) -> None:
     assert [(a, t) for a, t, _ in rows] == [("dlq.retry", job_id), ("dlq.purge", "*")]
     assert all((who or "").startswith("cli:") for _, _, who in rows)
 
-def test_webhook_dlq_commands(tmp_path: Path) -> None:
+def test_webhook_dlq_commands(tmp_path: Path, wide_console: None) -> None:
     """``dlq webhooks`` lists dead-lettered webhooks; ``dlq webhook-retry`` queues one again."""
     from typer.testing import CliRunner
 
