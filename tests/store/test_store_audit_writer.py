@@ -539,3 +539,33 @@ async def test_facade_call_batches_batch_spill_and_replay_like_the_others(
     await w2.close()
     assert (w2.written, w2.facade_written) == (1, 1)
     assert await facade_batches(store) == ["/tickets/1", "/tickets/2"]
+
+
+async def test_heap_is_released_once_after_a_large_backlog_is_written(
+    store: Store, make_record: RecordFactory, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lockgate.store import audit_writer
+
+    calls: list[int] = []
+
+    def fake_release() -> bool:  # the real malloc_trim is tested in tests/test_interpreter.py
+        calls.append(1)
+        return True
+
+    monkeypatch.setattr(audit_writer, "release_free_heap", fake_release)
+    monkeypatch.setattr(audit_writer, "RELEASE_HEAP_AFTER", 300)
+    w = writer(store, tmp_path, batch_size=100)
+    w.start()
+    for n in range(200):  # a backlog below the threshold: nothing to give back
+        w.submit(make_record(n))
+    await until(lambda: w.pending == 0)
+    await asyncio.sleep(0.05)
+    assert calls == [] and w.heap_releases == 0
+    for n in range(200, 600):  # 400 queued at once: released once they are all written
+        w.submit(make_record(n))
+    await until(lambda: w.heap_releases == 1)
+    assert w.pending == 0 and w.written == 600 and calls == [1]
+    await asyncio.sleep(0.05)
+    assert w.heap_releases == 1  # once per backlog, not on every idle step
+    await w.close()

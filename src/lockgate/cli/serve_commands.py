@@ -13,6 +13,7 @@ import typer
 from lockgate.cli.common import ConfigOption, console, fail, get_config, run
 from lockgate.cli.facade_commands import check_facades
 from lockgate.errors import ConfigError
+from lockgate.interpreter import apply_malloc_env
 from lockgate.jobs.embedded import EMBEDDED_WORKER_ENV
 from lockgate.jobs.tasks import TaskError
 from lockgate.runtime import MASTER_HASH_FILE, Runtime, master_key_hash, save_master_key_hash
@@ -64,6 +65,7 @@ def _serve(cfg: Config, config_path: Path | None, host: str, port: int, workers:
     if os.environ.get(SERVE_IN_PROCESS_ENV) == "1":
         raise typer.Exit(serving_main(args))
     argv = [*COMMAND, *args]
+    apply_malloc_env(os.environ)  # read by the C library when the new process starts
     # the gateway starts in a clean interpreter (same PID): what the CLI imported stays out
     sys.stdout.flush()
     sys.stderr.flush()

@@ -41,7 +41,10 @@ How far behind it is: ``pending`` (records in memory) and :meth:`AuditWriter.bac
 (age of the oldest of them), exported as ``lockgate_audit_pending`` and
 ``lockgate_audit_backlog_seconds``. Memory is bounded by ``max_queue``: past it the queue goes
 to spill files (``lockgate_audit{stat="spilled"}``), which are written back once the database
-keeps up again (docs/audit-retention.md has the measured ceiling).
+keeps up again (docs/audit-retention.md has the measured ceiling). Once a backlog of
+``RELEASE_HEAP_AFTER`` rows or more is written, the writer returns the freed heap pages to the
+system (``malloc_trim``; counted in ``heap_releases``), so a burst does not leave the process
+at its peak size.
 
 Counters for metrics: ``pending``, ``written``, ``duplicates``, ``batches``
 (transactions committed), ``failed_flushes``, ``spilled``, ``replayed``,
@@ -66,6 +69,7 @@ from typing import Any, Final
 import orjson
 from sqlalchemy import exc as sa_exc
 
+from lockgate.interpreter import release_free_heap
 from lockgate.store.chain import YIELD_EVERY, YIELD_EVERY_BEHIND
 from lockgate.store.errors import StoreError
 from lockgate.store.records import UsageRecordLike, facade_call_row, shadow_row, usage_row
@@ -87,6 +91,10 @@ SHADOW_KIND: Final = "shadow"
 """``ROW_KIND`` value of a ``shadow_results`` row."""
 FACADE_KIND: Final = "facade"
 """``ROW_KIND`` value of a ``facade_calls`` row."""
+
+
+RELEASE_HEAP_AFTER: Final = 5_000
+"""Queued rows past which, once all are written, free heap memory is returned to the system."""
 
 
 class AuditOverflow(StoreError):
@@ -147,6 +155,7 @@ class AuditWriter:
         self._closed = False
         self._deadline = float("inf")
         self._replay_wanted = True
+        self._peak = 0  # the largest queue seen since the heap was last released
 
         self.written = 0
         self.duplicates = 0
@@ -160,6 +169,8 @@ class AuditWriter:
         """``shadow_results`` rows committed."""
         self.facade_written = 0
         """``facade_calls`` rows committed."""
+        self.heap_releases = 0
+        """Times free heap memory was returned after a backlog (``RELEASE_HEAP_AFTER``)."""
 
     # ------------------------------------------------------------------ API
 
@@ -238,6 +249,8 @@ class AuditWriter:
         n = len(buf)
         if n >= self._batch_size:
             self._wake.set()
+            if n > self._peak:
+                self._peak = n
             if n > self._max_queue:
                 self._urgent.set()
 
@@ -296,6 +309,7 @@ class AuditWriter:
                 backoff = self._retry_initial
                 if self._closing and not self._buf:
                     return
+                await self._maybe_release_heap()
                 continue
             if self._closing and time.monotonic() >= self._deadline:
                 await self._spill_all("database still failing at close")
@@ -310,6 +324,16 @@ class AuditWriter:
         if ok and self._replay_wanted:
             ok = await self._replay()
         return ok
+
+    async def _maybe_release_heap(self) -> None:
+        """After a backlog of at least ``RELEASE_HEAP_AFTER`` rows is written, give the
+        memory its records held back to the system (:func:`lockgate.interpreter.
+        release_free_heap`); without this the process stays at its peak size."""
+        if self._buf or self._peak < RELEASE_HEAP_AFTER:
+            return
+        self._peak = 0
+        if await asyncio.to_thread(release_free_heap):
+            self.heap_releases += 1
 
     async def _backoff(self, delay: float) -> None:
         if self._closing:
