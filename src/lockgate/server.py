@@ -36,7 +36,6 @@ from lockgate.api.openapi_bodies import declare_request_bodies
 from lockgate.api.request_io import request_id_of
 from lockgate.errors import BadRequest, GatewayError
 from lockgate.events.embedded import EmbeddedConsumers
-from lockgate.facade import Facades
 from lockgate.interpreter import settle_after_startup
 from lockgate.jobs.embedded import EmbeddedWorker, embedded_worker_enabled
 from lockgate.observability.logging import configure_logging
@@ -70,7 +69,11 @@ def create_app(config: Config | None = None) -> LeanGateway:
                      if worker is not None and cfg.events.consumers and runtime.review else None)
         log.info("lockgate.started", models=runtime.pipeline.router.models(), pid=os.getpid(),
                  embedded_worker=worker is not None)
-        facades = await Facades.start(runtime) if cfg.facades else None  # lockgate.facade
+        facades = None
+        if cfg.facades:  # lockgate.facade (aiohttp): imported only when facades are configured
+            from lockgate.facade import Facades
+
+            facades = await Facades.start(runtime)
         settle_after_startup()  # gc.freeze() and a short GIL switch interval
         try:
             yield

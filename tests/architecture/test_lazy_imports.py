@@ -10,7 +10,8 @@ from pathlib import Path
 from lockgate.lazy import lazy_module
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-NOT_AT_START = ("numpy", "alembic", "mako", "faiss", "onnxruntime", "mcp", "playwright")
+NOT_AT_START = ("numpy", "alembic", "mako", "faiss", "onnxruntime", "mcp", "playwright",
+                "aiohttp")
 
 
 def test_starting_a_gateway_leaves_heavy_libraries_unloaded() -> None:

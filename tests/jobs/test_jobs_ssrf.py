@@ -16,7 +16,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from lockgate.errors import BadRequest
 from lockgate.jobs.queue import JobQueue
-from lockgate.jobs.ssrf import AddressPolicy, GuardedResolver, UnsafeDestination
+from lockgate.jobs.ssrf import AddressPolicy, UnsafeDestination
+from lockgate.jobs.ssrf_resolver import GuardedResolver
 from lockgate.jobs.submission import JobService
 from lockgate.jobs.taskspec import task_specs
 from lockgate.jobs.webhooks import WebhookSender

@@ -13,17 +13,22 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import aiohttp
 import orjson
 import yaml
 
 from lockgate.agents.tools import Tool, ToolContext, ToolFailed
 from lockgate.errors import ConfigError
+from lockgate.lazy import lazy_module
 from lockgate.settings import resolve_secret
 from lockgate.settings.agents import OpenApiSource
+
+if TYPE_CHECKING:
+    import aiohttp
+else:  # ~14 MB resident: loaded on first use, not by every gateway worker at start
+    aiohttp = lazy_module("aiohttp")
 
 __all__ = ["HttpTools", "load_openapi"]
 

@@ -6,7 +6,8 @@ address 169.254.169.254), shared (100.64/10), multicast, reserved or unspecified
 same for IPv4-mapped IPv6 addresses. Checks happen twice:
 
 * at submit (:meth:`AddressPolicy.check_url`: resolve now, 400 on a bad address), and
-* at every connection (:class:`GuardedResolver`, the resolver of the webhook client), so a
+* at every connection (:class:`lockgate.jobs.ssrf_resolver.GuardedResolver`, the resolver
+  of the webhook client), so a
   name that later resolves somewhere else (DNS rebinding) is still refused, and an IP
   literal is checked before the request. Redirects are never followed by the sender.
 
@@ -18,17 +19,13 @@ admits named destinations anyway, e.g. ``127.0.0.1/32`` for tests or an internal
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
-
-__all__ = ["AddressPolicy", "GuardedResolver", "UnsafeDestination", "literal_refusal"]
+__all__ = ["AddressPolicy", "UnsafeDestination", "literal_refusal"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -139,31 +136,6 @@ def _is_literal(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-class GuardedResolver(AbstractResolver):
-    """An aiohttp resolver that refuses names resolving to any address the policy refuses."""
-
-    def __init__(self, policy: AddressPolicy, inner: AbstractResolver | None = None) -> None:
-        self.policy = policy
-        self._inner = inner or DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if not self.policy.name_allowed(host) and (
-            host == "localhost" or host.endswith(".localhost")
-        ):
-            raise OSError(errno.EACCES, f"refused: {host} is a loopback name")
-        infos = await self._inner.resolve(host, port, family)
-        try:
-            self.policy.check_addresses(host, [str(i["host"]) for i in infos])
-        except UnsafeDestination as exc:
-            raise OSError(errno.EACCES, f"refused: {exc}") from None
-        return infos
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 def literal_refusal(policy: AddressPolicy, url: str) -> str | None:

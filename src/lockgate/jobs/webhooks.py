@@ -17,14 +17,19 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
 from lockgate.alerts.webhooks import SIGNATURE_HEADER, sign, verify
 from lockgate.jobs.model import backoff_delay
-from lockgate.jobs.ssrf import AddressPolicy, GuardedResolver, literal_refusal
+from lockgate.jobs.ssrf import AddressPolicy, literal_refusal
+from lockgate.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import aiohttp
+else:  # ~14 MB resident: loaded on first use, not by every gateway worker at start
+    aiohttp = lazy_module("aiohttp")
 
 __all__ = [
     "DELIVERY_HEADER",
@@ -75,6 +80,8 @@ class WebhookSender:
         if self._session is None or self._session.closed:
             connector = None
             if self.policy is not None and not self.policy.allow_private:
+                from lockgate.jobs.ssrf_resolver import GuardedResolver
+
                 connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.policy))
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout), connector=connector
