@@ -4,10 +4,13 @@ SELECT against the real server, error replies, and the failure modes of a bad se
 from __future__ import annotations
 
 import asyncio
+import ssl
 import uuid
+from pathlib import Path
 
 import pytest
 import redis as sync_redis
+from tests.providers.test_http1_tls import cert_files  # noqa: F401  (the self-signed pair)
 
 from lockgate.state.base import RateCounter, StateUnavailable
 from lockgate.state.redis_state import RedisState
@@ -24,6 +27,8 @@ def test_parse_redis_urls() -> None:
     assert (t.port, t.db, t.username, t.password) == (6379, 0, None, "pw")
     t = parse_redis_url("rediss://h:6390/0?ssl_cert_reqs=none")
     assert t.tls and not t.tls_verify
+    t = parse_redis_url("rediss://h/0?ssl_ca_certs=/ca.pem&ssl_certfile=/c.pem&ssl_keyfile=/k.pem")
+    assert t.tls_verify and (t.ca_certs, t.certfile, t.keyfile) == ("/ca.pem", "/c.pem", "/k.pem")
     t = parse_redis_url("unix:///run/redis.sock?db=2&password=x")
     assert (t.path, t.db, t.password) == ("/run/redis.sock", 2, "x")
     for bad in ("http://h:1/0", "redis://h/notanumber", "unix://"):
@@ -168,3 +173,49 @@ async def test_admit_on_a_closed_port_is_state_unavailable_quickly() -> None:
                           reservation_expires=1.0)
     assert loop.time() - t0 < 1.0
     await state.close()
+
+
+@pytest.mark.redis
+async def test_rediss_through_a_tls_terminator_to_the_real_server(
+    cert_files: tuple[Path, Path], redis_prefix: str,  # noqa: F811 (the imported fixture)
+) -> None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*cert_files)
+    pipes: set[asyncio.Task[None]] = set()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def terminate(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        r2, w2 = await asyncio.open_connection("127.0.0.1", 6379)
+        for t in (asyncio.create_task(pipe(reader, w2)), asyncio.create_task(pipe(r2, writer))):
+            pipes.add(t)
+            t.add_done_callback(pipes.discard)
+
+    server = await asyncio.start_server(terminate, "127.0.0.1", 0, ssl=ctx)
+    port = server.sockets[0].getsockname()[1]
+    cert = cert_files[0]
+    try:
+        conn = RespConnection(f"rediss://localhost:{port}/0?ssl_ca_certs={cert}")
+        await conn.call("SET", redis_prefix + "tls", "over-tls")
+        assert await conn.call("GET", redis_prefix + "tls") == b"over-tls"
+        await conn.close()
+        insecure = RespConnection(f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=none")
+        assert await insecure.call("GET", redis_prefix + "tls") == b"over-tls"
+        await insecure.close()
+        # an unknown CA is refused: the backend reports Redis unreachable, never a 500
+        state = RedisState(f"rediss://localhost:{port}/0", timeout=1.0)
+        with pytest.raises(StateUnavailable, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+            await state.get_version("x")
+        await state.close()
+    finally:
+        server.close()
+        for t in list(pipes):
+            t.cancel()

@@ -6,8 +6,9 @@ callbacks): with governance on, a request makes five commands (admit, settle, br
 get and set), which made the controls cost more than the rest of the gateway together. This
 connection does what the request path needs and nothing else:
 
-- one socket per state backend (TCP, TLS for ``rediss://``, or a Unix socket), made on first
-  use (``AUTH`` and ``SELECT`` as the URL says) and again after it is lost;
+- one socket per state backend (TCP; TLS for ``rediss://``, with redis-py's ``ssl_cert_reqs``,
+  ``ssl_ca_certs``, ``ssl_certfile`` and ``ssl_keyfile`` query options; or a Unix socket),
+  made on first use (``AUTH`` and ``SELECT`` as the URL says) and again after it is lost;
 - every coroutine's commands are queued in the order they are made and written together once
   per event-loop turn (auto-pipelining: under concurrency N commands cost one write);
 - Redis answers in order, so replies are matched to callers first-in first-out and parsed by
@@ -46,14 +47,17 @@ class NoScript(RespError):
 class RespTarget:
     """Where and how to connect, from a ``redis://``, ``rediss://`` or ``unix://`` URL."""
 
-    __slots__ = ("db", "host", "password", "path", "port", "tls", "tls_verify", "username")
+    __slots__ = ("ca_certs", "certfile", "db", "host", "keyfile", "password", "path", "port",
+                 "tls", "tls_verify", "username")
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 6379, path: str | None = None,
                  db: int = 0, username: str | None = None, password: str | None = None,
-                 tls: bool = False, tls_verify: bool = True) -> None:
+                 tls: bool = False, tls_verify: bool = True, ca_certs: str | None = None,
+                 certfile: str | None = None, keyfile: str | None = None) -> None:
         self.host, self.port, self.path, self.db = host, port, path, db
         self.username, self.password = username, password
         self.tls, self.tls_verify = tls, tls_verify
+        self.ca_certs, self.certfile, self.keyfile = ca_certs, certfile, keyfile
 
 
 def parse_redis_url(url: str) -> RespTarget:
@@ -79,9 +83,14 @@ def parse_redis_url(url: str) -> RespTarget:
             raise ValueError("unix:// Redis URL needs a socket path")
         return RespTarget(path=parts.path, db=db, username=username, password=password)
     verify = query.get("ssl_cert_reqs", ["required"])[0].lower() not in ("none", "optional")
+
+    def one(name: str) -> str | None:
+        return query[name][0] if name in query else None
+
     return RespTarget(host=parts.hostname or "127.0.0.1", port=parts.port or 6379, db=db,
                       username=username, password=password, tls=scheme == "rediss",
-                      tls_verify=verify)
+                      tls_verify=verify, ca_certs=one("ssl_ca_certs"),
+                      certfile=one("ssl_certfile"), keyfile=one("ssl_keyfile"))
 
 
 class _Protocol(asyncio.Protocol):
@@ -272,7 +281,9 @@ class RespConnection:
 def _tls_context(t: RespTarget) -> ssl.SSLContext | None:
     if not t.tls:
         return None
-    ctx = ssl.create_default_context()
+    ctx = ssl.create_default_context(cafile=t.ca_certs)
+    if t.certfile:
+        ctx.load_cert_chain(t.certfile, t.keyfile)
     if not t.tls_verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
