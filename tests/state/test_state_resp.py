@@ -219,3 +219,18 @@ async def test_rediss_through_a_tls_terminator_to_the_real_server(
         server.close()
         for t in list(pipes):
             t.cancel()
+
+
+@pytest.mark.redis
+def test_one_connection_object_used_from_two_event_loops_in_turn(redis_prefix: str) -> None:
+    conn = RespConnection(URL)
+
+    async def use(value: str) -> bytes:
+        await conn.call("SET", redis_prefix + "loop", value)
+        got: bytes = await conn.call("GET", redis_prefix + "loop")
+        return got
+
+    assert asyncio.run(use("first")) == b"first"
+    assert asyncio.run(use("second")) == b"second"  # reconnected on the new loop
+    assert conn.connects == 2
+    asyncio.run(conn.close())

@@ -193,6 +193,7 @@ class RespConnection:
         self.connect_timeout = connect_timeout
         self._proto: _Protocol | None = None
         self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
         self._writes = 0
         self._pipelined = 0
         self.connects = 0
@@ -217,7 +218,7 @@ class RespConnection:
     async def call(self, *args: Any) -> Any:
         """Send one command and return its reply (bytes, int, None, list)."""
         proto = self._proto
-        if proto is None or proto.closed:
+        if proto is None or proto.closed or proto.loop is not asyncio.get_running_loop():
             proto = await self._connected()
         return await proto.send(hiredis.pack_command(args))
 
@@ -226,7 +227,7 @@ class RespConnection:
         proto = self._proto
         if proto is not None:
             self._forget(proto)
-            proto.fail(ConnectionError(f"connection to Redis {reason}"))
+            _discard(proto, reason)
 
     async def close(self) -> None:
         self.reset("closed")
@@ -239,14 +240,16 @@ class RespConnection:
             self._proto = None
 
     async def _connected(self) -> _Protocol:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:  # a lock serves one loop
+            self._lock, self._lock_loop = asyncio.Lock(), loop
         async with self._lock:
             proto = self._proto
-            if proto is not None and not proto.closed:
+            if proto is not None and not proto.closed and proto.loop is loop:
                 return proto
-            if proto is not None:
+            if proto is not None:  # lost, or made on another event loop
                 self._forget(proto)
+                _discard(proto, "replaced")
             proto = await self._connect()
             self._proto = proto
             self.connects += 1
@@ -276,6 +279,26 @@ class RespConnection:
                 proto.fail(ConnectionError("connection to Redis closed during setup"))
                 raise
         return proto
+
+
+def _discard(proto: _Protocol, reason: str) -> None:
+    """Close ``proto`` from whichever thread and loop we are on (its loop may be finished)."""
+    exc = ConnectionError(f"connection to Redis {reason}")
+    if proto.closed:
+        return
+    if proto.loop.is_closed():  # nothing can run there any more: just let go of it
+        proto.closed = True
+        proto.waiting.clear()
+        proto.out.clear()
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is proto.loop:
+        proto.fail(exc)
+    else:
+        proto.loop.call_soon_threadsafe(proto.fail, exc)
 
 
 def _tls_context(t: RespTarget) -> ssl.SSLContext | None:
