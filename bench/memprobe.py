@@ -108,6 +108,16 @@ def read_series(out_dir: Path) -> list[dict[str, float]]:
     return series
 
 
+if __name__ == "__main__" and os.environ.get("LOCKGATE_SERVE_IN_PROCESS") is None:
+    # lockgate serve starts its serving process with the malloc settings (read by the C
+    # library at start): start this one again with them, before the probe, so it measures
+    # the same allocator
+    from lockgate.interpreter import apply_malloc_env
+
+    os.environ["LOCKGATE_SERVE_IN_PROCESS"] = "1"
+    apply_malloc_env(os.environ)
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
 if os.environ.get(_ENV_DIR):  # the CLI process and every spawned worker
     install(Path(os.environ[_ENV_DIR]), float(os.environ.get(_ENV_EVERY) or 10.0))
 
