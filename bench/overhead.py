@@ -167,7 +167,11 @@ def measure_target(target: Target, upstream: Started, opts: Options) -> TargetRe
             result.notes.append(f"{result.probe.failures} failed requests in the header probe")
         if not result.probe.values_ms:
             result.notes.append(f"no {target.overhead_header} header in the responses")
-    result.rss_mb = rss_bytes(own.pids()) / 2**20
+    pids = own.pids()
+    result.rss_mb = rss_bytes(pids) / 2**20
+    # with N > 1 workers the session leader is uvicorn's supervisor, not a worker
+    serving = [p for p in pids if p != own.proc.pid] if target.workers > 1 else pids
+    result.worker_rss_mb = sorted((rss_bytes([p]) / 2**20 for p in serving), reverse=True)
     if opts.stream_requests > 0 and (target.name == "direct" or (target.name.endswith("w=1")
                                      and target.kind in ("lockgate", "lockgate-variant"))):
         streamed = probe_stream_ttfb(target.url, target.headers, opts.stream_requests)

@@ -92,6 +92,9 @@ class TargetResult:
     levels: dict[int, LevelResult] = field(default_factory=dict)
     probe: HeaderProbe | None = None
     rss_mb: float | None = None
+    """Sum over the target's processes (with ``--workers N``, the supervisor and N workers)."""
+    worker_rss_mb: list[float] = field(default_factory=list)
+    """Each serving process's own RSS (lockgate: the workers, not the supervisor)."""
     notes: list[str] = field(default_factory=list)
     error: str | None = None
     stream: Any = None
