@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import platform
 import statistics
@@ -343,7 +344,7 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
                     [sys.executable, str(HERE / "upstream.py"), "--port", str(port)],
                     start_new_session=True,
                 )
-                wait_until(lambda p=port: _health(p), timeout=15)
+                wait_until(functools.partial(_health, port), timeout=15)
             systems = [("lockgate", b) for b in args.backends.split(",")] + [
                 ("rival", r) for r in filter(None, args.rivals.split(","))
             ]

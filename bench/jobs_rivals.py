@@ -77,12 +77,15 @@ def run_rival(system: str, broker: str, mode: str, n: int, producers: int, threa
     try:
         send(-1)  # warm-up job: the worker is up and consuming before the clock starts
         deadline = time.monotonic() + 120
-        while not r.sismember(f"{ns}:done", -1) and time.monotonic() < deadline:
+        while not r.sismember(f"{ns}:done", "-1") and time.monotonic() < deadline:
             time.sleep(0.05)
         started = time.perf_counter()
+        def burst(k: int) -> None:
+            for i in range(k, n, producers):
+                send(i)
+
         with ThreadPoolExecutor(producers) as pool:
-            list(pool.map(lambda k: [send(i) for i in range(k, n, producers)],
-                          range(producers)))
+            list(pool.map(burst, range(producers)))
         deadline = time.monotonic() + 600
         while int(r.scard(f"{ns}:done") or 0) < n + 1 and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -101,12 +101,13 @@ def build_faiss(x: F32, threads: int, k: int) -> Searcher:
     faiss.omp_set_num_threads(1)
 
     def searcher(mask: npt.NDArray[np.bool_] | None) -> Callable[[F32], list[int]]:
-        params = faiss.SearchParametersHNSW(efSearch=EF)
+        params = faiss.SearchParametersHNSW(efSearch=EF)  # type: ignore[attr-defined]
         keep: list[Any] = []
         if mask is not None:
             bits = np.packbits(mask, bitorder="little")
             sel = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
-            params = faiss.SearchParametersHNSW(efSearch=EF, sel=sel)
+            params = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
+                efSearch=EF, sel=sel)
             keep.extend((bits, sel))  # alive while searching
 
         def go(v: F32) -> list[int]:

@@ -109,7 +109,7 @@ async def main() -> None:
         import lockgate.rag.retrieval as retrieval
         from lockgate.rag.analysis import query_term_list
 
-        retrieval.query_term_list = functools.partial(  # type: ignore[assignment]
+        retrieval.query_term_list = functools.partial(  # type: ignore[attr-defined,assignment]
             query_term_list, max_repeat=args.max_repeat)
     beir = args.out / "beir"
     convert(args.data, beir)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
 
 import psycopg
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-def fresh_database(prefix: str) -> Iterator[str]:
+def fresh_database(prefix: str) -> Generator[str, None, None]:
     """Yield the URL of a new empty database named ``<prefix>_<random>``; drop it after."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
