@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Final
 
 __all__ = ["GC_THRESHOLDS", "GIL_SWITCH_INTERVAL", "MALLOC_ENV", "apply_malloc_env",
@@ -76,22 +77,23 @@ def apply_malloc_env(environ: MutableMapping[str, str]) -> None:
         environ.setdefault(name, value)
 
 
-_libc: ctypes.CDLL | bool | None = False  # False: not looked up yet
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """The C library's ``malloc_trim``, or None where there is none (not glibc)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return getattr(libc, "malloc_trim", None)
 
 
 def release_free_heap() -> bool:
     """``malloc_trim(0)``: return the free pages of every malloc arena to the system. False
     where the C library has no ``malloc_trim`` (not glibc). Takes a few milliseconds on a
     heap of ~100 MB; call it off the event loop (``asyncio.to_thread``)."""
-    global _libc
-    if _libc is False:
-        name = ctypes.util.find_library("c")
-        try:
-            lib = ctypes.CDLL(name) if name else None
-        except OSError:
-            lib = None
-        _libc = lib if lib is not None and hasattr(lib, "malloc_trim") else None
-    if not isinstance(_libc, ctypes.CDLL):
+    trim = _malloc_trim()
+    if trim is None:
         return False
-    _libc.malloc_trim(0)
+    trim(0)
     return True

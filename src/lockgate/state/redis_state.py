@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -164,10 +164,11 @@ class RedisState:
         return self._redis
 
     async def _guard(self, what: str, op: Awaitable[T]) -> T:
-        """``op`` (a command on ``_conn``) within twice the op timeout (the time counts from
-        the call, so a busy event loop's own delay is in it; plus the connect timeout while
-        not connected); unreachable, timed out or refused -> StateUnavailable. A timeout drops
-        the connection: a stalled server must not hold the next calls."""
+        """``op`` (a command: over ``_conn``, or a redis-py subscription) within twice the op
+        timeout (counted from the call, so a busy event loop's own delay is in it; plus the
+        connect timeout while not connected); unreachable, timed out or refused ->
+        StateUnavailable. A timeout drops ``_conn``: a stalled server must not hold the next
+        calls."""
         conn = self._conn
         limit = self.timeout * 2 + 0.05
         if not conn.connected:
@@ -180,15 +181,6 @@ class RedisState:
             raise StateUnavailable(
                 f"shared state (Redis) unreachable during {what}: no answer in {limit:g} s"
             ) from exc
-        except _UNREACHABLE as exc:
-            raise StateUnavailable(
-                f"shared state (Redis) unreachable during {what}: {type(exc).__name__}: {exc}"
-            ) from exc
-
-    async def _guard_redis_py(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
-        try:
-            async with asyncio.timeout(self.timeout * 2 + 0.05):
-                return await fn()
         except _UNREACHABLE as exc:
             raise StateUnavailable(
                 f"shared state (Redis) unreachable during {what}: {type(exc).__name__}: {exc}"
@@ -377,7 +369,7 @@ class RedisState:
     async def subscribe(self, channel: str) -> _RedisSubscription:
         pubsub = self._redis.pubsub()
         name = self._k("ch:" + channel)
-        await self._guard_redis_py("subscribe", lambda: pubsub.subscribe(name))
+        await self._guard("subscribe", pubsub.subscribe(name))
         return _RedisSubscription(self, pubsub, channel)
 
     async def close(self) -> None:

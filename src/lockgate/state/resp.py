@@ -96,16 +96,15 @@ def parse_redis_url(url: str) -> RespTarget:
 class _Protocol(asyncio.Protocol):
     """One socket: queued commands go out once per loop turn, replies resolve futures in order."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, owner: RespConnection) -> None:
         self.loop = loop
+        self.owner = owner  # counts the writes
         self.transport: asyncio.Transport | None = None
         self.reader = hiredis.Reader(replyError=RespError)
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self.out: list[bytes] = []
         self.scheduled = False
         self.closed = False
-        self.writes = 0
-        self.pipelined_writes = 0
 
     # -- asyncio.Protocol
 
@@ -161,9 +160,9 @@ class _Protocol(asyncio.Protocol):
         if not out or self.closed or self.transport is None:
             out.clear()
             return
-        self.writes += 1
+        self.owner.writes += 1
         if len(out) > 1:
-            self.pipelined_writes += 1
+            self.owner.pipelined_writes += 1
             data = b"".join(out)
         else:
             data = out[0]
@@ -194,26 +193,16 @@ class RespConnection:
         self._proto: _Protocol | None = None
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
-        self._writes = 0
-        self._pipelined = 0
         self.connects = 0
+        self.writes = 0
+        """Socket writes so far (each carries one or more commands)."""
+        self.pipelined_writes = 0
+        """Writes that carried more than one command."""
 
     @property
     def connected(self) -> bool:
         p = self._proto
         return p is not None and not p.closed
-
-    @property
-    def writes(self) -> int:
-        """Socket writes so far (each carries one or more commands)."""
-        p = self._proto
-        return self._writes + (p.writes if p is not None else 0)
-
-    @property
-    def pipelined_writes(self) -> int:
-        """Writes that carried more than one command."""
-        p = self._proto
-        return self._pipelined + (p.pipelined_writes if p is not None else 0)
 
     async def call(self, *args: Any) -> Any:
         """Send one command and return its reply (bytes, int, None, list)."""
@@ -224,20 +213,12 @@ class RespConnection:
 
     def reset(self, reason: str = "reset after a timeout") -> None:
         """Drop the connection (the next call makes a new one); calls in flight fail."""
-        proto = self._proto
+        proto, self._proto = self._proto, None
         if proto is not None:
-            self._forget(proto)
             _discard(proto, reason)
 
     async def close(self) -> None:
         self.reset("closed")
-
-    def _forget(self, proto: _Protocol) -> None:
-        self._writes += proto.writes
-        self._pipelined += proto.pipelined_writes
-        proto.writes = proto.pipelined_writes = 0
-        if self._proto is proto:
-            self._proto = None
 
     async def _connected(self) -> _Protocol:
         loop = asyncio.get_running_loop()
@@ -248,7 +229,6 @@ class RespConnection:
             if proto is not None and not proto.closed and proto.loop is loop:
                 return proto
             if proto is not None:  # lost, or made on another event loop
-                self._forget(proto)
                 _discard(proto, "replaced")
             proto = await self._connect()
             self._proto = proto
@@ -260,10 +240,10 @@ class RespConnection:
         t = self.target
         async with asyncio.timeout(self.connect_timeout):
             if t.path is not None:
-                _, proto = await loop.create_unix_connection(lambda: _Protocol(loop), t.path)
+                _, proto = await loop.create_unix_connection(lambda: _Protocol(loop, self), t.path)
             else:
                 _, proto = await loop.create_connection(
-                    lambda: _Protocol(loop), t.host, t.port, ssl=_tls_context(t))
+                    lambda: _Protocol(loop, self), t.host, t.port, ssl=_tls_context(t))
             try:
                 if t.password is not None:
                     auth: tuple[str, ...] = (("AUTH", t.username, t.password) if t.username
