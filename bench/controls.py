@@ -41,6 +41,7 @@ from bench.targets import (  # noqa: E402
     _answers_chat,
     _clean_env,
     _create_virtual_key,
+    drop_redis_prefix,
     lockgate_command,
     start_upstream,
 )
@@ -111,16 +112,6 @@ def measure(group: ProcessGroup, work: Path, upstream_url: str, variant: str, pr
                c1.error_count + c8.error_count + probe.failures)
 
 
-def _drop_prefix(prefix: str) -> None:
-    import redis
-
-    r = redis.Redis.from_url(REDIS_URL)
-    keys = list(r.scan_iter(match=prefix + "*", count=1000))
-    if keys:
-        r.delete(*keys)
-    r.close()
-
-
 def render(rows: list[Row], seconds: float) -> str:
     off = rows[0]
     lines = [
@@ -163,7 +154,7 @@ def main() -> int:
                 print(f"{v}: {rows[-1]}", file=sys.stderr, flush=True)
         finally:
             if not args.no_redis:
-                _drop_prefix(prefix)
+                drop_redis_prefix(prefix, REDIS_URL)
     for r in rows:
         r.name = {"off": "off", "memory": "on (memory)", "redis": "on (redis)"}[r.name]
     out = render(rows, args.seconds)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import resource
 import sys
@@ -45,6 +46,7 @@ from bench.targets import (  # noqa: E402
     MASTER_KEY,
     _create_virtual_key,
     _lockgate_config,
+    drop_redis_prefix,
     lockgate_command,
     start_upstream,
 )
@@ -76,7 +78,7 @@ def _scope(key: str, body: bytes) -> dict[str, Any]:
 async def _drive(app: Any, key: str, total: int, concurrency: int,
                  profile: cProfile.Profile | None, vary: bool) -> tuple[float, float, int]:
     statuses: dict[int, int] = {}
-    counter = iter(range(10**12))
+    counter = itertools.count()
 
     async def one() -> None:
         sent = False
@@ -172,19 +174,7 @@ def main() -> None:
             uvloop.run(_main(args, key))
         finally:
             if args.controls:
-                _drop_prefix(prefix)
-
-
-def _drop_prefix(prefix: str) -> None:
-    import redis
-
-    r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    try:
-        keys = list(r.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            r.delete(*keys)
-    finally:
-        r.close()
+                drop_redis_prefix(prefix)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ from bench.targets import (  # noqa: E402
     BENCH_BODY,
     LITELLM_VERSION,
     Target,
+    drop_redis_prefix,
     ensure_litellm_venv,
     lockgate_command,
     start_litellm,
@@ -427,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
                                     prefix=prefix), name="lockgate w=1 controls")),
                             group, upstream.server, opts))
                     finally:
-                        _drop_redis_prefix(prefix)
+                        drop_redis_prefix(prefix)
                 if litellm_workers:
                     try:
                         exe = ensure_litellm_venv(args.litellm_venv, args.litellm_version)
@@ -501,22 +502,6 @@ def _controls(target: Target) -> Target:
     target.varying_body = True
     target.overhead_header = None
     return target
-
-
-def _drop_redis_prefix(prefix: str) -> None:
-    try:
-        import redis
-    except ImportError:
-        return
-    r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    try:
-        keys = list(r.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            r.delete(*keys)
-    except redis.RedisError:
-        pass
-    finally:
-        r.close()
 
 
 def _run_one(

@@ -30,6 +30,7 @@ __all__ = [
     "LITELLM_VERSION",
     "MASTER_KEY",
     "Target",
+    "drop_redis_prefix",
     "ensure_litellm_venv",
     "lockgate_command",
     "start_litellm",
@@ -310,3 +311,20 @@ def start_litellm(
                     overhead_header="x-litellm-overhead-duration-ms")
     _check_chat(target)
     return target
+
+
+def drop_redis_prefix(prefix: str, url: str = "redis://127.0.0.1:6379/0") -> None:
+    """Delete the keys a bench target wrote under its own Redis prefix (best effort)."""
+    try:
+        import redis
+    except ImportError:
+        return
+    r = redis.Redis.from_url(url)
+    try:
+        keys = list(r.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            r.delete(*keys)
+    except redis.RedisError:
+        pass
+    finally:
+        r.close()
