@@ -62,8 +62,10 @@ expiry-index entry per job. Every guarantee holds as before:
   run. Delay-lane messages, partition promotions, idempotent resubmissions ("heal") and
   DLQ retries publish a ready message only if the ready subject is empty (expected last
   subject sequence 0): whatever message is there already leads to the job, and replacing a
-  running job's timer would take its redelivery away. Only ``release`` replaces on purpose
-  (its own timer, so the job is handed out again at once);
+  running job's timer would take its redelivery away. The one exception: a due retry
+  that finds its job's old timer still there (the fire-and-forget acknowledgement has not
+  reached the server yet) waits for it to go instead of counting it as the carrier. Only
+  ``release`` replaces on purpose (its own timer, so the job is handed out again at once);
 * per-key ordering, DLQ, priority, idempotency: unchanged (partition lists, ``P_D``, the
   band consumers and the ``i.`` keys work as before).
 
@@ -149,6 +151,9 @@ later than this only means a second reader also looks at the message, and the re
 compare-and-set lets one of them act."""
 BANDS_REFRESH = 1.0
 """Seconds between re-reads of the priorities in use (other producers add bands)."""
+MOVED_WAIT = 0.05
+"""Seconds a claim waits, at most, for a band it has just moved due jobs into to show them
+(the server tells its consumers about new messages after acknowledging the publish)."""
 START_GRACE = 10.0
 """Seconds a message may point at a record not yet written (a producer mid-enqueue)."""
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -213,6 +218,8 @@ class NatsQueue:
         self._conn: Conn | None = None
         self._depth_cache: tuple[int, float] | None = None
         self._last_housekeeping = 0.0
+        self._moved: set[int] = set()
+        """Priorities this client has just moved due delay-lane jobs into (see ``claim``)."""
         self._finishing: list[tuple[str, float | None, Doc]] = []
         """Completed jobs whose expiry entry and timer acknowledgement wait for the next
         batch: (job id, expires_at or None, record)."""
@@ -340,7 +347,9 @@ class NatsQueue:
         ``lazy``: the record is not written yet; the message is the only copy of the job.
         ``if_empty``: only if the ready subject holds no message (expected last subject
         sequence 0) — a message there, waiting or a timer, already leads to the job, and
-        replacing a running job's timer would take its redelivery away."""
+        replacing a running job's timer would take its redelivery away; the job's own old
+        timer, acknowledged late, does not: then the job goes to the delay lane, which
+        waits for that timer to go."""
         from nats.js.errors import BadRequestError
 
         await self._ensure_band(int(doc["priority"]))
@@ -352,8 +361,12 @@ class NatsQueue:
         if lazy:
             msg["lazy"] = True
         headers = {"Nats-Expected-Last-Subject-Sequence": "0"} if if_empty else None
-        with contextlib.suppress(BadRequestError):  # (if_empty) 10071: the subject is taken
-            await self.js.publish(self._ready_subject(doc), orjson.dumps(msg), headers=headers)
+        subject = self._ready_subject(doc)
+        try:
+            await self.js.publish(subject, orjson.dumps(msg), headers=headers)
+        except BadRequestError:  # (if_empty) 10071: the subject is taken
+            if await self._old_timer_in(subject, doc["id"]):
+                await self._publish_delayed(doc)  # due: moved once that timer has gone
 
     async def _queued_doc(self, job_id: str) -> Doc | None:
         """The job a ready message holds whose record is not written yet (``lazy``)."""
@@ -775,7 +788,8 @@ class NatsQueue:
     async def _delays(self) -> None:
         """Due messages of the delay lane go to their ready subject. Only if that subject
         is empty (expected last subject sequence 0): a message there (waiting, or the
-        timer of a start that raced this one) already carries the job."""
+        timer of a start that raced this one) already carries the job — unless it is the
+        job's own old timer, acknowledged late (:meth:`_old_timer_in`): then later."""
         from nats.js.errors import BadRequestError
 
         for _ in range(8):
@@ -787,16 +801,37 @@ class NatsQueue:
                 if at > now:
                     await self._nak(m, delay=at - now)
                     continue
-                await self._ensure_band(int(body.get("p") or 0))
-                ready = f"{self.prefix}.r.{_band(int(body.get('p') or 0))}.{body['id']}"
-                with contextlib.suppress(BadRequestError):  # 10071: the subject is taken
+                priority = int(body.get("p") or 0)
+                await self._ensure_band(priority)
+                ready = f"{self.prefix}.r.{_band(priority)}.{body['id']}"
+                try:
                     await self.js.publish(
                         ready, orjson.dumps({"id": body["id"], "c": body["c"]}),
                         headers={"Nats-Expected-Last-Subject-Sequence": "0"},
                     )
+                    self._moved.add(priority)
+                except BadRequestError:  # 10071: the subject is taken
+                    if await self._old_timer_in(ready, body["id"]):
+                        # its worker's acknowledgement of it is still on the way (or the
+                        # worker died: the timer then comes due and defers the job anew)
+                        await self._nak(m, delay=min(2.0, 0.2 * m.metadata.num_delivered))
+                        continue
                 await self._ack(m)
             if len(msgs) < 256:
                 break
+
+    async def _old_timer_in(self, ready: str, job_id: str) -> bool:
+        """Whether the message in a due retry's ready subject is the timer of the job's
+        previous run, not yet acknowledged: it does not carry the retry (a start ignores
+        it) and will be gone once acknowledged, so the retry must not be dropped."""
+        cur = await self._load(job_id)
+        if cur is None or cur[0]["state"] != "queued" or not cur[0].get("run_q"):
+            return False
+        try:
+            last = await self.js.get_last_msg(self.s_queue, ready)
+        except NotFoundError:
+            return True  # gone meanwhile: publish on the next look
+        return int(last.seq or 0) == int(cur[0]["run_q"])
 
     async def _watch(self, msg: Msg, worker_id: str, lease: float, take: bool
                      ) -> Delivery | None:
@@ -864,16 +899,20 @@ class NatsQueue:
         out = await self._housekeeping(worker_id, limit, lease)
         until = time.time() + lease
         taken = len(out)
+        moved, self._moved = self._moved, set()
         for band in await self._current_bands():
-            for _ in range(16):  # bounded: timers nak'd again are not redelivered at once
+            for i in range(16):  # bounded: timers nak'd again are not redelivered at once
                 if len(out) >= limit:
                     break
                 need = limit - len(out)
-                msgs = await self.pulls.pull(self.s_queue, "b_" + _band(band), need)
+                # a band this claim has just moved due jobs into: its consumer may not know
+                # of them yet, and a lower band must not go first (priority)
+                wait = MOVED_WAIT if i == 0 and band in moved else 0.0
+                msgs = await self.pulls.pull(self.s_queue, "b_" + _band(band), need, wait=wait)
                 started = await asyncio.gather(*(self._start(m, worker_id, until) for m in msgs))
                 out += [d for d in started if d is not None]
-                if len(msgs) < need:
-                    break
+                if len(msgs) < need and not (wait and msgs):  # (a waited pull answers at
+                    break  # its first message: look again for more)
             if len(out) >= limit:
                 break
         self._bump_depth(taken - len(out))

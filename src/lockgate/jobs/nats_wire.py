@@ -1,7 +1,8 @@
 """JetStream plumbing for :mod:`lockgate.jobs.nats_queue` (no job logic here).
 
 * :class:`Pulls` — "give me up to N messages that are ready *now*" on a durable pull
-  consumer: one ``no_wait`` pull request, answered by the messages and a 404/408 status.
+  consumer: one ``no_wait`` pull request, answered by the messages and a 404/408 status
+  (with ``wait``: ``no_wait`` plus ``expires``, answered as soon as one message is there).
   nats-py's ``fetch`` waits out its timeout when a consumer is empty; a job queue polls
   empty consumers all the time, so it pulls by hand (one inbox subscription per consumer,
   one pull at a time on it: JetStream delivers under the messages' own subjects);
@@ -77,7 +78,10 @@ class _Lane:
         if len(cur[1]) >= cur[2]:
             cur[3].set_result(None)
 
-    async def pull(self, batch: int, timeout: float) -> list[Msg]:
+    async def pull(self, batch: int, timeout: float, wait: float = 0.0) -> list[Msg]:
+        request: dict[str, Any] = {"batch": batch, "no_wait": True}
+        if wait > 0:  # no_wait + expires: answered as soon as there is a message, else at expiry
+            request["expires"] = int(wait * 1e9)
         async with self.lock:
             if self.sub is None:
                 self.sub = await self.nc.subscribe(self.inbox + ".*", cb=self.on_msg)
@@ -88,10 +92,10 @@ class _Lane:
             try:
                 await self.nc.publish(
                     self.api,
-                    orjson.dumps({"batch": batch, "no_wait": True}),
+                    orjson.dumps(request),
                     reply=f"{self.inbox}.{token}",
                 )
-                await asyncio.wait_for(fut, timeout)
+                await asyncio.wait_for(fut, max(timeout, wait + 1.0))
             except TimeoutError:
                 pass
             finally:
@@ -106,11 +110,16 @@ class Pulls:
         self._nc = nc
         self._lanes: dict[tuple[str, str], _Lane] = {}
 
-    async def pull(self, stream: str, consumer: str, batch: int, timeout: float = 5.0) -> list[Msg]:
+    async def pull(self, stream: str, consumer: str, batch: int, timeout: float = 5.0,
+                   wait: float = 0.0) -> list[Msg]:
+        """Up to ``batch`` messages ready now. ``wait`` > 0: if none is, wait up to that long
+        for one. For a message this client has just published: the server tells a consumer
+        about new messages asynchronously, after it has acknowledged the publish, so a
+        no-wait pull right after the publish can (rarely, on a loaded server) miss it."""
         lane = self._lanes.get((stream, consumer))
         if lane is None:
             lane = self._lanes[(stream, consumer)] = _Lane(self._nc, stream, consumer)
-        return await lane.pull(batch, timeout)
+        return await lane.pull(batch, timeout, wait)
 
 
 def msg_age(msg: Msg, now: float) -> float:
