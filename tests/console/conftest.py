@@ -25,7 +25,9 @@ CHROMIUM = os.environ.get("LOCKGATE_CHROMIUM", "/usr/bin/chromium")
 CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run"]
 ROOT = Path(__file__).resolve().parents[2]
-IMAGES = ROOT / "docs" / "images"
+IMAGES = Path(os.environ.get("LOCKGATE_SCREENSHOTS") or ROOT / "build" / "screenshots")
+"""Where the browser tests save their screenshots: build/screenshots/ (not committed), or
+docs/images/ with ``make screenshots`` (the README's pictures)."""
 
 
 BRAIN = "console-brain"

@@ -1,5 +1,6 @@
 """The console in real headless Chromium: sign in, charts from real data, keys, kill switch,
-the DLQ, team users' limits, XSS as text. Screenshots of the main pages go to docs/images/.
+the DLQ, team users' limits, XSS as text. Screenshots of the main pages go to build/screenshots/
+(docs/images/ with ``make screenshots``).
 """
 
 from __future__ import annotations
