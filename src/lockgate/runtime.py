@@ -30,10 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -76,6 +74,7 @@ from lockgate.rag.deployment import RagDeployment
 from lockgate.rag.graph import GraphOptions
 from lockgate.review import ReviewItem, ReviewRepository, ReviewService
 from lockgate.review.feedback_link import decision_recorder, review_subject
+from lockgate.review.webhook_outbox import ReviewWebhookOutbox
 from lockgate.settings import Config, resolve_secret
 from lockgate.state import Invalidations, MemoryState, StateBackend, open_state
 from lockgate.state.base import StateUnavailable
@@ -111,20 +110,14 @@ def save_master_key_hash(home: Path, key: str) -> None:
     path.chmod(0o600)
 
 
-def review_notifier(
-    config: Config, sender: OperatorSender | None,
-) -> Callable[[str, dict[str, Any]], Coroutine[Any, Any, None]] | None:
-    """Signed ``review.*`` webhooks to ``review.webhook_url`` (None when not configured)."""
+def review_webhooks(config: Config, store: Store, sender: OperatorSender | None
+                    ) -> ReviewWebhookOutbox | None:
+    """Signed ``review.*`` webhooks to ``review.webhook_url`` through the outbox (None when
+    not configured)."""
     url = config.review.webhook_url
     if not url or sender is None:
         return None
-
-    async def notify(event: str, payload: dict[str, Any]) -> None:
-        status = await sender.send(url, event, payload)
-        if not status.startswith("delivered"):
-            log.warning("lockgate.review_webhook_failed", event=event, status=status)
-
-    return notify
+    return ReviewWebhookOutbox(store, sender, url)
 
 
 def rag_settings(config: Config) -> RagSettings:
@@ -362,7 +355,8 @@ class Runtime:
         if config.review.webhook_url and secret:
             runtime._review_sender = OperatorSender(secret)
         runtime.review = ReviewService(config.review, ReviewRepository(store),
-                                       notify=review_notifier(config, runtime._review_sender))
+                                       webhooks=review_webhooks(config, store,
+                                                                runtime._review_sender))
         runtime.alerts = alert_center(config, store, metrics)
         runtime.mining = MiningService(store.engine, pipeline, config.mining)
         runtime.feedback = FeedbackService(store.engine,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,18 @@ from tests.gateway.conftest import (  # noqa: F401  (fixtures)
     gateway_config,
     upstream,
 )
+from tests.support.postgres import fresh_database
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def own_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of the test's own (the review webhooks' outbox is one per deployment: a
+    sender delivers every row in it, so tests that send must not share one)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'lockgate.db'}"
+    else:
+        yield from fresh_database("lg_review")
+
 
 INVOICE_SCHEMA = {
     "type": "object",

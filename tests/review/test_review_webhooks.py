@@ -23,15 +23,15 @@ SECRET = "review-hook-secret-0123"
 
 
 @pytest.mark.asyncio
-async def test_review_webhooks_are_signed_and_sent(database_url: str, tmp_path: Path) -> None:
+async def test_review_webhooks_are_signed_and_sent(own_database_url: str, tmp_path: Path) -> None:
     hooks = Hooks()
     os.environ["LG_TEST_REVIEW_SECRET"] = SECRET
     cfg = parse_config(json.dumps({
-        "home": str(tmp_path), "database_url": database_url,
+        "home": str(tmp_path), "database_url": own_database_url,
         "review": {"webhook_url": hooks.url, "webhook_secret": "env:LG_TEST_REVIEW_SECRET",
                    "sweep_interval_s": 0.1},
     }))
-    rt = await Runtime.start(cfg, jobs=False, warm_up=False)
+    rt = await Runtime.start(cfg, jobs=False, warm_up=False, monitor=True)  # (as a server)
     try:
         assert rt.review is not None and rt.alerts is not None
         admin = Principal(key_id="alice", team_id=None, is_master=True)

@@ -12,7 +12,9 @@ Exclusive claims without a queue server:
 Every claim, release, escalation, decision, SLA breach and creation adds a row to the
 tamper-evident audit chain (``usage_records`` with ``kind = 'review'``,
 ``source = 'review'``, ``request_id = <review id>:<event>:<n>``, the actor as
-``key_id`` and what changed as ``request_body``) in the same transaction as the change.
+``key_id`` and what changed as ``request_body``) in the same transaction as the change;
+so does the ``review_webhooks`` outbox row of a creation, escalation, decision or SLA
+breach when webhooks are configured (:mod:`lockgate.review.webhook_outbox`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from lockgate.review.model import (
     ReviewItem,
     ReviewNotFound,
 )
+from lockgate.review.webhook_outbox import add_webhook
 from lockgate.store import Store
 from lockgate.store.chain import insert_chained
 from lockgate.store.records import REVIEW_KIND, usage_row
@@ -138,6 +141,10 @@ def _audit(
 class ReviewRepository:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.webhook_events: frozenset[str] = frozenset()
+        """Changes (``created``, ``escalated``, ``decided``, ``sla_breached``) that write a
+        ``review.<change>`` webhook row in their own transaction (set when webhooks are
+        configured; see :mod:`lockgate.review.webhook_outbox`)."""
 
     @property
     def _pg(self) -> bool:
@@ -164,7 +171,10 @@ class ReviewRepository:
             conn, [_audit(item.id, event, version, who, item.task, item.team_id, what, now)]
         )
         row = (await conn.execute(sa.select(r).where(r.c.id == item.id))).mappings().one()
-        return _item(row)
+        after = _item(row)
+        if event in self.webhook_events:
+            await add_webhook(conn, f"review.{event}", after, now)
+        return after
 
     # ------------------------------------------------------------------ writes
 
@@ -202,7 +212,10 @@ class ReviewRepository:
                     {"reasons": new.reasons, "team": new.team, "source": new.source,
                      "source_ref": new.source_ref, "request_id": new.request_id}, now,
                 )])
-        item = await self.get(new.id)
+            row = (await conn.execute(sa.select(r).where(r.c.id == new.id))).mappings().one()
+            item = _item(row)
+            if not decided and "created" in self.webhook_events:
+                await add_webhook(conn, "review.created", item, now)
         return item
 
     async def insert_many_auto(self, rows: Sequence[NewReview], now: float | None = None) -> int:

@@ -5,7 +5,8 @@ route, the job worker) call it; it never calls a provider.
 
 - :meth:`ReviewService.assess` applies a task's policy to a finished call and says
   whether a person must see it (with the reasons) or the policy auto-approves it.
-- :meth:`submit` stores a pending item (audit-chained) and sends ``review.created``;
+- :meth:`submit` stores a pending item (audit-chained) and its ``review.created`` webhook
+  row (the outbox: :mod:`lockgate.review.webhook_outbox`, sent by :meth:`run_sweeper`);
   :meth:`record_auto` records an auto-approval in a batched background write.
 - :meth:`claim`/:meth:`claim_next`/:meth:`release`/:meth:`decide` are the reviewer's
   verbs; who may do what is :meth:`may_review` (admin, or a key of the item's team).
@@ -23,7 +24,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ from lockgate.review.model import (
 )
 from lockgate.review.predicates import evaluate
 from lockgate.review.repository import ReviewRepository
+from lockgate.review.webhook_outbox import ReviewWebhookOutbox
 from lockgate.settings.review import ReviewPolicy, ReviewSettings
 from lockgate.settings.review_predicates import Predicate, parse_predicate
 
@@ -50,7 +52,7 @@ __all__ = ["Assessment", "ReviewService"]
 log = logging.getLogger("lockgate.review")
 
 Hook = Callable[[ReviewItem], Awaitable[None]]
-Notify = Callable[[str, dict[str, Any]], Coroutine[Any, Any, None]]
+WEBHOOK_EVENTS = frozenset({"created", "escalated", "decided", "sla_breached"})
 MAX_REASON = 2000
 RESUME_LEASE_S = 60.0
 """How long one process may take to finish a decided item's work before another may."""
@@ -73,13 +75,16 @@ class ReviewService:
         settings: ReviewSettings,
         repo: ReviewRepository,
         *,
-        notify: Notify | None = None,
+        webhooks: ReviewWebhookOutbox | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.repo = repo
-        self.notify = notify
-        """Sends ``review.created`` / ``review.decided`` / ``review.sla_breached`` (webhooks)."""
+        self.webhooks = webhooks
+        """Delivers ``review.created`` / ``.escalated`` / ``.decided`` / ``.sla_breached``
+        webhooks from the outbox rows the repository writes with each change."""
+        if webhooks is not None:
+            repo.webhook_events = WEBHOOK_EVENTS
         self._rng = rng or random.Random()
         self._predicates: dict[str, list[Predicate]] = {
             task: [parse_predicate(p) for p in pol.when.predicates]
@@ -95,7 +100,6 @@ class ReviewService:
         self._auto: list[NewReview] = []
         self._auto_task: asyncio.Task[None] | None = None
         self._waiters: dict[str, asyncio.Event] = {}
-        self._background: set[asyncio.Task[Any]] = set()
         self._owner = f"resume:{uuid.uuid4().hex[:12]}"
 
     # ------------------------------------------------------------------ policy
@@ -356,24 +360,31 @@ class ReviewService:
         return {"breached": breached, "resumed": resumed}
 
     async def run_sweeper(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("review sweep failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.settings.sweep_interval_s)
+        """SLA sweeps until ``stop``; also delivers the webhook outbox (every instance)."""
+        sender = None
+        if self.webhooks is not None:
+            sender = asyncio.create_task(self.webhooks.run(stop), name="lockgate-review-webhooks")
+        try:
+            while not stop.is_set():
+                try:
+                    await self.sweep()
+                except Exception:
+                    log.exception("review sweep failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.sweep_interval_s)
+        finally:
+            if sender is not None:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sender
 
     def _emit(self, event: str, item: ReviewItem) -> None:
-        if self.notify is None:
-            return
-        payload = {"event": event, "review": item.public(time.time())}
-        task = asyncio.get_running_loop().create_task(self.notify(event, payload))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        """``event`` happened to ``item``: its webhook row is written; send it now."""
+        if self.webhooks is not None:
+            self.webhooks.wake()
 
     async def aclose(self) -> None:
         await self.flush()
-        for task in list(self._background):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 5)
+        if self.webhooks is not None:  # what is due now, best effort (the rest stays queued
+            with contextlib.suppress(Exception):  # for the next instance that runs)
+                await asyncio.wait_for(self.webhooks.run_once(), 5)

@@ -58,6 +58,7 @@ __all__ = [
     "rag_postings",
     "rag_term_stats",
     "review_items",
+    "review_webhooks",
     "schema_filter",
     "shadow_results",
     "teams",
@@ -392,6 +393,27 @@ review_items = sa.Table(
     sa.Index("ix_review_items_state_created", "state", "created_at", "id"),
     sa.Index("ix_review_items_task_decided", "task", "decided_at"),
     sa.Index("ix_review_items_source_ref", "source_ref"),
+)
+
+# Alembic revision 0020: the review webhooks' outbox (lockgate.review.webhook_outbox). A row
+# is written in the transaction of the change it reports; ``state`` pending -> delivered or
+# dead; a sender holds it by ``lease_owner`` / ``lease_until`` while it posts.
+review_webhooks = sa.Table(
+    "review_webhooks",
+    metadata,
+    sa.Column("id", sa.String(), primary_key=True),
+    sa.Column("item_id", sa.String(), nullable=False),
+    sa.Column("event", sa.String(), nullable=False),
+    sa.Column("payload", sa.Text(), nullable=False),
+    sa.Column("state", sa.String(), nullable=False),
+    sa.Column("status", sa.String(), nullable=True),
+    sa.Column("created_at", _Seconds, nullable=False),
+    sa.Column("due_at", _Seconds, nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("lease_owner", sa.String(), nullable=True),
+    sa.Column("lease_until", _Seconds, nullable=True),
+    sa.Index("ix_review_webhooks_state_due", "state", "due_at"),
+    sa.Index("ix_review_webhooks_item", "item_id"),
 )
 
 # ------------------------------------------------- alerts, feedback (lockgate.alerts, .feedback)
