@@ -155,3 +155,44 @@ def test_use_comes_from_redis_shared_by_gateways(two_gateways_on_redis: tuple[st
     rates = _lines(html, f"use-key-{key_id}", "rate-line")
     assert rates["rpd"]["used"] == "4" and rates["rpd"]["limit"] == "10"
     assert rates["rpm"]["limit"] == "600"
+
+
+def test_keys_are_paged_and_every_governed_key_is_on_one_page(
+        console_gateway: ConsoleGateway, context: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past one page of governed keys the page links to the next ones (it used to stop at the
+    first 500 keys, governed or not, and only say how many were left out)."""
+    from lockgate.console import pages_admin
+
+    gw = console_gateway
+    monkeypatch.setattr(pages_admin, "_MAX_KEYS", 2)  # the server runs in this process
+    mine = {_key(gw.url, "keyed")[1] for _ in range(3)}
+    _key(gw.url, "ungoverned-" + uuid.uuid4().hex[:4])  # no limits: never listed
+    page = context.new_page()
+    sign_in(page, gw.url, gw.master)
+    page.goto(gw.url + "/console/budgets")
+    seen: list[str] = []
+    pages = 0
+    while True:
+        pages += 1
+        rows = page.locator("#key-use tbody tr[id^='use-key-']")
+        ids = [str(rows.nth(i).get_attribute("id"))[len("use-key-"):] for i in range(rows.count())]
+        assert 1 <= len(ids) <= 2
+        seen += ids
+        assert f"page {pages} of" in page.inner_text("#key-range")
+        if page.locator("#keys-next").count() == 0:
+            break
+        page.click("#keys-next")
+        page.wait_for_url(f"**/console/budgets?page={pages + 1}**")
+    assert len(seen) == len(set(seen))  # no key on two pages
+    assert mine <= set(seen)
+    total = int(page.inner_text("#key-range").split(" of ")[1].split()[0])
+    assert total == len(seen) and pages == -(-total // 2)
+    assert page.locator("#keys-prev").count() == 1
+    # a page number out of range or not a number shows the last or the first page
+    page.goto(gw.url + "/console/budgets?page=99999")
+    assert f"page {pages} of {pages}" in page.inner_text("#key-range")
+    for bad in ("abc", "0", "-3", "1e9", "9" * 40, "%C2%B2", "%00"):
+        r = page.goto(gw.url + "/console/budgets?page=" + bad)
+        assert r is not None and r.status == 200
+        assert f"page 1 of {pages}" in page.inner_text("#key-range")
+    shot(page, "budgets-paged")

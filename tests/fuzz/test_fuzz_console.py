@@ -26,9 +26,9 @@ FORM = st.dictionaries(st.sampled_from(
     max_size=6)
 QUERY = st.dictionaries(st.sampled_from(
     ["window", "team", "key", "model", "deployment", "status", "since", "until", "before",
-     "state", "next", "agent", "level"]), st.one_of(FORM_VALUE, st.sampled_from(
+     "state", "next", "agent", "level", "page"]), st.one_of(FORM_VALUE, st.sampled_from(
          ["fuzzbot", "top", "all", "running", "succeeded", "stopped", "awaiting_approval",
-          "1765000000.5~run_0a", "1e400~run_x", "~"])), max_size=4)
+          "1765000000.5~run_0a", "1e400~run_x", "~", "2", "\u00b2", "9" * 30])), max_size=4)
 
 
 @pytest.fixture(scope="module")

@@ -63,17 +63,25 @@ async def budgets_page(request: Request, user: ConsoleUser) -> Response:
     keys = await rt.admin.keys(user.principal)
     usage = rt.usage_now
     team_use = await usage.teams(teams)
-    active = [k for k in keys if not k.revoked]
-    key_use = await usage.keys(active[:_MAX_KEYS])
+    governed = [k for k in keys if not k.revoked and usage.key_scope(k) is not None]
+    pages = max(1, -(-len(governed) // _MAX_KEYS))
+    raw = request.query_params.get("page", "1")
+    ok = raw.isascii() and raw.isdigit() and len(raw) < 10  # ("²".isdigit() is True)
+    number = min(max(1, int(raw)), pages) if ok else 1
+    start = (number - 1) * _MAX_KEYS
+    key_use = await usage.keys(governed[start:start + _MAX_KEYS])
     model_use = await usage.models() if user.is_admin else []
     backend = rt.state.name if rt.state is not None else "none"
+    key_page = {"number": number, "pages": pages, "first": start + 1,
+                "last": start + len(key_use), "total": len(governed)}
     return page(request, "budgets.html", user=user, title="Budgets and limits: use now",
                 team_use=team_use, key_use=key_use, model_use=model_use, backend=backend,
-                more_keys=max(0, len(active) - _MAX_KEYS))
+                key_page=key_page)
 
 
 _MAX_KEYS = 500
-"""Keys whose counters one budgets page reads (one state round-trip per governed key)."""
+"""Governed keys per budgets page (their counters are read: one state round-trip each);
+``?page=N`` shows the next ones."""
 
 
 @router.post("/teams")
