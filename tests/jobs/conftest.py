@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lockgate.jobs.backends import open_queue
+from lockgate.jobs.nats_queue import NatsQueue
 from lockgate.jobs.queue import JobQueue, QueueOptions
 
 BACKENDS = ["sqlite", "postgres", "redis", "nats"]
@@ -51,3 +52,14 @@ async def queue(url: str, options: QueueOptions) -> AsyncIterator[JobQueue]:
     finally:
         await q.drop()
         await q.aclose()
+
+
+@pytest.fixture
+async def nq() -> AsyncIterator[NatsQueue]:
+    """A NATS queue of its own (prefix), fast backoff, dropped after."""
+    q = NatsQueue(f"nats://127.0.0.1:4222?prefix=lgjobs_{uuid.uuid4().hex[:10]}",
+                  QueueOptions(backoff_base=0.05, backoff_cap=0.2))
+    await q.open()
+    yield q
+    await q.drop()
+    await q.aclose()

@@ -12,28 +12,14 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
-import pytest
 from nats.aio.msg import Msg
 
 from lockgate.jobs.model import NewJob
 from lockgate.jobs.nats_queue import NatsQueue
 from lockgate.jobs.nats_wire import Pulls, ensure_consumer, ensure_stream
-from lockgate.jobs.queue import QueueOptions
-
-
-@pytest.fixture
-async def nq() -> AsyncIterator[NatsQueue]:
-    q = NatsQueue(f"nats://127.0.0.1:4222?prefix=lgjobs_{uuid.uuid4().hex[:10]}",
-                  QueueOptions(backoff_base=0.05, backoff_cap=0.2))
-    await q.open()
-    yield q
-    await q.drop()
-    await q.aclose()
 
 
 async def test_waited_pull_answers_with_a_message_published_while_it_waits(nq: NatsQueue

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -16,16 +15,6 @@ import pytest
 from lockgate.jobs.model import JobGone, NewJob
 from lockgate.jobs.nats_queue import NatsQueue
 from lockgate.jobs.queue import QueueOptions
-
-
-@pytest.fixture
-async def nq() -> AsyncIterator[NatsQueue]:
-    q = NatsQueue(f"nats://127.0.0.1:4222?prefix=lgjobs_{uuid.uuid4().hex[:10]}",
-                  QueueOptions(backoff_base=0.05, backoff_cap=0.2))
-    await q.open()
-    yield q
-    await q.drop()
-    await q.aclose()
 
 
 async def _claim_within(q: NatsQueue, worker: str, seconds: float, lease: float = 30.0
