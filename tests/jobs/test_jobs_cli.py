@@ -16,15 +16,7 @@ from lockgate.jobs.model import NewJob
 from lockgate.jobs.queue import JobQueue
 from lockgate.testing.stub_upstream import StubUpstream
 from tests.jobs.test_jobs_worker import wait_for
-
-
-@pytest.fixture
-def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI's rich console reads COLUMNS once, when first imported (maybe by another
-    test in this process): give it a width that shows whole ids for the in-process runs."""
-    from lockgate.cli import common
-
-    monkeypatch.setattr(common.console, "width", 250)
+from tests.support.cli_console import wide_console  # noqa: F401  (fixture)
 
 SRC = Path(__file__).parent.parent.parent / "src"
 
@@ -107,7 +99,8 @@ async def test_sigkilled_cli_worker_loses_nothing(
         await stub.stop()
 
 
-def test_dlq_commands(tmp_path: Path, wide_console: None) -> None:
+@pytest.mark.usefixtures("wide_console")
+def test_dlq_commands(tmp_path: Path) -> None:
     """In process (typer's runner): list, show, retry, purge, stats, a one-line error."""
     from typer.testing import CliRunner
 
@@ -172,7 +165,9 @@ def test_dlq_commands(tmp_path: Path, wide_console: None) -> None:
     assert [(a, t) for a, t, _ in rows] == [("dlq.retry", job_id), ("dlq.purge", "*")]
     assert all((who or "").startswith("cli:") for _, _, who in rows)
 
-def test_webhook_dlq_commands(tmp_path: Path, wide_console: None) -> None:
+
+@pytest.mark.usefixtures("wide_console")
+def test_webhook_dlq_commands(tmp_path: Path) -> None:
     """``dlq webhooks`` lists dead-lettered webhooks; ``dlq webhook-retry`` queues one again."""
     from typer.testing import CliRunner
 

@@ -21,6 +21,7 @@ from lockgate.review import NewReview, ReviewRepository, ReviewService
 from lockgate.review.webhook_outbox import ReviewWebhookOutbox
 from lockgate.settings import ReviewSettings
 from lockgate.store import Store
+from tests.support.cli_console import wide_console  # noqa: F401  (fixture)
 
 SECRET = "review-outbox-secret-0123"
 ADMIN = Principal(key_id="alice", team_id=None, is_master=True)
@@ -187,3 +188,61 @@ async def test_old_delivered_rows_are_purged(own_database_url: str) -> None:
     finally:
         hooks.close()
         await store.close()
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_cli_lists_and_resends_dead_webhooks(tmp_path: Any) -> None:
+    """``lockgate review webhooks list|resend``: a 404'd row is listed dead, resent, then
+    delivered; bad input is one line and a non-zero exit."""
+    from typer.testing import CliRunner
+
+    from lockgate.cli.app import app
+
+    db = f"sqlite:///{tmp_path / 'lg.db'}"
+    cfg = tmp_path / "lockgate.yaml"
+    cfg.write_text(f"home: {tmp_path}\ndatabase_url: {db}\n")
+    hooks = Receiver([404])
+
+    async def dead_row() -> tuple[str, str]:
+        store = await Store.open(db)
+        try:
+            outbox = _outbox(store, hooks.url)
+            svc = ReviewService(ReviewSettings(), ReviewRepository(store), webhooks=outbox)
+            item = await svc.submit(_review())
+            await _drain(outbox)
+            (row,) = await outbox.rows(item_id=item.id)
+            assert row.state == "dead"
+            return item.id, row.id
+        finally:
+            await store.close()
+
+    async def deliver() -> list[str]:
+        store = await Store.open(db)
+        try:
+            outbox = _outbox(store, hooks.url)
+            await _drain(outbox)
+            return [r.state for r in await outbox.rows()]
+        finally:
+            await store.close()
+
+    try:
+        item_id, row_id = asyncio.run(dead_row())
+        runner = CliRunner()
+        out = runner.invoke(app, ["review", "webhooks", "list", "--state", "dead",
+                                  "-c", str(cfg)])
+        assert out.exit_code == 0 and row_id in out.output and "HTTP 404" in out.output
+        out = runner.invoke(app, ["review", "webhooks", "resend", "rwh_nope", "-c", str(cfg)])
+        assert out.exit_code == 1 and "no dead webhook row" in out.output
+        out = runner.invoke(app, ["review", "webhooks", "resend", "-c", str(cfg)])
+        assert out.exit_code == 2
+        out = runner.invoke(app, ["review", "webhooks", "list", "--state", "odd", "-c", str(cfg)])
+        assert out.exit_code == 2 and "--state" in out.output
+        out = runner.invoke(app, ["review", "webhooks", "resend", row_id, "-c", str(cfg)])
+        assert out.exit_code == 0 and "1 webhook row(s) due again" in out.output
+        assert asyncio.run(deliver()) == ["delivered"]
+        out = runner.invoke(app, ["review", "webhooks", "list", "--item", item_id,
+                                  "-c", str(cfg)])
+        assert out.exit_code == 0 and "delivered" in out.output
+        assert len(hooks.received) == 2  # the 404, then the resend
+    finally:
+        hooks.close()

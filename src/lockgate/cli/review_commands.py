@@ -1,4 +1,5 @@
-"""``lockgate review list|show|claim|decide``: the review queue from a terminal.
+"""``lockgate review list|show|claim|decide``: the review queue from a terminal;
+``lockgate review webhooks list|resend``: its webhook outbox.
 
 The CLI acts as an operator (admin rights) against the configured store; ``--as NAME``
 records who decided (default ``cli:$USER``). Decisions resume waiting jobs exactly as
@@ -16,9 +17,11 @@ from typing import Any, TypeVar
 import typer
 from rich.table import Table
 
+from lockgate.cli.admin_commands import with_store
 from lockgate.cli.common import ConfigOption, console, fail, get_config, operator, run
 from lockgate.errors import GatewayError
 from lockgate.review import ReviewService
+from lockgate.review.webhook_outbox import resend_dead, webhook_rows
 from lockgate.store.errors import StoreError
 
 __all__ = ["review_app"]
@@ -139,3 +142,43 @@ def review_decide(
         item_id, _operator(as_), action, output=value, reason=reason, team=team,
         has_output=output is not None))
     _print(item.public(time.time()))
+
+
+webhooks_app = typer.Typer(help="The review webhooks' outbox.", no_args_is_help=True)
+review_app.add_typer(webhooks_app, name="webhooks")
+_ROW_STATES = ("pending", "delivered", "dead", "all")
+
+
+@webhooks_app.command("list")
+def webhooks_list(
+    state: str = typer.Option("all", "--state", help="pending|delivered|dead|all"),
+    item: str | None = typer.Option(None, "--item", help="Only this review item's rows."),
+    limit: int = typer.Option(50, "--limit", min=1, max=1000),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Webhook rows, newest first, with their delivery status."""
+    if state not in _ROW_STATES:
+        fail(f"--state must be {', '.join(_ROW_STATES)}, not '{state}'", 2)
+    rows = with_store(get_config(config), lambda store: webhook_rows(
+        store, item_id=item, state=None if state == "all" else state, limit=limit))
+    table = Table()
+    for col in ("id", "event", "item", "state", "attempts", "status"):
+        table.add_column(col, no_wrap=col in ("id", "item"))
+    for r in rows:
+        table.add_row(r.id, r.event, r.item_id, r.state, str(r.attempts), r.status or "")
+    console.print(table)
+
+
+@webhooks_app.command("resend")
+def webhooks_resend(
+    row_id: str | None = typer.Argument(None, help="A dead row's id (rwh_...)."),
+    all_dead: bool = typer.Option(False, "--all-dead", help="Every dead row."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Make dead rows due again (sent by the next server or worker, attempts from zero)."""
+    if (row_id is None) == (not all_dead):
+        fail("give one dead row's id, or --all-dead", 2)
+    n = with_store(get_config(config), lambda store: resend_dead(store, row_id))
+    if row_id is not None and n == 0:
+        fail(f"no dead webhook row '{row_id}'", 1)
+    console.print(f"{n} webhook row(s) due again")

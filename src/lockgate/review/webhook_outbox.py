@@ -12,7 +12,8 @@ every retry, so receivers drop duplicates), and records the outcome:
 * 2xx -> ``delivered`` (``status`` e.g. ``delivered HTTP 200 (attempt 1)``);
 * connection error, timeout, 408, 429, 5xx -> retried with exponential backoff and jitter
   until ``attempts`` are used up;
-* anything else, or attempts used up -> ``dead``, kept with its last error (and logged).
+* anything else, or attempts used up -> ``dead``, kept with its last error (and logged);
+  ``lockgate review webhooks list --state dead`` shows them, ``... resend`` sends again.
 
 Delivery order between events of one item is not guaranteed (a retry may overtake a later
 event): receivers order by ``review.updated_at``. Delivered rows are deleted after
@@ -38,7 +39,8 @@ from lockgate.review.model import ReviewItem
 from lockgate.store import Store
 from lockgate.store.tables import review_webhooks
 
-__all__ = ["ReviewWebhookOutbox", "Sender", "WebhookRow", "add_webhook"]
+__all__ = ["ReviewWebhookOutbox", "Sender", "WebhookRow", "add_webhook", "resend_dead",
+           "webhook_rows"]
 
 log = logging.getLogger("lockgate.review.webhooks")
 w = review_webhooks
@@ -209,11 +211,29 @@ class ReviewWebhookOutbox:
 
     async def rows(self, item_id: str | None = None, state: str | None = None,
                    limit: int = 100) -> list[WebhookRow]:
-        """Outbox rows, newest first (for operators and tests)."""
-        stmt = sa.select(w).order_by(w.c.created_at.desc(), w.c.id).limit(limit)
-        if item_id is not None:
-            stmt = stmt.where(w.c.item_id == item_id)
-        if state is not None:
-            stmt = stmt.where(w.c.state == state)
-        async with self.store.transaction(write=False) as conn:
-            return [_row(m) for m in (await conn.execute(stmt)).mappings()]
+        return await webhook_rows(self.store, item_id=item_id, state=state, limit=limit)
+
+
+async def webhook_rows(store: Store, *, item_id: str | None = None, state: str | None = None,
+                       limit: int = 100) -> list[WebhookRow]:
+    """Outbox rows, newest first (for operators: ``lockgate review webhooks list``)."""
+    stmt = sa.select(w).order_by(w.c.created_at.desc(), w.c.id).limit(limit)
+    if item_id is not None:
+        stmt = stmt.where(w.c.item_id == item_id)
+    if state is not None:
+        stmt = stmt.where(w.c.state == state)
+    async with store.transaction(write=False) as conn:
+        return [_row(m) for m in (await conn.execute(stmt)).mappings()]
+
+
+async def resend_dead(store: Store, row_id: str | None = None) -> int:
+    """Dead rows (one, or all when ``row_id`` is None) due again now, attempts from zero;
+    returns how many. A row that is not dead is left alone."""
+    stmt = w.update().where(w.c.state == "dead")
+    if row_id is not None:
+        stmt = stmt.where(w.c.id == row_id)
+    async with store.transaction(write=True) as conn:
+        res = await conn.execute(stmt.values(
+            state="pending", status="pending (resent)", due_at=time.time(), attempts=0,
+            lease_owner=None, lease_until=None))
+    return int(res.rowcount or 0)
