@@ -110,7 +110,7 @@ def save_master_key_hash(home: Path, key: str) -> None:
     path.chmod(0o600)
 
 
-def review_webhooks(config: Config, store: Store, sender: OperatorSender | None
+def review_webhooks(config: Config, store: Store, sender: WebhookSender | None
                     ) -> ReviewWebhookOutbox | None:
     """Signed ``review.*`` webhooks to ``review.webhook_url`` through the outbox (None when
     not configured)."""
@@ -173,7 +173,6 @@ class JobsParts:
     """Delivers completion webhooks from the queue's outbox (workers run it)."""
     monitor: QueueMonitor | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
-    _review_sender: OperatorSender | None = None
     _task: asyncio.Task[None] | None = None
 
     async def aclose(self) -> None:
@@ -236,7 +235,8 @@ class Runtime:
     """Permissioned agents (lockgate.agents), ``model: agent/<name>``; set by ``start``."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
-    _review_sender: OperatorSender | None = None
+    _review_sender: WebhookSender | None = None
+    """Signs and posts ``review.*`` webhooks (an operator URL: no SSRF guard)."""
 
     @property
     def controls(self) -> Controls:
@@ -353,7 +353,7 @@ class Runtime:
                       governor=governor, canary=canary)
         secret = resolve_secret(config.review.webhook_secret, "review.webhook_secret")
         if config.review.webhook_url and secret:
-            runtime._review_sender = OperatorSender(secret)
+            runtime._review_sender = WebhookSender(secret)
         runtime.review = ReviewService(config.review, ReviewRepository(store),
                                        webhooks=review_webhooks(config, store,
                                                                 runtime._review_sender))

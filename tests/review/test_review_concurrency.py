@@ -12,6 +12,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from lockgate.jobs.webhooks import Attempt, WebhookSender
 from lockgate.review import NewReview, ReviewRepository, ReviewService
 from lockgate.review.webhook_outbox import ReviewWebhookOutbox
 from lockgate.settings import ReviewSettings
@@ -107,9 +108,9 @@ def test_five_reviewers_two_gateways(upstream: str, database_url: str,
             s.stop()
 
 
-class _NoSender:
+class _NoSender(WebhookSender):
     async def attempt(self, url: str, event: str, body: bytes,
-                      delivery_id: str | None = None) -> tuple[bool, str, bool]:
+                      delivery_id: str | None = None) -> Attempt:
         raise AssertionError("nothing is sent in this test")
 
 
@@ -118,7 +119,7 @@ async def test_sla_breach_escalates_once_across_processes(database_url: str) -> 
     stores = [await Store.open(database_url) for _ in range(2)]
     try:
         settings = ReviewSettings()
-        outboxes = [ReviewWebhookOutbox(s, _NoSender(), "http://127.0.0.1:9/unused")
+        outboxes = [ReviewWebhookOutbox(s, _NoSender("unused"), "http://127.0.0.1:9/unused")
                     for s in stores]
         services = [ReviewService(settings, ReviewRepository(s), webhooks=o)
                     for s, o in zip(stores, outboxes, strict=True)]

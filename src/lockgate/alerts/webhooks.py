@@ -68,37 +68,27 @@ class WebhookSender:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         return self._session
 
-    async def attempt(self, url: str, event: str, body: bytes,
-                      delivery_id: str | None = None) -> tuple[bool, str, bool]:
-        """One signed POST: (delivered, ``HTTP 200`` or the error, worth retrying)."""
-        headers = {
-            "Content-Type": "application/json",
-            "X-Lockgate-Event": event,
-            SIGNATURE_HEADER: sign(self.secret, body, int(time.time())),
-        }
-        if delivery_id:
-            headers["X-Lockgate-Delivery"] = delivery_id
-        try:
-            session = await self._client()
-            async with session.post(url, data=body, headers=headers) as resp:
-                await resp.read()
-                status = f"HTTP {resp.status}"
-                if 200 <= resp.status < 300:
-                    return True, status, False
-                return False, status, resp.status >= 500 or resp.status in (408, 429)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return False, f"{type(exc).__name__}: {exc}"[:200], True
-
     async def send(self, url: str, event: str, payload: dict[str, Any]) -> str:
         """POST until a 2xx or attempts run out; returns e.g. ``delivered 200 (attempt 2)``."""
         body = orjson.dumps(payload)
         last = ""
         for attempt in range(1, self.attempts + 1):
-            ok, last, retryable = await self.attempt(url, event, body)
-            if ok:
-                return f"delivered {last.removeprefix('HTTP ')} (attempt {attempt})"
-            if not retryable:
-                return f"failed {last} (attempt {attempt}, not retried)"
+            headers = {
+                "Content-Type": "application/json",
+                "X-Lockgate-Event": event,
+                SIGNATURE_HEADER: sign(self.secret, body, int(time.time())),
+            }
+            try:
+                session = await self._client()
+                async with session.post(url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    if 200 <= resp.status < 300:
+                        return f"delivered {resp.status} (attempt {attempt})"
+                    last = f"HTTP {resp.status}"
+                    if resp.status < 500 and resp.status not in (408, 429):
+                        return f"failed {last} (attempt {attempt}, not retried)"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last = f"{type(exc).__name__}: {exc}"[:200]
             if attempt < self.attempts:
                 await asyncio.sleep(
                     backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap)

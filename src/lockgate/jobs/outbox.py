@@ -22,12 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any
 
 import orjson
 
-from lockgate.jobs.model import JobGone, JobNotFound, WebhookDelivery, backoff_delay
+from lockgate.jobs.model import JobGone, JobNotFound, WebhookDelivery
 from lockgate.jobs.queue import JobQueue
 from lockgate.jobs.webhooks import WebhookSender
 
@@ -123,21 +122,8 @@ class OutboxDeliverer:
             return
         body = orjson.dumps(await webhook_payload(self.queue, d))
         res = await self.sender.attempt(d.url, d.event, body, d.id)
-        n = d.attempts
-        if res.ok:
-            await self.queue.webhook_settle(d, "delivered", f"delivered {res.status} (attempt {n})")
-        elif res.retryable and n < self.attempts:
-            delay = backoff_delay(n, base=self.backoff_base, cap=self.backoff_cap)
-            await self.queue.webhook_settle(
-                d,
-                "retry",
-                f"retrying: {res.status} (attempt {n})",
-                retry_at=time.time() + delay,
-                error=res.status,
-            )
-        else:
-            why = "not retried" if not res.retryable else f"after {n} attempts"
-            await self.queue.webhook_settle(
-                d, "dead", f"failed {res.status} (attempt {n}, {why}, dead-lettered)",
-                error=res.status,
-            )
+        state, status, retry_at = res.verdict(d.attempts, self.attempts,
+                                              backoff_base=self.backoff_base,
+                                              backoff_cap=self.backoff_cap)
+        error = None if res.ok else res.status
+        await self.queue.webhook_settle(d, state, status, retry_at=retry_at, error=error)

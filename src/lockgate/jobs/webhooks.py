@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from lockgate.alerts.webhooks import SIGNATURE_HEADER, sign, verify
-from lockgate.jobs.model import backoff_delay
+from lockgate.jobs.model import WebhookOutcome, backoff_delay
 from lockgate.jobs.ssrf import AddressPolicy, literal_refusal
 from lockgate.lazy import lazy_module
 
@@ -54,6 +54,18 @@ class Attempt:
     status: str
     """``200``, ``HTTP 500``, ``ClientConnectorError: ...``."""
     retryable: bool
+
+    def verdict(self, n: int, attempts: int, *, backoff_base: float, backoff_cap: float
+                ) -> tuple[WebhookOutcome, str, float]:
+        """What an outbox records after the ``n``-th of at most ``attempts`` tries:
+        (``delivered`` | ``retry`` | ``dead``, the status text, when to retry or 0)."""
+        if self.ok:
+            return "delivered", f"delivered {self.status} (attempt {n})", 0.0
+        if self.retryable and n < attempts:
+            delay = backoff_delay(n, base=backoff_base, cap=backoff_cap)
+            return "retry", f"retrying: {self.status} (attempt {n})", time.time() + delay
+        why = "not retried" if not self.retryable else f"after {n} attempts"
+        return "dead", f"failed {self.status} (attempt {n}, {why}, dead-lettered)", 0.0
 
 
 @dataclass

@@ -138,7 +138,7 @@ class ReviewService:
 
     async def submit(self, new: NewReview) -> ReviewItem:
         item = await self.repo.insert(new)
-        self._emit("review.created", item)
+        self._send_webhooks()
         return item
 
     def record_auto(self, new: NewReview) -> None:
@@ -241,7 +241,7 @@ class ReviewService:
             if target == item.team:
                 raise ReviewInvalid(f"The item is already with team '{target}'.", param="team")
             item = await self.repo.escalate(item_id, who, target, reason)
-            self._emit("review.escalated", item)
+            self._send_webhooks()
             return item
         decision: dict[str, Any] = {"action": action, "automatic": False}
         if action == "reject":
@@ -260,7 +260,7 @@ class ReviewService:
             decision["reason"] = reason
         item = await self.repo.decide(item_id, who, state, decision)
         self._wake(item.id)
-        self._emit("review.decided", item)
+        self._send_webhooks()
         for hook in self.on_decided:
             try:
                 await hook(item)
@@ -344,7 +344,7 @@ class ReviewService:
             breached += 1
             log.warning("review %s (task %s) breached its SLA; now with team %s", item.id,
                         item.task, item.team)
-            self._emit("review.sla_breached", item)
+            self._send_webhooks()
             for hook in self.on_breach:
                 try:
                     await hook(item)
@@ -378,8 +378,9 @@ class ReviewService:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await sender
 
-    def _emit(self, event: str, item: ReviewItem) -> None:
-        """``event`` happened to ``item``: its webhook row is written; send it now."""
+    def _send_webhooks(self) -> None:
+        """A change just wrote its webhook row (in its transaction): send it now, not at
+        the next poll."""
         if self.webhooks is not None:
             self.webhooks.wake()
 

@@ -9,7 +9,7 @@ LOCKED`` on PostgreSQL, the write lock on SQLite; a row whose taker died is due 
 its lease runs out), POSTs each signed, with ``X-Lockgate-Delivery: <row id>`` (the same on
 every retry, so receivers drop duplicates), and records the outcome:
 
-* 2xx -> ``delivered`` (``status`` e.g. ``delivered HTTP 200 (attempt 1)``);
+* 2xx -> ``delivered`` (``status`` e.g. ``delivered 200 (attempt 1)``);
 * connection error, timeout, 408, 429, 5xx -> retried with exponential backoff and jitter
   until ``attempts`` are used up;
 * anything else, or attempts used up -> ``dead``, kept with its last error (and logged);
@@ -27,30 +27,22 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from lockgate.jobs.model import backoff_delay
+from lockgate.jobs.webhooks import WebhookSender
 from lockgate.review.model import ReviewItem
 from lockgate.store import Store
 from lockgate.store.tables import review_webhooks
 
-__all__ = ["ReviewWebhookOutbox", "Sender", "WebhookRow", "add_webhook", "resend_dead",
-           "webhook_rows"]
+__all__ = ["ReviewWebhookOutbox", "WebhookRow", "add_webhook", "resend_dead", "webhook_rows"]
 
 log = logging.getLogger("lockgate.review.webhooks")
 w = review_webhooks
-
-
-class Sender(Protocol):
-    async def attempt(self, url: str, event: str, body: bytes,
-                      delivery_id: str | None = None) -> tuple[bool, str, bool]:
-        """One POST: (delivered, status text, worth retrying)."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -88,7 +80,7 @@ class ReviewWebhookOutbox:
     def __init__(
         self,
         store: Store,
-        sender: Sender,
+        sender: WebhookSender,
         url: str,
         *,
         attempts: int = 8,
@@ -134,8 +126,7 @@ class ReviewWebhookOutbox:
                         lease_owner=self.owner, lease_until=now + self.lease,
                         attempts=w.c.attempts + 1)
                 )
-        return [WebhookRow(r.id, r.item_id, r.event, r.payload, r.state, r.status,
-                           r.attempts + 1, r.due_at) for r in rows]
+        return [replace(r, attempts=r.attempts + 1) for r in rows]
 
     async def _settle(self, row: WebhookRow, state: str, status: str,
                       due_at: float | None = None) -> None:
@@ -150,22 +141,16 @@ class ReviewWebhookOutbox:
 
     async def deliver(self, row: WebhookRow) -> str:
         """One attempt at one row; returns its new state."""
-        ok, status, retryable = await self.sender.attempt(
-            self.url, row.event, row.payload.encode(), row.id)
-        n = row.attempts
-        if ok:
-            await self._settle(row, "delivered", f"delivered {status} (attempt {n})")
-            return "delivered"
-        if retryable and n < self.attempts:
-            delay = backoff_delay(n, base=self.backoff_base, cap=self.backoff_cap)
-            await self._settle(row, "pending", f"retrying: {status} (attempt {n})",
-                               due_at=time.time() + delay)
-            return "pending"
-        why = "not retried" if not retryable else f"after {n} attempts"
-        await self._settle(row, "dead", f"failed {status} (attempt {n}, {why})")
-        log.warning("review webhook %s (%s, item %s) dead: %s", row.id, row.event, row.item_id,
-                    status)
-        return "dead"
+        res = await self.sender.attempt(self.url, row.event, row.payload.encode(), row.id)
+        outcome, status, retry_at = res.verdict(row.attempts, self.attempts,
+                                                backoff_base=self.backoff_base,
+                                                backoff_cap=self.backoff_cap)
+        state = "pending" if outcome == "retry" else outcome
+        await self._settle(row, state, status, due_at=retry_at or None)
+        if state == "dead":
+            log.warning("review webhook %s (%s, item %s) dead: %s", row.id, row.event,
+                        row.item_id, res.status)
+        return state
 
     async def run_once(self) -> int:
         """Deliver what is due now; returns how many rows were attempted."""
